@@ -1,0 +1,21 @@
+//! marvel keeps teams of long-running terminal programs alive as tmux panes.
+//!
+//! Module map — decisions are pure, effects live at the edge:
+//! - [`domain`]: the pure core (keys, specs, crash-loop policy, reconciler).
+//!   No tmux, sockets, files, clock or randomness.
+//! - [`manifest`]: RON text → validated [`domain::spec::TeamSpec`].
+//! - [`substrate`]: the tmux edge (trait, real tmux, fake for tests).
+//! - [`shim`]: the tiny supervisor that runs inside each pane.
+//! - [`daemon`]: the one loop that owns all state, its socket and its store.
+//! - [`client`], [`proto`], [`view`]: how commands talk to the daemon.
+//! - [`cli`], [`commands`], [`output`]: the command line.
+//! - [`error`], [`paths`]: one error type; where files live.
+
+pub mod domain;
+pub mod error;
+pub mod manifest;
+pub mod paths;
+pub mod proto;
+pub mod shim;
+pub mod substrate;
+pub mod view;

@@ -1,0 +1,1 @@
+//! RON team manifests → validated specs.

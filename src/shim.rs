@@ -1,0 +1,1 @@
+//! The shim that runs inside each pane.
