@@ -56,7 +56,10 @@ pub enum Error {
         candidates: Vec<String>,
     },
     /// The request is understood and refused.
-    Refused { message: String, help: Option<String> },
+    Refused {
+        message: String,
+        help: Option<String>,
+    },
     /// The daemon cannot be reached or started.
     DaemonUnavailable { message: String },
     /// tmux is missing, or its server does not answer.
@@ -163,8 +166,16 @@ impl fmt::Display for Error {
                 key,
                 candidates,
             } => {
-                write!(f, "error: {key:?} matches more than one {kind}: {}", candidates.join(", "))?;
-                write!(f, "\nhelp: give more of the key, for example {:?}", candidates[0])
+                write!(
+                    f,
+                    "error: {key:?} matches more than one {kind}: {}",
+                    candidates.join(", ")
+                )?;
+                write!(
+                    f,
+                    "\nhelp: give more of the key, for example {:?}",
+                    candidates[0]
+                )
             }
             Error::Refused { message, help } => {
                 write!(f, "error: {message}")?;
@@ -173,7 +184,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::DaemonUnavailable { message } => write!(f, "error: daemon unavailable: {message}"),
+            Error::DaemonUnavailable { message } => {
+                write!(f, "error: daemon unavailable: {message}")
+            }
             Error::TmuxUnavailable { message } => write!(f, "error: tmux not ready: {message}"),
             Error::Io { object, message } => write!(f, "error: {object}: {message}"),
             Error::Other { message } => write!(f, "error: {message}"),
@@ -216,7 +229,10 @@ mod tests {
     fn manifest_errors_name_file_position_and_field() {
         let e = Error::Manifest {
             file: "team.ron".into(),
-            position: Some(Position { line: 4, column: 17 }),
+            position: Some(Position {
+                line: 4,
+                column: 17,
+            }),
             field: Some("roles[0].replicas".into()),
             message: "must be between 1 and 1000, got 0".into(),
             help: None,

@@ -52,7 +52,11 @@ pub struct EventFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShimReport {
     /// The user's program is running as `pid`.
-    Started { uid: u64, pid: u32, at: DateTime<Utc> },
+    Started {
+        uid: u64,
+        pid: u32,
+        at: DateTime<Utc>,
+    },
     /// The user's program ended. `hangup` is set when the shim itself got
     /// SIGHUP (its terminal went away: the pane or the server was killed).
     Exited {
@@ -69,9 +73,17 @@ pub enum Request {
     /// Is the daemon there, and which version is it?
     Ping,
     /// Apply a validated team; answered with one line per role.
-    Apply { team: TeamSpec },
-    Get { kind: Kind, filter: Filter },
-    Describe { kind: Kind, key: String },
+    Apply {
+        team: TeamSpec,
+    },
+    Get {
+        kind: Kind,
+        filter: Filter,
+    },
+    Describe {
+        kind: Kind,
+        key: String,
+    },
     Inject {
         key: String,
         text: String,
@@ -79,17 +91,36 @@ pub enum Request {
         /// Send `text` as space-separated tmux key names instead of literally.
         keys: bool,
     },
-    Capture { key: String },
-    Logs { key: String, lines: usize },
-    Reset { key: String },
-    Scale { key: String, replicas: u32 },
-    Kill { key: String },
-    Delete { key: String },
+    Capture {
+        key: String,
+    },
+    Logs {
+        key: String,
+        lines: usize,
+    },
+    Reset {
+        key: String,
+    },
+    Scale {
+        key: String,
+        replicas: u32,
+    },
+    Kill {
+        key: String,
+    },
+    Delete {
+        key: String,
+    },
     /// Resolve a session for `attach`: answered with the tmux argv to run.
-    Attach { key: String },
+    Attach {
+        key: String,
+    },
     /// The event log; with `follow`, the connection stays open and each new
     /// event arrives as its own [`Response::Event`] line.
-    Events { filter: EventFilter, follow: bool },
+    Events {
+        filter: EventFilter,
+        follow: bool,
+    },
     Status,
     /// Stop the daemon; panes keep running.
     Stop,
@@ -110,13 +141,23 @@ pub struct RoleChangeView {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    Pong { version: String, protocol: u32, pid: u32 },
-    Applied { team: String, roles: Vec<RoleChangeView> },
+    Pong {
+        version: String,
+        protocol: u32,
+        pid: u32,
+    },
+    Applied {
+        team: String,
+        roles: Vec<RoleChangeView>,
+    },
     Sessions(Vec<SessionView>),
     Roles(Vec<RoleView>),
     Teams(Vec<TeamView>),
     /// `describe`: a human text block plus the structured record.
-    Described { text: String, json: serde_json::Value },
+    Described {
+        text: String,
+        json: serde_json::Value,
+    },
     Text(String),
     Event(EventView),
     Events(Vec<EventView>),

@@ -98,7 +98,11 @@ impl fmt::Display for RoleKey {
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}-{}", self.workspace, self.team, self.role, self.slot)
+        write!(
+            f,
+            "{}/{}/{}-{}",
+            self.workspace, self.team, self.role, self.slot
+        )
     }
 }
 
@@ -186,13 +190,10 @@ pub fn matches_suffix(key: &str, query: &str) -> bool {
 
 /// Finds the one candidate named by `query`. An exact full-key match always
 /// wins; otherwise the suffix must match exactly one candidate.
-pub fn lookup<'a, K: fmt::Display>(
+pub fn lookup<'a, K: fmt::Display + 'a>(
     query: &str,
     candidates: impl IntoIterator<Item = &'a K>,
-) -> Result<&'a K, LookupError>
-where
-    K: 'a,
-{
+) -> Result<&'a K, LookupError> {
     let mut found: Vec<&K> = Vec::new();
     for k in candidates {
         let s = k.to_string();
@@ -243,7 +244,11 @@ mod tests {
 
     #[test]
     fn suffix_lookup_finds_the_single_match() {
-        let keys = [sk("demo/squad/worker-0"), sk("demo/squad/worker-1"), sk("demo/other/lead-0")];
+        let keys = [
+            sk("demo/squad/worker-0"),
+            sk("demo/squad/worker-1"),
+            sk("demo/other/lead-0"),
+        ];
         assert_eq!(lookup("worker-0", &keys).unwrap(), &keys[0]);
         assert_eq!(lookup("squad/worker-1", &keys).unwrap(), &keys[1]);
         assert_eq!(lookup("demo/other/lead-0", &keys).unwrap(), &keys[2]);
@@ -253,7 +258,11 @@ mod tests {
 
     #[test]
     fn ambiguous_lookup_names_every_candidate() {
-        let keys = [sk("a/squad/worker-0"), sk("b/squad/worker-0"), sk("b/squad/worker-1")];
+        let keys = [
+            sk("a/squad/worker-0"),
+            sk("b/squad/worker-0"),
+            sk("b/squad/worker-1"),
+        ];
         assert_eq!(
             lookup("squad/worker-0", &keys),
             Err(LookupError::Ambiguous(vec![

@@ -2,5 +2,10 @@
 //! means for its role, and what to do next. Nothing here performs I/O,
 //! reads the clock or draws random numbers; time and jitter are arguments.
 
+pub mod event;
 pub mod key;
+pub mod policy;
+pub mod reconcile;
 pub mod spec;
+pub mod state;
+pub mod world;

@@ -40,7 +40,8 @@ impl Name {
         let mut chars = s.chars();
         let first = chars.next().unwrap_or('-');
         let ok_first = first.is_ascii_lowercase() || first.is_ascii_digit();
-        let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let ok_rest =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok_first || !ok_rest {
             return Err(format!(
                 "{s:?} is not allowed; use lower-case letters, digits, '-' and '_', starting with a letter or digit ([a-z0-9][a-z0-9_-]*)"
@@ -202,7 +203,10 @@ mod tests {
         assert!(Name::new(&"a".repeat(MAX_NAME_LEN)).is_ok());
         assert_eq!(
             Name::new(&"a".repeat(MAX_NAME_LEN + 1)).unwrap_err(),
-            format!("{:?} is 41 characters long; at most 40 are allowed", "a".repeat(41))
+            format!(
+                "{:?} is 41 characters long; at most 40 are allowed",
+                "a".repeat(41)
+            )
         );
     }
 

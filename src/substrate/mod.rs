@@ -75,7 +75,9 @@ impl std::fmt::Display for SubstrateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SubstrateError::Missing(m) => write!(f, "tmux cannot be run: {m}"),
-            SubstrateError::Timeout(d) => write!(f, "tmux did not answer within {} ms", d.as_millis()),
+            SubstrateError::Timeout(d) => {
+                write!(f, "tmux did not answer within {} ms", d.as_millis())
+            }
             SubstrateError::NoServer(m) => write!(f, "no tmux server: {m}"),
             SubstrateError::Failed(m) => write!(f, "tmux failed: {m}"),
         }

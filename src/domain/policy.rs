@@ -1,0 +1,442 @@
+//! The crash-loop rules (design section 4), as pure functions of a role's
+//! history, the event, the current instant and a jitter sample. This is the
+//! only place that decides whether a death is a crash, how long the role
+//! backs off, when it freezes and when it is forgiven.
+
+use std::time::Duration;
+
+use crate::domain::spec::{Backoff, RestartPolicy, RoleSpec};
+use crate::domain::state::{Exit, ExitDetail, Frozen, RoleHistory, Time, after};
+
+/// Why a session ended, as far as the policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Nobody asked: a crash, or a clean exit judged by the restart policy.
+    Unrequested,
+    /// The tmux server went away: recorded, never charged to the role.
+    InfrastructureLoss,
+}
+
+/// What the policy decided about one death.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A crash: the replacement waits `delay` (the `n`-th restart), until `at`.
+    Backoff { n: u32, delay: Duration, at: Time },
+    /// A crash that exceeded the budget: the role is now frozen.
+    Frozen { reason: String },
+    /// A crash while the role was already frozen: recorded, nothing changes.
+    AlreadyFrozen,
+    /// A clean exit under `OnFailure`/`Never`: the slot is done.
+    Succeeded,
+    /// A crash under `Never`: recorded, the slot is not refilled.
+    NotReplaced,
+    /// Infrastructure loss: recorded, not charged; replaced when tmux is back.
+    Uncharged,
+}
+
+/// The delay before the `n`-th restart (n ≥ 1) of the curve:
+/// `min(max, initial × factor^(n−1))`, then spread by `jitter × sample`
+/// where `sample` is drawn uniformly from [-1, 1]. The result is rounded
+/// to whole milliseconds and never exceeds `max × (1 + jitter)`.
+pub fn backoff_delay(b: &Backoff, n: u32, sample: f64) -> Duration {
+    let n = n.max(1);
+    let initial = b.initial.as_secs_f64();
+    let max = b.max.as_secs_f64();
+    // factor^(n-1) overflows to infinity for large n, which min() caps.
+    let base = (initial * b.factor.powi((n - 1).min(i32::MAX as u32) as i32)).min(max);
+    let spread = 1.0 + b.jitter * sample.clamp(-1.0, 1.0);
+    let secs = (base * spread).max(0.0);
+    Duration::from_millis((secs * 1000.0).round() as u64)
+}
+
+/// Crashes of the history that fall inside the window ending at `now`.
+/// A crash exactly `window` old has left the window.
+pub fn crashes_in_window(h: &RoleHistory, window: Duration, now: Time) -> u32 {
+    let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    h.crashes
+        .iter()
+        .filter(|t| **t > start && **t <= now)
+        .count() as u32
+}
+
+/// Records one death of a session of `role` and decides what follows.
+/// `sample` is a jitter sample in [-1, 1].
+pub fn on_death(
+    h: &mut RoleHistory,
+    role: &RoleSpec,
+    slot: u32,
+    exit: &Exit,
+    cause: Cause,
+    now: Time,
+    sample: f64,
+) -> Verdict {
+    if cause == Cause::InfrastructureLoss {
+        return Verdict::Uncharged;
+    }
+    let success = exit.is_success();
+    match role.restart {
+        RestartPolicy::OnFailure | RestartPolicy::Never if success => {
+            h.done_slots.insert(slot);
+            return Verdict::Succeeded;
+        }
+        RestartPolicy::Never => {
+            h.done_slots.insert(slot);
+            h.last_crash_at = Some(now);
+            return Verdict::NotReplaced;
+        }
+        _ => {}
+    }
+
+    // A crash. Keep only the window's crashes, then count this one.
+    let start = now - chrono::Duration::from_std(role.window).unwrap_or(chrono::Duration::MAX);
+    h.crashes.retain(|t| *t > start);
+    h.crashes.push(now);
+    h.restarts += 1;
+    *h.slot_restarts.entry(slot).or_default() += 1;
+    h.last_crash_at = Some(now);
+
+    if h.frozen.is_some() {
+        return Verdict::AlreadyFrozen;
+    }
+    let count = h.crashes.len() as u32;
+    if let Some(max) = role.max_restarts
+        && count > max
+    {
+        let reason = format!(
+            "{count} crashes in {}, last: {}",
+            humantime::format_duration(role.window),
+            exit.reason()
+        );
+        h.frozen = Some(Frozen {
+            reason: reason.clone(),
+            at: now,
+        });
+        h.next_restart_at = None;
+        return Verdict::Frozen { reason };
+    }
+    h.step += 1;
+    let delay = backoff_delay(&role.backoff, h.step, sample);
+    let at = after(now, delay);
+    h.next_restart_at = Some(at);
+    Verdict::Backoff {
+        n: h.step,
+        delay,
+        at,
+    }
+}
+
+/// May the role spawn at `now`? Frozen roles never do; a role in backoff
+/// does from the instant the backoff ends.
+pub fn may_spawn(h: &RoleHistory, now: Time) -> bool {
+    h.frozen.is_none() && h.next_restart_at.is_none_or(|t| now >= t)
+}
+
+/// Clears everything a manual `reset role` or a template change clears: the
+/// crash count, the backoff, the frozen state, the marker and finished slots.
+/// Idempotent. Returns whether there was anything to clear.
+pub fn reset(h: &mut RoleHistory) -> bool {
+    let had = has_history(h) || h.marker.is_some() || !h.done_slots.is_empty() || h.restarts > 0;
+    let generation = h.generation;
+    *h = RoleHistory {
+        generation,
+        ..RoleHistory::default()
+    };
+    had
+}
+
+/// True when the role carries crash-loop history that forgiveness clears.
+pub fn has_history(h: &RoleHistory) -> bool {
+    h.step > 0 || !h.crashes.is_empty() || h.next_restart_at.is_some()
+}
+
+/// When the role's history will be forgiven, given the start of the
+/// earliest replica that is still running: once a replica has run for
+/// `reset_after` and no crash happened in that span. `None` when there is
+/// nothing to forgive, the role is frozen, or nothing is running.
+pub fn forgive_at(h: &RoleHistory, role: &RoleSpec, running_since: Option<Time>) -> Option<Time> {
+    if h.frozen.is_some() || !has_history(h) {
+        return None;
+    }
+    let since = running_since?;
+    let from = match h.last_crash_at {
+        Some(c) if c > since => c,
+        _ => since,
+    };
+    Some(after(from, role.reset_after))
+}
+
+/// Forgets the backoff curve and the window's crashes. The total restart
+/// count stays, as `kubectl` keeps RESTARTS.
+pub fn forgive(h: &mut RoleHistory) {
+    h.crashes.clear();
+    h.step = 0;
+    h.next_restart_at = None;
+}
+
+/// Is this exit detail the infrastructure's fault rather than the role's?
+pub fn cause_of(exit: &Exit) -> Cause {
+    if exit.detail == ExitDetail::TmuxLost {
+        Cause::InfrastructureLoss
+    } else {
+        Cause::Unrequested
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> Time {
+        "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    fn role() -> RoleSpec {
+        let mut r = RoleSpec::with_defaults("w", 1, &["sh"]);
+        r.backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            factor: 2.0,
+            jitter: 0.0,
+        };
+        r.max_restarts = Some(3);
+        r.window = Duration::from_secs(10);
+        r.reset_after = Duration::from_secs(5);
+        r
+    }
+
+    fn crash(h: &mut RoleHistory, r: &RoleSpec, at: i64) -> Verdict {
+        on_death(
+            h,
+            r,
+            0,
+            &Exit::code(1, t(at)),
+            Cause::Unrequested,
+            t(at),
+            0.0,
+        )
+    }
+
+    #[test]
+    fn the_curve_doubles_from_initial_and_caps_at_max() {
+        let b = role().backoff;
+        let ms: Vec<u128> = (1..=6)
+            .map(|n| backoff_delay(&b, n, 0.0).as_millis())
+            .collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000]);
+        // n far beyond the cap does not overflow.
+        assert_eq!(backoff_delay(&b, u32::MAX, 0.0).as_millis(), 1000);
+    }
+
+    #[test]
+    fn the_first_restart_waits_initial_too() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        assert_eq!(
+            crash(&mut h, &r, 0),
+            Verdict::Backoff {
+                n: 1,
+                delay: Duration::from_millis(100),
+                at: t(100)
+            }
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let mut b = role().backoff;
+        b.jitter = 0.1;
+        assert_eq!(backoff_delay(&b, 1, -1.0).as_millis(), 90);
+        assert_eq!(backoff_delay(&b, 1, 1.0).as_millis(), 110);
+        assert_eq!(
+            backoff_delay(&b, 1, 7.0).as_millis(),
+            110,
+            "samples are clamped"
+        );
+        assert_eq!(
+            backoff_delay(&b, 9, 1.0).as_millis(),
+            1100,
+            "the cap is jittered too"
+        );
+    }
+
+    #[test]
+    fn backoff_ends_exactly_at_its_instant() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        crash(&mut h, &r, 0);
+        assert!(!may_spawn(&h, t(99)));
+        assert!(may_spawn(&h, t(100)));
+    }
+
+    #[test]
+    fn a_crash_during_backoff_extends_it() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        crash(&mut h, &r, 0);
+        assert_eq!(
+            crash(&mut h, &r, 50),
+            Verdict::Backoff {
+                n: 2,
+                delay: Duration::from_millis(200),
+                at: t(250)
+            }
+        );
+        assert!(!may_spawn(&h, t(100)));
+    }
+
+    #[test]
+    fn the_crash_that_exceeds_the_budget_freezes_and_not_the_one_before() {
+        let r = role(); // max_restarts 3
+        let mut h = RoleHistory::default();
+        for i in 0..3 {
+            assert!(matches!(
+                crash(&mut h, &r, i * 1000),
+                Verdict::Backoff { .. }
+            ));
+        }
+        assert!(h.frozen.is_none());
+        assert_eq!(
+            crash(&mut h, &r, 3000),
+            Verdict::Frozen {
+                reason: "4 crashes in 10s, last: exit 1".into()
+            }
+        );
+        assert!(!may_spawn(&h, t(1_000_000)));
+        assert_eq!(crash(&mut h, &r, 4000), Verdict::AlreadyFrozen);
+        assert_eq!(h.restarts, 5);
+    }
+
+    #[test]
+    fn crashes_leave_the_window_after_exactly_window() {
+        let r = role(); // window 10 s, max 3
+        let mut h = RoleHistory::default();
+        for i in 0..3 {
+            crash(&mut h, &r, i);
+        }
+        assert_eq!(crashes_in_window(&h, r.window, t(9_999)), 3);
+        assert_eq!(crashes_in_window(&h, r.window, t(10_000)), 2);
+        // At 10 000 ms the first crash has left: this is the third in window.
+        assert!(matches!(crash(&mut h, &r, 10_000), Verdict::Backoff { .. }));
+        // One millisecond earlier it would have been the fourth.
+        let mut h2 = RoleHistory::default();
+        for i in 0..3 {
+            crash(&mut h2, &r, i);
+        }
+        assert!(matches!(crash(&mut h2, &r, 9_999), Verdict::Frozen { .. }));
+    }
+
+    #[test]
+    fn unlimited_budget_never_freezes() {
+        let mut r = role();
+        r.max_restarts = None;
+        let mut h = RoleHistory::default();
+        for i in 0..100 {
+            assert!(matches!(crash(&mut h, &r, i), Verdict::Backoff { .. }));
+        }
+    }
+
+    #[test]
+    fn reset_unfreezes_and_is_idempotent() {
+        let r = role();
+        let mut h = RoleHistory {
+            generation: 7,
+            ..Default::default()
+        };
+        for i in 0..4 {
+            crash(&mut h, &r, i);
+        }
+        assert!(h.frozen.is_some());
+        assert!(reset(&mut h));
+        assert_eq!(
+            h,
+            RoleHistory {
+                generation: 7,
+                ..Default::default()
+            }
+        );
+        assert!(!reset(&mut h));
+        assert!(may_spawn(&h, t(4)));
+        assert!(matches!(
+            crash(&mut h, &r, 5),
+            Verdict::Backoff { n: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn forgiveness_comes_exactly_reset_after_a_stable_start() {
+        let r = role(); // reset_after 5 s
+        let mut h = RoleHistory::default();
+        crash(&mut h, &r, 0);
+        crash(&mut h, &r, 100);
+        // The replacement started at 400 ms and keeps running.
+        assert_eq!(forgive_at(&h, &r, Some(t(400))), Some(t(5_400)));
+        assert_eq!(forgive_at(&h, &r, None), None);
+        forgive(&mut h);
+        assert_eq!(
+            forgive_at(&h, &r, Some(t(400))),
+            None,
+            "nothing left to forgive"
+        );
+        assert!(matches!(
+            crash(&mut h, &r, 6_000),
+            Verdict::Backoff { n: 1, .. }
+        ));
+        assert_eq!(h.restarts, 3, "the restart count survives forgiveness");
+    }
+
+    #[test]
+    fn a_later_crash_of_a_sibling_postpones_forgiveness() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        crash(&mut h, &r, 3_000);
+        assert_eq!(forgive_at(&h, &r, Some(t(0))), Some(t(8_000)));
+    }
+
+    #[test]
+    fn frozen_roles_are_not_forgiven() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        for i in 0..4 {
+            crash(&mut h, &r, i);
+        }
+        assert_eq!(forgive_at(&h, &r, Some(t(0))), None);
+    }
+
+    #[test]
+    fn restart_policies_judge_exit_zero() {
+        let mut r = role();
+        let mut h = RoleHistory::default();
+        let ok = Exit::code(0, t(0));
+        assert!(matches!(
+            on_death(&mut h, &r, 0, &ok, Cause::Unrequested, t(0), 0.0),
+            Verdict::Backoff { .. }
+        ));
+        r.restart = RestartPolicy::OnFailure;
+        let mut h = RoleHistory::default();
+        assert_eq!(
+            on_death(&mut h, &r, 2, &ok, Cause::Unrequested, t(0), 0.0),
+            Verdict::Succeeded
+        );
+        assert!(h.done_slots.contains(&2));
+        assert!(matches!(crash(&mut h, &r, 1), Verdict::Backoff { .. }));
+        r.restart = RestartPolicy::Never;
+        let mut h = RoleHistory::default();
+        assert_eq!(crash(&mut h, &r, 0), Verdict::NotReplaced);
+        assert_eq!(h.restarts, 0);
+        assert!(h.done_slots.contains(&0));
+    }
+
+    #[test]
+    fn infrastructure_loss_is_not_charged() {
+        let r = role();
+        let mut h = RoleHistory::default();
+        let lost = Exit::detail(ExitDetail::TmuxLost, t(0));
+        for _ in 0..10 {
+            assert_eq!(
+                on_death(&mut h, &r, 0, &lost, cause_of(&lost), t(0), 0.0),
+                Verdict::Uncharged
+            );
+        }
+        assert_eq!(h, RoleHistory::default());
+    }
+}

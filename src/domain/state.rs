@@ -1,0 +1,292 @@
+//! The recorded state of the world: sessions, each role's crash-loop history
+//! and its single Crashed marker, and the applied teams. Plain data, persisted
+//! by the daemon's store; the rules that change it live in `policy` and
+//! `world`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::key::{RoleKey, SessionKey, TeamKey};
+use crate::domain::spec::TeamSpec;
+
+/// Wall-clock instants, always passed in by the caller.
+pub type Time = DateTime<Utc>;
+
+/// Adds a std duration to an instant (saturating at the far future).
+pub fn after(t: Time, d: std::time::Duration) -> Time {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionState {
+    /// Asked for; the program has not reported that it runs yet.
+    Pending,
+    /// The program runs.
+    Running,
+    /// The program ended without being asked to (only as a role's marker).
+    Crashed,
+    /// The program exited 0 under `OnFailure` or `Never`; not replaced.
+    Succeeded,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Pending => "pending",
+            SessionState::Running => "running",
+            SessionState::Crashed => "crashed",
+            SessionState::Succeeded => "succeeded",
+        }
+    }
+
+    /// Pending and Running sessions hold a pane (or are about to).
+    pub fn is_live(self) -> bool {
+        matches!(self, SessionState::Pending | SessionState::Running)
+    }
+}
+
+/// What ended a session, beyond its exit status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitDetail {
+    /// The program exited or was killed by a signal.
+    Program,
+    /// The pane was destroyed from outside while the program ran.
+    PaneKilled,
+    /// The pane disappeared and no exit was ever reported.
+    PaneVanished,
+    /// The tmux server went away: infrastructure loss, not charged.
+    TmuxLost,
+    /// A health check gave up on the session (for example a stale heartbeat).
+    Unhealthy(String),
+}
+
+/// How and when a session's program ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: Time,
+    pub detail: ExitDetail,
+}
+
+impl Exit {
+    pub fn code(code: i32, at: Time) -> Exit {
+        Exit {
+            code: Some(code),
+            signal: None,
+            at,
+            detail: ExitDetail::Program,
+        }
+    }
+
+    pub fn signal(signal: i32, at: Time) -> Exit {
+        Exit {
+            code: None,
+            signal: Some(signal),
+            at,
+            detail: ExitDetail::Program,
+        }
+    }
+
+    pub fn detail(detail: ExitDetail, at: Time) -> Exit {
+        Exit {
+            code: None,
+            signal: None,
+            at,
+            detail,
+        }
+    }
+
+    /// A clean exit: status 0 from the program itself.
+    pub fn is_success(&self) -> bool {
+        self.detail == ExitDetail::Program && self.code == Some(0) && self.signal.is_none()
+    }
+
+    /// Plain words for tables and reasons: `exit 1`, `signal 9 (SIGKILL)`.
+    pub fn reason(&self) -> String {
+        let status = match (self.code, self.signal) {
+            (_, Some(sig)) => Some(format!("signal {sig} ({})", signal_name(sig))),
+            (Some(code), None) => Some(format!("exit {code}")),
+            (None, None) => None,
+        };
+        let detail = match &self.detail {
+            ExitDetail::Program => None,
+            ExitDetail::PaneKilled => Some("pane killed".to_string()),
+            ExitDetail::PaneVanished => Some("pane vanished".to_string()),
+            ExitDetail::TmuxLost => Some("tmux server lost".to_string()),
+            ExitDetail::Unhealthy(why) => Some(why.clone()),
+        };
+        match (detail, status) {
+            (Some(d), Some(s)) => format!("{d}, {s}"),
+            (Some(d), None) => d,
+            (None, Some(s)) => s,
+            (None, None) => "unknown".to_string(),
+        }
+    }
+}
+
+/// The conventional name of a signal number on Linux.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+/// One spawn of one replica slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Unique for the life of the state directory; never reused.
+    pub uid: u64,
+    pub key: SessionKey,
+    /// The role template generation this session runs.
+    pub generation: u64,
+    pub state: SessionState,
+    /// tmux pane id (`%12`) once created.
+    pub pane: Option<String>,
+    /// pid of the pane's first process (marvel's shim), to recognise the
+    /// pane again after a daemon restart.
+    pub pane_pid: Option<u32>,
+    /// pid of the role's program itself.
+    pub pid: Option<u32>,
+    pub tmux_session: String,
+    pub created_at: Time,
+    pub started_at: Option<Time>,
+    /// Crashes of this replica slot before this session (since the last reset).
+    pub restarts: u32,
+    pub last_restart_at: Option<Time>,
+    pub exit: Option<Exit>,
+    /// Last lines printed, kept for a crashed marker.
+    pub last_output: Vec<String>,
+}
+
+/// Why a role is frozen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frozen {
+    pub reason: String,
+    pub at: Time,
+}
+
+/// A role's crash-loop history: everything the policy needs to decide when
+/// (and whether) to restart, plus the one marker the role shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleHistory {
+    /// Bumped when the role's template changes; sessions of older
+    /// generations are replaced.
+    pub generation: u64,
+    /// Instants of crashes still inside the budget window (pruned lazily).
+    pub crashes: Vec<Time>,
+    /// Restarts made on the current backoff curve; the next waits for
+    /// step n+1.
+    pub step: u32,
+    /// Nothing is spawned for the role before this instant.
+    pub next_restart_at: Option<Time>,
+    /// Crashes since the last reset (what `get` shows as RESTARTS).
+    pub restarts: u32,
+    pub last_crash_at: Option<Time>,
+    pub frozen: Option<Frozen>,
+    /// The newest crashed session of the role, at most one.
+    pub marker: Option<Session>,
+    /// Crashes per replica slot since the last reset.
+    pub slot_restarts: BTreeMap<u32, u32>,
+    /// Slots that ended for good (`OnFailure` success, `Never`): not refilled.
+    pub done_slots: BTreeSet<u32>,
+}
+
+/// An applied team and when it was applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub spec: TeamSpec,
+    pub applied_at: Time,
+}
+
+/// Everything the daemon knows, in one value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    pub teams: BTreeMap<TeamKey, TeamRecord>,
+    pub roles: BTreeMap<RoleKey, RoleHistory>,
+    /// Live and succeeded sessions by uid. Crashed ones live only as markers.
+    pub sessions: BTreeMap<u64, Session>,
+    pub next_uid: u64,
+}
+
+impl World {
+    /// Sessions of one role, in slot order.
+    pub fn role_sessions<'a>(
+        &'a self,
+        role: &'a RoleKey,
+    ) -> impl Iterator<Item = &'a Session> + 'a {
+        self.sessions
+            .values()
+            .filter(move |s| s.key.role() == *role)
+    }
+
+    /// The live (pending or running) session in a slot, if any.
+    pub fn live_in_slot(&self, role: &RoleKey, slot: u32) -> Option<&Session> {
+        self.sessions
+            .values()
+            .filter(|s| s.state.is_live() && s.key.slot == slot && s.key.role() == *role)
+            .max_by_key(|s| s.uid)
+    }
+
+    pub fn session_by_pane(&self, pane: &str) -> Option<&Session> {
+        self.sessions
+            .values()
+            .find(|s| s.pane.as_deref() == Some(pane))
+    }
+
+    /// Every key a `get sessions` would show: live, succeeded and markers.
+    pub fn all_session_records(&self) -> Vec<&Session> {
+        let mut all: Vec<&Session> = self.sessions.values().collect();
+        all.extend(self.roles.values().filter_map(|h| h.marker.as_ref()));
+        all.sort_by(|a, b| a.key.cmp(&b.key).then(a.uid.cmp(&b.uid)));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Time {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn exit_reasons_read_as_words() {
+        assert_eq!(Exit::code(42, t0()).reason(), "exit 42");
+        assert_eq!(Exit::signal(9, t0()).reason(), "signal 9 (SIGKILL)");
+        assert_eq!(
+            Exit::detail(ExitDetail::PaneKilled, t0()).reason(),
+            "pane killed"
+        );
+        let mut e = Exit::signal(1, t0());
+        e.detail = ExitDetail::PaneKilled;
+        assert_eq!(e.reason(), "pane killed, signal 1 (SIGHUP)");
+        assert!(Exit::code(0, t0()).is_success());
+        assert!(!Exit::code(1, t0()).is_success());
+        assert!(!Exit::signal(15, t0()).is_success());
+    }
+}

@@ -1,0 +1,894 @@
+//! Transitions of the whole [`World`]: apply, scale, delete, reset, spawn
+//! bookkeeping and deaths. Each returns the events it caused. The crash-loop
+//! decisions themselves are delegated to `policy`; what to do next is left
+//! to `reconcile::plan`.
+
+use crate::domain::event::{Event, EventKind};
+use crate::domain::key::{RoleKey, TeamKey};
+use crate::domain::policy::{self, Verdict};
+use crate::domain::reconcile::{self, RoleChange};
+use crate::domain::spec::{RoleSpec, TeamSpec};
+use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
+
+/// The tmux session name of a replica slot. `/` keeps the key readable;
+/// names never contain `.` or `:`, which tmux reserves for targets.
+pub fn tmux_name(session: &crate::domain::key::SessionKey) -> String {
+    format!("marvel/{session}")
+}
+
+impl World {
+    /// The declared spec of a role, if its team declares it.
+    pub fn role_spec(&self, key: &RoleKey) -> Option<&RoleSpec> {
+        self.teams.get(&key.team())?.spec.role(&key.role)
+    }
+
+    /// Every declared role key, in team then manifest order.
+    pub fn role_keys(&self) -> Vec<RoleKey> {
+        self.teams
+            .values()
+            .flat_map(|t| t.spec.roles.iter().map(|r| t.spec.role_key(r)))
+            .collect()
+    }
+
+    /// Applies a team. Unchanged roles are untouched; a changed template
+    /// clears the role's history (un-freezing it) and starts a new
+    /// generation; removed roles lose their history at once and their
+    /// sessions are stopped by the next plan.
+    pub fn apply(&mut self, team: TeamSpec, now: Time) -> (Vec<(RoleKey, RoleChange)>, Vec<Event>) {
+        let key = team.key();
+        let old = self.teams.get(&key).map(|t| &t.spec);
+        let changes = reconcile::diff(old, &team);
+        let mut events = Vec::new();
+        for (role, change) in &changes {
+            match change {
+                RoleChange::Created => {
+                    let h = self.roles.entry(role.clone()).or_default();
+                    policy::reset(h);
+                    h.generation += 1;
+                    events.push(Event::new(now, EventKind::Applied, role, "role created"));
+                }
+                RoleChange::Replaced => {
+                    let h = self.roles.entry(role.clone()).or_default();
+                    let was_frozen = h.frozen.is_some();
+                    policy::reset(h);
+                    h.generation += 1;
+                    let msg = if was_frozen {
+                        "spec changed: replicas will be replaced; crash-loop history cleared, role un-frozen"
+                    } else {
+                        "spec changed: replicas will be replaced; crash-loop history cleared"
+                    };
+                    events.push(Event::new(now, EventKind::Applied, role, msg));
+                }
+                RoleChange::Scaled { from, to } => {
+                    events.push(Event::new(
+                        now,
+                        EventKind::Scaled,
+                        role,
+                        format!("replicas {from} → {to}"),
+                    ));
+                }
+                RoleChange::Removed => {
+                    self.roles.remove(role);
+                    events.push(Event::new(
+                        now,
+                        EventKind::Deleted,
+                        role,
+                        "role removed from the manifest",
+                    ));
+                }
+                RoleChange::Unchanged => {}
+            }
+        }
+        let unchanged = old.is_some_and(|o| *o == team);
+        if !unchanged {
+            self.teams.insert(
+                key,
+                TeamRecord {
+                    spec: team,
+                    applied_at: now,
+                },
+            );
+        }
+        (changes, events)
+    }
+
+    /// Removes a team: its roles' histories and markers go at once, its
+    /// sessions are stopped by the next plan.
+    pub fn delete_team(&mut self, key: &TeamKey, now: Time) -> Option<Event> {
+        let record = self.teams.remove(key)?;
+        for role in &record.spec.roles {
+            self.roles.remove(&record.spec.role_key(role));
+        }
+        Some(Event::new(now, EventKind::Deleted, key, "team deleted"))
+    }
+
+    /// Sets a role's replicas; returns the previous number.
+    pub fn scale(&mut self, key: &RoleKey, replicas: u32, now: Time) -> Option<(u32, Event)> {
+        let team = self.teams.get_mut(&key.team())?;
+        let role = team
+            .spec
+            .roles
+            .iter_mut()
+            .find(|r| r.name.as_str() == key.role)?;
+        let from = role.replicas;
+        role.replicas = replicas;
+        Some((
+            from,
+            Event::new(
+                now,
+                EventKind::Scaled,
+                key,
+                format!("replicas {from} → {replicas}"),
+            ),
+        ))
+    }
+
+    /// `marvel reset role`: clears the count, backoff, frozen state, marker
+    /// and finished slots. Idempotent; always reports what it did.
+    pub fn reset_role(&mut self, key: &RoleKey, now: Time) -> Event {
+        let h = self.roles.entry(key.clone()).or_default();
+        let was_frozen = h.frozen.is_some();
+        let had = policy::reset(h);
+        // Succeeded sessions of the role give their slots back too.
+        self.sessions
+            .retain(|_, s| !(s.key.role() == *key && s.state == SessionState::Succeeded));
+        let msg = match (was_frozen, had) {
+            (true, _) => "role reset: un-frozen, crash-loop history cleared",
+            (false, true) => "role reset: crash-loop history cleared",
+            (false, false) => "role reset: nothing to clear",
+        };
+        Event::new(now, EventKind::Reset, key, msg)
+    }
+
+    /// Records a session about to be spawned in `slot`; returns its uid.
+    pub fn begin_spawn(&mut self, role: &RoleKey, slot: u32, now: Time) -> u64 {
+        let h = self.roles.entry(role.clone()).or_default();
+        let restarts = h.slot_restarts.get(&slot).copied().unwrap_or(0);
+        let last_restart_at = h
+            .marker
+            .as_ref()
+            .filter(|m| m.key.slot == slot)
+            .and_then(|m| m.exit.as_ref().map(|e| e.at))
+            .or(if restarts > 0 { h.last_crash_at } else { None });
+        let generation = h.generation;
+        self.next_uid += 1;
+        let uid = self.next_uid;
+        let key = role.session(slot);
+        self.sessions.insert(
+            uid,
+            Session {
+                uid,
+                tmux_session: tmux_name(&key),
+                key,
+                generation,
+                state: SessionState::Pending,
+                pane: None,
+                pane_pid: None,
+                pid: None,
+                created_at: now,
+                started_at: None,
+                restarts,
+                last_restart_at,
+                exit: None,
+                last_output: Vec::new(),
+            },
+        );
+        uid
+    }
+
+    /// The pane of a pending session exists.
+    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) {
+        if let Some(s) = self.sessions.get_mut(&uid) {
+            s.pane = Some(pane);
+            s.pane_pid = Some(pane_pid);
+        }
+    }
+
+    /// The pane could not be created (tmux failed): forget the attempt.
+    pub fn spawn_failed(&mut self, uid: u64) -> Option<Session> {
+        self.sessions.remove(&uid)
+    }
+
+    /// The shim reports the program runs as `pid`.
+    pub fn started(&mut self, uid: u64, pid: u32, at: Time) -> Option<Event> {
+        let s = self.sessions.get_mut(&uid)?;
+        if s.state != SessionState::Pending {
+            s.pid = Some(pid);
+            return None;
+        }
+        s.state = SessionState::Running;
+        s.pid = Some(pid);
+        s.started_at = Some(at);
+        Some(Event::new(
+            at,
+            EventKind::Started,
+            &s.key,
+            format!("running as pid {pid}"),
+        ))
+    }
+
+    /// A live session ended without being asked to. Unknown or already
+    /// ended sessions are ignored (reports may arrive twice).
+    pub fn on_exit(&mut self, uid: u64, exit: Exit, now: Time, sample: f64) -> Vec<Event> {
+        match self.sessions.get(&uid) {
+            Some(s) if s.state.is_live() => {}
+            _ => return Vec::new(),
+        }
+        let mut s = self.sessions.remove(&uid).expect("checked above");
+        let role_key = s.key.role();
+        let Some(spec) = self.role_spec(&role_key).cloned() else {
+            return vec![Event::new(
+                now,
+                EventKind::Stopped,
+                &s.key,
+                format!("ended ({}) after its role was removed", exit.reason()),
+            )];
+        };
+        let h = self.roles.entry(role_key.clone()).or_default();
+        let verdict = policy::on_death(
+            h,
+            &spec,
+            s.key.slot,
+            &exit,
+            policy::cause_of(&exit),
+            now,
+            sample,
+        );
+        let runtime = s
+            .started_at
+            .map(|t| format!(" after {}", human_span(exit.at - t)))
+            .unwrap_or_default();
+        let reason = exit.reason();
+        s.exit = Some(exit);
+        let mut events = Vec::new();
+        if verdict == Verdict::Succeeded {
+            s.state = SessionState::Succeeded;
+            events.push(Event::new(
+                now,
+                EventKind::Succeeded,
+                &s.key,
+                format!("{reason}{runtime}; not replaced ({:?})", spec.restart),
+            ));
+            self.sessions.insert(uid, s);
+            return events;
+        }
+        s.state = SessionState::Crashed;
+        events.push(Event::new(
+            now,
+            EventKind::Crashed,
+            &s.key,
+            format!("{reason}{runtime}"),
+        ));
+        match verdict {
+            Verdict::Backoff { n, delay, at } => events.push(Event::new(
+                now,
+                EventKind::Backoff,
+                &role_key,
+                format!(
+                    "restart {n} in {} (at {})",
+                    human_ms(delay),
+                    at.format("%H:%M:%S%.3f")
+                ),
+            )),
+            Verdict::Frozen { reason } => events.push(Event::new(
+                now,
+                EventKind::Frozen,
+                &role_key,
+                format!("{reason}; run `marvel reset role {role_key}` to restart it"),
+            )),
+            Verdict::NotReplaced => events.push(Event::new(
+                now,
+                EventKind::Stopped,
+                &s.key,
+                "not replaced (restart: Never)",
+            )),
+            Verdict::Uncharged => {}
+            Verdict::AlreadyFrozen | Verdict::Succeeded => {}
+        }
+        let newer = h.marker.as_ref().is_none_or(|m| {
+            (m.exit.as_ref().map(|e| e.at), m.uid) <= (s.exit.as_ref().map(|e| e.at), s.uid)
+        });
+        if newer {
+            h.marker = Some(s);
+        }
+        events
+    }
+
+    /// Attaches the last output lines to the session or marker `uid`.
+    pub fn set_last_output(&mut self, uid: u64, lines: Vec<String>) {
+        if let Some(s) = self.sessions.get_mut(&uid) {
+            s.last_output = lines;
+            return;
+        }
+        for h in self.roles.values_mut() {
+            if let Some(m) = h.marker.as_mut().filter(|m| m.uid == uid) {
+                m.last_output = lines;
+                return;
+            }
+        }
+    }
+
+    /// Stops a live session on request (kill, scale-down, removal): it is
+    /// forgotten without any charge to its role.
+    pub fn stop(&mut self, uid: u64) -> Option<Session> {
+        self.sessions.remove(&uid)
+    }
+
+    pub fn forgive(&mut self, role: &RoleKey, now: Time) -> Option<Event> {
+        let h = self.roles.get_mut(role)?;
+        policy::forgive(h);
+        Some(Event::new(
+            now,
+            EventKind::Forgiven,
+            role,
+            "a replica ran long enough: backoff curve starts again",
+        ))
+    }
+
+    pub fn clear_marker(&mut self, role: &RoleKey) {
+        if let Some(h) = self.roles.get_mut(role) {
+            h.marker = None;
+        }
+    }
+
+    pub fn frozen_reason(&self, role: &RoleKey) -> Option<&str> {
+        self.roles
+            .get(role)?
+            .frozen
+            .as_ref()
+            .map(|f| f.reason.as_str())
+    }
+
+    /// The role's state as `get roles` shows it.
+    pub fn role_state(&self, key: &RoleKey, now: Time) -> &'static str {
+        let default = RoleHistory::default();
+        let h = self.roles.get(key).unwrap_or(&default);
+        let Some(spec) = self.role_spec(key) else {
+            return "progressing";
+        };
+        if h.frozen.is_some() {
+            return "frozen";
+        }
+        let wanted: Vec<u32> = (0..spec.replicas)
+            .filter(|s| !h.done_slots.contains(s))
+            .collect();
+        if wanted.is_empty() {
+            return "succeeded";
+        }
+        let running = wanted
+            .iter()
+            .filter(|slot| {
+                self.live_in_slot(key, **slot)
+                    .is_some_and(|s| s.state == SessionState::Running)
+            })
+            .count();
+        let extra = self.role_sessions(key).any(|s| {
+            s.state.is_live() && (s.key.slot >= spec.replicas || s.generation != h.generation)
+        });
+        if running == wanted.len() && !extra {
+            return "ready";
+        }
+        if h.next_restart_at.is_some_and(|t| t > now) {
+            return "backoff";
+        }
+        "progressing"
+    }
+}
+
+/// "2m 3s" style for event text.
+pub fn human_span(d: chrono::Duration) -> String {
+    human_ms(d.to_std().unwrap_or_default())
+}
+
+fn human_ms(d: std::time::Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod sim {
+    //! A tiny simulator of the daemon for tests: executes plans instantly.
+    use super::*;
+    use crate::domain::reconcile::{Action, plan};
+    use crate::domain::spec::{Backoff, Name};
+    use std::time::Duration;
+
+    pub fn t(ms: i64) -> Time {
+        "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    pub fn role(name: &str, replicas: u32) -> RoleSpec {
+        let mut r = RoleSpec::with_defaults(name, replicas, &["sh"]);
+        r.backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(800),
+            factor: 2.0,
+            jitter: 0.0,
+        };
+        r.max_restarts = Some(3);
+        r.window = Duration::from_secs(60);
+        r.reset_after = Duration::from_secs(10);
+        r
+    }
+
+    pub fn team(roles: Vec<RoleSpec>) -> TeamSpec {
+        TeamSpec {
+            workspace: Name::new("demo").unwrap(),
+            name: Name::new("squad").unwrap(),
+            roles,
+        }
+    }
+
+    pub struct Sim {
+        pub world: World,
+        pub now: Time,
+        pub next_pid: u32,
+        pub events: Vec<Event>,
+        /// Spawned sessions report Started at once unless this is false.
+        pub auto_start: bool,
+    }
+
+    impl Sim {
+        pub fn new() -> Sim {
+            Sim {
+                world: World::default(),
+                now: t(0),
+                next_pid: 1000,
+                events: Vec::new(),
+                auto_start: true,
+            }
+        }
+
+        pub fn at(&mut self, ms: i64) -> &mut Self {
+            self.now = t(ms);
+            self
+        }
+
+        pub fn apply(&mut self, team: TeamSpec) -> Vec<(RoleKey, RoleChange)> {
+            let (changes, ev) = self.world.apply(team, self.now);
+            self.events.extend(ev);
+            changes
+        }
+
+        /// Plans and executes until nothing is left; returns the actions.
+        pub fn settle(&mut self) -> Vec<Action> {
+            let mut all = Vec::new();
+            for _ in 0..100 {
+                let p = plan(&self.world, self.now);
+                if p.actions.is_empty() {
+                    return all;
+                }
+                for a in p.actions {
+                    self.execute(&a);
+                    all.push(a);
+                }
+            }
+            panic!("plan did not reach a fixpoint:\n{:#?}", self.world);
+        }
+
+        pub fn execute(&mut self, a: &Action) {
+            match a {
+                Action::Spawn { role, slot } => {
+                    let uid = self.world.begin_spawn(role, *slot, self.now);
+                    self.world.spawned(uid, format!("%{uid}"), self.next_pid);
+                    self.next_pid += 2;
+                    if self.auto_start {
+                        let ev = self.world.started(uid, self.next_pid - 1, self.now);
+                        self.events.extend(ev);
+                    }
+                }
+                Action::Stop { uid, .. } => {
+                    self.world.stop(*uid);
+                }
+                Action::ClearMarker { role } => self.world.clear_marker(role),
+                Action::Forgive { role } => {
+                    let ev = self.world.forgive(role, self.now);
+                    self.events.extend(ev);
+                }
+            }
+        }
+
+        pub fn live(&self, role: &str) -> Vec<&Session> {
+            self.world
+                .sessions
+                .values()
+                .filter(|s| s.key.role == role && s.state.is_live())
+                .collect()
+        }
+
+        pub fn uid_in_slot(&self, role: &str, slot: u32) -> u64 {
+            self.live(role)
+                .iter()
+                .find(|s| s.key.slot == slot)
+                .expect("a live session in the slot")
+                .uid
+        }
+
+        pub fn die(&mut self, role: &str, slot: u32, code: i32) -> Vec<Event> {
+            let uid = self.uid_in_slot(role, slot);
+            let ev = self
+                .world
+                .on_exit(uid, Exit::code(code, self.now), self.now, 0.0);
+            self.events.extend(ev.clone());
+            ev
+        }
+
+        pub fn history(&self, role: &str) -> &RoleHistory {
+            self.world
+                .roles
+                .iter()
+                .find(|(k, _)| k.role == role)
+                .map(|(_, h)| h)
+                .unwrap()
+        }
+
+        pub fn rk(&self, role: &str) -> RoleKey {
+            "demo/squad/x"
+                .parse::<RoleKey>()
+                .map(|mut k| {
+                    k.role = role.into();
+                    k
+                })
+                .unwrap()
+        }
+
+        pub fn markers(&self) -> usize {
+            self.world
+                .roles
+                .values()
+                .filter(|h| h.marker.is_some())
+                .count()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim::*;
+    use super::*;
+    use crate::domain::reconcile::{Action, StopReason, plan};
+    use crate::domain::spec::RestartPolicy;
+    use crate::domain::state::ExitDetail;
+
+    fn spawns(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .count()
+    }
+
+    #[test]
+    fn apply_brings_up_every_replica_and_planning_again_does_nothing() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3), role("lead", 1)]));
+        assert_eq!(spawns(&sim.settle()), 4);
+        assert_eq!(plan(&sim.world, sim.now), Default::default());
+        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        // Re-applying the same team changes nothing and spawns nothing.
+        let changes = sim.apply(team(vec![role("w", 3), role("lead", 1)]));
+        assert!(changes.iter().all(|(_, c)| *c == RoleChange::Unchanged));
+        assert!(sim.settle().is_empty());
+    }
+
+    #[test]
+    fn a_crash_leaves_a_marker_and_the_replacement_waits_for_the_backoff() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        sim.at(1000).die("w", 0, 42);
+        let h = sim.history("w");
+        assert_eq!(
+            h.marker.as_ref().unwrap().exit.as_ref().unwrap().code,
+            Some(42)
+        );
+        assert_eq!(h.restarts, 1);
+        assert_eq!(h.next_restart_at, Some(t(1100)));
+        let p = plan(&sim.world, sim.now);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.wake_at, Some(t(1100)));
+        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "backoff");
+        // One millisecond before the end: nothing. At the end: the spawn.
+        assert!(sim.at(1099).settle().is_empty());
+        let acts = sim.at(1100).settle();
+        assert_eq!(spawns(&acts), 1);
+        // The replacement runs, so the marker went and restarts carried over.
+        assert!(acts.contains(&Action::ClearMarker { role: sim.rk("w") }));
+        assert_eq!(sim.markers(), 0);
+        assert_eq!(sim.live("w")[0].restarts, 1);
+    }
+
+    #[test]
+    fn the_marker_stays_until_the_replacement_runs() {
+        let mut sim = Sim::new();
+        sim.auto_start = false;
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        let uid = sim.uid_in_slot("w", 0);
+        sim.world.started(uid, 7, sim.now);
+        sim.at(10).die("w", 0, 1);
+        sim.at(110).settle();
+        assert_eq!(sim.markers(), 1, "replacement pending: marker still shown");
+        let uid = sim.uid_in_slot("w", 0);
+        sim.world.started(uid, 8, sim.now);
+        sim.settle();
+        assert_eq!(sim.markers(), 0);
+    }
+
+    #[test]
+    fn simultaneous_deaths_of_all_replicas_leave_one_marker_the_newest() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3)]));
+        sim.settle();
+        let newest = sim.uid_in_slot("w", 2);
+        for slot in 0..3 {
+            sim.at(500).die("w", slot, 1);
+        }
+        assert_eq!(sim.markers(), 1);
+        assert_eq!(sim.history("w").marker.as_ref().unwrap().uid, newest);
+        assert_eq!(sim.history("w").restarts, 3);
+        // Three crashes: the curve is at step 3 (400 ms).
+        assert_eq!(sim.history("w").next_restart_at, Some(t(900)));
+        assert_eq!(spawns(&sim.at(900).settle()), 3);
+        assert_eq!(sim.live("w").len(), 3);
+    }
+
+    #[test]
+    fn saturation_freezes_and_only_reset_or_a_spec_change_unfreezes() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        // max_restarts 3: crashes 1..=3 back off, the 4th freezes.
+        let mut ms = 0;
+        for n in 1..=3 {
+            let ev = sim.at(ms).die("w", 0, 1);
+            assert!(
+                ev.iter().any(|e| e.kind == EventKind::Backoff),
+                "crash {n} backs off"
+            );
+            ms = sim.history("w").next_restart_at.unwrap().timestamp_millis()
+                - t(0).timestamp_millis();
+            assert_eq!(spawns(&sim.at(ms).settle()), 1);
+        }
+        let ev = sim.at(ms + 5).die("w", 0, 3);
+        let frozen = ev
+            .iter()
+            .find(|e| e.kind == EventKind::Frozen)
+            .expect("frozen event");
+        assert!(
+            frozen.message.starts_with("4 crashes in 1m, last: exit 3"),
+            "{}",
+            frozen.message
+        );
+        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "frozen");
+        // Nothing spawns: not later, not after scaling up, not after re-applying.
+        assert!(sim.at(1_000_000).settle().is_empty());
+        assert!(plan(&sim.world, sim.now).wake_at.is_none());
+        sim.world.scale(&sim.rk("w"), 3, sim.now);
+        assert!(sim.settle().is_empty());
+        sim.apply(team(vec![role("w", 3)]));
+        assert!(sim.settle().is_empty());
+        assert_eq!(sim.markers(), 1);
+        // Reset: spawns at once, marker gone once running.
+        sim.world.reset_role(&sim.rk("w"), sim.now);
+        assert_eq!(spawns(&sim.settle()), 3);
+        assert_eq!(sim.markers(), 0);
+        assert_eq!(sim.history("w").restarts, 0);
+        // Freeze again, then change the command: un-frozen.
+        for _ in 0..4 {
+            sim.die("w", 0, 1);
+            sim.now = sim.history("w").next_restart_at.unwrap_or(sim.now);
+            sim.settle();
+        }
+        assert!(sim.history("w").frozen.is_some());
+        let mut changed = role("w", 3);
+        changed.command = vec!["bash".into()];
+        let changes = sim.apply(team(vec![changed]));
+        assert_eq!(changes[0].1, RoleChange::Replaced);
+        assert!(sim.history("w").frozen.is_none());
+        assert!(spawns(&sim.settle()) >= 1);
+    }
+
+    #[test]
+    fn forgiveness_restarts_the_curve_after_reset_after() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        sim.at(0).die("w", 0, 1);
+        sim.at(100).settle(); // replacement started at 100 ms
+        sim.at(150).die("w", 0, 1); // step 2: 200 ms
+        sim.at(350).settle(); // started at 350 ms
+        let p = plan(&sim.world, sim.now);
+        assert_eq!(p.wake_at, Some(t(10_350)), "forgiveness is scheduled");
+        assert!(plan(&sim.world, t(10_349)).actions.is_empty());
+        let acts = sim.at(10_350).settle();
+        assert_eq!(acts, vec![Action::Forgive { role: sim.rk("w") }]);
+        assert_eq!(sim.history("w").step, 0);
+        sim.at(20_000).die("w", 0, 1);
+        assert_eq!(
+            sim.history("w").next_restart_at,
+            Some(t(20_100)),
+            "back to initial"
+        );
+    }
+
+    #[test]
+    fn on_failure_exit_zero_succeeds_and_is_not_replaced() {
+        let mut sim = Sim::new();
+        let mut r = role("job", 2);
+        r.restart = RestartPolicy::OnFailure;
+        sim.apply(team(vec![r]));
+        sim.settle();
+        let ev = sim.die("job", 0, 0);
+        assert_eq!(ev[0].kind, EventKind::Succeeded);
+        assert!(sim.at(100_000).settle().is_empty());
+        assert_eq!(
+            sim.world
+                .sessions
+                .values()
+                .filter(|s| s.state == SessionState::Succeeded)
+                .count(),
+            1
+        );
+        assert_eq!(sim.markers(), 0);
+        sim.die("job", 1, 0);
+        assert_eq!(sim.world.role_state(&sim.rk("job"), sim.now), "succeeded");
+    }
+
+    #[test]
+    fn never_is_not_replaced_even_on_failure() {
+        let mut sim = Sim::new();
+        let mut r = role("once", 1);
+        r.restart = RestartPolicy::Never;
+        sim.apply(team(vec![r]));
+        sim.settle();
+        sim.die("once", 0, 9);
+        assert!(sim.at(100_000).settle().is_empty());
+        assert_eq!(sim.markers(), 1);
+    }
+
+    #[test]
+    fn a_kill_is_replaced_at_once_and_not_counted() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2)]));
+        sim.settle();
+        let uid = sim.uid_in_slot("w", 1);
+        sim.world.stop(uid);
+        assert_eq!(spawns(&sim.settle()), 1);
+        assert_eq!(sim.history("w").restarts, 0);
+        assert_ne!(sim.uid_in_slot("w", 1), uid);
+    }
+
+    #[test]
+    fn tmux_loss_marks_sessions_without_charging_the_role() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 5)]));
+        sim.settle();
+        let uids: Vec<u64> = sim.live("w").iter().map(|s| s.uid).collect();
+        for uid in uids {
+            sim.world.on_exit(
+                uid,
+                Exit::detail(ExitDetail::TmuxLost, sim.now),
+                sim.now,
+                0.0,
+            );
+        }
+        assert_eq!(sim.markers(), 1);
+        let h = sim.history("w");
+        assert!(h.frozen.is_none() && h.restarts == 0 && h.next_restart_at.is_none());
+        assert_eq!(spawns(&sim.settle()), 5);
+    }
+
+    #[test]
+    fn scale_down_stops_the_highest_slots() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3)]));
+        sim.settle();
+        let keep = sim.uid_in_slot("w", 0);
+        sim.world.scale(&sim.rk("w"), 1, sim.now);
+        let acts = sim.settle();
+        assert_eq!(acts.len(), 2);
+        assert!(acts.iter().all(|a| matches!(
+            a,
+            Action::Stop {
+                reason: StopReason::ScaleDown,
+                ..
+            }
+        )));
+        assert_eq!(
+            sim.live("w").iter().map(|s| s.uid).collect::<Vec<_>>(),
+            vec![keep]
+        );
+    }
+
+    #[test]
+    fn a_changed_template_is_rolled_out_one_replica_at_a_time() {
+        let mut sim = Sim::new();
+        sim.auto_start = false;
+        sim.apply(team(vec![role("w", 3), role("other", 1)]));
+        for a in plan(&sim.world, sim.now).actions {
+            sim.execute(&a);
+        }
+        let start_all = |sim: &mut Sim| {
+            let pending: Vec<u64> = sim
+                .world
+                .sessions
+                .values()
+                .filter(|s| s.state == SessionState::Pending)
+                .map(|s| s.uid)
+                .collect();
+            for uid in pending {
+                sim.world.started(uid, 1, sim.now);
+            }
+        };
+        start_all(&mut sim);
+        let other = sim.uid_in_slot("other", 0);
+        let mut changed = role("w", 3);
+        changed.env.insert("K".into(), "V".into());
+        sim.apply(team(vec![changed, role("other", 1)]));
+        let generation = sim.history("w").generation;
+        for _ in 0..3 {
+            let acts = sim.settle();
+            // Exactly one old session is stopped and its slot refilled.
+            assert_eq!(
+                acts.iter()
+                    .filter(|a| matches!(
+                        a,
+                        Action::Stop {
+                            reason: StopReason::Replaced,
+                            ..
+                        }
+                    ))
+                    .count(),
+                1
+            );
+            assert_eq!(spawns(&acts), 1);
+            assert!(sim.live("w").len() <= 3);
+            start_all(&mut sim);
+        }
+        assert!(sim.settle().is_empty());
+        assert!(sim.live("w").iter().all(|s| s.generation == generation));
+        assert_eq!(
+            sim.uid_in_slot("other", 0),
+            other,
+            "untouched roles are not disturbed"
+        );
+    }
+
+    #[test]
+    fn removed_roles_and_deleted_teams_leave_nothing() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2), role("gone", 2)]));
+        sim.settle();
+        sim.die("gone", 0, 1);
+        let changes = sim.apply(team(vec![role("w", 2)]));
+        assert!(changes.contains(&(sim.rk("gone"), RoleChange::Removed)));
+        let acts = sim.settle();
+        assert_eq!(
+            acts.iter()
+                .filter(|a| matches!(
+                    a,
+                    Action::Stop {
+                        reason: StopReason::RoleRemoved,
+                        ..
+                    }
+                ))
+                .count(),
+            1
+        );
+        assert!(sim.live("gone").is_empty());
+        assert_eq!(sim.markers(), 0);
+        sim.die("w", 1, 1);
+        let key = sim.rk("w").team();
+        sim.world.delete_team(&key, sim.now).unwrap();
+        sim.settle();
+        assert!(sim.world.sessions.is_empty());
+        assert!(sim.world.roles.is_empty());
+        assert_eq!(sim.markers(), 0);
+    }
+}
