@@ -14,6 +14,7 @@
 pub mod domain;
 pub mod error;
 pub mod manifest;
+pub mod output;
 pub mod paths;
 pub mod proto;
 pub mod shim;

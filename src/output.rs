@@ -1,0 +1,747 @@
+//! The one output sink of the command line: data to stdout, diagnostics to
+//! stderr, colour only on a terminal without `NO_COLOR`, broken pipe exits 0.
+//! Also every text format shared by the verbs (tables, ages, exits, events).
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use comfy_table::{Cell, Color, Table, presets};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::view::{EventView, ExitView, RoleView, SessionView, TeamView};
+
+/// Where command output goes. Built once per invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    colour: bool,
+    stdout_tty: bool,
+}
+
+impl Output {
+    /// Looks at the terminal and the environment once.
+    pub fn new(no_colour_flag: bool) -> Output {
+        let stdout_tty = io::stdout().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR");
+        Output {
+            colour: colour_enabled(stdout_tty, no_color.as_deref(), no_colour_flag),
+            stdout_tty,
+        }
+    }
+
+    /// Whether stdout output may carry colour.
+    pub fn colour(&self) -> bool {
+        self.colour
+    }
+
+    /// Whether stdout is a terminal (watch mode clears the screen only then).
+    pub fn stdout_is_terminal(&self) -> bool {
+        self.stdout_tty
+    }
+
+    /// Writes `text` to stdout, adding a final newline when it lacks one.
+    pub fn print(&self, text: &str) -> Result<()> {
+        let mut out = io::stdout().lock();
+        let mut res = out.write_all(text.as_bytes());
+        if res.is_ok() && !text.is_empty() && !text.ends_with('\n') {
+            res = out.write_all(b"\n");
+        }
+        finish(res.and_then(|()| out.flush()))
+    }
+
+    /// Writes `bytes` to stdout exactly as they are.
+    pub fn print_raw(&self, bytes: &[u8]) -> Result<()> {
+        let mut out = io::stdout().lock();
+        finish(out.write_all(bytes).and_then(|()| out.flush()))
+    }
+
+    /// Pretty JSON (arrays and objects), for `-o json`.
+    pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.print(&pretty_json(value)?)
+    }
+
+    /// One JSON object on one line, for streams (`events -o json`).
+    pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::other(format!("cannot encode JSON: {e}")))?;
+        self.print(&text)
+    }
+
+    /// A diagnostic line on stderr (progress, warnings, "No sessions found.").
+    pub fn note(&self, text: &str) {
+        // If stderr is gone there is nowhere left to complain to.
+        let _ = writeln!(io::stderr().lock(), "{text}");
+    }
+}
+
+/// `value` as indented JSON.
+pub fn pretty_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Error::other(format!("cannot encode JSON: {e}")))
+}
+
+/// A closed stdout (`marvel get sessions | head -1`) is a normal way for a
+/// reader to say it has seen enough: exit quietly with success.
+fn finish(res: io::Result<()>) -> Result<()> {
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::io("stdout", &e)),
+    }
+}
+
+/// Colour is used only on a terminal, when `NO_COLOR` is unset or empty
+/// (<https://no-color.org>) and `--no-color` was not given.
+pub fn colour_enabled(stdout_tty: bool, no_color: Option<&OsStr>, flag: bool) -> bool {
+    stdout_tty && no_color.is_none_or(OsStr::is_empty) && !flag
+}
+
+/// The colours a state can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tint {
+    Green,
+    Red,
+    Yellow,
+    Magenta,
+}
+
+impl Tint {
+    fn ansi(self) -> &'static str {
+        match self {
+            Tint::Green => "\x1b[32m",
+            Tint::Red => "\x1b[31m",
+            Tint::Yellow => "\x1b[33m",
+            Tint::Magenta => "\x1b[35m",
+        }
+    }
+
+    fn table(self) -> Color {
+        match self {
+            Tint::Green => Color::Green,
+            Tint::Red => Color::Red,
+            Tint::Yellow => Color::Yellow,
+            Tint::Magenta => Color::Magenta,
+        }
+    }
+}
+
+/// The colour of a session, role or team state, or of an event kind.
+pub fn tint(state: &str) -> Option<Tint> {
+    match state {
+        "running" | "ready" | "started" | "created" => Some(Tint::Green),
+        "crashed" | "degraded" | "tmux-down" => Some(Tint::Red),
+        "pending" | "backoff" | "progressing" => Some(Tint::Yellow),
+        "frozen" => Some(Tint::Magenta),
+        _ => None,
+    }
+}
+
+/// `text` wrapped in the colour's escape codes, or unchanged.
+pub fn paint(text: &str, tint: Option<Tint>, colour: bool) -> String {
+    match tint {
+        Some(t) if colour => format!("{}{text}\x1b[0m", t.ansi()),
+        _ => text.to_string(),
+    }
+}
+
+/// A lower-case state as a table shows it: `crashed` → `Crashed`.
+pub fn title(state: &str) -> String {
+    let mut chars = state.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// kubectl's short durations: `5s`, `3m`, `2h`, `4d`, `1y` (truncated).
+pub fn short_duration(d: TimeDelta) -> String {
+    let secs = d.num_seconds().max(0);
+    let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
+    if secs < 60 {
+        format!("{secs}s")
+    } else if mins < 60 {
+        format!("{mins}m")
+    } else if hours < 24 {
+        format!("{hours}h")
+    } else if days < 365 {
+        format!("{days}d")
+    } else {
+        format!("{}y", days / 365)
+    }
+}
+
+/// How long ago `since` was, as `short_duration`; a time in the future
+/// (clock skew) shows as `0s`.
+pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    short_duration(now - since)
+}
+
+/// How long until `at`: `250ms` below a second, then `short_duration`;
+/// `None` when `at` has come.
+pub fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    let left = at - now;
+    if left <= TimeDelta::zero() {
+        None
+    } else if left < TimeDelta::seconds(1) {
+        Some(format!("{}ms", left.num_milliseconds().max(1)))
+    } else {
+        Some(short_duration(left))
+    }
+}
+
+/// The RESTARTS column: `0`, `2`, or `2 (2m ago)` when the time is known.
+pub fn restarts(count: u32, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match last {
+        Some(at) if count > 0 => format!("{count} ({} ago)", age(at, now)),
+        _ => count.to_string(),
+    }
+}
+
+/// The conventional name of a Linux signal number.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// The EXIT column: the daemon's own words when it gave them, else
+/// `exit 42` / `signal 9 (SIGKILL)`; `-` when the program has not ended.
+pub fn exit_text(exit: Option<&ExitView>) -> String {
+    let Some(e) = exit else {
+        return "-".to_string();
+    };
+    if !e.reason.is_empty() {
+        return e.reason.clone();
+    }
+    match (e.code, e.signal) {
+        (_, Some(sig)) => match signal_name(sig) {
+            Some(name) => format!("signal {sig} ({name})"),
+            None => format!("signal {sig}"),
+        },
+        (Some(code), None) => format!("exit {code}"),
+        (None, None) => "ended".to_string(),
+    }
+}
+
+/// `restart in 3s`, or `restarting` once the backoff has ended.
+fn restart_in(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    match until(at, now) {
+        Some(left) => format!("restart in {left}"),
+        None => "restarting".to_string(),
+    }
+}
+
+/// `frozen: <reason>`.
+fn frozen(reason: Option<&str>) -> String {
+    format!("frozen: {}", reason.unwrap_or("restart budget exhausted"))
+}
+
+/// The NEXT column of `get sessions`: for a session that is not running and
+/// whose role waits out a backoff, when it restarts; for a frozen role, that
+/// it is frozen and why. Empty otherwise.
+pub fn session_next(s: &SessionView, now: DateTime<Utc>) -> String {
+    if matches!(s.state.as_str(), "running" | "succeeded") {
+        return String::new();
+    }
+    match (s.role_state.as_str(), s.next_restart_at) {
+        ("frozen", _) => frozen(s.frozen_reason.as_deref()),
+        ("backoff", Some(at)) => restart_in(at, now),
+        _ => String::new(),
+    }
+}
+
+/// The WINDOW column of `get roles`: crashes counted in the sliding window
+/// against the budget, `2/5` or `2/∞`.
+pub fn window(crashes: u32, max: Option<u32>) -> String {
+    match max {
+        Some(max) => format!("{crashes}/{max}"),
+        None => format!("{crashes}/∞"),
+    }
+}
+
+/// The NEXT RESTART column of `get roles`: `in 3s`, `now`, or `-`.
+pub fn role_next_restart(r: &RoleView, now: DateTime<Utc>) -> String {
+    match (r.state.as_str(), r.next_restart_at) {
+        ("backoff", Some(at)) => match until(at, now) {
+            Some(left) => format!("in {left}"),
+            None => "now".to_string(),
+        },
+        _ => "-".to_string(),
+    }
+}
+
+/// The REASON column of `get roles`: why it is frozen, or what the last
+/// crash was while it waits out a backoff.
+pub fn role_reason(r: &RoleView) -> String {
+    match (r.state.as_str(), &r.frozen_reason, &r.last_exit) {
+        ("frozen", reason, _) => reason
+            .clone()
+            .unwrap_or_else(|| "restart budget exhausted".to_string()),
+        ("backoff", _, Some(exit)) => format!("last: {}", exit_text(Some(exit))),
+        _ => String::new(),
+    }
+}
+
+/// A kubectl-like table: no lines, upper-case headers, three spaces between
+/// columns, no trailing blanks.
+fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    if colour {
+        t.enforce_styling();
+    } else {
+        t.force_no_tty();
+    }
+    t.set_header(header.to_vec());
+    t.add_rows(rows);
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { 3 }));
+    }
+    let mut text = String::new();
+    for line in t.lines() {
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text
+}
+
+fn state_cell(state: &str, colour: bool) -> Cell {
+    let cell = Cell::new(title(state));
+    match tint(state) {
+        Some(t) if colour => cell.fg(t.table()),
+        _ => cell,
+    }
+}
+
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// `get sessions`; `wide` adds ROLE, TMUX SESSION and STARTED.
+pub fn sessions_table(
+    sessions: &[SessionView],
+    now: DateTime<Utc>,
+    wide: bool,
+    colour: bool,
+) -> String {
+    let mut header = vec!["SESSION", "STATE", "RESTARTS", "AGE", "PANE", "PID", "EXIT"];
+    if wide {
+        header.extend(["ROLE", "TMUX SESSION", "STARTED"]);
+    }
+    header.push("NEXT");
+    let rows = sessions
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                Cell::new(&s.key),
+                state_cell(&s.state, colour),
+                Cell::new(restarts(s.restarts, s.last_restart_at, now)),
+                Cell::new(age(s.created_at, now)),
+                Cell::new(or_dash(s.pane.as_ref())),
+                Cell::new(or_dash(s.pid)),
+                Cell::new(exit_text(s.exit.as_ref())),
+            ];
+            if wide {
+                row.extend([
+                    Cell::new(format!("{}/{}/{}", s.workspace, s.team, s.role)),
+                    Cell::new(or_dash(s.tmux_session.as_ref())),
+                    Cell::new(or_dash(s.started_at.map(|at| age(at, now) + " ago"))),
+                ]);
+            }
+            row.push(Cell::new(session_next(s, now)));
+            row
+        })
+        .collect();
+    table(&header, rows, colour)
+}
+
+/// `get roles`.
+pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, colour: bool) -> String {
+    let header = [
+        "ROLE",
+        "STATE",
+        "READY",
+        "RESTARTS",
+        "WINDOW",
+        "NEXT RESTART",
+        "REASON",
+    ];
+    let rows = roles
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::new(&r.key),
+                state_cell(&r.state, colour),
+                Cell::new(format!("{}/{}", r.running, r.desired)),
+                Cell::new(restarts(r.restarts, r.last_restart_at, now)),
+                Cell::new(window(r.crashes_in_window, r.max_restarts)),
+                Cell::new(role_next_restart(r, now)),
+                Cell::new(role_reason(r)),
+            ]
+        })
+        .collect();
+    table(&header, rows, colour)
+}
+
+/// `get teams`.
+pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, colour: bool) -> String {
+    let header = ["TEAM", "STATE", "ROLES", "READY", "AGE"];
+    let rows = teams
+        .iter()
+        .map(|t| {
+            vec![
+                Cell::new(&t.key),
+                state_cell(&t.state, colour),
+                Cell::new(t.roles),
+                Cell::new(format!("{}/{}", t.running, t.desired)),
+                Cell::new(age(t.applied_at, now)),
+            ]
+        })
+        .collect();
+    table(&header, rows, colour)
+}
+
+/// An event time in the reader's zone: `14:03:07.125` today, with the date
+/// in front on other days.
+pub fn clock<Tz: TimeZone>(at: DateTime<Utc>, now: DateTime<Utc>, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let local = at.with_timezone(tz);
+    if local.date_naive() == now.with_timezone(tz).date_naive() {
+        local.format("%H:%M:%S%.3f").to_string()
+    } else {
+        local.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    }
+}
+
+/// Widest event kind name, so that keys line up in a stream.
+const KIND_WIDTH: usize = 9;
+
+/// One event as a log line: `TIME  KIND  KEY  MESSAGE`.
+pub fn event_line<Tz: TimeZone>(e: &EventView, now: DateTime<Utc>, tz: &Tz, colour: bool) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let pad = " ".repeat(KIND_WIDTH.saturating_sub(e.kind.chars().count()));
+    let key = if e.key.is_empty() { "-" } else { &e.key };
+    format!(
+        "{}  {}{pad}  {key}  {}",
+        clock(e.at, now, tz),
+        paint(&e.kind, tint(&e.kind), colour),
+        e.message
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const NOW: &str = "2025-01-02T12:00:00Z";
+
+    fn session(key: &str, state: &str) -> SessionView {
+        SessionView {
+            key: key.into(),
+            workspace: "demo".into(),
+            team: "squad".into(),
+            role: "worker".into(),
+            slot: 0,
+            state: state.into(),
+            pane: None,
+            pid: None,
+            restarts: 0,
+            last_restart_at: None,
+            created_at: t("2025-01-02T11:57:00Z"),
+            started_at: None,
+            exit: None,
+            role_state: "ready".into(),
+            next_restart_at: None,
+            frozen_reason: None,
+            last_output: vec![],
+            tmux_session: None,
+        }
+    }
+
+    fn exit(code: Option<i32>, signal: Option<i32>, reason: &str) -> ExitView {
+        ExitView {
+            code,
+            signal,
+            at: t("2025-01-02T11:59:58Z"),
+            reason: reason.into(),
+        }
+    }
+
+    fn role(state: &str) -> RoleView {
+        RoleView {
+            key: "demo/squad/worker".into(),
+            workspace: "demo".into(),
+            team: "squad".into(),
+            role: "worker".into(),
+            desired: 2,
+            running: 1,
+            state: state.into(),
+            restarts: 0,
+            last_restart_at: None,
+            crashes_in_window: 0,
+            max_restarts: Some(5),
+            window_ms: 600_000,
+            next_restart_at: None,
+            frozen_reason: None,
+            frozen_at: None,
+            last_exit: None,
+            command: vec!["sh".into()],
+            restart: "Always".into(),
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_or_the_flag() {
+        let set = Some(OsStr::new("1"));
+        let empty = Some(OsStr::new(""));
+        assert!(colour_enabled(true, None, false));
+        assert!(
+            colour_enabled(true, empty, false),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!colour_enabled(true, set, false));
+        assert!(!colour_enabled(true, None, true));
+        assert!(!colour_enabled(false, None, false));
+        assert!(!colour_enabled(false, set, true));
+    }
+
+    #[test]
+    fn ages_are_short_and_truncated_like_kubectl() {
+        let now = t(NOW);
+        assert_eq!(age(t("2025-01-02T11:59:55Z"), now), "5s");
+        assert_eq!(age(t("2025-01-02T11:59:00Z"), now), "1m");
+        assert_eq!(age(t("2025-01-02T11:59:01Z"), now), "59s");
+        assert_eq!(age(t("2025-01-02T11:57:00Z"), now), "3m");
+        assert_eq!(age(t("2025-01-02T11:00:01Z"), now), "59m");
+        assert_eq!(age(t("2025-01-02T10:00:00Z"), now), "2h");
+        assert_eq!(age(t("2024-12-29T12:00:00Z"), now), "4d");
+        assert_eq!(age(t("2023-01-01T12:00:00Z"), now), "2y");
+        assert_eq!(age(t("2025-01-02T12:00:07Z"), now), "0s", "clock skew");
+    }
+
+    #[test]
+    fn time_left_shows_milliseconds_below_a_second() {
+        let now = t(NOW);
+        assert_eq!(
+            until(t("2025-01-02T12:00:00.250Z"), now).as_deref(),
+            Some("250ms")
+        );
+        assert_eq!(
+            until(t("2025-01-02T12:00:03.900Z"), now).as_deref(),
+            Some("3s")
+        );
+        assert_eq!(until(t("2025-01-02T12:02:00Z"), now).as_deref(), Some("2m"));
+        assert_eq!(until(now, now), None);
+        assert_eq!(until(t("2025-01-02T11:59:59Z"), now), None);
+    }
+
+    #[test]
+    fn restarts_say_how_long_ago_the_last_one_was() {
+        let now = t(NOW);
+        assert_eq!(restarts(0, None, now), "0");
+        assert_eq!(
+            restarts(2, Some(t("2025-01-02T11:58:00Z")), now),
+            "2 (2m ago)"
+        );
+        assert_eq!(restarts(3, None, now), "3");
+    }
+
+    #[test]
+    fn exit_text_prefers_the_daemons_words() {
+        assert_eq!(exit_text(None), "-");
+        assert_eq!(exit_text(Some(&exit(Some(42), None, ""))), "exit 42");
+        assert_eq!(
+            exit_text(Some(&exit(None, Some(9), ""))),
+            "signal 9 (SIGKILL)"
+        );
+        assert_eq!(exit_text(Some(&exit(None, Some(64), ""))), "signal 64");
+        assert_eq!(
+            exit_text(Some(&exit(None, None, "pane killed"))),
+            "pane killed"
+        );
+        assert_eq!(exit_text(Some(&exit(None, None, ""))), "ended");
+    }
+
+    #[test]
+    fn next_column_shows_backoff_and_frozen_roles_on_dead_sessions_only() {
+        let now = t(NOW);
+        let mut s = session("demo/squad/worker-0", "crashed");
+        assert_eq!(session_next(&s, now), "");
+        s.role_state = "backoff".into();
+        s.next_restart_at = Some(t("2025-01-02T12:00:03Z"));
+        assert_eq!(session_next(&s, now), "restart in 3s");
+        s.next_restart_at = Some(t("2025-01-02T11:59:59Z"));
+        assert_eq!(session_next(&s, now), "restarting");
+        s.role_state = "frozen".into();
+        s.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
+        assert_eq!(
+            session_next(&s, now),
+            "frozen: 6 crashes in 10m, last: exit 1"
+        );
+        s.state = "running".into();
+        assert_eq!(session_next(&s, now), "", "a live replica is not frozen");
+    }
+
+    #[test]
+    fn role_columns_show_the_budget_and_the_reason() {
+        let now = t(NOW);
+        assert_eq!(window(2, Some(5)), "2/5");
+        assert_eq!(window(7, None), "7/∞");
+        let mut r = role("backoff");
+        r.next_restart_at = Some(t("2025-01-02T12:00:02Z"));
+        r.last_exit = Some(exit(Some(1), None, "exit 1"));
+        assert_eq!(role_next_restart(&r, now), "in 2s");
+        assert_eq!(role_reason(&r), "last: exit 1");
+        r.state = "frozen".into();
+        r.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
+        assert_eq!(role_next_restart(&r, now), "-");
+        assert_eq!(role_reason(&r), "6 crashes in 10m, last: exit 1");
+        assert_eq!(role_reason(&role("ready")), "");
+    }
+
+    #[test]
+    fn sessions_table_reads_like_kubectl() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", "running");
+        a.pane = Some("%3".into());
+        a.pid = Some(4242);
+        a.restarts = 2;
+        a.last_restart_at = Some(t("2025-01-02T11:58:00Z"));
+        let mut b = session("demo/squad/worker-1", "crashed");
+        b.exit = Some(exit(Some(1), None, "exit 1"));
+        b.role_state = "backoff".into();
+        b.next_restart_at = Some(t("2025-01-02T12:00:03Z"));
+        let text = sessions_table(&[a, b], now, false, false);
+        assert_eq!(
+            text,
+            "\
+SESSION               STATE     RESTARTS     AGE   PANE   PID    EXIT     NEXT
+demo/squad/worker-0   Running   2 (2m ago)   3m    %3     4242   -
+demo/squad/worker-1   Crashed   0            3m    -      -      exit 1   restart in 3s
+"
+        );
+    }
+
+    #[test]
+    fn wide_sessions_add_role_tmux_session_and_start() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", "running");
+        a.tmux_session = Some("marvel-demo-squad".into());
+        a.started_at = Some(t("2025-01-02T11:59:50Z"));
+        let text = sessions_table(&[a], now, true, false);
+        let header = text.lines().next().unwrap();
+        assert_eq!(
+            header,
+            "SESSION               STATE     RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
+        );
+        assert!(text.contains("demo/squad/worker   marvel-demo-squad   10s ago"));
+    }
+
+    #[test]
+    fn roles_and_teams_tables() {
+        let now = t(NOW);
+        let mut r = role("frozen");
+        r.restarts = 6;
+        r.last_restart_at = Some(t("2025-01-02T11:59:00Z"));
+        r.crashes_in_window = 6;
+        r.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
+        assert_eq!(
+            roles_table(&[r], now, false),
+            "\
+ROLE                STATE    READY   RESTARTS     WINDOW   NEXT RESTART   REASON
+demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 crashes in 10m, last: exit 1
+"
+        );
+        let team = TeamView {
+            key: "demo/squad".into(),
+            workspace: "demo".into(),
+            team: "squad".into(),
+            roles: 2,
+            desired: 3,
+            running: 3,
+            state: "ready".into(),
+            applied_at: t("2025-01-02T10:00:00Z"),
+        };
+        assert_eq!(
+            teams_table(&[team], now, false),
+            "\
+TEAM         STATE   ROLES   READY   AGE
+demo/squad   Ready   2       3/3     2h
+"
+        );
+    }
+
+    #[test]
+    fn colour_marks_the_state_cell_only_when_asked() {
+        let now = t(NOW);
+        let s = session("demo/squad/worker-0", "crashed");
+        assert!(!sessions_table(std::slice::from_ref(&s), now, false, false).contains('\x1b'));
+        let coloured = sessions_table(&[s], now, false, true);
+        assert!(coloured.contains("\x1b["), "{coloured:?}");
+        assert_eq!(
+            paint("frozen", tint("frozen"), true),
+            "\x1b[35mfrozen\x1b[0m"
+        );
+        assert_eq!(paint("frozen", tint("frozen"), false), "frozen");
+        assert_eq!(paint("stopped", tint("stopped"), true), "stopped");
+    }
+
+    #[test]
+    fn event_lines_align_kinds_and_date_other_days() {
+        let now = t(NOW);
+        let e = EventView {
+            seq: 1,
+            at: t("2025-01-02T11:59:58.125Z"),
+            kind: "crashed".into(),
+            key: "demo/squad/worker-0".into(),
+            message: "exit 1".into(),
+        };
+        assert_eq!(
+            event_line(&e, now, &Utc, false),
+            "11:59:58.125  crashed    demo/squad/worker-0  exit 1"
+        );
+        let old = EventView {
+            at: t("2025-01-01T08:00:00Z"),
+            kind: "tmux-down".into(),
+            key: String::new(),
+            ..e
+        };
+        assert_eq!(
+            event_line(&old, now, &Utc, false),
+            "2025-01-01 08:00:00.000  tmux-down  -  exit 1"
+        );
+    }
+
+    #[test]
+    fn titles_capitalise_the_first_letter() {
+        assert_eq!(title("crashed"), "Crashed");
+        assert_eq!(title(""), "");
+    }
+}
