@@ -1641,6 +1641,29 @@ mod tests {
         );
     }
 
+    // --- shipped examples --------------------------------------------------
+
+    #[test]
+    fn every_example_team_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("roles");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ron"))
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 2,
+            "expected example teams in {}",
+            dir.display()
+        );
+        for file in files {
+            if let Err(e) = load(&file) {
+                panic!("{} is refused:\n{e}", file.display());
+            }
+        }
+    }
+
     // --- no input makes the parser panic -----------------------------------
 
     const VALID: &str = r##"Team(
