@@ -1,1 +1,8 @@
-fn main() {}
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The pane-side helpers run once per session and must stay small, so
+    // they are dispatched before any command-line parser is built.
+    if let Some(code) = marvel::shim::dispatch(&args) {
+        std::process::exit(code);
+    }
+}

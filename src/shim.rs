@@ -1,1 +1,735 @@
-//! The shim that runs inside each pane.
+//! What runs inside each pane: the shim (the pane's first process, which
+//! supervises the user's program and reports its start and exit) and the
+//! log pipe (which `pipe-pane` feeds). One of each per session, so both stay
+//! tiny: no threads, no clap, small fixed buffers.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::paths::{Paths, write_atomic};
+use crate::proto::{Envelope, PROTOCOL_VERSION, Request, ShimReport};
+
+/// How long the shim waits for the daemon to take a `Started` report.
+const STARTED_REPLY: Duration = Duration::from_secs(1);
+/// How long it waits after an exit: the daemon captures the pane's last
+/// output before replying, and the pane lives only as long as the shim.
+const EXITED_REPLY: Duration = Duration::from_secs(3);
+/// After its terminal hung up, the program gets this long to exit on its
+/// own before it is killed, so a program that ignores SIGHUP cannot
+/// outlive its pane.
+const HANGUP_GRACE_SECS: u32 = 5;
+/// Signals the shim passes on to the program.
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+/// Terminal signals reach the program directly (same process group); the
+/// shim itself must survive them. SIGTTOU/SIGTTIN: a program that takes the
+/// terminal for its own process group must not stop the shim.
+const IGNORED: [libc::c_int; 5] = [
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTOU,
+    libc::SIGTTIN,
+];
+
+/// The program's pid, read by the signal handlers; 0 when there is none.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A forwarded signal that arrived before the program existed.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+/// Set on SIGHUP: the pane's terminal went away.
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+/// The argv a pane runs: the shim around `command`.
+pub fn shim_argv(marvel_bin: &Path, uid: u64, state_dir: &Path, command: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        marvel_bin.to_string_lossy().into_owned(),
+        "shim".to_string(),
+        "--uid".to_string(),
+        uid.to_string(),
+        "--state-dir".to_string(),
+        state_dir.to_string_lossy().into_owned(),
+        "--".to_string(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+/// Runs `marvel shim …` or `marvel logpipe …` when `args` (the whole argv)
+/// asks for one; `None` otherwise. Called before the command-line parser
+/// is built, which would cost every pane memory it never uses.
+pub fn dispatch(args: &[OsString]) -> Option<i32> {
+    let rest: Vec<String> = args
+        .iter()
+        .skip(2)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args.get(1)?.as_bytes() {
+        b"shim" => Some(match parse_shim_args(&rest) {
+            Ok((uid, dir, argv)) => run_shim(uid, &dir, &argv),
+            Err(m) => usage(&m, "shim --uid N --state-dir DIR -- PROGRAM [ARGS...]"),
+        }),
+        b"logpipe" => Some(match parse_logpipe_args(&rest) {
+            Ok((file, max)) => run_logpipe(&file, max),
+            Err(m) => usage(&m, "logpipe --max-bytes N FILE"),
+        }),
+        _ => None,
+    }
+}
+
+fn usage(message: &str, synopsis: &str) -> i32 {
+    eprintln!("error: {message}\nusage: marvel {synopsis}");
+    crate::error::exit::USAGE
+}
+
+fn parse_shim_args(args: &[String]) -> Result<(u64, PathBuf, Vec<String>), String> {
+    let (mut uid, mut dir) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--uid" => {
+                let v = it.next().ok_or("--uid needs a value")?;
+                uid = Some(v.parse::<u64>().map_err(|_| format!("bad --uid {v:?}"))?);
+            }
+            "--state-dir" => {
+                dir = Some(PathBuf::from(it.next().ok_or("--state-dir needs a value")?))
+            }
+            "--" => break,
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let argv: Vec<String> = it.cloned().collect();
+    match (uid, dir) {
+        (Some(u), Some(d)) => Ok((u, d, argv)),
+        _ => Err("--uid and --state-dir are required".into()),
+    }
+}
+
+fn parse_logpipe_args(args: &[String]) -> Result<(PathBuf, u64), String> {
+    match args {
+        [flag, n, file] if flag == "--max-bytes" => {
+            let max = n.parse().map_err(|_| format!("bad --max-bytes {n:?}"))?;
+            Ok((PathBuf::from(file), max))
+        }
+        _ => Err("expected --max-bytes N FILE".into()),
+    }
+}
+
+/// Supervises `argv` in the current terminal and returns the exit code to
+/// leave with: the program's, or 128 + signal, like a shell.
+pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
+    let paths = Paths {
+        root: state_dir.to_path_buf(),
+    };
+    install_handlers();
+    let Some(program) = argv.first() else {
+        eprintln!("marvel: no command to run");
+        return finish(&paths, uid, Some(127), None);
+    };
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..]);
+    // SAFETY: only async-signal-safe calls (sigaction, sigprocmask, prctl,
+    // getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            reset_signals();
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The shim may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // As a shell does: 127 when there is no such program, 126 when
+            // it exists but cannot be executed.
+            let code = if e.kind() == ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            eprintln!("marvel: cannot run {program}: {e}");
+            return finish(&paths, uid, Some(code), None);
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    // `child` is reaped by hand below; std's handle is not used again.
+    drop(child);
+    CHILD.store(pid, Ordering::SeqCst);
+    let early = PENDING.swap(0, Ordering::SeqCst);
+    if early != 0 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, early) };
+    }
+    report(
+        &paths,
+        uid,
+        &ShimReport::Started {
+            uid,
+            pid: pid as u32,
+            at: Utc::now(),
+        },
+        STARTED_REPLY,
+    );
+    let (code, signal) = wait_child(pid);
+    finish(&paths, uid, code, signal)
+}
+
+/// Records and reports the program's end, and returns the shim's exit code.
+fn finish(paths: &Paths, uid: u64, code: Option<i32>, signal: Option<i32>) -> i32 {
+    let exited = ShimReport::Exited {
+        uid,
+        code,
+        signal,
+        at: Utc::now(),
+        hangup: HANGUP.load(Ordering::SeqCst),
+    };
+    report(paths, uid, &exited, EXITED_REPLY);
+    match (code, signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 1,
+    }
+}
+
+/// Writes the report to the exit record first (the durable copy, for a
+/// daemon that is down), then offers it to the daemon. Failures are
+/// silent: the pane's terminal belongs to the program.
+fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
+    let Ok(json) = serde_json::to_vec(report) else {
+        return;
+    };
+    let record = paths.exit_record(uid);
+    if write_atomic(&record, &json).is_err() {
+        let _ = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(paths.exits_dir());
+        let _ = write_atomic(&record, &json);
+    }
+    let _ = notify(&paths.socket(), report, reply);
+}
+
+/// Sends one request line to the daemon and waits for one reply line, all
+/// within `timeout`.
+fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = connect(socket, timeout)?;
+    let envelope = Envelope {
+        protocol: PROTOCOL_VERSION,
+        request: Request::Shim(report.clone()),
+    };
+    let mut line = serde_json::to_vec(&envelope)?;
+    line.push(b'\n');
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&line)?;
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(ErrorKind::TimedOut)?;
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) if buf[..n].contains(&b'\n') => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `UnixStream::connect` can block without limit when the daemon's listen
+/// backlog is full; a send timeout on the socket bounds `connect` too.
+fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    // SAFETY: plain socket calls on a descriptor owned by `stream` from its
+    // creation; `addr` is a zeroed sockaddr_un filled within its bounds.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = UnixStream::from_raw_fd(fd);
+        stream.set_write_timeout(Some(timeout))?;
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() >= addr.sun_path.len() {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "socket path too long",
+            ));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Waits for the program to end; returns (exit code, signal).
+fn wait_child(pid: libc::pid_t) -> (Option<i32>, Option<i32>) {
+    // First wait without reaping: while the child is a zombie its pid
+    // cannot be reused, so the handlers can be disarmed before it is freed
+    // and a late signal can never reach a stranger.
+    loop {
+        // SAFETY: waitid fills `info`, a zeroed siginfo_t.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            break;
+        }
+    }
+    CHILD.store(0, Ordering::SeqCst);
+    // SAFETY: cancels a pending hang-up alarm; always safe.
+    unsafe { libc::alarm(0) };
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+            continue;
+        }
+        return (None, None);
+    }
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+extern "C" fn forward(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        HANGUP.store(true, Ordering::SeqCst);
+        // SAFETY: alarm is async-signal-safe.
+        unsafe { libc::alarm(HANGUP_GRACE_SECS) };
+    }
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+extern "C" fn hangup_expired(_: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn install_handlers() {
+    // SAFETY: sigaction with handlers that only touch atomics and call
+    // async-signal-safe functions.
+    unsafe {
+        for sig in IGNORED {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = forward as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in FORWARDED {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        sa.sa_sigaction = hangup_expired as *const () as usize;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// In the child before exec: ignored dispositions and the signal mask
+/// survive exec, so the program would inherit the shim's (and Rust's
+/// SIGPIPE) choices. Every signal goes back to its default.
+fn reset_signals() {
+    // SAFETY: sigaction/sigprocmask are async-signal-safe; failures for
+    // SIGKILL, SIGSTOP and libc-reserved numbers are expected and harmless.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in 1..=64 {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Reads what was recorded for spawn `uid`: the newest report the shim
+/// wrote, or `None` if there is no record (yet).
+pub fn read_exit_record(paths: &Paths, uid: u64) -> io::Result<Option<ShimReport>> {
+    match fs::read(paths.exit_record(uid)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The rotated half of a session log.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Appends stdin to `path` (mode 0600). A write that would take the file
+/// past `max_bytes` first moves it to `path.1` (replacing the older one),
+/// so the log never takes more than twice `max_bytes`.
+pub fn run_logpipe(path: &Path, max_bytes: u64) -> i32 {
+    match copy_rotating(&mut io::stdin().lock(), path, max_bytes.max(1)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("marvel logpipe: {}: {e}", path.display());
+            1
+        }
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<(File, u64)> {
+    let f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let size = f.metadata()?.len();
+    Ok((f, size))
+}
+
+fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()> {
+    let (mut file, mut size) = open_log(path)?;
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            if size > 0 && size + data.len() as u64 > max {
+                fs::rename(path, rotated(path))?;
+                (file, size) = open_log(path)?;
+            }
+            // Only a chunk larger than the whole budget is split.
+            let take = data.len().min(max.saturating_sub(size).max(1) as usize);
+            file.write_all(&data[..take])?;
+            size += take as u64;
+            data = &data[take..];
+        }
+    }
+}
+
+/// The last `n` lines a session printed (its log and the rotated half),
+/// cleaned of terminal escape sequences and carriage-return overwrites so
+/// they read as text. Trailing empty lines are dropped.
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    // Enough for n ordinary lines without reading whole files.
+    let budget = (n as u64 * 512).clamp(64 << 10, 4 << 20);
+    let (current, whole) = read_tail(path, budget);
+    let bytes = if whole {
+        let left = budget.saturating_sub(current.len() as u64);
+        let (mut older, older_whole) = read_tail(&rotated(path), left);
+        if !older_whole {
+            skip_partial_line(&mut older);
+        }
+        older.extend_from_slice(&current);
+        older
+    } else {
+        // Starting mid-file: the first line is a fragment.
+        let mut bytes = current;
+        skip_partial_line(&mut bytes);
+        bytes
+    };
+    let mut lines = clean_lines(&bytes);
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let skip = lines.len().saturating_sub(n);
+    lines.split_off(skip)
+}
+
+/// The last `budget` bytes of a file, and whether that is the whole file.
+fn read_tail(path: &Path, budget: u64) -> (Vec<u8>, bool) {
+    let Ok(mut f) = File::open(path) else {
+        return (Vec::new(), true);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(budget);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = f.take(budget).read_to_end(&mut bytes);
+    }
+    (bytes, start == 0)
+}
+
+fn skip_partial_line(bytes: &mut Vec<u8>) {
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            bytes.drain(..=i);
+        }
+        None => bytes.clear(),
+    }
+}
+
+/// Replays output as a terminal would lay out each line: `\r` returns to
+/// the start, backspace steps back, erase-in-line and cursor moves apply,
+/// every other escape sequence or control character is dropped.
+pub fn clean_lines(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = Vec::new();
+    let mut line: Vec<char> = Vec::new();
+    let mut col = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                lines.push(finish_line(&line));
+                line.clear();
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\x08' => col = col.saturating_sub(1),
+            '\x1b' => match escape(&mut chars) {
+                Some(Csi { param, action: 'K' }) => match param {
+                    0 => line.truncate(col),
+                    1 => line.iter_mut().take(col + 1).for_each(|c| *c = ' '),
+                    _ => line.clear(),
+                },
+                Some(Csi { param, action: 'G' }) => col = param.max(1) as usize - 1,
+                Some(Csi { param, action: 'C' }) => col += param.max(1) as usize,
+                Some(Csi { param, action: 'D' }) => col = col.saturating_sub(param.max(1) as usize),
+                _ => {}
+            },
+            '\t' => put(&mut line, &mut col, c),
+            c if c.is_control() => {}
+            c => put(&mut line, &mut col, c),
+        }
+    }
+    if !line.is_empty() {
+        lines.push(finish_line(&line));
+    }
+    lines
+}
+
+fn put(line: &mut Vec<char>, col: &mut usize, c: char) {
+    if *col < line.len() {
+        line[*col] = c;
+    } else {
+        line.resize(*col, ' ');
+        line.push(c);
+    }
+    *col += 1;
+}
+
+fn finish_line(line: &[char]) -> String {
+    let s: String = line.iter().collect();
+    s.trim_end().to_string()
+}
+
+/// A control sequence that changes the line layout.
+struct Csi {
+    param: u32,
+    action: char,
+}
+
+/// Consumes one escape sequence (after ESC). Returns the CSI sequences
+/// whose effect on a line is worth replaying.
+fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Csi> {
+    match chars.next()? {
+        '[' => {
+            let mut param = 0u32;
+            let mut simple = true;
+            for c in chars.by_ref() {
+                match c {
+                    '0'..='9' => {
+                        param = param
+                            .saturating_mul(10)
+                            .saturating_add(c as u32 - '0' as u32)
+                    }
+                    '\x30'..='\x3f' | '\x20'..='\x2f' => simple = false,
+                    '\x40'..='\x7e' => return simple.then_some(Csi { param, action: c }),
+                    // Malformed: stop here and let the rest print.
+                    _ => return None,
+                }
+            }
+            None
+        }
+        // OSC, DCS, SOS, PM, APC: strings ended by BEL or ESC \.
+        ']' | 'P' | 'X' | '^' | '_' => {
+            while let Some(c) = chars.next() {
+                if c == '\x07' {
+                    break;
+                }
+                if c == '\x1b' {
+                    chars.next_if_eq(&'\\');
+                    break;
+                }
+            }
+            None
+        }
+        // nF sequences such as ESC ( B: intermediates, then one final.
+        '\x20'..='\x2f' => {
+            while chars.next_if(|c| ('\x20'..='\x2f').contains(c)).is_some() {}
+            chars.next();
+            None
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logpipe_rotates_and_bounds_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("7.log");
+        let input: Vec<u8> = (0..100)
+            .flat_map(|i| format!("line {i:03}\n").into_bytes())
+            .collect();
+        // 9 bytes a line, in chunks of 16 KiB: one read, split by the budget.
+        copy_rotating(&mut &input[..], &log, 100).unwrap();
+        let cur = fs::read(&log).unwrap();
+        let old = fs::read(rotated(&log)).unwrap();
+        assert!(
+            cur.len() <= 100 && old.len() <= 100,
+            "{} {}",
+            cur.len(),
+            old.len()
+        );
+        let both = [old, cur].concat();
+        assert!(input.ends_with(&both));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn logpipe_rotates_before_a_write_that_would_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("1.log");
+        fs::write(&log, b"old old old\n").unwrap();
+        copy_rotating(&mut &b"0123456789\n"[..], &log, 16).unwrap();
+        assert_eq!(fs::read(rotated(&log)).unwrap(), b"old old old\n");
+        assert_eq!(fs::read(&log).unwrap(), b"0123456789\n");
+        copy_rotating(&mut &b"abc\n"[..], &log, 16).unwrap();
+        assert_eq!(fs::read(&log).unwrap(), b"0123456789\nabc\n");
+    }
+
+    #[test]
+    fn tail_reads_across_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("2.log");
+        fs::write(rotated(&log), b"one\ntwo\nthr").unwrap();
+        fs::write(&log, b"ee\nfour\n\n\n").unwrap();
+        assert_eq!(tail_lines(&log, 3), ["two", "three", "four"]);
+        assert_eq!(tail_lines(&log, 10), ["one", "two", "three", "four"]);
+        assert!(tail_lines(&dir.path().join("none.log"), 5).is_empty());
+    }
+
+    #[test]
+    fn tail_of_a_large_log_starts_at_a_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("3.log");
+        let body: String = (0..20_000).map(|i| format!("row {i}\n")).collect();
+        fs::write(&log, body).unwrap();
+        let t = tail_lines(&log, 2);
+        assert_eq!(t, ["row 19998", "row 19999"]);
+        let many = tail_lines(&log, 5000);
+        assert_eq!(many.len(), 5000);
+        assert_eq!(many[0], "row 15000");
+    }
+
+    #[test]
+    fn cleaning_removes_escapes_and_replays_carriage_returns() {
+        let raw = b"\x1b]0;title\x07\x1b[1;31mred\x1b[0m text\r\n\
+            50%\r100%\r\n\
+            abcdef\rXY\r\n\
+            downloading 50%\r\x1b[Kdone\r\n\
+            \x1b(B\x1b[?25lhidden cursor\x1b[?25h\x07\r\n\
+            a\tb\x08c \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\r\n\
+            col\x1b[10Gx\r\n\
+            prompt$ ";
+        assert_eq!(
+            clean_lines(raw),
+            [
+                "red text",
+                "100%",
+                "XYcdef",
+                "done",
+                "hidden cursor",
+                "a\tc link",
+                "col      x",
+                "prompt$",
+            ]
+        );
+    }
+
+    #[test]
+    fn shim_and_logpipe_arguments_parse() {
+        let args: Vec<String> = ["--uid", "7", "--state-dir", "/s", "--", "sh", "-c", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (uid, dir, argv) = parse_shim_args(&args).unwrap();
+        assert_eq!(
+            (uid, dir.as_path(), argv.as_slice()),
+            (7, Path::new("/s"), &args[5..])
+        );
+        assert!(parse_shim_args(&args[2..]).is_err());
+        let built = shim_argv(Path::new("/bin/marvel"), 7, Path::new("/s"), &args[5..]);
+        assert_eq!(&built[2..], &args[..]);
+        let lp: Vec<String> = ["--max-bytes", "10", "/f"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(parse_logpipe_args(&lp).unwrap(), (PathBuf::from("/f"), 10));
+        assert!(parse_logpipe_args(&lp[1..]).is_err());
+        assert_eq!(dispatch(&["marvel".into(), "get".into()]), None);
+    }
+}

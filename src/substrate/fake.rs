@@ -1,1 +1,469 @@
-//! A fake substrate for unit tests.
+//! An in-memory substrate for the daemon's unit tests: records every call,
+//! hands out pane ids `%0, %1, ...`, and lets a test kill panes, lose the
+//! server, or make the next calls fail.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Observation, PaneInfo, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
+
+/// One call made through the [`Substrate`] trait, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Version,
+    Spawn(SpawnRequest),
+    Kill(String),
+    List,
+    Capture {
+        pane: String,
+        history: u32,
+    },
+    SendText {
+        pane: String,
+        text: String,
+        enter: bool,
+    },
+    SendKeys {
+        pane: String,
+        keys: Vec<String>,
+    },
+    KickReaper,
+}
+
+/// A pane of the fake server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakePane {
+    pub session_name: String,
+    pub pane: String,
+    pub pane_pid: u32,
+    pub owner: String,
+    /// `Some((status, signal))` once marked dead (the pane stays listed, as
+    /// with tmux's remain-on-exit).
+    pub dead: Option<(Option<i32>, Option<i32>)>,
+    /// What `capture` returns.
+    pub screen: String,
+    /// The request that created it; `None` for a foreign pane.
+    pub request: Option<SpawnRequest>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    panes: BTreeMap<u32, FakePane>,
+    next_pane: u32,
+    next_pid: u32,
+    failures: VecDeque<SubstrateError>,
+    no_server: bool,
+}
+
+/// See the module docs. All methods take `&self`; the state sits behind a
+/// mutex so the fake is `Send + Sync` like the real one.
+#[derive(Debug)]
+pub struct FakeSubstrate {
+    state: Mutex<State>,
+}
+
+impl Default for FakeSubstrate {
+    fn default() -> Self {
+        FakeSubstrate::new()
+    }
+}
+
+impl FakeSubstrate {
+    pub fn new() -> FakeSubstrate {
+        FakeSubstrate {
+            state: Mutex::new(State {
+                next_pid: 1000,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock already failed; the
+        // state is still worth reading for the report.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Forgets the recorded calls (the panes stay).
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// The spawn requests made so far, including failed ones.
+    pub fn spawns(&self) -> Vec<SpawnRequest> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Spawn(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The panes passed to `kill` so far.
+    pub fn kills(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kill(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Texts and keys sent so far, as `(pane, text)`; keys are joined by
+    /// spaces, an Enter after text is written as a trailing `\n`.
+    pub fn sent(&self) -> Vec<(String, String)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::SendText { pane, text, enter } => {
+                    Some((pane, if enter { format!("{text}\n") } else { text }))
+                }
+                Call::SendKeys { pane, keys } => Some((pane, keys.join(" "))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pane with this id, if the fake server has it.
+    pub fn pane(&self, pane: &str) -> Option<FakePane> {
+        let id = pane_number(pane)?;
+        self.lock().panes.get(&id).cloned()
+    }
+
+    /// All panes of the fake server, dead or alive.
+    pub fn panes(&self) -> Vec<FakePane> {
+        self.lock().panes.values().cloned().collect()
+    }
+
+    /// Marks the pane's program as ended; it stays listed as dead.
+    pub fn set_dead(&self, pane: &str, status: Option<i32>, signal: Option<i32>) {
+        let mut st = self.lock();
+        if let Some(p) = pane_number(pane).and_then(|id| st.panes.get_mut(&id)) {
+            p.dead = Some((status, signal));
+        }
+    }
+
+    /// Removes the pane as if it was destroyed from outside.
+    pub fn remove(&self, pane: &str) {
+        if let Some(id) = pane_number(pane) {
+            self.lock().panes.remove(&id);
+        }
+    }
+
+    /// Sets what `capture` returns for the pane.
+    pub fn set_screen(&self, pane: &str, screen: &str) {
+        let mut st = self.lock();
+        if let Some(p) = pane_number(pane).and_then(|id| st.panes.get_mut(&id)) {
+            p.screen = screen.to_string();
+        }
+    }
+
+    /// Adds a pane marvel did not create (another owner, or none).
+    pub fn add_foreign(&self, session_name: &str, owner: &str) -> Spawned {
+        self.lock().new_pane(session_name, owner, None)
+    }
+
+    /// Makes the next call fail with `err` (queued: several calls to this
+    /// make several calls fail, in order). `list`, `spawn`, `kill`,
+    /// `capture`, `send_*`, `version` and `kick_reaper` all consume it.
+    pub fn fail_next(&self, err: SubstrateError) {
+        self.lock().failures.push_back(err);
+    }
+
+    /// Makes the next `n` calls fail with `err`.
+    pub fn fail_next_n(&self, err: SubstrateError, n: usize) {
+        let mut st = self.lock();
+        st.failures.extend(std::iter::repeat_n(err, n));
+    }
+
+    /// Simulates the server going away: every pane is gone, `list` answers
+    /// `NoServer`, and calls needing a pane fail with `NoServer`. The next
+    /// successful `spawn` starts a fresh server, as tmux does.
+    pub fn lose_server(&self) {
+        let mut st = self.lock();
+        st.panes.clear();
+        st.no_server = true;
+    }
+
+    /// Records `call` and returns the queued failure, if any.
+    fn enter(&self, call: Call) -> (MutexGuard<'_, State>, SubResult<()>) {
+        let mut st = self.lock();
+        st.calls.push(call);
+        let r = match st.failures.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        (st, r)
+    }
+}
+
+impl State {
+    fn new_pane(&mut self, session_name: &str, owner: &str, req: Option<SpawnRequest>) -> Spawned {
+        let id = self.next_pane;
+        self.next_pane += 1;
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        let pane = format!("%{id}");
+        self.panes.insert(
+            id,
+            FakePane {
+                session_name: session_name.to_string(),
+                pane: pane.clone(),
+                pane_pid: pid,
+                owner: owner.to_string(),
+                dead: None,
+                screen: String::new(),
+                request: req,
+            },
+        );
+        self.no_server = false;
+        Spawned {
+            pane,
+            pane_pid: pid,
+        }
+    }
+
+    /// The pane, or the error tmux would give for it.
+    fn live(&self, pane: &str) -> SubResult<&FakePane> {
+        if self.no_server {
+            return Err(SubstrateError::NoServer("no server running (fake)".into()));
+        }
+        pane_number(pane)
+            .and_then(|id| self.panes.get(&id))
+            .ok_or_else(|| SubstrateError::Failed(format!("can't find pane: {pane}")))
+    }
+}
+
+fn pane_number(pane: &str) -> Option<u32> {
+    pane.strip_prefix('%')?.parse().ok()
+}
+
+impl Substrate for FakeSubstrate {
+    fn version(&self) -> SubResult<String> {
+        let (_st, r) = self.enter(Call::Version);
+        r.map(|_| "tmux 3.3a (fake)".to_string())
+    }
+
+    fn spawn(&self, req: &SpawnRequest) -> SubResult<Spawned> {
+        let (mut st, r) = self.enter(Call::Spawn(req.clone()));
+        r?;
+        if st.panes.values().any(|p| p.session_name == req.name) {
+            return Err(SubstrateError::Failed(format!(
+                "duplicate session: {}",
+                req.name
+            )));
+        }
+        Ok(st.new_pane(&req.name, &req.owner, Some(req.clone())))
+    }
+
+    fn kill(&self, pane: &str) -> SubResult<()> {
+        let (mut st, r) = self.enter(Call::Kill(pane.to_string()));
+        r?;
+        if let Some(id) = pane_number(pane) {
+            st.panes.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> SubResult<Observation> {
+        let (st, r) = self.enter(Call::List);
+        r?;
+        if st.no_server {
+            return Ok(Observation::NoServer);
+        }
+        Ok(Observation::Panes(
+            st.panes
+                .values()
+                .map(|p| PaneInfo {
+                    session_name: p.session_name.clone(),
+                    pane: p.pane.clone(),
+                    pane_pid: p.pane_pid,
+                    owner: p.owner.clone(),
+                    dead: p.dead.is_some(),
+                    dead_status: p.dead.and_then(|d| d.0),
+                    dead_signal: p.dead.and_then(|d| d.1),
+                })
+                .collect(),
+        ))
+    }
+
+    fn capture(&self, pane: &str, history: u32) -> SubResult<String> {
+        let (st, r) = self.enter(Call::Capture {
+            pane: pane.to_string(),
+            history,
+        });
+        r?;
+        st.live(pane).map(|p| p.screen.clone())
+    }
+
+    fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()> {
+        let (st, r) = self.enter(Call::SendText {
+            pane: pane.to_string(),
+            text: text.to_string(),
+            enter,
+        });
+        r?;
+        st.live(pane).map(|_| ())
+    }
+
+    fn send_keys(&self, pane: &str, keys: &[String]) -> SubResult<()> {
+        let (st, r) = self.enter(Call::SendKeys {
+            pane: pane.to_string(),
+            keys: keys.to_vec(),
+        });
+        r?;
+        st.live(pane).map(|_| ())
+    }
+
+    fn attach_argv(&self, session_name: &str) -> Vec<String> {
+        vec![
+            "tmux".into(),
+            "attach-session".into(),
+            "-t".into(),
+            format!("={session_name}"),
+        ]
+    }
+
+    fn switch_argv(&self, session_name: &str) -> Vec<String> {
+        vec![
+            "tmux".into(),
+            "switch-client".into(),
+            "-t".into(),
+            format!("={session_name}"),
+        ]
+    }
+
+    fn kick_reaper(&self) -> SubResult<()> {
+        let (_st, r) = self.enter(Call::KickReaper);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str) -> SpawnRequest {
+        SpawnRequest {
+            name: name.into(),
+            argv: vec!["sleep".into(), "1".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            log: None,
+            owner: "me".into(),
+        }
+    }
+
+    fn listed(f: &FakeSubstrate) -> Vec<PaneInfo> {
+        match f.list().unwrap() {
+            Observation::Panes(p) => p,
+            Observation::NoServer => panic!("no server"),
+        }
+    }
+
+    #[test]
+    fn spawns_get_sequential_panes_and_are_listed() {
+        let f = FakeSubstrate::new();
+        let a = f.spawn(&req("a")).unwrap();
+        let b = f.spawn(&req("b")).unwrap();
+        assert_eq!((a.pane.as_str(), b.pane.as_str()), ("%0", "%1"));
+        assert_ne!(a.pane_pid, b.pane_pid);
+        let p = listed(&f);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].session_name.as_str(), p[0].owner.as_str()),
+            ("a", "me")
+        );
+        assert_eq!(f.spawns(), vec![req("a"), req("b")]);
+        assert!(matches!(
+            f.spawn(&req("a")),
+            Err(SubstrateError::Failed(m)) if m.contains("duplicate")
+        ));
+    }
+
+    #[test]
+    fn dead_and_removed_panes_show_in_the_listing() {
+        let f = FakeSubstrate::new();
+        let a = f.spawn(&req("a")).unwrap();
+        let b = f.spawn(&req("b")).unwrap();
+        f.set_dead(&a.pane, None, Some(9));
+        f.remove(&b.pane);
+        let p = listed(&f);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].dead);
+        assert_eq!((p[0].dead_status, p[0].dead_signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn queued_failures_hit_the_next_calls_in_order() {
+        let f = FakeSubstrate::new();
+        f.fail_next(SubstrateError::Timeout(std::time::Duration::from_millis(5)));
+        f.fail_next_n(SubstrateError::Missing("tmux".into()), 2);
+        assert!(matches!(f.list(), Err(SubstrateError::Timeout(_))));
+        assert!(matches!(
+            f.spawn(&req("a")),
+            Err(SubstrateError::Missing(_))
+        ));
+        assert!(matches!(f.kill("%0"), Err(SubstrateError::Missing(_))));
+        assert!(f.spawn(&req("a")).is_ok());
+        assert_eq!(f.calls().len(), 4);
+    }
+
+    #[test]
+    fn a_lost_server_lists_as_no_server_until_the_next_spawn() {
+        let f = FakeSubstrate::new();
+        let a = f.spawn(&req("a")).unwrap();
+        f.lose_server();
+        assert_eq!(f.list().unwrap(), Observation::NoServer);
+        assert!(matches!(
+            f.capture(&a.pane, 10),
+            Err(SubstrateError::NoServer(_))
+        ));
+        assert!(f.kill(&a.pane).is_ok());
+        f.spawn(&req("b")).unwrap();
+        assert_eq!(listed(&f).len(), 1);
+    }
+
+    #[test]
+    fn sends_and_kills_are_recorded() {
+        let f = FakeSubstrate::new();
+        let a = f.spawn(&req("a")).unwrap();
+        f.set_screen(&a.pane, "hello\n");
+        assert_eq!(f.capture(&a.pane, 0).unwrap(), "hello\n");
+        f.send_text(&a.pane, "hi", true).unwrap();
+        f.send_keys(&a.pane, &["C-c".into()]).unwrap();
+        f.kill(&a.pane).unwrap();
+        assert!(f.send_text(&a.pane, "x", false).is_err());
+        assert_eq!(
+            f.sent(),
+            vec![
+                (a.pane.clone(), "hi\n".to_string()),
+                (a.pane.clone(), "C-c".to_string()),
+                (a.pane.clone(), "x".to_string()),
+            ]
+        );
+        assert_eq!(f.kills(), vec![a.pane.clone()]);
+        assert!(f.pane(&a.pane).is_none());
+    }
+
+    #[test]
+    fn foreign_panes_are_listed_with_their_owner() {
+        let f = FakeSubstrate::new();
+        f.add_foreign("work", "");
+        let p = listed(&f);
+        assert_eq!(
+            (p[0].session_name.as_str(), p[0].owner.as_str()),
+            ("work", "")
+        );
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<FakeSubstrate>();
+    }
+}

@@ -108,6 +108,19 @@ pub trait Substrate: Send {
     fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()>;
     /// Sends tmux key names (`C-c`, `Enter`, `Up`) to the pane.
     fn send_keys(&self, pane: &str, keys: &[String]) -> SubResult<()>;
-    /// The argv that attaches a terminal to the session of `pane`.
+    /// The argv that attaches the caller's terminal to session
+    /// `session_name` (`tmux attach-session`).
     fn attach_argv(&self, session_name: &str) -> Vec<String>;
+    /// The argv for a caller that is already a client of this server (its
+    /// `$TMUX` names the same socket): switches that client to the session
+    /// instead of nesting a second client. Only the caller can tell which
+    /// one applies, since the daemon does not see the caller's environment.
+    fn switch_argv(&self, session_name: &str) -> Vec<String>;
+    /// Makes the server reap children whose exit it may have missed (tmux
+    /// before 3.6 can lose a SIGCHLD and leave a pane's process a zombie).
+    /// Meant for a listing that shows a dead pane with neither status nor
+    /// signal; harmless otherwise.
+    fn kick_reaper(&self) -> SubResult<()> {
+        Ok(())
+    }
 }

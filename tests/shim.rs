@@ -1,0 +1,331 @@
+//! The pane shim and log pipe against a real tmux: each test has its own
+//! tmux server (`-L`), state directory, and a socket listener standing in
+//! for the daemon.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use marvel::paths::Paths;
+use marvel::proto::{Envelope, Request, ShimReport};
+use marvel::shim::{read_exit_record, shim_argv, tail_lines};
+use marvel::substrate::tmux::{Tmux, socket_path};
+use marvel::substrate::{Observation, SpawnRequest, Spawned, Substrate};
+
+const MARVEL: &str = env!("CARGO_BIN_EXE_marvel");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A private tmux server and state directory, removed on drop.
+struct Setup {
+    tmux: Tmux,
+    socket_name: String,
+    paths: Paths,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let socket_name = format!(
+            "marvel-test-shim-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmux = Tmux::new(Some(socket_name.clone()), Duration::from_secs(10))
+            .with_config("/dev/null")
+            .with_marvel_bin(MARVEL);
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: dir.path().join("state"),
+        };
+        paths.ensure().unwrap();
+        Setup {
+            tmux,
+            socket_name,
+            paths,
+            _dir: dir,
+        }
+    }
+
+    /// Spawns the shim around `command` in a new session.
+    fn spawn(&self, uid: u64, command: &[&str]) -> Spawned {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let req = SpawnRequest {
+            name: format!("marvel/test/shim/r-{uid}"),
+            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, &command),
+            env: BTreeMap::new(),
+            cwd: None,
+            log: Some(self.paths.session_log(uid)),
+            owner: "test".into(),
+        };
+        self.tmux.spawn(&req).unwrap()
+    }
+
+    fn tmux_cmd(&self, args: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["-L", &self.socket_name])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux {args:?}");
+    }
+
+    fn record(&self, uid: u64) -> Option<ShimReport> {
+        read_exit_record(&self.paths, uid).unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.tmux.kill_server();
+        let _ = std::fs::remove_file(socket_path(&self.socket_name));
+    }
+}
+
+/// Stands in for the daemon: each report arrives with the connection, so
+/// the test decides when (and whether) to reply.
+struct FakeDaemon {
+    rx: mpsc::Receiver<(ShimReport, UnixStream)>,
+}
+
+impl FakeDaemon {
+    fn listen(paths: &Paths) -> FakeDaemon {
+        let listener = UnixListener::bind(paths.socket()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                let env: Envelope = serde_json::from_str(&line).unwrap();
+                assert_eq!(env.protocol, marvel::proto::PROTOCOL_VERSION);
+                let Request::Shim(report) = env.request else {
+                    panic!("not a shim report: {line}");
+                };
+                if tx.send((report, conn)).is_err() {
+                    return;
+                }
+            }
+        });
+        FakeDaemon { rx }
+    }
+
+    /// The next report, answered at once.
+    fn next(&self) -> ShimReport {
+        let (report, conn) = self.next_unanswered();
+        reply(conn);
+        report
+    }
+
+    fn next_unanswered(&self) -> (ShimReport, UnixStream) {
+        self.rx.recv_timeout(WAIT).expect("a report from the shim")
+    }
+}
+
+fn reply(mut conn: UnixStream) {
+    conn.write_all(b"{\"Done\":\"ok\"}\n").unwrap();
+}
+
+fn started_pid(report: ShimReport) -> u32 {
+    match report {
+        ShimReport::Started { pid, .. } => pid,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+fn exited(report: &ShimReport) -> (Option<i32>, Option<i32>, bool) {
+    match report {
+        ShimReport::Exited {
+            code,
+            signal,
+            hangup,
+            ..
+        } => (*code, *signal, *hangup),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kill(pid: u32, sig: i32) {
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+fn session_gone(tmux: &Tmux, pane: &str) -> bool {
+    match tmux.list() {
+        Ok(Observation::NoServer) => true,
+        Ok(Observation::Panes(p)) => p.iter().all(|p| p.pane != pane),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(1, &["sh", "-c", "read line; exit 42"]);
+    let pid = started_pid(daemon.next());
+    assert_ne!(
+        pid, spawned.pane_pid,
+        "Started must carry the program's pid"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "sh");
+    assert!(matches!(s.record(1), Some(ShimReport::Started { .. })));
+    s.tmux.send_text(&spawned.pane, "go", true).unwrap();
+    let report = daemon.next();
+    assert_eq!(exited(&report), (Some(42), None, false));
+    assert_eq!(s.record(1), Some(report));
+    wait_for("pane closed", || {
+        session_gone(&s.tmux, &spawned.pane).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_program_is_reported_with_its_signal() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    s.spawn(2, &["sleep", "60"]);
+    let pid = started_pid(daemon.next());
+    kill(pid, libc::SIGKILL);
+    assert_eq!(exited(&daemon.next()), (None, Some(9), false));
+}
+
+#[test]
+fn the_exit_record_holds_the_report_without_a_daemon() {
+    let s = Setup::new();
+    s.spawn(3, &["sh", "-c", "exit 3"]);
+    let report = wait_for("exit record", || {
+        s.record(3)
+            .filter(|r| matches!(r, ShimReport::Exited { .. }))
+    });
+    assert_eq!(exited(&report), (Some(3), None, false));
+}
+
+#[test]
+fn the_pane_lives_until_the_daemon_has_answered_the_exit() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(4, &["sh", "-c", "echo last words; exit 1"]);
+    daemon.next();
+    let (report, conn) = daemon.next_unanswered();
+    assert_eq!(exited(&report), (Some(1), None, false));
+    // The daemon captures the pane's last output before it replies.
+    let screen = s.tmux.capture(&spawned.pane, 100).unwrap();
+    assert!(screen.contains("last words"), "{screen:?}");
+    reply(conn);
+    wait_for("pane closed", || {
+        session_gone(&s.tmux, &spawned.pane).then_some(())
+    });
+}
+
+#[test]
+fn killing_the_pane_is_a_hangup() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(5, &["sleep", "60"]);
+    let pid = started_pid(daemon.next());
+    s.tmux_cmd(&["kill-pane", "-t", &spawned.pane]);
+    let (code, signal, hangup) = exited(&daemon.next());
+    assert!(hangup);
+    assert_eq!((code, signal), (None, Some(libc::SIGHUP)));
+    wait_for("program gone", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn a_program_that_ignores_hangup_is_killed_after_the_grace() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(
+        6,
+        &["sh", "-c", "trap '' HUP; while :; do sleep 0.05; done"],
+    );
+    daemon.next();
+    s.tmux.kill(&spawned.pane).unwrap();
+    let (code, signal, hangup) = exited(&daemon.next());
+    assert!(hangup);
+    assert_eq!((code, signal), (None, Some(libc::SIGKILL)));
+}
+
+#[test]
+fn terminal_interrupt_reaches_the_program_and_not_the_shim() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(7, &["sleep", "60"]);
+    daemon.next();
+    s.tmux.send_keys(&spawned.pane, &["C-c".into()]).unwrap();
+    // sleep inherits no ignored SIGINT from the shim: it dies of it, and
+    // the shim lives on to report.
+    assert_eq!(exited(&daemon.next()), (None, Some(libc::SIGINT), false));
+}
+
+#[test]
+fn sigterm_to_the_shim_is_forwarded() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(8, &["sleep", "60"]);
+    daemon.next();
+    kill(spawned.pane_pid, libc::SIGTERM);
+    assert_eq!(exited(&daemon.next()), (None, Some(libc::SIGTERM), false));
+}
+
+#[test]
+fn a_missing_program_exits_127_with_a_message_in_the_pane() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(9, &["/nonexistent/agent", "--flag"]);
+    let (report, conn) = daemon.next_unanswered();
+    assert_eq!(exited(&report), (Some(127), None, false));
+    let screen = s.tmux.capture(&spawned.pane, 10).unwrap();
+    assert!(
+        screen.contains("cannot run /nonexistent/agent"),
+        "{screen:?}"
+    );
+
+    // Spawned while the first pane still holds the server up.
+    let dir = tempfile::tempdir().unwrap();
+    let not_exec = dir.path().join("agent");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    s.spawn(10, &[not_exec.to_str().unwrap()]);
+    reply(conn);
+    assert_eq!(exited(&daemon.next()), (Some(126), None, false));
+}
+
+#[test]
+fn pane_output_reaches_the_session_log() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(
+        11,
+        &[
+            "sh",
+            "-c",
+            "printf '\\033[1mbold\\033[0m line\\n50%%\\r100%%\\n'; read x",
+        ],
+    );
+    daemon.next();
+    let log: PathBuf = s.paths.session_log(11);
+    let lines = wait_for("log lines", || {
+        let t = tail_lines(&log, 5);
+        t.iter().any(|l| l == "100%").then_some(t)
+    });
+    assert_eq!(lines, ["bold line", "100%"]);
+    s.tmux.send_text(&spawned.pane, "", true).unwrap();
+    daemon.next();
+}
