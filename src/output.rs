@@ -436,16 +436,19 @@ where
 
 /// Widest event kind name, so that keys line up in a stream.
 const KIND_WIDTH: usize = 9;
+/// Room for a typical session key; a longer one pushes its message right.
+const KEY_WIDTH: usize = 28;
 
-/// One event as a log line: `TIME  KIND  KEY  MESSAGE`.
+/// One event as a log line: `TIME  KIND  KEY  MESSAGE`. Columns have fixed
+/// widths so that a followed stream lines up without knowing what comes.
 pub fn event_line<Tz: TimeZone>(e: &EventView, now: DateTime<Utc>, tz: &Tz, colour: bool) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
-    let pad = " ".repeat(KIND_WIDTH.saturating_sub(e.kind.chars().count()));
+    let kind_pad = " ".repeat(KIND_WIDTH.saturating_sub(e.kind.chars().count()));
     let key = if e.key.is_empty() { "-" } else { &e.key };
     format!(
-        "{}  {}{pad}  {key}  {}",
+        "{}  {}{kind_pad}  {key:<KEY_WIDTH$}  {}",
         clock(e.at, now, tz),
         paint(&e.kind, tint(&e.kind), colour),
         e.message
@@ -725,7 +728,7 @@ demo/squad   Ready   2       3/3     2h
         };
         assert_eq!(
             event_line(&e, now, &Utc, false),
-            "11:59:58.125  crashed    demo/squad/worker-0  exit 1"
+            "11:59:58.125  crashed    demo/squad/worker-0           exit 1"
         );
         let old = EventView {
             at: t("2025-01-01T08:00:00Z"),
@@ -735,7 +738,7 @@ demo/squad   Ready   2       3/3     2h
         };
         assert_eq!(
             event_line(&old, now, &Utc, false),
-            "2025-01-01 08:00:00.000  tmux-down  -  exit 1"
+            "2025-01-01 08:00:00.000  tmux-down  -                             exit 1"
         );
     }
 
