@@ -11,7 +11,9 @@
 //! - [`cli`], [`commands`], [`output`]: the command line.
 //! - [`error`], [`paths`]: one error type; where files live.
 
+pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod daemon;
 pub mod domain;
 pub mod error;

@@ -1,3 +1,6 @@
+//! The `marvel` binary; everything lives in the library so that tests reach
+//! the same code.
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The pane-side helpers run once per session and must stay small, so
@@ -5,4 +8,5 @@ fn main() {
     if let Some(code) = marvel::shim::dispatch(&args) {
         std::process::exit(code);
     }
+    std::process::exit(marvel::cli::run(args));
 }

@@ -1,0 +1,33 @@
+//! `marvel delete team KEY`: forget a team and stop its sessions.
+
+use clap::Subcommand;
+
+use crate::commands::Ctx;
+use crate::error::Result;
+use crate::proto::Request;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum What {
+    /// Delete a team: stop every session of every role and forget it
+    #[command(after_help = "\
+Examples:
+  marvel delete team demo/squad
+  marvel delete team squad")]
+    Team {
+        /// The team, or any unambiguous suffix of its key
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    match args.what {
+        What::Team { key } => ctx.acknowledge(Request::Delete { key }),
+    }
+}

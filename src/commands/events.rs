@@ -1,0 +1,91 @@
+//! `marvel events`: the daemon's structured event log, filtered, and
+//! followed with `--follow`.
+
+use chrono::{Local, Utc};
+use clap::builder::PossibleValuesParser;
+
+use crate::cli::Format;
+use crate::client;
+use crate::commands::{Ctx, unexpected};
+use crate::domain::event::EventKind;
+use crate::error::{Result, exit};
+use crate::output;
+use crate::proto::{EventFilter, Request, Response};
+use crate::view::EventView;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  marvel events                         the recent history
+  marvel events -f --key worker         follow one role's sessions
+  marvel events --kind crashed --kind frozen --limit 20
+  marvel events -f -o json              one JSON object per line")]
+pub struct Args {
+    /// Keep printing new events until interrupted
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Only events about this key or what lies under it (suffix allowed)
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// Only events of this kind (repeat for several)
+    #[arg(long = "kind", value_name = "KIND", value_parser = kinds())]
+    pub kinds: Vec<String>,
+
+    /// At most this many of the most recent events
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Output format (json: one object per line)
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+fn kinds() -> PossibleValuesParser {
+    PossibleValuesParser::new(EventKind::ALL.map(EventKind::as_str))
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    let req = Request::Events {
+        filter: EventFilter {
+            key: args.key,
+            kinds: args.kinds,
+            limit: args.limit,
+        },
+        follow: args.follow,
+    };
+    let target = ctx.target()?;
+    let show = |events: &[EventView]| -> Result<()> {
+        let now = Utc::now();
+        for e in events {
+            match args.output {
+                Format::Json => ctx.out.json_line(e)?,
+                Format::Text => {
+                    ctx.out
+                        .print(&output::event_line(e, now, &Local, ctx.out.colour()))?
+                }
+            }
+        }
+        Ok(())
+    };
+    if args.follow {
+        client::follow(&target, req, &mut |resp| {
+            match resp {
+                Response::Events(events) => show(&events)?,
+                Response::Event(event) => show(std::slice::from_ref(&event))?,
+                other => return Err(unexpected(&other)),
+            }
+            Ok(true)
+        })?;
+        return Ok(exit::OK);
+    }
+    match client::call(&target, req)? {
+        Response::Events(events) if events.is_empty() && args.output == Format::Text => {
+            ctx.out.note("No events found.");
+        }
+        Response::Events(events) => show(&events)?,
+        other => return Err(unexpected(&other)),
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,222 @@
+//! `marvel get sessions|roles|teams`: one listing as a table or JSON, once
+//! or redrawn every second with `--watch`.
+
+use std::thread;
+use std::time::Duration;
+
+use chrono::{DateTime, Local, Utc};
+
+use crate::cli::{ListFormat, Resource};
+use crate::client::{self, Target};
+use crate::commands::{Ctx, unexpected};
+use crate::domain::spec::Name;
+use crate::error::{Error, Result, exit};
+use crate::output;
+use crate::proto::{Filter, Kind, Request, Response};
+
+/// How often `--watch` redraws.
+const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  marvel get sessions                   every session, live and crashed
+  marvel get roles --team demo/squad    one team's roles: backoff, budget, frozen
+  marvel get sessions -o json           a JSON array for scripts
+  marvel get sessions -w                redraw every second until Ctrl-C")]
+pub struct Args {
+    /// What to list
+    #[arg(
+        value_enum,
+        value_name = "sessions|roles|teams",
+        hide_possible_values = true
+    )]
+    pub resource: Resource,
+
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+
+    /// Redraw every second until interrupted
+    #[arg(short, long)]
+    pub watch: bool,
+
+    /// Only this workspace
+    #[arg(long, value_name = "NAME")]
+    pub workspace: Option<String>,
+
+    /// Only this team (a name, or a workspace/team key)
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    let req = Request::Get {
+        kind: args.resource.into(),
+        filter: filter(args.workspace.as_deref(), args.team.as_deref())?,
+    };
+    let target = ctx.target()?;
+    if args.watch {
+        return watch(&target, &req, &args, ctx);
+    }
+    let resp = client::call(&target, req)?;
+    let frame = render(resp, args.output, Utc::now(), ctx.out.colour())?;
+    match frame {
+        Frame::Data(text) => ctx.out.print(&text)?,
+        Frame::Empty(note) => ctx.out.note(&note),
+    }
+    Ok(exit::OK)
+}
+
+/// `--workspace` and `--team` as names; `--team ws/team` sets both.
+fn filter(workspace: Option<&str>, team: Option<&str>) -> Result<Filter> {
+    let (workspace, team) = match team.and_then(|t| t.split_once('/')) {
+        Some((ws, t)) => {
+            if workspace.is_some_and(|w| w != ws) {
+                return Err(Error::usage(format!(
+                    "--team {ws}/{t} names workspace {ws:?}, but --workspace is {:?}",
+                    workspace.unwrap_or_default()
+                )));
+            }
+            (Some(ws), Some(t))
+        }
+        None => (workspace, team),
+    };
+    let check = |flag: &str, v: Option<&str>| -> Result<Option<String>> {
+        v.map(|v| {
+            Name::new(v)
+                .map(|n| n.to_string())
+                .map_err(|e| Error::usage(format!("{flag}: {e}")))
+        })
+        .transpose()
+    };
+    Ok(Filter {
+        workspace: check("--workspace", workspace)?,
+        team: check("--team", team)?,
+    })
+}
+
+/// One rendering of a listing: text for stdout, or the note that says
+/// there was nothing to list.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Data(String),
+    Empty(String),
+}
+
+fn render(resp: Response, format: ListFormat, now: DateTime<Utc>, colour: bool) -> Result<Frame> {
+    let json = |text: Result<String>| text.map(Frame::Data);
+    let empty = |kind: &str| Ok(Frame::Empty(format!("No {kind} found.")));
+    let wide = format == ListFormat::Wide;
+    match (resp, format) {
+        (Response::Sessions(v), ListFormat::Json) => json(output::pretty_json(&v)),
+        (Response::Roles(v), ListFormat::Json) => json(output::pretty_json(&v)),
+        (Response::Teams(v), ListFormat::Json) => json(output::pretty_json(&v)),
+        (Response::Sessions(v), _) if v.is_empty() => empty("sessions"),
+        (Response::Roles(v), _) if v.is_empty() => empty("roles"),
+        (Response::Teams(v), _) if v.is_empty() => empty("teams"),
+        (Response::Sessions(v), _) => {
+            Ok(Frame::Data(output::sessions_table(&v, now, wide, colour)))
+        }
+        (Response::Roles(v), _) => Ok(Frame::Data(output::roles_table(&v, now, colour))),
+        (Response::Teams(v), _) => Ok(Frame::Data(output::teams_table(&v, now, colour))),
+        (other, _) => Err(unexpected(&other)),
+    }
+}
+
+/// Redraws until interrupted. The first listing may start the daemon; later
+/// ones do not, so that `marvel daemon stop` elsewhere is not undone — the
+/// watch waits for a daemon to come back instead.
+fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> {
+    let mut resp = Some(client::call(target, req.clone())?);
+    loop {
+        let now = Utc::now();
+        let body = match resp {
+            Some(resp) => match render(resp, args.output, now, ctx.out.colour())? {
+                Frame::Data(text) | Frame::Empty(text) => text,
+            },
+            None => "No daemon is running; waiting for one to start.".to_string(),
+        };
+        if ctx.out.stdout_is_terminal() {
+            let header = format!(
+                "Every {}s: marvel get {}    {}",
+                REFRESH.as_secs(),
+                kind_name(args.resource.into()),
+                now.with_timezone(&Local).format("%H:%M:%S")
+            );
+            ctx.out.print(&format!("\x1b[2J\x1b[H{header}\n\n{body}"))?;
+        } else {
+            ctx.out.print(&format!("{body}\n"))?;
+        }
+        thread::sleep(REFRESH);
+        resp = client::call_running(target, req.clone())?;
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sessions => "sessions",
+        Kind::Roles => "roles",
+        Kind::Teams => "teams",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn team_keys_fill_in_the_workspace() {
+        assert_eq!(
+            filter(None, Some("demo/squad")).unwrap(),
+            Filter {
+                workspace: Some("demo".into()),
+                team: Some("squad".into())
+            }
+        );
+        assert_eq!(
+            filter(Some("demo"), Some("squad")).unwrap(),
+            Filter {
+                workspace: Some("demo".into()),
+                team: Some("squad".into())
+            }
+        );
+        assert_eq!(filter(None, None).unwrap(), Filter::default());
+        assert_eq!(
+            filter(Some("x"), Some("demo/squad")).unwrap_err().code(),
+            exit::USAGE
+        );
+        assert_eq!(
+            filter(Some("Bad Name"), None).unwrap_err().code(),
+            exit::USAGE
+        );
+    }
+
+    #[test]
+    fn empty_listings_say_so_except_in_json() {
+        let now = Utc::now();
+        assert_eq!(
+            render(Response::Sessions(vec![]), ListFormat::Table, now, false).unwrap(),
+            Frame::Empty("No sessions found.".into())
+        );
+        assert_eq!(
+            render(Response::Teams(vec![]), ListFormat::Json, now, false).unwrap(),
+            Frame::Data("[]".into())
+        );
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_kind_is_an_error() {
+        let err = render(
+            Response::Done("ok".into()),
+            ListFormat::Table,
+            Utc::now(),
+            false,
+        );
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("unexpected Done reply")
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! One module per verb. Each holds its arguments and a `run` that turns them
+//! into a request and the response into output; none of them decides what
+//! the daemon owns.
+
+pub mod attach;
+pub mod capture;
+pub mod completions;
+pub mod daemon;
+pub mod delete;
+pub mod describe;
+pub mod events;
+pub mod get;
+pub mod inject;
+pub mod kill;
+pub mod logs;
+pub mod reset;
+pub mod run;
+pub mod scale;
+pub mod status;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::client::{self, Target};
+use crate::error::{Error, Result, exit};
+use crate::output::Output;
+use crate::proto::{Request, Response};
+
+/// What every user-facing verb gets: where the daemon is, and the sink.
+pub struct Ctx {
+    pub state_dir: Option<PathBuf>,
+    pub out: Output,
+}
+
+impl Ctx {
+    /// The daemon this invocation talks to.
+    pub fn target(&self) -> Result<Target> {
+        Target::resolve(self.state_dir.as_deref())
+    }
+
+    /// Sends `req`, starting the daemon if needed, and prints the one-line
+    /// acknowledgement most verbs answer with.
+    pub fn acknowledge(&self, req: Request) -> Result<i32> {
+        match client::call(&self.target()?, req)? {
+            Response::Done(message) => {
+                self.out.print(&message)?;
+                Ok(exit::OK)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Runs a parsed user command.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    let ctx = &Ctx {
+        state_dir: cli.state_dir,
+        out: Output::new(cli.no_color),
+    };
+    match cli.command {
+        Command::Run(args) => run::run(args, ctx),
+        Command::Get(args) => get::run(args, ctx),
+        Command::Describe(args) => describe::run(args, ctx),
+        Command::Inject(args) => inject::run(args, ctx),
+        Command::Capture(args) => capture::run(args, ctx),
+        Command::Logs(args) => logs::run(args, ctx),
+        Command::Reset(args) => reset::run(args, ctx),
+        Command::Scale(args) => scale::run(args, ctx),
+        Command::Kill(args) => kill::run(args, ctx),
+        Command::Delete(args) => delete::run(args, ctx),
+        Command::Attach(args) => attach::run(args, ctx),
+        Command::Events(args) => events::run(args, ctx),
+        Command::Status(args) => status::run(args, ctx),
+        Command::Daemon(args) => daemon::run(args, ctx),
+        Command::Completions(args) => completions::run(args, ctx),
+    }
+}
+
+/// The daemon answered with a reply that does not fit the request: a
+/// version mismatch or a bug, never something the user did.
+pub fn unexpected(resp: &Response) -> Error {
+    let name = match resp {
+        Response::Pong { .. } => "Pong",
+        Response::Applied { .. } => "Applied",
+        Response::Sessions(_) => "Sessions",
+        Response::Roles(_) => "Roles",
+        Response::Teams(_) => "Teams",
+        Response::Described { .. } => "Described",
+        Response::Text(_) => "Text",
+        Response::Event(_) => "Event",
+        Response::Events(_) => "Events",
+        Response::Status(_) => "Status",
+        Response::AttachArgv(_) => "AttachArgv",
+        Response::Done(_) => "Done",
+        Response::Error(_) => "Error",
+    };
+    Error::other(format!(
+        "the daemon sent an unexpected {name} reply; is it another version of marvel? (marvel daemon stop ends it; the next command starts a current one)"
+    ))
+}

@@ -1,0 +1,463 @@
+//! `marvel run FILE`: validate a team manifest and apply it (or, with
+//! `--dry-run`, only show what it declares); `--wait` follows the team until
+//! it is ready, frozen or out of time.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli::parse_duration;
+use crate::client::{self, Target};
+use crate::commands::{Ctx, unexpected};
+use crate::domain::spec::{Health, RoleSpec, TeamSpec};
+use crate::error::{Error, Result, exit};
+use crate::manifest;
+use crate::output;
+use crate::proto::{Filter, Kind, Request, Response, RoleChangeView};
+use crate::view::RoleView;
+
+/// How often `--wait` looks at the team.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  marvel run team.ron                 apply; the daemon starts if it is not running
+  marvel run team.ron --wait          and wait until every role is ready
+  marvel run team.ron --dry-run       validate and show the team, apply nothing
+
+Applying the same file again changes nothing. A changed role is replaced
+(its crash-loop history cleared); a changed replica count only scales; a role
+removed from the file is stopped.")]
+pub struct Args {
+    /// Team manifest (RON)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Wait until every role is ready or has succeeded; fail if one freezes
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits before giving up (30s, 2m, ...)
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "60s",
+        value_parser = parse_duration,
+        requires = "wait"
+    )]
+    pub timeout: Duration,
+
+    /// Validate and print what would be created, without the daemon or tmux
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    let team = manifest::load(&args.file)?;
+    if args.dry_run {
+        ctx.out.print(&dry_run(&team))?;
+        return Ok(exit::OK);
+    }
+    let target = ctx.target()?;
+    let roles = match client::call(&target, Request::Apply { team: team.clone() })? {
+        Response::Applied { roles, .. } => roles,
+        other => return Err(unexpected(&other)),
+    };
+    for change in &roles {
+        ctx.out.print(&change_line(change))?;
+        if let Some(reason) = &change.frozen_reason {
+            ctx.out.note(&frozen_warning(&change.key, reason));
+        }
+    }
+    if args.wait {
+        wait(&target, &team, args.timeout, ctx)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+/// `demo/squad/worker created (2 replicas)`, `... scaled 2 → 3`,
+/// `... replaced (spec changed)`, `... unchanged`.
+fn change_line(c: &RoleChangeView) -> String {
+    match (c.change.as_str(), c.detail.as_str()) {
+        (change, "") => format!("{} {change}", c.key),
+        ("scaled", detail) => format!("{} scaled {detail}", c.key),
+        (change, detail) => format!("{} {change} ({detail})", c.key),
+    }
+}
+
+fn frozen_warning(key: &str, reason: &str) -> String {
+    format!(
+        "warning: {key} is frozen ({reason}); nothing will be spawned for it\nhelp: run marvel reset role {key}"
+    )
+}
+
+/// Polls the team's roles until all are ready (or succeeded), one freezes,
+/// or `timeout` passes. Progress goes to stderr when it changes.
+fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Result<i32> {
+    let deadline = Instant::now() + timeout;
+    let get = Request::Get {
+        kind: Kind::Roles,
+        filter: Filter {
+            workspace: Some(team.workspace.to_string()),
+            team: Some(team.name.to_string()),
+        },
+    };
+    let mut shown = String::new();
+    loop {
+        let roles = match client::call(target, get.clone())? {
+            Response::Roles(roles) => roles,
+            other => return Err(unexpected(&other)),
+        };
+        match readiness(team, &roles) {
+            Readiness::Ready => {
+                ctx.out.print(&format!("{} ready", team.key()))?;
+                return Ok(exit::OK);
+            }
+            Readiness::Frozen { key, reason } => {
+                return Err(Error::refused(
+                    format!("{key} is frozen: {reason}"),
+                    Some(format!("run marvel reset role {key}")),
+                ));
+            }
+            Readiness::Waiting(progress) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::other(format!(
+                        "timed out after {} waiting for {}: {progress}",
+                        humantime::format_duration(timeout),
+                        team.key()
+                    )));
+                }
+                if progress != shown {
+                    ctx.out
+                        .note(&format!("waiting for {}: {progress}", team.key()));
+                    shown = progress;
+                }
+            }
+        }
+        thread::sleep(POLL);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    Frozen {
+        key: String,
+        reason: String,
+    },
+    /// What is not ready yet, as `worker 1/2 running (backoff after exit 1)`.
+    Waiting(String),
+}
+
+/// Where the team stands, judged only from the daemon's role states. A role
+/// the daemon does not list yet is pending.
+fn readiness(team: &TeamSpec, roles: &[RoleView]) -> Readiness {
+    let mut waiting = Vec::new();
+    for spec in &team.roles {
+        let key = team.role_key(spec).to_string();
+        let Some(role) = roles.iter().find(|r| r.key == key) else {
+            waiting.push(format!(
+                "{} 0/{} running (pending)",
+                spec.name, spec.replicas
+            ));
+            continue;
+        };
+        match role.state.as_str() {
+            "ready" | "succeeded" => {}
+            "frozen" => {
+                return Readiness::Frozen {
+                    reason: role
+                        .frozen_reason
+                        .clone()
+                        .unwrap_or_else(|| "restart budget exhausted".to_string()),
+                    key,
+                };
+            }
+            state => {
+                let after = match (&role.last_exit, state) {
+                    (Some(exit), "backoff") => {
+                        format!(" after {}", output::exit_text(Some(exit)))
+                    }
+                    _ => String::new(),
+                };
+                waiting.push(format!(
+                    "{} {}/{} running ({state}{after})",
+                    spec.name, role.running, role.desired
+                ));
+            }
+        }
+    }
+    if waiting.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::Waiting(waiting.join(", "))
+    }
+}
+
+/// What `--dry-run` prints: the team and, per role, everything that
+/// decides how it runs and how it is restarted.
+fn dry_run(team: &TeamSpec) -> String {
+    let mut s = String::new();
+    let n = team.roles.len();
+    let _ = writeln!(
+        s,
+        "team {} ({n} role{}; dry run, nothing applied)",
+        team.key(),
+        if n == 1 { "" } else { "s" }
+    );
+    for role in &team.roles {
+        let _ = writeln!(s, "\nrole {}", team.role_key(role));
+        for (label, value) in role_lines(role) {
+            let _ = writeln!(s, "  {label:<10}{value}");
+        }
+    }
+    s
+}
+
+fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
+    let d = humantime::format_duration;
+    let mut lines = vec![
+        ("replicas", r.replicas.to_string()),
+        ("command", shell_words(&r.command)),
+    ];
+    if let Some(cwd) = &r.cwd {
+        lines.push(("cwd", cwd.display().to_string()));
+    }
+    if !r.env.is_empty() {
+        // Names only: values are often secrets.
+        let names: Vec<&str> = r.env.keys().map(String::as_str).collect();
+        lines.push(("env", names.join(", ")));
+    }
+    lines.push(("restart", format!("{:?}", r.restart)));
+    lines.push((
+        "backoff",
+        format!(
+            "{} up to {}, factor {}, jitter ±{}%",
+            d(r.backoff.initial),
+            d(r.backoff.max),
+            r.backoff.factor,
+            (r.backoff.jitter * 100.0).round()
+        ),
+    ));
+    let budget = match r.max_restarts {
+        Some(max) => format!("{max} restarts in {}", d(r.window)),
+        None => "unlimited restarts".to_string(),
+    };
+    lines.push((
+        "budget",
+        format!("{budget}; forgiven after {} running", d(r.reset_after)),
+    ));
+    if let Some(Health::Heartbeat { timeout, failures }) = r.health {
+        lines.push((
+            "health",
+            format!("heartbeat every {}, {failures} misses", d(timeout)),
+        ));
+    }
+    lines
+}
+
+/// An argv as a shell would need it typed: plain words bare, others in
+/// single quotes.
+fn shell_words(argv: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c))
+    };
+    argv.iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::spec::{Name, RestartPolicy};
+
+    fn team() -> TeamSpec {
+        let mut worker = RoleSpec::with_defaults("worker", 2, &["sh", "-c", "my-agent --flag"]);
+        worker.env.insert("TOKEN_FILE".into(), "/run/secret".into());
+        let mut lead = RoleSpec::with_defaults("lead", 1, &["lead"]);
+        lead.restart = RestartPolicy::OnFailure;
+        lead.max_restarts = None;
+        TeamSpec {
+            workspace: Name::new("demo").unwrap(),
+            name: Name::new("squad").unwrap(),
+            roles: vec![worker, lead],
+        }
+    }
+
+    fn view(role: &str, state: &str, running: u32, desired: u32) -> RoleView {
+        RoleView {
+            key: format!("demo/squad/{role}"),
+            workspace: "demo".into(),
+            team: "squad".into(),
+            role: role.into(),
+            desired,
+            running,
+            state: state.into(),
+            restarts: 0,
+            last_restart_at: None,
+            crashes_in_window: 0,
+            max_restarts: Some(5),
+            window_ms: 600_000,
+            next_restart_at: None,
+            frozen_reason: None,
+            frozen_at: None,
+            last_exit: None,
+            command: vec![],
+            restart: "Always".into(),
+        }
+    }
+
+    #[test]
+    fn dry_run_shows_every_role_and_how_it_restarts() {
+        assert_eq!(
+            dry_run(&team()),
+            "\
+team demo/squad (2 roles; dry run, nothing applied)
+
+role demo/squad/worker
+  replicas  2
+  command   sh -c 'my-agent --flag'
+  env       TOKEN_FILE
+  restart   Always
+  backoff   1s up to 1m, factor 2, jitter ±10%
+  budget    5 restarts in 10m; forgiven after 10m running
+
+role demo/squad/lead
+  replicas  1
+  command   lead
+  restart   OnFailure
+  backoff   1s up to 1m, factor 2, jitter ±10%
+  budget    unlimited restarts; forgiven after 10m running
+"
+        );
+    }
+
+    #[test]
+    fn dry_run_of_every_example_names_all_its_roles() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("roles");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "ron") {
+                continue;
+            }
+            let team = manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let text = dry_run(&team);
+            assert!(
+                text.starts_with(&format!("team {} (", team.key())),
+                "{text}"
+            );
+            for role in &team.roles {
+                assert!(
+                    text.contains(&format!("\nrole {}\n", team.role_key(role))),
+                    "{} is missing from the dry run of {}:\n{text}",
+                    role.name,
+                    path.display()
+                );
+            }
+            seen += 1;
+        }
+        assert!(seen > 0, "no examples in {}", dir.display());
+    }
+
+    #[test]
+    fn shell_words_quote_only_what_needs_it() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(shell_words(&argv(&["ls", "-la", "/tmp"])), "ls -la /tmp");
+        assert_eq!(
+            shell_words(&argv(&["echo", "it's", ""])),
+            r"echo 'it'\''s' ''"
+        );
+    }
+
+    #[test]
+    fn change_lines_read_as_sentences() {
+        let c = |change: &str, detail: &str| RoleChangeView {
+            key: "demo/squad/worker".into(),
+            change: change.into(),
+            detail: detail.into(),
+            frozen_reason: None,
+        };
+        assert_eq!(
+            change_line(&c("created", "2 replicas")),
+            "demo/squad/worker created (2 replicas)"
+        );
+        assert_eq!(
+            change_line(&c("unchanged", "")),
+            "demo/squad/worker unchanged"
+        );
+        assert_eq!(
+            change_line(&c("scaled", "2 → 3")),
+            "demo/squad/worker scaled 2 → 3"
+        );
+        assert_eq!(
+            change_line(&c("replaced", "spec changed")),
+            "demo/squad/worker replaced (spec changed)"
+        );
+        assert_eq!(change_line(&c("removed", "")), "demo/squad/worker removed");
+        assert_eq!(
+            frozen_warning("demo/squad/worker", "6 crashes in 10m, last: exit 1"),
+            "warning: demo/squad/worker is frozen (6 crashes in 10m, last: exit 1); nothing will be spawned for it\nhelp: run marvel reset role demo/squad/worker"
+        );
+    }
+
+    #[test]
+    fn the_team_is_ready_when_every_role_is_ready_or_succeeded() {
+        let t = team();
+        assert_eq!(
+            readiness(
+                &t,
+                &[
+                    view("worker", "ready", 2, 2),
+                    view("lead", "succeeded", 0, 1)
+                ]
+            ),
+            Readiness::Ready
+        );
+    }
+
+    #[test]
+    fn waiting_names_what_is_not_ready() {
+        let t = team();
+        let mut worker = view("worker", "backoff", 1, 2);
+        worker.last_exit = Some(crate::view::ExitView {
+            code: Some(1),
+            signal: None,
+            at: chrono::Utc::now(),
+            reason: "exit 1".into(),
+        });
+        assert_eq!(
+            readiness(&t, &[worker]),
+            Readiness::Waiting(
+                "worker 1/2 running (backoff after exit 1), lead 0/1 running (pending)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_frozen_role_ends_the_wait() {
+        let t = team();
+        let mut lead = view("lead", "frozen", 0, 1);
+        lead.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
+        assert_eq!(
+            readiness(&t, &[view("worker", "progressing", 0, 2), lead]),
+            Readiness::Frozen {
+                key: "demo/squad/lead".into(),
+                reason: "6 crashes in 10m, last: exit 1".into()
+            }
+        );
+    }
+}

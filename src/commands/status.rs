@@ -1,0 +1,176 @@
+//! `marvel status`: daemon and tmux health. Never starts a daemon.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use crate::cli::Format;
+use crate::client;
+use crate::commands::{Ctx, unexpected};
+use crate::error::{Error, Result, exit};
+use crate::output::{self, Tint};
+use crate::proto::{Request, Response};
+use crate::view::StatusView;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exits 0 when the daemon runs and tmux is reachable, 6 when no daemon runs,
+and 7 when the daemon runs but tmux is down (the daemon keeps retrying).")]
+pub struct Args {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    let target = ctx.target()?;
+    let status = match client::call_running(&target, Request::Status)? {
+        Some(Response::Status(status)) => status,
+        Some(other) => return Err(unexpected(&other)),
+        None => {
+            return Err(Error::daemon(format!(
+                "no daemon is running for {}; any command that needs one starts it, or run marvel daemon run",
+                target.paths.root.display()
+            )));
+        }
+    };
+    match args.output {
+        Format::Json => ctx.out.json(&status)?,
+        Format::Text => ctx
+            .out
+            .print(&text(&status, Utc::now(), ctx.out.colour()))?,
+    }
+    Ok(if status.tmux.state == "down" {
+        exit::TMUX_UNAVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+fn plural(n: u32, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
+    let (d, t) = (&s.daemon, &s.tmux);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "daemon  {} (pid {}, up {}, marvel {}, protocol {})",
+        output::paint("running", Some(Tint::Green), colour),
+        d.pid,
+        output::age(d.started_at, now),
+        d.version,
+        d.protocol
+    );
+    let _ = writeln!(out, "        state dir  {}", d.state_dir);
+    let _ = writeln!(out, "        socket     {}", d.socket);
+    let _ = writeln!(
+        out,
+        "        {}, {}",
+        plural(d.teams, "team"),
+        plural(d.sessions, "session")
+    );
+    let mut facts = Vec::new();
+    if let Some(v) = &t.version {
+        facts.push(v.clone());
+    }
+    facts.push(match &t.socket {
+        Some(sock) => format!("socket {sock}"),
+        None => "default server".to_string(),
+    });
+    if t.consecutive_failures > 0 {
+        facts.push(plural(t.consecutive_failures, "consecutive failure"));
+    }
+    if let Some(at) = t.next_retry_at {
+        facts.push(match output::until(at, now) {
+            Some(left) => format!("next retry in {left}"),
+            None => "retrying now".to_string(),
+        });
+    }
+    let _ = writeln!(
+        out,
+        "tmux    {} ({})",
+        output::paint(&t.state, tmux_tint(&t.state), colour),
+        facts.join(", ")
+    );
+    if let Some(err) = &t.last_error {
+        let _ = writeln!(out, "        last error: {err}");
+    }
+    out
+}
+
+fn tmux_tint(state: &str) -> Option<Tint> {
+    match state {
+        "up" => Some(Tint::Green),
+        "down" => Some(Tint::Red),
+        _ => Some(Tint::Yellow),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{DaemonView, TmuxView};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn status(tmux_state: &str) -> StatusView {
+        StatusView {
+            daemon: DaemonView {
+                pid: 4242,
+                version: "0.1.0".into(),
+                protocol: 1,
+                started_at: t("2025-01-02T11:57:00Z"),
+                state_dir: "/home/u/.local/share/marvel".into(),
+                socket: "/home/u/.local/share/marvel/marvel.sock".into(),
+                sessions: 3,
+                teams: 1,
+            },
+            tmux: TmuxView {
+                state: tmux_state.into(),
+                version: Some("tmux 3.3a".into()),
+                socket: Some("marvel-test".into()),
+                last_error: None,
+                next_retry_at: None,
+                consecutive_failures: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_healthy_status_is_short() {
+        assert_eq!(
+            text(&status("up"), t("2025-01-02T12:00:00Z"), false),
+            "\
+daemon  running (pid 4242, up 3m, marvel 0.1.0, protocol 1)
+        state dir  /home/u/.local/share/marvel
+        socket     /home/u/.local/share/marvel/marvel.sock
+        1 team, 3 sessions
+tmux    up (tmux 3.3a, socket marvel-test)
+"
+        );
+    }
+
+    #[test]
+    fn tmux_down_says_when_the_daemon_retries_and_why() {
+        let mut s = status("down");
+        s.tmux.version = None;
+        s.tmux.socket = None;
+        s.tmux.consecutive_failures = 3;
+        s.tmux.next_retry_at = Some(t("2025-01-02T12:00:04Z"));
+        s.tmux.last_error = Some("no server running on /tmp/tmux-1000/default".into());
+        let text = text(&s, t("2025-01-02T12:00:00Z"), false);
+        assert!(
+            text.ends_with(
+                "\
+tmux    down (default server, 3 consecutive failures, next retry in 4s)
+        last error: no server running on /tmp/tmux-1000/default
+"
+            ),
+            "{text}"
+        );
+    }
+}
