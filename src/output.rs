@@ -307,7 +307,8 @@ fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
     if colour {
-        t.enforce_styling();
+        // Colour the words, not the blanks that pad the column.
+        t.enforce_styling().style_text_only();
     } else {
         t.force_no_tty();
     }
