@@ -452,10 +452,13 @@ impl Substrate for Tmux {
             .target_pane(pane.to_string())
             .build();
         let out = self.run(&[cmd], self.timeout)?;
-        // The screen's unused rows come back as empty lines.
-        Ok(format!("{}\n", out.trim_end_matches(['\n', ' ']))
-            .trim_start_matches('\n')
-            .to_string())
+        // The screen's unused rows come back as empty lines; drop them.
+        let text = out.trim_start_matches('\n').trim_end();
+        Ok(if text.is_empty() {
+            String::new()
+        } else {
+            format!("{text}\n")
+        })
     }
 
     fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()> {
