@@ -11,6 +11,8 @@
 //! - [`cli`], [`commands`], [`output`]: the command line.
 //! - [`error`], [`paths`]: one error type; where files live.
 
+pub mod client;
+pub mod daemon;
 pub mod domain;
 pub mod error;
 pub mod manifest;

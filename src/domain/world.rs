@@ -10,10 +10,12 @@ use crate::domain::reconcile::{self, RoleChange};
 use crate::domain::spec::{RoleSpec, TeamSpec};
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
 
-/// The tmux session name of a replica slot. `/` keeps the key readable;
-/// names never contain `.` or `:`, which tmux reserves for targets.
-pub fn tmux_name(session: &crate::domain::key::SessionKey) -> String {
-    format!("marvel/{session}")
+/// The tmux session name of one spawn: `marvel/<session key>/<uid>`. The
+/// uid keeps a replacement from colliding with the dying pane of its slot;
+/// `/` keeps it readable, and names never contain `.` or `:`, which tmux
+/// reserves for targets.
+pub fn tmux_name(session: &crate::domain::key::SessionKey, uid: u64) -> String {
+    format!("marvel/{session}/{uid}")
 }
 
 impl World {
@@ -158,7 +160,7 @@ impl World {
             uid,
             Session {
                 uid,
-                tmux_session: tmux_name(&key),
+                tmux_session: tmux_name(&key, uid),
                 key,
                 generation,
                 state: SessionState::Pending,

@@ -1,0 +1,123 @@
+//! Persistence of the daemon's world: one JSON file written atomically
+//! (write, fsync, rename) after every change that matters. A file that
+//! cannot be read is moved aside, never silently overwritten.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::state::World;
+use crate::paths::write_atomic;
+
+/// Bumped when the file's layout changes incompatibly.
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: u32,
+    world: World,
+}
+
+pub struct Store {
+    path: PathBuf,
+}
+
+/// What loading found.
+pub enum Loaded {
+    Fresh,
+    Restored(World),
+    /// The file was unreadable and was moved to `moved_to`.
+    MovedAside {
+        moved_to: PathBuf,
+        error: String,
+    },
+}
+
+impl Store {
+    pub fn new(path: PathBuf) -> Store {
+        Store { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Loaded {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
+            Err(e) => return self.move_aside(e.to_string()),
+        };
+        match serde_json::from_slice::<File>(&bytes) {
+            Ok(f) if f.format == FORMAT => Loaded::Restored(f.world),
+            Ok(f) => self.move_aside(format!(
+                "unknown state format {} (this marvel reads {FORMAT})",
+                f.format
+            )),
+            Err(e) => self.move_aside(e.to_string()),
+        }
+    }
+
+    fn move_aside(&self, error: String) -> Loaded {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        let moved_to = self.path.with_extension(format!("json.corrupt-{stamp}"));
+        match std::fs::rename(&self.path, &moved_to) {
+            Ok(()) => Loaded::MovedAside { moved_to, error },
+            Err(e) => Loaded::MovedAside {
+                moved_to: self.path.clone(),
+                error: format!("{error}; moving it aside failed too: {e}"),
+            },
+        }
+    }
+
+    pub fn save(&self, world: &World) -> crate::error::Result<()> {
+        let file = File {
+            format: FORMAT,
+            world: world.clone(),
+        };
+        let bytes = serde_json::to_vec(&file)
+            .map_err(|e| crate::error::Error::other(format!("cannot encode state: {e}")))?;
+        write_atomic(&self.path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::world::sim::*;
+
+    #[test]
+    fn a_saved_world_loads_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("state.json"));
+        assert!(matches!(store.load(), Loaded::Fresh));
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2)]));
+        sim.settle();
+        sim.die("w", 1, 3);
+        store.save(&sim.world).unwrap();
+        match store.load() {
+            Loaded::Restored(w) => assert_eq!(w, sim.world),
+            _ => panic!("expected the saved world"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        match Store::new(path.clone()).load() {
+            Loaded::MovedAside { moved_to, error } => {
+                assert!(
+                    moved_to.to_string_lossy().contains("state.json.corrupt-"),
+                    "{moved_to:?}"
+                );
+                assert!(std::fs::read(&moved_to).unwrap() == b"{not json");
+                assert!(!error.is_empty());
+                assert!(!path.exists());
+            }
+            _ => panic!("expected the file to be moved aside"),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Builds the records `get` and `describe` return from the world. Read-only:
+//! nothing here changes state.
+
+use std::fmt::Write;
+
+use crate::domain::key::{RoleKey, TeamKey};
+use crate::domain::policy;
+use crate::domain::state::{Exit, RoleHistory, Session, SessionState, Time, World};
+use crate::proto::Filter;
+use crate::view::{EventView, ExitView, RoleView, SessionView, TeamView};
+
+fn exit_view(e: &Exit) -> ExitView {
+    ExitView {
+        code: e.code,
+        signal: e.signal,
+        at: e.at,
+        reason: e.reason(),
+    }
+}
+
+fn passes(filter: &Filter, workspace: &str, team: &str) -> bool {
+    filter.workspace.as_deref().is_none_or(|w| w == workspace)
+        && filter.team.as_deref().is_none_or(|t| t == team)
+}
+
+pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
+    let role = s.key.role();
+    let h = world.roles.get(&role);
+    let next = h
+        .and_then(|h| h.next_restart_at)
+        .filter(|t| *t > now && h.is_some_and(|h| h.frozen.is_none()));
+    SessionView {
+        key: s.key.to_string(),
+        workspace: s.key.workspace.clone(),
+        team: s.key.team.clone(),
+        role: s.key.role.clone(),
+        slot: s.key.slot,
+        state: s.state.as_str().to_string(),
+        pane: s.pane.clone().filter(|_| s.state.is_live()),
+        pid: s.pid.filter(|_| s.state.is_live()),
+        restarts: s.restarts + u32::from(s.state == SessionState::Crashed),
+        last_restart_at: if s.state == SessionState::Crashed {
+            s.exit.as_ref().map(|e| e.at)
+        } else {
+            s.last_restart_at
+        },
+        created_at: s.created_at,
+        started_at: s.started_at,
+        exit: s.exit.as_ref().map(exit_view),
+        role_state: world.role_state(&role, now).to_string(),
+        next_restart_at: next,
+        frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
+        last_output: s.last_output.clone(),
+        tmux_session: Some(s.tmux_session.clone()).filter(|_| s.state.is_live()),
+    }
+}
+
+pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
+    world
+        .all_session_records()
+        .into_iter()
+        .filter(|s| passes(filter, &s.key.workspace, &s.key.team))
+        .map(|s| session(world, s, now))
+        .collect()
+}
+
+pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
+    let spec = world.role_spec(key)?;
+    let default = RoleHistory::default();
+    let h = world.roles.get(key).unwrap_or(&default);
+    let running = world
+        .role_sessions(key)
+        .filter(|s| s.state == SessionState::Running && s.key.slot < spec.replicas)
+        .count() as u32;
+    Some(RoleView {
+        key: key.to_string(),
+        workspace: key.workspace.clone(),
+        team: key.team.clone(),
+        role: key.role.clone(),
+        desired: spec.replicas,
+        running,
+        state: world.role_state(key, now).to_string(),
+        restarts: h.restarts,
+        last_restart_at: h.last_crash_at.filter(|_| h.restarts > 0),
+        crashes_in_window: policy::crashes_in_window(h, spec.window, now),
+        max_restarts: spec.max_restarts,
+        window_ms: spec.window.as_millis() as u64,
+        next_restart_at: h.next_restart_at.filter(|t| *t > now && h.frozen.is_none()),
+        frozen_reason: h.frozen.as_ref().map(|f| f.reason.clone()),
+        frozen_at: h.frozen.as_ref().map(|f| f.at),
+        last_exit: h
+            .marker
+            .as_ref()
+            .and_then(|m| m.exit.as_ref())
+            .map(exit_view),
+        command: spec.command.clone(),
+        restart: format!("{:?}", spec.restart),
+    })
+}
+
+pub fn roles(world: &World, filter: &Filter, now: Time) -> Vec<RoleView> {
+    world
+        .role_keys()
+        .iter()
+        .filter(|k| passes(filter, &k.workspace, &k.team))
+        .filter_map(|k| role(world, k, now))
+        .collect()
+}
+
+pub fn team(world: &World, key: &TeamKey, now: Time) -> Option<TeamView> {
+    let record = world.teams.get(key)?;
+    let roles: Vec<RoleView> = record
+        .spec
+        .roles
+        .iter()
+        .filter_map(|r| role(world, &record.spec.role_key(r), now))
+        .collect();
+    let state = if roles
+        .iter()
+        .all(|r| r.state == "ready" || r.state == "succeeded")
+    {
+        "ready"
+    } else if roles
+        .iter()
+        .any(|r| r.state == "frozen" || r.state == "backoff")
+    {
+        "degraded"
+    } else {
+        "progressing"
+    };
+    Some(TeamView {
+        key: key.to_string(),
+        workspace: key.workspace.clone(),
+        team: key.team.clone(),
+        roles: roles.len() as u32,
+        desired: roles.iter().map(|r| r.desired).sum(),
+        running: roles.iter().map(|r| r.running).sum(),
+        state: state.to_string(),
+        applied_at: record.applied_at,
+    })
+}
+
+pub fn teams(world: &World, filter: &Filter, now: Time) -> Vec<TeamView> {
+    world
+        .teams
+        .keys()
+        .filter(|k| passes(filter, &k.workspace, &k.team))
+        .filter_map(|k| team(world, k, now))
+        .collect()
+}
+
+fn ts(t: Option<Time>) -> String {
+    t.map_or("-".into(), |t| {
+        t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+    })
+}
+
+fn push_events(out: &mut String, events: &[EventView]) {
+    let _ = writeln!(out, "Events:");
+    if events.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    }
+    for e in events {
+        let _ = writeln!(
+            out,
+            "  {}  {:<10} {:<28} {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.kind,
+            e.key,
+            e.message
+        );
+    }
+}
+
+pub fn describe_session(world: &World, s: &Session, events: &[EventView], now: Time) -> String {
+    let v = session(world, s, now);
+    let mut out = String::new();
+    let _ = writeln!(out, "Session:     {}", v.key);
+    let _ = writeln!(out, "Role:        {}/{}/{}", v.workspace, v.team, v.role);
+    let _ = writeln!(out, "State:       {}", v.state);
+    let _ = writeln!(out, "Pane:        {}", v.pane.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "PID:         {}",
+        v.pid.map_or("-".into(), |p| p.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "tmux:        {}",
+        v.tmux_session.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "Created:     {}", ts(Some(v.created_at)));
+    let _ = writeln!(out, "Started:     {}", ts(v.started_at));
+    let _ = writeln!(out, "Restarts:    {}", v.restarts);
+    if let Some(e) = &v.exit {
+        let _ = writeln!(out, "Exit:        {} at {}", e.reason, ts(Some(e.at)));
+    }
+    let _ = writeln!(out, "Role state:  {}", v.role_state);
+    if let Some(t) = v.next_restart_at {
+        let _ = writeln!(out, "Next restart: {}", ts(Some(t)));
+    }
+    if let Some(r) = &v.frozen_reason {
+        let _ = writeln!(out, "Frozen:      {r}");
+        let _ = writeln!(
+            out,
+            "             run `marvel reset role {}` to restart it",
+            s.key.role()
+        );
+    }
+    if !v.last_output.is_empty() {
+        let _ = writeln!(out, "Last output:");
+        for l in &v.last_output {
+            let _ = writeln!(out, "  | {l}");
+        }
+    }
+    push_events(&mut out, events);
+    out
+}
+
+pub fn describe_role(
+    world: &World,
+    key: &RoleKey,
+    events: &[EventView],
+    now: Time,
+) -> Option<String> {
+    let v = role(world, key, now)?;
+    let spec = world.role_spec(key)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "Role:        {}", v.key);
+    let _ = writeln!(out, "State:       {}", v.state);
+    let _ = writeln!(
+        out,
+        "Replicas:    {} running / {} desired",
+        v.running, v.desired
+    );
+    let _ = writeln!(out, "Command:     {}", spec.command.join(" "));
+    if let Some(cwd) = &spec.cwd {
+        let _ = writeln!(out, "Directory:   {}", cwd.display());
+    }
+    let _ = writeln!(out, "Restart:     {:?}", spec.restart);
+    let _ = writeln!(
+        out,
+        "Backoff:     {} doubling (x{}) to {}, jitter {}%",
+        humantime::format_duration(spec.backoff.initial),
+        spec.backoff.factor,
+        humantime::format_duration(spec.backoff.max),
+        (spec.backoff.jitter * 100.0).round()
+    );
+    let budget = spec
+        .max_restarts
+        .map_or("unlimited".into(), |m| m.to_string());
+    let _ = writeln!(
+        out,
+        "Budget:      {} of {} crashes in {}",
+        v.crashes_in_window,
+        budget,
+        humantime::format_duration(spec.window)
+    );
+    let _ = writeln!(
+        out,
+        "Forgive:     after {} of stable running",
+        humantime::format_duration(spec.reset_after)
+    );
+    let _ = writeln!(out, "Restarts:    {}", v.restarts);
+    if let Some(t) = v.next_restart_at {
+        let _ = writeln!(out, "Next restart: {}", ts(Some(t)));
+    }
+    if let Some(r) = &v.frozen_reason {
+        let _ = writeln!(out, "Frozen:      {r} (since {})", ts(v.frozen_at));
+        let _ = writeln!(
+            out,
+            "             run `marvel reset role {}` to restart it",
+            v.key
+        );
+    }
+    if let Some(e) = &v.last_exit {
+        let _ = writeln!(out, "Last exit:   {} at {}", e.reason, ts(Some(e.at)));
+    }
+    let _ = writeln!(out, "Sessions:");
+    for s in world
+        .all_session_records()
+        .into_iter()
+        .filter(|s| s.key.role() == *key)
+    {
+        let _ = writeln!(
+            out,
+            "  {:<32} {:<10} {}",
+            s.key.to_string(),
+            s.state.as_str(),
+            s.pane.as_deref().unwrap_or("-")
+        );
+    }
+    push_events(&mut out, events);
+    Some(out)
+}
+
+pub fn describe_team(
+    world: &World,
+    key: &TeamKey,
+    events: &[EventView],
+    now: Time,
+) -> Option<String> {
+    let v = team(world, key, now)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "Team:        {}", v.key);
+    let _ = writeln!(out, "State:       {}", v.state);
+    let _ = writeln!(out, "Applied:     {}", ts(Some(v.applied_at)));
+    let _ = writeln!(
+        out,
+        "Replicas:    {} running / {} desired",
+        v.running, v.desired
+    );
+    let _ = writeln!(out, "Roles:");
+    for r in roles(
+        world,
+        &Filter {
+            workspace: Some(v.workspace.clone()),
+            team: Some(v.team.clone()),
+        },
+        now,
+    ) {
+        let _ = writeln!(
+            out,
+            "  {:<32} {:<12} {}/{}  restarts {}",
+            r.key, r.state, r.running, r.desired, r.restarts
+        );
+    }
+    push_events(&mut out, events);
+    Some(out)
+}
