@@ -1,7 +1,6 @@
-//! What runs inside each pane: the shim (the pane's first process, which
-//! supervises the user's program and reports its start and exit) and the
-//! log pipe (which `pipe-pane` feeds). One of each per session, so both stay
-//! tiny: no threads, no clap, small fixed buffers.
+//! What runs beside each session: the shim (the pane's first process; it
+//! supervises the program and reports its start and exit) and the log pipe
+//! that `pipe-pane` feeds. One of each per session, so both stay tiny.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};

@@ -23,10 +23,14 @@ pub const LOG_MAX_BYTES: u64 = 1 << 20;
 /// which wraps most programs' output long before a person attaches.
 const WIDTH: usize = 200;
 const HEIGHT: usize = 50;
-/// Limits for one chained `spawn_many` invocation, so a large bring-up
-/// neither exceeds the argv limit nor holds the server for long.
+/// The tmux client sends a whole command sequence to the server in one
+/// message of at most 16 KiB (`MAX_IMSGSIZE`), and refuses a longer one
+/// with "command too long". Chained spawns stay under this many bytes of
+/// arguments (each counted with its NUL), leaving room for the header.
+const COMMAND_BYTES: usize = 16_000;
+/// At most this many sessions per chained invocation, so one call does not
+/// hold the server for long.
 const BATCH_SESSIONS: usize = 50;
-const BATCH_ARG_BYTES: usize = 256 << 10;
 /// Extra time a chained spawn gets per session on top of the base timeout.
 const PER_SPAWN_ALLOWANCE: Duration = Duration::from_millis(20);
 
@@ -270,10 +274,12 @@ impl Tmux {
     /// in order, and the error that stopped the chain, if any.
     fn spawn_batch(
         &self,
-        batch: &[(usize, Vec<TmuxCommand<'static>>)],
+        batch: &[(usize, Vec<TmuxCommand<'static>>, usize)],
     ) -> (Vec<Spawned>, Option<SubstrateError>) {
-        let cmds: Vec<TmuxCommand<'static>> =
-            batch.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+        let cmds: Vec<TmuxCommand<'static>> = batch
+            .iter()
+            .flat_map(|(_, c, _)| c.iter().cloned())
+            .collect();
         let timeout = self.timeout + PER_SPAWN_ALLOWANCE * batch.len() as u32;
         let out = match self.exec(self.command(&cmds), timeout) {
             Ok(out) => out,
@@ -349,10 +355,20 @@ impl Substrate for Tmux {
     /// their owner tag).
     fn spawn_many(&self, reqs: &[SpawnRequest]) -> Vec<SubResult<Spawned>> {
         let mut results: Vec<Option<SubResult<Spawned>>> = vec![None; reqs.len()];
-        let mut pending: Vec<(usize, Vec<TmuxCommand<'static>>)> = Vec::new();
+        // Each request's commands and their size in the command message.
+        let mut pending: Vec<(usize, Vec<TmuxCommand<'static>>, usize)> = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
             match self.spawn_commands(req) {
-                Ok(cmds) => pending.push((i, cmds)),
+                Ok(cmds) => {
+                    let size = command_bytes(&cmds);
+                    if size > COMMAND_BYTES {
+                        results[i] = Some(Err(SubstrateError::Failed(format!(
+                            "command too long for tmux: {size} bytes of arguments, at most {COMMAND_BYTES}"
+                        ))));
+                    } else {
+                        pending.push((i, cmds, size));
+                    }
+                }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
@@ -360,23 +376,18 @@ impl Substrate for Tmux {
         while next < pending.len() {
             let mut end = next;
             let mut bytes = 0;
-            while end < pending.len() && end - next < BATCH_SESSIONS {
-                let size: usize = pending[end]
-                    .1
-                    .iter()
-                    .flat_map(|c| c.to_vec())
-                    .map(|a| a.len() + 1)
-                    .sum();
-                if end > next && bytes + size > BATCH_ARG_BYTES {
-                    break;
-                }
-                bytes += size;
+            while end < pending.len()
+                && end - next < BATCH_SESSIONS
+                && bytes + pending[end].2 <= COMMAND_BYTES
+            {
+                // Each further session adds its `;` separator.
+                bytes += pending[end].2 + 2;
                 end += 1;
             }
             let batch = &pending[next..end];
             let (spawned, err) = self.spawn_batch(batch);
             let confirmed = spawned.len();
-            for (s, (i, _)) in spawned.into_iter().zip(batch) {
+            for (s, (i, _, _)) in spawned.into_iter().zip(batch) {
                 results[*i] = Some(Ok(s));
             }
             match err {
@@ -388,7 +399,7 @@ impl Substrate for Tmux {
                     next += confirmed + 1;
                 }
                 Some(e) => {
-                    for (i, _) in &pending[next + confirmed..] {
+                    for (i, _, _) in &pending[next + confirmed..] {
                         results[*i] = Some(Err(e.clone()));
                     }
                     break;
@@ -418,6 +429,11 @@ impl Substrate for Tmux {
         match self.run(&[cmd], self.timeout) {
             Ok(out) => Ok(Observation::Panes(parse_list(&out))),
             Err(SubstrateError::NoServer(_)) => Ok(Observation::NoServer),
+            // What `list-panes -a` says when the server has no session at
+            // all (for instance while it exits after its last one closed).
+            Err(SubstrateError::Failed(m)) if m == "no current target" => {
+                Ok(Observation::Panes(Vec::new()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -436,10 +452,13 @@ impl Substrate for Tmux {
             .target_pane(pane.to_string())
             .build();
         let out = self.run(&[cmd], self.timeout)?;
-        // The screen's unused rows come back as empty lines.
-        Ok(format!("{}\n", out.trim_end_matches(['\n', ' ']))
-            .trim_start_matches('\n')
-            .to_string())
+        // The screen's unused rows come back as empty lines; drop them.
+        let text = out.trim_start_matches('\n').trim_end();
+        Ok(if text.is_empty() {
+            String::new()
+        } else {
+            format!("{text}\n")
+        })
     }
 
     fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()> {
@@ -614,6 +633,22 @@ impl<T: Read + AsRawFd> ReadFd for T {
     fn fd(&self) -> i32 {
         self.as_raw_fd()
     }
+}
+
+/// The size of `cmds` as one command message: every argument with its NUL,
+/// plus a `;` separator between commands.
+fn command_bytes(cmds: &[TmuxCommand<'_>]) -> usize {
+    let args: usize = cmds
+        .iter()
+        .map(|c| {
+            escape_separators(c.clone())
+                .to_vec()
+                .iter()
+                .map(|a| a.len() + 1)
+                .sum::<usize>()
+        })
+        .sum();
+    args + 2 * cmds.len().saturating_sub(1)
 }
 
 /// Turns a failed run into an error, keeping tmux's own words.
@@ -904,6 +939,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_server_without_sessions_lists_no_panes() {
+        let srv = TestServer::new();
+        let st = Command::new("tmux")
+            .args(["-L", &srv.name, "-f", "/dev/null", "start-server", ";"])
+            .args(["set-option", "-s", "exit-empty", "off"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(srv.tmux.list(), Ok(Observation::Panes(Vec::new())));
+    }
+
+    #[test]
     fn capture_shows_printed_text_with_history() {
         let srv = TestServer::new();
         let s = srv
@@ -1035,6 +1082,37 @@ pub(crate) mod tests {
             .map(|p| p.session_name)
             .collect();
         assert_eq!(names.len(), 4, "{names:?}");
+    }
+
+    #[test]
+    fn spawn_many_splits_long_chains_below_the_message_limit() {
+        let srv = TestServer::new();
+        let long = "x".repeat(1000);
+        let mut reqs: Vec<SpawnRequest> = (0..40)
+            .map(|i| {
+                req(
+                    &format!("marvel/w/t/long-{i}"),
+                    &["sh", "-c", "sleep 30", &long],
+                )
+            })
+            .collect();
+        let huge = "y".repeat(COMMAND_BYTES);
+        reqs.insert(
+            7,
+            req("marvel/w/t/huge-0", &["sh", "-c", "sleep 30", &huge]),
+        );
+        let results = srv.tmux.spawn_many(&reqs);
+        for (i, r) in results.iter().enumerate() {
+            if i == 7 {
+                assert!(
+                    matches!(r, Err(SubstrateError::Failed(m)) if m.contains("too long")),
+                    "{r:?}"
+                );
+            } else {
+                assert!(r.is_ok(), "request {i}: {r:?}");
+            }
+        }
+        assert_eq!(panes(&srv.tmux).len(), 40);
     }
 
     #[test]
