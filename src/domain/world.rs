@@ -227,13 +227,16 @@ impl World {
             )];
         };
         let h = self.roles.entry(role_key.clone()).or_default();
+        // The backoff and the budget window count from the instant of death,
+        // not from when the daemon heard of it (it may have been away).
+        let died = exit.at.min(now);
         let verdict = policy::on_death(
             h,
             &spec,
             s.key.slot,
             &exit,
             policy::cause_of(&exit),
-            now,
+            died,
             sample,
         );
         let runtime = s
