@@ -4,6 +4,7 @@
 mod support;
 
 mod crashloop;
+mod dry_run;
 mod errors;
 mod lifecycle;
 mod shim;
