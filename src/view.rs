@@ -103,7 +103,8 @@ pub struct DaemonView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TmuxView {
-    /// `up`, `down` or `unknown`.
+    /// `up`, `degraded` (the server does not answer in time), `down` or
+    /// `unknown` (not asked yet).
     pub state: String,
     pub version: Option<String>,
     /// `-L` socket name in use, or null for the default server.

@@ -92,7 +92,8 @@ fn protocol_error(v: u64) -> Error {
 }
 
 /// Accepts connections until the listener fails; each gets its own thread.
-pub fn serve(listener: UnixListener, to_loop: Sender<Incoming>) {
+/// Requests go to the loop as whatever message type it reads.
+pub fn serve<M: From<Incoming> + Send + 'static>(listener: UnixListener, to_loop: Sender<M>) {
     let own = unsafe { libc::geteuid() };
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
@@ -104,7 +105,7 @@ pub fn serve(listener: UnixListener, to_loop: Sender<Incoming>) {
     }
 }
 
-fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
+fn handle<M: From<Incoming>>(mut stream: UnixStream, own: u32, to_loop: Sender<M>) {
     let result = peer_uid(&stream)
         .map_err(|e| Error::other(format!("cannot identify the peer: {e}")))
         .and_then(|uid| check_peer(uid, own))
@@ -125,12 +126,12 @@ fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
         }
         _ => (None, None),
     };
-    let sent = to_loop.send(Incoming {
+    let sent = to_loop.send(M::from(Incoming {
         request,
         reply: reply_tx,
         follow: follow_tx,
         written: written_rx,
-    });
+    }));
     if sent.is_err() {
         let _ = write_line(
             &mut stream,

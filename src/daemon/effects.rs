@@ -1,0 +1,536 @@
+//! What the daemon asks of tmux, and what it does with each answer. Every
+//! call goes to the worker thread with a note of what to do when it comes
+//! back ([`Then`]); the loop carries on meanwhile. A failed or timed-out
+//! call is *unknown*: only a successful listing, a server that is gone, or
+//! a shim's exit report ever ends a session.
+
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::domain::event::{Event, EventKind};
+use crate::domain::key::RoleKey;
+use crate::domain::state::{Exit, ExitDetail, Time};
+use crate::error::{Error, Result};
+use crate::proto::{Request, Response, ShimReport};
+use crate::substrate::{Observation, Substrate, SubstrateError};
+
+use super::server::Incoming;
+use super::worker::{Done, Job, JobId, Outcome};
+use super::{Daemon, MARKER_LINES, exec};
+
+/// What to do with a job's outcome.
+pub(super) enum Then {
+    /// A probe: on success tmux is up and the listing is observed. `adopt`
+    /// for the first one after a start, which re-adopts the panes.
+    Probe { adopt: bool },
+    /// A listing: compare it with the live sessions.
+    Observe,
+    /// A spawn batch, for these session uids in request order.
+    Spawn(Vec<u64>),
+    /// A pane to remove; a failure is only logged (the sweep retries).
+    Kill { pane: String, what: String },
+    /// The last screen of a dead session, then the answer to its shim,
+    /// which keeps the pane open until it hears back.
+    ExitScreen { uid: u64, reply: Sender<Response> },
+    /// A client waits: `done` is its answer on success.
+    Reply {
+        reply: Sender<Response>,
+        done: String,
+    },
+    /// A client waits for the captured text.
+    ReplyText { reply: Sender<Response> },
+}
+
+/// A shim's report that its terminal hung up. Whether the pane was killed
+/// or the whole server went away is settled by the first listing taken
+/// after the report: a server that is exiting may still answer before.
+pub(super) struct Hangup {
+    pub exit: Exit,
+    /// Only a listing with this id or a later one settles it.
+    pub from_job: JobId,
+}
+
+impl<S: Substrate + Sync + 'static> Daemon<S> {
+    pub(super) fn submit(&mut self, job: Job, then: Then) -> JobId {
+        let id = self.worker.submit(job);
+        self.pending.insert(id, then);
+        id
+    }
+
+    /// tmux answers and no call is stuck: worth giving it new work.
+    pub(super) fn tmux_ready(&self) -> bool {
+        self.tmux.is_up() && self.worker.stalled_for().is_none()
+    }
+
+    pub(super) fn require_tmux(&self) -> Result<()> {
+        if self.tmux_ready() {
+            return Ok(());
+        }
+        let view = self
+            .tmux
+            .view(self.tmux_socket.clone(), self.worker.stalled_for());
+        Err(Error::tmux(format!(
+            "{} ({})",
+            view.state,
+            view.last_error
+                .unwrap_or_else(|| "tmux has not answered yet".into())
+        )))
+    }
+
+    /// Carries out a finished job's consequences.
+    pub(super) fn done(&mut self, done: Done) {
+        let now = Utc::now();
+        let Some(then) = self.pending.remove(&done.id) else {
+            return;
+        };
+        match (then, done.outcome) {
+            (Then::Probe { adopt }, Outcome::Probed { version, listing }) => {
+                self.probing = false;
+                self.probed(done.id, version, listing, adopt, now);
+                // Still down: the retry schedule decides when to look again.
+                if self.tmux.is_up() && std::mem::take(&mut self.relist) {
+                    self.list_soon();
+                }
+            }
+            (Then::Observe, Outcome::Listed(listing)) => {
+                self.listing = None;
+                match listing {
+                    Ok(obs) => {
+                        self.tmux.success(matches!(obs, Observation::Panes(_)));
+                        self.observe(obs, done.id, now);
+                    }
+                    Err(e) => self.job_failed(&e, now),
+                }
+                if std::mem::take(&mut self.relist) {
+                    self.list_soon();
+                }
+            }
+            (Then::Spawn(uids), Outcome::Spawned(results)) => {
+                for (uid, result) in uids.into_iter().zip(results) {
+                    self.spawned(uid, result, now);
+                }
+            }
+            (Then::Kill { pane, what }, Outcome::Killed(result)) => {
+                if let Err(e) = result {
+                    // The sweep removes the pane later if it is still there.
+                    self.log(&format!("cannot kill pane {pane} of {what}: {e}"));
+                    self.job_failed(&e, now);
+                }
+            }
+            (Then::ExitScreen { uid, reply }, Outcome::Captured(screen)) => {
+                match screen {
+                    Ok(text) => {
+                        let lines = exec::last_lines(&text, MARKER_LINES);
+                        if !lines.is_empty() {
+                            self.world.set_last_output(uid, lines);
+                            self.dirty = true;
+                        }
+                    }
+                    Err(e) => self.job_failed(&e, now),
+                }
+                let _ = reply.send(Response::Done("recorded".into()));
+            }
+            (Then::Reply { reply, done }, Outcome::Sent(result)) => {
+                let resp = match result {
+                    Ok(()) => Response::Done(done),
+                    Err(e) => {
+                        self.job_failed(&e, now);
+                        Response::Error(Error::tmux(e.to_string()))
+                    }
+                };
+                let _ = reply.send(resp);
+            }
+            (Then::ReplyText { reply }, Outcome::Captured(result)) => {
+                let resp = match result {
+                    Ok(text) => Response::Text(text),
+                    Err(e) => {
+                        self.job_failed(&e, now);
+                        Response::Error(Error::tmux(e.to_string()))
+                    }
+                };
+                let _ = reply.send(resp);
+            }
+            (_, outcome) => self.log(&format!("unexpected tmux outcome {outcome:?}")),
+        }
+    }
+
+    fn probed(
+        &mut self,
+        id: JobId,
+        version: std::result::Result<String, SubstrateError>,
+        listing: Option<std::result::Result<Observation, SubstrateError>>,
+        adopt: bool,
+        now: Time,
+    ) {
+        let v = match version {
+            Ok(v) => v,
+            Err(e) => return self.tmux_failure(&e, now),
+        };
+        self.tmux.version = Some(v.clone());
+        let obs = match listing {
+            Some(Ok(obs)) => obs,
+            Some(Err(e)) => return self.tmux_failure(&e, now),
+            None => return,
+        };
+        let was_up = self.tmux.is_up();
+        self.tmux.success(matches!(obs, Observation::Panes(_)));
+        if !was_up {
+            self.log(&format!("tmux available: {v}"));
+            self.emit(Event::new(now, EventKind::TmuxUp, "", v));
+        }
+        let confirmed = self.observe(obs, id, now);
+        if adopt && confirmed > 0 {
+            self.emit(Event::new(
+                now,
+                EventKind::Adopted,
+                "",
+                format!("re-adopted {confirmed} running panes"),
+            ));
+        }
+    }
+
+    /// Asks whether tmux is back (`adopt` at start).
+    pub(super) fn probe(&mut self, adopt: bool) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        self.submit(Job::Probe, Then::Probe { adopt });
+    }
+
+    /// The safety-net sweep: one listing, unless one is already under way.
+    pub(super) fn sweep(&mut self) {
+        self.next_sweep = Instant::now() + self.cfg.sweep;
+        if self.tmux_ready() && self.listing.is_none() {
+            self.listing = Some(self.submit(Job::List, Then::Observe));
+        }
+        exec::prune_exit_records(&self.paths, &self.world);
+    }
+
+    /// A listing taken from now on, as soon as possible.
+    pub(super) fn list_soon(&mut self) {
+        if self.listing.is_some() || self.probing {
+            self.relist = true;
+        } else if self.tmux.is_up() {
+            // Even behind a stalled call: if that one times out, this one
+            // fails at once and a probe follows.
+            self.listing = Some(self.submit(Job::List, Then::Observe));
+        } else if !self.probing {
+            // Down: the next probe lists, and it is due now.
+            self.tmux.next_retry_at = Some(Utc::now());
+        }
+    }
+
+    /// A failure of any job other than a probe: it takes tmux down (or
+    /// degraded) if it was up; while it is not, the probes keep the count.
+    /// A vanished server is not a failure: a listing settles what it means.
+    fn job_failed(&mut self, err: &SubstrateError, now: Time) {
+        if let SubstrateError::NoServer(_) = err {
+            self.list_soon();
+        } else if self.tmux.is_up() || self.tmux.state.is_none() {
+            self.tmux_failure(err, now);
+        }
+    }
+
+    pub(super) fn tmux_failure(&mut self, err: &SubstrateError, now: Time) {
+        let was_up = self.tmux.is_up();
+        self.tmux.failure(err, now, &self.cfg);
+        let view = self.tmux.view(None, None);
+        self.log(&format!(
+            "tmux unavailable: state={} error={:?} retry_in_ms={} next_retry_at={} consecutive_failures={}",
+            view.state,
+            err.to_string(),
+            self.tmux
+                .next_retry_at
+                .map_or(0, |t| (t - now).num_milliseconds()),
+            self.tmux
+                .next_retry_at
+                .map_or("-".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            self.tmux.consecutive_failures
+        ));
+        if was_up {
+            self.emit(Event::new(now, EventKind::TmuxDown, "", err.to_string()));
+        }
+    }
+
+    /// Creates sessions for these slots in one batch; the sessions stay
+    /// pending, without a pane, until tmux answers.
+    pub(super) fn spawn(&mut self, batch: Vec<(RoleKey, u32)>, now: Time) {
+        let mut uids = Vec::new();
+        let mut reqs = Vec::new();
+        for (role, slot) in batch {
+            let Some(spec) = self.world.role_spec(&role).cloned() else {
+                continue;
+            };
+            let uid = self.world.begin_spawn(&role, slot, now);
+            let session = self.world.sessions[&uid].clone();
+            reqs.push(exec::spawn_request(
+                &self.paths,
+                self.tmux_socket.as_deref(),
+                &session,
+                &spec,
+            ));
+            uids.push(uid);
+        }
+        if !uids.is_empty() {
+            self.submit(Job::Spawn(reqs), Then::Spawn(uids));
+        }
+    }
+
+    fn spawned(
+        &mut self,
+        uid: u64,
+        result: std::result::Result<crate::substrate::Spawned, SubstrateError>,
+        now: Time,
+    ) {
+        let live = self
+            .world
+            .sessions
+            .get(&uid)
+            .filter(|s| s.state.is_live())
+            .map(|s| s.key.clone());
+        match (result, live) {
+            (Ok(sp), Some(key)) => {
+                self.world.spawned(uid, sp.pane.clone(), sp.pane_pid);
+                self.dirty = true;
+                self.emit(Event::new(
+                    now,
+                    EventKind::Created,
+                    &key,
+                    format!("pane {}", sp.pane),
+                ));
+            }
+            // Stopped, or already ended, while its pane was being made.
+            (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}")),
+            (Err(e), live) => {
+                if live.is_some()
+                    && let Some(s) = self.world.spawn_failed(uid)
+                {
+                    self.dirty = true;
+                    self.log(&format!("spawn of {} failed: {e}", s.key));
+                }
+                self.job_failed(&e, now);
+            }
+        }
+    }
+
+    /// Removes a pane without waiting for tmux.
+    pub(super) fn kill_pane(&mut self, pane: String, what: String) {
+        self.submit(Job::Kill(pane.clone()), Then::Kill { pane, what });
+    }
+
+    /// Compares a listing with the live sessions: records the deaths of
+    /// panes that are gone and removes our own panes nobody owns any more.
+    /// Returns how many live sessions were confirmed. Sessions whose spawn
+    /// had not come back when the listing was asked for are not judged:
+    /// their pane is not known yet.
+    fn observe(&mut self, obs: Observation, id: JobId, now: Time) -> usize {
+        let panes = match obs {
+            Observation::NoServer => {
+                self.tmux_lost(now);
+                return 0;
+            }
+            Observation::Panes(p) => p,
+        };
+        // Hang-ups reported before this listing was asked for are settled:
+        // the server still runs, so their panes were killed.
+        let settled: Vec<u64> = self
+            .hangups
+            .iter()
+            .filter(|(_, h)| h.from_job <= id)
+            .map(|(uid, _)| *uid)
+            .collect();
+        for uid in settled {
+            if let Some(h) = self.hangups.remove(&uid) {
+                self.record_death(uid, h.exit, now, Vec::new());
+            }
+        }
+        let owner = exec::owner_tag(&self.paths);
+        let mut confirmed = 0;
+        for uid in self.live_uids() {
+            let s = &self.world.sessions[&uid];
+            let Some(pane) = s.pane.clone() else { continue };
+            let found = panes
+                .iter()
+                .find(|p| p.pane == pane && Some(p.pane_pid) == s.pane_pid && !p.dead);
+            if found.is_some() {
+                confirmed += 1;
+                continue;
+            }
+            if self.hangups.contains_key(&uid) {
+                // Reported after this listing was asked for: the next settles it.
+                continue;
+            }
+            // Gone. Prefer what the shim recorded; else the pane vanished.
+            let exit = match exec::read_exit_record(&self.paths, uid) {
+                Some(ShimReport::Exited {
+                    code,
+                    signal,
+                    at,
+                    hangup,
+                    ..
+                }) => exec::exit_from_report(code, signal, at, hangup),
+                _ => Exit::detail(ExitDetail::PaneVanished, now),
+            };
+            self.record_death(uid, exit, now, Vec::new());
+        }
+        let ours: Vec<String> = panes
+            .iter()
+            .filter(|p| {
+                p.owner == owner
+                    && self
+                        .world
+                        .session_by_pane(&p.pane)
+                        .is_none_or(|s| !s.state.is_live())
+            })
+            .map(|p| p.pane.clone())
+            .collect();
+        for pane in ours {
+            self.log(&format!("removing pane {pane}: no session owns it"));
+            self.kill_pane(pane.clone(), "no session".into());
+        }
+        confirmed
+    }
+
+    /// The tmux server is gone: every session with a pane (or whose pane
+    /// hung up) is marked crashed with that reason, and no role is charged.
+    /// A spawn still under way is judged by its own outcome.
+    fn tmux_lost(&mut self, now: Time) {
+        let uids: Vec<u64> = self
+            .live_uids()
+            .into_iter()
+            .filter(|uid| self.world.sessions[uid].pane.is_some() || self.hangups.contains_key(uid))
+            .collect();
+        self.hangups.clear();
+        if uids.is_empty() {
+            return;
+        }
+        self.log(&format!(
+            "tmux server lost; {} sessions marked crashed, no role charged",
+            uids.len()
+        ));
+        self.emit(Event::new(
+            now,
+            EventKind::TmuxDown,
+            "",
+            format!("tmux server lost with {} sessions", uids.len()),
+        ));
+        for uid in uids {
+            self.record_death(
+                uid,
+                Exit::detail(ExitDetail::TmuxLost, now),
+                now,
+                Vec::new(),
+            );
+        }
+    }
+
+    /// A shim reports its program's end. A hang-up waits for a listing;
+    /// any other end is recorded at once.
+    pub(super) fn exit_reported(&mut self, uid: u64, exit: Exit, hangup: bool, now: Time) {
+        if hangup {
+            let from_job = self.worker.next_id();
+            self.hangups.insert(uid, Hangup { exit, from_job });
+            self.list_soon();
+        } else {
+            self.hangups.remove(&uid);
+            self.record_death(uid, exit, now, Vec::new());
+        }
+    }
+
+    /// Requests that need tmux: answered when the worker reports back, so a
+    /// slow or stopped server never holds up the loop. Returns the request
+    /// when it is answered from state instead.
+    pub(super) fn answer_with_tmux(&mut self, inc: Incoming, now: Time) -> Option<Incoming> {
+        let (job, then) = match &inc.request {
+            Request::Inject {
+                key,
+                text,
+                enter,
+                keys,
+            } => {
+                let s = match self.live_session(key) {
+                    Ok(s) => s,
+                    Err(e) => return reply(inc, Response::Error(e)),
+                };
+                let pane = s.pane.clone().unwrap_or_default();
+                let job = if *keys {
+                    Job::SendKeys {
+                        pane,
+                        keys: text.split_whitespace().map(str::to_string).collect(),
+                    }
+                } else {
+                    Job::SendText {
+                        pane,
+                        text: text.clone(),
+                        enter: *enter,
+                    }
+                };
+                let done = format!("typed {} bytes into {}", text.len(), s.key);
+                (
+                    job,
+                    Then::Reply {
+                        reply: inc.reply.clone(),
+                        done,
+                    },
+                )
+            }
+            Request::Capture { key } => {
+                // A marker's or finished session's last lines come from state.
+                let s = match self.find_session(key) {
+                    Ok(s) if s.state.is_live() && s.pane.is_some() => s,
+                    _ => return Some(inc),
+                };
+                if let Err(e) = self.require_tmux() {
+                    return reply(inc, Response::Error(e));
+                }
+                let pane = s.pane.clone().unwrap_or_default();
+                (
+                    Job::Capture { pane, history: 0 },
+                    Then::ReplyText {
+                        reply: inc.reply.clone(),
+                    },
+                )
+            }
+            Request::Shim(ShimReport::Exited {
+                uid,
+                code,
+                signal,
+                at,
+                hangup: false,
+            }) => {
+                // The shim keeps the pane open until answered, so its last
+                // screen can be read; the death is recorded meanwhile.
+                let pane = self
+                    .world
+                    .sessions
+                    .get(uid)
+                    .filter(|s| s.state.is_live())
+                    .and_then(|s| s.pane.clone());
+                let Some(pane) = pane.filter(|_| self.tmux_ready()) else {
+                    return Some(inc);
+                };
+                let uid = *uid;
+                let exit = exec::exit_from_report(*code, *signal, *at, false);
+                self.exit_reported(uid, exit, false, now);
+                (
+                    Job::Capture { pane, history: 200 },
+                    Then::ExitScreen {
+                        uid,
+                        reply: inc.reply.clone(),
+                    },
+                )
+            }
+            _ => return Some(inc),
+        };
+        self.submit(job, then);
+        None
+    }
+}
+
+fn reply(inc: Incoming, resp: Response) -> Option<Incoming> {
+    let _ = inc.reply.send(resp);
+    None
+}
