@@ -41,11 +41,13 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             .out
             .print(&text(&status, Utc::now(), ctx.out.colour()))?,
     }
-    Ok(if matches!(status.tmux.state.as_str(), "down" | "degraded") {
-        exit::TMUX_UNAVAILABLE
-    } else {
-        exit::OK
-    })
+    Ok(
+        if matches!(status.tmux.state.as_str(), "down" | "degraded") {
+            exit::TMUX_UNAVAILABLE
+        } else {
+            exit::OK
+        },
+    )
 }
 
 fn plural(n: u32, what: &str) -> String {

@@ -293,7 +293,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             .map(|s| s.key.clone());
         match (result, live) {
             (Ok(sp), Some(key)) => {
-                self.world.spawned(uid, sp.pane.clone(), sp.pane_pid);
+                let started = self.world.spawned(uid, sp.pane.clone(), sp.pane_pid);
                 self.dirty = true;
                 self.emit(Event::new(
                     now,
@@ -301,6 +301,9 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                     &key,
                     format!("pane {}", sp.pane),
                 ));
+                if let Some(ev) = started {
+                    self.emit(ev);
+                }
             }
             // Stopped, or already ended, while its pane was being made.
             (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}")),
@@ -347,7 +350,6 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.record_death(uid, h.exit, now, Vec::new());
             }
         }
-        let owner = exec::owner_tag(&self.paths);
         let mut confirmed = 0;
         for uid in self.live_uids() {
             let s = &self.world.sessions[&uid];
@@ -376,7 +378,17 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             };
             self.record_death(uid, exit, now, Vec::new());
         }
-        let ours: Vec<String> = panes
+        self.remove_strays(&panes, now);
+        confirmed
+    }
+
+    /// Removes our own panes that no session owns (left by a spawn that
+    /// timed out, or a kill that failed), so none can pile up. After an
+    /// unreadable state file, the panes found are spared instead: they
+    /// may be agents, and nothing says what they were.
+    fn remove_strays(&mut self, panes: &[crate::substrate::PaneInfo], now: Time) {
+        let owner = exec::owner_tag(&self.paths);
+        let strays: Vec<(String, u32)> = panes
             .iter()
             .filter(|p| {
                 p.owner == owner
@@ -385,13 +397,34 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                         .session_by_pane(&p.pane)
                         .is_none_or(|s| !s.state.is_live())
             })
-            .map(|p| p.pane.clone())
+            .map(|p| (p.pane.clone(), p.pane_pid))
             .collect();
-        for pane in ours {
-            self.log(&format!("removing pane {pane}: no session owns it"));
-            self.kill_pane(pane.clone(), "no session".into());
+        if std::mem::take(&mut self.spare_strays) && !strays.is_empty() {
+            let ids: Vec<&str> = strays.iter().map(|(p, _)| p.as_str()).collect();
+            let msg = format!(
+                "left {} panes of the unreadable state running, unsupervised: {}; attach with `tmux{} attach -t PANE` to keep their work, then kill them",
+                strays.len(),
+                ids.join(" "),
+                self.tmux_socket
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" -L {s}"))
+            );
+            self.log(&msg);
+            self.emit(Event::new(now, EventKind::Warning, "", msg));
+            self.world.strays.extend(strays.iter().cloned());
+            self.dirty = true;
         }
-        confirmed
+        let before = self.world.strays.len();
+        self.world
+            .strays
+            .retain(|pane, pid| panes.iter().any(|p| p.pane == *pane && p.pane_pid == *pid));
+        self.dirty |= self.world.strays.len() != before;
+        for (pane, pid) in strays {
+            if self.world.strays.get(&pane) != Some(&pid) {
+                self.log(&format!("removing pane {pane}: no session owns it"));
+                self.kill_pane(pane, "no session".into());
+            }
+        }
     }
 
     /// The tmux server is gone: every session with a pane (or whose pane

@@ -73,8 +73,6 @@ impl Config {
 
 /// Lines of a dead pane kept on its marker.
 const MARKER_LINES: usize = 20;
-/// How long a stopping daemon waits for tmux calls under way to finish.
-const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Everything the loop receives.
 pub enum Msg {
@@ -165,6 +163,8 @@ pub struct Daemon<S: Substrate> {
     probing: bool,
     /// Sessions whose terminal hung up, until a listing says why.
     hangups: BTreeMap<u64, Hangup>,
+    /// The state file was unreadable: the first listing spares our panes.
+    spare_strays: bool,
     paths: Paths,
     store: store::Store,
     events: events::EventLog,
@@ -198,6 +198,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             relist: false,
             probing: false,
             hangups: BTreeMap::new(),
+            spare_strays: false,
             store: store::Store::new(paths.state()),
             events: events::EventLog::open(paths.events()),
             tmux: TmuxHealth::default(),
@@ -250,6 +251,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 );
                 self.log(&msg);
                 self.emit(Event::new(Utc::now(), EventKind::Warning, "", msg));
+                self.spare_strays = true;
             }
         }
         let now = Utc::now();
@@ -319,7 +321,10 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             self.reconcile();
             self.persist();
         }
-        self.settle(STOP_GRACE);
+        // Calls under way finish first, so that no pane is made after the
+        // daemon is gone; each ends by its deadline, and after a timeout
+        // the rest fail at once.
+        self.settle(self.cfg.tmux_timeout * 2 + Duration::from_secs(1));
         self.log("stopped; panes keep running");
     }
 
@@ -806,19 +811,22 @@ mod tests {
     /// Bound on any wait for the worker in these tests.
     const WAIT: Duration = Duration::from_secs(5);
 
-    fn daemon(dir: &std::path::Path) -> Daemon<FakeSubstrate> {
-        let paths = Paths {
-            root: dir.to_path_buf(),
-        };
-        paths.ensure().unwrap();
-        let cfg = Config {
+    fn cfg() -> Config {
+        Config {
             sweep: Duration::from_secs(3600),
             tmux_timeout: Duration::from_secs(1),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(400),
             retry_jitter: 0.0,
+        }
+    }
+
+    fn daemon(dir: &std::path::Path) -> Daemon<FakeSubstrate> {
+        let paths = Paths {
+            root: dir.to_path_buf(),
         };
-        let mut d = Daemon::new(paths, Some("sock".into()), FakeSubstrate::new(), cfg).unwrap();
+        paths.ensure().unwrap();
+        let mut d = Daemon::new(paths, Some("sock".into()), FakeSubstrate::new(), cfg()).unwrap();
         d.restore();
         d.settle(WAIT);
         d
@@ -1216,5 +1224,39 @@ mod tests {
         assert_eq!(fake(&d).kills().len(), 2, "{:?}", fake(&d).calls());
         assert!(fake(&d).panes().is_empty());
         assert!(d.world.sessions.is_empty());
+    }
+
+    #[test]
+    fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        paths.ensure().unwrap();
+        std::fs::write(paths.state(), b"{oops").unwrap();
+        let owner = exec::owner_tag(&paths);
+        let f = FakeSubstrate::new();
+        let agent = f.add_foreign("marvel/demo/squad/w-0/7", &owner);
+        let mut d: Daemon<FakeSubstrate> = Daemon::new(paths, None, f, cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        assert!(fake(&d).kills().is_empty());
+        assert_eq!(d.world.strays.keys().collect::<Vec<_>>(), vec![&agent.pane]);
+        let warnings = d.events.query(&crate::proto::EventFilter {
+            kinds: vec!["warning".into()],
+            ..Default::default()
+        });
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].message.contains("moved it to"));
+        assert!(warnings[1].message.contains(&format!(
+            "left 1 panes of the unreadable state running, unsupervised: {}",
+            agent.pane
+        )));
+        // Later sweeps still spare it; a pane left by a spawn is removed.
+        let leftover = fake(&d).add_foreign("marvel/demo/squad/w-1/9", &owner);
+        d.sweep();
+        d.settle(WAIT);
+        assert_eq!(fake(&d).kills(), vec![leftover.pane]);
+        assert!(fake(&d).pane(&agent.pane).is_some());
     }
 }

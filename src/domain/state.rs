@@ -230,6 +230,11 @@ pub struct World {
     /// Live and succeeded sessions by uid. Crashed ones live only as markers.
     pub sessions: BTreeMap<u64, Session>,
     pub next_uid: u64,
+    /// Panes (id → pid of its first process) that carry this state
+    /// directory's tag but were found after its state file could not be
+    /// read: possibly agents, so they are left running and never removed.
+    #[serde(default)]
+    pub strays: BTreeMap<String, u32>,
 }
 
 impl World {

@@ -178,11 +178,16 @@ impl World {
         uid
     }
 
-    /// The pane of a pending session exists.
-    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) {
-        if let Some(s) = self.sessions.get_mut(&uid) {
-            s.pane = Some(pane);
-            s.pane_pid = Some(pane_pid);
+    /// The pane of a pending session exists. A program whose start was
+    /// reported before this (the report can overtake the answer to the
+    /// spawn) runs from now on.
+    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) -> Option<Event> {
+        let s = self.sessions.get_mut(&uid)?;
+        s.pane = Some(pane);
+        s.pane_pid = Some(pane_pid);
+        match (s.state, s.pid, s.started_at) {
+            (SessionState::Pending, Some(pid), Some(at)) => Some(run(s, pid, at)),
+            _ => None,
         }
     }
 
@@ -191,22 +196,16 @@ impl World {
         self.sessions.remove(&uid)
     }
 
-    /// The shim reports the program runs as `pid`.
+    /// The shim reports the program runs as `pid`. The session is running
+    /// once its pane is known as well: until then nobody could reach it.
     pub fn started(&mut self, uid: u64, pid: u32, at: Time) -> Option<Event> {
         let s = self.sessions.get_mut(&uid)?;
+        s.pid = Some(pid);
         if s.state != SessionState::Pending {
-            s.pid = Some(pid);
             return None;
         }
-        s.state = SessionState::Running;
-        s.pid = Some(pid);
         s.started_at = Some(at);
-        Some(Event::new(
-            at,
-            EventKind::Started,
-            &s.key,
-            format!("running as pid {pid}"),
-        ))
+        s.pane.is_some().then(|| run(s, pid, at))
     }
 
     /// A live session ended without being asked to. Unknown or already
@@ -383,6 +382,17 @@ impl World {
         }
         "progressing"
     }
+}
+
+/// A pending session whose program runs and whose pane is known.
+fn run(s: &mut Session, pid: u32, at: Time) -> Event {
+    s.state = SessionState::Running;
+    Event::new(
+        at,
+        EventKind::Started,
+        &s.key,
+        format!("running as pid {pid}"),
+    )
 }
 
 /// "2m 3s" style for event text.
@@ -611,6 +621,24 @@ mod tests {
         assert!(acts.contains(&Action::ClearMarker { role: sim.rk("w") }));
         assert_eq!(sim.markers(), 0);
         assert_eq!(sim.live("w")[0].restarts, 1);
+    }
+
+    #[test]
+    fn a_start_reported_before_the_pane_is_known_runs_once_it_is() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        let uid = sim.world.begin_spawn(&sim.rk("w"), 0, sim.now);
+        let at = sim.at(5).now;
+        assert_eq!(sim.world.started(uid, 7, at), None);
+        let s = &sim.world.sessions[&uid];
+        assert_eq!((s.state, s.pid), (SessionState::Pending, Some(7)));
+        let ev = sim.world.spawned(uid, "%3".into(), 6).expect("started now");
+        assert_eq!((ev.kind, ev.at), (EventKind::Started, t(5)));
+        assert_eq!(sim.world.sessions[&uid].state, SessionState::Running);
+        // In the usual order the start is the event, not the pane.
+        let other = sim.world.begin_spawn(&sim.rk("w"), 1, sim.now);
+        assert_eq!(sim.world.spawned(other, "%4".into(), 8), None);
+        assert!(sim.world.started(other, 9, sim.now).is_some());
     }
 
     #[test]
