@@ -1688,14 +1688,43 @@ mod tests {
 )
 "##;
 
+    /// Whatever the text, the parser either refuses it with a manifest
+    /// error that points into the text, or returns a team that keeps every
+    /// rule the validated types promise.
     fn assert_refused_cleanly(text: &str) {
         match parse("fuzz.ron", text, &fake_path) {
-            Ok(_) => {}
+            Ok(spec) => assert_valid(&spec),
             Err(e @ Error::Manifest { .. }) => {
                 let shown = e.to_string();
                 assert!(shown.starts_with("error: fuzz.ron"), "{shown}");
+                if let Error::Manifest {
+                    position: Some(p), ..
+                } = &e
+                {
+                    let lines = text.split('\n').count();
+                    assert!(
+                        p.line >= 1 && p.line <= lines + 1,
+                        "{shown} in {lines} lines"
+                    );
+                }
             }
             Err(other) => panic!("not a manifest error: {other:?}"),
+        }
+    }
+
+    fn assert_valid(spec: &TeamSpec) {
+        let mut names = std::collections::BTreeSet::new();
+        for r in &spec.roles {
+            assert!(names.insert(r.name.as_str()), "duplicate role {}", r.name);
+            assert!(!r.name.as_str().contains(['.', ':']), "{}", r.name);
+            assert!(r.replicas <= crate::domain::spec::MAX_REPLICAS);
+            assert!(!r.command.is_empty());
+            assert!(r.backoff.initial <= r.backoff.max, "{:?}", r.backoff);
+            assert!(
+                r.backoff.factor >= 1.0 && r.backoff.jitter >= 0.0,
+                "{:?}",
+                r.backoff
+            );
         }
     }
 

@@ -7,4 +7,5 @@ mod crashloop;
 mod dry_run;
 mod errors;
 mod lifecycle;
+mod reliability;
 mod shim;

@@ -198,6 +198,64 @@ impl Env {
             .collect()
     }
 
+    /// Runs marvel, failing the test if it has not finished within `limit`
+    /// (a hang, not slowness: keep `limit` far above any normal run).
+    pub fn run_within(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run marvel");
+        let start = Instant::now();
+        while child.try_wait().expect("wait for marvel").is_none() {
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "marvel {} hung for {limit:?}\n{}",
+                    args.join(" "),
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("marvel output")
+    }
+
+    /// `status -o json`, whatever its exit code (7 while tmux is down).
+    pub fn status(&self) -> Value {
+        let out = self.run(&["status", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status printed bad JSON ({e}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.status()["daemon"]["pid"].as_u64().expect("daemon pid") as u32
+    }
+
+    /// Events of one kind, oldest first.
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.ok(&["events", "--kind", kind, "-o", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line"))
+            .collect()
+    }
+
+    /// The pid of this test's tmux server.
+    pub fn tmux_server_pid(&self) -> i32 {
+        let out = self.tmux(&["display-message", "-p", "#{pid}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no tmux server pid: {out:?}"))
+    }
+
     /// Everything worth seeing when a test fails.
     pub fn dump(&self) -> String {
         let run = |args: &[&str]| {
@@ -236,6 +294,24 @@ impl Drop for Env {
         let _ = self.cmd(&["daemon", "stop"]).output();
         let _ = self.tmux(&["kill-server"]);
     }
+}
+
+/// Whether `pid` is a running process (a zombie is not: nobody may reap
+/// the daemons these tests kill).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started or was told about.
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// A one-role team manifest with millisecond time constants.
