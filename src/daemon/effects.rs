@@ -10,7 +10,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use crate::domain::event::{Event, EventKind};
-use crate::domain::key::RoleKey;
+use crate::domain::key::{RoleKey, SessionKey};
 use crate::domain::state::{Exit, ExitDetail, Time};
 use crate::error::{Error, Result};
 use crate::proto::{Request, Response, ShimReport};
@@ -41,6 +41,14 @@ pub(super) enum Then {
     },
     /// A client waits for the captured text.
     ReplyText { reply: Sender<Response> },
+}
+
+/// A shim's exit report that arrived while the session's spawn was still
+/// under way, and the shim waiting for its answer.
+pub(super) struct EarlyExit {
+    pub exit: Exit,
+    pub hangup: bool,
+    pub reply: Sender<Response>,
 }
 
 /// A shim's report that its terminal hung up. Whether the pane was killed
@@ -291,24 +299,18 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             .get(&uid)
             .filter(|s| s.state.is_live())
             .map(|s| s.key.clone());
+        let early = self.early_exits.remove(&uid);
         match (result, live) {
             (Ok(sp), Some(key)) => {
-                let started = self.world.spawned(uid, sp.pane.clone(), sp.pane_pid);
-                self.dirty = true;
-                self.emit(Event::new(
-                    now,
-                    EventKind::Created,
-                    &key,
-                    format!("pane {}", sp.pane),
-                ));
-                if let Some(ev) = started {
-                    self.emit(ev);
-                }
+                self.placed(uid, &key, sp.pane, sp.pane_pid, now);
             }
-            // Stopped, or already ended, while its pane was being made.
+            // Stopped while its pane was being made.
             (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}")),
             (Err(e), live) => {
+                // A program that ran and ended had a pane all the same
+                // (tmux answered too late): its death is recorded below.
                 if live.is_some()
+                    && early.is_none()
                     && let Some(s) = self.world.spawn_failed(uid)
                 {
                     self.dirty = true;
@@ -317,6 +319,56 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.job_failed(&e, now);
             }
         }
+        if let Some(early) = early {
+            self.late_exit(uid, early, now);
+        }
+    }
+
+    /// A pending session's pane is known.
+    fn placed(&mut self, uid: u64, key: &SessionKey, pane: String, pane_pid: u32, now: Time) {
+        let started = self.world.spawned(uid, pane.clone(), pane_pid);
+        self.dirty = true;
+        self.emit(Event::new(
+            now,
+            EventKind::Created,
+            key,
+            format!("pane {pane}"),
+        ));
+        if let Some(ev) = started {
+            self.emit(ev);
+        }
+    }
+
+    /// An exit reported before the session's spawn came back, now that it
+    /// has: recorded after the creation, with the last screen if it can be
+    /// read.
+    fn late_exit(&mut self, uid: u64, early: EarlyExit, now: Time) {
+        let pane = self
+            .world
+            .sessions
+            .get(&uid)
+            .filter(|s| s.state.is_live())
+            .and_then(|s| s.pane.clone());
+        self.exit_reported(uid, early.exit, early.hangup, now);
+        match pane {
+            Some(pane) if !early.hangup && self.tmux_ready() => {
+                let then = Then::ExitScreen {
+                    uid,
+                    reply: early.reply,
+                };
+                self.submit(Job::Capture { pane, history: 200 }, then);
+            }
+            _ => {
+                let _ = early.reply.send(Response::Done("recorded".into()));
+            }
+        }
+    }
+
+    /// Whether a spawn under way will tell where session `uid` runs.
+    fn spawning(&self, uid: u64) -> bool {
+        self.pending
+            .values()
+            .any(|t| matches!(t, Then::Spawn(uids) if uids.contains(&uid)))
     }
 
     /// Removes a pane without waiting for tmux.
@@ -332,11 +384,15 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
     fn observe(&mut self, obs: Observation, id: JobId, now: Time) -> usize {
         let panes = match obs {
             Observation::NoServer => {
+                for uid in std::mem::take(&mut self.unplaced) {
+                    self.world.spawn_failed(uid);
+                }
                 self.tmux_lost(now);
                 return 0;
             }
             Observation::Panes(p) => p,
         };
+        self.place_by_name(&panes, now);
         // Hang-ups reported before this listing was asked for are settled:
         // the server still runs, so their panes were killed.
         let settled: Vec<u64> = self
@@ -380,6 +436,36 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
         }
         self.remove_strays(&panes, now);
         confirmed
+    }
+
+    /// Sessions a previous daemon began to spawn but never heard back
+    /// about: the pane carries the session's tmux name and this state
+    /// directory's tag if it was made. Found ones are adopted, the others
+    /// forgotten (their slot is filled again).
+    fn place_by_name(&mut self, panes: &[crate::substrate::PaneInfo], now: Time) {
+        let owner = exec::owner_tag(&self.paths);
+        for uid in std::mem::take(&mut self.unplaced) {
+            let Some(s) = self.world.sessions.get(&uid).filter(|s| s.pane.is_none()) else {
+                continue;
+            };
+            let key = s.key.clone();
+            let found = panes
+                .iter()
+                .find(|p| p.session_name == s.tmux_session && p.owner == owner && !p.dead);
+            match found {
+                Some(p) => {
+                    self.log(&format!(
+                        "adopting pane {} of {key}, spawned before a restart",
+                        p.pane
+                    ));
+                    self.placed(uid, &key, p.pane.clone(), p.pane_pid, now);
+                }
+                None => {
+                    self.world.spawn_failed(uid);
+                    self.dirty = true;
+                }
+            }
+        }
     }
 
     /// Removes our own panes that no session owns (left by a spawn that
@@ -532,29 +618,39 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 code,
                 signal,
                 at,
-                hangup: false,
+                hangup,
             }) => {
-                // The shim keeps the pane open until answered, so its last
-                // screen can be read; the death is recorded meanwhile.
-                let pane = self
-                    .world
-                    .sessions
-                    .get(uid)
-                    .filter(|s| s.state.is_live())
-                    .and_then(|s| s.pane.clone());
-                let Some(pane) = pane.filter(|_| self.tmux_ready()) else {
+                let uid = *uid;
+                let exit = exec::exit_from_report(*code, *signal, *at, *hangup);
+                let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
                     return Some(inc);
                 };
-                let uid = *uid;
-                let exit = exec::exit_from_report(*code, *signal, *at, false);
-                self.exit_reported(uid, exit, false, now);
-                (
-                    Job::Capture { pane, history: 200 },
-                    Then::ExitScreen {
-                        uid,
-                        reply: inc.reply.clone(),
-                    },
-                )
+                match s.pane.clone() {
+                    // The report overtook the answer to the spawn: the death
+                    // waits for it, so that it follows the creation.
+                    None if self.spawning(uid) => {
+                        let early = EarlyExit {
+                            exit,
+                            hangup: *hangup,
+                            reply: inc.reply.clone(),
+                        };
+                        self.early_exits.insert(uid, early);
+                        return None;
+                    }
+                    // The shim keeps the pane open until answered, so its
+                    // last screen can be read; the death is recorded meanwhile.
+                    Some(pane) if !*hangup && self.tmux_ready() => {
+                        self.exit_reported(uid, exit, false, now);
+                        (
+                            Job::Capture { pane, history: 200 },
+                            Then::ExitScreen {
+                                uid,
+                                reply: inc.reply.clone(),
+                            },
+                        )
+                    }
+                    _ => return Some(inc),
+                }
             }
             _ => return Some(inc),
         };

@@ -31,7 +31,7 @@ use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, Sh
 use crate::substrate::Substrate;
 use crate::view::{DaemonView, StatusView};
 
-use effects::{Hangup, Then};
+use effects::{EarlyExit, Hangup, Then};
 use exec::TmuxHealth;
 use server::Incoming;
 use worker::{JobId, Worker};
@@ -163,6 +163,11 @@ pub struct Daemon<S: Substrate> {
     probing: bool,
     /// Sessions whose terminal hung up, until a listing says why.
     hangups: BTreeMap<u64, Hangup>,
+    /// Exits reported before the session's spawn came back.
+    early_exits: BTreeMap<u64, EarlyExit>,
+    /// Restored sessions whose spawn never came back: the first listing
+    /// finds their panes by name, or they are forgotten.
+    unplaced: Vec<u64>,
     /// The state file was unreadable: the first listing spares our panes.
     spare_strays: bool,
     paths: Paths,
@@ -198,6 +203,8 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             relist: false,
             probing: false,
             hangups: BTreeMap::new(),
+            early_exits: BTreeMap::new(),
+            unplaced: Vec::new(),
             spare_strays: false,
             store: store::Store::new(paths.state()),
             events: events::EventLog::open(paths.events()),
@@ -255,17 +262,6 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             }
         }
         let now = Utc::now();
-        // Spawns that never got a pane were interrupted: forget them.
-        let orphans: Vec<u64> = self
-            .world
-            .sessions
-            .values()
-            .filter(|s| s.state.is_live() && s.pane.is_none())
-            .map(|s| s.uid)
-            .collect();
-        for uid in orphans {
-            self.world.spawn_failed(uid);
-        }
         // What the shims wrote while we were away. A hang-up waits for the
         // first listing: the whole server may have gone, which is nobody's
         // fault.
@@ -290,6 +286,15 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 None => {}
             }
         }
+        // Spawns that were under way: the first listing tells whether their
+        // panes were made.
+        self.unplaced = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live() && s.pane.is_none())
+            .map(|s| s.uid)
+            .collect();
         // Re-adoption waits for tmux's answer; until then the sessions keep
         // their recorded state and nothing is spawned in their slots.
         self.probe(true);
@@ -1077,6 +1082,7 @@ mod tests {
             written,
         });
         d.reconcile();
+        d.persist();
         answer
     }
 
@@ -1258,5 +1264,99 @@ mod tests {
         d.settle(WAIT);
         assert_eq!(fake(&d).kills(), vec![leftover.pane]);
         assert!(fake(&d).pane(&agent.pane).is_some());
+    }
+
+    #[test]
+    fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let gate = fake(&d).hold();
+        let team = team(vec![role("w", 1)]);
+        assert!(ask_now(&mut d, Request::Apply { team }).try_recv().is_ok());
+        let uid = live(&d)[0].uid;
+        let at = Utc::now();
+        let started = ShimReport::Started { uid, pid: 77, at };
+        assert!(ask_now(&mut d, Request::Shim(started)).try_recv().is_ok());
+        let exited = ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at,
+            hangup: false,
+        };
+        let answer = ask_now(&mut d, Request::Shim(exited));
+        assert!(answer.try_recv().is_err(), "the shim waits for the spawn");
+        assert_eq!(live(&d)[0].state, SessionState::Pending);
+        drop(gate);
+        d.settle(WAIT);
+        assert!(matches!(answer.try_recv(), Ok(Response::Done(_))));
+        let kinds: Vec<String> = d
+            .events
+            .query(&Default::default())
+            .into_iter()
+            .filter(|e| e.key.starts_with("demo/squad/w"))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["applied", "created", "started", "crashed", "backoff"]
+        );
+        let m = d
+            .world
+            .roles
+            .values()
+            .next()
+            .unwrap()
+            .marker
+            .clone()
+            .unwrap();
+        assert_eq!((m.uid, m.exit.unwrap().code), (uid, Some(3)));
+        assert!(
+            fake(&d)
+                .calls()
+                .contains(&crate::substrate::fake::Call::Capture {
+                    pane: m.pane.clone().unwrap(),
+                    history: 200
+                }),
+            "the last screen was read before the shim was answered"
+        );
+    }
+
+    #[test]
+    fn spawns_cut_short_by_a_restart_are_found_by_name_or_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let gate = fake(&d).hold();
+        let team = team(vec![role("w", 2)]);
+        assert!(ask_now(&mut d, Request::Apply { team }).try_recv().is_ok());
+        let cut: Vec<Session> = live(&d);
+        assert!(cut.iter().all(|s| s.pane.is_none()));
+        // The daemon dies while tmux makes the panes.
+        let shared = d.worker.shared();
+        drop(d);
+        drop(gate);
+        let deadline = Instant::now() + WAIT;
+        while shared.panes().len() < 2 {
+            assert!(Instant::now() < deadline, "the held spawn never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let lost = shared
+            .panes()
+            .into_iter()
+            .find(|p| p.session_name == cut[1].tmux_session)
+            .unwrap();
+        shared.remove(&lost.pane);
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        let mut d: Daemon<FakeSubstrate> = Daemon::new(paths, None, shared, cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        let found = &d.world.sessions[&cut[0].uid];
+        assert!(found.state.is_live() && found.pane.is_some(), "{found:?}");
+        assert!(!d.world.sessions.contains_key(&cut[1].uid), "forgotten");
+        let now = live(&d);
+        assert_eq!(now.len(), 2, "slot 1 is filled again: {now:?}");
+        assert!(fake(&d).kills().is_empty(), "nothing adopted was removed");
     }
 }

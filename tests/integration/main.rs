@@ -6,6 +6,7 @@ mod support;
 mod crashloop;
 mod dry_run;
 mod errors;
+mod fuzz;
 mod lifecycle;
 mod reliability;
 mod shim;
