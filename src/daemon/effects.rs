@@ -51,10 +51,14 @@ pub(super) struct EarlyExit {
     pub reply: Sender<Response>,
 }
 
-/// A shim's report that its terminal hung up. Whether the pane was killed
-/// or the whole server went away is settled by the first listing taken
-/// after the report: a server that is exiting may still answer before.
-pub(super) struct Hangup {
+/// A death whose cause a later listing settles. A shim whose terminal hung
+/// up cannot tell a killed pane from a server going away, and a server that
+/// is exiting may still answer a listing asked for before. A pane missing
+/// from a listing with no exit record yet may have a shim still on its way
+/// with the details. Either way, the first listing asked for after this
+/// was known settles it: a server gone makes it infrastructure loss,
+/// anything else a death as recorded by the shim, or as `exit` says.
+pub(super) struct Unsettled {
     pub exit: Exit,
     /// Only a listing with this id or a later one settles it.
     pub from_job: JobId,
@@ -393,17 +397,18 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             Observation::Panes(p) => p,
         };
         self.place_by_name(&panes, now);
-        // Hang-ups reported before this listing was asked for are settled:
-        // the server still runs, so their panes were killed.
+        // Deaths known before this listing was asked for are settled: the
+        // server still runs, so it is not to blame.
         let settled: Vec<u64> = self
-            .hangups
+            .unsettled
             .iter()
-            .filter(|(_, h)| h.from_job <= id)
+            .filter(|(_, u)| u.from_job <= id)
             .map(|(uid, _)| *uid)
             .collect();
         for uid in settled {
-            if let Some(h) = self.hangups.remove(&uid) {
-                self.record_death(uid, h.exit, now, Vec::new());
+            if let Some(u) = self.unsettled.remove(&uid) {
+                let exit = self.recorded_exit(uid).unwrap_or(u.exit);
+                self.record_death(uid, exit, now, Vec::new());
             }
         }
         let mut confirmed = 0;
@@ -417,25 +422,37 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 confirmed += 1;
                 continue;
             }
-            if self.hangups.contains_key(&uid) {
-                // Reported after this listing was asked for: the next settles it.
+            if self.unsettled.contains_key(&uid) {
+                // Known after this listing was asked for: the next settles it.
                 continue;
             }
-            // Gone. Prefer what the shim recorded; else the pane vanished.
-            let exit = match exec::read_exit_record(&self.paths, uid) {
-                Some(ShimReport::Exited {
-                    code,
-                    signal,
-                    at,
-                    hangup,
-                    ..
-                }) => exec::exit_from_report(code, signal, at, hangup),
-                _ => Exit::detail(ExitDetail::PaneVanished, now),
-            };
-            self.record_death(uid, exit, now, Vec::new());
+            // Gone: as the shim recorded it, or, when it has not (yet), as a
+            // vanished pane unless the shim reports before the next listing.
+            match self.recorded_exit(uid) {
+                Some(exit) => self.record_death(uid, exit, now, Vec::new()),
+                None => {
+                    let exit = Exit::detail(ExitDetail::PaneVanished, now);
+                    let from_job = self.worker.next_id();
+                    self.unsettled.insert(uid, Unsettled { exit, from_job });
+                }
+            }
         }
         self.remove_strays(&panes, now);
         confirmed
+    }
+
+    /// The end the shim of session `uid` wrote down, if it has.
+    fn recorded_exit(&self, uid: u64) -> Option<Exit> {
+        match exec::read_exit_record(&self.paths, uid)? {
+            ShimReport::Exited {
+                code,
+                signal,
+                at,
+                hangup,
+                ..
+            } => Some(exec::exit_from_report(code, signal, at, hangup)),
+            ShimReport::Started { .. } => None,
+        }
     }
 
     /// Sessions a previous daemon began to spawn but never heard back
@@ -513,16 +530,18 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
         }
     }
 
-    /// The tmux server is gone: every session with a pane (or whose pane
-    /// hung up) is marked crashed with that reason, and no role is charged.
+    /// The tmux server is gone: every session with a pane (or an unsettled
+    /// death) is marked crashed with that reason, and no role is charged.
     /// A spawn still under way is judged by its own outcome.
     fn tmux_lost(&mut self, now: Time) {
         let uids: Vec<u64> = self
             .live_uids()
             .into_iter()
-            .filter(|uid| self.world.sessions[uid].pane.is_some() || self.hangups.contains_key(uid))
+            .filter(|uid| {
+                self.world.sessions[uid].pane.is_some() || self.unsettled.contains_key(uid)
+            })
             .collect();
-        self.hangups.clear();
+        self.unsettled.clear();
         if uids.is_empty() {
             return;
         }
@@ -551,10 +570,10 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
     pub(super) fn exit_reported(&mut self, uid: u64, exit: Exit, hangup: bool, now: Time) {
         if hangup {
             let from_job = self.worker.next_id();
-            self.hangups.insert(uid, Hangup { exit, from_job });
+            self.unsettled.insert(uid, Unsettled { exit, from_job });
             self.list_soon();
         } else {
-            self.hangups.remove(&uid);
+            self.unsettled.remove(&uid);
             self.record_death(uid, exit, now, Vec::new());
         }
     }

@@ -31,7 +31,7 @@ use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, Sh
 use crate::substrate::Substrate;
 use crate::view::{DaemonView, StatusView};
 
-use effects::{EarlyExit, Hangup, Then};
+use effects::{EarlyExit, Then, Unsettled};
 use exec::TmuxHealth;
 use server::Incoming;
 use worker::{JobId, Worker};
@@ -161,8 +161,8 @@ pub struct Daemon<S: Substrate> {
     listing: Option<JobId>,
     relist: bool,
     probing: bool,
-    /// Sessions whose terminal hung up, until a listing says why.
-    hangups: BTreeMap<u64, Hangup>,
+    /// Deaths whose cause a listing settles (see `Unsettled`).
+    unsettled: BTreeMap<u64, Unsettled>,
     /// Exits reported before the session's spawn came back.
     early_exits: BTreeMap<u64, EarlyExit>,
     /// Restored sessions whose spawn never came back: the first listing
@@ -202,7 +202,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             listing: None,
             relist: false,
             probing: false,
-            hangups: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
             early_exits: BTreeMap::new(),
             unplaced: Vec::new(),
             spare_strays: false,
@@ -441,7 +441,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
         let Some(s) = self.world.stop(uid) else {
             return;
         };
-        self.hangups.remove(&uid);
+        self.unsettled.remove(&uid);
         // A pane still being made is removed when its spawn comes back.
         if let Some(pane) = s.pane.clone() {
             self.kill_pane(pane, s.key.to_string());
@@ -1358,5 +1358,46 @@ mod tests {
         let now = live(&d);
         assert_eq!(now.len(), 2, "slot 1 is filled again: {now:?}");
         assert!(fake(&d).kills().is_empty(), "nothing adopted was removed");
+    }
+
+    #[test]
+    fn a_pane_gone_without_a_word_from_its_shim_waits_one_listing_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("a", 1), role("b", 1)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        for s in &sessions {
+            fake(&d).remove(s.pane.as_deref().unwrap());
+        }
+        d.sweep();
+        d.settle(WAIT);
+        assert_eq!(live(&d).len(), 2, "no cause known yet: nothing recorded");
+        // One shim tells how its pane went; the other never does.
+        let (told, silent) = (&sessions[0], &sessions[1]);
+        ask(
+            &mut d,
+            Request::Shim(ShimReport::Exited {
+                uid: told.uid,
+                code: None,
+                signal: Some(1),
+                at: Utc::now(),
+                hangup: true,
+            }),
+        );
+        let detail = |d: &Daemon<FakeSubstrate>, s: &Session| {
+            let h = &d.world.roles[&s.key.role()];
+            h.marker
+                .as_ref()
+                .unwrap()
+                .exit
+                .as_ref()
+                .unwrap()
+                .detail
+                .clone()
+        };
+        assert_eq!(detail(&d, told), ExitDetail::PaneKilled);
+        assert_eq!(detail(&d, silent), ExitDetail::PaneVanished);
+        assert!(d.world.roles.values().all(|h| h.restarts == 1));
     }
 }
