@@ -138,7 +138,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
     .map(line)
     .collect();
 
-    let seed = fastrand::u64(..);
+    let seed = seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut sent = 0;
     for i in 0..300 {

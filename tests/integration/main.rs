@@ -10,3 +10,4 @@ mod fuzz;
 mod lifecycle;
 mod reliability;
 mod shim;
+mod stress;

@@ -308,6 +308,15 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The seed of a randomized test: `MARVEL_TEST_SEED` to replay a failure
+/// (every such test prints its seed when it fails), else a fresh one.
+pub fn seed() -> u64 {
+    std::env::var("MARVEL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid this test started or was told about.
