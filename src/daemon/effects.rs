@@ -565,6 +565,24 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
         }
     }
 
+    /// The state was written before the machine last started: its tmux
+    /// server and every program died with it, whatever the shims managed
+    /// to record on the way down (a shutdown's SIGTERM is nobody's crash).
+    pub(super) fn machine_restarted(&mut self) {
+        let now = Utc::now();
+        let uids = self.live_uids();
+        let msg = format!(
+            "the machine restarted since the state was saved: {} sessions lost with the tmux server, no role charged",
+            uids.len()
+        );
+        self.log(&msg);
+        self.emit(Event::new(now, EventKind::Warning, "", msg));
+        for uid in uids {
+            let lost = Exit::detail(ExitDetail::TmuxLost, now);
+            self.record_death(uid, lost, now, Vec::new());
+        }
+    }
+
     /// A shim reports its program's end. A hang-up waits for a listing;
     /// any other end is recorded at once.
     pub(super) fn exit_reported(&mut self, uid: u64, exit: Exit, hangup: bool, now: Time) {

@@ -249,7 +249,12 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
         self.log(&format!("starting; state in {}", self.paths.root.display()));
         match self.store.load() {
             store::Loaded::Fresh => {}
-            store::Loaded::Restored(w) => self.world = w,
+            store::Loaded::Restored { world, rebooted } => {
+                self.world = world;
+                if rebooted {
+                    self.machine_restarted();
+                }
+            }
             store::Loaded::MovedAside { moved_to, error } => {
                 let msg = format!(
                     "state file {} could not be read ({error}); moved it to {} and started empty",
@@ -1399,5 +1404,51 @@ mod tests {
         assert_eq!(detail(&d, told), ExitDetail::PaneKilled);
         assert_eq!(detail(&d, silent), ExitDetail::PaneVanished);
         assert!(d.world.roles.values().all(|h| h.restarts == 1));
+    }
+
+    #[test]
+    fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("w", 2)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        drop(d);
+        // The machine went down: the shutdown's SIGTERM ended one program,
+        // and the state file is from the previous boot.
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        let report = ShimReport::Exited {
+            uid: sessions[0].uid,
+            code: None,
+            signal: Some(15),
+            at: Utc::now(),
+            hangup: false,
+        };
+        let record = serde_json::to_vec(&report).unwrap();
+        crate::paths::write_atomic(&paths.exit_record(sessions[0].uid), &record).unwrap();
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(paths.state()).unwrap()).unwrap();
+        assert!(
+            file["boot"].is_string(),
+            "the file says which boot wrote it"
+        );
+        file["boot"] = "a boot long gone".into();
+        std::fs::write(paths.state(), file.to_string()).unwrap();
+
+        let mut d: Daemon<FakeSubstrate> =
+            Daemon::new(paths, None, FakeSubstrate::new(), cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        let h = d.world.roles.values().next().unwrap();
+        assert_eq!((h.restarts, h.frozen.is_none()), (0, true), "{h:?}");
+        assert_eq!(
+            h.marker.as_ref().unwrap().exit.as_ref().unwrap().detail,
+            ExitDetail::TmuxLost
+        );
+        let now = live(&d);
+        assert_eq!(now.len(), 2, "the team comes back");
+        assert!(now.iter().all(|s| sessions.iter().all(|o| o.uid != s.uid)));
     }
 }
