@@ -1,8 +1,8 @@
 //! What the daemon asks of tmux, and what it does with each answer. Every
 //! call goes to the worker thread with a note of what to do when it comes
 //! back ([`Then`]); the loop carries on meanwhile. A failed or timed-out
-//! call is *unknown*: only a successful listing, a server that is gone, or
-//! a shim's exit report ever ends a session.
+//! call is *unknown*: only a successful listing, a server that is gone, a
+//! shim's exit report or a machine restart ever ends a session.
 
 use std::sync::mpsc::Sender;
 use std::time::Instant;

@@ -43,8 +43,9 @@ pub struct Config {
     pub sweep: Duration,
     /// Deadline of every tmux call (`MARVEL_TMUX_TIMEOUT_MS`).
     pub tmux_timeout: Duration,
-    /// Retry pacing while tmux is unavailable
-    /// (`MARVEL_TMUX_RETRY_MS`, `MARVEL_TMUX_RETRY_MAX_MS`).
+    /// Retry pacing while tmux is unavailable: exponential from
+    /// `MARVEL_TMUX_RETRY_MS` to `MARVEL_TMUX_RETRY_MAX_MS`, each delay
+    /// spread by ± `MARVEL_TMUX_RETRY_JITTER` (a fraction).
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub retry_jitter: f64,
@@ -66,7 +67,11 @@ impl Config {
             tmux_timeout: env_ms("MARVEL_TMUX_TIMEOUT_MS", 3_000),
             retry_base: env_ms("MARVEL_TMUX_RETRY_MS", 500),
             retry_max: env_ms("MARVEL_TMUX_RETRY_MAX_MS", 30_000),
-            retry_jitter: 0.2,
+            retry_jitter: std::env::var("MARVEL_TMUX_RETRY_JITTER")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|j| (0.0..=1.0).contains(j))
+                .unwrap_or(0.2),
         }
     }
 }
