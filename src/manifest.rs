@@ -160,6 +160,8 @@ struct RawRole {
     reset_after: Option<String>,
     #[serde(default)]
     health: Option<RawHealth>,
+    #[serde(default)]
+    shift_last: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +364,7 @@ impl Cx<'_> {
             window,
             reset_after,
             health,
+            shift_last: raw.shift_last.unwrap_or(false),
         })
     }
 
@@ -818,6 +821,7 @@ fn describe(path: &str) -> Option<&'static str> {
         "roles[].window" | "roles[].reset_after" | "roles[].health.timeout" => DURATION,
         "roles[].health" => r#"Heartbeat(timeout: "30s", failures: 3)"#,
         "roles[].health.failures" => "a positive integer",
+        "roles[].shift_last" => "true or false",
         _ => return None,
     })
 }
@@ -1068,6 +1072,26 @@ mod tests {
     }
 
     #[test]
+    fn shift_last_defaults_to_false_and_orders_nothing_else() {
+        let spec = accept(&one_role(
+            r#"Role(name: "lead", command: ["sh"], shift_last: true)"#,
+        ));
+        assert!(spec.roles[0].shift_last);
+        let spec = accept(&one_role(r#"Role(name: "lead", command: ["sh"])"#));
+        assert!(!spec.roles[0].shift_last);
+    }
+
+    #[test]
+    fn shift_last_must_be_a_boolean() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], shift_last: "yes")"#
+            )),
+            "error: team.ron:4:54: roles[0].shift_last: expected true or false, found \"yes\""
+        );
+    }
+
+    #[test]
     fn parse_keeps_a_relative_cwd_as_written() {
         let spec = accept(&one_role(
             r#"Role(name: "worker", command: ["sh"], cwd: "sub/dir")"#,
@@ -1181,7 +1205,7 @@ mod tests {
 )"#
             ),
             "error: team.ron:6:13: roles[0].replicass: unknown field \"replicass\"; allowed fields: \
-             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health\n\
+             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, shift_last\n\
              help: did you mean `replicas`?"
         );
     }

@@ -130,6 +130,10 @@ pub struct RoleSpec {
     pub window: Duration,
     pub reset_after: Duration,
     pub health: Option<Health>,
+    /// A rolling shift of the team replaces this role after the others
+    /// (for example a supervisor that watches them).
+    #[serde(default)]
+    pub shift_last: bool,
 }
 
 impl RoleSpec {
@@ -147,15 +151,18 @@ impl RoleSpec {
             window: Duration::from_secs(600),
             reset_after: Duration::from_secs(600),
             health: None,
+            shift_last: false,
         }
     }
 
     /// True when the two specs run the same program the same way, so that
-    /// only `replicas` may differ. A template change replaces the replicas
-    /// and clears the role's crash-loop history.
+    /// only `replicas` (and `shift_last`, which only orders shifts) may
+    /// differ. A template change replaces the replicas and clears the
+    /// role's crash-loop history.
     pub fn same_template(&self, other: &RoleSpec) -> bool {
         RoleSpec {
             replicas: other.replicas,
+            shift_last: other.shift_last,
             ..self.clone()
         } == *other
     }
@@ -216,6 +223,11 @@ mod tests {
         let mut b = a.clone();
         b.replicas = 9;
         assert!(a.same_template(&b));
+        b.shift_last = true;
+        assert!(
+            a.same_template(&b),
+            "shift order is not part of the template"
+        );
         b.command.push("-c".into());
         assert!(!a.same_template(&b));
     }
