@@ -470,7 +470,7 @@ _marvel() {
                     return 0
                     ;;
                 --kind)
-                    COMPREPLY=($(compgen -W "applied created started crashed backoff frozen reset forgiven succeeded stopped killed scaled deleted adopted tmux-down tmux-up warning" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "applied created started crashed backoff frozen reset forgiven succeeded stopped killed scaled deleted adopted tmux-down tmux-up warning healthy unhealthy shift-started shift-completed shift-failed shift-aborted" -- "${cur}"))
                     return 0
                     ;;
                 --limit)

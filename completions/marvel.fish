@@ -122,7 +122,13 @@ deleted\t''
 adopted\t''
 tmux-down\t''
 tmux-up\t''
-warning\t''"
+warning\t''
+healthy\t''
+unhealthy\t''
+shift-started\t''
+shift-completed\t''
+shift-failed\t''
+shift-aborted\t''"
 complete -c marvel -n "__fish_marvel_using_subcommand events" -l limit -d 'At most this many of the most recent events' -r
 complete -c marvel -n "__fish_marvel_using_subcommand events" -s o -l output -d 'Output format (json: one object per line)' -r -f -a "text\t''
 json\t''"

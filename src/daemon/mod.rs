@@ -193,6 +193,7 @@ impl<S: Substrate> Daemon<S> {
             }
         }
         let now = Utc::now();
+        self.world.watching_since = Some(now);
         self.tmux_probe(now);
         // Spawns that never got a pane were interrupted: forget them.
         let orphans: Vec<u64> = self
@@ -329,6 +330,21 @@ impl<S: Substrate> Daemon<S> {
                         }
                         progressed = true;
                     }
+                    Action::Health { uid, state } => {
+                        if let Some(ev) = self.world.set_health(uid, state, now) {
+                            self.emit(ev);
+                        }
+                        progressed = true;
+                    }
+                    Action::KillUnhealthy { uid } => {
+                        self.kill_unhealthy(uid, now);
+                        progressed = true;
+                    }
+                    Action::Shift { team, step } => {
+                        let evs = self.world.shift_step(&team, step, now);
+                        self.emit_all(evs);
+                        progressed = true;
+                    }
                 }
             }
             if !spawns.is_empty() {
@@ -401,6 +417,25 @@ impl<S: Substrate> Daemon<S> {
         }
         exec::remove_exit_record(&self.paths, uid);
         self.emit(Event::new(now, kind, &s.key, why.to_string()));
+    }
+
+    /// A session missed its heartbeats: its death is recorded as a crash
+    /// first (so the shim's report of the kill is ignored), then its pane
+    /// is destroyed.
+    fn kill_unhealthy(&mut self, uid: u64, now: Time) {
+        let Some(pane) = self.world.sessions.get(&uid).map(|s| s.pane.clone()) else {
+            return;
+        };
+        let exit = Exit::detail(
+            ExitDetail::Unhealthy(crate::domain::health::HEARTBEAT_STALE.into()),
+            now,
+        );
+        self.record_death(uid, exit, now, Vec::new());
+        if let Some(pane) = pane
+            && let Err(e) = self.sub.kill(&pane)
+        {
+            self.log(&format!("cannot kill unhealthy pane {pane}: {e}"));
+        }
     }
 
     /// Compares a listing with the live sessions: records the deaths of
