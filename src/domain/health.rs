@@ -124,10 +124,17 @@ pub fn check(
     ))
 }
 
-/// Ready to take over from a session it replaces: running, and healthy
-/// (it has sent a heartbeat) when the role has a heartbeat check.
+/// When a running session counts as ready: `ready_after` after its start.
+pub fn ready_at(s: &Session, role: &RoleSpec) -> Option<Time> {
+    (s.state == SessionState::Running)
+        .then(|| after(s.started_at.unwrap_or(s.created_at), role.ready_after))
+}
+
+/// Ready to take over from a session it replaces: running for the role's
+/// `ready_after`, and healthy (it has sent a heartbeat) when the role has a
+/// heartbeat check.
 pub fn ready(s: &Session, role: &RoleSpec, watching_since: Option<Time>, now: Time) -> bool {
-    s.state == SessionState::Running
+    ready_at(s, role).is_some_and(|at| now >= at)
         && check(s, role, watching_since, now).is_none_or(|c| c.state == HealthState::Healthy)
 }
 

@@ -150,6 +150,16 @@ impl Layout<'_> {
     }
 }
 
+impl World {
+    /// Is this live session due to be replaced: does it run an older
+    /// template of its role, or predate the shift now replacing its role?
+    pub fn outdated(&self, s: &Session) -> bool {
+        let role = s.key.role();
+        let generation = self.roles.get(&role).map_or(0, |h| h.generation);
+        s.generation != generation || shift::cutoff(self, &role).is_some_and(|c| s.uid <= c)
+    }
+}
+
 /// Works out the layout of one declared role at `now`.
 pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -> Layout<'a> {
     let default = RoleHistory::default();
@@ -171,9 +181,23 @@ pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -
         let (old, fresh): (Vec<&Session>, Vec<&Session>) =
             sessions.into_iter().partition(|s| outdated(s));
         lay.outdated.extend(old.iter().map(|s| s.uid));
-        // One fresh and one outdated session per slot at most: the fresh
-        // one most ready, the outdated one that serves.
-        let best_fresh = fresh.iter().copied().max_by_key(|s| (ready(s), s.uid));
+        // One fresh and one outdated session per slot at most. Of fresh
+        // duplicates (a successor whose shift ended), keep the newest that
+        // is ready, else the one that has been serving longest, else the
+        // newest; of outdated ones, the one that serves.
+        let best_fresh = fresh
+            .iter()
+            .copied()
+            .filter(|s| ready(s))
+            .max_by_key(|s| s.uid)
+            .or_else(|| {
+                fresh
+                    .iter()
+                    .copied()
+                    .filter(|s| s.state == SessionState::Running)
+                    .min_by_key(|s| s.uid)
+            })
+            .or_else(|| fresh.iter().copied().max_by_key(|s| s.uid));
         let best_old = old
             .iter()
             .copied()
@@ -237,6 +261,35 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
     let default = Default::default();
     let h = world.roles.get(key).unwrap_or(&default);
     let lay = layout(world, key, role, now);
+    // Health first: a successor's first heartbeat is what lets its
+    // predecessor stop, and the events should read in that order.
+    for s in lay.occupants.values().chain(lay.surges.values()) {
+        let Some(c) = health::check(s, role, world.watching_since, now) else {
+            continue;
+        };
+        if c.stale {
+            plan.actions.push(Action::KillUnhealthy { uid: s.uid });
+            continue;
+        }
+        if c.state != s.health {
+            plan.actions.push(Action::Health {
+                uid: s.uid,
+                state: c.state,
+            });
+        }
+        if let Some(at) = c.next_at {
+            plan.wake(at);
+        }
+    }
+    // A successor (or a shift waiting on its role) needs to know when a
+    // session has run long enough to count as ready.
+    for s in lay.occupants.values().chain(lay.surges.values()) {
+        if let Some(at) = health::ready_at(s, role)
+            && at > now
+        {
+            plan.wake(at);
+        }
+    }
     for (uid, reason) in &lay.stops {
         plan.actions.push(Action::Stop {
             uid: *uid,
@@ -309,26 +362,6 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
                 role: key.clone(),
                 slot,
             });
-        }
-    }
-
-    // Heartbeat health of every session that stays.
-    for s in lay.occupants.values().chain(lay.surges.values()) {
-        let Some(c) = health::check(s, role, world.watching_since, now) else {
-            continue;
-        };
-        if c.stale {
-            plan.actions.push(Action::KillUnhealthy { uid: s.uid });
-            continue;
-        }
-        if c.state != s.health {
-            plan.actions.push(Action::Health {
-                uid: s.uid,
-                state: c.state,
-            });
-        }
-        if let Some(at) = c.next_at {
-            plan.wake(at);
         }
     }
 }

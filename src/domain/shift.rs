@@ -574,6 +574,52 @@ mod tests {
         assert_eq!(sim.markers(), 0);
     }
 
+    fn slow_to_be_ready() -> Sim {
+        let mut sim = Sim::new();
+        let mut w = role("w", 1);
+        w.ready_after = Duration::from_millis(500);
+        sim.apply(team(vec![w]));
+        sim.settle();
+        start(&mut sim, None, MIN);
+        sim.settle();
+        sim
+    }
+
+    #[test]
+    fn a_successor_is_ready_exactly_ready_after_its_start() {
+        let mut sim = slow_to_be_ready();
+        assert_eq!(sim.live("w").len(), 2, "the successor runs beside");
+        assert_eq!(reconcile::plan(&sim.world, sim.now).wake_at, Some(t(500)));
+        assert!(sim.at(499).settle().is_empty());
+        assert_eq!(sim.live("w").len(), 2);
+        let acts = sim.at(500).settle();
+        assert!(matches!(
+            acts[0],
+            Action::Stop {
+                reason: reconcile::StopReason::Replaced,
+                ..
+            }
+        ));
+        assert_eq!(shift(&sim).outcome, Some(Outcome::Completed));
+    }
+
+    #[test]
+    fn a_successor_that_dies_before_it_is_ready_takes_nothing_with_it() {
+        let mut sim = slow_to_be_ready();
+        let old = uids(&sim, "w")[0];
+        let new = uids(&sim, "w")[1];
+        sim.at(499);
+        sim.world.on_exit(
+            new,
+            crate::domain::state::Exit::code(3, sim.now),
+            sim.now,
+            0.0,
+        );
+        sim.settle();
+        assert!(matches!(shift(&sim).outcome, Some(Outcome::Failed(_))));
+        assert_eq!(uids(&sim, "w"), vec![old]);
+    }
+
     #[test]
     fn a_crash_of_an_old_session_does_not_fail_the_shift() {
         let mut sim = Sim::new();
@@ -668,6 +714,24 @@ mod tests {
                 .abort_shift(&team_key(), "again", sim.now)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn abort_keeps_the_serving_session_even_before_it_counts_as_ready() {
+        let mut sim = Sim::new();
+        let mut w = role("w", 1);
+        w.ready_after = Duration::from_millis(500);
+        sim.apply(team(vec![w]));
+        sim.settle();
+        let old = uids(&sim, "w")[0];
+        sim.auto_start = false;
+        start(&mut sim, None, MIN);
+        sim.at(10).settle();
+        start_pending(&mut sim);
+        // Neither has run for 500 ms: the one that was serving stays.
+        sim.world.abort_shift(&team_key(), "test", sim.now);
+        sim.settle();
+        assert_eq!(uids(&sim, "w"), vec![old]);
     }
 
     #[test]

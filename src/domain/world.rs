@@ -416,6 +416,9 @@ pub(crate) mod sim {
         r.max_restarts = Some(3);
         r.window = Duration::from_secs(60);
         r.reset_after = Duration::from_secs(10);
+        // Successors are ready as soon as they run, unless a test says
+        // otherwise.
+        r.ready_after = Duration::ZERO;
         r
     }
 
