@@ -6,5 +6,7 @@ mod support;
 mod crashloop;
 mod dry_run;
 mod errors;
+mod health;
 mod lifecycle;
+mod shift;
 mod shim;
