@@ -350,12 +350,19 @@ pub fn describe_role(
         .into_iter()
         .filter(|s| s.key.role() == *key)
     {
+        // A session and its successor share a key: the uid tells them apart.
+        let outdated = if s.state.is_live() && world.outdated(s) {
+            "  outdated"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {:<32} {:<10} {}",
+            "  {:<32} {:<10} {:<6} uid {}{outdated}",
             s.key.to_string(),
             s.state.as_str(),
-            s.pane.as_deref().unwrap_or("-")
+            s.pane.as_deref().unwrap_or("-"),
+            s.uid
         );
     }
     push_events(&mut out, events);

@@ -95,6 +95,8 @@ fn a_shift_never_drops_below_three_running_and_replaces_them_all() {
     });
     let outdated: Vec<&Value> = surge.iter().filter(|s| s["outdated"] == true).collect();
     assert_eq!(outdated.len(), 3, "{surge:?}");
+    let described = env.ok(&["describe", "role", "squad/worker"]);
+    assert_eq!(described.matches("  outdated").count(), 3, "{described}");
     assert!(env.in_state("t/squad/worker", "running").len() >= 3);
     assert_eq!(shift_of(&env)["state"], "running");
     assert_eq!(shift_of(&env)["replaced"], 0);
