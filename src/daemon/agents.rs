@@ -1,12 +1,13 @@
-//! The daemon's answers to heartbeats from the programs in the panes and
-//! to rolling shifts. Thin: the rules live in `domain::health` and
-//! `domain::shift`; this only resolves keys, records and replies.
+//! The daemon's side of heartbeats and rolling shifts: answering
+//! `marvel heartbeat` and `marvel shift`, and killing a session whose
+//! heartbeats went stale. Thin: the rules live in `domain::health` and
+//! `domain::shift`; this only resolves keys, records, acts and replies.
 
 use std::time::Duration;
 
-use crate::domain::health::HeartbeatError;
+use crate::domain::health::{HEARTBEAT_STALE, HeartbeatError};
 use crate::domain::key::{SessionKey, TeamKey};
-use crate::domain::state::{Heartbeat, Time};
+use crate::domain::state::{Exit, ExitDetail, Heartbeat, Time};
 use crate::error::{Error, Result};
 use crate::proto::Response;
 use crate::substrate::Substrate;
@@ -14,6 +15,22 @@ use crate::substrate::Substrate;
 use super::{Daemon, views};
 
 impl<S: Substrate> Daemon<S> {
+    /// A session missed its heartbeats: its death is recorded as a crash
+    /// first (so the shim's report of the kill is ignored), then its pane
+    /// is destroyed.
+    pub(super) fn kill_unhealthy(&mut self, uid: u64, now: Time) {
+        let Some(pane) = self.world.sessions.get(&uid).map(|s| s.pane.clone()) else {
+            return;
+        };
+        let exit = Exit::detail(ExitDetail::Unhealthy(HEARTBEAT_STALE.into()), now);
+        self.record_death(uid, exit, now, Vec::new());
+        if let Some(pane) = pane
+            && let Err(e) = self.sub.kill(&pane)
+        {
+            self.log(&format!("cannot kill unhealthy pane {pane}: {e}"));
+        }
+    }
+
     /// `marvel heartbeat`. Not persisted on its own: heartbeat times are
     /// soft state, and a restarted daemon grants every session a fresh
     /// grace before it counts misses again.

@@ -427,25 +427,6 @@ impl<S: Substrate> Daemon<S> {
         self.emit(Event::new(now, kind, &s.key, why.to_string()));
     }
 
-    /// A session missed its heartbeats: its death is recorded as a crash
-    /// first (so the shim's report of the kill is ignored), then its pane
-    /// is destroyed.
-    fn kill_unhealthy(&mut self, uid: u64, now: Time) {
-        let Some(pane) = self.world.sessions.get(&uid).map(|s| s.pane.clone()) else {
-            return;
-        };
-        let exit = Exit::detail(
-            ExitDetail::Unhealthy(crate::domain::health::HEARTBEAT_STALE.into()),
-            now,
-        );
-        self.record_death(uid, exit, now, Vec::new());
-        if let Some(pane) = pane
-            && let Err(e) = self.sub.kill(&pane)
-        {
-            self.log(&format!("cannot kill unhealthy pane {pane}: {e}"));
-        }
-    }
-
     /// Compares a listing with the live sessions: records the deaths of
     /// panes that are gone and removes our own panes nobody owns any more.
     /// Returns how many live sessions were confirmed.
