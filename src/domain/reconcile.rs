@@ -223,6 +223,24 @@ pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -
         }
     }
 
+    // A successor that finished for good (`OnFailure` success, `Never`)
+    // did its slot's work: the outdated session it was to replace goes too,
+    // and the slot gets no other successor.
+    let finished: Vec<u32> = lay
+        .occupants
+        .iter()
+        .filter(|(slot, s)| {
+            h.done_slots.contains(slot)
+                && lay.outdated.contains(&s.uid)
+                && !lay.surges.contains_key(slot)
+        })
+        .map(|(slot, _)| *slot)
+        .collect();
+    for slot in finished {
+        let s = lay.occupants.remove(&slot).expect("listed above");
+        lay.stops.push((s.uid, StopReason::Replaced));
+    }
+
     // Scale down, newest first. Finished slots give way before running
     // sessions do: they stop nothing.
     let excess = (lay.occupants.len() as u32).saturating_sub(role.replicas);

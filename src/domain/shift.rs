@@ -808,6 +808,7 @@ mod properties {
     use crate::domain::state::{Exit, Heartbeat};
     use crate::domain::world::sim::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn team_key() -> TeamKey {
         "demo/squad".parse().unwrap()
@@ -858,7 +859,7 @@ mod properties {
         Start(u8),
         Advance(i64),
         Beat,
-        Crash { role: usize, pick: usize },
+        Crash { role: usize, pick: usize, code: i32 },
         Kill { role: usize, pick: usize },
         Abort,
         Shift,
@@ -869,7 +870,7 @@ mod properties {
             4 => any::<u8>().prop_map(Op::Start),
             3 => (1i64..400).prop_map(Op::Advance),
             2 => Just(Op::Beat),
-            1 => (0usize..2, 0usize..8).prop_map(|(role, pick)| Op::Crash { role, pick }),
+            1 => (0usize..2, 0usize..8, 0i32..2).prop_map(|(role, pick, code)| Op::Crash { role, pick, code }),
             1 => (0usize..2, 0usize..8).prop_map(|(role, pick)| Op::Kill { role, pick }),
             1 => Just(Op::Abort),
             1 => Just(Op::Shift),
@@ -883,6 +884,8 @@ mod properties {
         let mut a = role("a", n.0);
         a.shift_last = last;
         a.max_restarts = None;
+        // `a` is a job: a clean exit ends its slot (when the test exits 0).
+        a.restart = crate::domain::spec::RestartPolicy::OnFailure;
         let mut b = role("b", n.1);
         if health {
             b.health = Some(Health::Heartbeat {
@@ -972,11 +975,11 @@ mod properties {
                     Op::Start(mask) => start_some(&mut sim, mask),
                     Op::Advance(d) => { ms += d; sim.at(ms); }
                     Op::Beat => beat_all(&mut sim),
-                    Op::Crash { role, pick } => {
+                    Op::Crash { role, pick, code } => {
                         let live = live_of(&sim, ROLES[role]);
                         if !live.is_empty() {
                             let uid = live[pick % live.len()].uid;
-                            sim.world.on_exit(uid, Exit::code(1, sim.now), sim.now, 0.0);
+                            sim.world.on_exit(uid, Exit::code(code, sim.now), sim.now, 0.0);
                         }
                     }
                     Op::Kill { role, pick } => {
@@ -988,10 +991,21 @@ mod properties {
                     Op::Abort => { sim.world.abort_shift(&team_key(), "test", sim.now); }
                     Op::Shift => { let _ = sim.world.start_shift(&team_key(), None, timeout, sim.now); }
                 }
-                sim.settle();
+                // A finished slot never gets another session.
+                let done: Vec<(String, BTreeSet<u32>)> = ROLES
+                    .iter()
+                    .map(|r| (r.to_string(), sim.history(r).done_slots.clone()))
+                    .collect();
+                for a in sim.settle() {
+                    if let Action::Spawn { role, slot } = a {
+                        let (_, d) = done.iter().find(|(r, _)| *r == role.role).unwrap();
+                        prop_assert!(!d.contains(&slot), "spawned into finished slot {slot} of {}", role.role);
+                    }
+                }
                 prop_assert!(reconcile::plan(&sim.world, sim.now).actions.is_empty());
                 for (r, want) in ROLES.iter().zip([n.0, n.1]) {
                     prop_assert!(sim.live(r).len() <= want as usize + 1, "more than one surge in {r}");
+
                     let ended = sim.world.shifting(&team_key()).is_none();
                     let generation = sim.history(r).generation;
                     let rolling = sim.live(r).iter().any(|s| s.generation != generation);

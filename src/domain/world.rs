@@ -940,6 +940,45 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_that_succeeds_ends_its_slot_without_another_successor() {
+        let mut sim = Sim::new();
+        let mut r = role("job", 2);
+        r.restart = RestartPolicy::OnFailure;
+        sim.apply(team(vec![r.clone()]));
+        sim.settle();
+        let old: Vec<u64> = sim.live("job").iter().map(|s| s.uid).collect();
+        sim.auto_start = false;
+        r.command = vec!["bash".into()];
+        sim.apply(team(vec![r]));
+        sim.settle();
+        let new = sim.live("job").iter().map(|s| s.uid).max().unwrap();
+        sim.world.started(new, 5, sim.now);
+        let ev = sim.world.on_exit(new, Exit::code(0, sim.now), sim.now, 0.0);
+        assert_eq!(ev[0].kind, EventKind::Succeeded);
+        // Slot 0 is done: its old session goes and nothing respawns there;
+        // slot 1 is rolled out as usual.
+        let acts = sim.settle();
+        assert!(acts.contains(&Action::Stop {
+            uid: old[0],
+            reason: StopReason::Replaced
+        }));
+        assert_eq!(
+            acts.iter()
+                .filter(|a| matches!(a, Action::Spawn { slot: 0, .. }))
+                .count(),
+            0,
+            "{acts:?}"
+        );
+        start_all(&mut sim);
+        sim.settle();
+        assert!(sim.settle().is_empty());
+        let live = sim.live("job");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].key.slot, 1);
+        assert_ne!(live[0].uid, old[1]);
+    }
+
+    #[test]
     fn scale_down_stops_the_newest_sessions_whatever_their_slots() {
         let mut sim = Sim::new();
         sim.apply(team(vec![role("w", 3)]));
