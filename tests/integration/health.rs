@@ -141,3 +141,29 @@ fn a_program_that_stops_heartbeating_is_restarted_as_a_crash_and_freezes_if_it_k
         e.panes().is_empty().then_some(())
     });
 }
+
+#[test]
+fn heartbeat_outside_a_pane_or_without_a_daemon_says_so_and_starts_nothing() {
+    let env = Env::new();
+    let out = env
+        .cmd(&["heartbeat"])
+        .env_remove("MARVEL_SESSION")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MARVEL_SESSION is not set"), "{err}");
+
+    let out = env
+        .cmd(&["heartbeat"])
+        .env("MARVEL_SESSION", "t/squad/worker-0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no marvel daemon is running"), "{err}");
+    assert!(
+        !env.state_dir().join("marvel.sock").exists(),
+        "a heartbeat must not start a daemon"
+    );
+}
