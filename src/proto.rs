@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
