@@ -27,6 +27,7 @@ pub fn session_env(
 ) -> BTreeMap<String, String> {
     let mut env = spec.env.clone();
     env.insert("MARVEL_SESSION".into(), s.key.to_string());
+    env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
     env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
     env.insert("MARVEL_TEAM".into(), s.key.team().to_string());
     env.insert("MARVEL_WORKSPACE".into(), s.key.workspace.clone());

@@ -3,6 +3,7 @@
 //! wait; the loop updates the world, persists it, plans, and hands the
 //! plan's tmux work to the worker thread without waiting for it.
 
+mod agents;
 mod effects;
 pub mod events;
 pub mod exec;
@@ -23,8 +24,8 @@ use chrono::Utc;
 use crate::client::{Target, open_lock};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{self, LookupError, RoleKey, SessionKey, TeamKey};
-use crate::domain::reconcile::{self, Action, RoleChange};
-use crate::domain::state::{Exit, Session, SessionState, Time, World};
+use crate::domain::reconcile::{self, Action, RoleChange, StopReason};
+use crate::domain::state::{Exit, Heartbeat, Session, SessionState, Time, World};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport};
@@ -272,6 +273,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             }
         }
         let now = Utc::now();
+        self.world.watching_since = Some(now);
         // What the shims wrote while we were away. A hang-up waits for the
         // first listing: the whole server may have gone, which is nobody's
         // fault.
@@ -416,7 +418,14 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 match action {
                     Action::Spawn { role, slot } => spawns.push((role, slot)),
                     Action::Stop { uid, reason } => {
-                        self.stop_session(uid, reason.as_str(), EventKind::Stopped, now);
+                        // Its successor has the same key: say which one stops.
+                        let why = match reason {
+                            StopReason::Replaced | StopReason::Superfluous => {
+                                format!("{} (uid {uid})", reason.as_str())
+                            }
+                            _ => reason.as_str().to_string(),
+                        };
+                        self.stop_session(uid, &why, EventKind::Stopped, now);
                         progressed = true;
                     }
                     Action::ClearMarker { role } => {
@@ -427,6 +436,21 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                         if let Some(ev) = self.world.forgive(&role, now) {
                             self.emit(ev);
                         }
+                        progressed = true;
+                    }
+                    Action::Health { uid, state } => {
+                        if let Some(ev) = self.world.set_health(uid, state, now) {
+                            self.emit(ev);
+                        }
+                        progressed = true;
+                    }
+                    Action::KillUnhealthy { uid } => {
+                        self.kill_unhealthy(uid, now);
+                        progressed = true;
+                    }
+                    Action::Shift { team, step } => {
+                        let evs = self.world.shift_step(&team, step, now);
+                        self.emit_all(evs);
                         progressed = true;
                     }
                 }
@@ -546,6 +570,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                     )));
                 }
                 let role = self.find_role(&key)?;
+                self.refuse_while_shifting(&role.team(), &format!("scale {role}"))?;
                 let (from, ev) = self
                     .world
                     .scale(&role, replicas, now)
@@ -631,6 +656,23 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.stopping = true;
                 Ok(Response::Done("daemon stopping; panes keep running".into()))
             }
+            Request::Heartbeat {
+                session,
+                uid,
+                context_pct,
+                note,
+            } => self.heartbeat(&session, uid, Heartbeat { context_pct, note }, now),
+            Request::Shift {
+                team,
+                role,
+                timeout_ms,
+            } => self.start_shift(
+                &team,
+                role.as_deref(),
+                Duration::from_millis(timeout_ms),
+                now,
+            ),
+            Request::AbortShift { team } => self.abort_shift(&team, now),
         }
     }
 
@@ -671,6 +713,13 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
 
     fn apply(&mut self, team: crate::domain::spec::TeamSpec, now: Time) -> Result<Response> {
         let team_key = team.key();
+        let old = self.world.teams.get(&team_key).map(|t| &t.spec);
+        if reconcile::diff(old, &team)
+            .iter()
+            .any(|(_, c)| *c != RoleChange::Unchanged)
+        {
+            self.refuse_while_shifting(&team_key, &format!("apply changes to {team_key}"))?;
+        }
         let (changes, evs) = self.world.apply(team, now);
         self.emit_all(evs);
         self.dirty = true;
@@ -891,6 +940,12 @@ mod tests {
         assert_eq!(req.argv[1], "shim");
         assert_eq!(req.argv.last().unwrap(), "sh");
         assert_eq!(req.env["MARVEL_SESSION"], "demo/squad/w-0");
+        assert_eq!(req.env["MARVEL_ROLE"], "demo/squad/w");
+        assert_eq!(req.env["MARVEL_TEAM"], "demo/squad");
+        assert_eq!(req.env["MARVEL_WORKSPACE"], "demo");
+        assert_eq!(req.env["MARVEL_HOME"], dir.path().display().to_string());
+        let uid = live(&d).iter().find(|s| s.key.slot == 0).unwrap().uid;
+        assert_eq!(req.env["MARVEL_SESSION_UID"], uid.to_string());
         assert_eq!(req.env["MARVEL_TMUX_SOCKET"], "sock");
         assert!(req.name.starts_with("marvel/demo/squad/w-0/"));
         assert_eq!(live(&d).len(), 2);
@@ -951,6 +1006,220 @@ mod tests {
             }),
         );
         assert_eq!(d.world.roles[&s.key.role()].restarts, 1);
+    }
+
+    fn heartbeat_team() -> crate::domain::spec::TeamSpec {
+        let mut w = role("w", 1);
+        w.health = Some(crate::domain::spec::Health::Heartbeat {
+            timeout: Duration::from_secs(1),
+            failures: 2,
+        });
+        team(vec![w])
+    }
+
+    /// Applies a heartbeat team whose one session has run for an hour.
+    fn long_running(d: &mut Daemon<FakeSubstrate>) -> Session {
+        // Misses count from the session's start, not from this daemon's.
+        d.world.watching_since = None;
+        ask(
+            d,
+            Request::Apply {
+                team: heartbeat_team(),
+            },
+        );
+        let s = live(d).remove(0);
+        ask(
+            d,
+            Request::Shim(ShimReport::Started {
+                uid: s.uid,
+                pid: 7,
+                at: Utc::now() - chrono::Duration::hours(1),
+            }),
+        );
+        s
+    }
+
+    #[test]
+    fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let s = long_running(&mut d);
+        assert!(live(&d).is_empty());
+        assert_eq!(fake(&d).kills(), vec![s.pane.clone().unwrap()]);
+        let h = &d.world.roles[&s.key.role()];
+        assert_eq!(h.restarts, 1);
+        let exit = h.marker.as_ref().unwrap().exit.clone().unwrap();
+        assert_eq!(exit.detail, ExitDetail::Unhealthy("heartbeat stale".into()));
+        assert_eq!(exit.reason(), "heartbeat stale");
+        assert!(h.next_restart_at.is_some(), "backs off like any crash");
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_session_and_heals_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        d.world.watching_since = None;
+        ask(
+            &mut d,
+            Request::Apply {
+                team: heartbeat_team(),
+            },
+        );
+        let s = live(&d).remove(0);
+        // The pane's environment has the full key, never a suffix.
+        let Response::Error(e) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: "squad/w-0".into(),
+                uid: Some(s.uid),
+                context_pct: None,
+                note: None,
+            },
+        ) else {
+            panic!("a suffix was accepted")
+        };
+        assert_eq!(e.code(), crate::error::exit::USAGE);
+        // A heartbeat before the shim reports the program running is kept.
+        let Response::Done(_) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: s.key.to_string(),
+                uid: Some(s.uid),
+                context_pct: Some(30),
+                note: Some("reading".into()),
+            },
+        ) else {
+            panic!("heartbeat refused")
+        };
+        ask(
+            &mut d,
+            Request::Shim(ShimReport::Started {
+                uid: s.uid,
+                pid: 7,
+                at: Utc::now() - chrono::Duration::hours(1),
+            }),
+        );
+        let now = &d.world.sessions[&s.uid];
+        assert_eq!(now.health, crate::domain::health::HealthState::Healthy);
+        assert_eq!(now.heartbeat.context_pct, Some(30));
+        assert!(fake(&d).kills().is_empty());
+        let Response::Sessions(v) = ask(
+            &mut d,
+            Request::Get {
+                kind: Kind::Sessions,
+                filter: Default::default(),
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(v[0].health.as_deref(), Some("healthy"));
+        assert_eq!(v[0].heartbeat_note.as_deref(), Some("reading"));
+        // A uid that is not the session's is refused.
+        let Response::Error(e) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: s.key.to_string(),
+                uid: Some(s.uid + 100),
+                context_pct: None,
+                note: None,
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.code(), crate::error::exit::REFUSED);
+    }
+
+    #[test]
+    fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        ask(
+            &mut d,
+            Request::Apply {
+                team: team(vec![role("w", 2)]),
+            },
+        );
+        let Response::Shift { team: key, shift } = ask(
+            &mut d,
+            Request::Shift {
+                team: "squad".into(),
+                role: None,
+                timeout_ms: 60_000,
+            },
+        ) else {
+            panic!("shift refused")
+        };
+        assert_eq!(
+            (key.as_str(), shift.state.as_str()),
+            ("demo/squad", "running")
+        );
+        let refused = |r: Response| match r {
+            Response::Error(e) => {
+                assert_eq!(e.code(), crate::error::exit::REFUSED, "{e}");
+                e.to_string()
+            }
+            other => panic!("not refused: {other:?}"),
+        };
+        let msg = refused(ask(
+            &mut d,
+            Request::Scale {
+                key: "w".into(),
+                replicas: 3,
+            },
+        ));
+        assert!(
+            msg.contains("is shifting") && msg.contains("--abort"),
+            "{msg}"
+        );
+        refused(ask(
+            &mut d,
+            Request::Apply {
+                team: team(vec![role("w", 3)]),
+            },
+        ));
+        refused(ask(
+            &mut d,
+            Request::Shift {
+                team: "squad".into(),
+                role: None,
+                timeout_ms: 60_000,
+            },
+        ));
+        // Re-applying the unchanged team is fine.
+        assert!(matches!(
+            ask(
+                &mut d,
+                Request::Apply {
+                    team: team(vec![role("w", 2)]),
+                }
+            ),
+            Response::Applied { .. }
+        ));
+        let Response::Shift { shift, .. } = ask(
+            &mut d,
+            Request::AbortShift {
+                team: "squad".into(),
+            },
+        ) else {
+            panic!("abort refused")
+        };
+        assert_eq!(shift.state, "aborted");
+        assert!(matches!(
+            ask(
+                &mut d,
+                Request::Scale {
+                    key: "w".into(),
+                    replicas: 3,
+                }
+            ),
+            Response::Done(_)
+        ));
+        refused(ask(
+            &mut d,
+            Request::AbortShift {
+                team: "squad".into(),
+            },
+        ));
     }
 
     #[test]

@@ -328,10 +328,12 @@ pub fn team(name: &str, roles: &str) -> String {
     format!("Team(name: {name:?}, workspace: \"t\", roles: [{roles}])")
 }
 
-/// A role with short backoff; `extra` adds or overrides fields.
+/// A role with short backoff, whose replacements count as ready after
+/// 100 ms; `extra` adds fields.
 pub fn role(name: &str, replicas: u32, command: &str, extra: &str) -> String {
     format!(
         "Role(name: {name:?}, replicas: {replicas}, command: {command}, \
-         backoff: (initial: \"150ms\", max: \"300ms\", factor: 2.0, jitter: 0.0), {extra}),"
+         backoff: (initial: \"150ms\", max: \"300ms\", factor: 2.0, jitter: 0.0), \
+         ready_after: \"100ms\", {extra}),"
     )
 }
