@@ -110,7 +110,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.listing = None;
                 match listing {
                     Ok(obs) => {
-                        self.tmux.success(matches!(obs, Observation::Panes(_)));
+                        self.tmux_answered(matches!(obs, Observation::Panes(_)), now);
                         self.observe(obs, done.id, now);
                     }
                     Err(e) => self.job_failed(&e, now),
@@ -180,18 +180,13 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             Ok(v) => v,
             Err(e) => return self.tmux_failure(&e, now),
         };
-        self.tmux.version = Some(v.clone());
+        self.tmux.version = Some(v);
         let obs = match listing {
             Some(Ok(obs)) => obs,
             Some(Err(e)) => return self.tmux_failure(&e, now),
             None => return,
         };
-        let was_up = self.tmux.is_up();
-        self.tmux.success(matches!(obs, Observation::Panes(_)));
-        if !was_up {
-            self.log(&format!("tmux available: {v}"));
-            self.emit(Event::new(now, EventKind::TmuxUp, "", v));
-        }
+        self.tmux_answered(matches!(obs, Observation::Panes(_)), now);
         let confirmed = self.observe(obs, id, now);
         if adopt && confirmed > 0 {
             self.emit(Event::new(
@@ -200,6 +195,17 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 "",
                 format!("re-adopted {confirmed} running panes"),
             ));
+        }
+    }
+
+    /// tmux answered (`server`: and a server runs); says so if it was not up.
+    fn tmux_answered(&mut self, server: bool, now: Time) {
+        let was_up = self.tmux.is_up();
+        self.tmux.success(server);
+        if !was_up {
+            let v = self.tmux.version.clone().unwrap_or_else(|| "tmux".into());
+            self.log(&format!("tmux available: {v}"));
+            self.emit(Event::new(now, EventKind::TmuxUp, "", v));
         }
     }
 
@@ -229,7 +235,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             // Even behind a stalled call: if that one times out, this one
             // fails at once and a probe follows.
             self.listing = Some(self.submit(Job::List, Then::Observe));
-        } else if !self.probing {
+        } else {
             // Down: the next probe lists, and it is due now.
             self.tmux.next_retry_at = Some(Utc::now());
         }

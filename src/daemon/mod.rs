@@ -530,7 +530,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 Kind::Teams => Response::Teams(views::teams(&self.world, &filter, now)),
             }),
             Request::Describe { kind, key } => self.describe(kind, &key, now),
-            // Typing needs tmux: `answer_with_tmux` answers it.
+            // Typing needs tmux: `answer_with_tmux` always answers it first.
             Request::Inject { key, .. } => {
                 Err(Error::tmux(format!("cannot type into {key} without tmux")))
             }
