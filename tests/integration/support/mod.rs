@@ -291,8 +291,20 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        let out = self.tmux(&["list-panes", "-a", "-F", "#{pane_pid}"]);
+        let shims: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
         let _ = self.cmd(&["daemon", "stop"]).output();
         let _ = self.tmux(&["kill-server"]);
+        // The shims record their programs' ends in the state directory as
+        // they go: let them finish before it is removed, or they would
+        // leave a fresh one behind.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shims.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
