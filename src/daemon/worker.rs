@@ -113,19 +113,21 @@ impl Job {
 impl Outcome {
     /// The timeout this outcome reports, if tmux did not answer in time.
     fn timeout(&self) -> Option<SubstrateError> {
-        let first_err = |r: &SubResult<()>| r.as_ref().err().cloned();
-        let err = match self {
-            Outcome::Probed { version, listing } => version
-                .as_ref()
-                .err()
-                .cloned()
-                .or_else(|| listing.as_ref().and_then(|l| l.as_ref().err().cloned())),
-            Outcome::Listed(r) => r.as_ref().err().cloned(),
-            Outcome::Spawned(rs) => rs.iter().find_map(|r| r.as_ref().err().cloned()),
-            Outcome::Killed(r) | Outcome::Sent(r) => first_err(r),
-            Outcome::Captured(r) => r.as_ref().err().cloned(),
-        };
-        err.filter(|e| matches!(e, SubstrateError::Timeout(_)))
+        fn timed_out<T>(r: &SubResult<T>) -> Option<SubstrateError> {
+            match r {
+                Err(e @ SubstrateError::Timeout(_)) => Some(e.clone()),
+                _ => None,
+            }
+        }
+        match self {
+            Outcome::Probed { version, listing } => {
+                timed_out(version).or_else(|| listing.as_ref().and_then(timed_out))
+            }
+            Outcome::Listed(r) => timed_out(r),
+            Outcome::Spawned(rs) => rs.iter().find_map(timed_out),
+            Outcome::Killed(r) | Outcome::Sent(r) => timed_out(r),
+            Outcome::Captured(r) => timed_out(r),
+        }
     }
 }
 
