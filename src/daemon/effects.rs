@@ -683,14 +683,23 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                     // The shim keeps the pane open until answered, so its
                     // last screen can be read; the death is recorded meanwhile.
                     Some(pane) if !*hangup && self.tmux_ready() => {
+                        let what = s.key.to_string();
                         self.exit_reported(uid, exit, false, now);
-                        (
-                            Job::Capture { pane, history: 200 },
+                        self.submit(
+                            Job::Capture {
+                                pane: pane.clone(),
+                                history: 200,
+                            },
                             Then::ExitScreen {
                                 uid,
                                 reply: inc.reply.clone(),
                             },
-                        )
+                        );
+                        // Then the dead pane goes, on the same queue: before
+                        // the replacement's spawn, whatever the backoff, so a
+                        // role never shows more panes than its replicas.
+                        self.kill_pane(pane, what);
+                        return None;
                     }
                     _ => return Some(inc),
                 }
