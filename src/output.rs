@@ -199,46 +199,13 @@ pub fn restarts(count: u32, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> 
     }
 }
 
-/// The conventional name of a Linux signal number.
-pub fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        _ => return None,
-    })
-}
-
-/// The EXIT column: the daemon's own words when it gave them, else
-/// `exit 42` / `signal 9 (SIGKILL)`; `-` when the program has not ended.
+/// The EXIT column: the daemon's words for the exit (`exit 42`,
+/// `signal 9 (SIGKILL)`, `pane killed`); `-` when the program has not ended.
 pub fn exit_text(exit: Option<&ExitView>) -> String {
-    let Some(e) = exit else {
-        return "-".to_string();
-    };
-    if !e.reason.is_empty() {
-        return e.reason.clone();
-    }
-    match (e.code, e.signal) {
-        (_, Some(sig)) => match signal_name(sig) {
-            Some(name) => format!("signal {sig} ({name})"),
-            None => format!("signal {sig}"),
-        },
-        (Some(code), None) => format!("exit {code}"),
-        (None, None) => "ended".to_string(),
+    match exit {
+        Some(e) if !e.reason.is_empty() => e.reason.clone(),
+        Some(_) => "ended".to_string(),
+        None => "-".to_string(),
     }
 }
 
@@ -578,14 +545,9 @@ mod tests {
     }
 
     #[test]
-    fn exit_text_prefers_the_daemons_words() {
+    fn exit_text_is_the_daemons_words() {
         assert_eq!(exit_text(None), "-");
-        assert_eq!(exit_text(Some(&exit(Some(42), None, ""))), "exit 42");
-        assert_eq!(
-            exit_text(Some(&exit(None, Some(9), ""))),
-            "signal 9 (SIGKILL)"
-        );
-        assert_eq!(exit_text(Some(&exit(None, Some(64), ""))), "signal 64");
+        assert_eq!(exit_text(Some(&exit(Some(42), None, "exit 42"))), "exit 42");
         assert_eq!(
             exit_text(Some(&exit(None, None, "pane killed"))),
             "pane killed"

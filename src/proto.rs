@@ -112,8 +112,10 @@ pub enum Request {
         key: String,
     },
     /// Resolve a session for `attach`: answered with the tmux argv to run.
+    /// `tmux_client` is the caller's `$TMUX`, if it runs inside tmux.
     Attach {
         key: String,
+        tmux_client: Option<String>,
     },
     /// The event log; with `follow`, the connection stays open and each new
     /// event arrives as its own [`Response::Event`] line.

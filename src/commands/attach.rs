@@ -20,7 +20,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let argv = match client::call(&ctx.target()?, Request::Attach { key: args.key })? {
+    let argv = match client::call(
+        &ctx.target()?,
+        Request::Attach {
+            key: args.key,
+            tmux_client: std::env::var("TMUX").ok().filter(|t| !t.is_empty()),
+        },
+    )? {
         Response::AttachArgv(argv) => argv,
         other => return Err(unexpected(&other)),
     };

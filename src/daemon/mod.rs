@@ -549,6 +549,9 @@ impl<S: Substrate> Daemon<S> {
             Err(e) => Response::Error(e),
         };
         let _ = inc.reply.send(resp);
+        if self.stopping {
+            let _ = inc.written.recv_timeout(Duration::from_secs(2));
+        }
     }
 
     fn answer(
@@ -675,11 +678,16 @@ impl<S: Substrate> Daemon<S> {
                 self.dirty = true;
                 Ok(Response::Done(format!("team {team} deleted")))
             }
-            Request::Attach { key } => {
+            Request::Attach { key, tmux_client } => {
                 let s = self.live_session(&key)?;
-                Ok(Response::AttachArgv(
-                    self.sub.attach_argv(&s.tmux_session.clone()),
-                ))
+                // A client already inside this tmux server switches to the
+                // session instead of nesting a second client in its pane.
+                let inside = tmux_client.is_some() && self.sub.is_client_of(tmux_client.as_deref());
+                Ok(Response::AttachArgv(if inside {
+                    self.sub.switch_argv(&s.tmux_session)
+                } else {
+                    self.sub.attach_argv(&s.tmux_session)
+                }))
             }
             Request::Events {
                 filter,
@@ -789,10 +797,9 @@ impl<S: Substrate> Daemon<S> {
             .map(|(key, change)| {
                 let spec = self.world.role_spec(&key);
                 let (name, detail) = match change {
-                    RoleChange::Created => (
-                        "created",
-                        format!("{} replicas", spec.map_or(0, |s| s.replicas)),
-                    ),
+                    RoleChange::Created => {
+                        ("created", replicas_text(spec.map_or(0, |s| s.replicas)))
+                    }
                     RoleChange::Unchanged => ("unchanged", String::new()),
                     RoleChange::Scaled { from, to } => ("scaled", format!("{from} → {to}")),
                     RoleChange::Replaced => ("replaced", "spec changed".into()),
@@ -907,6 +914,14 @@ fn resolve<K: Clone + std::fmt::Display>(kind: &str, query: &str, keys: &[K]) ->
             key: query.to_string(),
             candidates,
         }),
+    }
+}
+
+fn replicas_text(n: u32) -> String {
+    if n == 1 {
+        "1 replica".into()
+    } else {
+        format!("{n} replicas")
     }
 }
 

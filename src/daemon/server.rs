@@ -18,6 +18,9 @@ pub struct Incoming {
     pub reply: Sender<Response>,
     /// For `events --follow`: where to send each new event.
     pub follow: Option<Sender<EventView>>,
+    /// Signalled once the reply has been written to the client, so a
+    /// stopping daemon does not exit before its last answer is out.
+    pub written: mpsc::Receiver<()>,
 }
 
 /// The uid of the process at the other end of a Unix socket.
@@ -114,6 +117,7 @@ fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
         }
     };
     let (reply_tx, reply_rx) = mpsc::channel();
+    let (written_tx, written_rx) = mpsc::channel();
     let (follow_tx, follow_rx) = match &request {
         Request::Events { follow: true, .. } => {
             let (tx, rx) = mpsc::channel();
@@ -125,6 +129,7 @@ fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
         request,
         reply: reply_tx,
         follow: follow_tx,
+        written: written_rx,
     });
     if sent.is_err() {
         let _ = write_line(
@@ -134,7 +139,9 @@ fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
         return;
     }
     let Ok(resp) = reply_rx.recv() else { return };
-    if write_line(&mut stream, &resp).is_err() {
+    let wrote = write_line(&mut stream, &resp);
+    let _ = written_tx.send(());
+    if wrote.is_err() {
         return;
     }
     if let Some(rx) = follow_rx {

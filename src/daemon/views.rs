@@ -24,6 +24,10 @@ fn passes(filter: &Filter, workspace: &str, team: &str) -> bool {
 }
 
 pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
+    session_with_role_state(world, s, world.role_state(&s.key.role(), now), now)
+}
+
+fn session_with_role_state(world: &World, s: &Session, role_state: &str, now: Time) -> SessionView {
     let role = s.key.role();
     let h = world.roles.get(&role);
     let next = h
@@ -47,7 +51,7 @@ pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
         created_at: s.created_at,
         started_at: s.started_at,
         exit: s.exit.as_ref().map(exit_view),
-        role_state: world.role_state(&role, now).to_string(),
+        role_state: role_state.to_string(),
         next_restart_at: next,
         frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
         last_output: s.last_output.clone(),
@@ -56,11 +60,19 @@ pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
 }
 
 pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
+    // The role's state is the same for all its sessions: work it out once.
+    let mut role_states: std::collections::HashMap<RoleKey, &'static str> = Default::default();
     world
         .all_session_records()
         .into_iter()
         .filter(|s| passes(filter, &s.key.workspace, &s.key.team))
-        .map(|s| session(world, s, now))
+        .map(|s| {
+            let role = s.key.role();
+            let state = *role_states
+                .entry(role.clone())
+                .or_insert_with(|| world.role_state(&role, now));
+            session_with_role_state(world, s, state, now)
+        })
         .collect()
 }
 

@@ -227,13 +227,16 @@ impl World {
             )];
         };
         let h = self.roles.entry(role_key.clone()).or_default();
+        // The backoff and the budget window count from the instant of death,
+        // not from when the daemon heard of it (it may have been away).
+        let died = exit.at.min(now);
         let verdict = policy::on_death(
             h,
             &spec,
             s.key.slot,
             &exit,
             policy::cause_of(&exit),
-            now,
+            died,
             sample,
         );
         let runtime = s
@@ -357,16 +360,21 @@ impl World {
         if wanted.is_empty() {
             return "succeeded";
         }
+        // One pass over the role's sessions (this runs for every row of
+        // `get sessions`, so it must not scan per slot).
+        let mut running_slots = std::collections::BTreeSet::new();
+        let mut extra = false;
+        for s in self.role_sessions(key).filter(|s| s.state.is_live()) {
+            if s.key.slot >= spec.replicas || s.generation != h.generation {
+                extra = true;
+            } else if s.state == SessionState::Running {
+                running_slots.insert(s.key.slot);
+            }
+        }
         let running = wanted
             .iter()
-            .filter(|slot| {
-                self.live_in_slot(key, **slot)
-                    .is_some_and(|s| s.state == SessionState::Running)
-            })
+            .filter(|slot| running_slots.contains(slot))
             .count();
-        let extra = self.role_sessions(key).any(|s| {
-            s.state.is_live() && (s.key.slot >= spec.replicas || s.generation != h.generation)
-        });
         if running == wanted.len() && !extra {
             return "ready";
         }

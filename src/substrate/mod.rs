@@ -116,6 +116,10 @@ pub trait Substrate: Send {
     /// instead of nesting a second client. Only the caller can tell which
     /// one applies, since the daemon does not see the caller's environment.
     fn switch_argv(&self, session_name: &str) -> Vec<String>;
+    /// Whether a client whose `$TMUX` is `tmux_env` runs on this server.
+    fn is_client_of(&self, _tmux_env: Option<&str>) -> bool {
+        false
+    }
     /// Makes the server reap children whose exit it may have missed (tmux
     /// before 3.6 can lose a SIGCHLD and leave a pane's process a zombie).
     /// Meant for a listing that shows a dead pane with neither status nor

@@ -276,9 +276,16 @@ impl Tmux {
         &self,
         batch: &[(usize, Vec<TmuxCommand<'static>>, usize)],
     ) -> (Vec<Spawned>, Option<SubstrateError>) {
-        let cmds: Vec<TmuxCommand<'static>> = batch
-            .iter()
-            .flat_map(|(_, c, _)| c.iter().cloned())
+        // Keep the server up when its last session ends: a server that
+        // exits on its own would look exactly like one that was killed,
+        // and its restart would reuse pane ids from `%0`.
+        let keep_server = ti::SetOption::new()
+            .server()
+            .option("exit-empty")
+            .value("off")
+            .build();
+        let cmds: Vec<TmuxCommand<'static>> = std::iter::once(keep_server)
+            .chain(batch.iter().flat_map(|(_, c, _)| c.iter().cloned()))
             .collect();
         let timeout = self.timeout + PER_SPAWN_ALLOWANCE * batch.len() as u32;
         let out = match self.exec(self.command(&cmds), timeout) {
@@ -497,6 +504,10 @@ impl Substrate for Tmux {
             .target_session(format!("={session_name}"))
             .build();
         self.argv(cmd)
+    }
+
+    fn is_client_of(&self, tmux_env: Option<&str>) -> bool {
+        Tmux::is_client_of(self, tmux_env)
     }
 
     fn switch_argv(&self, session_name: &str) -> Vec<String> {

@@ -1,0 +1,10 @@
+//! marvel's integration tests: the real binary against a real tmux server
+//! on a private socket, one module per topic.
+
+mod support;
+
+mod crashloop;
+mod dry_run;
+mod errors;
+mod lifecycle;
+mod shim;
