@@ -129,6 +129,14 @@ fn main() {
         machine["tmux"].as_str().unwrap_or("")
     );
     rep.set_value("machine", machine);
+    let load = loadavg();
+    if load[0] > 0.5 {
+        rep.note(format!(
+            "load average {:.2} at start: other work on this machine skews the figures",
+            load[0]
+        ));
+    }
+    rep.set_value("loadavg_start", json!(load));
     rep.set_value("quick", json!(args.quick));
     rep.set_value(
         "taken_at",
@@ -164,6 +172,7 @@ fn main() {
         side_by_side(&plan, m200.clone(), &out_dir.join("peers"), rep)
     });
 
+    rep.set_value("loadavg_end", json!(loadavg()));
     rep.print();
     let path = out_dir.join("lifecycle.json");
     match rep.write(&path) {
@@ -178,6 +187,16 @@ fn main() {
         eprintln!("phases failed: {}", failed.join(", "));
         std::process::exit(1);
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }
 
 /// supervisord and pm2 on the same workload, with marvel's figure as a

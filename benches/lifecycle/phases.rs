@@ -422,7 +422,7 @@ fn row<'a>(rows: &'a [Value], key: &str, state: &str) -> Option<&'a Value> {
     rows.iter().find(|r| r["key"] == key && r["state"] == state)
 }
 
-/// The backoff of every phase's role, as written in `team`.
+/// The backoff of the 200-session role.
 const BACKOFF_MS: i64 = 100;
 
 /// Deaths observed only through `events --follow`, with nothing else
@@ -451,7 +451,7 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
         let t_kill = Instant::now();
         // SAFETY: the pid of a program this bench's daemon started.
         unsafe { libc::kill(victim, libc::SIGKILL) };
-        let (mut crashed, mut created) = (None, None);
+        let (mut due, mut created) = (None, None);
         loop {
             let (at, ev) = follower
                 .next(DEADLINE.saturating_sub(t_kill.elapsed()))
@@ -461,19 +461,21 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
             }
             let t = time_of(&ev["at"]);
             match ev["kind"].as_str() {
-                Some("crashed") if crashed.is_none() => {
+                Some("crashed") if due.is_none() => {
                     detect_ev.push_duration(at - t_kill);
                     if let Some(t) = t {
                         detect_daemon.push(ms_between(t_kill_w, t));
                     }
-                    crashed = t;
+                    // When the backoff ends: one `get roles` during it.
+                    due = Some(
+                        inst.roles()
+                            .first()
+                            .and_then(|r| time_of(&r["next_restart_at"])),
+                    );
                 }
-                Some("created") if crashed.is_some() => created = t,
+                Some("created") if due.is_some() => created = t,
                 Some("started") if created.is_some() => {
-                    // The backoff is constant and unjittered: it ends
-                    // BACKOFF_MS after the crash was recorded.
-                    if let (Some(c), Some(cr), Some(st)) = (crashed, created, t) {
-                        let due = c + chrono::Duration::milliseconds(BACKOFF_MS);
+                    if let (Some(Some(due)), Some(cr), Some(st)) = (due, created, t) {
                         late.push(ms_between(due, cr));
                         late_started.push(ms_between(due, st));
                     }
