@@ -654,6 +654,13 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
+/// Resident anonymous memory (heap, stacks) and file-backed memory (the
+/// binary and libraries, shared with other processes), in kB.
+pub fn rss_split_kb(pid: u32) -> Option<(u64, u64)> {
+    let path = format!("/proc/{pid}/status");
+    Some((kb_field(&path, "RssAnon:")?, kb_field(&path, "RssFile:")?))
+}
+
 pub fn pss_kb(pid: u32) -> Option<u64> {
     kb_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::harness::{
     DEADLINE, Follower, IDLE_COMMAND, Instance, MARVEL, Options, check_interrupt,
     clock_ticks_per_second, cmdline, cpu_ns, cpu_ticks, ms_between, nap, output_within, parent_pid,
-    private_kb, pss_kb, rss_kb, time_of, timed,
+    private_kb, pss_kb, rss_kb, rss_split_kb, time_of, timed,
 };
 use crate::report::{Report, fmt_num};
 use crate::stats::Samples;
@@ -255,6 +255,15 @@ pub fn sessions_200(plan: &Plan, rep: &mut Report) -> Marvel200 {
     rep.set("idle_cpu_pct_200_with_children", idle.cpu_pct_children);
     rep.set("idle_tmux_server_cpu_pct_200", idle.server_cpu_pct);
     rep.set("idle_rss_mb_200_max", idle.rss_max_kb as f64 / 1024.0);
+    if let Some((anon, file)) = rss_split_kb(pid) {
+        rep.set("idle_rss_anon_mb_200", anon as f64 / 1024.0);
+        rep.set("idle_rss_file_mb_200", file as f64 / 1024.0);
+        println!(
+            "  daemon RSS: {} MB anonymous, {} MB file-backed (binary and libraries)",
+            fmt_num(anon as f64 / 1024.0),
+            fmt_num(file as f64 / 1024.0)
+        );
+    }
     rep.set("idle_window_s", plan.idle_window.as_secs_f64());
 
     // Helper processes: the shim and the log pipe of every session.
