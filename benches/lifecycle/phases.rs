@@ -289,6 +289,7 @@ pub fn sessions_200(plan: &Plan, rep: &mut Report) -> Marvel200 {
     rep.set("get_sessions_median_ms_200", table.median());
     rep.set("get_sessions_json_median_ms_200", json.median());
 
+    detection_floor(&inst, rep);
     quiet_deaths(&inst, N, plan.quiet_deaths, rep);
     deaths(&inst, N, plan.deaths, rep);
     out
@@ -429,6 +430,56 @@ fn poll(inst: &Instance) -> (Instant, Instant, Vec<Value>) {
 
 fn row<'a>(rows: &'a [Value], key: &str, state: &str) -> Option<&'a Value> {
     rows.iter().find(|r| r["key"] == key && r["state"] == state)
+}
+
+/// What a death costs before `get` can show it, apart from marvel's own
+/// code: one tmux client (`capture-pane` of the dead pane's last screen)
+/// and a durable write of the state file (write, fsync, rename, fsync of
+/// the directory).
+fn detection_floor(inst: &Instance, rep: &mut Report) {
+    let pane = inst
+        .sessions()
+        .first()
+        .and_then(|r| r["pane"].as_str().map(str::to_string))
+        .expect("a pane");
+    let mut capture = Samples::default();
+    let mut write = Samples::default();
+    let state = std::fs::read(inst.state_dir().join("state.json")).unwrap_or_default();
+    let tmp = inst.dir().join(".floor.tmp");
+    let dst = inst.dir().join("floor.json");
+    for _ in 0..20 {
+        check_interrupt();
+        let (d, out) =
+            timed(inst.tmux_cmd(&["capture-pane", "-p", "-J", "-S", "-200", "-t", &pane]));
+        assert!(out.status.success(), "capture-pane: {out:?}");
+        capture.push_duration(d);
+        let t = Instant::now();
+        durable_write(&tmp, &dst, &state);
+        write.push_duration(t.elapsed());
+    }
+    rep.set("floor_tmux_capture_pane_ms", capture.median());
+    rep.set("floor_state_write_ms", write.median());
+    rep.set("state_file_kb_200", state.len() as f64 / 1024.0);
+    println!(
+        "  floor: one capture-pane {} ms; a durable write of the {} KB state file {} ms",
+        fmt_num(capture.median()),
+        fmt_num(state.len() as f64 / 1024.0),
+        fmt_num(write.median())
+    );
+}
+
+fn durable_write(tmp: &Path, dst: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(tmp).expect("floor file");
+    f.write_all(bytes).expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+    std::fs::rename(tmp, dst).expect("rename");
+    if let Some(dir) = dst.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
 }
 
 /// The backoff of the 200-session role.
