@@ -42,6 +42,10 @@ pub fn install_interrupt_handler() {
     }
 }
 
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Panics (and so cleans up) if the bench was interrupted.
 pub fn check_interrupt() {
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -456,24 +460,85 @@ impl Drop for Instance {
     }
 }
 
-/// Kills tmux servers left by an earlier bench run that died without
-/// cleaning up (its pid is gone). Only `marvel-bench-*` sockets are touched.
+/// The pid of the bench run that named a socket `marvel-bench-<pid>-...`,
+/// when that run is gone.
+fn dead_owner(socket: &str) -> Option<u32> {
+    let pid = socket
+        .strip_prefix("marvel-bench-")?
+        .split('-')
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    (pid != std::process::id() && !process_alive(pid)).then_some(pid)
+}
+
+/// Cleans up after an earlier bench run that was killed before its guards
+/// ran: its daemons (found by the `MARVEL_TMUX_SOCKET` in their
+/// environment), their state directories and its tmux servers. Only
+/// `marvel-bench-*` names whose run is gone are touched.
 pub fn reap_stale_servers(tmux: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmux_socket_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("marvel-bench-") else {
+    let mut dirs = Vec::new();
+    for pid in all_pids() {
+        let argv = cmdline(pid);
+        if argv.get(1..3) != Some(&["daemon".to_string(), "run".to_string()][..]) {
             continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        }
+        let env = environ(pid);
+        let socket = env
+            .iter()
+            .find_map(|v| v.strip_prefix("MARVEL_TMUX_SOCKET="));
+        if socket.and_then(dead_owner).is_none() {
             continue;
-        };
-        if pid != std::process::id() && !process_alive(pid) {
-            kill_tmux_server(tmux, &name);
+        }
+        // SAFETY: a marvel daemon of a bench run that no longer exists.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let home = env.iter().find_map(|v| v.strip_prefix("MARVEL_HOME="));
+        if let Some(dir) = home.map(Path::new).and_then(Path::parent)
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("marvel-bench-"))
+        {
+            dirs.push(dir.to_path_buf());
         }
     }
+    if let Ok(entries) = std::fs::read_dir(tmux_socket_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead_owner(&name).is_some() {
+                kill_tmux_server(tmux, &name);
+            }
+        }
+    }
+    // The shims of those servers exit on hang-up; then their directories go.
+    for dir in dirs {
+        let d = dir.display().to_string();
+        let end = Instant::now() + Duration::from_secs(8);
+        loop {
+            let left: Vec<u32> = all_pids()
+                .into_iter()
+                .filter(|&p| cmdline(p).iter().any(|a| a.contains(&d)))
+                .collect();
+            if left.is_empty() || Instant::now() >= end {
+                for p in left {
+                    // SAFETY: a helper whose argv names the dead run's dir.
+                    unsafe { libc::kill(p as i32, libc::SIGKILL) };
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Where tmux keeps its `-L` sockets.

@@ -107,6 +107,14 @@ fn main() {
         }
     };
     harness::install_interrupt_handler();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // An interrupt unwinds through the guards by panicking; that is
+        // not a failure worth a backtrace.
+        if !harness::interrupted() {
+            default_hook(info);
+        }
+    }));
     let Some(tmux) = harness::real_tmux() else {
         eprintln!("lifecycle: tmux is not on PATH; install tmux (3.3a or newer)");
         std::process::exit(1);
@@ -152,7 +160,11 @@ fn main() {
         println!("\n== {name}");
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(rep)));
         if let Err(e) = r {
-            check_interrupt();
+            if harness::interrupted() {
+                // The guards have run while unwinding.
+                eprintln!("lifecycle: interrupted; everything it started is stopped");
+                std::process::exit(130);
+            }
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
