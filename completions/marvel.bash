@@ -40,6 +40,9 @@ _marvel() {
             marvel,get)
                 cmd="marvel__subcmd__get"
                 ;;
+            marvel,heartbeat)
+                cmd="marvel__subcmd__heartbeat"
+                ;;
             marvel,help)
                 cmd="marvel__subcmd__help"
                 ;;
@@ -60,6 +63,9 @@ _marvel() {
                 ;;
             marvel,scale)
                 cmd="marvel__subcmd__scale"
+                ;;
+            marvel,shift)
+                cmd="marvel__subcmd__shift"
                 ;;
             marvel,status)
                 cmd="marvel__subcmd__status"
@@ -118,6 +124,9 @@ _marvel() {
             marvel__subcmd__help,get)
                 cmd="marvel__subcmd__help__subcmd__get"
                 ;;
+            marvel__subcmd__help,heartbeat)
+                cmd="marvel__subcmd__help__subcmd__heartbeat"
+                ;;
             marvel__subcmd__help,help)
                 cmd="marvel__subcmd__help__subcmd__help"
                 ;;
@@ -138,6 +147,9 @@ _marvel() {
                 ;;
             marvel__subcmd__help,scale)
                 cmd="marvel__subcmd__help__subcmd__scale"
+                ;;
+            marvel__subcmd__help,shift)
+                cmd="marvel__subcmd__help__subcmd__shift"
                 ;;
             marvel__subcmd__help,status)
                 cmd="marvel__subcmd__help__subcmd__status"
@@ -173,7 +185,7 @@ _marvel() {
 
     case "${cmd}" in
         marvel)
-            opts="-h -V --state-dir --no-color --help --version run get describe inject capture logs reset scale kill delete attach events status daemon completions help"
+            opts="-h -V --state-dir --no-color --help --version run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,7 +482,7 @@ _marvel() {
                     return 0
                     ;;
                 --kind)
-                    COMPREPLY=($(compgen -W "applied created started crashed backoff frozen reset forgiven succeeded stopped killed scaled deleted adopted tmux-down tmux-up warning" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "applied created started crashed backoff frozen reset forgiven succeeded stopped killed scaled deleted adopted tmux-down tmux-up warning healthy unhealthy shift-started shift-completed shift-failed shift-aborted" -- "${cur}"))
                     return 0
                     ;;
                 --limit)
@@ -530,8 +542,34 @@ _marvel() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        marvel__subcmd__heartbeat)
+            opts="-h --context-pct --note --state-dir --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --context-pct)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         marvel__subcmd__help)
-            opts="run get describe inject capture logs reset scale kill delete attach events status daemon completions help"
+            opts="run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,6 +736,20 @@ _marvel() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        marvel__subcmd__help__subcmd__heartbeat)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         marvel__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -797,6 +849,20 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__help__subcmd__scale)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__shift)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -993,6 +1059,32 @@ _marvel() {
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__shift)
+            opts="-h --role --wait --abort --timeout --state-dir --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --role)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

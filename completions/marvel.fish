@@ -36,10 +36,12 @@ complete -c marvel -n "__fish_marvel_needs_command" -f -a "capture" -d 'Print wh
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "logs" -d 'Print what a session printed, also for a crashed one'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "reset" -d 'Clear a role\'s crash-loop history and frozen state'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "scale" -d 'Change how many replicas a role keeps'
+complete -c marvel -n "__fish_marvel_needs_command" -f -a "shift" -d 'Replace every session of a team with a fresh one, one at a time'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "kill" -d 'Stop one session (not counted as a crash)'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "delete" -d 'Delete a team and stop its sessions'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "attach" -d 'Open a session\'s pane in tmux'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "events" -d 'Show the event log: crashes, backoffs, freezes, resets'
+complete -c marvel -n "__fish_marvel_needs_command" -f -a "heartbeat" -d 'Report from inside a session\'s pane that its program is alive'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "status" -d 'Show daemon and tmux health'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "daemon" -d 'Run or stop the daemon'
 complete -c marvel -n "__fish_marvel_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -89,6 +91,13 @@ complete -c marvel -n "__fish_marvel_using_subcommand reset; and __fish_seen_sub
 complete -c marvel -n "__fish_marvel_using_subcommand scale" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
 complete -c marvel -n "__fish_marvel_using_subcommand scale" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
 complete -c marvel -n "__fish_marvel_using_subcommand scale" -s h -l help -d 'Print help'
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l role -d 'Only this role of the team (its name)' -r
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l timeout -d 'How long the shift may take before it fails (30s, 10m, ...)' -r
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l wait -d 'Follow the shift until it ends; exit 1 if it fails or is aborted'
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l abort -d 'Stop the team\'s shift in flight; what was replaced stays replaced'
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
+complete -c marvel -n "__fish_marvel_using_subcommand shift" -s h -l help -d 'Print help'
 complete -c marvel -n "__fish_marvel_using_subcommand kill" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
 complete -c marvel -n "__fish_marvel_using_subcommand kill" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
 complete -c marvel -n "__fish_marvel_using_subcommand kill" -s h -l help -d 'Print help'
@@ -122,7 +131,13 @@ deleted\t''
 adopted\t''
 tmux-down\t''
 tmux-up\t''
-warning\t''"
+warning\t''
+healthy\t''
+unhealthy\t''
+shift-started\t''
+shift-completed\t''
+shift-failed\t''
+shift-aborted\t''"
 complete -c marvel -n "__fish_marvel_using_subcommand events" -l limit -d 'At most this many of the most recent events' -r
 complete -c marvel -n "__fish_marvel_using_subcommand events" -s o -l output -d 'Output format (json: one object per line)' -r -f -a "text\t''
 json\t''"
@@ -130,6 +145,11 @@ complete -c marvel -n "__fish_marvel_using_subcommand events" -l state-dir -d 'S
 complete -c marvel -n "__fish_marvel_using_subcommand events" -s f -l follow -d 'Keep printing new events until interrupted'
 complete -c marvel -n "__fish_marvel_using_subcommand events" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
 complete -c marvel -n "__fish_marvel_using_subcommand events" -s h -l help -d 'Print help'
+complete -c marvel -n "__fish_marvel_using_subcommand heartbeat" -l context-pct -d 'How full the agent\'s context window is, in percent' -r
+complete -c marvel -n "__fish_marvel_using_subcommand heartbeat" -l note -d 'A short status line shown by describe session (at most 200 characters)' -r
+complete -c marvel -n "__fish_marvel_using_subcommand heartbeat" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
+complete -c marvel -n "__fish_marvel_using_subcommand heartbeat" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
+complete -c marvel -n "__fish_marvel_using_subcommand heartbeat" -s h -l help -d 'Print help'
 complete -c marvel -n "__fish_marvel_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c marvel -n "__fish_marvel_using_subcommand status" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
@@ -153,22 +173,24 @@ complete -c marvel -n "__fish_marvel_using_subcommand daemon; and __fish_seen_su
 complete -c marvel -n "__fish_marvel_using_subcommand completions" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
 complete -c marvel -n "__fish_marvel_using_subcommand completions" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
 complete -c marvel -n "__fish_marvel_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "run" -d 'Validate a team manifest and apply it'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "get" -d 'List sessions, roles or teams'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "describe" -d 'Show everything known about a session, role or team'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "inject" -d 'Type text or keys into a session\'s pane'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "capture" -d 'Print what a session\'s pane shows now'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "logs" -d 'Print what a session printed, also for a crashed one'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "reset" -d 'Clear a role\'s crash-loop history and frozen state'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "scale" -d 'Change how many replicas a role keeps'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "kill" -d 'Stop one session (not counted as a crash)'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "delete" -d 'Delete a team and stop its sessions'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "attach" -d 'Open a session\'s pane in tmux'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "events" -d 'Show the event log: crashes, backoffs, freezes, resets'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "status" -d 'Show daemon and tmux health'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "daemon" -d 'Run or stop the daemon'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale kill delete attach events status daemon completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "run" -d 'Validate a team manifest and apply it'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "get" -d 'List sessions, roles or teams'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "describe" -d 'Show everything known about a session, role or team'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "inject" -d 'Type text or keys into a session\'s pane'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "capture" -d 'Print what a session\'s pane shows now'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "logs" -d 'Print what a session printed, also for a crashed one'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "reset" -d 'Clear a role\'s crash-loop history and frozen state'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "scale" -d 'Change how many replicas a role keeps'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "shift" -d 'Replace every session of a team with a fresh one, one at a time'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "kill" -d 'Stop one session (not counted as a crash)'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "delete" -d 'Delete a team and stop its sessions'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "attach" -d 'Open a session\'s pane in tmux'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "events" -d 'Show the event log: crashes, backoffs, freezes, resets'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "heartbeat" -d 'Report from inside a session\'s pane that its program is alive'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "status" -d 'Show daemon and tmux health'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "daemon" -d 'Run or stop the daemon'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c marvel -n "__fish_marvel_using_subcommand help; and not __fish_seen_subcommand_from run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c marvel -n "__fish_marvel_using_subcommand help; and __fish_seen_subcommand_from reset" -f -a "role" -d 'Forget a role\'s crashes and backoff, un-freeze it and spawn at once'
 complete -c marvel -n "__fish_marvel_using_subcommand help; and __fish_seen_subcommand_from delete" -f -a "team" -d 'Delete a team: stop every session of every role and forget it'
 complete -c marvel -n "__fish_marvel_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "run" -d 'Run the daemon in the foreground until stopped'

@@ -86,6 +86,8 @@ pub enum Command {
     Reset(commands::reset::Args),
     /// Change how many replicas a role keeps
     Scale(commands::scale::Args),
+    /// Replace every session of a team with a fresh one, one at a time
+    Shift(commands::shift::Args),
     /// Stop one session (not counted as a crash)
     Kill(commands::kill::Args),
     /// Delete a team and stop its sessions
@@ -94,6 +96,8 @@ pub enum Command {
     Attach(commands::attach::Args),
     /// Show the event log: crashes, backoffs, freezes, resets
     Events(commands::events::Args),
+    /// Report from inside a session's pane that its program is alive
+    Heartbeat(commands::heartbeat::Args),
     /// Show daemon and tmux health
     Status(commands::status::Args),
     /// Run or stop the daemon
@@ -273,6 +277,8 @@ mod tests {
         help_reset: ["reset"];
         help_reset_role: ["reset", "role"];
         help_scale: ["scale"];
+        help_shift: ["shift"];
+        help_heartbeat: ["heartbeat"];
         help_kill: ["kill"];
         help_delete: ["delete"];
         help_delete_team: ["delete", "team"];

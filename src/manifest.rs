@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 
 use crate::domain::spec::{
-    Backoff, DEFAULT_WORKSPACE, Health, MAX_REPLICAS, Name, RestartPolicy, RoleSpec, TeamSpec,
+    Backoff, DEFAULT_READY_AFTER, DEFAULT_WORKSPACE, Health, MAX_REPLICAS, Name, RestartPolicy,
+    RoleSpec, TeamSpec,
 };
 use crate::error::{Error, Result};
 use locate::Located;
@@ -160,6 +161,10 @@ struct RawRole {
     reset_after: Option<String>,
     #[serde(default)]
     health: Option<RawHealth>,
+    #[serde(default)]
+    ready_after: Option<String>,
+    #[serde(default)]
+    shift_last: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +355,11 @@ impl Cx<'_> {
             }
         };
 
+        let ready_after = match raw.ready_after.as_deref() {
+            Some(s) => self.duration(&format!("{p}.ready_after"), s)?,
+            None => DEFAULT_READY_AFTER,
+        };
+
         Ok(RoleSpec {
             name,
             replicas,
@@ -362,6 +372,8 @@ impl Cx<'_> {
             window,
             reset_after,
             health,
+            ready_after,
+            shift_last: raw.shift_last.unwrap_or(false),
         })
     }
 
@@ -815,9 +827,13 @@ fn describe(path: &str) -> Option<&'static str> {
         "roles[].backoff.factor" => "a number of at least 1, such as 2.0",
         "roles[].backoff.jitter" => "a number from 0 to 1, such as 0.1",
         "roles[].max_restarts" => "a number of restarts, or None for unlimited",
-        "roles[].window" | "roles[].reset_after" | "roles[].health.timeout" => DURATION,
+        "roles[].window"
+        | "roles[].reset_after"
+        | "roles[].health.timeout"
+        | "roles[].ready_after" => DURATION,
         "roles[].health" => r#"Heartbeat(timeout: "30s", failures: 3)"#,
         "roles[].health.failures" => "a positive integer",
+        "roles[].shift_last" => "true or false",
         _ => return None,
     })
 }
@@ -1068,6 +1084,46 @@ mod tests {
     }
 
     #[test]
+    fn shift_last_defaults_to_false_and_orders_nothing_else() {
+        let spec = accept(&one_role(
+            r#"Role(name: "lead", command: ["sh"], shift_last: true)"#,
+        ));
+        assert!(spec.roles[0].shift_last);
+        let spec = accept(&one_role(r#"Role(name: "lead", command: ["sh"])"#));
+        assert!(!spec.roles[0].shift_last);
+    }
+
+    #[test]
+    fn ready_after_defaults_to_a_second_and_may_be_zero() {
+        let spec = accept(&one_role(r#"Role(name: "w", command: ["sh"])"#));
+        assert_eq!(spec.roles[0].ready_after, Duration::from_secs(1));
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["sh"], ready_after: "0s")"#,
+        ));
+        assert_eq!(spec.roles[0].ready_after, Duration::ZERO);
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["sh"], ready_after: "250ms")"#,
+        ));
+        assert_eq!(spec.roles[0].ready_after, Duration::from_millis(250));
+        assert!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], ready_after: "soon")"#
+            ))
+            .contains("roles[0].ready_after: \"soon\" is not a duration"),
+        );
+    }
+
+    #[test]
+    fn shift_last_must_be_a_boolean() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], shift_last: "yes")"#
+            )),
+            "error: team.ron:4:54: roles[0].shift_last: expected true or false, found \"yes\""
+        );
+    }
+
+    #[test]
     fn parse_keeps_a_relative_cwd_as_written() {
         let spec = accept(&one_role(
             r#"Role(name: "worker", command: ["sh"], cwd: "sub/dir")"#,
@@ -1181,7 +1237,7 @@ mod tests {
 )"#
             ),
             "error: team.ron:6:13: roles[0].replicass: unknown field \"replicass\"; allowed fields: \
-             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health\n\
+             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last\n\
              help: did you mean `replicas`?"
         );
     }
@@ -1688,14 +1744,43 @@ mod tests {
 )
 "##;
 
+    /// Whatever the text, the parser either refuses it with a manifest
+    /// error that points into the text, or returns a team that keeps every
+    /// rule the validated types promise.
     fn assert_refused_cleanly(text: &str) {
         match parse("fuzz.ron", text, &fake_path) {
-            Ok(_) => {}
+            Ok(spec) => assert_valid(&spec),
             Err(e @ Error::Manifest { .. }) => {
                 let shown = e.to_string();
                 assert!(shown.starts_with("error: fuzz.ron"), "{shown}");
+                if let Error::Manifest {
+                    position: Some(p), ..
+                } = &e
+                {
+                    let lines = text.split('\n').count();
+                    assert!(
+                        p.line >= 1 && p.line <= lines + 1,
+                        "{shown} in {lines} lines"
+                    );
+                }
             }
             Err(other) => panic!("not a manifest error: {other:?}"),
+        }
+    }
+
+    fn assert_valid(spec: &TeamSpec) {
+        let mut names = std::collections::BTreeSet::new();
+        for r in &spec.roles {
+            assert!(names.insert(r.name.as_str()), "duplicate role {}", r.name);
+            assert!(!r.name.as_str().contains(['.', ':']), "{}", r.name);
+            assert!(r.replicas <= crate::domain::spec::MAX_REPLICAS);
+            assert!(!r.command.is_empty());
+            assert!(r.backoff.initial <= r.backoff.max, "{:?}", r.backoff);
+            assert!(
+                r.backoff.factor >= 1.0 && r.backoff.jitter >= 0.0,
+                "{:?}",
+                r.backoff
+            );
         }
     }
 

@@ -11,7 +11,7 @@ use comfy_table::{Cell, Color, Table, presets};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::view::{EventView, ExitView, RoleView, SessionView, TeamView};
+use crate::view::{EventView, ExitView, RoleView, SessionView, ShiftView, TeamView};
 
 /// Where command output goes. Built once per invocation.
 #[derive(Debug, Clone, Copy)]
@@ -130,9 +130,11 @@ impl Tint {
 /// The colour of a session, role or team state, or of an event kind.
 pub fn tint(state: &str) -> Option<Tint> {
     match state {
-        "running" | "ready" | "started" | "created" => Some(Tint::Green),
-        "crashed" | "degraded" | "tmux-down" => Some(Tint::Red),
-        "pending" | "backoff" | "progressing" => Some(Tint::Yellow),
+        "running" | "ready" | "started" | "created" | "healthy" | "shift-completed" => {
+            Some(Tint::Green)
+        }
+        "crashed" | "degraded" | "tmux-down" | "unhealthy" | "shift-failed" => Some(Tint::Red),
+        "pending" | "backoff" | "progressing" | "shift-started" => Some(Tint::Yellow),
         "frozen" => Some(Tint::Magenta),
         _ => None,
     }
@@ -236,6 +238,34 @@ pub fn session_next(s: &SessionView, now: DateTime<Utc>) -> String {
     }
 }
 
+/// The HEALTH column of `get sessions`: `healthy (2s ago)` with the age of the
+/// last heartbeat, `unknown`, or `-` for a role without a heartbeat check.
+pub fn health(s: &SessionView, now: DateTime<Utc>) -> String {
+    match (&s.health, s.last_heartbeat_at) {
+        (None, _) => "-".to_string(),
+        (Some(h), Some(at)) => format!("{h} ({} ago)", age(at, now)),
+        (Some(h), None) => h.clone(),
+    }
+}
+
+/// The SHIFT column of `get teams`: where a running shift is, or how the
+/// last one ended and when.
+pub fn shift(s: Option<&ShiftView>, now: DateTime<Utc>) -> String {
+    let Some(s) = s else {
+        return "-".to_string();
+    };
+    match (s.state.as_str(), &s.role, s.ended_at) {
+        ("running", role, _) => format!(
+            "{} {}/{}",
+            role.as_deref().unwrap_or("-"),
+            s.replaced,
+            s.total
+        ),
+        (state, _, Some(at)) => format!("{state} ({} ago)", age(at, now)),
+        (state, _, None) => state.to_string(),
+    }
+}
+
 /// The WINDOW column of `get roles`: crashes counted in the sliding window
 /// against the budget, `2/5` or `2/∞`.
 pub fn window(crashes: u32, max: Option<u32>) -> String {
@@ -311,7 +341,9 @@ pub fn sessions_table(
     wide: bool,
     colour: bool,
 ) -> String {
-    let mut header = vec!["SESSION", "STATE", "RESTARTS", "AGE", "PANE", "PID", "EXIT"];
+    let mut header = vec![
+        "SESSION", "STATE", "HEALTH", "RESTARTS", "AGE", "PANE", "PID", "EXIT",
+    ];
     if wide {
         header.extend(["ROLE", "TMUX SESSION", "STARTED"]);
     }
@@ -322,6 +354,7 @@ pub fn sessions_table(
             let mut row = vec![
                 Cell::new(&s.key),
                 state_cell(&s.state, colour),
+                Cell::new(health(s, now)),
                 Cell::new(restarts(s.restarts, s.last_restart_at, now)),
                 Cell::new(age(s.created_at, now)),
                 Cell::new(or_dash(s.pane.as_ref())),
@@ -372,7 +405,7 @@ pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, colour: bool) -> Stri
 
 /// `get teams`.
 pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, colour: bool) -> String {
-    let header = ["TEAM", "STATE", "ROLES", "READY", "AGE"];
+    let header = ["TEAM", "STATE", "ROLES", "READY", "AGE", "SHIFT"];
     let rows = teams
         .iter()
         .map(|t| {
@@ -382,6 +415,7 @@ pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, colour: bool) -> Stri
                 Cell::new(t.roles),
                 Cell::new(format!("{}/{}", t.running, t.desired)),
                 Cell::new(age(t.applied_at, now)),
+                Cell::new(shift(t.shift.as_ref(), now)),
             ]
         })
         .collect();
@@ -453,6 +487,12 @@ mod tests {
             frozen_reason: None,
             last_output: vec![],
             tmux_session: None,
+            uid: 1,
+            health: None,
+            last_heartbeat_at: None,
+            context_pct: None,
+            heartbeat_note: None,
+            outdated: false,
         }
     }
 
@@ -600,6 +640,8 @@ mod tests {
         a.pid = Some(4242);
         a.restarts = 2;
         a.last_restart_at = Some(t("2025-01-02T11:58:00Z"));
+        a.health = Some("healthy".into());
+        a.last_heartbeat_at = Some(t("2025-01-02T11:59:58Z"));
         let mut b = session("demo/squad/worker-1", "crashed");
         b.exit = Some(exit(Some(1), None, "exit 1"));
         b.role_state = "backoff".into();
@@ -608,9 +650,9 @@ mod tests {
         assert_eq!(
             text,
             "\
-SESSION               STATE     RESTARTS     AGE   PANE   PID    EXIT     NEXT
-demo/squad/worker-0   Running   2 (2m ago)   3m    %3     4242   -
-demo/squad/worker-1   Crashed   0            3m    -      -      exit 1   restart in 3s
+SESSION               STATE     HEALTH             RESTARTS     AGE   PANE   PID    EXIT     NEXT
+demo/squad/worker-0   Running   healthy (2s ago)   2 (2m ago)   3m    %3     4242   -
+demo/squad/worker-1   Crashed   -                  0            3m    -      -      exit 1   restart in 3s
 "
         );
     }
@@ -625,7 +667,7 @@ demo/squad/worker-1   Crashed   0            3m    -      -      exit 1   restar
         let header = text.lines().next().unwrap();
         assert_eq!(
             header,
-            "SESSION               STATE     RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
+            "SESSION               STATE     HEALTH   RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
         );
         assert!(text.contains("demo/squad/worker   marvel-demo-squad   10s ago"));
     }
@@ -645,7 +687,7 @@ ROLE                STATE    READY   RESTARTS     WINDOW   NEXT RESTART   REASON
 demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 crashes in 10m, last: exit 1
 "
         );
-        let team = TeamView {
+        let mut team = TeamView {
             key: "demo/squad".into(),
             workspace: "demo".into(),
             team: "squad".into(),
@@ -654,14 +696,34 @@ demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 cras
             running: 3,
             state: "ready".into(),
             applied_at: t("2025-01-02T10:00:00Z"),
+            shift: None,
         };
         assert_eq!(
-            teams_table(&[team], now, false),
+            teams_table(std::slice::from_ref(&team), now, false),
             "\
-TEAM         STATE   ROLES   READY   AGE
-demo/squad   Ready   2       3/3     2h
+TEAM         STATE   ROLES   READY   AGE   SHIFT
+demo/squad   Ready   2       3/3     2h    -
 "
         );
+        team.shift = Some(ShiftView {
+            id: 1,
+            state: "running".into(),
+            roles: vec!["worker".into(), "lead".into()],
+            role: Some("worker".into()),
+            replaced: 1,
+            total: 3,
+            started_at: t("2025-01-02T11:59:00Z"),
+            deadline: t("2025-01-02T12:09:00Z"),
+            ended_at: None,
+            reason: None,
+        });
+        assert!(
+            teams_table(std::slice::from_ref(&team), now, false).ends_with("2h    worker 1/3\n")
+        );
+        let shift_view = team.shift.as_mut().unwrap();
+        shift_view.state = "failed".into();
+        shift_view.ended_at = Some(t("2025-01-02T11:59:30Z"));
+        assert_eq!(shift(team.shift.as_ref(), now), "failed (30s ago)");
     }
 
     #[test]

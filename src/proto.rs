@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::spec::TeamSpec;
 use crate::error::Error;
-use crate::view::{EventView, RoleView, SessionView, StatusView, TeamView};
+use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -128,6 +128,24 @@ pub enum Request {
     Stop,
     /// From a pane's shim.
     Shim(ShimReport),
+    /// From a program in a pane (`marvel heartbeat`): it is alive.
+    /// `uid` tells it apart from a session replacing it under the same key.
+    Heartbeat {
+        session: String,
+        uid: Option<u64>,
+        context_pct: Option<u8>,
+        note: Option<String>,
+    },
+    /// Start a rolling shift of a team, or of one of its roles.
+    Shift {
+        team: String,
+        role: Option<String>,
+        timeout_ms: u64,
+    },
+    /// Stop a team's running shift where it is.
+    AbortShift {
+        team: String,
+    },
 }
 
 /// One line of what `apply` did to a role.
@@ -165,6 +183,11 @@ pub enum Response {
     Events(Vec<EventView>),
     Status(StatusView),
     AttachArgv(Vec<String>),
+    /// A team's shift, as it stands after the request.
+    Shift {
+        team: String,
+        shift: ShiftView,
+    },
     /// A plain acknowledgement with a one-line message.
     Done(String),
     Error(Error),

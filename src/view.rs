@@ -40,6 +40,25 @@ pub struct SessionView {
     pub last_output: Vec<String>,
     /// tmux session name, for people who use tmux directly.
     pub tmux_session: Option<String>,
+    /// Unique id of this spawn (`MARVEL_SESSION_UID` in its pane). While a
+    /// session is replaced, its successor has the same key and a new uid.
+    #[serde(default)]
+    pub uid: u64,
+    /// `unknown`, `healthy` or `unhealthy` for a live session of a role
+    /// with a heartbeat check; null otherwise.
+    #[serde(default)]
+    pub health: Option<String>,
+    #[serde(default)]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// What the last heartbeat reported.
+    #[serde(default)]
+    pub context_pct: Option<u8>,
+    #[serde(default)]
+    pub heartbeat_note: Option<String>,
+    /// Due to be replaced (an older template, or from before a running
+    /// shift): it keeps running until its successor is ready.
+    #[serde(default)]
+    pub outdated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +95,28 @@ pub struct TeamView {
     /// `ready`, `progressing`, `degraded` (a role in backoff or frozen).
     pub state: String,
     pub applied_at: DateTime<Utc>,
+    /// The running or last finished shift; null if there never was one.
+    #[serde(default)]
+    pub shift: Option<ShiftView>,
+}
+
+/// A rolling shift of a team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftView {
+    pub id: u64,
+    /// `running`, `completed`, `failed` or `aborted`.
+    pub state: String,
+    /// The roles it replaces, in order.
+    pub roles: Vec<String>,
+    /// The role being replaced now (while running).
+    pub role: Option<String>,
+    pub replaced: u32,
+    pub total: u32,
+    pub started_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it failed or was aborted.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +144,8 @@ pub struct DaemonView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TmuxView {
-    /// `up`, `down` or `unknown`.
+    /// `up`, `degraded` (the server does not answer in time), `down` or
+    /// `unknown` (not asked yet).
     pub state: String,
     pub version: Option<String>,
     /// `-L` socket name in use, or null for the default server.

@@ -10,12 +10,14 @@ pub mod delete;
 pub mod describe;
 pub mod events;
 pub mod get;
+pub mod heartbeat;
 pub mod inject;
 pub mod kill;
 pub mod logs;
 pub mod reset;
 pub mod run;
 pub mod scale;
+pub mod shift;
 pub mod status;
 
 use std::path::PathBuf;
@@ -66,6 +68,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Logs(args) => logs::run(args, ctx),
         Command::Reset(args) => reset::run(args, ctx),
         Command::Scale(args) => scale::run(args, ctx),
+        Command::Shift(args) => shift::run(args, ctx),
+        Command::Heartbeat(args) => heartbeat::run(args, ctx),
         Command::Kill(args) => kill::run(args, ctx),
         Command::Delete(args) => delete::run(args, ctx),
         Command::Attach(args) => attach::run(args, ctx),
@@ -91,6 +95,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::Events(_) => "Events",
         Response::Status(_) => "Status",
         Response::AttachArgv(_) => "AttachArgv",
+        Response::Shift { .. } => "Shift",
         Response::Done(_) => "Done",
         Response::Error(_) => "Error",
     };

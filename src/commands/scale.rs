@@ -11,7 +11,8 @@ Examples:
   marvel scale demo/squad/worker 5
   marvel scale worker 1
 
-Scaling does not un-freeze a frozen role: see marvel reset role.
+Scaling down stops the newest sessions first. Scaling does not un-freeze a
+frozen role (see marvel reset role), and is refused while the team shifts.
 The next marvel run of the team's file sets the count back to the file's.")]
 pub struct Args {
     /// The role, or any unambiguous suffix of its key

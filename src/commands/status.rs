@@ -15,7 +15,8 @@ use crate::view::StatusView;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Exits 0 when the daemon runs and tmux is reachable, 6 when no daemon runs,
-and 7 when the daemon runs but tmux is down (the daemon keeps retrying).")]
+and 7 when the daemon runs but tmux is down or its server does not answer
+(the daemon keeps retrying).")]
 pub struct Args {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
@@ -40,11 +41,13 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             .out
             .print(&text(&status, Utc::now(), ctx.out.colour()))?,
     }
-    Ok(if status.tmux.state == "down" {
-        exit::TMUX_UNAVAILABLE
-    } else {
-        exit::OK
-    })
+    Ok(
+        if matches!(status.tmux.state.as_str(), "down" | "degraded") {
+            exit::TMUX_UNAVAILABLE
+        } else {
+            exit::OK
+        },
+    )
 }
 
 fn plural(n: u32, what: &str) -> String {

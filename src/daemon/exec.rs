@@ -2,12 +2,13 @@
 //! shim records are read, and how tmux availability is tracked and paced.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::domain::spec::RoleSpec;
 use crate::domain::state::{Exit, ExitDetail, Session, Time, World, after};
 use crate::paths::Paths;
 use crate::proto::ShimReport;
-use crate::substrate::SpawnRequest;
+use crate::substrate::{SpawnRequest, SubstrateError};
 use crate::view::TmuxView;
 
 use super::Config;
@@ -26,6 +27,7 @@ pub fn session_env(
 ) -> BTreeMap<String, String> {
     let mut env = spec.env.clone();
     env.insert("MARVEL_SESSION".into(), s.key.to_string());
+    env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
     env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
     env.insert("MARVEL_TEAM".into(), s.key.team().to_string());
     env.insert("MARVEL_WORKSPACE".into(), s.key.workspace.clone());
@@ -136,11 +138,22 @@ pub fn jitter() -> f64 {
     fastrand::f64() * 2.0 - 1.0
 }
 
+/// How tmux answered last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmuxState {
+    Up,
+    /// tmux runs but its server did not answer in time: nothing is known
+    /// about the panes, and nothing is concluded from the silence.
+    Degraded,
+    /// tmux cannot be run, or failed.
+    Down,
+}
+
 /// Whether tmux answers, and when to try again when it does not.
 #[derive(Debug, Default)]
 pub struct TmuxHealth {
-    /// `None` until the first probe.
-    pub up: Option<bool>,
+    /// `None` until tmux first answers or fails.
+    pub state: Option<TmuxState>,
     pub version: Option<String>,
     pub last_error: Option<String>,
     pub next_retry_at: Option<Time>,
@@ -149,21 +162,29 @@ pub struct TmuxHealth {
 
 impl TmuxHealth {
     pub fn is_up(&self) -> bool {
-        self.up == Some(true)
+        self.state == Some(TmuxState::Up)
     }
 
-    pub fn success(&mut self) {
-        self.up = Some(true);
-        self.consecutive_failures = 0;
+    /// tmux answered. Without a running `server` nothing proves one can
+    /// start, so the failure count (and with it the retry pacing) stays
+    /// until something succeeds on a server.
+    pub fn success(&mut self, server: bool) {
+        self.state = Some(TmuxState::Up);
         self.next_retry_at = None;
+        if server {
+            self.consecutive_failures = 0;
+        }
     }
 
     /// Records a failure and schedules the next probe with exponential
     /// backoff and jitter.
-    pub fn failure(&mut self, err: String, now: Time, cfg: &Config) {
-        self.up = Some(false);
+    pub fn failure(&mut self, err: &SubstrateError, now: Time, cfg: &Config) {
+        self.state = Some(match err {
+            SubstrateError::Timeout(_) => TmuxState::Degraded,
+            _ => TmuxState::Down,
+        });
         self.consecutive_failures += 1;
-        self.last_error = Some(err);
+        self.last_error = Some(err.to_string());
         let b = crate::domain::spec::Backoff {
             initial: cfg.retry_base,
             max: cfg.retry_max,
@@ -175,20 +196,32 @@ impl TmuxHealth {
     }
 
     pub fn retry_due(&self, now: Time) -> bool {
-        self.up == Some(false) && self.next_retry_at.is_some_and(|t| now >= t)
+        self.state.is_some() && !self.is_up() && self.next_retry_at.is_some_and(|t| now >= t)
     }
 
-    pub fn view(&self, socket: Option<String>) -> TmuxView {
+    /// What `status` shows. A call that has run `stalled` past its expected
+    /// time makes an up tmux show as degraded before the call times out.
+    pub fn view(&self, socket: Option<String>, stalled: Option<Duration>) -> TmuxView {
+        let mut state = self.state;
+        let mut last_error = self.last_error.clone();
+        if let (Some(TmuxState::Up), Some(d)) = (state, stalled) {
+            state = Some(TmuxState::Degraded);
+            last_error = Some(format!(
+                "tmux has not answered for {} ms",
+                (super::worker::SLOW + d).as_millis()
+            ));
+        }
         TmuxView {
-            state: match self.up {
-                Some(true) => "up",
-                Some(false) => "down",
+            state: match state {
+                Some(TmuxState::Up) => "up",
+                Some(TmuxState::Degraded) => "degraded",
+                Some(TmuxState::Down) => "down",
                 None => "unknown",
             }
             .into(),
             version: self.version.clone(),
             socket,
-            last_error: self.last_error.clone(),
+            last_error,
             next_retry_at: self.next_retry_at,
             consecutive_failures: self.consecutive_failures,
         }
@@ -217,21 +250,53 @@ mod tests {
         };
         let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut h = TmuxHealth::default();
-        assert_eq!(h.view(None).state, "unknown");
-        h.failure("boom".into(), now, &cfg);
+        assert_eq!(h.view(None, None).state, "unknown");
+        let boom = SubstrateError::Failed("boom".into());
+        h.failure(&boom, now, &cfg);
         assert_eq!(
             h.next_retry_at,
             Some(after(now, std::time::Duration::from_millis(100)))
         );
-        h.failure("boom".into(), now, &cfg);
+        h.failure(&boom, now, &cfg);
         assert_eq!(
             h.next_retry_at,
             Some(after(now, std::time::Duration::from_millis(200)))
         );
-        assert_eq!(h.view(None).consecutive_failures, 2);
+        assert_eq!(h.view(None, None).consecutive_failures, 2);
+        assert_eq!(h.view(None, None).state, "down");
         assert!(!h.retry_due(now));
         assert!(h.retry_due(after(now, std::time::Duration::from_millis(200))));
-        h.success();
-        assert!(h.is_up() && h.consecutive_failures == 0 && h.next_retry_at.is_none());
+        // tmux runs but no server does yet: up, and the pacing is kept.
+        h.success(false);
+        assert!(h.is_up() && h.consecutive_failures == 2 && h.next_retry_at.is_none());
+        h.success(true);
+        assert!(h.is_up() && h.consecutive_failures == 0);
+    }
+
+    #[test]
+    fn a_timeout_is_degraded_and_a_stalled_call_shows_before_it_times_out() {
+        let cfg = Config {
+            sweep: Duration::from_secs(1),
+            tmux_timeout: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            retry_jitter: 0.0,
+        };
+        let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut h = TmuxHealth::default();
+        h.success(true);
+        let v = h.view(None, Some(Duration::from_millis(500)));
+        assert_eq!(v.state, "degraded");
+        assert_eq!(v.last_error.unwrap(), "tmux has not answered for 1500 ms");
+        assert_eq!(h.view(None, None).state, "up");
+        h.failure(&SubstrateError::Timeout(Duration::from_secs(1)), now, &cfg);
+        let v = h.view(None, None);
+        assert_eq!(v.state, "degraded");
+        assert!(
+            v.last_error
+                .unwrap()
+                .contains("did not answer within 1000 ms")
+        );
+        assert!(v.next_retry_at.is_some());
     }
 }

@@ -1,16 +1,22 @@
 //! The daemon: one loop that owns all state. Requests, shim reports and
-//! timer wake-ups arrive over one channel; the loop updates the world,
-//! persists it, plans, and carries the plan out through the substrate.
+//! the outcomes of tmux calls arrive over one channel, timers bound each
+//! wait; the loop updates the world, persists it, plans, and hands the
+//! plan's tmux work to the worker thread without waiting for it.
 
+mod agents;
+mod effects;
 pub mod events;
 pub mod exec;
 pub mod server;
 pub mod store;
 pub mod views;
+pub mod worker;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -18,16 +24,18 @@ use chrono::Utc;
 use crate::client::{Target, open_lock};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{self, LookupError, RoleKey, SessionKey, TeamKey};
-use crate::domain::reconcile::{self, Action, RoleChange};
-use crate::domain::state::{Exit, ExitDetail, Session, SessionState, Time, World};
+use crate::domain::reconcile::{self, Action, RoleChange, StopReason};
+use crate::domain::state::{Exit, Heartbeat, Session, SessionState, Time, World};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport};
-use crate::substrate::{Observation, Substrate};
+use crate::substrate::Substrate;
 use crate::view::{DaemonView, StatusView};
 
+use effects::{EarlyExit, Then, Unsettled};
 use exec::TmuxHealth;
 use server::Incoming;
+use worker::{JobId, Worker};
 
 /// Tunables, read from the environment so tests can shrink them.
 #[derive(Debug, Clone)]
@@ -36,8 +44,9 @@ pub struct Config {
     pub sweep: Duration,
     /// Deadline of every tmux call (`MARVEL_TMUX_TIMEOUT_MS`).
     pub tmux_timeout: Duration,
-    /// Retry pacing while tmux is unavailable
-    /// (`MARVEL_TMUX_RETRY_MS`, `MARVEL_TMUX_RETRY_MAX_MS`).
+    /// Retry pacing while tmux is unavailable: exponential from
+    /// `MARVEL_TMUX_RETRY_MS` to `MARVEL_TMUX_RETRY_MAX_MS`, each delay
+    /// spread by ± `MARVEL_TMUX_RETRY_JITTER` (a fraction).
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub retry_jitter: f64,
@@ -59,13 +68,37 @@ impl Config {
             tmux_timeout: env_ms("MARVEL_TMUX_TIMEOUT_MS", 3_000),
             retry_base: env_ms("MARVEL_TMUX_RETRY_MS", 500),
             retry_max: env_ms("MARVEL_TMUX_RETRY_MAX_MS", 30_000),
-            retry_jitter: 0.2,
+            retry_jitter: std::env::var("MARVEL_TMUX_RETRY_JITTER")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|j| (0.0..=1.0).contains(j))
+                .unwrap_or(0.2),
         }
     }
 }
 
 /// Lines of a dead pane kept on its marker.
 const MARKER_LINES: usize = 20;
+
+/// Everything the loop receives.
+pub enum Msg {
+    /// A client's or a shim's request.
+    Request(Incoming),
+    /// A tmux call finished.
+    Done(worker::Done),
+}
+
+impl From<Incoming> for Msg {
+    fn from(inc: Incoming) -> Msg {
+        Msg::Request(inc)
+    }
+}
+
+impl From<worker::Done> for Msg {
+    fn from(done: worker::Done) -> Msg {
+        Msg::Done(done)
+    }
+}
 
 /// `marvel daemon run`: serves until asked to stop. One daemon per state
 /// directory, enforced by an exclusive lock held for the daemon's life.
@@ -109,14 +142,14 @@ pub fn run_foreground(t: &Target) -> Result<()> {
 
     let cfg = Config::from_env();
     let sub = crate::substrate::tmux::Tmux::new(t.tmux_socket.clone(), cfg.tmux_timeout);
-    let (tx, rx) = mpsc::channel();
+    let mut daemon = Daemon::new(paths.clone(), t.tmux_socket.clone(), sub, cfg)?;
+    let tx = daemon.sender();
     std::thread::Builder::new()
         .name("marvel-accept".into())
         .spawn(move || server::serve(listener, tx))
         .map_err(|e| Error::other(format!("cannot start the socket thread: {e}")))?;
-    let mut daemon = Daemon::new(paths.clone(), t.tmux_socket.clone(), sub, cfg);
     daemon.restore();
-    daemon.run(rx);
+    daemon.run();
     let _ = std::fs::remove_file(&socket);
     drop(lock);
     Ok(())
@@ -124,7 +157,25 @@ pub fn run_foreground(t: &Target) -> Result<()> {
 
 pub struct Daemon<S: Substrate> {
     pub world: World,
-    sub: S,
+    /// Runs every tmux call; see `worker.rs`.
+    worker: Worker<S>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    /// Jobs under way and what to do with each outcome.
+    pending: BTreeMap<JobId, Then>,
+    /// The listing under way, if any, and whether another is wanted after it.
+    listing: Option<JobId>,
+    relist: bool,
+    probing: bool,
+    /// Deaths whose cause a listing settles (see `Unsettled`).
+    unsettled: BTreeMap<u64, Unsettled>,
+    /// Exits reported before the session's spawn came back.
+    early_exits: BTreeMap<u64, EarlyExit>,
+    /// Restored sessions whose spawn never came back: the first listing
+    /// finds their panes by name, or they are forgotten.
+    unplaced: Vec<u64>,
+    /// The state file was unreadable: the first listing spares our panes.
+    spare_strays: bool,
     paths: Paths,
     store: store::Store,
     events: events::EventLog,
@@ -138,15 +189,33 @@ pub struct Daemon<S: Substrate> {
     stopping: bool,
 }
 
-impl<S: Substrate> Daemon<S> {
-    pub fn new(paths: Paths, tmux_socket: Option<String>, sub: S, cfg: Config) -> Daemon<S> {
-        Daemon {
+impl<S: Substrate + Sync + 'static> Daemon<S> {
+    pub fn new(
+        paths: Paths,
+        tmux_socket: Option<String>,
+        sub: impl Into<Arc<S>>,
+        cfg: Config,
+    ) -> Result<Daemon<S>> {
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::start(sub.into(), tx.clone())
+            .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;
+        Ok(Daemon {
             world: World::default(),
+            worker,
+            tx,
+            rx,
+            pending: BTreeMap::new(),
+            listing: None,
+            relist: false,
+            probing: false,
+            unsettled: BTreeMap::new(),
+            early_exits: BTreeMap::new(),
+            unplaced: Vec::new(),
+            spare_strays: false,
             store: store::Store::new(paths.state()),
             events: events::EventLog::open(paths.events()),
             tmux: TmuxHealth::default(),
             tmux_socket,
-            sub,
             paths,
             started_at: Utc::now(),
             next_sweep: Instant::now(),
@@ -154,7 +223,12 @@ impl<S: Substrate> Daemon<S> {
             dirty: false,
             stopping: false,
             cfg,
-        }
+        })
+    }
+
+    /// Where the socket thread sends requests.
+    pub fn sender(&self) -> Sender<Msg> {
+        self.tx.clone()
     }
 
     fn log(&self, msg: &str) {
@@ -181,7 +255,12 @@ impl<S: Substrate> Daemon<S> {
         self.log(&format!("starting; state in {}", self.paths.root.display()));
         match self.store.load() {
             store::Loaded::Fresh => {}
-            store::Loaded::Restored(w) => self.world = w,
+            store::Loaded::Restored { world, rebooted } => {
+                self.world = world;
+                if rebooted {
+                    self.machine_restarted();
+                }
+            }
             store::Loaded::MovedAside { moved_to, error } => {
                 let msg = format!(
                     "state file {} could not be read ({error}); moved it to {} and started empty",
@@ -190,22 +269,14 @@ impl<S: Substrate> Daemon<S> {
                 );
                 self.log(&msg);
                 self.emit(Event::new(Utc::now(), EventKind::Warning, "", msg));
+                self.spare_strays = true;
             }
         }
         let now = Utc::now();
-        self.tmux_probe(now);
-        // Spawns that never got a pane were interrupted: forget them.
-        let orphans: Vec<u64> = self
-            .world
-            .sessions
-            .values()
-            .filter(|s| s.state.is_live() && s.pane.is_none())
-            .map(|s| s.uid)
-            .collect();
-        for uid in orphans {
-            self.world.spawn_failed(uid);
-        }
-        // What the shims wrote while we were away.
+        self.world.watching_since = Some(now);
+        // What the shims wrote while we were away. A hang-up waits for the
+        // first listing: the whole server may have gone, which is nobody's
+        // fault.
         let live: Vec<u64> = self.live_uids();
         for uid in live {
             match exec::read_exit_record(&self.paths, uid) {
@@ -217,11 +288,7 @@ impl<S: Substrate> Daemon<S> {
                     ..
                 }) => {
                     let exit = exec::exit_from_report(code, signal, at, hangup);
-                    let lines = exec::log_tail(&self.paths, uid, MARKER_LINES);
-                    let evs = self.world.on_exit(uid, exit, at, exec::jitter());
-                    self.world.set_last_output(uid, lines);
-                    self.emit_all(evs);
-                    exec::remove_exit_record(&self.paths, uid);
+                    self.exit_reported(uid, exit, hangup, now);
                 }
                 Some(ShimReport::Started { pid, at, .. }) => {
                     if let Some(ev) = self.world.started(uid, pid, at) {
@@ -231,21 +298,18 @@ impl<S: Substrate> Daemon<S> {
                 None => {}
             }
         }
-        match self.sub.list() {
-            Ok(obs) => {
-                self.tmux.success();
-                let adopted = self.observe(obs, now);
-                if adopted > 0 {
-                    self.emit(Event::new(
-                        now,
-                        EventKind::Adopted,
-                        "",
-                        format!("re-adopted {adopted} running panes"),
-                    ));
-                }
-            }
-            Err(e) => self.tmux_failure(e.to_string(), now),
-        }
+        // Spawns that were under way: the first listing tells whether their
+        // panes were made.
+        self.unplaced = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live() && s.pane.is_none())
+            .map(|s| s.uid)
+            .collect();
+        // Re-adoption waits for tmux's answer; until then the sessions keep
+        // their recorded state and nothing is spawned in their slots.
+        self.probe(true);
         self.dirty = true;
         self.persist();
     }
@@ -259,36 +323,74 @@ impl<S: Substrate> Daemon<S> {
             .collect()
     }
 
-    /// Serves until `Stop` or until every sender is gone.
-    pub fn run(&mut self, rx: Receiver<Incoming>) {
+    /// Serves until `Stop`.
+    pub fn run(&mut self) {
         self.reconcile();
         while !self.stopping {
             let timeout = self.next_timeout();
-            match rx.recv_timeout(timeout) {
-                Ok(inc) => self.handle(inc),
+            match self.rx.recv_timeout(timeout) {
+                Ok(msg) => self.dispatch(msg),
                 Err(RecvTimeoutError::Timeout) => {}
+                // Cannot happen while the daemon holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let now = Utc::now();
-            if Instant::now() >= self.next_sweep {
-                self.sweep(now);
-            }
-            if self.tmux.retry_due(now) {
-                self.tmux_probe(now);
-            }
+            self.tick();
             self.reconcile();
             self.persist();
         }
+        // Calls under way finish first, so that no pane is made after the
+        // daemon is gone; each ends by its deadline, and after a timeout
+        // the rest fail at once.
+        self.settle(self.cfg.tmux_timeout * 2 + Duration::from_secs(1));
         self.log("stopped; panes keep running");
+    }
+
+    fn dispatch(&mut self, msg: Msg) {
+        match msg {
+            Msg::Request(inc) if self.stopping => {
+                let _ = inc.reply.send(Response::Error(Error::daemon(
+                    "the daemon is shutting down",
+                )));
+            }
+            Msg::Request(inc) => self.handle(inc),
+            Msg::Done(done) => self.done(done),
+        }
+    }
+
+    /// The timers: the sweep and, while tmux is unavailable, its retry.
+    fn tick(&mut self) {
+        if Instant::now() >= self.next_sweep {
+            self.sweep();
+        }
+        if !self.probing && self.tmux.retry_due(Utc::now()) {
+            self.probe(false);
+        }
+    }
+
+    /// Handles messages until no tmux call is under way (at most `grace`),
+    /// reconciling after each: what a stopping daemon does with the calls
+    /// it started, and how tests wait for tmux's answers.
+    fn settle(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            self.reconcile();
+            self.persist();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.pending.is_empty() || left.is_zero() {
+                return;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(msg) => self.dispatch(msg),
+                Err(_) => return,
+            }
+        }
     }
 
     fn next_timeout(&self) -> Duration {
         let now = Utc::now();
         let mut t = self.next_sweep.saturating_duration_since(Instant::now());
-        for at in [self.wake_at, self.tmux.next_retry_at]
-            .into_iter()
-            .flatten()
-        {
+        let retry = self.tmux.next_retry_at.filter(|_| !self.probing);
+        for at in [self.wake_at, retry].into_iter().flatten() {
             t = t.min((at - now).to_std().unwrap_or(Duration::ZERO));
         }
         t
@@ -316,7 +418,14 @@ impl<S: Substrate> Daemon<S> {
                 match action {
                     Action::Spawn { role, slot } => spawns.push((role, slot)),
                     Action::Stop { uid, reason } => {
-                        self.stop_session(uid, reason.as_str(), EventKind::Stopped, now);
+                        // Its successor has the same key: say which one stops.
+                        let why = match reason {
+                            StopReason::Replaced | StopReason::Superfluous => {
+                                format!("{} (uid {uid})", reason.as_str())
+                            }
+                            _ => reason.as_str().to_string(),
+                        };
+                        self.stop_session(uid, &why, EventKind::Stopped, now);
                         progressed = true;
                     }
                     Action::ClearMarker { role } => {
@@ -329,60 +438,33 @@ impl<S: Substrate> Daemon<S> {
                         }
                         progressed = true;
                     }
+                    Action::Health { uid, state } => {
+                        if let Some(ev) = self.world.set_health(uid, state, now) {
+                            self.emit(ev);
+                        }
+                        progressed = true;
+                    }
+                    Action::KillUnhealthy { uid } => {
+                        self.kill_unhealthy(uid, now);
+                        progressed = true;
+                    }
+                    Action::Shift { team, step } => {
+                        let evs = self.world.shift_step(&team, step, now);
+                        self.emit_all(evs);
+                        progressed = true;
+                    }
                 }
             }
-            if !spawns.is_empty() {
-                if self.tmux.is_up() {
-                    self.spawn(spawns, now);
-                    progressed = true;
-                } else if let Some(at) = self.tmux.next_retry_at {
-                    self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
-                }
+            // Without tmux the spawns wait: its answer or its retry timer
+            // wakes the loop.
+            if !spawns.is_empty() && self.tmux_ready() {
+                self.spawn(spawns, now);
+                progressed = true;
             }
             if progressed {
                 self.dirty = true;
             } else {
                 return;
-            }
-        }
-    }
-
-    fn spawn(&mut self, batch: Vec<(RoleKey, u32)>, now: Time) {
-        let mut uids = Vec::new();
-        let mut reqs = Vec::new();
-        for (role, slot) in batch {
-            let Some(spec) = self.world.role_spec(&role).cloned() else {
-                continue;
-            };
-            let uid = self.world.begin_spawn(&role, slot, now);
-            let session = self.world.sessions[&uid].clone();
-            reqs.push(exec::spawn_request(
-                &self.paths,
-                self.tmux_socket.as_deref(),
-                &session,
-                &spec,
-            ));
-            uids.push(uid);
-        }
-        let results = self.sub.spawn_many(&reqs);
-        for (uid, result) in uids.into_iter().zip(results) {
-            match result {
-                Ok(sp) => {
-                    let key = self.world.sessions[&uid].key.clone();
-                    self.world.spawned(uid, sp.pane.clone(), sp.pane_pid);
-                    self.emit(Event::new(
-                        now,
-                        EventKind::Created,
-                        &key,
-                        format!("pane {}", sp.pane),
-                    ));
-                }
-                Err(e) => {
-                    if let Some(s) = self.world.spawn_failed(uid) {
-                        self.log(&format!("spawn of {} failed: {e}", s.key));
-                    }
-                    self.tmux_failure(e.to_string(), now);
-                }
             }
         }
     }
@@ -393,70 +475,13 @@ impl<S: Substrate> Daemon<S> {
         let Some(s) = self.world.stop(uid) else {
             return;
         };
-        if let Some(pane) = &s.pane
-            && let Err(e) = self.sub.kill(pane)
-        {
-            // The sweep removes the pane later if it is still there.
-            self.log(&format!("cannot kill pane {pane} of {}: {e}", s.key));
+        self.unsettled.remove(&uid);
+        // A pane still being made is removed when its spawn comes back.
+        if let Some(pane) = s.pane.clone() {
+            self.kill_pane(pane, s.key.to_string());
         }
         exec::remove_exit_record(&self.paths, uid);
         self.emit(Event::new(now, kind, &s.key, why.to_string()));
-    }
-
-    /// Compares a listing with the live sessions: records the deaths of
-    /// panes that are gone and removes our own panes nobody owns any more.
-    /// Returns how many live sessions were confirmed.
-    fn observe(&mut self, obs: Observation, now: Time) -> usize {
-        let panes = match obs {
-            Observation::NoServer => {
-                if !self.live_uids().is_empty() {
-                    self.tmux_lost(now);
-                }
-                return 0;
-            }
-            Observation::Panes(p) => p,
-        };
-        let owner = exec::owner_tag(&self.paths);
-        let mut confirmed = 0;
-        for uid in self.live_uids() {
-            let s = &self.world.sessions[&uid];
-            let Some(pane) = s.pane.clone() else { continue };
-            let found = panes
-                .iter()
-                .find(|p| p.pane == pane && Some(p.pane_pid) == s.pane_pid && !p.dead);
-            if found.is_some() {
-                confirmed += 1;
-                continue;
-            }
-            // Gone. Prefer what the shim recorded; else the pane vanished.
-            let exit = match exec::read_exit_record(&self.paths, uid) {
-                Some(ShimReport::Exited {
-                    code,
-                    signal,
-                    at,
-                    hangup,
-                    ..
-                }) => exec::exit_from_report(code, signal, at, hangup),
-                _ => Exit::detail(ExitDetail::PaneVanished, now),
-            };
-            self.record_death(uid, exit, now, Vec::new());
-        }
-        let ours: Vec<String> = panes
-            .iter()
-            .filter(|p| {
-                p.owner == owner
-                    && self
-                        .world
-                        .session_by_pane(&p.pane)
-                        .is_none_or(|s| !s.state.is_live())
-            })
-            .map(|p| p.pane.clone())
-            .collect();
-        for pane in ours {
-            self.log(&format!("removing pane {pane}: no session owns it"));
-            let _ = self.sub.kill(&pane);
-        }
-        confirmed
     }
 
     fn record_death(&mut self, uid: u64, exit: Exit, now: Time, mut lines: Vec<String>) {
@@ -470,80 +495,11 @@ impl<S: Substrate> Daemon<S> {
         self.dirty = true;
     }
 
-    /// The tmux server is gone: every live session is marked crashed with
-    /// that reason, and no role is charged.
-    fn tmux_lost(&mut self, now: Time) {
-        let uids = self.live_uids();
-        self.log(&format!(
-            "tmux server lost; {} sessions marked crashed, no role charged",
-            uids.len()
-        ));
-        self.emit(Event::new(
-            now,
-            EventKind::TmuxDown,
-            "",
-            format!("tmux server lost with {} sessions", uids.len()),
-        ));
-        for uid in uids {
-            self.record_death(
-                uid,
-                Exit::detail(ExitDetail::TmuxLost, now),
-                now,
-                Vec::new(),
-            );
-        }
-    }
-
-    fn sweep(&mut self, now: Time) {
-        self.next_sweep = Instant::now() + self.cfg.sweep;
-        if !self.tmux.is_up() {
-            return;
-        }
-        match self.sub.list() {
-            Ok(obs) => {
-                self.tmux.success();
-                self.observe(obs, now);
-            }
-            Err(e) => self.tmux_failure(e.to_string(), now),
-        }
-        exec::prune_exit_records(&self.paths, &self.world);
-    }
-
-    fn tmux_failure(&mut self, err: String, now: Time) {
-        let was_up = self.tmux.is_up();
-        self.tmux.failure(err.clone(), now, &self.cfg);
-        self.log(&format!(
-            "tmux unavailable: {err}; retry in {} ms at {}; consecutive failures: {}",
-            self.tmux
-                .next_retry_at
-                .map_or(0, |t| (t - now).num_milliseconds()),
-            self.tmux
-                .next_retry_at
-                .map_or("-".into(), |t| t.to_rfc3339()),
-            self.tmux.consecutive_failures
-        ));
-        if was_up {
-            self.emit(Event::new(now, EventKind::TmuxDown, "", err));
-        }
-    }
-
-    fn tmux_probe(&mut self, now: Time) {
-        match self.sub.version() {
-            Ok(v) => {
-                let was_down = !self.tmux.is_up();
-                self.tmux.version = Some(v.clone());
-                self.tmux.success();
-                if was_down {
-                    self.log(&format!("tmux available: {v}"));
-                    self.emit(Event::new(now, EventKind::TmuxUp, "", v));
-                }
-            }
-            Err(e) => self.tmux_failure(e.to_string(), now),
-        }
-    }
-
     fn handle(&mut self, inc: Incoming) {
         let now = Utc::now();
+        let Some(inc) = self.answer_with_tmux(inc, now) else {
+            return;
+        };
         let resp = match self.answer(inc.request, inc.follow, now) {
             Ok(r) => r,
             Err(e) => Response::Error(e),
@@ -574,40 +530,15 @@ impl<S: Substrate> Daemon<S> {
                 Kind::Teams => Response::Teams(views::teams(&self.world, &filter, now)),
             }),
             Request::Describe { kind, key } => self.describe(kind, &key, now),
-            Request::Inject {
-                key,
-                text,
-                enter,
-                keys,
-            } => {
-                let s = self.live_session(&key)?;
-                let pane = s.pane.clone().unwrap_or_default();
-                let k = s.key.clone();
-                let result = if keys {
-                    let names: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-                    self.sub.send_keys(&pane, &names)
-                } else {
-                    self.sub.send_text(&pane, &text, enter)
-                };
-                result.map_err(|e| Error::tmux(e.to_string()))?;
-                Ok(Response::Done(format!(
-                    "typed {} bytes into {k}",
-                    text.len()
-                )))
+            // Typing needs tmux: `answer_with_tmux` always answers it first.
+            Request::Inject { key, .. } => {
+                Err(Error::tmux(format!("cannot type into {key} without tmux")))
             }
+            // A live pane's screen comes from `answer_with_tmux`; this is a
+            // marker's or a finished session's last screen.
             Request::Capture { key } => {
                 let s = self.find_session(&key)?;
-                match (&s.pane, s.state.is_live()) {
-                    (Some(pane), true) => {
-                        let pane = pane.clone();
-                        self.require_tmux()?;
-                        self.sub
-                            .capture(&pane, 0)
-                            .map(Response::Text)
-                            .map_err(|e| Error::tmux(e.to_string()))
-                    }
-                    _ => Ok(Response::Text(s.last_output.join("\n") + "\n")),
-                }
+                Ok(Response::Text(s.last_output.join("\n") + "\n"))
             }
             Request::Logs { key, lines } => {
                 let s = self.find_session(&key)?;
@@ -639,6 +570,7 @@ impl<S: Substrate> Daemon<S> {
                     )));
                 }
                 let role = self.find_role(&key)?;
+                self.refuse_while_shifting(&role.team(), &format!("scale {role}"))?;
                 let (from, ev) = self
                     .world
                     .scale(&role, replicas, now)
@@ -682,11 +614,12 @@ impl<S: Substrate> Daemon<S> {
                 let s = self.live_session(&key)?;
                 // A client already inside this tmux server switches to the
                 // session instead of nesting a second client in its pane.
-                let inside = tmux_client.is_some() && self.sub.is_client_of(tmux_client.as_deref());
+                let sub = self.worker.substrate();
+                let inside = tmux_client.is_some() && sub.is_client_of(tmux_client.as_deref());
                 Ok(Response::AttachArgv(if inside {
-                    self.sub.switch_argv(&s.tmux_session)
+                    sub.switch_argv(&s.tmux_session)
                 } else {
-                    self.sub.attach_argv(&s.tmux_session)
+                    sub.attach_argv(&s.tmux_session)
                 }))
             }
             Request::Events {
@@ -715,25 +648,31 @@ impl<S: Substrate> Daemon<S> {
                         .count() as u32,
                     teams: self.world.teams.len() as u32,
                 },
-                tmux: self.tmux.view(self.tmux_socket.clone()),
+                tmux: self
+                    .tmux
+                    .view(self.tmux_socket.clone(), self.worker.stalled_for()),
             })),
             Request::Stop => {
                 self.stopping = true;
                 Ok(Response::Done("daemon stopping; panes keep running".into()))
             }
-        }
-    }
-
-    fn require_tmux(&self) -> Result<()> {
-        if self.tmux.is_up() {
-            Ok(())
-        } else {
-            Err(Error::tmux(
-                self.tmux
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "tmux is not available".into()),
-            ))
+            Request::Heartbeat {
+                session,
+                uid,
+                context_pct,
+                note,
+            } => self.heartbeat(&session, uid, Heartbeat { context_pct, note }, now),
+            Request::Shift {
+                team,
+                role,
+                timeout_ms,
+            } => self.start_shift(
+                &team,
+                role.as_deref(),
+                Duration::from_millis(timeout_ms),
+                now,
+            ),
+            Request::AbortShift { team } => self.abort_shift(&team, now),
         }
     }
 
@@ -752,36 +691,21 @@ impl<S: Substrate> Daemon<S> {
                 at,
                 hangup,
             } => {
-                let Some(s) = self
+                if !self
                     .world
                     .sessions
                     .get(&uid)
-                    .filter(|s| s.state.is_live())
-                    .cloned()
-                else {
+                    .is_some_and(|s| s.state.is_live())
+                {
                     exec::remove_exit_record(&self.paths, uid);
                     return Ok(Response::Done("unknown session".into()));
-                };
-                if hangup {
-                    // The terminal went away: the pane was killed, or the
-                    // whole server is gone (then nobody is charged).
-                    if let Ok(Observation::NoServer) = self.sub.list() {
-                        self.tmux_lost(now);
-                        return Ok(Response::Done("recorded".into()));
-                    }
                 }
+                // A hang-up means the pane was killed or the whole server
+                // went away (then nobody is charged): a listing tells which.
+                // Any other end is recorded at once; `answer_with_tmux`
+                // reads the last screen first when tmux is there to ask.
                 let exit = exec::exit_from_report(code, signal, at, hangup);
-                // The shim keeps the pane open until we answer, so its last
-                // screen can still be read.
-                let lines = match (&s.pane, hangup) {
-                    (Some(pane), false) => self
-                        .sub
-                        .capture(pane, 200)
-                        .map(|text| exec::last_lines(&text, MARKER_LINES))
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                };
-                self.record_death(uid, exit, now, lines);
+                self.exit_reported(uid, exit, hangup, now);
             }
         }
         Ok(Response::Done("recorded".into()))
@@ -789,6 +713,13 @@ impl<S: Substrate> Daemon<S> {
 
     fn apply(&mut self, team: crate::domain::spec::TeamSpec, now: Time) -> Result<Response> {
         let team_key = team.key();
+        let old = self.world.teams.get(&team_key).map(|t| &t.spec);
+        if reconcile::diff(old, &team)
+            .iter()
+            .any(|(_, c)| *c != RoleChange::Unchanged)
+        {
+            self.refuse_while_shifting(&team_key, &format!("apply changes to {team_key}"))?;
+        }
         let (changes, evs) = self.world.apply(team, now);
         self.emit_all(evs);
         self.dirty = true;
@@ -936,34 +867,52 @@ pub fn frozen_error(role: &RoleKey, reason: &str, prefix: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::state::ExitDetail;
     use crate::domain::world::sim::{role, team};
     use crate::substrate::SubstrateError;
     use crate::substrate::fake::FakeSubstrate;
+
+    /// Bound on any wait for the worker in these tests.
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn cfg() -> Config {
+        Config {
+            sweep: Duration::from_secs(3600),
+            tmux_timeout: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(400),
+            retry_jitter: 0.0,
+        }
+    }
 
     fn daemon(dir: &std::path::Path) -> Daemon<FakeSubstrate> {
         let paths = Paths {
             root: dir.to_path_buf(),
         };
         paths.ensure().unwrap();
-        let cfg = Config {
-            sweep: Duration::from_secs(3600),
-            tmux_timeout: Duration::from_secs(1),
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_millis(400),
-            retry_jitter: 0.0,
-        };
-        let mut d = Daemon::new(paths, Some("sock".into()), FakeSubstrate::new(), cfg);
+        let mut d = Daemon::new(paths, Some("sock".into()), FakeSubstrate::new(), cfg()).unwrap();
         d.restore();
+        d.settle(WAIT);
         d
     }
 
+    /// Sends a request as the socket thread does, lets the worker finish
+    /// what it caused, and returns the answer.
     fn ask(d: &mut Daemon<FakeSubstrate>, req: Request) -> Response {
-        let r = d
-            .answer(req, None, Utc::now())
-            .unwrap_or_else(Response::Error);
-        d.reconcile();
-        d.persist();
-        r
+        let (reply, answer) = mpsc::channel();
+        let (_written, written) = mpsc::channel();
+        d.handle(Incoming {
+            request: req,
+            reply,
+            follow: None,
+            written,
+        });
+        d.settle(WAIT);
+        answer.recv_timeout(WAIT).expect("an answer")
+    }
+
+    fn fake(d: &Daemon<FakeSubstrate>) -> &FakeSubstrate {
+        d.worker.substrate()
     }
 
     fn live(d: &Daemon<FakeSubstrate>) -> Vec<Session> {
@@ -985,12 +934,18 @@ mod tests {
                 team: team(vec![role("w", 2)]),
             },
         );
-        let spawns = d.sub.spawns();
+        let spawns = fake(&d).spawns();
         assert_eq!(spawns.len(), 2);
         let req = &spawns[0];
         assert_eq!(req.argv[1], "shim");
         assert_eq!(req.argv.last().unwrap(), "sh");
         assert_eq!(req.env["MARVEL_SESSION"], "demo/squad/w-0");
+        assert_eq!(req.env["MARVEL_ROLE"], "demo/squad/w");
+        assert_eq!(req.env["MARVEL_TEAM"], "demo/squad");
+        assert_eq!(req.env["MARVEL_WORKSPACE"], "demo");
+        assert_eq!(req.env["MARVEL_HOME"], dir.path().display().to_string());
+        let uid = live(&d).iter().find(|s| s.key.slot == 0).unwrap().uid;
+        assert_eq!(req.env["MARVEL_SESSION_UID"], uid.to_string());
         assert_eq!(req.env["MARVEL_TMUX_SOCKET"], "sock");
         assert!(req.name.starts_with("marvel/demo/squad/w-0/"));
         assert_eq!(live(&d).len(), 2);
@@ -1021,8 +976,7 @@ mod tests {
             }),
         );
         assert_eq!(d.world.sessions[&s.uid].state, SessionState::Running);
-        d.sub
-            .set_screen(s.pane.as_deref().unwrap(), "hello\nbye\n\n");
+        fake(&d).set_screen(s.pane.as_deref().unwrap(), "hello\nbye\n\n");
         let at = Utc::now();
         ask(
             &mut d,
@@ -1054,6 +1008,220 @@ mod tests {
         assert_eq!(d.world.roles[&s.key.role()].restarts, 1);
     }
 
+    fn heartbeat_team() -> crate::domain::spec::TeamSpec {
+        let mut w = role("w", 1);
+        w.health = Some(crate::domain::spec::Health::Heartbeat {
+            timeout: Duration::from_secs(1),
+            failures: 2,
+        });
+        team(vec![w])
+    }
+
+    /// Applies a heartbeat team whose one session has run for an hour.
+    fn long_running(d: &mut Daemon<FakeSubstrate>) -> Session {
+        // Misses count from the session's start, not from this daemon's.
+        d.world.watching_since = None;
+        ask(
+            d,
+            Request::Apply {
+                team: heartbeat_team(),
+            },
+        );
+        let s = live(d).remove(0);
+        ask(
+            d,
+            Request::Shim(ShimReport::Started {
+                uid: s.uid,
+                pid: 7,
+                at: Utc::now() - chrono::Duration::hours(1),
+            }),
+        );
+        s
+    }
+
+    #[test]
+    fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let s = long_running(&mut d);
+        assert!(live(&d).is_empty());
+        assert_eq!(fake(&d).kills(), vec![s.pane.clone().unwrap()]);
+        let h = &d.world.roles[&s.key.role()];
+        assert_eq!(h.restarts, 1);
+        let exit = h.marker.as_ref().unwrap().exit.clone().unwrap();
+        assert_eq!(exit.detail, ExitDetail::Unhealthy("heartbeat stale".into()));
+        assert_eq!(exit.reason(), "heartbeat stale");
+        assert!(h.next_restart_at.is_some(), "backs off like any crash");
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_session_and_heals_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        d.world.watching_since = None;
+        ask(
+            &mut d,
+            Request::Apply {
+                team: heartbeat_team(),
+            },
+        );
+        let s = live(&d).remove(0);
+        // The pane's environment has the full key, never a suffix.
+        let Response::Error(e) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: "squad/w-0".into(),
+                uid: Some(s.uid),
+                context_pct: None,
+                note: None,
+            },
+        ) else {
+            panic!("a suffix was accepted")
+        };
+        assert_eq!(e.code(), crate::error::exit::USAGE);
+        // A heartbeat before the shim reports the program running is kept.
+        let Response::Done(_) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: s.key.to_string(),
+                uid: Some(s.uid),
+                context_pct: Some(30),
+                note: Some("reading".into()),
+            },
+        ) else {
+            panic!("heartbeat refused")
+        };
+        ask(
+            &mut d,
+            Request::Shim(ShimReport::Started {
+                uid: s.uid,
+                pid: 7,
+                at: Utc::now() - chrono::Duration::hours(1),
+            }),
+        );
+        let now = &d.world.sessions[&s.uid];
+        assert_eq!(now.health, crate::domain::health::HealthState::Healthy);
+        assert_eq!(now.heartbeat.context_pct, Some(30));
+        assert!(fake(&d).kills().is_empty());
+        let Response::Sessions(v) = ask(
+            &mut d,
+            Request::Get {
+                kind: Kind::Sessions,
+                filter: Default::default(),
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(v[0].health.as_deref(), Some("healthy"));
+        assert_eq!(v[0].heartbeat_note.as_deref(), Some("reading"));
+        // A uid that is not the session's is refused.
+        let Response::Error(e) = ask(
+            &mut d,
+            Request::Heartbeat {
+                session: s.key.to_string(),
+                uid: Some(s.uid + 100),
+                context_pct: None,
+                note: None,
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.code(), crate::error::exit::REFUSED);
+    }
+
+    #[test]
+    fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        ask(
+            &mut d,
+            Request::Apply {
+                team: team(vec![role("w", 2)]),
+            },
+        );
+        let Response::Shift { team: key, shift } = ask(
+            &mut d,
+            Request::Shift {
+                team: "squad".into(),
+                role: None,
+                timeout_ms: 60_000,
+            },
+        ) else {
+            panic!("shift refused")
+        };
+        assert_eq!(
+            (key.as_str(), shift.state.as_str()),
+            ("demo/squad", "running")
+        );
+        let refused = |r: Response| match r {
+            Response::Error(e) => {
+                assert_eq!(e.code(), crate::error::exit::REFUSED, "{e}");
+                e.to_string()
+            }
+            other => panic!("not refused: {other:?}"),
+        };
+        let msg = refused(ask(
+            &mut d,
+            Request::Scale {
+                key: "w".into(),
+                replicas: 3,
+            },
+        ));
+        assert!(
+            msg.contains("is shifting") && msg.contains("--abort"),
+            "{msg}"
+        );
+        refused(ask(
+            &mut d,
+            Request::Apply {
+                team: team(vec![role("w", 3)]),
+            },
+        ));
+        refused(ask(
+            &mut d,
+            Request::Shift {
+                team: "squad".into(),
+                role: None,
+                timeout_ms: 60_000,
+            },
+        ));
+        // Re-applying the unchanged team is fine.
+        assert!(matches!(
+            ask(
+                &mut d,
+                Request::Apply {
+                    team: team(vec![role("w", 2)]),
+                }
+            ),
+            Response::Applied { .. }
+        ));
+        let Response::Shift { shift, .. } = ask(
+            &mut d,
+            Request::AbortShift {
+                team: "squad".into(),
+            },
+        ) else {
+            panic!("abort refused")
+        };
+        assert_eq!(shift.state, "aborted");
+        assert!(matches!(
+            ask(
+                &mut d,
+                Request::Scale {
+                    key: "w".into(),
+                    replicas: 3,
+                }
+            ),
+            Response::Done(_)
+        ));
+        refused(ask(
+            &mut d,
+            Request::AbortShift {
+                team: "squad".into(),
+            },
+        ));
+    }
+
     #[test]
     fn a_hangup_with_the_server_gone_charges_nobody() {
         let dir = tempfile::tempdir().unwrap();
@@ -1065,7 +1233,7 @@ mod tests {
             },
         );
         let uid = live(&d)[0].uid;
-        d.sub.lose_server();
+        fake(&d).lose_server();
         ask(
             &mut d,
             Request::Shim(ShimReport::Exited {
@@ -1089,8 +1257,7 @@ mod tests {
     fn a_failed_spawn_marks_tmux_down_and_retries_later() {
         let dir = tempfile::tempdir().unwrap();
         let mut d = daemon(dir.path());
-        d.sub
-            .fail_next(SubstrateError::Missing("tmux: not found".into()));
+        fake(&d).fail_next(SubstrateError::Missing("tmux: not found".into()));
         ask(
             &mut d,
             Request::Apply {
@@ -1106,8 +1273,8 @@ mod tests {
         assert!(st.tmux.next_retry_at.is_some());
         assert!(st.tmux.last_error.unwrap().contains("not found"));
         // Once the retry is due and tmux answers, the team is realised.
-        d.tmux_probe(st.tmux.next_retry_at.unwrap());
-        d.reconcile();
+        d.probe(false);
+        d.settle(WAIT);
         assert_eq!(live(&d).len(), 1);
     }
 
@@ -1133,7 +1300,7 @@ mod tests {
             );
         }
         // The daemon goes away; one program exits 7 meanwhile.
-        let fake = std::mem::take(&mut d.sub);
+        let fake = d.worker.shared();
         drop(d);
         let dead = &sessions[0];
         let report = ShimReport::Exited {
@@ -1153,8 +1320,9 @@ mod tests {
         .unwrap();
         fake.remove(dead.pane.as_deref().unwrap());
         let cfg = Config::from_env();
-        let mut d2 = Daemon::new(paths, None, fake, cfg);
+        let mut d2: Daemon<FakeSubstrate> = Daemon::new(paths, None, fake, cfg).unwrap();
         d2.restore();
+        d2.settle(WAIT);
         let h = d2.world.roles.values().next().unwrap();
         assert_eq!(
             h.marker.as_ref().unwrap().exit.as_ref().unwrap().code,
@@ -1179,5 +1347,382 @@ mod tests {
             1,
             "no duplicates before the backoff"
         );
+    }
+
+    /// Hands a request to the loop without waiting for tmux; the answer,
+    /// if it was given at once.
+    fn ask_now(d: &mut Daemon<FakeSubstrate>, req: Request) -> mpsc::Receiver<Response> {
+        let (reply, answer) = mpsc::channel();
+        let (_written, written) = mpsc::channel();
+        d.handle(Incoming {
+            request: req,
+            reply,
+            follow: None,
+            written,
+        });
+        d.reconcile();
+        d.persist();
+        answer
+    }
+
+    fn started(d: &mut Daemon<FakeSubstrate>) -> Vec<Session> {
+        for s in live(d) {
+            ask(
+                d,
+                Request::Shim(ShimReport::Started {
+                    uid: s.uid,
+                    pid: 100 + s.uid as u32,
+                    at: Utc::now(),
+                }),
+            );
+        }
+        live(d)
+    }
+
+    #[test]
+    fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("w", 2)]);
+        ask(&mut d, Request::Apply { team });
+        let before = started(&mut d);
+        let gate = fake(&d).hold();
+        d.sweep();
+        let get = ask_now(
+            &mut d,
+            Request::Get {
+                kind: Kind::Sessions,
+                filter: Default::default(),
+            },
+        );
+        assert!(matches!(get.try_recv(), Ok(Response::Sessions(s)) if s.len() == 2));
+        assert!(matches!(
+            ask_now(&mut d, Request::Status).try_recv(),
+            Ok(Response::Status(_))
+        ));
+        // Typing needs tmux: it is answered once tmux answers.
+        let typed = ask_now(
+            &mut d,
+            Request::Inject {
+                key: "w-0".into(),
+                text: "hi".into(),
+                enter: false,
+                keys: false,
+            },
+        );
+        assert!(typed.try_recv().is_err());
+        drop(gate);
+        d.settle(WAIT);
+        assert!(matches!(typed.try_recv(), Ok(Response::Done(m)) if m.contains("typed 2 bytes")));
+        assert_eq!(live(&d), before, "the held listing decided nothing");
+    }
+
+    #[test]
+    fn a_hang_up_waits_for_a_conclusive_listing_and_a_lost_server_charges_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("w", 3)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        // As with `tmux kill-server`: the exiting server first answers
+        // with an error, then is gone.
+        fake(&d).fail_next(SubstrateError::Failed("server exited unexpectedly".into()));
+        fake(&d).lose_server();
+        for s in &sessions[..2] {
+            ask(
+                &mut d,
+                Request::Shim(ShimReport::Exited {
+                    uid: s.uid,
+                    code: None,
+                    signal: Some(1),
+                    at: Utc::now(),
+                    hangup: true,
+                }),
+            );
+        }
+        assert_eq!(live(&d).len(), 3, "an error settles nothing");
+        assert_eq!(d.tmux.state, Some(exec::TmuxState::Down));
+        d.tick();
+        d.settle(WAIT);
+        let h = d.world.roles.values().next().unwrap();
+        assert_eq!((h.restarts, h.frozen.is_some()), (0, false), "{h:?}");
+        assert_eq!(
+            h.marker.as_ref().unwrap().exit.as_ref().unwrap().detail,
+            ExitDetail::TmuxLost
+        );
+        assert_eq!(live(&d).len(), 3, "all three come back");
+        assert!(
+            live(&d)
+                .iter()
+                .all(|s| !sessions.iter().any(|o| o.uid == s.uid))
+        );
+    }
+
+    #[test]
+    fn a_hang_up_with_the_server_still_there_is_a_killed_pane() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("w", 2)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        let victim = &sessions[0];
+        fake(&d).remove(victim.pane.as_deref().unwrap());
+        ask(
+            &mut d,
+            Request::Shim(ShimReport::Exited {
+                uid: victim.uid,
+                code: None,
+                signal: Some(1),
+                at: Utc::now(),
+                hangup: true,
+            }),
+        );
+        let h = d.world.roles.values().next().unwrap();
+        assert_eq!(h.restarts, 1);
+        let m = h.marker.as_ref().unwrap();
+        assert_eq!(
+            (m.uid, &m.exit.as_ref().unwrap().detail),
+            (victim.uid, &ExitDetail::PaneKilled)
+        );
+        assert_eq!(live(&d).len(), 1, "the other one is untouched");
+    }
+
+    #[test]
+    fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let gate = fake(&d).hold();
+        let team = team(vec![role("w", 2)]);
+        assert!(ask_now(&mut d, Request::Apply { team }).try_recv().is_ok());
+        assert_eq!(live(&d).len(), 2);
+        assert!(live(&d).iter().all(|s| s.pane.is_none()), "spawn under way");
+        let deleted = ask_now(
+            &mut d,
+            Request::Delete {
+                key: "squad".into(),
+            },
+        );
+        assert!(deleted.try_recv().is_ok());
+        assert!(live(&d).is_empty());
+        drop(gate);
+        d.settle(WAIT);
+        assert_eq!(fake(&d).kills().len(), 2, "{:?}", fake(&d).calls());
+        assert!(fake(&d).panes().is_empty());
+        assert!(d.world.sessions.is_empty());
+    }
+
+    #[test]
+    fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        paths.ensure().unwrap();
+        std::fs::write(paths.state(), b"{oops").unwrap();
+        let owner = exec::owner_tag(&paths);
+        let f = FakeSubstrate::new();
+        let agent = f.add_foreign("marvel/demo/squad/w-0/7", &owner);
+        let mut d: Daemon<FakeSubstrate> = Daemon::new(paths, None, f, cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        assert!(fake(&d).kills().is_empty());
+        assert_eq!(d.world.strays.keys().collect::<Vec<_>>(), vec![&agent.pane]);
+        let warnings = d.events.query(&crate::proto::EventFilter {
+            kinds: vec!["warning".into()],
+            ..Default::default()
+        });
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].message.contains("moved it to"));
+        assert!(warnings[1].message.contains(&format!(
+            "left 1 panes of the unreadable state running, unsupervised: {}",
+            agent.pane
+        )));
+        // Later sweeps still spare it; a pane left by a spawn is removed.
+        let leftover = fake(&d).add_foreign("marvel/demo/squad/w-1/9", &owner);
+        d.sweep();
+        d.settle(WAIT);
+        assert_eq!(fake(&d).kills(), vec![leftover.pane]);
+        assert!(fake(&d).pane(&agent.pane).is_some());
+    }
+
+    #[test]
+    fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let gate = fake(&d).hold();
+        let team = team(vec![role("w", 1)]);
+        assert!(ask_now(&mut d, Request::Apply { team }).try_recv().is_ok());
+        let uid = live(&d)[0].uid;
+        let at = Utc::now();
+        let started = ShimReport::Started { uid, pid: 77, at };
+        assert!(ask_now(&mut d, Request::Shim(started)).try_recv().is_ok());
+        let exited = ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at,
+            hangup: false,
+        };
+        let answer = ask_now(&mut d, Request::Shim(exited));
+        assert!(answer.try_recv().is_err(), "the shim waits for the spawn");
+        assert_eq!(live(&d)[0].state, SessionState::Pending);
+        drop(gate);
+        d.settle(WAIT);
+        assert!(matches!(answer.try_recv(), Ok(Response::Done(_))));
+        let kinds: Vec<String> = d
+            .events
+            .query(&Default::default())
+            .into_iter()
+            .filter(|e| e.key.starts_with("demo/squad/w"))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["applied", "created", "started", "crashed", "backoff"]
+        );
+        let m = d
+            .world
+            .roles
+            .values()
+            .next()
+            .unwrap()
+            .marker
+            .clone()
+            .unwrap();
+        assert_eq!((m.uid, m.exit.unwrap().code), (uid, Some(3)));
+        assert!(
+            fake(&d)
+                .calls()
+                .contains(&crate::substrate::fake::Call::Capture {
+                    pane: m.pane.clone().unwrap(),
+                    history: 200
+                }),
+            "the last screen was read before the shim was answered"
+        );
+    }
+
+    #[test]
+    fn spawns_cut_short_by_a_restart_are_found_by_name_or_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let gate = fake(&d).hold();
+        let team = team(vec![role("w", 2)]);
+        assert!(ask_now(&mut d, Request::Apply { team }).try_recv().is_ok());
+        let cut: Vec<Session> = live(&d);
+        assert!(cut.iter().all(|s| s.pane.is_none()));
+        // The daemon dies while tmux makes the panes.
+        let shared = d.worker.shared();
+        drop(d);
+        drop(gate);
+        let deadline = Instant::now() + WAIT;
+        while shared.panes().len() < 2 {
+            assert!(Instant::now() < deadline, "the held spawn never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let lost = shared
+            .panes()
+            .into_iter()
+            .find(|p| p.session_name == cut[1].tmux_session)
+            .unwrap();
+        shared.remove(&lost.pane);
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        let mut d: Daemon<FakeSubstrate> = Daemon::new(paths, None, shared, cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        let found = &d.world.sessions[&cut[0].uid];
+        assert!(found.state.is_live() && found.pane.is_some(), "{found:?}");
+        assert!(!d.world.sessions.contains_key(&cut[1].uid), "forgotten");
+        let now = live(&d);
+        assert_eq!(now.len(), 2, "slot 1 is filled again: {now:?}");
+        assert!(fake(&d).kills().is_empty(), "nothing adopted was removed");
+    }
+
+    #[test]
+    fn a_pane_gone_without_a_word_from_its_shim_waits_one_listing_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("a", 1), role("b", 1)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        for s in &sessions {
+            fake(&d).remove(s.pane.as_deref().unwrap());
+        }
+        d.sweep();
+        d.settle(WAIT);
+        assert_eq!(live(&d).len(), 2, "no cause known yet: nothing recorded");
+        // One shim tells how its pane went; the other never does.
+        let (told, silent) = (&sessions[0], &sessions[1]);
+        ask(
+            &mut d,
+            Request::Shim(ShimReport::Exited {
+                uid: told.uid,
+                code: None,
+                signal: Some(1),
+                at: Utc::now(),
+                hangup: true,
+            }),
+        );
+        let detail = |d: &Daemon<FakeSubstrate>, s: &Session| {
+            let h = &d.world.roles[&s.key.role()];
+            h.marker
+                .as_ref()
+                .unwrap()
+                .exit
+                .as_ref()
+                .unwrap()
+                .detail
+                .clone()
+        };
+        assert_eq!(detail(&d, told), ExitDetail::PaneKilled);
+        assert_eq!(detail(&d, silent), ExitDetail::PaneVanished);
+        assert!(d.world.roles.values().all(|h| h.restarts == 1));
+    }
+
+    #[test]
+    fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path());
+        let team = team(vec![role("w", 2)]);
+        ask(&mut d, Request::Apply { team });
+        let sessions = started(&mut d);
+        drop(d);
+        // The machine went down: the shutdown's SIGTERM ended one program,
+        // and the state file is from the previous boot.
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        let report = ShimReport::Exited {
+            uid: sessions[0].uid,
+            code: None,
+            signal: Some(15),
+            at: Utc::now(),
+            hangup: false,
+        };
+        let record = serde_json::to_vec(&report).unwrap();
+        crate::paths::write_atomic(&paths.exit_record(sessions[0].uid), &record).unwrap();
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(paths.state()).unwrap()).unwrap();
+        assert!(
+            file["boot"].is_string(),
+            "the file says which boot wrote it"
+        );
+        file["boot"] = "a boot long gone".into();
+        std::fs::write(paths.state(), file.to_string()).unwrap();
+
+        let mut d: Daemon<FakeSubstrate> =
+            Daemon::new(paths, None, FakeSubstrate::new(), cfg()).unwrap();
+        d.restore();
+        d.settle(WAIT);
+        let h = d.world.roles.values().next().unwrap();
+        assert_eq!((h.restarts, h.frozen.is_none()), (0, true), "{h:?}");
+        assert_eq!(
+            h.marker.as_ref().unwrap().exit.as_ref().unwrap().detail,
+            ExitDetail::TmuxLost
+        );
+        let now = live(&d);
+        assert_eq!(now.len(), 2, "the team comes back");
+        assert!(now.iter().all(|s| sessions.iter().all(|o| o.uid != s.uid)));
     }
 }

@@ -92,7 +92,8 @@ fn protocol_error(v: u64) -> Error {
 }
 
 /// Accepts connections until the listener fails; each gets its own thread.
-pub fn serve(listener: UnixListener, to_loop: Sender<Incoming>) {
+/// Requests go to the loop as whatever message type it reads.
+pub fn serve<M: From<Incoming> + Send + 'static>(listener: UnixListener, to_loop: Sender<M>) {
     let own = unsafe { libc::geteuid() };
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
@@ -104,7 +105,7 @@ pub fn serve(listener: UnixListener, to_loop: Sender<Incoming>) {
     }
 }
 
-fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
+fn handle<M: From<Incoming>>(mut stream: UnixStream, own: u32, to_loop: Sender<M>) {
     let result = peer_uid(&stream)
         .map_err(|e| Error::other(format!("cannot identify the peer: {e}")))
         .and_then(|uid| check_peer(uid, own))
@@ -125,12 +126,12 @@ fn handle(mut stream: UnixStream, own: u32, to_loop: Sender<Incoming>) {
         }
         _ => (None, None),
     };
-    let sent = to_loop.send(Incoming {
+    let sent = to_loop.send(M::from(Incoming {
         request,
         reply: reply_tx,
         follow: follow_tx,
         written: written_rx,
-    });
+    }));
     if sent.is_err() {
         let _ = write_line(
             &mut stream,
@@ -178,6 +179,74 @@ fn write_line(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Valid request lines to mutate.
+    fn seeds() -> Vec<Vec<u8>> {
+        let reqs = [
+            Request::Ping,
+            Request::Status,
+            Request::Kill { key: "w-0".into() },
+            Request::Scale {
+                key: "squad/w".into(),
+                replicas: 3,
+            },
+            Request::Inject {
+                key: "w-0".into(),
+                text: "hello".into(),
+                enter: true,
+                keys: false,
+            },
+            Request::Events {
+                filter: Default::default(),
+                follow: false,
+            },
+        ];
+        reqs.into_iter()
+            .map(|request| {
+                serde_json::to_vec(&Envelope {
+                    protocol: PROTOCOL_VERSION,
+                    request,
+                })
+                .unwrap()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_are_refused_with_an_error(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let e = decode(&bytes).unwrap_err();
+            prop_assert!(e.to_string().starts_with("error: "));
+        }
+
+        #[test]
+        fn mutated_requests_decode_or_are_refused_cleanly(
+            seed in 0..6usize,
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..8),
+        ) {
+            let mut line = seeds()[seed].clone();
+            for (at, byte, op) in edits {
+                let at = at % (line.len() + 1);
+                match op {
+                    0 => line.insert(at, byte),
+                    1 if at < line.len() => { line.remove(at); }
+                    _ if at < line.len() => line[at] = byte,
+                    _ => {}
+                }
+            }
+            if let Err(e) = decode(&line) {
+                let shown = e.to_string();
+                prop_assert!(
+                    shown.starts_with("error: malformed request")
+                        || shown.contains("speaks protocol"),
+                    "{}", shown
+                );
+            }
+        }
+    }
 
     #[test]
     fn another_uid_is_refused() {

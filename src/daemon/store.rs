@@ -15,17 +15,26 @@ const FORMAT: u32 = 1;
 #[derive(Serialize, Deserialize)]
 struct File {
     format: u32,
+    /// The machine's boot id when the file was written: a different one
+    /// now means every process the file mentions died with the machine.
+    #[serde(default)]
+    boot: Option<String>,
     world: World,
 }
 
 pub struct Store {
     path: PathBuf,
+    boot: Option<String>,
 }
 
 /// What loading found.
 pub enum Loaded {
     Fresh,
-    Restored(World),
+    Restored {
+        world: World,
+        /// The machine has restarted since the file was written.
+        rebooted: bool,
+    },
     /// The file was unreadable and was moved to `moved_to`.
     MovedAside {
         moved_to: PathBuf,
@@ -35,7 +44,10 @@ pub enum Loaded {
 
 impl Store {
     pub fn new(path: PathBuf) -> Store {
-        Store { path }
+        Store {
+            path,
+            boot: boot_id(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,7 +61,10 @@ impl Store {
             Err(e) => return self.move_aside(e.to_string()),
         };
         match serde_json::from_slice::<File>(&bytes) {
-            Ok(f) if f.format == FORMAT => Loaded::Restored(f.world),
+            Ok(f) if f.format == FORMAT => Loaded::Restored {
+                rebooted: f.boot.is_some() && self.boot.is_some() && f.boot != self.boot,
+                world: f.world,
+            },
             Ok(f) => self.move_aside(format!(
                 "unknown state format {} (this marvel reads {FORMAT})",
                 f.format
@@ -73,12 +88,21 @@ impl Store {
     pub fn save(&self, world: &World) -> crate::error::Result<()> {
         let file = File {
             format: FORMAT,
+            boot: self.boot.clone(),
             world: world.clone(),
         };
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| crate::error::Error::other(format!("cannot encode state: {e}")))?;
         write_atomic(&self.path, &bytes)
     }
+}
+
+/// Linux's id of the current boot; `None` where there is none.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -97,9 +121,35 @@ mod tests {
         sim.die("w", 1, 3);
         store.save(&sim.world).unwrap();
         match store.load() {
-            Loaded::Restored(w) => assert_eq!(w, sim.world),
+            Loaded::Restored { world, rebooted } => {
+                assert_eq!(world, sim.world);
+                assert!(!rebooted);
+            }
             _ => panic!("expected the saved world"),
         }
+    }
+
+    #[test]
+    fn a_file_from_another_boot_says_the_machine_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut store = Store::new(path.clone());
+        store.boot = Some("before".into());
+        store.save(&World::default()).unwrap();
+        store.boot = Some("after".into());
+        assert!(matches!(
+            store.load(),
+            Loaded::Restored { rebooted: true, .. }
+        ));
+        // Without a boot id on either side nothing can be said.
+        store.boot = None;
+        assert!(matches!(
+            store.load(),
+            Loaded::Restored {
+                rebooted: false,
+                ..
+            }
+        ));
     }
 
     #[test]

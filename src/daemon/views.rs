@@ -3,11 +3,13 @@
 
 use std::fmt::Write;
 
+use crate::domain::health::{self, HealthState};
 use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy;
+use crate::domain::reconcile;
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, Time, World};
 use crate::proto::Filter;
-use crate::view::{EventView, ExitView, RoleView, SessionView, TeamView};
+use crate::view::{EventView, ExitView, RoleView, SessionView, ShiftView, TeamView};
 
 fn exit_view(e: &Exit) -> ExitView {
     ExitView {
@@ -56,7 +58,43 @@ fn session_with_role_state(world: &World, s: &Session, role_state: &str, now: Ti
         frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
         last_output: s.last_output.clone(),
         tmux_session: Some(s.tmux_session.clone()).filter(|_| s.state.is_live()),
+        uid: s.uid,
+        health: session_health(world, s, now).map(|h| h.as_str().to_string()),
+        last_heartbeat_at: s.last_heartbeat_at,
+        context_pct: s.heartbeat.context_pct,
+        heartbeat_note: s.heartbeat.note.clone(),
+        outdated: s.state.is_live() && world.outdated(s),
     }
+}
+
+/// The health of a live session of a role with a heartbeat check, worked
+/// out now (a session still starting is unknown).
+fn session_health(world: &World, s: &Session, now: Time) -> Option<HealthState> {
+    let spec = world.role_spec(&s.key.role())?;
+    spec.health?;
+    if !s.state.is_live() {
+        return None;
+    }
+    Some(
+        health::check(s, spec, world.watching_since, now).map_or(HealthState::Unknown, |c| c.state),
+    )
+}
+
+/// A team's running or last shift.
+pub fn shift(world: &World, key: &TeamKey) -> Option<ShiftView> {
+    let sh = world.shifts.get(key)?;
+    Some(ShiftView {
+        id: sh.id,
+        state: sh.state().to_string(),
+        roles: sh.roles.clone(),
+        role: sh.current_role().map(str::to_string),
+        replaced: sh.replaced(world, key),
+        total: sh.total,
+        started_at: sh.started_at,
+        deadline: sh.deadline,
+        ended_at: sh.ended_at,
+        reason: sh.reason().map(str::to_string),
+    })
 }
 
 pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
@@ -80,10 +118,7 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
     let spec = world.role_spec(key)?;
     let default = RoleHistory::default();
     let h = world.roles.get(key).unwrap_or(&default);
-    let running = world
-        .role_sessions(key)
-        .filter(|s| s.state == SessionState::Running && s.key.slot < spec.replicas)
-        .count() as u32;
+    let running = reconcile::layout(world, key, spec, now).running();
     Some(RoleView {
         key: key.to_string(),
         workspace: key.workspace.clone(),
@@ -149,6 +184,7 @@ pub fn team(world: &World, key: &TeamKey, now: Time) -> Option<TeamView> {
         running: roles.iter().map(|r| r.running).sum(),
         state: state.to_string(),
         applied_at: record.applied_at,
+        shift: shift(world, key),
     })
 }
 
@@ -204,6 +240,26 @@ pub fn describe_session(world: &World, s: &Session, events: &[EventView], now: T
     let _ = writeln!(out, "Created:     {}", ts(Some(v.created_at)));
     let _ = writeln!(out, "Started:     {}", ts(v.started_at));
     let _ = writeln!(out, "Restarts:    {}", v.restarts);
+    if let Some(h) = &v.health {
+        let last = v
+            .last_heartbeat_at
+            .map_or("no heartbeat yet".to_string(), |t| {
+                format!("last heartbeat {}", ts(Some(t)))
+            });
+        let _ = writeln!(out, "Health:      {h} ({last})");
+    }
+    if let Some(p) = v.context_pct {
+        let _ = writeln!(out, "Context:     {p}% used");
+    }
+    if let Some(n) = &v.heartbeat_note {
+        let _ = writeln!(out, "Note:        {n}");
+    }
+    if v.outdated {
+        let _ = writeln!(
+            out,
+            "Outdated:    yes: replaced once its successor is ready"
+        );
+    }
     if let Some(e) = &v.exit {
         let _ = writeln!(out, "Exit:        {} at {}", e.reason, ts(Some(e.at)));
     }
@@ -294,12 +350,19 @@ pub fn describe_role(
         .into_iter()
         .filter(|s| s.key.role() == *key)
     {
+        // A session and its successor share a key: the uid tells them apart.
+        let outdated = if s.state.is_live() && world.outdated(s) {
+            "  outdated"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {:<32} {:<10} {}",
+            "  {:<32} {:<10} {:<6} uid {}{outdated}",
             s.key.to_string(),
             s.state.as_str(),
-            s.pane.as_deref().unwrap_or("-")
+            s.pane.as_deref().unwrap_or("-"),
+            s.uid
         );
     }
     push_events(&mut out, events);
@@ -322,6 +385,17 @@ pub fn describe_team(
         "Replicas:    {} running / {} desired",
         v.running, v.desired
     );
+    if let Some(sh) = &v.shift {
+        let _ = writeln!(out, "Shift:       {}", shift_line(sh));
+        let _ = writeln!(
+            out,
+            "             started {}, deadline {}{}",
+            ts(Some(sh.started_at)),
+            ts(Some(sh.deadline)),
+            sh.ended_at
+                .map_or(String::new(), |t| format!(", ended {}", ts(Some(t))))
+        );
+    }
     let _ = writeln!(out, "Roles:");
     for r in roles(
         world,
@@ -339,4 +413,17 @@ pub fn describe_team(
     }
     push_events(&mut out, events);
     Some(out)
+}
+
+/// One line on a shift: where it is, or how it ended.
+fn shift_line(sh: &ShiftView) -> String {
+    let progress = format!("{} of {} sessions replaced", sh.replaced, sh.total);
+    match (sh.state.as_str(), &sh.role, &sh.reason) {
+        ("running", Some(role), _) => format!(
+            "running: {role} ({progress}); order {}",
+            sh.roles.join(", ")
+        ),
+        (state, _, Some(reason)) => format!("{state}: {reason} ({progress})"),
+        (state, _, None) => format!("{state} ({progress})"),
+    }
 }

@@ -25,6 +25,12 @@ pub enum EventKind {
     TmuxDown,
     TmuxUp,
     Warning,
+    Healthy,
+    Unhealthy,
+    ShiftStarted,
+    ShiftCompleted,
+    ShiftFailed,
+    ShiftAborted,
 }
 
 impl EventKind {
@@ -47,10 +53,16 @@ impl EventKind {
             EventKind::TmuxDown => "tmux-down",
             EventKind::TmuxUp => "tmux-up",
             EventKind::Warning => "warning",
+            EventKind::Healthy => "healthy",
+            EventKind::Unhealthy => "unhealthy",
+            EventKind::ShiftStarted => "shift-started",
+            EventKind::ShiftCompleted => "shift-completed",
+            EventKind::ShiftFailed => "shift-failed",
+            EventKind::ShiftAborted => "shift-aborted",
         }
     }
 
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Applied,
         EventKind::Created,
         EventKind::Started,
@@ -68,6 +80,12 @@ impl EventKind {
         EventKind::TmuxDown,
         EventKind::TmuxUp,
         EventKind::Warning,
+        EventKind::Healthy,
+        EventKind::Unhealthy,
+        EventKind::ShiftStarted,
+        EventKind::ShiftCompleted,
+        EventKind::ShiftFailed,
+        EventKind::ShiftAborted,
     ];
 }
 

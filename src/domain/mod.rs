@@ -3,9 +3,11 @@
 //! reads the clock or draws random numbers; time and jitter are arguments.
 
 pub mod event;
+pub mod health;
 pub mod key;
 pub mod policy;
 pub mod reconcile;
+pub mod shift;
 pub mod spec;
 pub mod state;
 pub mod world;

@@ -4,21 +4,27 @@
 //! told why it runs, so it must be level-triggered: planning again after the
 //! actions were carried out yields nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::key::RoleKey;
+use crate::domain::health::{self, HealthState};
+use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy;
+use crate::domain::shift;
 use crate::domain::spec::{RoleSpec, TeamSpec};
-use crate::domain::state::{SessionState, Time, World};
+use crate::domain::state::{RoleHistory, Session, SessionState, Time, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// The slot is beyond the role's replicas.
+    /// The role keeps fewer replicas: the newest sessions go first.
     ScaleDown,
     /// The role or its team is no longer declared.
     RoleRemoved,
-    /// The session runs an older template of its role (rolling replacement).
+    /// The session was outdated (an older template, or from before a
+    /// shift) and its fresh successor in the slot is ready.
     Replaced,
+    /// Another session holds its slot (a replacement that was not needed
+    /// any more, for example after a shift ended).
+    Superfluous,
 }
 
 impl StopReason {
@@ -26,7 +32,8 @@ impl StopReason {
         match self {
             StopReason::ScaleDown => "scaled down",
             StopReason::RoleRemoved => "role removed",
-            StopReason::Replaced => "replaced by the new spec",
+            StopReason::Replaced => "replaced: its successor is ready",
+            StopReason::Superfluous => "not needed: another session holds its slot",
         }
     }
 }
@@ -41,6 +48,13 @@ pub enum Action {
     ClearMarker { role: RoleKey },
     /// A replica ran long enough: forget the backoff curve.
     Forgive { role: RoleKey },
+    /// A session's heartbeat health changed: record it (and say so).
+    Health { uid: u64, state: HealthState },
+    /// A session missed its heartbeats: kill its pane and record the
+    /// death as a crash ("heartbeat stale").
+    KillUnhealthy { uid: u64 },
+    /// Move a team's rolling shift on.
+    Shift { team: TeamKey, step: shift::Step },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,14 +65,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn wake(&mut self, t: Time) {
+    pub(crate) fn wake(&mut self, t: Time) {
         self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
     }
 }
 
-/// Plans the next actions for every declared role and every orphaned session.
+/// Plans the next actions for every shift, every declared role and every
+/// orphaned session.
 pub fn plan(world: &World, now: Time) -> Plan {
     let mut plan = Plan::default();
+    // A shift that moves on changes which sessions are outdated: let that
+    // happen first, then plan the roles against it.
+    shift::plan(world, now, &mut plan);
+    if !plan.actions.is_empty() {
+        return plan;
+    }
     let mut declared: BTreeSet<RoleKey> = BTreeSet::new();
     for team in world.teams.values() {
         for role in &team.spec.roles {
@@ -79,31 +100,226 @@ pub fn plan(world: &World, now: Time) -> Plan {
     plan
 }
 
+/// How a role's live sessions sit in its replica slots: which session
+/// serves each slot, which fresh session is starting beside an outdated
+/// one (a surge), what must stop, and how many slots are still to fill.
+///
+/// A slot normally holds one session. While an outdated session (an older
+/// template, or one from before a running shift) is replaced, its slot
+/// holds it and its fresh successor; the outdated one stops only once the
+/// successor is ready, so the role never drops below its replicas, and a
+/// role has at most one surge, so it never has more than replicas + 1
+/// live sessions.
+#[derive(Debug, Clone, Default)]
+pub struct Layout<'a> {
+    /// The session serving each occupied slot.
+    pub occupants: BTreeMap<u32, &'a Session>,
+    /// A fresh session starting beside an outdated occupant.
+    pub surges: BTreeMap<u32, &'a Session>,
+    /// Sessions to stop, and why.
+    pub stops: Vec<(u64, StopReason)>,
+    /// Live sessions that are due to be replaced.
+    pub outdated: BTreeSet<u64>,
+    /// Free slots to fill, lowest first.
+    pub missing: Vec<u32>,
+    /// Replicas the role wants running: its `replicas` less the slots that
+    /// ended for good (`OnFailure` successes, `Never` deaths).
+    pub wanted: u32,
+}
+
+impl Layout<'_> {
+    /// Occupants that run.
+    pub fn running(&self) -> u32 {
+        self.occupants
+            .values()
+            .filter(|s| s.state == SessionState::Running)
+            .count() as u32
+    }
+
+    /// Nothing to change: every wanted replica runs the current template,
+    /// nothing is being replaced and nothing is to stop.
+    pub fn settled(&self) -> bool {
+        self.running() == self.wanted
+            && self.stops.is_empty()
+            && self.surges.is_empty()
+            && self.missing.is_empty()
+            && self
+                .occupants
+                .values()
+                .all(|s| !self.outdated.contains(&s.uid))
+    }
+}
+
+impl World {
+    /// Is this live session due to be replaced: does it run an older
+    /// template of its role, or predate the shift now replacing its role?
+    pub fn outdated(&self, s: &Session) -> bool {
+        let role = s.key.role();
+        let generation = self.roles.get(&role).map_or(0, |h| h.generation);
+        s.generation != generation || shift::cutoff(self, &role).is_some_and(|c| s.uid <= c)
+    }
+}
+
+/// Works out the layout of one declared role at `now`.
+pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -> Layout<'a> {
+    let default = RoleHistory::default();
+    let h = world.roles.get(key).unwrap_or(&default);
+    let cutoff = shift::cutoff(world, key);
+    let outdated = |s: &Session| s.generation != h.generation || cutoff.is_some_and(|c| s.uid <= c);
+    let ready = |s: &Session| health::ready(s, role, world.watching_since, now);
+
+    let mut by_slot: BTreeMap<u32, Vec<&Session>> = BTreeMap::new();
+    let live = world
+        .sessions
+        .values()
+        .filter(|s| s.state.is_live() && in_role(s, key));
+    for s in live {
+        by_slot.entry(s.key.slot).or_default().push(s);
+    }
+    let mut lay = Layout::default();
+    for (slot, sessions) in by_slot {
+        let (old, fresh): (Vec<&Session>, Vec<&Session>) =
+            sessions.into_iter().partition(|s| outdated(s));
+        lay.outdated.extend(old.iter().map(|s| s.uid));
+        // One fresh and one outdated session per slot at most. Of fresh
+        // duplicates (a successor whose shift ended), keep the newest that
+        // is ready, else the one that has been serving longest, else the
+        // newest; of outdated ones, the one that serves.
+        let best_fresh = fresh
+            .iter()
+            .copied()
+            .filter(|s| ready(s))
+            .max_by_key(|s| s.uid)
+            .or_else(|| {
+                fresh
+                    .iter()
+                    .copied()
+                    .filter(|s| s.state == SessionState::Running)
+                    .min_by_key(|s| s.uid)
+            })
+            .or_else(|| fresh.iter().copied().max_by_key(|s| s.uid));
+        let best_old = old
+            .iter()
+            .copied()
+            .max_by_key(|s| (s.state == SessionState::Running, s.uid));
+        for s in fresh.iter().chain(old.iter()) {
+            if Some(s.uid) != best_fresh.map(|b| b.uid) && Some(s.uid) != best_old.map(|b| b.uid) {
+                lay.stops.push((s.uid, StopReason::Superfluous));
+            }
+        }
+        match (best_fresh, best_old) {
+            (Some(f), Some(o)) if ready(f) => {
+                lay.stops.push((o.uid, StopReason::Replaced));
+                lay.occupants.insert(slot, f);
+            }
+            (Some(f), Some(o)) => {
+                lay.occupants.insert(slot, o);
+                lay.surges.insert(slot, f);
+            }
+            (Some(s), None) | (None, Some(s)) => {
+                lay.occupants.insert(slot, s);
+            }
+            (None, None) => {}
+        }
+    }
+
+    // A successor that finished for good (`OnFailure` success, `Never`)
+    // did its slot's work: the outdated session it was to replace goes too,
+    // and the slot gets no other successor.
+    let finished: Vec<u32> = lay
+        .occupants
+        .iter()
+        .filter(|(slot, s)| {
+            h.done_slots.contains(slot)
+                && lay.outdated.contains(&s.uid)
+                && !lay.surges.contains_key(slot)
+        })
+        .map(|(slot, _)| *slot)
+        .collect();
+    for slot in finished {
+        let s = lay.occupants.remove(&slot).expect("listed above");
+        lay.stops.push((s.uid, StopReason::Replaced));
+    }
+
+    // Scale down, newest first. Finished slots give way before running
+    // sessions do: they stop nothing.
+    let excess = (lay.occupants.len() as u32).saturating_sub(role.replicas);
+    if excess > 0 {
+        let newest = |slot: &u32| {
+            let o = lay.occupants[slot].uid;
+            lay.surges.get(slot).map_or(o, |s| s.uid.max(o))
+        };
+        let mut slots: Vec<u32> = lay.occupants.keys().copied().collect();
+        slots.sort_by_key(|slot| std::cmp::Reverse(newest(slot)));
+        for slot in slots.into_iter().take(excess as usize) {
+            for s in [lay.occupants.remove(&slot), lay.surges.remove(&slot)]
+                .into_iter()
+                .flatten()
+            {
+                lay.stops.push((s.uid, StopReason::ScaleDown));
+            }
+        }
+    }
+    let kept = lay.occupants.len() as u32;
+    let done = (h.done_slots.len() as u32).min(role.replicas - kept);
+    lay.wanted = role.replicas - done;
+    let missing = lay.wanted - kept;
+    lay.missing = (0..)
+        .filter(|slot| !lay.occupants.contains_key(slot) && !h.done_slots.contains(slot))
+        .take(missing as usize)
+        .collect();
+    lay
+}
+
+fn in_role(s: &Session, key: &RoleKey) -> bool {
+    s.key.role == key.role && s.key.team == key.team && s.key.workspace == key.workspace
+}
+
 fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mut Plan) {
     let default = Default::default();
     let h = world.roles.get(key).unwrap_or(&default);
-    let live: Vec<_> = world
-        .role_sessions(key)
-        .filter(|s| s.state.is_live())
-        .collect();
-
-    // Scale down, and any second live session in one slot (never expected).
-    let mut seen = BTreeSet::new();
-    let mut by_newest = live.clone();
-    by_newest.sort_by_key(|s| std::cmp::Reverse(s.uid));
-    for s in &by_newest {
-        if s.key.slot >= role.replicas || !seen.insert(s.key.slot) {
-            plan.actions.push(Action::Stop {
+    let lay = layout(world, key, role, now);
+    // Health first: a successor's first heartbeat is what lets its
+    // predecessor stop, and the events should read in that order.
+    for s in lay.occupants.values().chain(lay.surges.values()) {
+        let Some(c) = health::check(s, role, world.watching_since, now) else {
+            continue;
+        };
+        if c.stale {
+            plan.actions.push(Action::KillUnhealthy { uid: s.uid });
+            continue;
+        }
+        if c.state != s.health {
+            plan.actions.push(Action::Health {
                 uid: s.uid,
-                reason: StopReason::ScaleDown,
+                state: c.state,
             });
         }
+        if let Some(at) = c.next_at {
+            plan.wake(at);
+        }
     }
-    let kept: Vec<_> = live.iter().filter(|s| s.key.slot < role.replicas).collect();
+    // A successor (or a shift waiting on its role) needs to know when a
+    // session has run long enough to count as ready.
+    for s in lay.occupants.values().chain(lay.surges.values()) {
+        if let Some(at) = health::ready_at(s, role)
+            && at > now
+        {
+            plan.wake(at);
+        }
+    }
+    for (uid, reason) in &lay.stops {
+        plan.actions.push(Action::Stop {
+            uid: *uid,
+            reason: *reason,
+        });
+    }
+    let may_spawn = policy::may_spawn(h, now);
 
     // Forgiveness, once the earliest running replica has run long enough.
-    let running_since = kept
-        .iter()
+    let running_since = lay
+        .occupants
+        .values()
         .filter(|s| s.state == SessionState::Running)
         .filter_map(|s| s.started_at)
         .min();
@@ -115,54 +331,56 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
         }
     }
 
-    // The marker goes once its slot runs again or is no longer wanted.
+    let outdated_slot = lay
+        .occupants
+        .iter()
+        .find(|(_, s)| lay.outdated.contains(&s.uid))
+        .map(|(slot, _)| *slot);
+
+    // The marker goes once the role is whole again: no slot left to fill,
+    // no backoff to wait out, nothing left to replace, and every session
+    // started since it runs. A slot that ended for good keeps its marker.
     if let Some(m) = &h.marker {
-        let replaced = kept
-            .iter()
-            .any(|s| s.key.slot == m.key.slot && s.uid > m.uid && s.state == SessionState::Running);
-        let unwanted = m.key.slot >= role.replicas && !h.done_slots.contains(&m.key.slot);
-        if replaced || unwanted {
+        let waiting = lay
+            .occupants
+            .values()
+            .chain(lay.surges.values())
+            .any(|s| s.uid > m.uid && s.state != SessionState::Running);
+        if lay.missing.is_empty()
+            && outdated_slot.is_none()
+            && !waiting
+            && may_spawn
+            && !h.done_slots.contains(&m.key.slot)
+        {
             plan.actions.push(Action::ClearMarker { role: key.clone() });
         }
     }
 
-    let occupied: BTreeSet<u32> = kept.iter().map(|s| s.key.slot).collect();
-    let missing: Vec<u32> = (0..role.replicas)
-        .filter(|slot| !occupied.contains(slot) && !h.done_slots.contains(slot))
-        .collect();
-
-    // Rolling replacement: one old-template session at a time, only while
-    // every slot is filled and every new-template session already runs.
-    let old: Vec<_> = kept
-        .iter()
-        .filter(|s| s.generation != h.generation)
-        .collect();
-    let new_pending = kept
-        .iter()
-        .any(|s| s.generation == h.generation && s.state == SessionState::Pending);
-    if let Some(victim) = old.iter().max_by_key(|s| s.key.slot)
-        && missing.is_empty()
-        && !new_pending
-        && policy::may_spawn(h, now)
-    {
-        plan.actions.push(Action::Stop {
-            uid: victim.uid,
-            reason: StopReason::Replaced,
-        });
-    }
-
-    if missing.is_empty() || h.frozen.is_some() {
-        return;
-    }
-    if policy::may_spawn(h, now) {
-        for slot in missing {
+    if h.frozen.is_none() {
+        if !may_spawn {
+            // Spawns, replacements and the marker wait for the backoff.
+            if let Some(at) = h.next_restart_at
+                && (!lay.missing.is_empty() || outdated_slot.is_some() || h.marker.is_some())
+            {
+                plan.wake(at);
+            }
+        } else if !lay.missing.is_empty() {
+            for slot in &lay.missing {
+                plan.actions.push(Action::Spawn {
+                    role: key.clone(),
+                    slot: *slot,
+                });
+            }
+        } else if let Some(slot) = outdated_slot
+            && lay.surges.is_empty()
+        {
+            // Rolling replacement: start the successor of one outdated
+            // session, beside it; it is stopped once the successor is ready.
             plan.actions.push(Action::Spawn {
                 role: key.clone(),
                 slot,
             });
         }
-    } else if let Some(at) = h.next_restart_at {
-        plan.wake(at);
     }
 }
 

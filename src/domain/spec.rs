@@ -130,6 +130,22 @@ pub struct RoleSpec {
     pub window: Duration,
     pub reset_after: Duration,
     pub health: Option<Health>,
+    /// A new session that replaces another counts as ready once it has run
+    /// this long (and, with a heartbeat check, has reported): a program
+    /// that dies on start-up must not take its predecessor with it.
+    #[serde(default = "default_ready_after")]
+    pub ready_after: Duration,
+    /// A rolling shift of the team replaces this role after the others
+    /// (for example a supervisor that watches them).
+    #[serde(default)]
+    pub shift_last: bool,
+}
+
+/// How long a replacement must run before it counts as ready, by default.
+pub const DEFAULT_READY_AFTER: Duration = Duration::from_secs(1);
+
+fn default_ready_after() -> Duration {
+    DEFAULT_READY_AFTER
 }
 
 impl RoleSpec {
@@ -147,15 +163,20 @@ impl RoleSpec {
             window: Duration::from_secs(600),
             reset_after: Duration::from_secs(600),
             health: None,
+            ready_after: DEFAULT_READY_AFTER,
+            shift_last: false,
         }
     }
 
     /// True when the two specs run the same program the same way, so that
-    /// only `replicas` may differ. A template change replaces the replicas
+    /// only `replicas` and how replacements are paced (`ready_after`,
+    /// `shift_last`) may differ. A template change replaces the replicas
     /// and clears the role's crash-loop history.
     pub fn same_template(&self, other: &RoleSpec) -> bool {
         RoleSpec {
             replicas: other.replicas,
+            ready_after: other.ready_after,
+            shift_last: other.shift_last,
             ..self.clone()
         } == *other
     }
@@ -216,6 +237,11 @@ mod tests {
         let mut b = a.clone();
         b.replicas = 9;
         assert!(a.same_template(&b));
+        b.shift_last = true;
+        assert!(
+            a.same_template(&b),
+            "shift order is not part of the template"
+        );
         b.command.push("-c".into());
         assert!(!a.same_template(&b));
     }

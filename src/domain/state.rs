@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::health::HealthState;
 use crate::domain::key::{RoleKey, SessionKey, TeamKey};
+use crate::domain::shift::Shift;
 use crate::domain::spec::TeamSpec;
 
 /// Wall-clock instants, always passed in by the caller.
@@ -180,6 +182,25 @@ pub struct Session {
     pub exit: Option<Exit>,
     /// Last lines printed, kept for a crashed marker.
     pub last_output: Vec<String>,
+    /// When the program last ran `marvel heartbeat`.
+    #[serde(default)]
+    pub last_heartbeat_at: Option<Time>,
+    /// What the last heartbeat reported besides being alive.
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    /// The health last announced by an event. Only used to tell a
+    /// transition; health itself is evaluated afresh every time.
+    #[serde(default)]
+    pub health: HealthState,
+}
+
+/// The optional content of a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// How full the agent's context window is, in percent.
+    pub context_pct: Option<u8>,
+    /// A short free-form status line.
+    pub note: Option<String>,
 }
 
 /// Why a role is frozen.
@@ -230,6 +251,21 @@ pub struct World {
     /// Live and succeeded sessions by uid. Crashed ones live only as markers.
     pub sessions: BTreeMap<u64, Session>,
     pub next_uid: u64,
+    /// Panes (id → pid of its first process) that carry this state
+    /// directory's tag but were found after its state file could not be
+    /// read: possibly agents, so they are left running and never removed.
+    #[serde(default)]
+    pub strays: BTreeMap<String, u32>,
+    /// The running or last finished rolling shift of each team.
+    #[serde(default)]
+    pub shifts: BTreeMap<TeamKey, Shift>,
+    #[serde(default)]
+    pub next_shift: u64,
+    /// Since when heartbeats could reach the daemon (its start): missed
+    /// heartbeats are only counted from then on, so a daemon that was away
+    /// does not condemn every session at once. Not persisted.
+    #[serde(skip)]
+    pub watching_since: Option<Time>,
 }
 
 impl World {

@@ -98,6 +98,7 @@ impl World {
     /// sessions are stopped by the next plan.
     pub fn delete_team(&mut self, key: &TeamKey, now: Time) -> Option<Event> {
         let record = self.teams.remove(key)?;
+        self.shifts.remove(key);
         for role in &record.spec.roles {
             self.roles.remove(&record.spec.role_key(role));
         }
@@ -173,16 +174,24 @@ impl World {
                 last_restart_at,
                 exit: None,
                 last_output: Vec::new(),
+                last_heartbeat_at: None,
+                heartbeat: Default::default(),
+                health: Default::default(),
             },
         );
         uid
     }
 
-    /// The pane of a pending session exists.
-    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) {
-        if let Some(s) = self.sessions.get_mut(&uid) {
-            s.pane = Some(pane);
-            s.pane_pid = Some(pane_pid);
+    /// The pane of a pending session exists. A program whose start was
+    /// reported before this (the report can overtake the answer to the
+    /// spawn) runs from now on.
+    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) -> Option<Event> {
+        let s = self.sessions.get_mut(&uid)?;
+        s.pane = Some(pane);
+        s.pane_pid = Some(pane_pid);
+        match (s.state, s.pid, s.started_at) {
+            (SessionState::Pending, Some(pid), Some(at)) => Some(run(s, pid, at)),
+            _ => None,
         }
     }
 
@@ -191,22 +200,16 @@ impl World {
         self.sessions.remove(&uid)
     }
 
-    /// The shim reports the program runs as `pid`.
+    /// The shim reports the program runs as `pid`. The session is running
+    /// once its pane is known as well: until then nobody could reach it.
     pub fn started(&mut self, uid: u64, pid: u32, at: Time) -> Option<Event> {
         let s = self.sessions.get_mut(&uid)?;
+        s.pid = Some(pid);
         if s.state != SessionState::Pending {
-            s.pid = Some(pid);
             return None;
         }
-        s.state = SessionState::Running;
-        s.pid = Some(pid);
         s.started_at = Some(at);
-        Some(Event::new(
-            at,
-            EventKind::Started,
-            &s.key,
-            format!("running as pid {pid}"),
-        ))
+        s.pane.is_some().then(|| run(s, pid, at))
     }
 
     /// A live session ended without being asked to. Unknown or already
@@ -258,6 +261,7 @@ impl World {
             return events;
         }
         s.state = SessionState::Crashed;
+        let charged = !matches!(verdict, Verdict::Uncharged);
         events.push(Event::new(
             now,
             EventKind::Crashed,
@@ -293,6 +297,10 @@ impl World {
         let newer = h.marker.as_ref().is_none_or(|m| {
             (m.exit.as_ref().map(|e| e.at), m.uid) <= (s.exit.as_ref().map(|e| e.at), s.uid)
         });
+        if charged {
+            events.extend(self.shift_on_crash(&s, &reason, now));
+        }
+        let h = self.roles.entry(role_key).or_default();
         if newer {
             h.marker = Some(s);
         }
@@ -354,28 +362,11 @@ impl World {
         if h.frozen.is_some() {
             return "frozen";
         }
-        let wanted: Vec<u32> = (0..spec.replicas)
-            .filter(|s| !h.done_slots.contains(s))
-            .collect();
-        if wanted.is_empty() {
+        let lay = reconcile::layout(self, key, spec, now);
+        if lay.wanted == 0 {
             return "succeeded";
         }
-        // One pass over the role's sessions (this runs for every row of
-        // `get sessions`, so it must not scan per slot).
-        let mut running_slots = std::collections::BTreeSet::new();
-        let mut extra = false;
-        for s in self.role_sessions(key).filter(|s| s.state.is_live()) {
-            if s.key.slot >= spec.replicas || s.generation != h.generation {
-                extra = true;
-            } else if s.state == SessionState::Running {
-                running_slots.insert(s.key.slot);
-            }
-        }
-        let running = wanted
-            .iter()
-            .filter(|slot| running_slots.contains(slot))
-            .count();
-        if running == wanted.len() && !extra {
+        if lay.settled() {
             return "ready";
         }
         if h.next_restart_at.is_some_and(|t| t > now) {
@@ -383,6 +374,17 @@ impl World {
         }
         "progressing"
     }
+}
+
+/// A pending session whose program runs and whose pane is known.
+fn run(s: &mut Session, pid: u32, at: Time) -> Event {
+    s.state = SessionState::Running;
+    Event::new(
+        at,
+        EventKind::Started,
+        &s.key,
+        format!("running as pid {pid}"),
+    )
 }
 
 /// "2m 3s" style for event text.
@@ -424,6 +426,9 @@ pub(crate) mod sim {
         r.max_restarts = Some(3);
         r.window = Duration::from_secs(60);
         r.reset_after = Duration::from_secs(10);
+        // Successors are ready as soon as they run, unless a test says
+        // otherwise.
+        r.ready_after = Duration::ZERO;
         r
     }
 
@@ -499,6 +504,24 @@ pub(crate) mod sim {
                 Action::ClearMarker { role } => self.world.clear_marker(role),
                 Action::Forgive { role } => {
                     let ev = self.world.forgive(role, self.now);
+                    self.events.extend(ev);
+                }
+                Action::Health { uid, state } => {
+                    let ev = self.world.set_health(*uid, *state, self.now);
+                    self.events.extend(ev);
+                }
+                Action::KillUnhealthy { uid } => {
+                    let exit = Exit::detail(
+                        crate::domain::state::ExitDetail::Unhealthy(
+                            crate::domain::health::HEARTBEAT_STALE.into(),
+                        ),
+                        self.now,
+                    );
+                    let ev = self.world.on_exit(*uid, exit, self.now, 0.0);
+                    self.events.extend(ev);
+                }
+                Action::Shift { team, step } => {
+                    let ev = self.world.shift_step(team, step.clone(), self.now);
                     self.events.extend(ev);
                 }
             }
@@ -611,6 +634,24 @@ mod tests {
         assert!(acts.contains(&Action::ClearMarker { role: sim.rk("w") }));
         assert_eq!(sim.markers(), 0);
         assert_eq!(sim.live("w")[0].restarts, 1);
+    }
+
+    #[test]
+    fn a_start_reported_before_the_pane_is_known_runs_once_it_is() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        let uid = sim.world.begin_spawn(&sim.rk("w"), 0, sim.now);
+        let at = sim.at(5).now;
+        assert_eq!(sim.world.started(uid, 7, at), None);
+        let s = &sim.world.sessions[&uid];
+        assert_eq!((s.state, s.pid), (SessionState::Pending, Some(7)));
+        let ev = sim.world.spawned(uid, "%3".into(), 6).expect("started now");
+        assert_eq!((ev.kind, ev.at), (EventKind::Started, t(5)));
+        assert_eq!(sim.world.sessions[&uid].state, SessionState::Running);
+        // In the usual order the start is the event, not the pane.
+        let other = sim.world.begin_spawn(&sim.rk("w"), 1, sim.now);
+        assert_eq!(sim.world.spawned(other, "%4".into(), 8), None);
+        assert!(sim.world.started(other, 9, sim.now).is_some());
     }
 
     #[test]
@@ -816,58 +857,195 @@ mod tests {
         );
     }
 
+    fn start_all(sim: &mut Sim) {
+        let pending: Vec<u64> = sim
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state == SessionState::Pending)
+            .map(|s| s.uid)
+            .collect();
+        for uid in pending {
+            sim.world.started(uid, 1, sim.now);
+        }
+    }
+
+    fn running(sim: &Sim, role: &str) -> usize {
+        sim.live(role)
+            .iter()
+            .filter(|s| s.state == SessionState::Running)
+            .count()
+    }
+
     #[test]
-    fn a_changed_template_is_rolled_out_one_replica_at_a_time() {
+    fn a_changed_template_is_rolled_out_one_replica_at_a_time_new_before_old() {
         let mut sim = Sim::new();
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 3), role("other", 1)]));
-        for a in plan(&sim.world, sim.now).actions {
-            sim.execute(&a);
-        }
-        let start_all = |sim: &mut Sim| {
-            let pending: Vec<u64> = sim
-                .world
-                .sessions
-                .values()
-                .filter(|s| s.state == SessionState::Pending)
-                .map(|s| s.uid)
-                .collect();
-            for uid in pending {
-                sim.world.started(uid, 1, sim.now);
-            }
-        };
+        sim.settle();
         start_all(&mut sim);
         let other = sim.uid_in_slot("other", 0);
         let mut changed = role("w", 3);
         changed.env.insert("K".into(), "V".into());
         sim.apply(team(vec![changed, role("other", 1)]));
         let generation = sim.history("w").generation;
-        for _ in 0..3 {
-            let acts = sim.settle();
-            // Exactly one old session is stopped and its slot refilled.
-            assert_eq!(
-                acts.iter()
-                    .filter(|a| matches!(
-                        a,
-                        Action::Stop {
-                            reason: StopReason::Replaced,
-                            ..
-                        }
-                    ))
-                    .count(),
-                1
-            );
-            assert_eq!(spawns(&acts), 1);
-            assert!(sim.live("w").len() <= 3);
+        // The successor of slot 0 starts beside the old session.
+        let acts = sim.settle();
+        assert_eq!(
+            acts,
+            vec![Action::Spawn {
+                role: sim.rk("w"),
+                slot: 0
+            }]
+        );
+        for slot in 0..3 {
+            assert_eq!(sim.live("w").len(), 4, "replicas + 1 at most");
+            assert_eq!(running(&sim, "w"), 3, "never fewer than replicas");
+            assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "progressing");
+            assert!(sim.settle().is_empty(), "waits for the successor to run");
+            // The old one stops only once its successor runs; then the
+            // next slot's successor starts.
             start_all(&mut sim);
+            let acts = sim.settle();
+            assert!(matches!(
+                acts[0],
+                Action::Stop {
+                    reason: StopReason::Replaced,
+                    ..
+                }
+            ));
+            let next: Vec<Action> = (slot + 1..3)
+                .take(1)
+                .map(|slot| Action::Spawn {
+                    role: sim.rk("w"),
+                    slot,
+                })
+                .collect();
+            assert_eq!(acts[1..], next[..]);
+            assert!(running(&sim, "w") >= 3);
         }
         assert!(sim.settle().is_empty());
+        assert_eq!(sim.live("w").len(), 3);
         assert!(sim.live("w").iter().all(|s| s.generation == generation));
+        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
         assert_eq!(
             sim.uid_in_slot("other", 0),
             other,
             "untouched roles are not disturbed"
         );
+    }
+
+    #[test]
+    fn a_successor_that_crashes_leaves_the_old_session_serving_and_is_retried_after_backoff() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        let old = sim.uid_in_slot("w", 0);
+        sim.auto_start = false;
+        let mut changed = role("w", 1);
+        changed.command = vec!["bash".into()];
+        sim.apply(team(vec![changed]));
+        sim.settle();
+        let new = sim.live("w").iter().map(|s| s.uid).max().unwrap();
+        sim.world.started(new, 5, sim.now);
+        sim.world.on_exit(new, Exit::code(1, sim.now), sim.now, 0.0);
+        assert_eq!(sim.live("w").len(), 1);
+        assert_eq!(sim.live("w")[0].uid, old, "the old session keeps serving");
+        let p = plan(&sim.world, sim.now);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            p.wake_at,
+            Some(t(100)),
+            "the rollout resumes after the backoff"
+        );
+        assert_eq!(spawns(&sim.at(100).settle()), 1);
+        assert_eq!(sim.markers(), 1, "the marker stays until a successor runs");
+        start_all(&mut sim);
+        sim.settle();
+        assert_eq!(sim.markers(), 0);
+        assert_eq!(sim.live("w").len(), 1);
+        assert_ne!(sim.live("w")[0].uid, old);
+    }
+
+    #[test]
+    fn a_successor_that_succeeds_ends_its_slot_without_another_successor() {
+        let mut sim = Sim::new();
+        let mut r = role("job", 2);
+        r.restart = RestartPolicy::OnFailure;
+        sim.apply(team(vec![r.clone()]));
+        sim.settle();
+        let old: Vec<u64> = sim.live("job").iter().map(|s| s.uid).collect();
+        sim.auto_start = false;
+        r.command = vec!["bash".into()];
+        sim.apply(team(vec![r]));
+        sim.settle();
+        let new = sim.live("job").iter().map(|s| s.uid).max().unwrap();
+        sim.world.started(new, 5, sim.now);
+        let ev = sim.world.on_exit(new, Exit::code(0, sim.now), sim.now, 0.0);
+        assert_eq!(ev[0].kind, EventKind::Succeeded);
+        // Slot 0 is done: its old session goes and nothing respawns there;
+        // slot 1 is rolled out as usual.
+        let acts = sim.settle();
+        assert!(acts.contains(&Action::Stop {
+            uid: old[0],
+            reason: StopReason::Replaced
+        }));
+        assert_eq!(
+            acts.iter()
+                .filter(|a| matches!(a, Action::Spawn { slot: 0, .. }))
+                .count(),
+            0,
+            "{acts:?}"
+        );
+        start_all(&mut sim);
+        sim.settle();
+        assert!(sim.settle().is_empty());
+        let live = sim.live("job");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].key.slot, 1);
+        assert_ne!(live[0].uid, old[1]);
+    }
+
+    #[test]
+    fn scale_down_stops_the_newest_sessions_whatever_their_slots() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3)]));
+        sim.settle();
+        // Slot 0 is replaced after a kill: it is now the newest.
+        let middle = sim.uid_in_slot("w", 1);
+        sim.world.stop(sim.uid_in_slot("w", 0));
+        sim.settle();
+        sim.world.scale(&sim.rk("w"), 1, sim.now);
+        let acts = sim.settle();
+        assert_eq!(acts.len(), 2);
+        assert_eq!(
+            sim.live("w").iter().map(|s| s.uid).collect::<Vec<_>>(),
+            vec![middle],
+            "the oldest session stays, in its slot"
+        );
+        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        // Scaling up again fills the lowest free slots.
+        sim.world.scale(&sim.rk("w"), 3, sim.now);
+        sim.settle();
+        let mut slots: Vec<u32> = sim.live("w").iter().map(|s| s.key.slot).collect();
+        slots.sort();
+        assert_eq!(slots, vec![0, 1, 2]);
+        assert_eq!(sim.uid_in_slot("w", 1), middle);
+    }
+
+    #[test]
+    fn a_finished_slot_gives_way_before_a_running_session_on_scale_down() {
+        let mut sim = Sim::new();
+        let mut r = role("job", 2);
+        r.restart = RestartPolicy::OnFailure;
+        sim.apply(team(vec![r]));
+        sim.settle();
+        sim.die("job", 0, 0);
+        let running = sim.uid_in_slot("job", 1);
+        sim.world.scale(&sim.rk("job"), 1, sim.now);
+        assert!(sim.settle().is_empty(), "nothing running is stopped");
+        assert_eq!(sim.uid_in_slot("job", 1), running);
+        assert_eq!(sim.world.role_state(&sim.rk("job"), sim.now), "ready");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! An in-memory substrate for the daemon's unit tests: records every call,
 //! hands out pane ids `%0, %1, ...`, and lets a test kill panes, lose the
-//! server, or make the next calls fail.
+//! server, make the next calls fail, or hold every call as a stopped server
+//! would.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{Observation, PaneInfo, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
 
@@ -61,6 +62,41 @@ struct State {
 #[derive(Debug)]
 pub struct FakeSubstrate {
     state: Mutex<State>,
+    gate: Arc<Gate>,
+}
+
+/// Closed while a [`Hold`] exists: calls wait at it.
+#[derive(Debug, Default)]
+struct Gate {
+    held: Mutex<u32>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, u32> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pass(&self) {
+        let mut held = self.lock();
+        while *held > 0 {
+            held = self.opened.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Every call of the fake blocks until this is dropped (see
+/// [`FakeSubstrate::hold`]).
+#[must_use = "the calls are released when the hold is dropped"]
+pub struct Hold {
+    gate: Arc<Gate>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *self.gate.lock() -= 1;
+        self.gate.opened.notify_all();
+    }
 }
 
 impl Default for FakeSubstrate {
@@ -76,6 +112,16 @@ impl FakeSubstrate {
                 next_pid: 1000,
                 ..State::default()
             }),
+            gate: Arc::default(),
+        }
+    }
+
+    /// Makes every call wait, as with a stopped tmux server, until the
+    /// returned guard is dropped.
+    pub fn hold(&self) -> Hold {
+        *self.gate.lock() += 1;
+        Hold {
+            gate: Arc::clone(&self.gate),
         }
     }
 
@@ -195,6 +241,7 @@ impl FakeSubstrate {
 
     /// Records `call` and returns the queued failure, if any.
     fn enter(&self, call: Call) -> (MutexGuard<'_, State>, SubResult<()>) {
+        self.gate.pass();
         let mut st = self.lock();
         st.calls.push(call);
         let r = match st.failures.pop_front() {

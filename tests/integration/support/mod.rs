@@ -198,6 +198,64 @@ impl Env {
             .collect()
     }
 
+    /// Runs marvel, failing the test if it has not finished within `limit`
+    /// (a hang, not slowness: keep `limit` far above any normal run).
+    pub fn run_within(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run marvel");
+        let start = Instant::now();
+        while child.try_wait().expect("wait for marvel").is_none() {
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "marvel {} hung for {limit:?}\n{}",
+                    args.join(" "),
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("marvel output")
+    }
+
+    /// `status -o json`, whatever its exit code (7 while tmux is down).
+    pub fn status(&self) -> Value {
+        let out = self.run(&["status", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status printed bad JSON ({e}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.status()["daemon"]["pid"].as_u64().expect("daemon pid") as u32
+    }
+
+    /// Events of one kind, oldest first.
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.ok(&["events", "--kind", kind, "-o", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line"))
+            .collect()
+    }
+
+    /// The pid of this test's tmux server.
+    pub fn tmux_server_pid(&self) -> i32 {
+        let out = self.tmux(&["display-message", "-p", "#{pid}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no tmux server pid: {out:?}"))
+    }
+
     /// Everything worth seeing when a test fails.
     pub fn dump(&self) -> String {
         let run = |args: &[&str]| {
@@ -233,9 +291,48 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        let out = self.tmux(&["list-panes", "-a", "-F", "#{pane_pid}"]);
+        let shims: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
         let _ = self.cmd(&["daemon", "stop"]).output();
         let _ = self.tmux(&["kill-server"]);
+        // The shims record their programs' ends in the state directory as
+        // they go: let them finish before it is removed, or they would
+        // leave a fresh one behind.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shims.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+}
+
+/// Whether `pid` is a running process (a zombie is not: nobody may reap
+/// the daemons these tests kill).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The seed of a randomized test: `MARVEL_TEST_SEED` to replay a failure
+/// (every such test prints its seed when it fails), else a fresh one.
+pub fn seed() -> u64 {
+    std::env::var("MARVEL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started or was told about.
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// A one-role team manifest with millisecond time constants.
@@ -243,10 +340,12 @@ pub fn team(name: &str, roles: &str) -> String {
     format!("Team(name: {name:?}, workspace: \"t\", roles: [{roles}])")
 }
 
-/// A role with short backoff; `extra` adds or overrides fields.
+/// A role with short backoff, whose replacements count as ready after
+/// 100 ms; `extra` adds fields.
 pub fn role(name: &str, replicas: u32, command: &str, extra: &str) -> String {
     format!(
         "Role(name: {name:?}, replicas: {replicas}, command: {command}, \
-         backoff: (initial: \"150ms\", max: \"300ms\", factor: 2.0, jitter: 0.0), {extra}),"
+         backoff: (initial: \"150ms\", max: \"300ms\", factor: 2.0, jitter: 0.0), \
+         ready_after: \"100ms\", {extra}),"
     )
 }

@@ -1,0 +1,157 @@
+//! `marvel heartbeat`: run by a program inside a session's pane to say it
+//! is alive, and optionally how full its context is. It finds its session
+//! and daemon in the environment marvel gives every pane.
+
+use std::path::Path;
+
+use crate::client;
+use crate::commands::{Ctx, unexpected};
+use crate::domain::health::MAX_NOTE_CHARS;
+use crate::error::{Error, Result, exit};
+use crate::proto::{Request, Response};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Run it from inside a session's pane, at least once per the role's
+heartbeat timeout (health: Heartbeat(timeout: \"30s\", failures: 3)):
+
+  while sleep 10; do marvel heartbeat --context-pct \"$USED\"; done &
+
+It reads MARVEL_SESSION, MARVEL_SESSION_UID and MARVEL_HOME, which marvel
+sets in every pane, prints nothing on success, and never starts a daemon.")]
+pub struct Args {
+    /// How full the agent's context window is, in percent
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub context_pct: Option<u8>,
+
+    /// A short status line shown by describe session (at most 200 characters)
+    #[arg(long, value_name = "TEXT", value_parser = note)]
+    pub note: Option<String>,
+}
+
+fn note(s: &str) -> std::result::Result<String, String> {
+    let n = s.chars().count();
+    if n > MAX_NOTE_CHARS {
+        return Err(format!(
+            "is {n} characters long; at most {MAX_NOTE_CHARS} are allowed"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
+    let req = request(
+        std::env::var("MARVEL_SESSION").ok(),
+        std::env::var("MARVEL_SESSION_UID").ok(),
+        ctx.state_dir.as_deref(),
+        args,
+    )?;
+    let target = ctx.target()?;
+    match client::call_running(&target, req)? {
+        Some(Response::Done(_)) => Ok(exit::OK),
+        Some(other) => Err(unexpected(&other)),
+        None => Err(Error::daemon(format!(
+            "no marvel daemon is running for {}",
+            target.paths.root.display()
+        ))),
+    }
+}
+
+/// The request from what the environment says; refuses to guess when the
+/// command does not run inside a marvel pane.
+fn request(
+    session: Option<String>,
+    uid: Option<String>,
+    state_dir: Option<&Path>,
+    args: Args,
+) -> Result<Request> {
+    let outside = |var: &str| {
+        Error::usage(format!(
+            "{var} is not set: marvel heartbeat runs inside a marvel session's pane, where marvel sets it"
+        ))
+    };
+    let session = session
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| outside("MARVEL_SESSION"))?;
+    if state_dir.is_none() {
+        return Err(outside("MARVEL_HOME"));
+    }
+    let uid = match uid.filter(|u| !u.is_empty()) {
+        Some(u) => Some(u.parse::<u64>().map_err(|_| {
+            Error::usage(format!("MARVEL_SESSION_UID is {u:?}, not a session uid"))
+        })?),
+        None => None,
+    };
+    Ok(Request::Heartbeat {
+        session,
+        uid,
+        context_pct: args.context_pct,
+        note: args.note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args {
+            context_pct: Some(40),
+            note: Some("refactoring".into()),
+        }
+    }
+
+    #[test]
+    fn the_session_and_state_dir_come_from_the_pane() {
+        let req = request(
+            Some("demo/squad/worker-0".into()),
+            Some("17".into()),
+            Some(Path::new("/state")),
+            args(),
+        )
+        .unwrap();
+        let Request::Heartbeat {
+            session,
+            uid,
+            context_pct,
+            note,
+        } = req
+        else {
+            panic!("{req:?}")
+        };
+        assert_eq!(session, "demo/squad/worker-0");
+        assert_eq!(uid, Some(17));
+        assert_eq!(context_pct, Some(40));
+        assert_eq!(note.as_deref(), Some("refactoring"));
+    }
+
+    #[test]
+    fn outside_a_pane_it_says_what_is_missing() {
+        let err = request(None, None, Some(Path::new("/s")), args()).unwrap_err();
+        assert_eq!(err.code(), exit::USAGE);
+        assert!(
+            err.to_string().contains("MARVEL_SESSION is not set"),
+            "{err}"
+        );
+        let err = request(Some("a/b/c-0".into()), None, None, args()).unwrap_err();
+        assert!(err.to_string().contains("MARVEL_HOME is not set"), "{err}");
+        let err = request(
+            Some("a/b/c-0".into()),
+            Some("x".into()),
+            Some(Path::new("/s")),
+            args(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("MARVEL_SESSION_UID"), "{err}");
+    }
+
+    #[test]
+    fn notes_are_bounded() {
+        assert!(note(&"x".repeat(MAX_NOTE_CHARS)).is_ok());
+        assert!(
+            note(&"x".repeat(MAX_NOTE_CHARS + 1))
+                .unwrap_err()
+                .contains("at most 200")
+        );
+    }
+}
