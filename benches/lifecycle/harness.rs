@@ -162,13 +162,19 @@ pub struct Instance {
 
 /// The variables marvel reads; the bench sets what it needs and removes the
 /// rest so a developer's own settings cannot change the figures.
-const MARVEL_VARS: [&str; 8] = [
+const MARVEL_VARS: [&str; 14] = [
     "MARVEL_HOME",
     "MARVEL_TMUX_SOCKET",
     "MARVEL_SWEEP_MS",
     "MARVEL_TMUX_TIMEOUT_MS",
     "MARVEL_TMUX_RETRY_MS",
     "MARVEL_TMUX_RETRY_MAX_MS",
+    "MARVEL_TMUX_RETRY_JITTER",
+    "MARVEL_SESSION",
+    "MARVEL_SESSION_UID",
+    "MARVEL_ROLE",
+    "MARVEL_TEAM",
+    "MARVEL_WORKSPACE",
     "TMUX",
     "TMUX_PANE",
 ];

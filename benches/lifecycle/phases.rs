@@ -496,6 +496,7 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
     let mut detect_ev = Samples::default();
     let mut detect_daemon = Samples::default();
     let mut late = Samples::default();
+    let mut late_placed = Samples::default();
     let mut late_started = Samples::default();
     let rows = inst.sessions();
     for i in 0..count {
@@ -533,10 +534,18 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
                             .and_then(|r| time_of(&r["next_restart_at"])),
                     );
                 }
+                // The `created` event is stamped when the pane exists.
                 Some("created") if due.is_some() => created = t,
                 Some("started") if created.is_some() => {
-                    if let (Some(Some(due)), Some(cr), Some(st)) = (due, created, t) {
-                        late.push(ms_between(due, cr));
+                    // The spawn decision is the session's `created_at`.
+                    let rows = inst.sessions();
+                    let decided =
+                        row(&rows, &key, "running").and_then(|r| time_of(&r["created_at"]));
+                    if let (Some(Some(due)), Some(dec), Some(placed), Some(st)) =
+                        (due, decided, created, t)
+                    {
+                        late.push(ms_between(due, dec));
+                        late_placed.push(ms_between(due, placed));
                         late_started.push(ms_between(due, st));
                     }
                     break;
@@ -552,10 +561,12 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
     rep.set("detect_quiet_samples", detect_ev.len() as f64);
     rep.set("respawn_late_quiet_p50_ms", late.pct(50.0));
     rep.set("respawn_late_quiet_p99_ms", late.pct(99.0));
+    rep.set("respawn_placed_late_quiet_p50_ms", late_placed.pct(50.0));
+    rep.set("respawn_placed_late_quiet_p99_ms", late_placed.pct(99.0));
     rep.set("respawn_started_late_quiet_p50_ms", late_started.pct(50.0));
     rep.set("respawn_started_late_quiet_p99_ms", late_started.pct(99.0));
     println!(
-        "  {} deaths with no client polling: crashed event read p50 {} / p99 {} ms after the kill (stamped p50 {} / p99 {}); replacement created p50 {} / p99 {} ms after its backoff, program started p50 {} / p99 {}",
+        "  {} deaths with no client polling: crashed event read p50 {} / p99 {} ms after the kill (stamped p50 {} / p99 {}); replacement created p50 {} / p99 {} ms after its backoff, its pane there p50 {} / p99 {}, program started p50 {} / p99 {}",
         detect_ev.len(),
         fmt_num(detect_ev.pct(50.0)),
         fmt_num(detect_ev.pct(99.0)),
@@ -563,6 +574,8 @@ fn quiet_deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report
         fmt_num(detect_daemon.pct(99.0)),
         fmt_num(late.pct(50.0)),
         fmt_num(late.pct(99.0)),
+        fmt_num(late_placed.pct(50.0)),
+        fmt_num(late_placed.pct(99.0)),
         fmt_num(late_started.pct(50.0)),
         fmt_num(late_started.pct(99.0)),
     );
