@@ -1,7 +1,7 @@
 //! The lifecycle benchmark: how fast marvel sees a death and respawns, and
 //! what it costs at hundreds of sessions.
 //!
-//!     cargo bench --bench lifecycle                 # full run (~4 min)
+//!     cargo bench --bench lifecycle                 # full run (~5 min)
 //!     cargo bench --bench lifecycle -- --peers      # and supervisord, pm2
 //!     MARVEL_BENCH_QUICK=1 cargo bench --bench lifecycle   # short sizes
 //!
