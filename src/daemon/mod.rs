@@ -758,34 +758,42 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 limit: Some(20),
             })
         };
-        match kind {
+        // Each kind: the resolved key, then its text and record.
+        let (text, json) = match kind {
             Kind::Sessions => {
                 let s = self.find_session(key)?;
                 let evs = recent(&s.key.to_string(), &self.events);
-                let text = views::describe_session(&self.world, &s, &evs, now);
-                let json =
-                    serde_json::to_value(views::session(&self.world, &s, now)).unwrap_or_default();
-                Ok(Response::Described { text, json })
+                (
+                    Some(views::describe_session(&self.world, &s, &evs, now)),
+                    serde_json::to_value(views::session(&self.world, &s, now)),
+                )
             }
             Kind::Roles => {
                 let role = self.find_role(key)?;
                 let evs = recent(&role.to_string(), &self.events);
-                let text = views::describe_role(&self.world, &role, &evs, now)
-                    .ok_or_else(|| Error::not_found("role", key))?;
-                let json =
-                    serde_json::to_value(views::role(&self.world, &role, now)).unwrap_or_default();
-                Ok(Response::Described { text, json })
+                (
+                    views::describe_role(&self.world, &role, &evs, now),
+                    serde_json::to_value(views::role(&self.world, &role, now)),
+                )
             }
             Kind::Teams => {
                 let team = self.find_team(key)?;
                 let evs = recent(&team.to_string(), &self.events);
-                let text = views::describe_team(&self.world, &team, &evs, now)
-                    .ok_or_else(|| Error::not_found("team", key))?;
-                let json =
-                    serde_json::to_value(views::team(&self.world, &team, now)).unwrap_or_default();
-                Ok(Response::Described { text, json })
+                (
+                    views::describe_team(&self.world, &team, &evs, now),
+                    serde_json::to_value(views::team(&self.world, &team, now)),
+                )
             }
-        }
+        };
+        let what = match kind {
+            Kind::Sessions => "session",
+            Kind::Roles => "role",
+            Kind::Teams => "team",
+        };
+        Ok(Response::Described {
+            text: text.ok_or_else(|| Error::not_found(what, key))?,
+            json: json.unwrap_or_default(),
+        })
     }
 
     /// Any session record (live, succeeded or a crashed marker); a live one
