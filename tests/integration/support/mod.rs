@@ -305,6 +305,8 @@ impl Drop for Env {
         while shims.iter().any(|&p| alive(p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        // A killed server can leave its socket file behind.
+        let _ = std::fs::remove_file(marvel::substrate::tmux::socket_path(&self.socket));
     }
 }
 
