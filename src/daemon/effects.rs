@@ -417,14 +417,18 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.record_death(uid, exit, now, Vec::new());
             }
         }
+        let listed: std::collections::HashMap<&str, &crate::substrate::PaneInfo> =
+            panes.iter().map(|p| (p.pane.as_str(), p)).collect();
         let mut confirmed = 0;
         for uid in self.live_uids() {
             let s = &self.world.sessions[&uid];
-            let Some(pane) = s.pane.clone() else { continue };
-            let found = panes
-                .iter()
-                .find(|p| p.pane == pane && Some(p.pane_pid) == s.pane_pid && !p.dead);
-            if found.is_some() {
+            let Some(pane) = s.pane.as_deref() else {
+                continue;
+            };
+            let found = listed
+                .get(pane)
+                .is_some_and(|p| Some(p.pane_pid) == s.pane_pid && !p.dead);
+            if found {
                 confirmed += 1;
                 continue;
             }
@@ -497,15 +501,16 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
     /// may be agents, and nothing says what they were.
     fn remove_strays(&mut self, panes: &[crate::substrate::PaneInfo], now: Time) {
         let owner = exec::owner_tag(&self.paths);
+        let owned: std::collections::HashSet<&str> = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live())
+            .filter_map(|s| s.pane.as_deref())
+            .collect();
         let strays: Vec<(String, u32)> = panes
             .iter()
-            .filter(|p| {
-                p.owner == owner
-                    && self
-                        .world
-                        .session_by_pane(&p.pane)
-                        .is_none_or(|s| !s.state.is_live())
-            })
+            .filter(|p| p.owner == owner && !owned.contains(p.pane.as_str()))
             .map(|p| (p.pane.clone(), p.pane_pid))
             .collect();
         if std::mem::take(&mut self.spare_strays) && !strays.is_empty() {

@@ -348,7 +348,7 @@ pub fn describe_role(
     for s in world
         .all_session_records()
         .into_iter()
-        .filter(|s| s.key.role() == *key)
+        .filter(|s| s.key.is_of(key))
     {
         // A session and its successor share a key: the uid tells them apart.
         let outdated = if s.state.is_live() && world.outdated(s) {

@@ -82,6 +82,11 @@ impl SessionKey {
     pub fn team(&self) -> TeamKey {
         self.role().team()
     }
+
+    /// Whether this session belongs to `role`, without building its key.
+    pub fn is_of(&self, role: &RoleKey) -> bool {
+        self.role == role.role && self.team == role.team && self.workspace == role.workspace
+    }
 }
 
 impl fmt::Display for TeamKey {

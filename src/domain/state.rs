@@ -269,28 +269,12 @@ pub struct World {
 }
 
 impl World {
-    /// Sessions of one role, in slot order.
+    /// Sessions of one role, oldest spawn first.
     pub fn role_sessions<'a>(
         &'a self,
         role: &'a RoleKey,
     ) -> impl Iterator<Item = &'a Session> + 'a {
-        self.sessions
-            .values()
-            .filter(move |s| s.key.role() == *role)
-    }
-
-    /// The live (pending or running) session in a slot, if any.
-    pub fn live_in_slot(&self, role: &RoleKey, slot: u32) -> Option<&Session> {
-        self.sessions
-            .values()
-            .filter(|s| s.state.is_live() && s.key.slot == slot && s.key.role() == *role)
-            .max_by_key(|s| s.uid)
-    }
-
-    pub fn session_by_pane(&self, pane: &str) -> Option<&Session> {
-        self.sessions
-            .values()
-            .find(|s| s.pane.as_deref() == Some(pane))
+        self.sessions.values().filter(move |s| s.key.is_of(role))
     }
 
     /// Every key a `get sessions` would show: live, succeeded and markers.

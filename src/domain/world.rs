@@ -134,7 +134,7 @@ impl World {
         let had = policy::reset(h);
         // Succeeded sessions of the role give their slots back too.
         self.sessions
-            .retain(|_, s| !(s.key.role() == *key && s.state == SessionState::Succeeded));
+            .retain(|_, s| !(s.key.is_of(key) && s.state == SessionState::Succeeded));
         let msg = match (was_frozen, had) {
             (true, _) => "role reset: un-frozen, crash-loop history cleared",
             (false, true) => "role reset: crash-loop history cleared",

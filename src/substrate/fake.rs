@@ -136,11 +136,6 @@ impl FakeSubstrate {
         self.lock().calls.clone()
     }
 
-    /// Forgets the recorded calls (the panes stay).
-    pub fn clear_calls(&self) {
-        self.lock().calls.clear();
-    }
-
     /// The spawn requests made so far, including failed ones.
     pub fn spawns(&self) -> Vec<SpawnRequest> {
         self.calls()
