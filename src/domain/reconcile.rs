@@ -505,10 +505,7 @@ mod properties {
                         let uid = sim.live(ROLES[role]).iter().find(|s| s.key.slot == slot).map(|s| s.uid);
                         if let Some(uid) = uid { sim.world.stop(uid); }
                     }
-                    Op::StartPending => {
-                        let pending: Vec<u64> = sim.world.sessions.values().filter(|s| s.state == SessionState::Pending).map(|s| s.uid).collect();
-                        for uid in pending { sim.world.started(uid, 1, sim.now); }
-                    }
+                    Op::StartPending => sim.start_pending(),
                 }
                 sim.settle();
                 // Level-triggered: after executing a plan, planning again is empty.

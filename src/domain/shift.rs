@@ -418,20 +418,6 @@ mod tests {
         sim.events.push(ev);
     }
 
-    /// Starts every pending session: the shim reports each one running.
-    fn start_pending(sim: &mut Sim) {
-        let pending: Vec<u64> = sim
-            .world
-            .sessions
-            .values()
-            .filter(|s| s.state == SessionState::Pending)
-            .map(|s| s.uid)
-            .collect();
-        for uid in pending {
-            sim.world.started(uid, 1, sim.now);
-        }
-    }
-
     #[test]
     fn roles_go_in_manifest_order_with_shift_last_ones_after() {
         let mut lead = role("lead", 1);
@@ -446,7 +432,7 @@ mod tests {
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 3)]));
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         let old = uids(&sim, "w");
         start(&mut sim, None, MIN);
@@ -463,7 +449,7 @@ mod tests {
         assert_eq!(running(&sim, "w"), 3);
         assert!(sim.settle().is_empty(), "waits for the successor to run");
         for _ in 0..3 {
-            start_pending(&mut sim);
+            sim.start_pending();
             sim.settle();
             assert!(sim.live("w").len() <= 4);
             assert!(running(&sim, "w") >= 3);
@@ -501,11 +487,11 @@ mod tests {
         assert_eq!(shift(&sim).current_role(), Some("w"));
         assert_eq!(uids(&sim, "lead"), lead_before, "the last role waits");
         for _ in 0..2 {
-            start_pending(&mut sim);
+            sim.start_pending();
             sim.settle();
         }
         assert_eq!(shift(&sim).current_role(), Some("lead"));
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         assert_eq!(shift(&sim).outcome, Some(Outcome::Completed));
         assert_ne!(uids(&sim, "lead"), lead_before);
@@ -543,7 +529,7 @@ mod tests {
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 3)]));
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         let old = uids(&sim, "w");
         start(&mut sim, None, MIN);
@@ -632,9 +618,9 @@ mod tests {
         sim.die("w", 1, 1);
         assert!(shift(&sim).is_running());
         sim.at(100).settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         assert_eq!(shift(&sim).outcome, Some(Outcome::Completed));
         assert_eq!(sim.live("w").len(), 2);
@@ -646,7 +632,7 @@ mod tests {
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 2)]));
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         let old = uids(&sim, "w");
         start(&mut sim, None, Duration::from_millis(500));
@@ -674,12 +660,12 @@ mod tests {
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 3)]));
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle();
         let old = uids(&sim, "w");
         start(&mut sim, None, MIN);
         sim.settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         sim.settle(); // slot 0 replaced, slot 1's successor spawned
         assert_eq!(sim.live("w").len(), 4);
         let ev = sim
@@ -727,7 +713,7 @@ mod tests {
         sim.auto_start = false;
         start(&mut sim, None, MIN);
         sim.at(10).settle();
-        start_pending(&mut sim);
+        sim.start_pending();
         // Neither has run for 500 ms: the one that was serving stays.
         sim.world.abort_shift(&team_key(), "test", sim.now);
         sim.settle();

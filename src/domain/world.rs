@@ -571,6 +571,20 @@ pub(crate) mod sim {
                 .unwrap()
         }
 
+        /// Every pending session's shim reports its program running.
+        pub fn start_pending(&mut self) {
+            let pending: Vec<u64> = self
+                .world
+                .sessions
+                .values()
+                .filter(|s| s.state == SessionState::Pending)
+                .map(|s| s.uid)
+                .collect();
+            for uid in pending {
+                self.world.started(uid, 1, self.now);
+            }
+        }
+
         pub fn markers(&self) -> usize {
             self.world
                 .roles
@@ -857,19 +871,6 @@ mod tests {
         );
     }
 
-    fn start_all(sim: &mut Sim) {
-        let pending: Vec<u64> = sim
-            .world
-            .sessions
-            .values()
-            .filter(|s| s.state == SessionState::Pending)
-            .map(|s| s.uid)
-            .collect();
-        for uid in pending {
-            sim.world.started(uid, 1, sim.now);
-        }
-    }
-
     fn running(sim: &Sim, role: &str) -> usize {
         sim.live(role)
             .iter()
@@ -883,7 +884,7 @@ mod tests {
         sim.auto_start = false;
         sim.apply(team(vec![role("w", 3), role("other", 1)]));
         sim.settle();
-        start_all(&mut sim);
+        sim.start_pending();
         let other = sim.uid_in_slot("other", 0);
         let mut changed = role("w", 3);
         changed.env.insert("K".into(), "V".into());
@@ -905,7 +906,7 @@ mod tests {
             assert!(sim.settle().is_empty(), "waits for the successor to run");
             // The old one stops only once its successor runs; then the
             // next slot's successor starts.
-            start_all(&mut sim);
+            sim.start_pending();
             let acts = sim.settle();
             assert!(matches!(
                 acts[0],
@@ -960,7 +961,7 @@ mod tests {
         );
         assert_eq!(spawns(&sim.at(100).settle()), 1);
         assert_eq!(sim.markers(), 1, "the marker stays until a successor runs");
-        start_all(&mut sim);
+        sim.start_pending();
         sim.settle();
         assert_eq!(sim.markers(), 0);
         assert_eq!(sim.live("w").len(), 1);
@@ -997,7 +998,7 @@ mod tests {
             0,
             "{acts:?}"
         );
-        start_all(&mut sim);
+        sim.start_pending();
         sim.settle();
         assert!(sim.settle().is_empty());
         let live = sim.live("job");
