@@ -640,12 +640,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                     started_at: self.started_at,
                     state_dir: self.paths.root.display().to_string(),
                     socket: self.paths.socket().display().to_string(),
-                    sessions: self
-                        .world
-                        .sessions
-                        .values()
-                        .filter(|s| s.state.is_live())
-                        .count() as u32,
+                    sessions: self.live_uids().len() as u32,
                     teams: self.world.teams.len() as u32,
                 },
                 tmux: self
