@@ -28,7 +28,6 @@ pub enum Call {
         pane: String,
         keys: Vec<String>,
     },
-    KickReaper,
 }
 
 /// A pane of the fake server.
@@ -214,7 +213,7 @@ impl FakeSubstrate {
 
     /// Makes the next call fail with `err` (queued: several calls to this
     /// make several calls fail, in order). `list`, `spawn`, `kill`,
-    /// `capture`, `send_*`, `version` and `kick_reaper` all consume it.
+    /// `capture`, `send_*`, and `version` all consume it.
     pub fn fail_next(&self, err: SubstrateError) {
         self.lock().failures.push_back(err);
     }
@@ -381,11 +380,6 @@ impl Substrate for FakeSubstrate {
             "-t".into(),
             format!("={session_name}"),
         ]
-    }
-
-    fn kick_reaper(&self) -> SubResult<()> {
-        let (_st, r) = self.enter(Call::KickReaper);
-        r
     }
 }
 

@@ -120,11 +120,4 @@ pub trait Substrate: Send {
     fn is_client_of(&self, _tmux_env: Option<&str>) -> bool {
         false
     }
-    /// Makes the server reap children whose exit it may have missed (tmux
-    /// before 3.6 can lose a SIGCHLD and leave a pane's process a zombie).
-    /// Meant for a listing that shows a dead pane with neither status nor
-    /// signal; harmless otherwise.
-    fn kick_reaper(&self) -> SubResult<()> {
-        Ok(())
-    }
 }

@@ -516,18 +516,6 @@ impl Substrate for Tmux {
             .build();
         self.argv(cmd)
     }
-
-    fn kick_reaper(&self) -> SubResult<()> {
-        let pid = self.server_pid()?;
-        // SAFETY: kill(2) with a pid tmux reported and a harmless signal.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGCHLD) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(SubstrateError::Failed(format!(
-                "cannot signal tmux server {pid}: {e}"
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Tmux {
