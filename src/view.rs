@@ -140,6 +140,13 @@ pub struct DaemonView {
     pub socket: String,
     pub sessions: u32,
     pub teams: u32,
+    /// Why the state file cannot be written (a full disk), while it cannot:
+    /// the daemon supervises from memory meanwhile.
+    #[serde(default)]
+    pub persist_error: Option<String>,
+    /// Since when the state file cannot be written.
+    #[serde(default)]
+    pub persist_failing_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

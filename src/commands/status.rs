@@ -68,6 +68,17 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
     );
     let _ = writeln!(out, "        state dir  {}", d.state_dir);
     let _ = writeln!(out, "        socket     {}", d.socket);
+    if let Some(err) = &d.persist_error {
+        let since = d
+            .persist_failing_since
+            .map(|t| format!(" since {}", output::clock(t, now, &chrono::Local)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "        state      {} ({err}){since}: supervising from memory",
+            output::paint("not persisted", Some(Tint::Red), colour),
+        );
+    }
     let _ = writeln!(
         out,
         "        {}, {}",
@@ -131,6 +142,8 @@ mod tests {
                 socket: "/home/u/.local/share/marvel/marvel.sock".into(),
                 sessions: 3,
                 teams: 1,
+                persist_error: None,
+                persist_failing_since: None,
             },
             tmux: TmuxView {
                 state: tmux_state.into(),
@@ -155,6 +168,21 @@ daemon  running (pid 4242, up 3m, marvel 0.1.0, protocol 1)
 tmux    up (tmux 3.3a, socket marvel-test)
 "
         );
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_is_said() {
+        let mut s = status("up");
+        s.daemon.persist_error = Some("No space left on device (os error 28)".into());
+        s.daemon.persist_failing_since = Some(t("2025-01-02T11:59:00Z"));
+        let text = text(&s, t("2025-01-02T12:00:00Z"), false);
+        assert!(
+            text.contains(
+                "state      not persisted (No space left on device (os error 28)) since "
+            ),
+            "{text}"
+        );
+        assert!(text.contains(": supervising from memory\n"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The daemon's event log: a bounded in-memory ring for `events`, a
-//! bounded JSON-lines file that survives restarts, and the followers of
-//! `events --follow`.
+//! The daemon's event log: a bounded ring in memory (the supervisor's, pure
+//! state), a bounded JSON-lines file that survives restarts, and the
+//! followers of `events --follow` (both I/O, the main loop's).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -18,51 +18,30 @@ pub const RING: usize = 10_000;
 /// The events file is rotated (to `.1`) past this size.
 const FILE_MAX: u64 = 8 << 20;
 
-pub struct EventLog {
+/// The most recent events, numbered. Pure: what is appended to the file
+/// and sent to followers is up to the caller.
+#[derive(Debug, Default)]
+pub struct EventRing {
     ring: VecDeque<EventView>,
     next_seq: u64,
-    path: PathBuf,
-    file: Option<File>,
-    written: u64,
-    followers: Vec<(EventFilter, Sender<EventView>)>,
 }
 
-impl EventLog {
-    /// Opens the log, reloading the tail of the previous file.
-    pub fn open(path: PathBuf) -> EventLog {
-        let mut ring = VecDeque::new();
-        let mut next_seq = 1;
-        if let Ok(f) = File::open(&path) {
-            for line in BufReader::new(f).lines().map_while(Result::ok) {
-                if let Ok(ev) = serde_json::from_str::<EventView>(&line) {
-                    next_seq = next_seq.max(ev.seq + 1);
-                    ring.push_back(ev);
-                    if ring.len() > RING {
-                        ring.pop_front();
-                    }
-                }
-            }
+impl EventRing {
+    /// A ring holding what an earlier daemon logged, numbering on after it.
+    pub fn new(earlier: Vec<EventView>) -> EventRing {
+        let mut ring = EventRing {
+            ring: VecDeque::new(),
+            next_seq: 1,
+        };
+        for ev in earlier {
+            ring.next_seq = ring.next_seq.max(ev.seq + 1);
+            ring.keep(ev);
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok();
-        let written = file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len());
-        EventLog {
-            ring,
-            next_seq,
-            path,
-            file,
-            written,
-            followers: Vec::new(),
-        }
+        ring
     }
 
-    pub fn push(&mut self, ev: Event) {
+    /// Numbers an event and keeps it; returns what to log.
+    pub fn push(&mut self, ev: Event) -> EventView {
         let view = EventView {
             seq: self.next_seq,
             at: ev.at,
@@ -71,32 +50,14 @@ impl EventLog {
             message: ev.message,
         };
         self.next_seq += 1;
-        if let Ok(mut line) = serde_json::to_string(&view) {
-            line.push('\n');
-            self.write_line(line.as_bytes());
-        }
-        self.followers
-            .retain(|(filter, tx)| !matches(filter, &view) || tx.send(view.clone()).is_ok());
+        self.keep(view.clone());
+        view
+    }
+
+    fn keep(&mut self, view: EventView) {
         self.ring.push_back(view);
         if self.ring.len() > RING {
             self.ring.pop_front();
-        }
-    }
-
-    fn write_line(&mut self, bytes: &[u8]) {
-        if self.written + bytes.len() as u64 > FILE_MAX {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
-            self.written = 0;
-        }
-        if let Some(f) = self.file.as_mut()
-            && f.write_all(bytes).is_ok()
-        {
-            self.written += bytes.len() as u64;
         }
     }
 
@@ -115,9 +76,85 @@ impl EventLog {
         }
         out
     }
+}
 
-    pub fn follow(&mut self, filter: EventFilter, tx: Sender<EventView>) {
-        self.followers.push((filter, tx));
+/// The events file: read once at start, appended to after every event.
+pub struct EventFile {
+    path: PathBuf,
+    file: Option<File>,
+    written: u64,
+}
+
+impl EventFile {
+    /// Opens the file for appending; returns it with the events it holds.
+    pub fn open(path: PathBuf) -> (EventFile, Vec<EventView>) {
+        let mut earlier = VecDeque::new();
+        if let Ok(f) = File::open(&path) {
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                if let Ok(ev) = serde_json::from_str::<EventView>(&line) {
+                    earlier.push_back(ev);
+                    if earlier.len() > RING {
+                        earlier.pop_front();
+                    }
+                }
+            }
+        }
+        let file = open_append(&path);
+        let written = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        (
+            EventFile {
+                path,
+                file,
+                written,
+            },
+            earlier.into(),
+        )
+    }
+
+    /// Appends one event, rotating the file past its size bound.
+    pub fn append(&mut self, view: &EventView) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(view).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.written + line.len() as u64 > FILE_MAX {
+            let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
+            self.file = open_append(&self.path);
+            self.written = 0;
+        }
+        let Some(f) = self.file.as_mut() else {
+            self.file = open_append(&self.path);
+            return Err(std::io::Error::other(format!(
+                "cannot open {}",
+                self.path.display()
+            )));
+        };
+        f.write_all(&line)?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+}
+
+fn open_append(path: &std::path::Path) -> Option<File> {
+    OpenOptions::new().create(true).append(true).open(path).ok()
+}
+
+/// The connections following the log.
+#[derive(Default)]
+pub struct Followers {
+    list: Vec<(EventFilter, Sender<EventView>)>,
+}
+
+impl Followers {
+    pub fn add(&mut self, filter: EventFilter, tx: Sender<EventView>) {
+        self.list.push((filter, tx));
+    }
+
+    /// Passes the event to every follower it concerns; those gone are dropped.
+    pub fn notify(&mut self, view: &EventView) {
+        self.list
+            .retain(|(filter, tx)| !matches(filter, view) || tx.send(view.clone()).is_ok());
     }
 }
 
@@ -162,8 +199,7 @@ mod tests {
 
     #[test]
     fn filters_by_kind_and_by_key_at_any_level() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path().join("e.jsonl"));
+        let mut log = EventRing::new(Vec::new());
         log.push(ev(EventKind::Crashed, "demo/squad/worker-0"));
         log.push(ev(EventKind::Frozen, "demo/squad/worker"));
         log.push(ev(EventKind::Crashed, "demo/other/lead-0"));
@@ -188,12 +224,17 @@ mod tests {
     fn the_log_survives_a_reopen_and_keeps_numbering() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.jsonl");
-        let mut log = EventLog::open(path.clone());
-        log.push(ev(EventKind::Created, "a/b/c-0"));
-        drop(log);
-        let mut log = EventLog::open(path);
-        log.push(ev(EventKind::Started, "a/b/c-0"));
-        let all = log.query(&EventFilter::default());
+        let (mut file, earlier) = EventFile::open(path.clone());
+        let mut ring = EventRing::new(earlier);
+        file.append(&ring.push(ev(EventKind::Created, "a/b/c-0")))
+            .unwrap();
+        drop(file);
+        let (mut file, earlier) = EventFile::open(path);
+        let mut ring2 = EventRing::new(earlier);
+        file.append(&ring2.push(ev(EventKind::Started, "a/b/c-0")))
+            .unwrap();
+        let all = ring2.query(&EventFilter::default());
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        drop(ring);
     }
 }

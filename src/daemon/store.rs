@@ -1,13 +1,16 @@
-//! Persistence of the daemon's world: one JSON file written atomically
-//! (write, fsync, rename) after every change that matters. A file that
-//! cannot be read is moved aside, never silently overwritten.
+//! What the daemon keeps on disk: its world, one JSON file written
+//! atomically (write, fsync, rename) after every change that matters (a
+//! file that cannot be read is moved aside, never silently overwritten);
+//! and the files the panes write for it: exit records and output logs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::state::World;
-use crate::paths::write_atomic;
+use crate::paths::{Paths, write_atomic};
+use crate::proto::ShimReport;
 
 /// Bumped when the file's layout changes incompatibly.
 const FORMAT: u32 = 1;
@@ -28,6 +31,7 @@ pub struct Store {
 }
 
 /// What loading found.
+#[derive(Debug)]
 pub enum Loaded {
     Fresh,
     Restored {
@@ -95,6 +99,54 @@ impl Store {
             .map_err(|e| crate::error::Error::other(format!("cannot encode state: {e}")))?;
         write_atomic(&self.path, &bytes)
     }
+}
+
+/// What the shim of spawn `uid` recorded; an unreadable record counts as none.
+pub fn read_exit_record(paths: &Paths, uid: u64) -> Option<ShimReport> {
+    crate::shim::read_exit_record(paths, uid).ok().flatten()
+}
+
+/// Removes what the shim of spawn `uid` recorded, whatever step of its
+/// replay it was at.
+pub fn remove_exit_record(paths: &Paths, uid: u64) {
+    let _ = std::fs::remove_file(paths.exit_record(uid));
+    let _ = std::fs::remove_file(replaying(paths, uid));
+}
+
+/// An exit record being applied at start: one left under this name
+/// stopped the daemon that applied it.
+pub fn replaying(paths: &Paths, uid: u64) -> PathBuf {
+    paths.exits_dir().join(format!("{uid}.json.replaying"))
+}
+
+/// Removes exit records of sessions that are not live, and logs of
+/// sessions that are not shown (as a marker or a succeeded session), so
+/// neither directory grows without bound under a crash loop.
+pub fn prune(paths: &Paths, live: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
+    let uid_of = |name: &str| name.split('.').next().and_then(|n| n.parse::<u64>().ok());
+    if let Ok(dir) = std::fs::read_dir(paths.exits_dir()) {
+        for e in dir.flatten() {
+            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
+                && !live.contains(&uid)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(paths.logs_dir()) {
+        for e in dir.flatten() {
+            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
+                && !shown.contains(&uid)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The last `n` lines of a session's output log, cleaned for reading.
+pub fn log_tail(paths: &Paths, uid: u64, n: usize) -> Vec<String> {
+    crate::shim::tail_lines(&paths.session_log(uid), n)
 }
 
 /// Linux's id of the current boot; `None` where there is none.

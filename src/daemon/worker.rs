@@ -7,9 +7,8 @@
 //! it, and outcomes reach the loop in the order the jobs ran.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::substrate::{Observation, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
 
@@ -70,7 +69,9 @@ pub struct Done {
 }
 
 impl Job {
-    fn run<S: Substrate + ?Sized>(&self, sub: &S) -> Outcome {
+    /// Runs the job against the substrate (on the worker thread, or
+    /// directly in tests of the supervisor).
+    pub fn run<S: Substrate + ?Sized>(&self, sub: &S) -> Outcome {
         match self {
             Job::Probe => {
                 let version = sub.version();
@@ -102,7 +103,7 @@ impl Job {
     }
 
     /// How long the job may reasonably take before it counts as stalled.
-    fn expected(&self) -> Duration {
+    pub fn expected(&self) -> Duration {
         match self {
             Job::Spawn(reqs) => SLOW + SLOW_PER_SPAWN * reqs.len() as u32,
             _ => SLOW,
@@ -135,11 +136,6 @@ impl Outcome {
 pub struct Worker<S> {
     sub: Arc<S>,
     jobs: Sender<(JobId, Job)>,
-    next: JobId,
-    /// When the call now running becomes stalled, in milliseconds since
-    /// `base` plus one; 0 while idle. Written by the thread, read by the loop.
-    slow_at: Arc<AtomicU64>,
-    base: Instant,
 }
 
 impl<S: Substrate + Sync + 'static> Worker<S> {
@@ -149,55 +145,26 @@ impl<S: Substrate + Sync + 'static> Worker<S> {
         M: From<Done> + Send + 'static,
     {
         let (jobs, rx) = mpsc::channel();
-        let slow_at = Arc::new(AtomicU64::new(0));
-        let base = Instant::now();
-        let (thread_sub, thread_slow) = (Arc::clone(&sub), Arc::clone(&slow_at));
+        let thread_sub = Arc::clone(&sub);
         std::thread::Builder::new()
             .name("marvel-tmux".into())
-            .spawn(move || run(&*thread_sub, rx, results, &thread_slow, base))?;
-        Ok(Worker {
-            sub,
-            jobs,
-            next: 0,
-            slow_at,
-            base,
-        })
+            .spawn(move || run(&*thread_sub, rx, results))?;
+        Ok(Worker { sub, jobs })
     }
 }
 
 impl<S> Worker<S> {
-    /// Queues a job; its outcome arrives later as a [`Done`] with this id.
-    /// A worker that is gone (only at shutdown) drops the job.
-    pub fn submit(&mut self, job: Job) -> JobId {
-        self.next += 1;
-        let _ = self.jobs.send((self.next, job));
-        self.next
+    /// Queues job `id` (ids are the caller's, increasing); its outcome
+    /// arrives later as a [`Done`] with this id. A worker that is gone
+    /// (only at shutdown) drops the job.
+    pub fn submit(&self, id: JobId, job: Job) {
+        let _ = self.jobs.send((id, job));
     }
 
-    /// The id the next submitted job gets.
-    pub fn next_id(&self) -> JobId {
-        self.next + 1
-    }
-
-    /// How long the running call has been over its expected time, if it is.
-    pub fn stalled_for(&self) -> Option<Duration> {
-        let at = self.slow_at.load(Ordering::SeqCst);
-        if at == 0 {
-            return None;
-        }
-        let slow = Duration::from_millis(at - 1);
-        self.base.elapsed().checked_sub(slow)
-    }
-
-    /// The substrate, for what needs no tmux process (building an argv)
-    /// and for tests. Calls that run tmux go through [`Worker::submit`].
+    /// The substrate, for tests. Calls that run tmux go through
+    /// [`Worker::submit`].
     pub fn substrate(&self) -> &S {
         &self.sub
-    }
-
-    /// A shared handle on the substrate (tests hand it to a new daemon).
-    pub fn shared(&self) -> Arc<S> {
-        Arc::clone(&self.sub)
     }
 }
 
@@ -206,31 +173,37 @@ impl<S> Worker<S> {
 /// fail at once with the same timeout instead of each waiting out their own
 /// deadline; the daemon's next probe runs for real and, once tmux answers,
 /// work resumes.
-fn run<S, M>(
-    sub: &S,
-    jobs: Receiver<(JobId, Job)>,
-    results: Sender<M>,
-    slow_at: &AtomicU64,
-    base: Instant,
-) where
+fn run<S, M>(sub: &S, jobs: Receiver<(JobId, Job)>, results: Sender<M>)
+where
     S: Substrate + ?Sized,
     M: From<Done>,
 {
-    let mut stuck: Option<SubstrateError> = None;
+    let mut runner = Runner::default();
     for (id, job) in jobs {
-        let outcome = match &stuck {
-            Some(err) if job != Job::Probe => job.skipped(err.clone()),
-            _ => {
-                let slow = base.elapsed() + job.expected();
-                slow_at.store(slow.as_millis() as u64 + 1, Ordering::SeqCst);
-                let outcome = job.run(sub);
-                slow_at.store(0, Ordering::SeqCst);
-                stuck = outcome.timeout();
-                outcome
-            }
-        };
+        let outcome = runner.run(&job, sub);
         if results.send(M::from(Done { id, outcome })).is_err() {
             return;
+        }
+    }
+}
+
+/// Runs jobs one after the other, as the worker thread does (tests of the
+/// supervisor use it directly): after a timeout, every job but a probe
+/// fails at once with it until a probe runs.
+#[derive(Debug, Default)]
+pub struct Runner {
+    stuck: Option<SubstrateError>,
+}
+
+impl Runner {
+    pub fn run<S: Substrate + ?Sized>(&mut self, job: &Job, sub: &S) -> Outcome {
+        match &self.stuck {
+            Some(err) if *job != Job::Probe => job.skipped(err.clone()),
+            _ => {
+                let outcome = job.run(sub);
+                self.stuck = outcome.timeout();
+                outcome
+            }
         }
     }
 }
@@ -254,11 +227,11 @@ mod tests {
 
     #[test]
     fn jobs_run_in_order_and_outcomes_carry_their_ids() {
-        let (mut w, rx) = start();
-        let a = w.submit(Job::Probe);
-        let b = w.submit(Job::List);
+        let (w, rx) = start();
+        w.submit(7, Job::Probe);
+        w.submit(8, Job::List);
         let (d1, d2) = (next(&rx), next(&rx));
-        assert_eq!((d1.id, d2.id), (a, b));
+        assert_eq!((d1.id, d2.id), (7, 8));
         assert!(matches!(
             d1.outcome,
             Outcome::Probed {
@@ -275,13 +248,13 @@ mod tests {
 
     #[test]
     fn after_a_timeout_queued_jobs_fail_at_once_until_a_probe_gets_an_answer() {
-        let (mut w, rx) = start();
+        let (w, rx) = start();
         let timeout = SubstrateError::Timeout(Duration::from_millis(5));
         w.substrate().fail_next(timeout.clone());
-        w.submit(Job::List);
-        w.submit(Job::Kill("%1".into()));
-        w.submit(Job::Probe);
-        w.submit(Job::Kill("%2".into()));
+        w.submit(1, Job::List);
+        w.submit(2, Job::Kill("%1".into()));
+        w.submit(3, Job::Probe);
+        w.submit(4, Job::Kill("%2".into()));
         assert_eq!(next(&rx).outcome, Outcome::Listed(Err(timeout.clone())));
         assert_eq!(next(&rx).outcome, Outcome::Killed(Err(timeout)));
         assert!(matches!(
@@ -291,21 +264,5 @@ mod tests {
         assert_eq!(next(&rx).outcome, Outcome::Killed(Ok(())));
         // The skipped kill never reached the substrate.
         assert_eq!(w.substrate().kills(), vec!["%2".to_string()]);
-    }
-
-    #[test]
-    fn a_call_over_its_expected_time_shows_as_stalled() {
-        let (mut w, rx) = start();
-        assert_eq!(w.stalled_for(), None);
-        let gate = w.substrate().hold();
-        w.submit(Job::List);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while w.stalled_for().is_none() {
-            assert!(Instant::now() < deadline, "never stalled");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drop(gate);
-        assert!(matches!(next(&rx).outcome, Outcome::Listed(Ok(_))));
-        assert_eq!(w.stalled_for(), None);
     }
 }

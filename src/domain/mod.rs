@@ -11,3 +11,16 @@ pub mod shift;
 pub mod spec;
 pub mod state;
 pub mod world;
+
+/// A source of jitter samples, uniform in [-1, 1]: the only randomness the
+/// core uses, always passed in by the caller.
+pub trait Rng {
+    fn jitter(&mut self) -> f64;
+}
+
+/// A fixed sample: deterministic tests and replays.
+impl Rng for f64 {
+    fn jitter(&mut self) -> f64 {
+        *self
+    }
+}

@@ -6,12 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::domain::Rng;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::health::{self, HealthState};
 use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy;
 use crate::domain::shift;
 use crate::domain::spec::{RoleSpec, TeamSpec};
-use crate::domain::state::{RoleHistory, Session, SessionState, Time, World};
+use crate::domain::state::{Exit, ExitDetail, RoleHistory, Session, SessionState, Time, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -38,8 +40,11 @@ impl StopReason {
     }
 }
 
+/// What planning decides about the world as it is, one change at a time.
+/// [`reconcile`] applies each at once: most are pure transitions of the
+/// world; a spawn or a stop also leaves an [`Effect`] for the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Intent {
     /// Start a new session in this replica slot.
     Spawn { role: RoleKey, slot: u32 },
     /// Stop a live session (never counted as a crash).
@@ -50,34 +55,136 @@ pub enum Action {
     Forgive { role: RoleKey },
     /// A session's heartbeat health changed: record it (and say so).
     Health { uid: u64, state: HealthState },
-    /// A session missed its heartbeats: kill its pane and record the
-    /// death as a crash ("heartbeat stale").
+    /// A session missed its heartbeats: record the death as a crash
+    /// ("heartbeat stale") and remove its pane.
     KillUnhealthy { uid: u64 },
     /// Move a team's rolling shift on.
     Shift { team: TeamKey, step: shift::Step },
 }
 
+/// The intents for the world as it is, and when to look again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub actions: Vec<Action>,
+pub struct Intents {
+    pub intents: Vec<Intent>,
     /// Plan again at this instant even if nothing else happens.
     pub wake_at: Option<Time>,
 }
 
-impl Plan {
+impl Intents {
     pub(crate) fn wake(&mut self, t: Time) {
         self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
     }
 }
 
-/// Plans the next actions for every shift, every declared role and every
-/// orphaned session.
-pub fn plan(world: &World, now: Time) -> Plan {
+/// What reconciling leaves to the daemon: the real effects, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Session `uid` is recorded pending in its slot: make its pane.
+    Spawn { uid: u64 },
+    /// A session stopped on purpose (never a crash): its pane, if it has
+    /// one, is to go.
+    Stopped { session: Session },
+    /// A session recorded dead because its heartbeats went stale: its
+    /// last screen is worth keeping, then its pane is to go.
+    Killed { session: Session },
+}
+
+/// The outcome of [`reconcile`]: effects to carry out, the events of every
+/// transition applied, and when to reconcile again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub effects: Vec<Effect>,
+    pub events: Vec<Event>,
+    pub wake_at: Option<Time>,
+}
+
+/// Brings the world as close to its declaration as it can go at `now`:
+/// plans, applies every intent, and plans again until nothing is left.
+/// Level-triggered: reconciling again at the same instant does nothing.
+pub fn reconcile(world: &mut World, now: Time, rng: &mut impl Rng) -> Plan {
     let mut plan = Plan::default();
+    // Each pass applies what the world asked for; a pass changes what the
+    // next one sees (a shift moving on, a stop freeing a slot), and the
+    // world reaches a fixed point in a few passes. The bound is a guard
+    // that the property tests show is never reached.
+    for _ in 0..MAX_PASSES {
+        if pass(world, now, rng, &mut plan).is_empty() {
+            return plan;
+        }
+    }
+    plan.events.push(Event::new(
+        now,
+        EventKind::Warning,
+        "",
+        format!("planning did not settle after {MAX_PASSES} passes; it goes on at the next change"),
+    ));
+    plan
+}
+
+/// More passes than any world needs (see [`reconcile`]).
+const MAX_PASSES: usize = 64;
+
+/// One planning pass: works out the intents and applies them. Returns
+/// them (tests read them); empty once the world is settled.
+pub(crate) fn pass(
+    world: &mut World,
+    now: Time,
+    rng: &mut impl Rng,
+    plan: &mut Plan,
+) -> Vec<Intent> {
+    let found = intents(world, now);
+    plan.wake_at = found.wake_at;
+    for intent in &found.intents {
+        apply(world, intent.clone(), now, rng, plan);
+    }
+    found.intents
+}
+
+/// Applies one intent to the world, recording its events and effects.
+fn apply(world: &mut World, intent: Intent, now: Time, rng: &mut impl Rng, plan: &mut Plan) {
+    match intent {
+        Intent::Spawn { role, slot } => {
+            let uid = world.begin_spawn(&role, slot, now);
+            plan.effects.push(Effect::Spawn { uid });
+        }
+        Intent::Stop { uid, reason } => {
+            if let Some(session) = world.stop(uid) {
+                // Its successor has the same key: say which one stops.
+                let why = match reason {
+                    StopReason::Replaced | StopReason::Superfluous => {
+                        format!("{} (uid {uid})", reason.as_str())
+                    }
+                    _ => reason.as_str().to_string(),
+                };
+                plan.events
+                    .push(Event::new(now, EventKind::Stopped, &session.key, why));
+                plan.effects.push(Effect::Stopped { session });
+            }
+        }
+        Intent::ClearMarker { role } => world.clear_marker(&role),
+        Intent::Forgive { role } => plan.events.extend(world.forgive(&role, now)),
+        Intent::Health { uid, state } => plan.events.extend(world.set_health(uid, state, now)),
+        Intent::KillUnhealthy { uid } => {
+            let Some(session) = world.sessions.get(&uid).cloned() else {
+                return;
+            };
+            let exit = Exit::detail(ExitDetail::Unhealthy(health::HEARTBEAT_STALE.into()), now);
+            plan.events
+                .extend(world.on_exit(uid, exit, now, rng.jitter()));
+            plan.effects.push(Effect::Killed { session });
+        }
+        Intent::Shift { team, step } => plan.events.extend(world.shift_step(&team, step, now)),
+    }
+}
+
+/// Works out the next intents for every shift, every declared role and
+/// every orphaned session, without changing anything.
+pub fn intents(world: &World, now: Time) -> Intents {
+    let mut plan = Intents::default();
     // A shift that moves on changes which sessions are outdated: let that
     // happen first, then plan the roles against it.
     shift::plan(world, now, &mut plan);
-    if !plan.actions.is_empty() {
+    if !plan.intents.is_empty() {
         return plan;
     }
     let mut declared: BTreeSet<RoleKey> = BTreeSet::new();
@@ -91,7 +198,7 @@ pub fn plan(world: &World, now: Time) -> Plan {
     // Sessions whose role or team is gone.
     for s in world.sessions.values() {
         if s.state.is_live() && !declared.contains(&s.key.role()) {
-            plan.actions.push(Action::Stop {
+            plan.intents.push(Intent::Stop {
                 uid: s.uid,
                 reason: StopReason::RoleRemoved,
             });
@@ -275,7 +382,7 @@ fn in_role(s: &Session, key: &RoleKey) -> bool {
     s.key.role == key.role && s.key.team == key.team && s.key.workspace == key.workspace
 }
 
-fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mut Plan) {
+fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mut Intents) {
     let default = Default::default();
     let h = world.roles.get(key).unwrap_or(&default);
     let lay = layout(world, key, role, now);
@@ -286,11 +393,11 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
             continue;
         };
         if c.stale {
-            plan.actions.push(Action::KillUnhealthy { uid: s.uid });
+            plan.intents.push(Intent::KillUnhealthy { uid: s.uid });
             continue;
         }
         if c.state != s.health {
-            plan.actions.push(Action::Health {
+            plan.intents.push(Intent::Health {
                 uid: s.uid,
                 state: c.state,
             });
@@ -309,7 +416,7 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
         }
     }
     for (uid, reason) in &lay.stops {
-        plan.actions.push(Action::Stop {
+        plan.intents.push(Intent::Stop {
             uid: *uid,
             reason: *reason,
         });
@@ -325,7 +432,7 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
         .min();
     if let Some(at) = policy::forgive_at(h, role, running_since) {
         if now >= at {
-            plan.actions.push(Action::Forgive { role: key.clone() });
+            plan.intents.push(Intent::Forgive { role: key.clone() });
         } else {
             plan.wake(at);
         }
@@ -352,7 +459,7 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
             && may_spawn
             && !h.done_slots.contains(&m.key.slot)
         {
-            plan.actions.push(Action::ClearMarker { role: key.clone() });
+            plan.intents.push(Intent::ClearMarker { role: key.clone() });
         }
     }
 
@@ -366,7 +473,7 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
             }
         } else if !lay.missing.is_empty() {
             for slot in &lay.missing {
-                plan.actions.push(Action::Spawn {
+                plan.intents.push(Intent::Spawn {
                     role: key.clone(),
                     slot: *slot,
                 });
@@ -376,7 +483,7 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
         {
             // Rolling replacement: start the successor of one outdated
             // session, beside it; it is stopped once the successor is ready.
-            plan.actions.push(Action::Spawn {
+            plan.intents.push(Intent::Spawn {
                 role: key.clone(),
                 slot,
             });
@@ -509,7 +616,7 @@ mod properties {
                 }
                 sim.settle();
                 // Level-triggered: after executing a plan, planning again is empty.
-                prop_assert!(plan(&sim.world, sim.now).actions.is_empty());
+                prop_assert!(intents(&sim.world, sim.now).intents.is_empty());
                 for r in ROLES {
                     let spec = sim.world.role_spec(&sim.rk(r)).unwrap().clone();
                     let live = sim.live(r);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::health;
 use crate::domain::key::{RoleKey, TeamKey};
-use crate::domain::reconcile::{self, Action, Layout, Plan};
+use crate::domain::reconcile::{self, Intent, Intents, Layout};
 use crate::domain::spec::{RoleSpec, TeamSpec};
 use crate::domain::state::{Session, SessionState, Time, World, after};
 use crate::domain::world::human_span;
@@ -136,7 +136,7 @@ pub fn cutoff(world: &World, role: &RoleKey) -> Option<u64> {
 /// Decides how each running shift moves on: fail it at its deadline or
 /// when the role it replaces is frozen, and go to the next role once the
 /// current one runs only fresh, ready sessions.
-pub fn plan(world: &World, now: Time, plan: &mut Plan) {
+pub fn plan(world: &World, now: Time, plan: &mut Intents) {
     for (team, sh) in &world.shifts {
         if !sh.is_running() {
             continue;
@@ -144,7 +144,7 @@ pub fn plan(world: &World, now: Time, plan: &mut Plan) {
         let Some(record) = world.teams.get(team) else {
             continue;
         };
-        let step = |step| Action::Shift {
+        let step = |step| Intent::Shift {
             team: team.clone(),
             step,
         };
@@ -153,7 +153,7 @@ pub fn plan(world: &World, now: Time, plan: &mut Plan) {
             .and_then(|name| record.spec.role(name).map(|r| (record.spec.role_key(r), r)));
         let Some((key, spec)) = current else {
             // The role is gone (or there is none left): nothing to replace.
-            plan.actions.push(step(Step::RoleDone));
+            plan.intents.push(step(Step::RoleDone));
             continue;
         };
         let lay = reconcile::layout(world, &key, spec, now);
@@ -165,11 +165,11 @@ pub fn plan(world: &World, now: Time, plan: &mut Plan) {
                 sh.total,
                 waiting_for(world, &key, spec, &lay, now)
             );
-            plan.actions.push(step(Step::Fail(why)));
+            plan.intents.push(step(Step::Fail(why)));
             continue;
         }
         if let Some(reason) = world.frozen_reason(&key) {
-            plan.actions
+            plan.intents
                 .push(step(Step::Fail(format!("{key} is frozen ({reason})"))));
             continue;
         }
@@ -181,7 +181,7 @@ pub fn plan(world: &World, now: Time, plan: &mut Plan) {
             .values()
             .all(|s| health::ready(s, spec, world.watching_since, now));
         if !before && ready && lay.settled() {
-            plan.actions.push(step(Step::RoleDone));
+            plan.intents.push(step(Step::RoleDone));
         } else {
             plan.wake(sh.deadline);
         }
@@ -440,7 +440,7 @@ mod tests {
         let acts = sim.settle();
         assert_eq!(
             acts,
-            vec![Action::Spawn {
+            vec![Intent::Spawn {
                 role: sim.rk("w"),
                 slot: 0
             }]
@@ -468,7 +468,7 @@ mod tests {
     }
 
     fn plan_is_empty(sim: &Sim) -> bool {
-        reconcile::plan(&sim.world, sim.now).actions.is_empty()
+        reconcile::intents(&sim.world, sim.now).intents.is_empty()
     }
 
     #[test]
@@ -575,13 +575,16 @@ mod tests {
     fn a_successor_is_ready_exactly_ready_after_its_start() {
         let mut sim = slow_to_be_ready();
         assert_eq!(sim.live("w").len(), 2, "the successor runs beside");
-        assert_eq!(reconcile::plan(&sim.world, sim.now).wake_at, Some(t(500)));
+        assert_eq!(
+            reconcile::intents(&sim.world, sim.now).wake_at,
+            Some(t(500))
+        );
         assert!(sim.at(499).settle().is_empty());
         assert_eq!(sim.live("w").len(), 2);
         let acts = sim.at(500).settle();
         assert!(matches!(
             acts[0],
-            Action::Stop {
+            Intent::Stop {
                 reason: reconcile::StopReason::Replaced,
                 ..
             }
@@ -636,7 +639,7 @@ mod tests {
         sim.settle();
         let old = uids(&sim, "w");
         start(&mut sim, None, Duration::from_millis(500));
-        let p = reconcile::plan(&sim.world, sim.now);
+        let p = reconcile::intents(&sim.world, sim.now);
         assert_eq!(p.wake_at, Some(t(500)));
         sim.settle();
         assert!(sim.at(499).settle().is_empty());
@@ -681,7 +684,7 @@ mod tests {
         assert_eq!(acts.len(), 1, "{acts:?}");
         assert!(matches!(
             acts[0],
-            Action::Stop {
+            Intent::Stop {
                 reason: reconcile::StopReason::Superfluous,
                 ..
             }
@@ -983,12 +986,12 @@ mod properties {
                     .map(|r| (r.to_string(), sim.history(r).done_slots.clone()))
                     .collect();
                 for a in sim.settle() {
-                    if let Action::Spawn { role, slot } = a {
+                    if let Intent::Spawn { role, slot } = a {
                         let (_, d) = done.iter().find(|(r, _)| *r == role.role).unwrap();
                         prop_assert!(!d.contains(&slot), "spawned into finished slot {slot} of {}", role.role);
                     }
                 }
-                prop_assert!(reconcile::plan(&sim.world, sim.now).actions.is_empty());
+                prop_assert!(reconcile::intents(&sim.world, sim.now).intents.is_empty());
                 for (r, want) in ROLES.iter().zip([n.0, n.1]) {
                     prop_assert!(sim.live(r).len() <= want as usize + 1, "more than one surge in {r}");
 

@@ -65,6 +65,9 @@ pub enum ExitDetail {
     TmuxLost,
     /// A health check gave up on the session (for example a stale heartbeat).
     Unhealthy(String),
+    /// tmux refused to create the pane (its words): the role's own doing,
+    /// such as a directory or command tmux cannot use.
+    SpawnRefused(String),
 }
 
 /// How and when a session's program ended.
@@ -122,6 +125,7 @@ impl Exit {
             ExitDetail::PaneVanished => Some("pane vanished".to_string()),
             ExitDetail::TmuxLost => Some("tmux server lost".to_string()),
             ExitDetail::Unhealthy(why) => Some(why.clone()),
+            ExitDetail::SpawnRefused(why) => Some(format!("tmux refused to start it: {why}")),
         };
         match (detail, status) {
             (Some(d), Some(s)) => format!("{d}, {s}"),
@@ -250,7 +254,13 @@ pub struct World {
     pub roles: BTreeMap<RoleKey, RoleHistory>,
     /// Live and succeeded sessions by uid. Crashed ones live only as markers.
     pub sessions: BTreeMap<u64, Session>,
+    /// The last uid handed out.
     pub next_uid: u64,
+    /// Uids up to this one may have been handed out: it is saved before
+    /// any of them reaches a pane, so a daemon that crashed after handing
+    /// them out never hands them out again (see [`World::resume_uids`]).
+    #[serde(default)]
+    pub uid_reserved: u64,
     /// Panes (id → pid of its first process) that carry this state
     /// directory's tag but were found after its state file could not be
     /// read: possibly agents, so they are left running and never removed.
@@ -268,7 +278,68 @@ pub struct World {
     pub watching_since: Option<Time>,
 }
 
+/// How many uids are reserved at a time: each reservation costs one write
+/// of the state before the spawn that needs it.
+pub const UID_BLOCK: u64 = 1024;
+
 impl World {
+    /// A new uid, never handed out before in this state directory.
+    pub fn new_uid(&mut self) -> u64 {
+        self.next_uid += 1;
+        if self.next_uid > self.uid_reserved {
+            self.uid_reserved = self.next_uid + UID_BLOCK - 1;
+        }
+        self.next_uid
+    }
+
+    /// After a restart: the uids a previous daemon reserved may have
+    /// reached panes after its last save, so none of them is used again.
+    pub fn resume_uids(&mut self) {
+        self.next_uid = self.next_uid.max(self.uid_reserved);
+    }
+
+    /// Moves every instant the world keeps by `by`, so that after a jump
+    /// of the wall clock each timer keeps the time it had left and each
+    /// age stays what it was.
+    pub fn shift_clock(&mut self, by: chrono::Duration) {
+        let mv = |t: &mut Time| *t = t.checked_add_signed(by).unwrap_or(*t);
+        let mv_opt = |t: &mut Option<Time>| {
+            if let Some(t) = t {
+                *t = t.checked_add_signed(by).unwrap_or(*t);
+            }
+        };
+        let session = |s: &mut Session| {
+            mv(&mut s.created_at);
+            mv_opt(&mut s.started_at);
+            mv_opt(&mut s.last_restart_at);
+            mv_opt(&mut s.last_heartbeat_at);
+            if let Some(e) = s.exit.as_mut() {
+                mv(&mut e.at);
+            }
+        };
+        for t in self.teams.values_mut() {
+            mv(&mut t.applied_at);
+        }
+        for h in self.roles.values_mut() {
+            h.crashes.iter_mut().for_each(mv);
+            mv_opt(&mut h.next_restart_at);
+            mv_opt(&mut h.last_crash_at);
+            if let Some(f) = h.frozen.as_mut() {
+                mv(&mut f.at);
+            }
+            if let Some(m) = h.marker.as_mut() {
+                session(m);
+            }
+        }
+        self.sessions.values_mut().for_each(session);
+        for sh in self.shifts.values_mut() {
+            mv(&mut sh.started_at);
+            mv(&mut sh.deadline);
+            mv_opt(&mut sh.ended_at);
+        }
+        mv_opt(&mut self.watching_since);
+    }
+
     /// Sessions of one role, oldest spawn first.
     pub fn role_sessions<'a>(
         &'a self,

@@ -1,7 +1,7 @@
 //! Transitions of the whole [`World`]: apply, scale, delete, reset, spawn
 //! bookkeeping and deaths. Each returns the events it caused. The crash-loop
 //! decisions themselves are delegated to `policy`; what to do next is left
-//! to `reconcile::plan`.
+//! to `reconcile`.
 
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{RoleKey, TeamKey};
@@ -154,8 +154,7 @@ impl World {
             .and_then(|m| m.exit.as_ref().map(|e| e.at))
             .or(if restarts > 0 { h.last_crash_at } else { None });
         let generation = h.generation;
-        self.next_uid += 1;
-        let uid = self.next_uid;
+        let uid = self.new_uid();
         let key = role.session(slot);
         self.sessions.insert(
             uid,
@@ -307,6 +306,19 @@ impl World {
         events
     }
 
+    /// Attaches the last output lines to the session or marker `uid` when it
+    /// has none yet (a screen read earlier is better than a log's tail).
+    pub fn set_last_output_if_empty(&mut self, uid: u64, lines: Vec<String>) -> bool {
+        let empty = self
+            .all_session_records()
+            .iter()
+            .any(|s| s.uid == uid && s.last_output.is_empty());
+        if empty {
+            self.set_last_output(uid, lines);
+        }
+        empty
+    }
+
     /// Attaches the last output lines to the session or marker `uid`.
     pub fn set_last_output(&mut self, uid: u64, lines: Vec<String>) {
         if let Some(s) = self.sessions.get_mut(&uid) {
@@ -387,6 +399,15 @@ fn run(s: &mut Session, pid: u32, at: Time) -> Event {
     )
 }
 
+/// A span that may be negative: "-1h" or "2m 3s".
+pub fn human_span_signed(d: chrono::Duration) -> String {
+    if d < chrono::Duration::zero() {
+        format!("-{}", human_span(-d))
+    } else {
+        human_span(d)
+    }
+}
+
 /// "2m 3s" style for event text.
 pub fn human_span(d: chrono::Duration) -> String {
     human_ms(d.to_std().unwrap_or_default())
@@ -407,7 +428,7 @@ fn human_ms(d: std::time::Duration) -> String {
 pub(crate) mod sim {
     //! A tiny simulator of the daemon for tests: executes plans instantly.
     use super::*;
-    use crate::domain::reconcile::{Action, plan};
+    use crate::domain::reconcile::{Effect, Intent, Plan, pass};
     use crate::domain::spec::{Backoff, Name};
     use std::time::Duration;
 
@@ -471,60 +492,31 @@ pub(crate) mod sim {
             changes
         }
 
-        /// Plans and executes until nothing is left; returns the actions.
-        pub fn settle(&mut self) -> Vec<Action> {
+        /// Reconciles pass by pass until nothing is left, placing and
+        /// (with `auto_start`) starting every spawned session as it goes;
+        /// returns the intents applied.
+        pub fn settle(&mut self) -> Vec<Intent> {
             let mut all = Vec::new();
+            let mut plan = Plan::default();
             for _ in 0..100 {
-                let p = plan(&self.world, self.now);
-                if p.actions.is_empty() {
-                    return all;
-                }
-                for a in p.actions {
-                    self.execute(&a);
-                    all.push(a);
-                }
-            }
-            panic!("plan did not reach a fixpoint:\n{:#?}", self.world);
-        }
-
-        pub fn execute(&mut self, a: &Action) {
-            match a {
-                Action::Spawn { role, slot } => {
-                    let uid = self.world.begin_spawn(role, *slot, self.now);
-                    self.world.spawned(uid, format!("%{uid}"), self.next_pid);
-                    self.next_pid += 2;
-                    if self.auto_start {
-                        let ev = self.world.started(uid, self.next_pid - 1, self.now);
-                        self.events.extend(ev);
+                let done = pass(&mut self.world, self.now, &mut 0.0, &mut plan);
+                for effect in std::mem::take(&mut plan.effects) {
+                    if let Effect::Spawn { uid } = effect {
+                        self.world.spawned(uid, format!("%{uid}"), self.next_pid);
+                        self.next_pid += 2;
+                        if self.auto_start {
+                            let ev = self.world.started(uid, self.next_pid - 1, self.now);
+                            self.events.extend(ev);
+                        }
                     }
                 }
-                Action::Stop { uid, .. } => {
-                    self.world.stop(*uid);
+                self.events.append(&mut plan.events);
+                if done.is_empty() {
+                    return all;
                 }
-                Action::ClearMarker { role } => self.world.clear_marker(role),
-                Action::Forgive { role } => {
-                    let ev = self.world.forgive(role, self.now);
-                    self.events.extend(ev);
-                }
-                Action::Health { uid, state } => {
-                    let ev = self.world.set_health(*uid, *state, self.now);
-                    self.events.extend(ev);
-                }
-                Action::KillUnhealthy { uid } => {
-                    let exit = Exit::detail(
-                        crate::domain::state::ExitDetail::Unhealthy(
-                            crate::domain::health::HEARTBEAT_STALE.into(),
-                        ),
-                        self.now,
-                    );
-                    let ev = self.world.on_exit(*uid, exit, self.now, 0.0);
-                    self.events.extend(ev);
-                }
-                Action::Shift { team, step } => {
-                    let ev = self.world.shift_step(team, step.clone(), self.now);
-                    self.events.extend(ev);
-                }
+                all.extend(done);
             }
+            panic!("plan did not reach a fixpoint:\n{:#?}", self.world);
         }
 
         pub fn live(&self, role: &str) -> Vec<&Session> {
@@ -599,14 +591,14 @@ pub(crate) mod sim {
 mod tests {
     use super::sim::*;
     use super::*;
-    use crate::domain::reconcile::{Action, StopReason, plan};
+    use crate::domain::reconcile::{Intent, StopReason, intents};
     use crate::domain::spec::RestartPolicy;
     use crate::domain::state::ExitDetail;
 
-    fn spawns(actions: &[Action]) -> usize {
+    fn spawns(actions: &[Intent]) -> usize {
         actions
             .iter()
-            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .filter(|a| matches!(a, Intent::Spawn { .. }))
             .count()
     }
 
@@ -615,7 +607,7 @@ mod tests {
         let mut sim = Sim::new();
         sim.apply(team(vec![role("w", 3), role("lead", 1)]));
         assert_eq!(spawns(&sim.settle()), 4);
-        assert_eq!(plan(&sim.world, sim.now), Default::default());
+        assert_eq!(intents(&sim.world, sim.now), Default::default());
         assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
         // Re-applying the same team changes nothing and spawns nothing.
         let changes = sim.apply(team(vec![role("w", 3), role("lead", 1)]));
@@ -636,8 +628,8 @@ mod tests {
         );
         assert_eq!(h.restarts, 1);
         assert_eq!(h.next_restart_at, Some(t(1100)));
-        let p = plan(&sim.world, sim.now);
-        assert!(p.actions.is_empty());
+        let p = intents(&sim.world, sim.now);
+        assert!(p.intents.is_empty());
         assert_eq!(p.wake_at, Some(t(1100)));
         assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "backoff");
         // One millisecond before the end: nothing. At the end: the spawn.
@@ -645,7 +637,7 @@ mod tests {
         let acts = sim.at(1100).settle();
         assert_eq!(spawns(&acts), 1);
         // The replacement runs, so the marker went and restarts carried over.
-        assert!(acts.contains(&Action::ClearMarker { role: sim.rk("w") }));
+        assert!(acts.contains(&Intent::ClearMarker { role: sim.rk("w") }));
         assert_eq!(sim.markers(), 0);
         assert_eq!(sim.live("w")[0].restarts, 1);
     }
@@ -733,7 +725,7 @@ mod tests {
         assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "frozen");
         // Nothing spawns: not later, not after scaling up, not after re-applying.
         assert!(sim.at(1_000_000).settle().is_empty());
-        assert!(plan(&sim.world, sim.now).wake_at.is_none());
+        assert!(intents(&sim.world, sim.now).wake_at.is_none());
         sim.world.scale(&sim.rk("w"), 3, sim.now);
         assert!(sim.settle().is_empty());
         sim.apply(team(vec![role("w", 3)]));
@@ -768,11 +760,11 @@ mod tests {
         sim.at(100).settle(); // replacement started at 100 ms
         sim.at(150).die("w", 0, 1); // step 2: 200 ms
         sim.at(350).settle(); // started at 350 ms
-        let p = plan(&sim.world, sim.now);
+        let p = intents(&sim.world, sim.now);
         assert_eq!(p.wake_at, Some(t(10_350)), "forgiveness is scheduled");
-        assert!(plan(&sim.world, t(10_349)).actions.is_empty());
+        assert!(intents(&sim.world, t(10_349)).intents.is_empty());
         let acts = sim.at(10_350).settle();
-        assert_eq!(acts, vec![Action::Forgive { role: sim.rk("w") }]);
+        assert_eq!(acts, vec![Intent::Forgive { role: sim.rk("w") }]);
         assert_eq!(sim.history("w").step, 0);
         sim.at(20_000).die("w", 0, 1);
         assert_eq!(
@@ -860,7 +852,7 @@ mod tests {
         assert_eq!(acts.len(), 2);
         assert!(acts.iter().all(|a| matches!(
             a,
-            Action::Stop {
+            Intent::Stop {
                 reason: StopReason::ScaleDown,
                 ..
             }
@@ -894,7 +886,7 @@ mod tests {
         let acts = sim.settle();
         assert_eq!(
             acts,
-            vec![Action::Spawn {
+            vec![Intent::Spawn {
                 role: sim.rk("w"),
                 slot: 0
             }]
@@ -910,14 +902,14 @@ mod tests {
             let acts = sim.settle();
             assert!(matches!(
                 acts[0],
-                Action::Stop {
+                Intent::Stop {
                     reason: StopReason::Replaced,
                     ..
                 }
             ));
-            let next: Vec<Action> = (slot + 1..3)
+            let next: Vec<Intent> = (slot + 1..3)
                 .take(1)
-                .map(|slot| Action::Spawn {
+                .map(|slot| Intent::Spawn {
                     role: sim.rk("w"),
                     slot,
                 })
@@ -952,8 +944,8 @@ mod tests {
         sim.world.on_exit(new, Exit::code(1, sim.now), sim.now, 0.0);
         assert_eq!(sim.live("w").len(), 1);
         assert_eq!(sim.live("w")[0].uid, old, "the old session keeps serving");
-        let p = plan(&sim.world, sim.now);
-        assert!(p.actions.is_empty());
+        let p = intents(&sim.world, sim.now);
+        assert!(p.intents.is_empty());
         assert_eq!(
             p.wake_at,
             Some(t(100)),
@@ -987,13 +979,13 @@ mod tests {
         // Slot 0 is done: its old session goes and nothing respawns there;
         // slot 1 is rolled out as usual.
         let acts = sim.settle();
-        assert!(acts.contains(&Action::Stop {
+        assert!(acts.contains(&Intent::Stop {
             uid: old[0],
             reason: StopReason::Replaced
         }));
         assert_eq!(
             acts.iter()
-                .filter(|a| matches!(a, Action::Spawn { slot: 0, .. }))
+                .filter(|a| matches!(a, Intent::Spawn { slot: 0, .. }))
                 .count(),
             0,
             "{acts:?}"
@@ -1062,7 +1054,7 @@ mod tests {
             acts.iter()
                 .filter(|a| matches!(
                     a,
-                    Action::Stop {
+                    Intent::Stop {
                         reason: StopReason::RoleRemoved,
                         ..
                     }

@@ -279,7 +279,7 @@ impl State {
         }
         pane_number(pane)
             .and_then(|id| self.panes.get(&id))
-            .ok_or_else(|| SubstrateError::Failed(format!("can't find pane: {pane}")))
+            .ok_or_else(|| SubstrateError::Refused(format!("can't find pane: {pane}")))
     }
 }
 
@@ -297,7 +297,7 @@ impl Substrate for FakeSubstrate {
         let (mut st, r) = self.enter(Call::Spawn(req.clone()));
         r?;
         if st.panes.values().any(|p| p.session_name == req.name) {
-            return Err(SubstrateError::Failed(format!(
+            return Err(SubstrateError::Refused(format!(
                 "duplicate session: {}",
                 req.name
             )));
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(f.spawns(), vec![req("a"), req("b")]);
         assert!(matches!(
             f.spawn(&req("a")),
-            Err(SubstrateError::Failed(m)) if m.contains("duplicate")
+            Err(SubstrateError::Refused(m)) if m.contains("duplicate")
         ));
     }
 

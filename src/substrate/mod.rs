@@ -67,8 +67,13 @@ pub enum SubstrateError {
     Timeout(Duration),
     /// No server is running (for calls that need one).
     NoServer(String),
-    /// tmux ran and failed; the text keeps tmux's stderr.
-    Failed(String),
+    /// tmux could not be talked to: the connection to the server broke,
+    /// or the client process failed in a way that says nothing about the
+    /// command. Like a timeout, this is tmux's trouble, not the request's.
+    Unreachable(String),
+    /// tmux answered and refused this command; the text keeps tmux's
+    /// stderr. Says nothing about tmux's health.
+    Refused(String),
 }
 
 impl std::fmt::Display for SubstrateError {
@@ -79,7 +84,8 @@ impl std::fmt::Display for SubstrateError {
                 write!(f, "tmux did not answer within {} ms", d.as_millis())
             }
             SubstrateError::NoServer(m) => write!(f, "no tmux server: {m}"),
-            SubstrateError::Failed(m) => write!(f, "tmux failed: {m}"),
+            SubstrateError::Unreachable(m) => write!(f, "tmux unreachable: {m}"),
+            SubstrateError::Refused(m) => write!(f, "tmux failed: {m}"),
         }
     }
 }

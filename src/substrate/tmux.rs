@@ -120,7 +120,7 @@ impl Tmux {
         let out = self.run(&[cmd], self.timeout)?;
         out.trim()
             .parse()
-            .map_err(|_| SubstrateError::Failed(format!("unexpected server pid {:?}", out.trim())))
+            .map_err(|_| SubstrateError::Refused(format!("unexpected server pid {:?}", out.trim())))
     }
 
     /// Stops the whole server and every pane in it. Absent is success.
@@ -176,7 +176,7 @@ impl Tmux {
             ErrorKind::NotFound | ErrorKind::PermissionDenied => {
                 SubstrateError::Missing(format!("{}: {e}", self.binary.display()))
             }
-            _ => SubstrateError::Failed(format!("cannot run {}: {e}", self.binary.display())),
+            _ => SubstrateError::Unreachable(format!("cannot run {}: {e}", self.binary.display())),
         })?;
         collect(child, timeout)
     }
@@ -187,13 +187,13 @@ impl Tmux {
         check_text("owner tag", &req.owner)?;
         if req.name.is_empty() || req.name.contains(['.', ':']) {
             // tmux silently rewrites these characters in session names.
-            return Err(SubstrateError::Failed(format!(
+            return Err(SubstrateError::Refused(format!(
                 "invalid tmux session name {:?}",
                 req.name
             )));
         }
         if req.argv.is_empty() {
-            return Err(SubstrateError::Failed(format!(
+            return Err(SubstrateError::Refused(format!(
                 "empty command for session {}",
                 req.name
             )));
@@ -240,7 +240,7 @@ impl Tmux {
             let bin = match &self.marvel_bin {
                 Some(b) => b.clone(),
                 None => std::env::current_exe().map_err(|e| {
-                    SubstrateError::Failed(format!("cannot locate the marvel binary: {e}"))
+                    SubstrateError::Refused(format!("cannot locate the marvel binary: {e}"))
                 })?,
             };
             let shell = format!(
@@ -297,7 +297,7 @@ impl Tmux {
             match parse_spawned(line) {
                 Some(s) => spawned.push(s),
                 None => {
-                    let err = SubstrateError::Failed(format!("unexpected tmux output {line:?}"));
+                    let err = SubstrateError::Refused(format!("unexpected tmux output {line:?}"));
                     return (spawned, Some(err));
                 }
             }
@@ -306,7 +306,7 @@ impl Tmux {
             return (spawned, Some(classify_failure(&out)));
         }
         if spawned.len() < batch.len() {
-            let err = SubstrateError::Failed("tmux reported no pane for the session".into());
+            let err = SubstrateError::Refused("tmux reported no pane for the session".into());
             return (spawned, Some(err));
         }
         (spawned, None)
@@ -316,7 +316,7 @@ impl Tmux {
     /// succeeded before a later command of its group failed. A duplicate
     /// name means the session is someone else's, so it is left alone.
     fn clean_failed_spawn(&self, req: &SpawnRequest, err: &SubstrateError) {
-        if let SubstrateError::Failed(msg) = err
+        if let SubstrateError::Refused(msg) = err
             && !msg.contains("duplicate session")
         {
             let kill = ti::KillSession::new()
@@ -331,7 +331,7 @@ impl Tmux {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             // Anything else would be resolved by tmux as a session or window
             // name and could hit a session marvel does not own.
-            return Err(SubstrateError::Failed(format!(
+            return Err(SubstrateError::Refused(format!(
                 "not a tmux pane id: {pane:?}"
             )));
         }
@@ -351,7 +351,7 @@ impl Substrate for Tmux {
     fn spawn(&self, req: &SpawnRequest) -> SubResult<Spawned> {
         self.spawn_many(std::slice::from_ref(req))
             .pop()
-            .unwrap_or_else(|| Err(SubstrateError::Failed("no result".into())))
+            .unwrap_or_else(|| Err(SubstrateError::Refused("no result".into())))
     }
 
     /// Chains the requests into as few tmux invocations as possible. When a
@@ -369,7 +369,7 @@ impl Substrate for Tmux {
                 Ok(cmds) => {
                     let size = command_bytes(&cmds);
                     if size > COMMAND_BYTES {
-                        results[i] = Some(Err(SubstrateError::Failed(format!(
+                        results[i] = Some(Err(SubstrateError::Refused(format!(
                             "command too long for tmux: {size} bytes of arguments, at most {COMMAND_BYTES}"
                         ))));
                     } else {
@@ -399,7 +399,7 @@ impl Substrate for Tmux {
             }
             match err {
                 None => next = end,
-                Some(e @ SubstrateError::Failed(_)) if confirmed < batch.len() => {
+                Some(e @ SubstrateError::Refused(_)) if confirmed < batch.len() => {
                     let i = batch[confirmed].0;
                     self.clean_failed_spawn(&reqs[i], &e);
                     results[i] = Some(Err(e));
@@ -415,7 +415,7 @@ impl Substrate for Tmux {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(SubstrateError::Failed("not attempted".into()))))
+            .map(|r| r.unwrap_or_else(|| Err(SubstrateError::Refused("not attempted".into()))))
             .collect()
     }
 
@@ -426,7 +426,7 @@ impl Substrate for Tmux {
             .build();
         match self.run(&[cmd], self.timeout) {
             Ok(_) | Err(SubstrateError::NoServer(_)) => Ok(()),
-            Err(SubstrateError::Failed(m)) if is_absent(&m) => Ok(()),
+            Err(SubstrateError::Refused(m)) if is_absent(&m) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -438,7 +438,7 @@ impl Substrate for Tmux {
             Err(SubstrateError::NoServer(_)) => Ok(Observation::NoServer),
             // What `list-panes -a` says when the server has no session at
             // all (for instance while it exits after its last one closed).
-            Err(SubstrateError::Failed(m)) if m == "no current target" => {
+            Err(SubstrateError::Refused(m)) if m == "no current target" => {
                 Ok(Observation::Panes(Vec::new()))
             }
             Err(e) => Err(e),
@@ -579,7 +579,9 @@ fn collect(mut child: Child, timeout: Duration) -> SubResult<RawOutput> {
             }
             let _ = child.kill();
             let _ = child.wait();
-            return Err(SubstrateError::Failed(format!("poll on tmux output: {e}")));
+            return Err(SubstrateError::Unreachable(format!(
+                "poll on tmux output: {e}"
+            )));
         }
         for (i, fd) in fds.iter().enumerate() {
             if fd.revents == 0 {
@@ -602,7 +604,11 @@ fn collect(mut child: Child, timeout: Duration) -> SubResult<RawOutput> {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(SubstrateError::Failed(format!("waiting for tmux: {e}"))),
+            Err(e) => {
+                return Err(SubstrateError::Unreachable(format!(
+                    "waiting for tmux: {e}"
+                )));
+            }
         }
         if Instant::now() >= deadline {
             return Err(give_up(child, timeout));
@@ -657,9 +663,21 @@ fn classify_failure(out: &RawOutput) -> SubstrateError {
         return SubstrateError::NoServer(stderr.to_string());
     }
     if stderr.is_empty() {
-        return SubstrateError::Failed(format!("tmux exited with {}", out.status));
+        // No word from tmux: the client was killed or crashed.
+        return SubstrateError::Unreachable(format!("tmux exited with {}", out.status));
     }
-    SubstrateError::Failed(stderr.to_string())
+    if is_lost_connection(stderr) {
+        return SubstrateError::Unreachable(stderr.to_string());
+    }
+    SubstrateError::Refused(stderr.to_string())
+}
+
+/// The messages of a client that lost its server mid-call.
+fn is_lost_connection(stderr: &str) -> bool {
+    stderr.contains("server exited unexpectedly")
+        || stderr.contains("lost server")
+        || stderr.contains("error connecting to")
+        || stderr.contains("protocol version mismatch")
 }
 
 /// The messages tmux prints when nothing listens on its socket.
@@ -672,7 +690,10 @@ fn is_no_server(stderr: &str) -> bool {
 
 /// The messages of a target that no longer exists.
 fn is_absent(stderr: &str) -> bool {
-    stderr.contains("can't find pane") || stderr.contains("can't find session")
+    stderr.contains("can't find pane")
+        || stderr.contains("can't find session")
+        // What an empty server answers for any target.
+        || stderr.trim() == "no current target"
 }
 
 /// An exact session target: `=` disables prefix matching, the trailing `:`
@@ -716,7 +737,7 @@ pub fn sh_quote(s: &str) -> String {
 /// Refuses text that would break tmux's line-based output or formats.
 fn check_text(what: &str, s: &str) -> SubResult<()> {
     if s.chars().any(char::is_control) {
-        return Err(SubstrateError::Failed(format!(
+        return Err(SubstrateError::Refused(format!(
             "{what} contains a control character: {s:?}"
         )));
     }
@@ -910,7 +931,7 @@ pub(crate) mod tests {
         srv.tmux.kill(&a.pane).unwrap();
         assert!(matches!(
             srv.tmux.kill("w-0"),
-            Err(SubstrateError::Failed(_))
+            Err(SubstrateError::Refused(_))
         ));
     }
 
@@ -1070,11 +1091,11 @@ pub(crate) mod tests {
         let results = srv.tmux.spawn_many(&reqs);
         assert!(results[0].is_ok());
         match &results[1] {
-            Err(SubstrateError::Failed(m)) => assert!(m.contains("duplicate session"), "{m}"),
+            Err(SubstrateError::Refused(m)) => assert!(m.contains("duplicate session"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(results[2].is_ok() && results[3].is_ok());
-        assert!(matches!(results[4], Err(SubstrateError::Failed(_))));
+        assert!(matches!(results[4], Err(SubstrateError::Refused(_))));
         // The existing session was not touched.
         let names: Vec<String> = panes(&srv.tmux)
             .into_iter()
@@ -1104,7 +1125,7 @@ pub(crate) mod tests {
         for (i, r) in results.iter().enumerate() {
             if i == 7 {
                 assert!(
-                    matches!(r, Err(SubstrateError::Failed(m)) if m.contains("too long")),
+                    matches!(r, Err(SubstrateError::Refused(m)) if m.contains("too long")),
                     "{r:?}"
                 );
             } else {
@@ -1201,5 +1222,48 @@ pub(crate) mod tests {
             "error connecting to /tmp/tmux-0/x (Permission denied)"
         ));
         assert!(!is_no_server("server exited unexpectedly"));
+    }
+
+    fn failed(stderr: &str) -> SubstrateError {
+        use std::os::unix::process::ExitStatusExt;
+        classify_failure(&RawOutput {
+            status: ExitStatus::from_raw(1 << 8),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        })
+    }
+
+    /// Only a failure to reach the server is tmux's trouble; a command it
+    /// refuses is the request's (issue: one refused call marked the whole
+    /// server down).
+    #[test]
+    fn refused_commands_are_told_from_an_unreachable_server() {
+        for refused in [
+            "command too long",
+            "can't find pane: %9",
+            "no current target",
+            "duplicate session: x",
+        ] {
+            assert!(
+                matches!(failed(refused), SubstrateError::Refused(_)),
+                "{refused}"
+            );
+        }
+        for lost in [
+            "server exited unexpectedly",
+            "lost server",
+            "error connecting to /tmp/tmux-0/x (Permission denied)",
+            "",
+        ] {
+            assert!(
+                matches!(failed(lost), SubstrateError::Unreachable(_)),
+                "{lost:?}"
+            );
+        }
+        assert!(matches!(
+            failed("no server running on /tmp/tmux-0/x"),
+            SubstrateError::NoServer(_)
+        ));
+        assert!(is_absent("no current target\n"));
     }
 }

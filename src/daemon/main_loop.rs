@@ -1,0 +1,426 @@
+//! The daemon's main loop: all of its I/O around the supervisor. It
+//! receives one message at a time (a request from the socket thread, an
+//! outcome from the tmux worker, or a timer), hands it to
+//! [`Supervisor::step`] with the current instant, and carries out the
+//! outputs in order. Nothing here decides anything.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::client::{Target, open_lock};
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use crate::proto::Response;
+use crate::substrate::Substrate;
+use crate::view::EventView;
+
+use super::Config;
+use super::events::{EventFile, Followers};
+use super::server::{self, Incoming};
+use super::store::{self, Store};
+use super::supervisor::{Input, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor};
+use super::worker::{self, Worker};
+
+/// Everything the loop receives.
+pub enum Msg {
+    /// A client's or a shim's request.
+    Request(Incoming),
+    /// A tmux call finished.
+    Done(worker::Done),
+}
+
+impl From<Incoming> for Msg {
+    fn from(inc: Incoming) -> Msg {
+        Msg::Request(inc)
+    }
+}
+
+impl From<worker::Done> for Msg {
+    fn from(done: worker::Done) -> Msg {
+        Msg::Done(done)
+    }
+}
+
+/// The daemon's randomness: jitter for backoffs and retries.
+impl crate::domain::Rng for fastrand::Rng {
+    fn jitter(&mut self) -> f64 {
+        self.f64() * 2.0 - 1.0
+    }
+}
+
+/// `marvel daemon run`: serves until asked to stop. One daemon per state
+/// directory, enforced by an exclusive lock held for the daemon's life.
+pub fn run_foreground(t: &Target) -> Result<()> {
+    let paths = &t.paths;
+    paths.ensure()?;
+    let lock_path = paths.lock();
+    let mut lock = open_lock(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(Error::refused(
+                format!(
+                    "a daemon already runs for {} (pid {})",
+                    paths.root.display(),
+                    pid.trim()
+                ),
+                Some("use `marvel daemon stop` first".into()),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, &e)),
+    }
+    {
+        use std::io::Seek;
+        let _ = lock.set_len(0);
+        let _ = lock.seek(std::io::SeekFrom::Start(0));
+        let _ = write!(lock, "{}", std::process::id());
+    }
+    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    let socket = paths.socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, &e))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(&socket, &e))?;
+    // Panes without a `cwd` start in the home directory, not wherever the
+    // first command that started the daemon happened to run.
+    if let Some(home) = std::env::var_os("HOME") {
+        let _ = std::env::set_current_dir(home);
+    }
+
+    let cfg = Config::from_env();
+    let sub = crate::substrate::tmux::Tmux::new(t.tmux_socket.clone(), cfg.tmux_timeout);
+    let setup = Setup {
+        pid: std::process::id(),
+        started_at: Utc::now(),
+        paths: paths.clone(),
+        tmux_socket_path: t
+            .tmux_socket
+            .as_deref()
+            .map(crate::substrate::tmux::socket_path)
+            .unwrap_or_default(),
+        tmux_socket: t.tmux_socket.clone(),
+        marvel_bin: std::env::current_exe().unwrap_or_else(|_| "marvel".into()),
+        cfg,
+    };
+    let mut main = MainLoop::new(setup, sub)?;
+    let tx = main.sender();
+    std::thread::Builder::new()
+        .name("marvel-accept".into())
+        .spawn(move || server::serve(listener, tx))
+        .map_err(|e| Error::other(format!("cannot start the socket thread: {e}")))?;
+    main.restore();
+    main.run();
+    let _ = std::fs::remove_file(&socket);
+    drop(lock);
+    Ok(())
+}
+
+pub struct MainLoop<S> {
+    sup: Supervisor,
+    worker: Worker<S>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    paths: Paths,
+    store: Store,
+    events: EventFile,
+    followers: Followers,
+    /// Requests not answered yet, by the id the supervisor knows them by.
+    waiting: HashMap<RequestId, Incoming>,
+    /// Follow channels of answered `events --follow` requests, until the
+    /// supervisor says to follow.
+    to_follow: HashMap<RequestId, Sender<EventView>>,
+    /// The last answers sent, to let them reach their clients at exit.
+    sent: VecDeque<Receiver<()>>,
+    last_request: RequestId,
+    /// The monotonic clock's zero.
+    base: Instant,
+    wake: Instant,
+    rng: fastrand::Rng,
+    /// The supervisor asked for the state to be written.
+    unsaved: bool,
+    /// Whether the last write of the state file worked.
+    persisted: bool,
+    event_log_ok: bool,
+    exit: bool,
+}
+
+impl<S: Substrate + Sync + 'static> MainLoop<S> {
+    pub fn new(setup: Setup, sub: impl Into<Arc<S>>) -> Result<MainLoop<S>> {
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::start(sub.into(), tx.clone())
+            .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;
+        let paths = setup.paths.clone();
+        let (events, earlier) = EventFile::open(paths.events());
+        let base = Instant::now();
+        Ok(MainLoop {
+            sup: Supervisor::new(setup, earlier),
+            worker,
+            tx,
+            rx,
+            store: Store::new(paths.state()),
+            paths,
+            events,
+            followers: Followers::default(),
+            waiting: HashMap::new(),
+            to_follow: HashMap::new(),
+            sent: VecDeque::new(),
+            last_request: 0,
+            base,
+            wake: base,
+            rng: fastrand::Rng::new(),
+            unsaved: false,
+            persisted: true,
+            event_log_ok: true,
+            exit: false,
+        })
+    }
+
+    /// Where the socket thread sends requests.
+    pub fn sender(&self) -> Sender<Msg> {
+        self.tx.clone()
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            wall: Utc::now(),
+            mono: self.base.elapsed(),
+        }
+    }
+
+    /// Loads the state and what the shims recorded meanwhile, and hands
+    /// both to the supervisor. Each exit record is renamed while it is
+    /// applied: one found under that name at the next start stopped this
+    /// daemon, and is set aside instead of stopping every daemon after it.
+    pub fn restore(&mut self) {
+        let loaded = self.store.load();
+        let live: Vec<u64> = match &loaded {
+            store::Loaded::Restored { world, .. } => world
+                .sessions
+                .values()
+                .filter(|s| s.state.is_live())
+                .map(|s| s.uid)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut records = Vec::new();
+        let mut replaying = Vec::new();
+        for uid in live {
+            let marker = store::replaying(&self.paths, uid);
+            if marker.exists() {
+                let failed = self.paths.exits_dir().join(format!("{uid}.json.failed"));
+                let _ = std::fs::rename(&marker, &failed);
+                records.push((uid, Replay::Failed(failed)));
+                continue;
+            }
+            if let Some(report) = store::read_exit_record(&self.paths, uid) {
+                let _ = std::fs::rename(self.paths.exit_record(uid), &marker);
+                replaying.push(uid);
+                records.push((uid, Replay::Report(report)));
+            }
+        }
+        self.feed(Input::Restore { loaded, records });
+        // Applied: records still needed (a start, a hang-up a listing will
+        // settle) go back under their name unless the shim wrote anew.
+        for uid in replaying {
+            let marker = store::replaying(&self.paths, uid);
+            if marker.exists() {
+                if self.paths.exit_record(uid).exists() {
+                    let _ = std::fs::remove_file(&marker);
+                } else {
+                    let _ = std::fs::rename(&marker, self.paths.exit_record(uid));
+                }
+            }
+        }
+    }
+
+    /// Serves until the supervisor says it is done.
+    pub fn run(&mut self) {
+        while !self.exit {
+            let timeout = self.wake.saturating_duration_since(Instant::now());
+            let input = match self.rx.recv_timeout(timeout) {
+                Ok(Msg::Request(inc)) => self.admit(inc),
+                Ok(Msg::Done(done)) => Input::Done(done),
+                Err(RecvTimeoutError::Timeout) => Input::Tick,
+                // Cannot happen while the loop holds a sender itself.
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let ticked = matches!(input, Input::Tick);
+            self.feed(input);
+            // A busy loop still keeps its timers.
+            if !ticked && !self.exit && Instant::now() >= self.wake {
+                self.feed(Input::Tick);
+            }
+        }
+        // The last answers (the one to `stop` among them) reach their
+        // clients before the process goes.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for written in self.sent.drain(..) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = written.recv_timeout(left);
+        }
+        log("stopped; panes keep running");
+    }
+
+    /// Keeps a request's connection and gives it an id.
+    fn admit(&mut self, mut inc: Incoming) -> Input {
+        self.last_request += 1;
+        let id = self.last_request;
+        let request = std::mem::replace(&mut inc.request, crate::proto::Request::Ping);
+        self.waiting.insert(id, inc);
+        Input::Request { id, request }
+    }
+
+    /// Steps the supervisor with `input` and with every input its outputs
+    /// lead to, carrying out the outputs in order.
+    fn feed(&mut self, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        loop {
+            while let Some(input) = inputs.pop_front() {
+                let now = self.now();
+                for output in self.sup.step(input, now, &mut self.rng) {
+                    if let Some(next) = self.carry_out(output) {
+                        inputs.push_back(next);
+                    }
+                }
+            }
+            match self.save() {
+                Some(news) => inputs.push_back(news),
+                None => break,
+            }
+        }
+        // A follow channel the supervisor did not take is closed.
+        self.to_follow.clear();
+    }
+
+    /// Writes the state if the supervisor asked to; how it went is news to
+    /// the supervisor only when it changed (or keeps failing).
+    fn save(&mut self) -> Option<Input> {
+        if !std::mem::take(&mut self.unsaved) {
+            return None;
+        }
+        let result = self.store.save(self.sup.world()).map_err(|e| e.to_string());
+        if result.is_ok() != self.persisted || result.is_err() {
+            self.persisted = result.is_ok();
+            return Some(Input::Persisted(result));
+        }
+        None
+    }
+
+    /// Carries out one output; some lead to another input.
+    fn carry_out(&mut self, output: Output) -> Option<Input> {
+        match output {
+            Output::Submit { id, job } => {
+                // A pane carries uids and decisions the state file must
+                // hold first.
+                let news = match job {
+                    worker::Job::Spawn(_) => self.save(),
+                    _ => None,
+                };
+                self.worker.submit(id, job);
+                return news;
+            }
+            Output::Reply { id, response } => {
+                if let Some(inc) = self.waiting.remove(&id) {
+                    let _ = inc.reply.send(response);
+                    if let Some(tx) = inc.follow {
+                        self.to_follow.insert(id, tx);
+                    }
+                    self.sent.push_back(inc.written);
+                    if self.sent.len() > 16 {
+                        self.sent.pop_front();
+                    }
+                }
+            }
+            Output::Follow { id, filter } => {
+                if let Some(tx) = self.to_follow.remove(&id) {
+                    self.followers.add(filter, tx);
+                }
+            }
+            Output::Event(view) => {
+                let written = self.events.append(&view);
+                if written.is_ok() != self.event_log_ok {
+                    self.event_log_ok = written.is_ok();
+                    match written {
+                        Ok(()) => log("the event log is written again"),
+                        Err(e) => log(&format!(
+                            "cannot write the event log {}: {e}; events are kept in memory",
+                            self.paths.events().display()
+                        )),
+                    }
+                }
+                self.followers.notify(&view);
+            }
+            // Written once the inputs it came with are all stepped (or
+            // before a spawn): one write for many changes.
+            Output::Persist => self.unsaved = true,
+            Output::ReadExitRecords(uids) => {
+                let records = uids
+                    .into_iter()
+                    .map(|uid| (uid, store::read_exit_record(&self.paths, uid)))
+                    .collect();
+                return Some(Input::ExitRecords(records));
+            }
+            Output::ReadLogTail { uid } => {
+                return Some(Input::LogTail {
+                    uid,
+                    lines: self.log_tail(uid, MARKER_LINES),
+                });
+            }
+            Output::ReplyLogTail {
+                id,
+                uid,
+                lines,
+                fallback,
+            } => {
+                let mut text = self.log_tail(uid, lines);
+                if text.is_empty() {
+                    text = fallback;
+                }
+                let mut out = text.join("\n");
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                return self.carry_out(Output::Reply {
+                    id,
+                    response: Response::Text(out),
+                });
+            }
+            Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
+            Output::Prune { live, shown } => store::prune(&self.paths, &live, &shown),
+            Output::Log(line) => log(&line),
+            Output::WakeAt(mono) => self.wake = self.base + mono,
+            Output::Exit => self.exit = true,
+        }
+        None
+    }
+
+    /// A session log's last lines. The log is the program's output, which
+    /// nothing vouches for: a reader that fails on it costs the marker its
+    /// lines, never the daemon its life.
+    fn log_tail(&self, uid: u64, lines: usize) -> Vec<String> {
+        let paths = &self.paths;
+        std::panic::catch_unwind(|| store::log_tail(paths, uid, lines)).unwrap_or_else(|_| {
+            log(&format!("cannot read the output log of uid {uid}"));
+            Vec::new()
+        })
+    }
+}
+
+/// One line of the daemon's log (its stderr). A log that cannot be written
+/// (a full disk) costs the line, never the daemon.
+pub fn log(msg: &str) {
+    let line = format!(
+        "{} marvel-daemon[{}]: {msg}\n",
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        std::process::id()
+    );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}

@@ -1,0 +1,692 @@
+//! The supervisor: all of the daemon's state and every decision about it,
+//! with no I/O and no clock. One entry point, [`Supervisor::step`]: an
+//! input (a request, a shim's report, a finished tmux job, a timer) and the
+//! current instant go in; the effects to carry out, in order, come out.
+//! The main loop (`main_loop.rs`) does the I/O.
+//!
+//! Split by input kind: `requests.rs` answers clients and shims, `tmux.rs`
+//! handles tmux jobs and their outcomes (and tmux's health), this file
+//! holds the state, the step, timers, deaths and persistence.
+
+mod requests;
+mod spawn;
+mod tmux;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Rng;
+use crate::domain::event::{Event, EventKind};
+use crate::domain::reconcile::{self, Effect};
+use crate::domain::state::{Exit, ExitDetail, Time, World, after};
+use crate::proto::{EventFilter, Request, Response, ShimReport};
+use crate::view::EventView;
+
+use super::Config;
+use super::events::EventRing;
+use super::store::Loaded;
+use super::worker::{Done, Job, JobId};
+use crate::paths::Paths;
+
+pub use tmux::{TmuxHealth, TmuxState};
+
+/// Identifies a request until it is answered; the main loop holds the
+/// connection, the supervisor only the id.
+pub type RequestId = u64;
+
+/// Lines of a dead pane kept on its marker.
+pub const MARKER_LINES: usize = 20;
+
+/// The current instant, both ways: wall-clock time for what is recorded
+/// and shown, and a monotonic reading (time since the daemon started) for
+/// timers, so that a wall-clock jump neither fires nor delays them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub wall: Time,
+    pub mono: Duration,
+}
+
+/// A wall-clock step larger than this between two inputs, beyond what the
+/// monotonic clock measured, is taken as a jump of the clock.
+const CLOCK_JUMP: Duration = Duration::from_secs(2);
+
+/// Everything that reaches the supervisor.
+#[derive(Debug)]
+pub enum Input {
+    /// The daemon starts: the state file as loaded, and what the shims of
+    /// its live sessions recorded while no daemon ran.
+    Restore {
+        loaded: Loaded,
+        records: Vec<(u64, Replay)>,
+    },
+    /// A client's or a shim's request, to be answered by id.
+    Request { id: RequestId, request: Request },
+    /// A tmux job finished.
+    Done(Done),
+    /// What the shims recorded for sessions (answering `ReadExitRecords`).
+    ExitRecords(Vec<(u64, Option<ShimReport>)>),
+    /// The last lines of a session's output log (answering `ReadLogTail`).
+    LogTail { uid: u64, lines: Vec<String> },
+    /// How writing the state file went (after `Persist`).
+    Persisted(Result<(), String>),
+    /// A timer is due (see `Output::WakeAt`).
+    Tick,
+}
+
+/// An exit record found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    Report(ShimReport),
+    /// Applying this record stopped an earlier daemon; it was moved aside
+    /// to the path given and is not applied again.
+    Failed(PathBuf),
+}
+
+/// Everything the supervisor asks of the world outside, in order.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Hand this job to the tmux worker; jobs run in the order submitted.
+    Submit { id: JobId, job: Job },
+    /// Answer request `id`.
+    Reply { id: RequestId, response: Response },
+    /// Request `id`, answered already, follows the event log from now on.
+    Follow { id: RequestId, filter: EventFilter },
+    /// Append this event to the log file and pass it to the followers.
+    Event(EventView),
+    /// Write the state file now; the result comes back as `Persisted`.
+    Persist,
+    /// Read what the shims of these sessions recorded; comes back as
+    /// `ExitRecords`.
+    ReadExitRecords(Vec<u64>),
+    /// Read the last lines of a session's output log; comes back as
+    /// `LogTail`.
+    ReadLogTail { uid: u64 },
+    /// Answer request `id` with the last `lines` lines of session `uid`'s
+    /// output log, or with `fallback` when the log holds nothing.
+    ReplyLogTail {
+        id: RequestId,
+        uid: u64,
+        lines: usize,
+        fallback: Vec<String>,
+    },
+    /// The exit record of a session that ended is no longer needed.
+    RemoveExitRecord(u64),
+    /// Remove exit records of sessions that are not live, and logs of
+    /// sessions that are not shown any more.
+    Prune {
+        live: BTreeSet<u64>,
+        shown: BTreeSet<u64>,
+    },
+    /// A line for the daemon's log.
+    Log(String),
+    /// Step again (with `Tick`) at this monotonic instant at the latest.
+    WakeAt(Duration),
+    /// The daemon has stopped: nothing is under way any more.
+    Exit,
+}
+
+/// What the supervisor knows of its surroundings, fixed for its life.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub pid: u32,
+    pub started_at: Time,
+    pub paths: Paths,
+    /// The tmux server (`-L` name); `None` is the default server.
+    pub tmux_socket: Option<String>,
+    /// Where tmux keeps that server's socket, to tell whether a client
+    /// runs inside it.
+    pub tmux_socket_path: PathBuf,
+    /// The marvel binary the panes run as their shim.
+    pub marvel_bin: PathBuf,
+    pub cfg: Config,
+}
+
+impl Setup {
+    /// The `@marvel` tag on every tmux session this state directory made.
+    pub fn owner_tag(&self) -> String {
+        self.paths.root.display().to_string()
+    }
+}
+
+/// A death whose cause a later listing settles. A shim whose terminal hung
+/// up cannot tell a killed pane from a server going away, and a server that
+/// is exiting may still answer a listing asked for before. A pane missing
+/// from a listing with no exit record yet may have a shim still on its way
+/// with the details. Either way, the first listing asked for after this
+/// was known settles it: a server gone makes it infrastructure loss,
+/// anything else a death as recorded by the shim, or as `exit` says.
+#[derive(Debug, Clone)]
+struct Unsettled {
+    exit: Exit,
+    /// Only a listing with this id or a later one settles it.
+    from_job: JobId,
+    /// Such a listing came: the exit records' answer settles it.
+    settling: bool,
+}
+
+/// A shim's exit report that arrived while the session's spawn was still
+/// under way, and the shim waiting for its answer.
+#[derive(Debug, Clone)]
+struct EarlyExit {
+    exit: Exit,
+    hangup: bool,
+    reply: RequestId,
+}
+
+/// Whether the state file could be written last time.
+#[derive(Debug, Clone, Default)]
+struct PersistHealth {
+    /// The error of the last attempt, and since when writes fail.
+    failing: Option<(String, Time)>,
+    /// While writes fail: when to try again (monotonic) even if nothing
+    /// changes.
+    retry_at: Option<Duration>,
+}
+
+/// How often a failing state file is tried again.
+const PERSIST_RETRY: Duration = Duration::from_secs(1);
+
+pub struct Supervisor {
+    world: World,
+    events: EventRing,
+    setup: Setup,
+    /// tmux jobs under way, tmux's health, and the spawn queue.
+    tmux: tmux::Tmux,
+    /// Deaths whose cause a listing settles, by session uid.
+    unsettled: BTreeMap<u64, Unsettled>,
+    /// Exits reported before the session's spawn came back, by uid.
+    early_exits: BTreeMap<u64, EarlyExit>,
+    /// Restored sessions whose spawn never came back: the first listing
+    /// finds their panes by name, or they are forgotten.
+    unplaced: Vec<u64>,
+    /// The state file was unreadable: the first listing spares our panes.
+    spare_strays: bool,
+    /// The instant of the last step (to notice wall-clock jumps).
+    clock: Option<Now>,
+    /// When the next safety-net listing is due (monotonic).
+    next_sweep: Duration,
+    /// When the plan wants to look again.
+    wake_at: Option<Time>,
+    dirty: bool,
+    persist: PersistHealth,
+    /// The uid reservation last handed to `Persist` (see `spawn_queued`).
+    uids_written: u64,
+    /// Set once asked to stop: the monotonic instant by which to stop even
+    /// if tmux calls are still under way.
+    stopping: Option<Duration>,
+    out: Vec<Output>,
+}
+
+impl Supervisor {
+    /// A supervisor with an empty world; `Input::Restore` fills it.
+    pub fn new(setup: Setup, earlier_events: Vec<EventView>) -> Supervisor {
+        Supervisor {
+            world: World::default(),
+            events: EventRing::new(earlier_events),
+            tmux: tmux::Tmux::default(),
+            setup,
+            unsettled: BTreeMap::new(),
+            early_exits: BTreeMap::new(),
+            unplaced: Vec::new(),
+            spare_strays: false,
+            clock: None,
+            next_sweep: Duration::ZERO,
+            wake_at: None,
+            dirty: false,
+            persist: PersistHealth::default(),
+            uids_written: 0,
+            stopping: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// What is to be persisted.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The one entry point: handles `input` at `now` and returns what to
+    /// do, in order.
+    pub fn step(&mut self, input: Input, now: Now, rng: &mut impl Rng) -> Vec<Output> {
+        self.observe_clock(now);
+        match input {
+            Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
+            Input::Request { id, request } => self.request(id, request, now, rng),
+            Input::Done(done) => self.done(done, now, rng),
+            Input::ExitRecords(records) => self.exit_records(records, now, rng),
+            Input::LogTail { uid, lines } => {
+                if !lines.is_empty() && self.world.set_last_output_if_empty(uid, lines) {
+                    self.dirty = true;
+                }
+            }
+            Input::Persisted(result) => self.persisted(result, now),
+            Input::Tick => self.tick(now),
+        }
+        if self.stopping.is_none() {
+            self.reconcile(now, rng);
+        }
+        self.finish(now);
+        std::mem::take(&mut self.out)
+    }
+
+    fn log(&mut self, msg: impl Into<String>) {
+        self.out.push(Output::Log(msg.into()));
+    }
+
+    fn emit(&mut self, ev: Event) {
+        let view = self.events.push(ev);
+        self.out.push(Output::Event(view));
+    }
+
+    fn emit_all(&mut self, evs: impl IntoIterator<Item = Event>) {
+        for e in evs {
+            self.emit(e);
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, response: Response) {
+        self.out.push(Output::Reply { id, response });
+    }
+
+    /// A wall-clock jump (the clock set, a suspend) moves every instant the
+    /// world keeps with it, so that each timer keeps the time it had left:
+    /// nothing fires early, nothing is delayed.
+    fn observe_clock(&mut self, now: Now) {
+        if let Some(last) = self.clock
+            && let Some(elapsed) = now.mono.checked_sub(last.mono)
+        {
+            let expected = after(last.wall, elapsed);
+            let drift = now.wall - expected;
+            let limit = chrono::Duration::from_std(CLOCK_JUMP).unwrap_or_default();
+            if drift > limit || drift < -limit {
+                self.world.shift_clock(drift);
+                self.tmux.health.shift_clock(drift);
+                self.wake_at = self.wake_at.map(|t| shifted(t, drift));
+                self.dirty = true;
+                let msg = format!(
+                    "the wall clock jumped by {}; timers keep the time they had left",
+                    crate::domain::world::human_span_signed(drift)
+                );
+                self.log(msg.clone());
+                self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+            }
+        }
+        self.clock = Some(now);
+    }
+
+    /// Loads the persisted world, applies deaths recorded while no daemon
+    /// ran, and asks tmux which panes are still there.
+    fn restore(
+        &mut self,
+        loaded: Loaded,
+        records: Vec<(u64, Replay)>,
+        now: Now,
+        rng: &mut impl Rng,
+    ) {
+        self.log(format!(
+            "starting; state in {}",
+            self.setup.paths.root.display()
+        ));
+        match loaded {
+            Loaded::Fresh => {}
+            Loaded::Restored { world, rebooted } => {
+                self.world = world;
+                self.world.resume_uids();
+                self.uids_written = self.world.uid_reserved;
+                if rebooted {
+                    self.machine_restarted(now, rng);
+                }
+            }
+            Loaded::MovedAside { moved_to, error } => {
+                let msg = format!(
+                    "state file {} could not be read ({error}); moved it to {} and started empty",
+                    self.setup.paths.state().display(),
+                    moved_to.display()
+                );
+                self.log(msg.clone());
+                self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                self.spare_strays = true;
+            }
+        }
+        self.world.watching_since = Some(now.wall);
+        // What the shims wrote while we were away. A hang-up waits for the
+        // first listing: the whole server may have gone, which is nobody's
+        // fault.
+        for (uid, replay) in records {
+            if !self.is_live(uid) {
+                continue;
+            }
+            match replay {
+                Replay::Report(ShimReport::Exited {
+                    code,
+                    signal,
+                    at,
+                    hangup,
+                    ..
+                }) => {
+                    let exit = exit_from_report(code, signal, at, hangup);
+                    self.exit_reported(uid, exit, hangup, now, rng);
+                }
+                Replay::Report(ShimReport::Started { pid, at, .. }) => {
+                    let ev = self.world.started(uid, pid, at);
+                    self.emit_all(ev);
+                }
+                Replay::Failed(moved_to) => {
+                    let key = self.world.sessions[&uid].key.clone();
+                    let msg = format!(
+                        "the exit record of {key} (uid {uid}) stopped an earlier daemon; moved it to {} and recorded the session as ended",
+                        moved_to.display()
+                    );
+                    self.log(msg.clone());
+                    self.emit(Event::new(now.wall, EventKind::Warning, &key, msg));
+                    let exit = Exit::detail(ExitDetail::PaneVanished, now.wall);
+                    self.record_death(uid, exit, now, rng);
+                }
+            }
+        }
+        // Spawns that were under way: the first listing tells whether their
+        // panes were made.
+        self.unplaced = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live() && s.pane.is_none())
+            .map(|s| s.uid)
+            .collect();
+        // Re-adoption waits for tmux's answer; until then the sessions keep
+        // their recorded state and nothing is spawned in their slots.
+        self.probe(true, now);
+        self.next_sweep = now.mono + self.setup.cfg.sweep;
+        self.dirty = true;
+    }
+
+    fn is_live(&self, uid: u64) -> bool {
+        self.world
+            .sessions
+            .get(&uid)
+            .is_some_and(|s| s.state.is_live())
+    }
+
+    fn live_uids(&self) -> Vec<u64> {
+        self.world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live())
+            .map(|s| s.uid)
+            .collect()
+    }
+
+    /// The timers: the sweep, tmux's retry, the stop deadline. The plan's
+    /// own wake-up needs nothing here: every step reconciles.
+    fn tick(&mut self, now: Now) {
+        if self.persist.retry_at.is_some_and(|t| now.mono >= t) {
+            self.persist.retry_at = None;
+            self.dirty = true;
+        }
+        if now.mono >= self.next_sweep {
+            self.sweep(now);
+        }
+        if !self.tmux.probing && self.tmux.health.retry_due(now.wall) {
+            self.probe(false, now);
+        }
+    }
+
+    /// The safety-net sweep: one listing unless one is under way, and the
+    /// pruning of records nobody needs.
+    fn sweep(&mut self, now: Now) {
+        self.next_sweep = now.mono + self.setup.cfg.sweep;
+        if self.tmux_ready(now) && self.tmux.listing.is_none() {
+            self.list_now(now);
+        }
+        let shown = self
+            .world
+            .all_session_records()
+            .iter()
+            .map(|s| s.uid)
+            .collect();
+        let live = self.live_uids().into_iter().collect();
+        self.out.push(Output::Prune { live, shown });
+    }
+
+    /// Plans and carries out the plan's effects.
+    fn reconcile(&mut self, now: Now, rng: &mut impl Rng) {
+        let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
+        self.wake_at = plan.wake_at;
+        if !plan.events.is_empty() || !plan.effects.is_empty() {
+            self.dirty = true;
+        }
+        self.emit_all(plan.events);
+        for effect in plan.effects {
+            match effect {
+                Effect::Spawn { uid } => self.tmux.queue.push(uid),
+                Effect::Stopped { session } => {
+                    self.unsettled.remove(&session.uid);
+                    // A pane still being made is removed when its spawn
+                    // comes back; one not asked for yet never will be.
+                    self.tmux.queue.retain(|u| *u != session.uid);
+                    if let Some(pane) = session.pane {
+                        self.kill_pane(pane, session.key.to_string(), now);
+                    }
+                    self.out.push(Output::RemoveExitRecord(session.uid));
+                }
+                Effect::Killed { session } => {
+                    // Recorded dead already: its last screen, then its pane.
+                    self.unsettled.remove(&session.uid);
+                    self.out.push(Output::RemoveExitRecord(session.uid));
+                    match session.pane {
+                        Some(pane) if self.tmux_ready(now) => {
+                            self.capture_last_screen(session.uid, pane.clone(), None, now);
+                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                        }
+                        Some(pane) => {
+                            self.out.push(Output::ReadLogTail { uid: session.uid });
+                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                        }
+                        None => self.out.push(Output::ReadLogTail { uid: session.uid }),
+                    }
+                }
+            }
+        }
+        // Without tmux the spawns wait, visible as pending: its answer or
+        // its retry timer wakes the loop.
+        if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
+            self.spawn_queued(now);
+        }
+    }
+
+    /// Ends every step: persists what changed, says when to wake up, and
+    /// whether the daemon is done.
+    fn finish(&mut self, now: Now) {
+        if self.dirty {
+            self.dirty = false;
+            self.out.push(Output::Persist);
+        }
+        let mut wake = self.next_sweep;
+        if let Some(t) = self.persist.retry_at {
+            wake = wake.min(t);
+        }
+        let mut at_wall = |t: Time| {
+            let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
+            wake = wake.min(now.mono + ahead);
+        };
+        if let Some(t) = self.wake_at {
+            at_wall(t);
+        }
+        if !self.tmux.probing
+            && let Some(t) = self.tmux.health.next_retry_at
+        {
+            at_wall(t);
+        }
+        if let Some(deadline) = self.stopping {
+            wake = wake.min(deadline);
+            if self.tmux.jobs.is_empty() || now.mono >= deadline {
+                self.out.push(Output::Exit);
+            }
+        }
+        self.out.push(Output::WakeAt(wake));
+    }
+
+    /// The state file was written, or could not be: a daemon that cannot
+    /// write keeps supervising from memory, says so once, and writes again
+    /// at every change until it succeeds.
+    fn persisted(&mut self, result: Result<(), String>, now: Now) {
+        self.persist.retry_at = result.is_err().then_some(now.mono + PERSIST_RETRY);
+        match (result, self.persist.failing.take()) {
+            (Ok(()), None) => {}
+            (Ok(()), Some((_, since))) => {
+                let msg = format!(
+                    "the state file is written again (it could not be since {})",
+                    since.format("%H:%M:%S")
+                );
+                self.log(msg.clone());
+                self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                // Events since then changed the world: write that too.
+                self.dirty = true;
+            }
+            (Err(e), None) => {
+                let msg = format!("cannot write the state file ({e}); supervising from memory");
+                self.log(msg.clone());
+                self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                self.persist.failing = Some((e, now.wall));
+            }
+            (Err(e), Some((_, since))) => self.persist.failing = Some((e, since)),
+        }
+    }
+
+    /// The state was written before the machine last started: its tmux
+    /// server and every program died with it, whatever the shims managed
+    /// to record on the way down (a shutdown's SIGTERM is nobody's crash).
+    fn machine_restarted(&mut self, now: Now, rng: &mut impl Rng) {
+        let uids = self.live_uids();
+        let msg = format!(
+            "the machine restarted since the state was saved: {} sessions lost with the tmux server, no role charged",
+            uids.len()
+        );
+        self.log(msg.clone());
+        self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+        for uid in uids {
+            let lost = Exit::detail(ExitDetail::TmuxLost, now.wall);
+            self.record_death(uid, lost, now, rng);
+        }
+    }
+
+    /// A live session ended without being asked to: the policy decides,
+    /// the marker gets the log's last lines unless its screen is read.
+    fn record_death(&mut self, uid: u64, exit: Exit, now: Now, rng: &mut impl Rng) {
+        if !self.is_live(uid) {
+            return;
+        }
+        self.unsettled.remove(&uid);
+        let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());
+        self.emit_all(evs);
+        self.out.push(Output::RemoveExitRecord(uid));
+        self.dirty = true;
+    }
+
+    /// A death whose screen will not be read: the marker gets the last
+    /// lines of the output log instead.
+    fn record_death_from_log(&mut self, uid: u64, exit: Exit, now: Now, rng: &mut impl Rng) {
+        if self.is_live(uid) {
+            self.record_death(uid, exit, now, rng);
+            self.out.push(Output::ReadLogTail { uid });
+        }
+    }
+
+    /// A shim reports its program's end. A hang-up waits for a listing;
+    /// any other end is recorded at once.
+    fn exit_reported(&mut self, uid: u64, exit: Exit, hangup: bool, now: Now, rng: &mut impl Rng) {
+        if hangup {
+            let from_job = self.tmux.next_job_id();
+            let settling = false;
+            self.unsettled.insert(
+                uid,
+                Unsettled {
+                    exit,
+                    from_job,
+                    settling,
+                },
+            );
+            self.list_soon(now);
+        } else {
+            self.record_death_from_log(uid, exit, now, rng);
+        }
+    }
+
+    /// What the shims recorded for sessions whose panes a listing missed,
+    /// or whose death that listing settles: a record tells the end at once;
+    /// without one, a settled death is as first known, and a fresh one
+    /// waits for the next listing (the shim may still be on its way).
+    fn exit_records(
+        &mut self,
+        records: Vec<(u64, Option<ShimReport>)>,
+        now: Now,
+        rng: &mut impl Rng,
+    ) {
+        for (uid, record) in records {
+            if !self.is_live(uid) {
+                continue;
+            }
+            let recorded = record.and_then(recorded_exit);
+            match self.unsettled.get(&uid) {
+                Some(u) if u.settling => {
+                    let exit = recorded.unwrap_or_else(|| u.exit.clone());
+                    self.record_death_from_log(uid, exit, now, rng);
+                }
+                // Known after the listing was asked for: the next one settles it.
+                Some(_) => {}
+                None => match recorded {
+                    Some(exit) => self.record_death_from_log(uid, exit, now, rng),
+                    None => {
+                        let unsettled = Unsettled {
+                            exit: Exit::detail(ExitDetail::PaneVanished, now.wall),
+                            from_job: self.tmux.next_job_id(),
+                            settling: false,
+                        };
+                        self.unsettled.insert(uid, unsettled);
+                    }
+                },
+            }
+        }
+    }
+
+    /// A status line on whether the state is written, for `status`.
+    fn persist_view(&self) -> Option<(String, Time)> {
+        self.persist.failing.clone()
+    }
+}
+
+/// Turns a shim's exit report into an exit record.
+pub fn exit_from_report(code: Option<i32>, signal: Option<i32>, at: Time, hangup: bool) -> Exit {
+    Exit {
+        code,
+        signal,
+        at,
+        detail: if hangup {
+            ExitDetail::PaneKilled
+        } else {
+            ExitDetail::Program
+        },
+    }
+}
+
+/// The end an exit record tells, if it tells one.
+fn recorded_exit(report: ShimReport) -> Option<Exit> {
+    match report {
+        ShimReport::Exited {
+            code,
+            signal,
+            at,
+            hangup,
+            ..
+        } => Some(exit_from_report(code, signal, at, hangup)),
+        ShimReport::Started { .. } => None,
+    }
+}
+
+fn shifted(t: Time, by: chrono::Duration) -> Time {
+    t.checked_add_signed(by).unwrap_or(t)
+}

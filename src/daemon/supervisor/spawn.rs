@@ -1,0 +1,40 @@
+//! How a session becomes a spawn request: the pane runs marvel's shim,
+//! which runs the role's command, with the session's environment.
+
+use std::collections::BTreeMap;
+
+use crate::domain::spec::RoleSpec;
+use crate::domain::state::Session;
+use crate::substrate::SpawnRequest;
+
+use super::Setup;
+
+/// The environment every pane gets, on top of the role's own `env`.
+pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    env.insert("MARVEL_SESSION".into(), s.key.to_string());
+    env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
+    env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
+    env.insert("MARVEL_TEAM".into(), s.key.team().to_string());
+    env.insert("MARVEL_WORKSPACE".into(), s.key.workspace.clone());
+    env.insert(
+        crate::paths::HOME_ENV.into(),
+        setup.paths.root.display().to_string(),
+    );
+    if let Some(sock) = &setup.tmux_socket {
+        env.insert(crate::client::TMUX_SOCKET_ENV.into(), sock.clone());
+    }
+    env
+}
+
+/// The spawn request of one pending session.
+pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec) -> SpawnRequest {
+    SpawnRequest {
+        name: s.tmux_session.clone(),
+        argv: crate::shim::shim_argv(&setup.marvel_bin, s.uid, &setup.paths.root, &spec.command),
+        env: env(setup, s, spec),
+        cwd: spec.cwd.clone(),
+        log: Some(setup.paths.session_log(s.uid)),
+        owner: setup.owner_tag(),
+    }
+}

@@ -1,0 +1,1504 @@
+//! The supervisor driven as the main loop drives it, without threads, real
+//! time or files: inputs go in with an injected clock, outputs are read and
+//! carried out by a small harness (tmux jobs run against the fake substrate
+//! when the test says so, in the order submitted).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::daemon::worker::Runner;
+use crate::domain::health::HealthState;
+use crate::domain::spec::{Health, TeamSpec};
+use crate::domain::state::{ExitDetail, Session, SessionState};
+use crate::domain::world::sim::{role, team};
+use crate::proto::{Filter, Kind};
+use crate::substrate::SubstrateError;
+use crate::substrate::fake::{Call, FakeSubstrate};
+
+fn t0() -> Time {
+    "2026-03-01T12:00:00Z".parse().unwrap()
+}
+
+pub(super) fn cfg() -> Config {
+    Config {
+        sweep: Duration::from_secs(3600),
+        tmux_timeout: Duration::from_secs(1),
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        retry_jitter: 0.0,
+    }
+}
+
+fn setup() -> Setup {
+    Setup {
+        pid: 4242,
+        started_at: t0(),
+        paths: Paths {
+            root: PathBuf::from("/state"),
+        },
+        tmux_socket: Some("sock".into()),
+        tmux_socket_path: PathBuf::from("/tmp/tmux-0/sock"),
+        marvel_bin: PathBuf::from("/bin/marvel"),
+        cfg: cfg(),
+    }
+}
+
+/// The supervisor and everything around it, simulated.
+pub(super) struct H {
+    pub sup: Supervisor,
+    pub tmux: FakeSubstrate,
+    /// Jobs handed to the worker and not run yet, in order.
+    pub jobs: VecDeque<(JobId, Job)>,
+    pub now: Now,
+    pub replies: BTreeMap<RequestId, Response>,
+    pub events: Vec<EventView>,
+    /// The exit records on disk, by uid.
+    pub records: BTreeMap<u64, ShimReport>,
+    /// Output logs on disk, by uid.
+    pub logs: BTreeMap<u64, Vec<String>>,
+    /// The world as last written, if it was.
+    pub saved: Option<World>,
+    /// Make the next writes of the state fail with this error.
+    pub disk_full: Option<String>,
+    pub followers: BTreeSet<RequestId>,
+    /// Every output, in order.
+    pub trace: Vec<Output>,
+    pub wake: Duration,
+    pub exited: bool,
+    last_request: RequestId,
+    runner: Runner,
+}
+
+impl H {
+    /// A supervisor just started on an empty state, tmux answered.
+    pub fn new() -> H {
+        let mut h = H::blank();
+        h.restore(Loaded::Fresh, Vec::new());
+        h.run_jobs();
+        h
+    }
+
+    pub fn blank() -> H {
+        H {
+            sup: Supervisor::new(setup(), Vec::new()),
+            tmux: FakeSubstrate::new(),
+            jobs: VecDeque::new(),
+            now: Now {
+                wall: t0(),
+                mono: Duration::from_secs(10),
+            },
+            replies: BTreeMap::new(),
+            events: Vec::new(),
+            records: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            saved: None,
+            disk_full: None,
+            followers: BTreeSet::new(),
+            trace: Vec::new(),
+            wake: Duration::MAX,
+            exited: false,
+            last_request: 0,
+            runner: Runner::default(),
+        }
+    }
+
+    /// A new supervisor on what this one saved, on the same tmux server,
+    /// with the same records on disk: a daemon restart.
+    pub fn restart(self) -> H {
+        let world = self.saved.clone().expect("the world was saved");
+        let mut h = H::blank();
+        h.tmux = self.tmux;
+        h.records = self.records;
+        h.logs = self.logs;
+        h.now = self.now;
+        h.restart_with(world, false);
+        h
+    }
+
+    pub fn restart_with(&mut self, world: World, rebooted: bool) {
+        let records = self
+            .records
+            .iter()
+            .map(|(uid, r)| (*uid, Replay::Report(r.clone())))
+            .collect();
+        self.restore(Loaded::Restored { world, rebooted }, records);
+    }
+
+    pub fn restore(&mut self, loaded: Loaded, records: Vec<(u64, Replay)>) {
+        self.step(Input::Restore { loaded, records });
+    }
+
+    /// Steps the supervisor and carries out its outputs, as the main loop
+    /// does (inputs the outputs lead to are stepped at once).
+    pub fn step(&mut self, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let outputs = self.sup.step(input, self.now, &mut 0.0);
+            for out in outputs {
+                self.trace.push(out.clone());
+                match out {
+                    Output::Submit { id, job } => self.jobs.push_back((id, job)),
+                    Output::Reply { id, response } => {
+                        self.replies.insert(id, response);
+                    }
+                    Output::Follow { id, .. } => {
+                        self.followers.insert(id);
+                    }
+                    Output::Event(e) => self.events.push(e),
+                    Output::Persist => {
+                        let result = match &self.disk_full {
+                            Some(e) => Err(e.clone()),
+                            None => {
+                                self.saved = Some(self.sup.world().clone());
+                                Ok(())
+                            }
+                        };
+                        inputs.push_back(Input::Persisted(result));
+                    }
+                    Output::ReadExitRecords(uids) => {
+                        let recs = uids
+                            .into_iter()
+                            .map(|u| (u, self.records.get(&u).cloned()))
+                            .collect();
+                        inputs.push_back(Input::ExitRecords(recs));
+                    }
+                    Output::ReadLogTail { uid } => {
+                        let lines = self.logs.get(&uid).cloned().unwrap_or_default();
+                        inputs.push_back(Input::LogTail { uid, lines });
+                    }
+                    Output::ReplyLogTail {
+                        id, uid, fallback, ..
+                    } => {
+                        let lines = self.logs.get(&uid).cloned().unwrap_or(fallback);
+                        self.replies.insert(id, Response::Text(lines.join("\n")));
+                    }
+                    Output::RemoveExitRecord(uid) => {
+                        self.records.remove(&uid);
+                    }
+                    Output::Prune { .. } | Output::Log(_) => {}
+                    Output::WakeAt(at) => self.wake = at,
+                    Output::Exit => self.exited = true,
+                }
+            }
+        }
+    }
+
+    /// Runs the next job against the fake tmux and hands its outcome back.
+    pub fn run_one(&mut self) -> bool {
+        let Some((id, job)) = self.jobs.pop_front() else {
+            return false;
+        };
+        let outcome = self.runner.run(&job, &self.tmux);
+        self.step(Input::Done(Done { id, outcome }));
+        true
+    }
+
+    /// Runs jobs until none is left.
+    pub fn run_jobs(&mut self) {
+        let mut n = 0;
+        while self.run_one() {
+            n += 1;
+            assert!(n < 10_000, "jobs keep coming");
+        }
+    }
+
+    /// Lets `ms` pass on both clocks, then the timers fire.
+    pub fn advance(&mut self, ms: u64) {
+        let d = Duration::from_millis(ms);
+        self.now.mono += d;
+        self.now.wall = after(self.now.wall, d);
+        self.step(Input::Tick);
+    }
+
+    /// Lets time pass until the supervisor's next wake-up, and fires it.
+    pub fn until_wake(&mut self) {
+        let wait = self.wake.saturating_sub(self.now.mono);
+        self.advance(wait.as_millis() as u64);
+    }
+
+    /// Hands a request in; returns its id (answered or not).
+    pub fn send(&mut self, request: Request) -> RequestId {
+        self.last_request += 1;
+        let id = self.last_request;
+        self.step(Input::Request { id, request });
+        id
+    }
+
+    /// Asks, lets tmux do what it caused, and returns the answer.
+    pub fn ask(&mut self, request: Request) -> Response {
+        let id = self.send(request);
+        self.run_jobs();
+        self.replies.remove(&id).expect("an answer")
+    }
+
+    pub fn apply(&mut self, team: TeamSpec) {
+        let r = self.ask(Request::Apply { team });
+        assert!(matches!(r, Response::Applied { .. }), "{r:?}");
+    }
+
+    pub fn world(&self) -> &World {
+        self.sup.world()
+    }
+
+    pub fn live(&self) -> Vec<Session> {
+        self.world()
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live())
+            .cloned()
+            .collect()
+    }
+
+    /// The shim of `uid` reports its program running; returns the pid.
+    pub fn started(&mut self, uid: u64) -> u32 {
+        let pid = 100 + uid as u32;
+        let report = ShimReport::Started {
+            uid,
+            pid,
+            at: self.now.wall,
+        };
+        self.records.insert(uid, report.clone());
+        self.ask(Request::Shim(report));
+        pid
+    }
+
+    /// Every live session's program starts.
+    pub fn start_all(&mut self) -> Vec<Session> {
+        for s in self.live() {
+            if s.state == SessionState::Pending {
+                self.started(s.uid);
+            }
+        }
+        self.live()
+    }
+
+    /// The shim of `uid` reports how its program ended, as it does: the
+    /// record first, then the socket. Returns the request id.
+    pub fn exited(
+        &mut self,
+        uid: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+        hangup: bool,
+    ) -> RequestId {
+        let report = ShimReport::Exited {
+            uid,
+            code,
+            signal,
+            at: self.now.wall,
+            hangup,
+        };
+        self.records.insert(uid, report.clone());
+        self.send(Request::Shim(report))
+    }
+
+    pub fn role_history(&self) -> &crate::domain::state::RoleHistory {
+        self.world().roles.values().next().expect("a role")
+    }
+
+    pub fn marker_detail(&self) -> ExitDetail {
+        self.role_history()
+            .marker
+            .as_ref()
+            .expect("a marker")
+            .exit
+            .as_ref()
+            .unwrap()
+            .detail
+            .clone()
+    }
+
+    pub fn kinds(&self) -> Vec<&str> {
+        self.events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    pub fn status(&mut self) -> crate::view::StatusView {
+        match self.ask(Request::Status) {
+            Response::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn heartbeat_team() -> TeamSpec {
+    let mut w = role("w", 1);
+    w.health = Some(Health::Heartbeat {
+        timeout: Duration::from_secs(1),
+        failures: 2,
+    });
+    team(vec![w])
+}
+
+fn refused(r: Response) -> String {
+    match r {
+        Response::Error(e) => {
+            assert_eq!(e.code(), crate::error::exit::REFUSED, "{e}");
+            e.to_string()
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn apply_spawns_shims_with_the_session_environment() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let spawns = h.tmux.spawns();
+    assert_eq!(spawns.len(), 2);
+    let req = &spawns[0];
+    assert_eq!(req.argv[0], "/bin/marvel");
+    assert_eq!(req.argv[1], "shim");
+    assert_eq!(req.argv.last().unwrap(), "sh");
+    assert_eq!(req.env["MARVEL_SESSION"], "demo/squad/w-0");
+    assert_eq!(req.env["MARVEL_ROLE"], "demo/squad/w");
+    assert_eq!(req.env["MARVEL_TEAM"], "demo/squad");
+    assert_eq!(req.env["MARVEL_WORKSPACE"], "demo");
+    assert_eq!(req.env["MARVEL_HOME"], "/state");
+    let uid = h.live().iter().find(|s| s.key.slot == 0).unwrap().uid;
+    assert_eq!(req.env["MARVEL_SESSION_UID"], uid.to_string());
+    assert_eq!(req.env["MARVEL_TMUX_SOCKET"], "sock");
+    assert_eq!(
+        req.log,
+        Some(PathBuf::from(format!("/state/logs/{uid}.log")))
+    );
+    assert!(req.name.starts_with("marvel/demo/squad/w-0/"));
+    assert!(
+        h.live()
+            .iter()
+            .all(|s| s.state == SessionState::Pending && s.pane.is_some())
+    );
+}
+
+/// Issue: right after `run`, `get` said "No sessions found." while tmux's
+/// first answer was still on its way.
+#[test]
+fn sessions_are_pending_from_the_moment_apply_is_answered_even_before_tmux_answers() {
+    let mut h = H::blank();
+    h.restore(Loaded::Fresh, Vec::new());
+    // tmux's first probe is under way: nothing is known of tmux yet.
+    assert_eq!(h.jobs.len(), 1);
+    let id = h.send(Request::Apply {
+        team: team(vec![role("w", 2)]),
+    });
+    assert!(matches!(h.replies[&id], Response::Applied { .. }));
+    let Response::Sessions(v) = h.ask_now(Request::Get {
+        kind: Kind::Sessions,
+        filter: Filter::default(),
+    }) else {
+        panic!()
+    };
+    assert_eq!(v.len(), 2);
+    assert!(v.iter().all(|s| s.state == "pending" && s.pane.is_none()));
+    // A pending session can be killed without tmux: it is made again.
+    let r = h.ask_now(Request::Kill { key: "w-0".into() });
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    // Once tmux answers, the panes are asked for, in one batch.
+    h.run_jobs();
+    assert_eq!(h.tmux.spawns().len(), 2);
+    assert!(h.live().iter().all(|s| s.pane.is_some()));
+}
+
+impl H {
+    /// Asks without running any tmux job.
+    pub fn ask_now(&mut self, request: Request) -> Response {
+        let id = self.send(request);
+        self.replies.remove(&id).expect("answered at once")
+    }
+}
+
+#[test]
+fn a_reported_exit_becomes_a_marker_with_the_last_screen_then_the_pane_goes() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    assert_eq!(h.world().sessions[&s.uid].state, SessionState::Running);
+    let pane = s.pane.clone().unwrap();
+    h.tmux.set_screen(&pane, "hello\nbye\n\n");
+    let id = h.exited(s.uid, Some(42), None, false);
+    // Recorded at once; the shim's answer waits for its screen.
+    assert_eq!(h.role_history().restarts, 1);
+    assert!(!h.replies.contains_key(&id));
+    h.run_jobs();
+    assert!(matches!(h.replies[&id], Response::Done(_)));
+    let hist = h.role_history();
+    let m = hist.marker.as_ref().expect("a marker");
+    assert_eq!(m.exit.as_ref().unwrap().code, Some(42));
+    assert_eq!(m.last_output, vec!["hello", "bye"]);
+    assert!(hist.next_restart_at.is_some());
+    assert!(h.live().is_empty(), "the replacement waits for the backoff");
+    assert_eq!(
+        h.tmux.calls()[h.tmux.calls().len() - 2..],
+        [
+            Call::Capture {
+                pane: pane.clone(),
+                history: 200
+            },
+            Call::Kill(pane)
+        ],
+        "screen first, then the pane goes, before any replacement"
+    );
+    assert!(!h.records.contains_key(&s.uid), "the record is done with");
+    // A duplicate report changes nothing.
+    h.exited(s.uid, Some(1), None, false);
+    h.run_jobs();
+    assert_eq!(h.role_history().restarts, 1);
+    assert_eq!(h.kinds().iter().filter(|k| **k == "crashed").count(), 1);
+    // The backoff ends: the replacement is asked for by the timer.
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.live().len(), 1);
+}
+
+/// Long-running heartbeat session: started an hour ago.
+fn long_running(h: &mut H) -> Session {
+    h.sup.world.watching_since = None;
+    h.apply(heartbeat_team());
+    let s = h.live().remove(0);
+    let report = ShimReport::Started {
+        uid: s.uid,
+        pid: 7,
+        at: h.now.wall - chrono::Duration::hours(1),
+    };
+    h.ask(Request::Shim(report));
+    s
+}
+
+#[test]
+fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
+    let mut h = H::new();
+    let s = long_running(&mut h);
+    assert!(h.live().is_empty());
+    assert_eq!(h.tmux.kills(), vec![s.pane.clone().unwrap()]);
+    let hist = h.role_history();
+    assert_eq!(hist.restarts, 1);
+    let exit = hist.marker.as_ref().unwrap().exit.clone().unwrap();
+    assert_eq!(exit.detail, ExitDetail::Unhealthy("heartbeat stale".into()));
+    assert!(hist.next_restart_at.is_some(), "backs off like any crash");
+    // The shim's own report of the kill is no second death.
+    h.exited(s.uid, None, Some(1), true);
+    h.run_jobs();
+    assert_eq!(h.role_history().restarts, 1);
+}
+
+#[test]
+fn a_stale_heartbeat_during_the_roles_backoff_is_charged_once_and_extends_it() {
+    let mut w = role("w", 2);
+    w.health = Some(Health::Heartbeat {
+        timeout: Duration::from_secs(1),
+        failures: 1,
+    });
+    let mut h = H::new();
+    h.apply(team(vec![w]));
+    let both = h.start_all();
+    // Slot 0 crashes: the role backs off for 100 ms.
+    h.exited(both[0].uid, Some(3), None, false);
+    h.run_jobs();
+    let backoff_until = h.role_history().next_restart_at.unwrap();
+    // Slot 1 never sent a heartbeat: stale after grace + 1 timeout.
+    for _ in 0..30 {
+        h.advance(100);
+        h.run_jobs();
+    }
+    let hist = h.role_history();
+    assert!(hist.restarts >= 2, "{hist:?}");
+    let unhealthy = h
+        .events
+        .iter()
+        .filter(|e| e.kind == "crashed" && e.message.contains("heartbeat stale"))
+        .count();
+    assert!(unhealthy >= 1);
+    assert!(hist.next_restart_at.unwrap() > backoff_until || hist.frozen.is_some());
+    // Never more panes than replicas, whatever the timing.
+    assert!(h.tmux.panes().len() <= 2);
+}
+
+#[test]
+fn a_heartbeat_keeps_the_session_and_heals_it() {
+    let mut h = H::new();
+    h.sup.world.watching_since = None;
+    h.apply(heartbeat_team());
+    let s = h.live().remove(0);
+    // The pane's environment has the full key, never a suffix.
+    let Response::Error(e) = h.ask(Request::Heartbeat {
+        session: "squad/w-0".into(),
+        uid: Some(s.uid),
+        context_pct: None,
+        note: None,
+    }) else {
+        panic!("a suffix was accepted")
+    };
+    assert_eq!(e.code(), crate::error::exit::USAGE);
+    let r = h.ask(Request::Heartbeat {
+        session: s.key.to_string(),
+        uid: Some(s.uid),
+        context_pct: Some(30),
+        note: Some("reading".into()),
+    });
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    let report = ShimReport::Started {
+        uid: s.uid,
+        pid: 7,
+        at: h.now.wall - chrono::Duration::hours(1),
+    };
+    h.ask(Request::Shim(report));
+    let now = &h.world().sessions[&s.uid];
+    assert_eq!(now.health, HealthState::Healthy);
+    assert_eq!(now.heartbeat.context_pct, Some(30));
+    assert!(h.tmux.kills().is_empty());
+    let Response::Sessions(v) = h.ask(Request::Get {
+        kind: Kind::Sessions,
+        filter: Default::default(),
+    }) else {
+        panic!()
+    };
+    assert_eq!(v[0].health.as_deref(), Some("healthy"));
+    assert_eq!(v[0].heartbeat_note.as_deref(), Some("reading"));
+    let Response::Error(e) = h.ask(Request::Heartbeat {
+        session: s.key.to_string(),
+        uid: Some(s.uid + 100),
+        context_pct: None,
+        note: None,
+    }) else {
+        panic!()
+    };
+    assert_eq!(e.code(), crate::error::exit::REFUSED);
+}
+
+#[test]
+fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let Response::Shift { team: key, shift } = h.ask(Request::Shift {
+        team: "squad".into(),
+        role: None,
+        timeout_ms: 60_000,
+    }) else {
+        panic!("shift refused")
+    };
+    assert_eq!(
+        (key.as_str(), shift.state.as_str()),
+        ("demo/squad", "running")
+    );
+    let msg = refused(h.ask(Request::Scale {
+        key: "w".into(),
+        replicas: 3,
+    }));
+    assert!(
+        msg.contains("is shifting") && msg.contains("--abort"),
+        "{msg}"
+    );
+    refused(h.ask(Request::Apply {
+        team: team(vec![role("w", 3)]),
+    }));
+    refused(h.ask(Request::Shift {
+        team: "squad".into(),
+        role: None,
+        timeout_ms: 60_000,
+    }));
+    // Re-applying the unchanged team is fine.
+    h.apply(team(vec![role("w", 2)]));
+    let Response::Shift { shift, .. } = h.ask(Request::AbortShift {
+        team: "squad".into(),
+    }) else {
+        panic!("abort refused")
+    };
+    assert_eq!(shift.state, "aborted");
+    assert!(matches!(
+        h.ask(Request::Scale {
+            key: "w".into(),
+            replicas: 3,
+        }),
+        Response::Done(_)
+    ));
+    refused(h.ask(Request::AbortShift {
+        team: "squad".into(),
+    }));
+}
+
+#[test]
+fn a_hang_up_with_the_server_gone_charges_nobody() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 3)]));
+    let sessions = h.start_all();
+    h.tmux.lose_server();
+    h.exited(sessions[0].uid, None, Some(1), true);
+    h.run_jobs();
+    let hist = h.role_history();
+    assert_eq!((hist.restarts, hist.frozen.is_some()), (0, false));
+    assert_eq!(h.marker_detail(), ExitDetail::TmuxLost);
+    // All three were lost with the server, and come back at once.
+    assert_eq!(h.live().len(), 3);
+    assert!(
+        h.live()
+            .iter()
+            .all(|s| sessions.iter().all(|o| o.uid != s.uid))
+    );
+}
+
+#[test]
+fn a_hang_up_waits_for_a_conclusive_listing_and_an_error_settles_nothing() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 3)]));
+    let sessions = h.start_all();
+    // As with `tmux kill-server`: the exiting server first answers with a
+    // lost connection, then is gone.
+    h.tmux.fail_next(SubstrateError::Unreachable(
+        "server exited unexpectedly".into(),
+    ));
+    h.tmux.lose_server();
+    for s in &sessions[..2] {
+        h.exited(s.uid, None, Some(1), true);
+    }
+    h.run_one();
+    assert_eq!(h.live().len(), 3, "an error settles nothing");
+    assert_eq!(h.sup.tmux.health.state, Some(TmuxState::Down));
+    // The retry probe finds the server gone: nobody is charged.
+    h.until_wake();
+    h.run_jobs();
+    let hist = h.role_history();
+    assert_eq!(
+        (hist.restarts, hist.frozen.is_some()),
+        (0, false),
+        "{hist:?}"
+    );
+    assert_eq!(h.marker_detail(), ExitDetail::TmuxLost);
+    assert_eq!(h.live().len(), 3, "all three come back");
+    assert!(
+        h.live()
+            .iter()
+            .all(|s| !sessions.iter().any(|o| o.uid == s.uid))
+    );
+}
+
+#[test]
+fn a_hang_up_with_the_server_still_there_is_a_killed_pane() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let sessions = h.start_all();
+    let victim = &sessions[0];
+    h.tmux.remove(victim.pane.as_deref().unwrap());
+    h.exited(victim.uid, None, Some(1), true);
+    h.run_jobs();
+    let hist = h.role_history();
+    assert_eq!(hist.restarts, 1);
+    let m = hist.marker.as_ref().unwrap();
+    assert_eq!(
+        (m.uid, &m.exit.as_ref().unwrap().detail),
+        (victim.uid, &ExitDetail::PaneKilled)
+    );
+    assert_eq!(h.live().len(), 1, "the other one is untouched");
+}
+
+#[test]
+fn a_missing_tmux_is_down_with_a_retry_and_the_team_comes_up_once_it_answers() {
+    let mut h = H::blank();
+    h.tmux
+        .fail_next(SubstrateError::Missing("tmux: not found".into()));
+    h.restore(Loaded::Fresh, Vec::new());
+    h.run_jobs();
+    h.apply(team(vec![role("w", 1)]));
+    assert_eq!(h.live().len(), 1, "pending, waiting for tmux");
+    assert!(h.tmux.spawns().is_empty());
+    let st = h.status();
+    assert_eq!(st.tmux.state, "down");
+    assert_eq!(st.tmux.consecutive_failures, 1);
+    assert!(st.tmux.next_retry_at.is_some());
+    assert!(st.tmux.last_error.unwrap().contains("not found"));
+    // Typing needs tmux: refused with its state.
+    let r = h.ask(Request::Inject {
+        key: "w-0".into(),
+        text: "x".into(),
+        enter: false,
+        keys: false,
+    });
+    assert!(matches!(r, Response::Error(_)), "{r:?}");
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.tmux.spawns().len(), 1);
+    assert!(h.live()[0].pane.is_some());
+}
+
+/// Issue: one refused tmux call (a `kill-session` answering "no current
+/// target" on an empty server, a command too long) marked the whole server
+/// down and made unrelated requests fail.
+#[test]
+fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    h.tmux
+        .fail_next(SubstrateError::Refused("command too long".into()));
+    let r = h.ask(Request::Inject {
+        key: "w-0".into(),
+        text: "x".into(),
+        enter: false,
+        keys: false,
+    });
+    assert!(
+        matches!(r, Response::Error(ref e) if e.to_string().contains("command too long")),
+        "{r:?}"
+    );
+    assert_eq!(h.status().tmux.state, "up");
+    assert!(!h.kinds().contains(&"tmux-down"));
+    // The next request works.
+    let r = h.ask(Request::Inject {
+        key: "w-0".into(),
+        text: "y".into(),
+        enter: false,
+        keys: false,
+    });
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    assert_eq!(
+        h.tmux.sent().last(),
+        Some(&(s.pane.unwrap(), "y".to_string()))
+    );
+}
+
+#[test]
+fn a_spawn_tmux_refuses_counts_as_a_crash_and_backs_off_instead_of_looping() {
+    let mut h = H::new();
+    h.tmux.fail_next(SubstrateError::Refused(
+        "create window failed: fork failed".into(),
+    ));
+    h.apply(team(vec![role("w", 1)]));
+    let hist = h.role_history();
+    assert_eq!(hist.restarts, 1);
+    assert!(hist.next_restart_at.is_some(), "backs off");
+    assert!(
+        matches!(h.marker_detail(), ExitDetail::SpawnRefused(ref m) if m.contains("fork failed"))
+    );
+    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(
+        h.tmux.spawns().len(),
+        1,
+        "no second attempt before the backoff"
+    );
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.tmux.spawns().len(), 2);
+}
+
+/// Issue: a 100 KB `inject` was one tmux command over its message limit.
+#[test]
+fn long_text_is_typed_in_pieces_within_tmux_limits_and_answered_once() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    h.start_all();
+    let text = "x".repeat(100_000);
+    let r = h.ask(Request::Inject {
+        key: "w-0".into(),
+        text: text.clone(),
+        enter: true,
+        keys: false,
+    });
+    assert!(
+        matches!(r, Response::Done(ref m) if m.contains("typed 100000 bytes")),
+        "{r:?}"
+    );
+    let sends: Vec<_> = h
+        .tmux
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::SendText { text, enter, .. } => Some((text, enter)),
+            _ => None,
+        })
+        .collect();
+    assert!(sends.len() > 1 && sends.iter().all(|(t, _)| t.len() <= 8192));
+    assert_eq!(
+        sends.iter().map(|(t, _)| t.as_str()).collect::<String>(),
+        text
+    );
+    assert_eq!(
+        sends.iter().filter(|(_, e)| *e).count(),
+        1,
+        "Enter once, at the end"
+    );
+    assert!(sends.last().unwrap().1);
+}
+
+#[test]
+fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let sessions = h.start_all();
+    // The daemon goes away; one program exits 7 meanwhile.
+    let dead = &sessions[0];
+    h.records.insert(
+        dead.uid,
+        ShimReport::Exited {
+            uid: dead.uid,
+            code: Some(7),
+            signal: None,
+            at: h.now.wall,
+            hangup: false,
+        },
+    );
+    h.tmux.remove(dead.pane.as_deref().unwrap());
+    let mut h = h.restart();
+    h.run_jobs();
+    assert_eq!(
+        h.role_history()
+            .marker
+            .as_ref()
+            .unwrap()
+            .exit
+            .as_ref()
+            .unwrap()
+            .code,
+        Some(7)
+    );
+    let alive = &sessions[1];
+    let again = &h.world().sessions[&alive.uid];
+    assert_eq!(
+        (again.state, again.pane.clone(), again.pid),
+        (SessionState::Running, alive.pane.clone(), alive.pid)
+    );
+    assert_eq!(h.live().len(), 1, "no duplicates before the backoff");
+    assert!(h.kinds().contains(&"adopted"));
+}
+
+/// A record that stopped an earlier daemon is set aside, not replayed.
+#[test]
+fn an_exit_record_that_failed_to_apply_is_recorded_as_an_end_with_a_warning() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    let world = h.saved.clone().unwrap();
+    let mut h2 = H::blank();
+    h2.tmux = h.tmux;
+    h2.tmux.remove(s.pane.as_deref().unwrap());
+    let moved = PathBuf::from(format!("/state/exits/{}.json.failed", s.uid));
+    h2.restore(
+        Loaded::Restored {
+            world,
+            rebooted: false,
+        },
+        vec![(s.uid, Replay::Failed(moved))],
+    );
+    h2.run_jobs();
+    let warning = h2
+        .events
+        .iter()
+        .find(|e| e.kind == "warning")
+        .expect("a warning");
+    assert!(
+        warning.message.contains("stopped an earlier daemon"),
+        "{warning:?}"
+    );
+    assert!(warning.message.contains(".json.failed"));
+    assert_eq!(h2.role_history().restarts, 1);
+    assert_eq!(h2.marker_detail(), ExitDetail::PaneVanished);
+}
+
+#[test]
+fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let before = h.start_all();
+    // A listing is handed to tmux, which does not answer (the job is not run).
+    h.sup.next_sweep = Duration::ZERO;
+    h.advance(1);
+    assert_eq!(h.jobs.len(), 1);
+    let Response::Sessions(s) = h.ask_now(Request::Get {
+        kind: Kind::Sessions,
+        filter: Default::default(),
+    }) else {
+        panic!()
+    };
+    assert_eq!(s.len(), 2);
+    assert!(matches!(h.ask_now(Request::Status), Response::Status(_)));
+    // Typing needs tmux: answered once tmux answers.
+    let typed = h.send(Request::Inject {
+        key: "w-0".into(),
+        text: "hi".into(),
+        enter: false,
+        keys: false,
+    });
+    assert!(!h.replies.contains_key(&typed));
+    // Past the listing's expected time, tmux shows as degraded and new work
+    // is refused rather than queued behind it.
+    h.advance(1500);
+    assert_eq!(h.status_now().tmux.state, "degraded");
+    h.run_jobs();
+    assert!(matches!(&h.replies[&typed], Response::Done(m) if m.contains("typed 2 bytes")));
+    assert_eq!(h.live(), before, "the held listing decided nothing");
+    assert_eq!(h.status_now().tmux.state, "up");
+}
+
+impl H {
+    fn status_now(&mut self) -> crate::view::StatusView {
+        match self.ask_now(Request::Status) {
+            Response::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A timeout is *unknown*: no session is declared dead for it.
+#[test]
+fn a_tmux_timeout_is_degraded_and_never_a_death() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let before = h.start_all();
+    h.tmux
+        .fail_next(SubstrateError::Timeout(Duration::from_secs(1)));
+    h.sup.next_sweep = Duration::ZERO;
+    h.advance(1);
+    h.run_jobs();
+    assert_eq!(h.status().tmux.state, "degraded");
+    assert_eq!(h.live(), before);
+    assert!(!h.kinds().contains(&"crashed"));
+    // The retry probe finds everything where it was.
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.live(), before);
+    assert!(!h.kinds().contains(&"crashed"));
+}
+
+#[test]
+fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 2)]));
+    assert_eq!(h.jobs.len(), 1, "the spawn is under way");
+    assert!(h.live().iter().all(|s| s.pane.is_none()));
+    let r = h.ask_now(Request::Delete {
+        key: "squad".into(),
+    });
+    assert!(matches!(r, Response::Done(_)));
+    assert!(h.live().is_empty());
+    h.run_jobs();
+    assert_eq!(h.tmux.kills().len(), 2, "{:?}", h.tmux.calls());
+    assert!(h.tmux.panes().is_empty());
+    assert!(h.world().sessions.is_empty());
+}
+
+impl H {
+    fn apply_now(&mut self, team: TeamSpec) {
+        let r = self.ask_now(Request::Apply { team });
+        assert!(matches!(r, Response::Applied { .. }), "{r:?}");
+    }
+}
+
+/// The death of a session whose spawn is still under way: the exit waits
+/// for the spawn's answer, so the death follows the creation, and the
+/// shim is answered once the last screen is read.
+#[test]
+fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 1)]));
+    let uid = h.live()[0].uid;
+    let at = h.now.wall;
+    h.ask_now(Request::Shim(ShimReport::Started { uid, pid: 77, at }));
+    let answer = h.exited(uid, Some(3), None, false);
+    assert!(
+        !h.replies.contains_key(&answer),
+        "the shim waits for the spawn"
+    );
+    assert_eq!(h.live()[0].state, SessionState::Pending);
+    h.run_jobs();
+    assert!(matches!(h.replies[&answer], Response::Done(_)));
+    let kinds: Vec<&str> = h
+        .events
+        .iter()
+        .filter(|e| e.key.starts_with("demo/squad/w"))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["applied", "created", "started", "crashed", "backoff"]
+    );
+    let m = h.role_history().marker.clone().unwrap();
+    assert_eq!((m.uid, m.exit.unwrap().code), (uid, Some(3)));
+    assert!(
+        h.tmux.calls().contains(&Call::Capture {
+            pane: m.pane.clone().unwrap(),
+            history: 200
+        }),
+        "the last screen was read before the shim was answered"
+    );
+}
+
+#[test]
+fn spawns_cut_short_by_a_restart_are_found_by_name_or_made_again() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 2)]));
+    let cut = h.live();
+    assert!(cut.iter().all(|s| s.pane.is_none()));
+    // The daemon dies while tmux makes the panes.
+    let (_, job) = h.jobs.pop_front().unwrap();
+    job.run(&h.tmux);
+    let lost = h
+        .tmux
+        .panes()
+        .into_iter()
+        .find(|p| p.session_name == cut[1].tmux_session)
+        .unwrap();
+    h.tmux.remove(&lost.pane);
+    let mut h = h.restart();
+    h.run_jobs();
+    let found = &h.world().sessions[&cut[0].uid];
+    assert!(found.state.is_live() && found.pane.is_some(), "{found:?}");
+    assert!(!h.world().sessions.contains_key(&cut[1].uid), "forgotten");
+    assert_eq!(h.live().len(), 2, "slot 1 is filled again");
+    assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
+}
+
+#[test]
+fn a_pane_gone_without_a_word_from_its_shim_waits_one_listing_for_it() {
+    let mut h = H::new();
+    h.apply(team(vec![role("a", 1), role("b", 1)]));
+    let sessions = h.start_all();
+    for s in &sessions {
+        h.tmux.remove(s.pane.as_deref().unwrap());
+    }
+    h.sup.next_sweep = Duration::ZERO;
+    h.advance(1);
+    h.run_jobs();
+    assert_eq!(h.live().len(), 2, "no cause known yet: nothing recorded");
+    // One shim tells how its pane went; the other never does.
+    let (told, silent) = (&sessions[0], &sessions[1]);
+    h.exited(told.uid, None, Some(1), true);
+    h.run_jobs();
+    let detail = |h: &H, s: &Session| {
+        h.world().roles[&s.key.role()]
+            .marker
+            .as_ref()
+            .unwrap()
+            .exit
+            .as_ref()
+            .unwrap()
+            .detail
+            .clone()
+    };
+    assert_eq!(detail(&h, told), ExitDetail::PaneKilled);
+    assert_eq!(detail(&h, silent), ExitDetail::PaneVanished);
+    assert!(h.world().roles.values().all(|r| r.restarts == 1));
+}
+
+#[test]
+fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let sessions = h.start_all();
+    let world = h.saved.clone().unwrap();
+    // The machine went down: the shutdown's SIGTERM ended one program, and
+    // the new boot has a new, empty tmux server.
+    let mut h2 = H::blank();
+    h2.records.insert(
+        sessions[0].uid,
+        ShimReport::Exited {
+            uid: sessions[0].uid,
+            code: None,
+            signal: Some(15),
+            at: h.now.wall,
+            hangup: false,
+        },
+    );
+    h2.restart_with(world, true);
+    h2.run_jobs();
+    let hist = h2.role_history();
+    assert_eq!(
+        (hist.restarts, hist.frozen.is_none()),
+        (0, true),
+        "{hist:?}"
+    );
+    assert_eq!(h2.marker_detail(), ExitDetail::TmuxLost);
+    let now = h2.live();
+    assert_eq!(now.len(), 2, "the team comes back");
+    assert!(now.iter().all(|s| sessions.iter().all(|o| o.uid != s.uid)));
+}
+
+#[test]
+fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
+    let mut h = H::blank();
+    let owner = "/state".to_string();
+    let agent = h.tmux.add_foreign("marvel/demo/squad/w-0/7", &owner);
+    h.restore(
+        Loaded::MovedAside {
+            moved_to: PathBuf::from("/state/state.json.corrupt-x"),
+            error: "bad".into(),
+        },
+        Vec::new(),
+    );
+    h.run_jobs();
+    assert!(h.tmux.kills().is_empty());
+    assert_eq!(
+        h.world().strays.keys().collect::<Vec<_>>(),
+        vec![&agent.pane]
+    );
+    let warnings: Vec<&EventView> = h.events.iter().filter(|e| e.kind == "warning").collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].message.contains("moved it to"));
+    assert!(warnings[1].message.contains(&format!(
+        "left 1 panes of the unreadable state running, unsupervised: {}",
+        agent.pane
+    )));
+    // Later sweeps still spare it; a pane left by a spawn is removed.
+    let leftover = h.tmux.add_foreign("marvel/demo/squad/w-1/9", &owner);
+    h.sup.next_sweep = Duration::ZERO;
+    h.advance(1);
+    h.run_jobs();
+    assert_eq!(h.tmux.kills(), vec![leftover.pane]);
+    assert!(h.tmux.pane(&agent.pane).is_some());
+}
+
+/// Issue: uids were handed to tmux before they were saved, so a daemon
+/// killed then gave the same uids to two different runs.
+#[test]
+fn uids_are_saved_before_any_pane_carries_them_and_never_handed_out_twice() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 3)]));
+    let persist = h.trace.iter().position(|o| matches!(o, Output::Persist));
+    let submit = h.trace.iter().position(|o| {
+        matches!(
+            o,
+            Output::Submit {
+                job: Job::Spawn(_),
+                ..
+            }
+        )
+    });
+    assert!(persist.unwrap() < submit.unwrap(), "{:?}", h.trace);
+    let saved = h.saved.clone().unwrap();
+    assert!(saved.uid_reserved >= saved.next_uid);
+    let given: Vec<u64> = h.live().iter().map(|s| s.uid).collect();
+    // The daemon is killed before it saves again: a new one resumes past
+    // every uid the first may have handed out.
+    let mut h2 = H::blank();
+    h2.tmux = h.tmux;
+    h2.restart_with(saved.clone(), false);
+    h2.run_jobs();
+    let fresh: Vec<u64> = h2
+        .live()
+        .iter()
+        .map(|s| s.uid)
+        .filter(|u| !given.contains(u))
+        .collect();
+    assert!(fresh.iter().all(|u| *u > saved.uid_reserved), "{fresh:?}");
+}
+
+/// Issue: a wall-clock jump must neither fire every backoff at once nor
+/// delay them: timers keep the time they had left.
+#[test]
+fn a_wall_clock_jump_neither_fires_nor_delays_a_backoff() {
+    for jump_hours in [5i64, -5] {
+        let mut h = H::new();
+        h.apply(team(vec![role("w", 1)]));
+        let s = h.start_all().remove(0);
+        h.exited(s.uid, Some(1), None, false);
+        h.run_jobs();
+        let left = h.wake - h.now.mono;
+        assert_eq!(left, Duration::from_millis(100));
+        // The clock jumps; 10 ms pass on the monotonic clock.
+        h.now.wall += chrono::Duration::hours(jump_hours);
+        h.advance(10);
+        h.run_jobs();
+        assert!(h.live().is_empty(), "jump {jump_hours}h: fired early");
+        assert_eq!(
+            h.wake - h.now.mono,
+            Duration::from_millis(90),
+            "jump {jump_hours}h"
+        );
+        assert!(h.kinds().contains(&"warning"));
+        h.advance(90);
+        h.run_jobs();
+        assert_eq!(h.live().len(), 1, "jump {jump_hours}h: delayed");
+    }
+}
+
+/// Issue: a full disk ended the daemon. It keeps supervising from memory,
+/// says so once, and writes again as soon as it can.
+#[test]
+fn a_state_file_that_cannot_be_written_is_said_once_and_written_again_later() {
+    let mut h = H::new();
+    h.disk_full = Some("No space left on device (os error 28)".into());
+    h.apply(team(vec![role("w", 2)]));
+    h.start_all();
+    let st = h.status();
+    assert_eq!(
+        st.daemon.persist_error.as_deref(),
+        Some("No space left on device (os error 28)")
+    );
+    assert!(st.daemon.persist_failing_since.is_some());
+    let warnings = |h: &H| h.events.iter().filter(|e| e.kind == "warning").count();
+    assert_eq!(warnings(&h), 1);
+    // Supervision goes on.
+    let uid = h.live()[0].uid;
+    h.exited(uid, Some(1), None, false);
+    h.run_jobs();
+    assert_eq!(h.role_history().restarts, 1);
+    assert_eq!(warnings(&h), 1, "said once");
+    // Space again: the next attempt (at the latest a second on) writes it all.
+    h.disk_full = None;
+    h.advance(1000);
+    assert_eq!(
+        h.saved
+            .as_ref()
+            .unwrap()
+            .roles
+            .values()
+            .next()
+            .unwrap()
+            .restarts,
+        1
+    );
+    assert_eq!(h.status().daemon.persist_error, None);
+    assert_eq!(warnings(&h), 2, "and says it is written again");
+}
+
+#[test]
+fn stop_answers_then_exits_once_the_calls_under_way_are_done() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 1)]));
+    let r = h.ask_now(Request::Stop);
+    assert!(matches!(r, Response::Done(ref m) if m.contains("panes keep running")));
+    assert!(!h.exited, "a spawn is under way");
+    let late = h.ask_now(Request::Status);
+    assert!(matches!(late, Response::Error(_)));
+    h.run_jobs();
+    assert!(h.exited);
+    assert!(h.tmux.kills().is_empty(), "stopping kills nothing");
+}
+
+#[test]
+fn events_follow_from_the_answer_on() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let id = h.send(Request::Events {
+        filter: Default::default(),
+        follow: true,
+    });
+    assert!(matches!(&h.replies[&id], Response::Events(v) if !v.is_empty()));
+    assert!(h.followers.contains(&id));
+}
+
+mod interleavings {
+    //! Random interleavings of everything that can reach the supervisor,
+    //! against the fake tmux, with the invariants checked after each step.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Run this many queued tmux jobs.
+        RunJobs(usize),
+        /// Time passes (ms), timers fire.
+        Advance(u64),
+        /// The program of the n-th live session ends (code, or a signal).
+        Exit {
+            nth: usize,
+            code: i32,
+        },
+        /// The n-th live session's pane is killed from outside (its shim
+        /// hangs up, or says nothing).
+        PaneKilled {
+            nth: usize,
+            shim_tells: bool,
+        },
+        /// The n-th pending session's program starts.
+        Start {
+            nth: usize,
+        },
+        /// The tmux server goes away.
+        LoseServer,
+        /// The next tmux call fails.
+        Fail(u8),
+        Kill {
+            nth: usize,
+        },
+        Scale {
+            to: u32,
+        },
+        Reset,
+        /// The daemon restarts from what it saved.
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..6).prop_map(Op::RunJobs),
+            3 => (1u64..400).prop_map(Op::Advance),
+            4 => (0usize..6, 0i32..3).prop_map(|(nth, code)| Op::Exit { nth, code }),
+            2 => (0usize..6, any::<bool>()).prop_map(|(nth, shim_tells)| Op::PaneKilled { nth, shim_tells }),
+            4 => (0usize..6).prop_map(|nth| Op::Start { nth }),
+            1 => Just(Op::LoseServer),
+            1 => (0u8..3).prop_map(Op::Fail),
+            1 => (0usize..6).prop_map(|nth| Op::Kill { nth }),
+            1 => (0u32..5).prop_map(|to| Op::Scale { to }),
+            1 => Just(Op::Reset),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    /// Panes of live sessions, per role.
+    fn panes_per_role(h: &H) -> BTreeMap<String, usize> {
+        let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+        let mut per = BTreeMap::new();
+        for p in h.tmux.panes() {
+            if ours.contains(&p.pane) {
+                // marvel/<ws>/<team>/<role>-<slot>/<uid>
+                let session = p.session_name.split('/').nth(3).unwrap();
+                let role = session.rsplit_once('-').unwrap().0.to_string();
+                *per.entry(role).or_default() += 1;
+            }
+        }
+        per
+    }
+
+    fn nth_live(h: &H, nth: usize) -> Option<Session> {
+        let live = h.live();
+        (!live.is_empty()).then(|| live[nth % live.len()].clone())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn the_supervisor_keeps_its_invariants_in_any_interleaving(
+            ops in prop::collection::vec(op(), 1..60),
+        ) {
+            let mut h = H::new();
+            let mut w = role("w", 3);
+            w.max_restarts = Some(4);
+            h.apply(team(vec![w]));
+            // Programs that died, by uid; crash events since the last reset.
+            let mut died: BTreeSet<u64> = BTreeSet::new();
+            let mut crashes: u32 = 0;
+            let mut frozen_at_uid: Option<u64> = None;
+            let charged = |e: &EventView| e.kind == "crashed" && !e.message.contains("tmux server lost");
+            for op in ops {
+                let seen = h.events.len();
+                let resetting = matches!(op, Op::Reset);
+                let restarting = matches!(op, Op::Restart) && h.saved.is_some();
+                match op {
+                    Op::RunJobs(n) => for _ in 0..n { h.run_one(); },
+                    Op::Advance(ms) => h.advance(ms),
+                    Op::Exit { nth, code } => {
+                        if let Some(s) = nth_live(&h, nth).filter(|s| s.pane.is_some())
+                            && died.insert(s.uid)
+                        {
+                            h.exited(s.uid, Some(code), None, false);
+                        }
+                    }
+                    Op::PaneKilled { nth, shim_tells } => {
+                        if let Some(s) = nth_live(&h, nth).filter(|s| s.pane.is_some()) {
+                            h.tmux.remove(s.pane.as_deref().unwrap());
+                            if died.insert(s.uid) && shim_tells {
+                                h.exited(s.uid, None, Some(1), true);
+                            }
+                        }
+                    }
+                    Op::Start { nth } => {
+                        let pending: Vec<Session> = h.live().into_iter()
+                            .filter(|s| s.state == SessionState::Pending && s.pane.is_some())
+                            .collect();
+                        if !pending.is_empty() {
+                            let s = &pending[nth % pending.len()];
+                            if !died.contains(&s.uid) && h.tmux.pane(s.pane.as_deref().unwrap()).is_some() {
+                                let report = ShimReport::Started { uid: s.uid, pid: 5, at: h.now.wall };
+                                h.records.insert(s.uid, report.clone());
+                                h.send(Request::Shim(report));
+                            }
+                        }
+                    }
+                    Op::LoseServer => {
+                        for s in h.live() {
+                            if s.pane.is_some() {
+                                died.insert(s.uid);
+                            }
+                        }
+                        h.tmux.lose_server();
+                    }
+                    Op::Fail(kind) => h.tmux.fail_next(match kind {
+                        0 => SubstrateError::Timeout(Duration::from_secs(1)),
+                        1 => SubstrateError::Refused("refused".into()),
+                        _ => SubstrateError::Unreachable("lost server".into()),
+                    }),
+                    Op::Kill { nth } => {
+                        if let Some(s) = nth_live(&h, nth) {
+                            h.send(Request::Kill { key: s.key.to_string() });
+                        }
+                    }
+                    Op::Scale { to } => { h.send(Request::Scale { key: "w".into(), replicas: to }); }
+                    Op::Reset => { h.send(Request::Reset { key: "w".into() }); }
+                    Op::Restart => {
+                        if h.saved.is_some() {
+                            // Jobs handed to the worker are lost with the daemon
+                            // or carried out without it.
+                            for (_, job) in std::mem::take(&mut h.jobs) {
+                                if matches!(job, Job::Spawn(_)) { job.run(&h.tmux); }
+                            }
+                            h = h.restart();
+                        }
+                    }
+                }
+                // A frozen role spawns nothing: no uid newer than those
+                // handed out when it froze.
+                match (&h.role_history().frozen, frozen_at_uid) {
+                    (Some(_), None) => frozen_at_uid = Some(h.world().next_uid),
+                    (Some(_), Some(last)) => prop_assert!(
+                        h.live().iter().all(|s| s.uid <= last),
+                        "spawned while frozen"
+                    ),
+                    (None, _) => frozen_at_uid = None,
+                }
+                // Crashed sessions exist only as markers: one per role at most.
+                prop_assert!(h.world().sessions.values().all(|s| s.state != SessionState::Crashed));
+                // Never more panes than replicas + 1 (a surge).
+                let replicas = h.world().role_spec(&"demo/squad/w".parse().unwrap()).unwrap().replicas;
+                for (role, n) in panes_per_role(&h) {
+                    prop_assert!(n as u32 <= replicas.max(3) + 1, "{role}: {n} panes");
+                }
+                // Every charged death is one crash event, never two: the
+                // events match the role's own tally.
+                let from = if restarting { 0 } else { seen };
+                crashes += h.events[from..].iter().filter(|e| charged(e)).count() as u32;
+                if resetting {
+                    crashes = 0;
+                }
+                prop_assert_eq!(crashes, h.role_history().restarts, "crash events vs restarts");
+            }
+            // Let everything settle: the server answers, every job runs, time
+            // passes for listings. Every death is then recorded.
+            h.sup.next_sweep = Duration::ZERO;
+            for _ in 0..12 {
+                h.run_jobs();
+                h.advance(cfg().sweep.as_millis() as u64);
+                h.run_jobs();
+            }
+            for uid in &died {
+                prop_assert!(!h.world().sessions.get(uid).is_some_and(|s| s.state.is_live()),
+                    "death of uid {} never recorded", uid);
+            }
+            // Blast radius: whatever failed on the way, no pane of ours is
+            // left that no live session owns.
+            let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+            let strays: Vec<String> = h.tmux.panes().into_iter()
+                .filter(|p| p.owner == "/state" && !ours.contains(&p.pane))
+                .map(|p| p.pane)
+                .collect();
+            prop_assert!(strays.is_empty(), "strays left: {:?}", strays);
+        }
+    }
+}
+
+#[test]
+fn a_role_reset_or_deleted_team_leaves_no_queue_behind() {
+    let mut h = H::blank();
+    h.tmux
+        .fail_next(SubstrateError::Missing("tmux: not found".into()));
+    h.restore(Loaded::Fresh, Vec::new());
+    h.run_jobs();
+    h.apply(team(vec![role("w", 2)]));
+    assert_eq!(h.sup.tmux.queue.len(), 2);
+    h.ask_now(Request::Delete {
+        key: "squad".into(),
+    });
+    assert!(h.sup.tmux.queue.is_empty());
+}

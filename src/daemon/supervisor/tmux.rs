@@ -1,0 +1,844 @@
+//! The supervisor's side of tmux: which jobs are under way and what to do
+//! with each outcome ([`Then`]), the spawn queue, listings and what they
+//! settle, strays, and tmux's health. A failed or timed-out call is
+//! *unknown*: only a successful listing, a server that is gone, a shim's
+//! exit report or a machine restart ever ends a session. Only a failure to
+//! reach tmux changes its health; a command tmux refuses is an error of the
+//! request that asked for it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::domain::Rng;
+use crate::domain::event::{Event, EventKind};
+use crate::domain::key::SessionKey;
+use crate::domain::policy;
+use crate::domain::spec::Backoff;
+use crate::domain::state::{Exit, ExitDetail, Time, after};
+use crate::error::{Error, Result};
+use crate::proto::Response;
+use crate::substrate::{Observation, PaneInfo, Spawned, SubstrateError};
+use crate::view::TmuxView;
+
+use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
+use super::{EarlyExit, MARKER_LINES, Now, Output, RequestId, Supervisor};
+
+/// What to do with a job's outcome.
+#[derive(Debug, Clone)]
+pub(super) enum Then {
+    /// A probe: on success tmux is up and the listing is observed. `adopt`
+    /// for the first one after a start, which re-adopts the panes.
+    Probe { adopt: bool },
+    /// A listing: compare it with the live sessions.
+    Observe,
+    /// A spawn batch, for these session uids in request order.
+    Spawn(Vec<u64>),
+    /// A pane to remove; a failure is only logged (the sweep retries).
+    Kill { pane: String, what: String },
+    /// The last screen of a dead session, then the answer to its shim (if
+    /// one waits), which keeps the pane open until it hears back.
+    ExitScreen { uid: u64, reply: Option<RequestId> },
+    /// A client waits: `done` is its answer on success.
+    Reply { id: RequestId, done: String },
+    /// One piece of a long text typed for a client; the last piece answers.
+    Typed { id: RequestId },
+    /// A client waits for the captured text.
+    ReplyText { id: RequestId },
+}
+
+/// A job under way.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    then: Then,
+    /// When it was handed to the worker (monotonic).
+    submitted: Duration,
+    /// How long it may reasonably take before it counts as stalled.
+    expected: Duration,
+}
+
+/// The tmux jobs under way and what the supervisor waits for from tmux.
+#[derive(Debug, Default)]
+pub(super) struct Tmux {
+    pub health: TmuxHealth,
+    pub jobs: BTreeMap<JobId, Pending>,
+    last_job: JobId,
+    /// When the worker last finished a job (monotonic): the job after it
+    /// started then, or when it was submitted if that was later.
+    last_done: Duration,
+    /// The listing under way, if any, and whether another is wanted after it.
+    pub listing: Option<JobId>,
+    pub relist: bool,
+    pub probing: bool,
+    /// Pending sessions whose pane is still to be asked for, in order.
+    pub queue: Vec<u64>,
+    /// Requests already answered with an error while further jobs of
+    /// theirs were under way (a long text typed in pieces).
+    failed: HashSet<RequestId>,
+}
+
+impl Tmux {
+    /// The id the next submitted job gets.
+    pub fn next_job_id(&self) -> JobId {
+        self.last_job + 1
+    }
+
+    /// Whether a spawn under way will tell where session `uid` runs.
+    pub fn spawning(&self, uid: u64) -> bool {
+        self.jobs
+            .values()
+            .any(|p| matches!(&p.then, Then::Spawn(uids) if uids.contains(&uid)))
+    }
+
+    /// How long the job the worker runs now has been over its expected
+    /// time, if it is. Jobs run one after the other in id order, so the
+    /// oldest one under way started when the one before it finished.
+    pub fn stalled_for(&self, now: Duration) -> Option<Duration> {
+        let (_, running) = self.jobs.iter().next()?;
+        let started = running.submitted.max(self.last_done);
+        now.checked_sub(started + running.expected)
+            .filter(|d| !d.is_zero())
+    }
+}
+
+impl Supervisor {
+    pub(super) fn submit(&mut self, job: Job, then: Then, now: Now) -> JobId {
+        self.tmux.last_job += 1;
+        let id = self.tmux.last_job;
+        let pending = Pending {
+            then,
+            submitted: now.mono,
+            expected: job.expected(),
+        };
+        self.tmux.jobs.insert(id, pending);
+        self.out.push(Output::Submit { id, job });
+        id
+    }
+
+    /// tmux answers and no call is stuck: worth giving it new work.
+    pub(super) fn tmux_ready(&self, now: Now) -> bool {
+        self.tmux.health.is_up() && self.tmux.stalled_for(now.mono).is_none()
+    }
+
+    pub(super) fn require_tmux(&self, now: Now) -> Result<()> {
+        if self.tmux_ready(now) {
+            return Ok(());
+        }
+        let view = self.tmux_view(now);
+        Err(Error::tmux(format!(
+            "{} ({})",
+            view.state,
+            view.last_error
+                .unwrap_or_else(|| "tmux has not answered yet".into())
+        )))
+    }
+
+    pub(super) fn tmux_view(&self, now: Now) -> TmuxView {
+        self.tmux.health.view(
+            self.setup.tmux_socket.clone(),
+            self.tmux.stalled_for(now.mono),
+        )
+    }
+
+    /// Carries out a finished job's consequences.
+    pub(super) fn done(&mut self, done: Done, now: Now, rng: &mut impl Rng) {
+        let Some(pending) = self.tmux.jobs.remove(&done.id) else {
+            return;
+        };
+        self.tmux.last_done = now.mono;
+        match (pending.then, done.outcome) {
+            (Then::Probe { adopt }, Outcome::Probed { version, listing }) => {
+                self.tmux.probing = false;
+                self.probed(done.id, version, listing, adopt, now, rng);
+                // Still down: the retry schedule decides when to look again.
+                if self.tmux.health.is_up() && std::mem::take(&mut self.tmux.relist) {
+                    self.list_soon(now);
+                }
+            }
+            (Then::Observe, Outcome::Listed(listing)) => {
+                self.tmux.listing = None;
+                match listing {
+                    Ok(obs) => {
+                        self.tmux_answered(matches!(obs, Observation::Panes(_)), now);
+                        self.observe(obs, done.id, now, rng);
+                    }
+                    Err(e) => self.job_failed(&e, now, rng),
+                }
+                if std::mem::take(&mut self.tmux.relist) {
+                    self.list_soon(now);
+                }
+            }
+            (Then::Spawn(uids), Outcome::Spawned(results)) => {
+                for (uid, result) in uids.into_iter().zip(results) {
+                    self.spawned(uid, result, now, rng);
+                }
+            }
+            (Then::Kill { pane, what }, Outcome::Killed(result)) => {
+                if let Err(e) = result {
+                    // The next listing finds the pane if it is still there
+                    // and removes it as a stray.
+                    self.log(format!("cannot kill pane {pane} of {what}: {e}"));
+                    self.job_failed(&e, now, rng);
+                    self.list_soon(now);
+                }
+            }
+            (Then::ExitScreen { uid, reply }, Outcome::Captured(screen)) => {
+                match screen {
+                    Ok(text) => {
+                        let lines = last_lines(&text, MARKER_LINES);
+                        if lines.is_empty() {
+                            self.out.push(Output::ReadLogTail { uid });
+                        } else {
+                            self.world.set_last_output(uid, lines);
+                            self.dirty = true;
+                        }
+                    }
+                    Err(e) => {
+                        self.out.push(Output::ReadLogTail { uid });
+                        self.job_failed(&e, now, rng);
+                    }
+                }
+                if let Some(id) = reply {
+                    self.reply(id, Response::Done("recorded".into()));
+                }
+            }
+            (Then::Reply { id, done }, Outcome::Sent(result)) => {
+                if self.tmux.failed.remove(&id) {
+                    return;
+                }
+                let resp = match result {
+                    Ok(()) => Response::Done(done),
+                    Err(e) => {
+                        self.job_failed(&e, now, rng);
+                        Response::Error(Error::tmux(e.to_string()))
+                    }
+                };
+                self.reply(id, resp);
+            }
+            (Then::Typed { id }, Outcome::Sent(result)) => {
+                if let Err(e) = result
+                    && self.tmux.failed.insert(id)
+                {
+                    self.job_failed(&e, now, rng);
+                    self.reply(id, Response::Error(Error::tmux(e.to_string())));
+                }
+            }
+            (Then::ReplyText { id }, Outcome::Captured(result)) => {
+                let resp = match result {
+                    Ok(text) => Response::Text(text),
+                    Err(e) => {
+                        self.job_failed(&e, now, rng);
+                        Response::Error(Error::tmux(e.to_string()))
+                    }
+                };
+                self.reply(id, resp);
+            }
+            (_, outcome) => self.log(format!("unexpected tmux outcome {outcome:?}")),
+        }
+    }
+
+    fn probed(
+        &mut self,
+        id: JobId,
+        version: std::result::Result<String, SubstrateError>,
+        listing: Option<std::result::Result<Observation, SubstrateError>>,
+        adopt: bool,
+        now: Now,
+        rng: &mut impl Rng,
+    ) {
+        let v = match version {
+            Ok(v) => v,
+            Err(e) => return self.tmux_failure(&e, now, rng),
+        };
+        self.tmux.health.version = Some(v);
+        let obs = match listing {
+            Some(Ok(obs)) => obs,
+            Some(Err(e)) => return self.tmux_failure(&e, now, rng),
+            None => return,
+        };
+        self.tmux_answered(matches!(obs, Observation::Panes(_)), now);
+        let confirmed = self.observe(obs, id, now, rng);
+        if adopt && confirmed > 0 {
+            self.emit(Event::new(
+                now.wall,
+                EventKind::Adopted,
+                "",
+                format!("re-adopted {confirmed} running panes"),
+            ));
+        }
+    }
+
+    /// tmux answered (`server`: and a server runs); says so if it was not up.
+    fn tmux_answered(&mut self, server: bool, now: Now) {
+        let was_up = self.tmux.health.is_up();
+        self.tmux.health.success(server);
+        if !was_up {
+            let v = self
+                .tmux
+                .health
+                .version
+                .clone()
+                .unwrap_or_else(|| "tmux".into());
+            self.log(format!("tmux available: {v}"));
+            self.emit(Event::new(now.wall, EventKind::TmuxUp, "", v));
+        }
+    }
+
+    /// Asks whether tmux is back (`adopt` at start).
+    pub(super) fn probe(&mut self, adopt: bool, now: Now) {
+        if self.tmux.probing {
+            return;
+        }
+        self.tmux.probing = true;
+        self.submit(Job::Probe, Then::Probe { adopt }, now);
+    }
+
+    /// A listing now, unless one is under way.
+    pub(super) fn list_now(&mut self, now: Now) {
+        let id = self.submit(Job::List, Then::Observe, now);
+        self.tmux.listing = Some(id);
+    }
+
+    /// A listing taken from now on, as soon as possible.
+    pub(super) fn list_soon(&mut self, now: Now) {
+        if self.tmux.listing.is_some() || self.tmux.probing {
+            self.tmux.relist = true;
+        } else if self.tmux.health.is_up() {
+            // Even behind a stalled call: if that one times out, this one
+            // fails at once and a probe follows.
+            self.list_now(now);
+        } else {
+            // Down: the next probe lists, and it is due now.
+            self.tmux.health.next_retry_at = Some(now.wall);
+        }
+    }
+
+    /// A job failed. Only a failure to reach tmux (it cannot be run, it
+    /// does not answer in time, the connection broke) takes it down or
+    /// degraded; while it is not up, the probes keep the count. A vanished
+    /// server is not a failure: a listing settles what it means. A command
+    /// tmux refused says nothing about tmux.
+    fn job_failed(&mut self, err: &SubstrateError, now: Now, rng: &mut impl Rng) {
+        match err {
+            SubstrateError::NoServer(_) => self.list_soon(now),
+            SubstrateError::Refused(_) => {}
+            _ if self.tmux.health.is_up() || self.tmux.health.state.is_none() => {
+                self.tmux_failure(err, now, rng)
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn tmux_failure(&mut self, err: &SubstrateError, now: Now, rng: &mut impl Rng) {
+        let was_up = self.tmux.health.is_up();
+        let cfg = &self.setup.cfg;
+        let backoff = Backoff {
+            initial: cfg.retry_base,
+            max: cfg.retry_max,
+            factor: 2.0,
+            jitter: cfg.retry_jitter,
+        };
+        self.tmux
+            .health
+            .failure(err, now.wall, &backoff, rng.jitter());
+        let h = &self.tmux.health;
+        let view = h.view(None, None);
+        let msg = format!(
+            "tmux unavailable: state={} error={:?} retry_in_ms={} next_retry_at={} consecutive_failures={}",
+            view.state,
+            err.to_string(),
+            h.next_retry_at
+                .map_or(0, |t| (t - now.wall).num_milliseconds()),
+            h.next_retry_at.map_or("-".into(), |t| t
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            h.consecutive_failures
+        );
+        self.log(msg);
+        if was_up {
+            self.emit(Event::new(
+                now.wall,
+                EventKind::TmuxDown,
+                "",
+                err.to_string(),
+            ));
+        }
+    }
+
+    /// Asks tmux for the panes of every queued session, in one batch.
+    pub(super) fn spawn_queued(&mut self, now: Now) {
+        let mut uids = Vec::new();
+        let mut reqs = Vec::new();
+        for uid in std::mem::take(&mut self.tmux.queue) {
+            let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
+                continue;
+            };
+            let Some(spec) = self.world.role_spec(&s.key.role()) else {
+                continue;
+            };
+            reqs.push(super::spawn::request(&self.setup, s, spec));
+            uids.push(uid);
+        }
+        if uids.is_empty() {
+            return;
+        }
+        // The uids handed out must be on disk before any pane carries one,
+        // so that a daemon that crashes now never hands them out again.
+        if self.world.uid_reserved != self.uids_written {
+            self.uids_written = self.world.uid_reserved;
+            self.dirty = false;
+            self.out.push(Output::Persist);
+        }
+        self.submit(Job::Spawn(reqs), Then::Spawn(uids), now);
+    }
+
+    fn spawned(
+        &mut self,
+        uid: u64,
+        result: std::result::Result<Spawned, SubstrateError>,
+        now: Now,
+        rng: &mut impl Rng,
+    ) {
+        let live = self
+            .world
+            .sessions
+            .get(&uid)
+            .filter(|s| s.state.is_live())
+            .map(|s| s.key.clone());
+        let early = self.early_exits.remove(&uid);
+        match (result, live) {
+            (Ok(sp), Some(key)) => self.placed(uid, &key, sp.pane, sp.pane_pid, now),
+            // Stopped while its pane was being made.
+            (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}"), now),
+            // tmux refused to make this pane: the role's own doing (its
+            // command, its directory), so it counts as a crash and backs
+            // off like one, with tmux's words as the reason.
+            (Err(SubstrateError::Refused(why)), Some(key)) if early.is_none() => {
+                self.log(format!("spawn of {key} refused by tmux: {why}"));
+                let exit = Exit::detail(ExitDetail::SpawnRefused(why), now.wall);
+                self.record_death(uid, exit, now, rng);
+            }
+            (Err(e), live) => {
+                // A program that ran and ended had a pane all the same
+                // (tmux answered too late): its death is recorded below.
+                if live.is_some()
+                    && early.is_none()
+                    && let Some(s) = self.world.spawn_failed(uid)
+                {
+                    self.dirty = true;
+                    self.log(format!("spawn of {} failed: {e}", s.key));
+                }
+                self.job_failed(&e, now, rng);
+            }
+        }
+        if let Some(early) = early {
+            self.late_exit(uid, early, now, rng);
+        }
+    }
+
+    /// A pending session's pane is known.
+    fn placed(&mut self, uid: u64, key: &SessionKey, pane: String, pane_pid: u32, now: Now) {
+        let started = self.world.spawned(uid, pane.clone(), pane_pid);
+        self.dirty = true;
+        self.emit(Event::new(
+            now.wall,
+            EventKind::Created,
+            key,
+            format!("pane {pane}"),
+        ));
+        if let Some(ev) = started {
+            self.emit(ev);
+        }
+    }
+
+    /// An exit reported before the session's spawn came back, now that it
+    /// has: recorded after the creation, with the last screen if it can be
+    /// read.
+    fn late_exit(&mut self, uid: u64, early: EarlyExit, now: Now, rng: &mut impl Rng) {
+        let pane = self
+            .world
+            .sessions
+            .get(&uid)
+            .filter(|s| s.state.is_live())
+            .and_then(|s| s.pane.clone());
+        match pane {
+            Some(pane) if !early.hangup && self.tmux_ready(now) => {
+                let what = self.world.sessions[&uid].key.to_string();
+                self.record_death(uid, early.exit, now, rng);
+                self.capture_last_screen(uid, pane.clone(), Some(early.reply), now);
+                // As for any reported exit: the dead pane goes before any
+                // replacement is asked for.
+                self.kill_pane(pane, what, now);
+            }
+            _ => {
+                self.exit_reported(uid, early.exit, early.hangup, now, rng);
+                self.reply(early.reply, Response::Done("recorded".into()));
+            }
+        }
+    }
+
+    /// Reads a dead session's last screen for its marker; `reply` answers
+    /// the shim that waits meanwhile.
+    pub(super) fn capture_last_screen(
+        &mut self,
+        uid: u64,
+        pane: String,
+        reply: Option<RequestId>,
+        now: Now,
+    ) {
+        let job = Job::Capture { pane, history: 200 };
+        self.submit(job, Then::ExitScreen { uid, reply }, now);
+    }
+
+    /// Removes a pane without waiting for tmux.
+    pub(super) fn kill_pane(&mut self, pane: String, what: String, now: Now) {
+        self.submit(Job::Kill(pane.clone()), Then::Kill { pane, what }, now);
+    }
+
+    /// Compares a listing with the live sessions: records the deaths of
+    /// panes that are gone and removes our own panes nobody owns any more.
+    /// Returns how many live sessions were confirmed. Sessions whose spawn
+    /// had not come back when the listing was asked for are not judged:
+    /// their pane is not known yet.
+    fn observe(&mut self, obs: Observation, id: JobId, now: Now, rng: &mut impl Rng) -> usize {
+        let panes = match obs {
+            Observation::NoServer => {
+                for uid in std::mem::take(&mut self.unplaced) {
+                    self.world.spawn_failed(uid);
+                }
+                self.tmux_lost(now, rng);
+                return 0;
+            }
+            Observation::Panes(p) => p,
+        };
+        self.place_by_name(&panes, now);
+        // Deaths known before this listing was asked for are settled: the
+        // server still runs, so it is not to blame. What the shim recorded
+        // meanwhile tells the end best.
+        let settled: Vec<u64> = self
+            .unsettled
+            .iter()
+            .filter(|(_, u)| u.from_job <= id)
+            .map(|(uid, _)| *uid)
+            .collect();
+        let listed: HashMap<&str, &PaneInfo> = panes.iter().map(|p| (p.pane.as_str(), p)).collect();
+        let mut confirmed = 0;
+        let mut missing = Vec::new();
+        for uid in self.live_uids() {
+            let s = &self.world.sessions[&uid];
+            let Some(pane) = s.pane.as_deref() else {
+                continue;
+            };
+            let found = listed
+                .get(pane)
+                .is_some_and(|p| Some(p.pane_pid) == s.pane_pid && !p.dead);
+            if found {
+                confirmed += 1;
+            } else if !self.unsettled.contains_key(&uid) || settled.contains(&uid) {
+                // Gone: as the shim recorded it, or, when it has not (yet),
+                // as a vanished pane unless the shim reports before the next
+                // listing (see `exit_records`).
+                missing.push(uid);
+            }
+        }
+        for uid in &settled {
+            if let Some(u) = self.unsettled.get_mut(uid) {
+                // Settled by the records' answer.
+                u.settling = true;
+            }
+        }
+        let rest: Vec<u64> = settled
+            .into_iter()
+            .filter(|u| !missing.contains(u))
+            .collect();
+        missing.extend(rest);
+        if !missing.is_empty() {
+            self.out.push(Output::ReadExitRecords(missing));
+        }
+        self.remove_strays(&panes, now);
+        confirmed
+    }
+
+    /// Sessions a previous daemon began to spawn but never heard back
+    /// about: the pane carries the session's tmux name and this state
+    /// directory's tag if it was made. Found ones are adopted, the others
+    /// forgotten (their slot is filled again).
+    fn place_by_name(&mut self, panes: &[PaneInfo], now: Now) {
+        let owner = self.setup.owner_tag();
+        for uid in std::mem::take(&mut self.unplaced) {
+            let Some(s) = self.world.sessions.get(&uid).filter(|s| s.pane.is_none()) else {
+                continue;
+            };
+            let key = s.key.clone();
+            let found = panes
+                .iter()
+                .find(|p| p.session_name == s.tmux_session && p.owner == owner && !p.dead);
+            match found {
+                Some(p) => {
+                    self.log(format!(
+                        "adopting pane {} of {key}, spawned before a restart",
+                        p.pane
+                    ));
+                    self.placed(uid, &key, p.pane.clone(), p.pane_pid, now);
+                }
+                None => {
+                    self.world.spawn_failed(uid);
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Removes our own panes that no session owns (left by a spawn that
+    /// timed out, or a kill that failed), so none can pile up. After an
+    /// unreadable state file, the panes found are spared instead: they
+    /// may be agents, and nothing says what they were.
+    fn remove_strays(&mut self, panes: &[PaneInfo], now: Now) {
+        let owner = self.setup.owner_tag();
+        let owned: HashSet<&str> = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live())
+            .filter_map(|s| s.pane.as_deref())
+            .collect();
+        let strays: Vec<(String, u32)> = panes
+            .iter()
+            .filter(|p| p.owner == owner && !owned.contains(p.pane.as_str()))
+            .map(|p| (p.pane.clone(), p.pane_pid))
+            .collect();
+        if std::mem::take(&mut self.spare_strays) && !strays.is_empty() {
+            let ids: Vec<&str> = strays.iter().map(|(p, _)| p.as_str()).collect();
+            let msg = format!(
+                "left {} panes of the unreadable state running, unsupervised: {}; attach with `tmux{} attach -t PANE` to keep their work, then kill them",
+                strays.len(),
+                ids.join(" "),
+                self.setup
+                    .tmux_socket
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" -L {s}"))
+            );
+            self.log(msg.clone());
+            self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+            self.world.strays.extend(strays.iter().cloned());
+            self.dirty = true;
+        }
+        let before = self.world.strays.len();
+        self.world
+            .strays
+            .retain(|pane, pid| panes.iter().any(|p| p.pane == *pane && p.pane_pid == *pid));
+        self.dirty |= self.world.strays.len() != before;
+        for (pane, pid) in strays {
+            if self.world.strays.get(&pane) != Some(&pid) {
+                self.log(format!("removing pane {pane}: no session owns it"));
+                self.kill_pane(pane, "no session".into(), now);
+            }
+        }
+    }
+
+    /// The tmux server is gone: every session with a pane (or an unsettled
+    /// death) is marked crashed with that reason, and no role is charged.
+    /// A spawn still under way is judged by its own outcome.
+    fn tmux_lost(&mut self, now: Now, rng: &mut impl Rng) {
+        let uids: Vec<u64> = self
+            .live_uids()
+            .into_iter()
+            .filter(|uid| {
+                self.world.sessions[uid].pane.is_some() || self.unsettled.contains_key(uid)
+            })
+            .collect();
+        self.unsettled.clear();
+        if uids.is_empty() {
+            return;
+        }
+        self.log(format!(
+            "tmux server lost; {} sessions marked crashed, no role charged",
+            uids.len()
+        ));
+        self.emit(Event::new(
+            now.wall,
+            EventKind::TmuxDown,
+            "",
+            format!("tmux server lost with {} sessions", uids.len()),
+        ));
+        for uid in uids {
+            let lost = Exit::detail(ExitDetail::TmuxLost, now.wall);
+            self.record_death_from_log(uid, lost, now, rng);
+        }
+    }
+}
+
+/// The last `n` non-blank lines of a captured screen.
+pub fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(0, |i| i + 1);
+    lines[end.saturating_sub(n)..end]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// How tmux answered last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmuxState {
+    Up,
+    /// tmux runs but its server did not answer in time: nothing is known
+    /// about the panes, and nothing is concluded from the silence.
+    Degraded,
+    /// tmux cannot be run, or failed.
+    Down,
+}
+
+/// Whether tmux answers, and when to try again when it does not.
+#[derive(Debug, Default, Clone)]
+pub struct TmuxHealth {
+    /// `None` until tmux first answers or fails.
+    pub state: Option<TmuxState>,
+    pub version: Option<String>,
+    pub last_error: Option<String>,
+    pub next_retry_at: Option<Time>,
+    pub consecutive_failures: u32,
+}
+
+impl TmuxHealth {
+    pub fn is_up(&self) -> bool {
+        self.state == Some(TmuxState::Up)
+    }
+
+    /// tmux answered. Without a running `server` nothing proves one can
+    /// start, so the failure count (and with it the retry pacing) stays
+    /// until something succeeds on a server.
+    pub fn success(&mut self, server: bool) {
+        self.state = Some(TmuxState::Up);
+        self.next_retry_at = None;
+        if server {
+            self.consecutive_failures = 0;
+        }
+    }
+
+    /// Records a failure and schedules the next probe on the `retry`
+    /// curve, spread by the jitter `sample`.
+    pub fn failure(&mut self, err: &SubstrateError, now: Time, retry: &Backoff, sample: f64) {
+        self.state = Some(match err {
+            SubstrateError::Timeout(_) => TmuxState::Degraded,
+            _ => TmuxState::Down,
+        });
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(err.to_string());
+        let delay = policy::backoff_delay(retry, self.consecutive_failures, sample);
+        self.next_retry_at = Some(after(now, delay));
+    }
+
+    pub fn retry_due(&self, now: Time) -> bool {
+        self.state.is_some() && !self.is_up() && self.next_retry_at.is_some_and(|t| now >= t)
+    }
+
+    /// The wall clock jumped: the retry keeps the time it had left.
+    pub fn shift_clock(&mut self, by: chrono::Duration) {
+        self.next_retry_at = self
+            .next_retry_at
+            .map(|t| t.checked_add_signed(by).unwrap_or(t));
+    }
+
+    /// What `status` shows. A call that has run `stalled` past its expected
+    /// time makes an up tmux show as degraded before the call times out.
+    pub fn view(&self, socket: Option<String>, stalled: Option<Duration>) -> TmuxView {
+        let mut state = self.state;
+        let mut last_error = self.last_error.clone();
+        if let (Some(TmuxState::Up), Some(d)) = (state, stalled) {
+            state = Some(TmuxState::Degraded);
+            last_error = Some(format!(
+                "tmux has not answered for {} ms",
+                (SLOW + d).as_millis()
+            ));
+        }
+        TmuxView {
+            state: match state {
+                Some(TmuxState::Up) => "up",
+                Some(TmuxState::Degraded) => "degraded",
+                Some(TmuxState::Down) => "down",
+                None => "unknown",
+            }
+            .into(),
+            version: self.version.clone(),
+            socket,
+            last_error,
+            next_retry_at: self.next_retry_at,
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    fn retry() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            factor: 2.0,
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn last_lines_skips_trailing_blank_screen() {
+        assert_eq!(last_lines("a\nb\n\n  \n", 5), vec!["a", "b"]);
+        assert_eq!(last_lines("1\n2\n3\n4", 2), vec!["3", "4"]);
+        assert!(last_lines("\n\n", 3).is_empty());
+    }
+
+    #[test]
+    fn tmux_retries_back_off_and_reset_on_success() {
+        let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut h = TmuxHealth::default();
+        assert_eq!(h.view(None, None).state, "unknown");
+        let boom = SubstrateError::Unreachable("boom".into());
+        h.failure(&boom, now, &retry(), 0.0);
+        assert_eq!(
+            h.next_retry_at,
+            Some(after(now, Duration::from_millis(100)))
+        );
+        h.failure(&boom, now, &retry(), 0.0);
+        assert_eq!(
+            h.next_retry_at,
+            Some(after(now, Duration::from_millis(200)))
+        );
+        assert_eq!(h.view(None, None).consecutive_failures, 2);
+        assert_eq!(h.view(None, None).state, "down");
+        assert!(!h.retry_due(now));
+        assert!(h.retry_due(after(now, Duration::from_millis(200))));
+        // tmux runs but no server does yet: up, and the pacing is kept.
+        h.success(false);
+        assert!(h.is_up() && h.consecutive_failures == 2 && h.next_retry_at.is_none());
+        h.success(true);
+        assert!(h.is_up() && h.consecutive_failures == 0);
+    }
+
+    #[test]
+    fn a_timeout_is_degraded_and_a_stalled_call_shows_before_it_times_out() {
+        let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut h = TmuxHealth::default();
+        h.success(true);
+        let v = h.view(None, Some(Duration::from_millis(500)));
+        assert_eq!(v.state, "degraded");
+        assert_eq!(v.last_error.unwrap(), "tmux has not answered for 1500 ms");
+        assert_eq!(h.view(None, None).state, "up");
+        h.failure(
+            &SubstrateError::Timeout(Duration::from_secs(1)),
+            now,
+            &retry(),
+            0.0,
+        );
+        let v = h.view(None, None);
+        assert_eq!(v.state, "degraded");
+        assert!(
+            v.last_error
+                .unwrap()
+                .contains("did not answer within 1000 ms")
+        );
+        assert!(v.next_retry_at.is_some());
+    }
+}
