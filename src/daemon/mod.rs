@@ -513,7 +513,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
     fn answer(
         &mut self,
         req: Request,
-        follow: Option<std::sync::mpsc::Sender<crate::view::EventView>>,
+        follow: Option<events::FollowTx>,
         now: Time,
     ) -> Result<Response> {
         match req {
