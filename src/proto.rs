@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -180,6 +180,11 @@ pub enum Response {
     },
     Text(String),
     Event(EventView),
+    /// For a follower that fell behind: this many events that passed its
+    /// filter were dropped before the next [`Response::Event`].
+    Lagged {
+        dropped: u64,
+    },
     Events(Vec<EventView>),
     Status(StatusView),
     AttachArgv(Vec<String>),
@@ -191,4 +196,79 @@ pub enum Response {
     /// A plain acknowledgement with a one-line message.
     Done(String),
     Error(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Answer lines as a daemon writes them, to mutate.
+    static SEEDS: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        let event = EventView {
+            seq: 7,
+            at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            kind: "crashed".into(),
+            key: "demo/squad/worker-0".into(),
+            message: "exit 1".into(),
+        };
+        [
+            Response::Pong {
+                version: "0.1.0".into(),
+                protocol: PROTOCOL_VERSION,
+                pid: 42,
+            },
+            Response::Applied {
+                team: "demo/squad".into(),
+                roles: vec![RoleChangeView {
+                    key: "demo/squad/worker".into(),
+                    change: "created".into(),
+                    detail: "3 replicas".into(),
+                    frozen_reason: None,
+                }],
+            },
+            Response::Event(event.clone()),
+            Response::Events(vec![event]),
+            Response::Lagged { dropped: 99_000 },
+            Response::Text("text".into()),
+            Response::Done("done".into()),
+            Response::Error(Error::daemon(
+                "the daemon is busy (64 connections); try again",
+            )),
+        ]
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect()
+    });
+
+    proptest! {
+        #![proptest_config(crate::daemon::server::fuzz_config())]
+
+        /// Fuzz: what a client decodes from the socket never panics it.
+        #[test]
+        fn any_bytes_decode_as_an_answer_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = serde_json::from_slice::<Response>(&bytes);
+        }
+
+        #[test]
+        fn mutated_answers_decode_or_fail_cleanly(
+            seed in 0..8usize,
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..8),
+        ) {
+            let mut line = SEEDS[seed].clone();
+            for (at, byte, op) in edits {
+                let at = at % (line.len() + 1);
+                match op {
+                    0 => line.insert(at, byte),
+                    1 if at < line.len() => { line.remove(at); }
+                    _ if at < line.len() => line[at] = byte,
+                    _ => {}
+                }
+            }
+            if let Ok(resp) = serde_json::from_slice::<Response>(&line) {
+                // Whatever decodes encodes again: the client can show it.
+                prop_assert!(serde_json::to_vec(&resp).is_ok());
+            }
+        }
+    }
 }

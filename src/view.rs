@@ -147,6 +147,10 @@ pub struct DaemonView {
     /// Since when the state file cannot be written.
     #[serde(default)]
     pub persist_failing_since: Option<DateTime<Utc>>,
+    /// Why the event log cannot be written, while it cannot (events are
+    /// kept in memory meanwhile).
+    #[serde(default)]
+    pub event_log_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

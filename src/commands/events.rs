@@ -46,6 +46,11 @@ fn kinds() -> PossibleValuesParser {
     PossibleValuesParser::new(EventKind::ALL.map(EventKind::as_str))
 }
 
+/// What a follower that fell behind is told.
+fn lag_notice(dropped: u64) -> String {
+    format!("lagged: {dropped} events dropped")
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let req = Request::Events {
         filter: EventFilter {
@@ -74,6 +79,8 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             match resp {
                 Response::Events(events) => show(&events)?,
                 Response::Event(event) => show(std::slice::from_ref(&event))?,
+                // On stderr, so that `-o json` output stays one event per line.
+                Response::Lagged { dropped } => ctx.out.note(&lag_notice(dropped)),
                 other => return Err(unexpected(&other)),
             }
             Ok(true)
@@ -88,4 +95,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         other => return Err(unexpected(&other)),
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_notice_says_how_many_events_were_lost() {
+        assert_eq!(lag_notice(99_000), "lagged: 99000 events dropped");
+    }
 }

@@ -93,6 +93,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::Text(_) => "Text",
         Response::Event(_) => "Event",
         Response::Events(_) => "Events",
+        Response::Lagged { .. } => "Lagged",
         Response::Status(_) => "Status",
         Response::AttachArgv(_) => "AttachArgv",
         Response::Shift { .. } => "Shift",

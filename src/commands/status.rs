@@ -79,6 +79,13 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
             output::paint("not persisted", Some(Tint::Red), colour),
         );
     }
+    if let Some(err) = &d.event_log_error {
+        let _ = writeln!(
+            out,
+            "        events     {} ({err}): kept in memory",
+            output::paint("not written", Some(Tint::Red), colour),
+        );
+    }
     let _ = writeln!(
         out,
         "        {}, {}",
@@ -144,6 +151,7 @@ mod tests {
                 teams: 1,
                 persist_error: None,
                 persist_failing_since: None,
+                event_log_error: None,
             },
             tmux: TmuxView {
                 state: tmux_state.into(),

@@ -19,10 +19,9 @@ use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::proto::Response;
 use crate::substrate::Substrate;
-use crate::view::EventView;
 
 use super::Config;
-use super::events::{EventFile, Followers};
+use super::events::{EventFile, FollowTx, Followers};
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{Input, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor};
@@ -136,7 +135,7 @@ pub struct MainLoop<S> {
     waiting: HashMap<RequestId, Incoming>,
     /// Follow channels of answered `events --follow` requests, until the
     /// supervisor says to follow.
-    to_follow: HashMap<RequestId, Sender<EventView>>,
+    to_follow: HashMap<RequestId, FollowTx>,
     /// The last answers sent, to let them reach their clients at exit.
     sent: VecDeque<Receiver<()>>,
     last_request: RequestId,
@@ -148,6 +147,7 @@ pub struct MainLoop<S> {
     unsaved: bool,
     /// Whether the last write of the state file worked.
     persisted: bool,
+    /// Whether the event log was written last time.
     event_log_ok: bool,
     exit: bool,
 }
@@ -345,18 +345,13 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                 }
             }
             Output::Event(view) => {
-                let written = self.events.append(&view);
-                if written.is_ok() != self.event_log_ok {
-                    self.event_log_ok = written.is_ok();
-                    match written {
-                        Ok(()) => log("the event log is written again"),
-                        Err(e) => log(&format!(
-                            "cannot write the event log {}: {e}; events are kept in memory",
-                            self.paths.events().display()
-                        )),
-                    }
+                self.events.append(&view);
+                self.followers.offer(&view);
+                let failure = self.events.write_failure();
+                if failure.is_none() != self.event_log_ok {
+                    self.event_log_ok = failure.is_none();
+                    return Some(Input::EventLog(failure.map(|f| (f.error.clone(), f.since))));
                 }
-                self.followers.notify(&view);
             }
             // Written once the inputs it came with are all stepped (or
             // before a spawn): one write for many changes.

@@ -10,6 +10,7 @@ mod fuzz;
 mod health;
 mod lifecycle;
 mod reliability;
+mod server;
 mod shift;
 mod shim;
 mod stress;

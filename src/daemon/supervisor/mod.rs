@@ -27,7 +27,7 @@ use crate::proto::{EventFilter, Request, Response, ShimReport};
 use crate::view::EventView;
 
 use super::Config;
-use super::events::EventRing;
+use super::events::{EventRing, Loaded as EventsLoaded};
 use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
@@ -73,6 +73,8 @@ pub enum Input {
     LogTail { uid: u64, lines: Vec<String> },
     /// How writing the state file went (after `Persist`).
     Persisted(Result<(), String>),
+    /// The event log cannot be written (why, since when), or can again.
+    EventLog(Option<(String, Time)>),
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -215,6 +217,10 @@ pub struct Supervisor {
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
+    /// Why the event log cannot be written, and since when.
+    event_log_failure: Option<(String, Time)>,
+    /// Lines of the event log an earlier daemon left that could not be read.
+    skipped_events: u64,
     /// Set once asked to stop: the monotonic instant by which to stop even
     /// if tmux calls are still under way.
     stopping: Option<Duration>,
@@ -222,8 +228,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor with an empty world; `Input::Restore` fills it.
-    pub fn new(setup: Setup, earlier_events: Vec<EventView>) -> Supervisor {
+    /// A supervisor with an empty world and the events an earlier daemon
+    /// logged; `Input::Restore` fills the world.
+    pub fn new(setup: Setup, earlier_events: EventsLoaded) -> Supervisor {
+        let skipped_events = earlier_events.skipped;
         Supervisor {
             world: World::default(),
             events: EventRing::new(earlier_events),
@@ -239,6 +247,8 @@ impl Supervisor {
             dirty: false,
             persist: PersistHealth::default(),
             uids_written: 0,
+            event_log_failure: None,
+            skipped_events,
             stopping: None,
             out: Vec::new(),
         }
@@ -264,6 +274,16 @@ impl Supervisor {
                 }
             }
             Input::Persisted(result) => self.persisted(result, now),
+            Input::EventLog(failure) => {
+                let msg = match &failure {
+                    Some((e, _)) => {
+                        format!("cannot write the event log ({e}); events are kept in memory")
+                    }
+                    None => "the event log is written again".to_string(),
+                };
+                self.log(msg);
+                self.event_log_failure = failure;
+            }
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() {
@@ -351,6 +371,19 @@ impl Supervisor {
                 self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
                 self.spare_strays = true;
             }
+        }
+        if self.skipped_events > 0 {
+            let msg = format!(
+                "skipped {} unreadable or out-of-order lines of {}",
+                self.skipped_events,
+                self.setup
+                    .paths
+                    .events()
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
+            self.log(msg.clone());
+            self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
         }
         self.world.watching_since = Some(now.wall);
         // What the shims wrote while we were away. A hang-up waits for the

@@ -452,6 +452,7 @@ impl Supervisor {
                 teams: self.world.teams.len() as u32,
                 persist_error: failing.as_ref().map(|(e, _)| e.clone()),
                 persist_failing_since: failing.map(|(_, t)| t),
+                event_log_error: self.event_log_failure.as_ref().map(|(e, _)| e.clone()),
             },
             tmux: self.tmux_view(now),
         })

@@ -82,7 +82,7 @@ impl H {
 
     pub fn blank() -> H {
         H {
-            sup: Supervisor::new(setup(), Vec::new()),
+            sup: Supervisor::new(setup(), Default::default()),
             tmux: FakeSubstrate::new(),
             jobs: VecDeque::new(),
             now: Now {
