@@ -66,7 +66,7 @@ impl EventLog {
         let view = EventView {
             seq: self.next_seq,
             at: ev.at,
-            kind: ev.kind.as_str().to_string(),
+            kind: ev.kind,
             key: ev.key,
             message: ev.message,
         };
@@ -170,7 +170,7 @@ mod tests {
         let by = |key: Option<&str>, kinds: &[&str]| {
             log.query(&EventFilter {
                 key: key.map(str::to_string),
-                kinds: kinds.iter().map(|s| s.to_string()).collect(),
+                kinds: kinds.iter().map(|s| s.parse().unwrap()).collect(),
                 limit: None,
             })
             .len()

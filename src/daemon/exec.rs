@@ -9,7 +9,7 @@ use crate::domain::state::{Exit, ExitDetail, Session, Time, World, after};
 use crate::paths::Paths;
 use crate::proto::ShimReport;
 use crate::substrate::{SpawnRequest, SubstrateError};
-use crate::view::TmuxView;
+use crate::view::{self, TmuxView};
 
 use super::Config;
 
@@ -213,12 +213,11 @@ impl TmuxHealth {
         }
         TmuxView {
             state: match state {
-                Some(TmuxState::Up) => "up",
-                Some(TmuxState::Degraded) => "degraded",
-                Some(TmuxState::Down) => "down",
-                None => "unknown",
-            }
-            .into(),
+                Some(TmuxState::Up) => view::TmuxState::Up,
+                Some(TmuxState::Degraded) => view::TmuxState::Degraded,
+                Some(TmuxState::Down) => view::TmuxState::Down,
+                None => view::TmuxState::Unknown,
+            },
             version: self.version.clone(),
             socket,
             last_error,
@@ -250,7 +249,7 @@ mod tests {
         };
         let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut h = TmuxHealth::default();
-        assert_eq!(h.view(None, None).state, "unknown");
+        assert_eq!(h.view(None, None).state.as_str(), "unknown");
         let boom = SubstrateError::Failed("boom".into());
         h.failure(&boom, now, &cfg);
         assert_eq!(
@@ -263,7 +262,7 @@ mod tests {
             Some(after(now, std::time::Duration::from_millis(200)))
         );
         assert_eq!(h.view(None, None).consecutive_failures, 2);
-        assert_eq!(h.view(None, None).state, "down");
+        assert_eq!(h.view(None, None).state.as_str(), "down");
         assert!(!h.retry_due(now));
         assert!(h.retry_due(after(now, std::time::Duration::from_millis(200))));
         // tmux runs but no server does yet: up, and the pacing is kept.
@@ -286,12 +285,12 @@ mod tests {
         let mut h = TmuxHealth::default();
         h.success(true);
         let v = h.view(None, Some(Duration::from_millis(500)));
-        assert_eq!(v.state, "degraded");
+        assert_eq!(v.state.as_str(), "degraded");
         assert_eq!(v.last_error.unwrap(), "tmux has not answered for 1500 ms");
-        assert_eq!(h.view(None, None).state, "up");
+        assert_eq!(h.view(None, None).state.as_str(), "up");
         h.failure(&SubstrateError::Timeout(Duration::from_secs(1)), now, &cfg);
         let v = h.view(None, None);
-        assert_eq!(v.state, "degraded");
+        assert_eq!(v.state.as_str(), "degraded");
         assert!(
             v.last_error
                 .unwrap()

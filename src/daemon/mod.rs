@@ -28,7 +28,7 @@ use crate::domain::reconcile::{self, Action, RoleChange, StopReason};
 use crate::domain::state::{Exit, Heartbeat, Session, SessionState, Time, World};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
-use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport};
+use crate::proto::{Change, Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport};
 use crate::substrate::Substrate;
 use crate::view::{DaemonView, StatusView};
 
@@ -723,18 +723,19 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             .map(|(key, change)| {
                 let spec = self.world.role_spec(&key);
                 let (name, detail) = match change {
-                    RoleChange::Created => {
-                        ("created", replicas_text(spec.map_or(0, |s| s.replicas)))
-                    }
-                    RoleChange::Unchanged => ("unchanged", String::new()),
-                    RoleChange::Scaled { from, to } => ("scaled", format!("{from} → {to}")),
-                    RoleChange::Replaced => ("replaced", "spec changed".into()),
-                    RoleChange::Removed => ("removed", String::new()),
+                    RoleChange::Created => (
+                        Change::Created,
+                        replicas_text(spec.map_or(0, |s| s.replicas)),
+                    ),
+                    RoleChange::Unchanged => (Change::Unchanged, String::new()),
+                    RoleChange::Scaled { from, to } => (Change::Scaled, format!("{from} → {to}")),
+                    RoleChange::Replaced => (Change::Replaced, "spec changed".into()),
+                    RoleChange::Removed => (Change::Removed, String::new()),
                 };
                 RoleChangeView {
                     frozen_reason: self.world.frozen_reason(&key).map(str::to_string),
                     key: key.to_string(),
-                    change: name.into(),
+                    change: name,
                     detail,
                 }
             })
@@ -753,31 +754,21 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 limit: Some(20),
             })
         };
-        // Each kind: the resolved key, then its text and record.
-        let (text, json) = match kind {
+        let view = match kind {
             Kind::Sessions => {
                 let s = self.find_session(key)?;
                 let evs = recent(&s.key.to_string(), &self.events);
-                (
-                    Some(views::describe_session(&self.world, &s, &evs, now)),
-                    serde_json::to_value(views::session(&self.world, &s, now)),
-                )
+                Some(views::describe_session(&self.world, &s, evs, now))
             }
             Kind::Roles => {
                 let role = self.find_role(key)?;
                 let evs = recent(&role.to_string(), &self.events);
-                (
-                    views::describe_role(&self.world, &role, &evs, now),
-                    serde_json::to_value(views::role(&self.world, &role, now)),
-                )
+                views::describe_role(&self.world, &role, evs, now)
             }
             Kind::Teams => {
                 let team = self.find_team(key)?;
                 let evs = recent(&team.to_string(), &self.events);
-                (
-                    views::describe_team(&self.world, &team, &evs, now),
-                    serde_json::to_value(views::team(&self.world, &team, now)),
-                )
+                views::describe_team(&self.world, &team, evs, now)
             }
         };
         let what = match kind {
@@ -785,10 +776,8 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             Kind::Roles => "role",
             Kind::Teams => "team",
         };
-        Ok(Response::Described {
-            text: text.ok_or_else(|| Error::not_found(what, key))?,
-            json: json.unwrap_or_default(),
-        })
+        let view = view.ok_or_else(|| Error::not_found(what, key))?;
+        Ok(Response::Described(Box::new(view)))
     }
 
     /// Any session record (live, succeeded or a crashed marker); a live one
@@ -1115,7 +1104,7 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(v[0].health.as_deref(), Some("healthy"));
+        assert_eq!(v[0].health.map(|h| h.as_str()), Some("healthy"));
         assert_eq!(v[0].heartbeat_note.as_deref(), Some("reading"));
         // A uid that is not the session's is refused.
         let Response::Error(e) = ask(
@@ -1206,7 +1195,7 @@ mod tests {
         ) else {
             panic!("abort refused")
         };
-        assert_eq!(shift.state, "aborted");
+        assert_eq!(shift.state.as_str(), "aborted");
         assert!(matches!(
             ask(
                 &mut d,
@@ -1271,7 +1260,7 @@ mod tests {
         let Response::Status(st) = ask(&mut d, Request::Status) else {
             panic!()
         };
-        assert_eq!(st.tmux.state, "down");
+        assert_eq!(st.tmux.state.as_str(), "down");
         assert_eq!(st.tmux.consecutive_failures, 1);
         assert!(st.tmux.next_retry_at.is_some());
         assert!(st.tmux.last_error.unwrap().contains("not found"));
@@ -1531,7 +1520,7 @@ mod tests {
         assert!(fake(&d).kills().is_empty());
         assert_eq!(d.world.strays.keys().collect::<Vec<_>>(), vec![&agent.pane]);
         let warnings = d.events.query(&crate::proto::EventFilter {
-            kinds: vec!["warning".into()],
+            kinds: vec![crate::domain::event::EventKind::Warning],
             ..Default::default()
         });
         assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -1577,7 +1566,7 @@ mod tests {
             .query(&Default::default())
             .into_iter()
             .filter(|e| e.key.starts_with("demo/squad/w"))
-            .map(|e| e.kind)
+            .map(|e| e.kind.to_string())
             .collect();
         assert_eq!(
             kinds,
