@@ -819,7 +819,7 @@ mod tests {
         })]
 
         #[test]
-        fn any_bytes_clean_to_bounded_printable_lines(raw in terminal_bytes()) {
+        fn fuzz_cleaner_any_bytes_give_bounded_printable_lines(raw in terminal_bytes()) {
             let lines = clean_lines(&raw);
             let newlines = raw.iter().filter(|&&b| b == b'\n').count();
             proptest::prop_assert!(lines.len() <= newlines + 1);
@@ -836,6 +836,9 @@ mod tests {
             }
         }
 
+    }
+
+    proptest::proptest! {
         #[test]
         fn plain_text_cleans_to_itself(text in "[ -~\n]{0,40}") {
             let expected: Vec<&str> = text.split_terminator('\n').map(str::trim_end).collect();
