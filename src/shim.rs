@@ -835,7 +835,6 @@ mod tests {
                 );
             }
         }
-
     }
 
     proptest::proptest! {
