@@ -1,7 +1,6 @@
 //! What `get`, `describe`, `events` and `status` return: plain records whose
-//! JSON field names and state names are a public contract (README, "JSON
-//! output"). More fields may be added; none may be renamed. States are
-//! enums whose serde and text names are the same lower-case words.
+//! JSON field and state names are a public contract (README, "JSON output").
+//! Fields may be added, none renamed; states are enums named alike in JSON and text.
 
 use std::path::PathBuf;
 use std::time::Duration;

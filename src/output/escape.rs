@@ -1,18 +1,16 @@
 //! Text that came from a supervised program (its output, heartbeat notes,
 //! exit and freeze reasons, event messages), made safe for the operator's
-//! terminal: no control character reaches it raw, so a program cannot set
-//! the window title, write the clipboard or clear the screen through marvel.
-//!
-//! One rendering everywhere: ESC is `\e`; tab, newline and carriage return
-//! are `\t`, `\n` and `\r`; other C0 controls and DEL are in caret notation
-//! (`^G`, `^?`); C1 controls and Unicode's bidirectional overrides are
-//! `\u{9b}`. Multi-line text (logs, screens) keeps its newlines and tabs.
-//! JSON output is never escaped: it carries the exact string.
+//! terminal: no control character reaches it raw. JSON is never escaped.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// One field on one line (a table cell, a note, an event message).
+/// One field on one line (a table cell, a note, an event message). One
+/// rendering everywhere: ESC is `\e`; tab, newline and carriage return are
+/// `\t`, `\n` and `\r`; other C0 controls and DEL are in caret notation
+/// (`^G`, `^?`); C1 controls and Unicode's bidirectional overrides are
+/// `\u{9b}`. So a program cannot set the window title, write the clipboard
+/// or clear the screen through marvel.
 pub fn escape_line(s: &str) -> Cow<'_, str> {
     escape(s, |_| false)
 }

@@ -1,7 +1,6 @@
-//! The one output sink of the command line: data to stdout, diagnostics to
-//! stderr, colour only on a terminal without `NO_COLOR`, broken pipe exits 0.
-//! Also every text format shared by the verbs (tables, ages, exits, events,
-//! backoffs, `describe`), all of them escaping what a program wrote.
+//! The one output sink of the command line (stdout for data, stderr for
+//! diagnostics, colour only on a terminal), and every text format the verbs
+//! share: tables, times, events, backoffs, `describe`; all escape program text.
 
 mod describe;
 mod escape;
