@@ -15,49 +15,36 @@ pub use crate::domain::spec::{Backoff, RestartPolicy};
 use crate::domain::state;
 pub use crate::domain::world::RoleState;
 
-/// Declares a wire state: one list of variants, named in lower case alike
-/// in JSON (serde) and in text (`Display`, `as_str`).
-macro_rules! wire_state {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(
-            Debug,
-            Clone,
-            Copy,
-            PartialEq,
-            Eq,
-            Hash,
-            Serialize,
-            Deserialize,
-            strum::Display,
-            strum::IntoStaticStr,
-            strum::VariantArray,
-        )]
-        #[serde(rename_all = "lowercase")]
-        #[strum(serialize_all = "lowercase")]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            /// The lower-case name, as in JSON.
-            pub fn as_str(self) -> &'static str {
-                self.into()
-            }
-        }
-    };
+/// A session's `state`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum SessionState {
+    /// Asked for; the program has not reported that it runs yet.
+    Pending,
+    Running,
+    /// Ended without being asked to: the role's marker.
+    Crashed,
+    /// Exited 0 under `OnFailure` or `Never`; not replaced.
+    Succeeded,
 }
 
-wire_state! {
-    /// A session's `state`.
-    SessionState {
-        /// Asked for; the program has not reported that it runs yet.
-        Pending,
-        Running,
-        /// Ended without being asked to: the role's marker.
-        Crashed,
-        /// Exited 0 under `OnFailure` or `Never`; not replaced.
-        Succeeded,
+impl SessionState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -72,13 +59,33 @@ impl From<state::SessionState> for SessionState {
     }
 }
 
-wire_state! {
-    /// The heartbeat verdict on a live session of a role with a check.
-    HealthState {
-        /// No heartbeat yet, within the start-up grace.
-        Unknown,
-        Healthy,
-        Unhealthy,
+/// The heartbeat verdict on a live session of a role with a check.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum HealthState {
+    /// No heartbeat yet, within the start-up grace.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -92,27 +99,67 @@ impl From<health::HealthState> for HealthState {
     }
 }
 
-wire_state! {
-    /// A team's `state`.
-    TeamState {
-        /// Every role is ready or has succeeded.
-        Ready,
-        Progressing,
-        /// A role is in backoff or frozen.
-        Degraded,
+/// A team's `state`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TeamState {
+    /// Every role is ready or has succeeded.
+    Ready,
+    Progressing,
+    /// A role is in backoff or frozen.
+    Degraded,
+}
+
+impl TeamState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
-wire_state! {
-    /// tmux's `state` in `status`.
-    TmuxState {
-        Up,
-        /// The server does not answer in time.
-        Degraded,
-        /// tmux cannot be run, or failed.
-        Down,
-        /// Not asked yet.
-        Unknown,
+/// tmux's `state` in `status`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TmuxState {
+    Up,
+    /// The server does not answer in time.
+    Degraded,
+    /// tmux cannot be run, or failed.
+    Down,
+    /// Not asked yet.
+    Unknown,
+}
+
+impl TmuxState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
