@@ -927,7 +927,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__logs)
-            opts="-n -h --lines --state-dir --no-color --help"
+            opts="-n -h --lines --raw --state-dir --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

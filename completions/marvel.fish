@@ -76,6 +76,7 @@ complete -c marvel -n "__fish_marvel_using_subcommand capture" -l no-color -d 'N
 complete -c marvel -n "__fish_marvel_using_subcommand capture" -s h -l help -d 'Print help'
 complete -c marvel -n "__fish_marvel_using_subcommand logs" -s n -l lines -d 'How many of the last lines to print' -r
 complete -c marvel -n "__fish_marvel_using_subcommand logs" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F
+complete -c marvel -n "__fish_marvel_using_subcommand logs" -l raw -d 'Print the text exactly as received, control characters included'
 complete -c marvel -n "__fish_marvel_using_subcommand logs" -l no-color -d 'Never colour the output (NO_COLOR is honoured too)'
 complete -c marvel -n "__fish_marvel_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c marvel -n "__fish_marvel_using_subcommand reset; and not __fish_seen_subcommand_from role help" -l state-dir -d 'State directory: daemon socket, state, logs [default: per-user data directory]' -r -F

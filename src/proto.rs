@@ -5,9 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::event::EventKind;
 use crate::domain::spec::TeamSpec;
 use crate::error::Error;
-use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
+use crate::view::{
+    DescribeView, EventView, RoleView, SessionView, ShiftView, StatusView, TeamView,
+};
 
 /// Bumped on any incompatible change; client and daemon must agree.
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -42,8 +45,8 @@ pub struct Filter {
 pub struct EventFilter {
     /// Only events whose key is this key or lies under it (suffix allowed).
     pub key: Option<String>,
-    /// Only events of these kinds (`crashed`, `frozen`, ...); empty = all.
-    pub kinds: Vec<String>,
+    /// Only events of these kinds; empty = all.
+    pub kinds: Vec<EventKind>,
     /// At most this many of the most recent events before following.
     pub limit: Option<usize>,
 }
@@ -152,11 +155,26 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleChangeView {
     pub key: String,
-    /// `created`, `unchanged`, `scaled`, `replaced`, `removed`.
-    pub change: String,
+    pub change: Change,
     pub detail: String,
     /// Set when the role is frozen and will not spawn.
     pub frozen_reason: Option<String>,
+}
+
+/// What `apply` did to a role.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Change {
+    Created,
+    Unchanged,
+    /// Only its replica count changed.
+    Scaled,
+    /// Its spec changed: its sessions are replaced.
+    Replaced,
+    Removed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,11 +191,8 @@ pub enum Response {
     Sessions(Vec<SessionView>),
     Roles(Vec<RoleView>),
     Teams(Vec<TeamView>),
-    /// `describe`: a human text block plus the structured record.
-    Described {
-        text: String,
-        json: serde_json::Value,
-    },
+    /// `describe`: the record and what its text adds; the client renders.
+    Described(Box<DescribeView>),
     Text(String),
     Event(EventView),
     /// For a follower that fell behind: this many events that passed its
@@ -208,7 +223,7 @@ mod tests {
         let event = EventView {
             seq: 7,
             at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            kind: "crashed".into(),
+            kind: crate::domain::event::EventKind::Crashed,
             key: "demo/squad/worker-0".into(),
             message: "exit 1".into(),
         };
@@ -222,7 +237,7 @@ mod tests {
                 team: "demo/squad".into(),
                 roles: vec![RoleChangeView {
                     key: "demo/squad/worker".into(),
-                    change: "created".into(),
+                    change: Change::Created,
                     detail: "3 replicas".into(),
                     frozen_reason: None,
                 }],

@@ -514,109 +514,124 @@ fn skip_partial_line(bytes: &mut Vec<u8>) {
     }
 }
 
+/// Widest line the cleaner lays out, in columns: text and cursor moves past
+/// it are clipped, so no escape parameter can make a line grow.
+pub const MAX_COLUMNS: usize = 4096;
+/// Most lines the cleaner returns; older lines are dropped first.
+pub const MAX_LINES: usize = 20_000;
+/// Most bytes of text the cleaner returns; older lines are dropped first.
+/// Cursor moves can turn a few bytes of input into a whole line of blanks,
+/// so the output is bounded on its own, not through the input.
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
+
 /// Replays output as a terminal would lay out each line: `\r` returns to
 /// the start, backspace steps back, erase-in-line and cursor moves apply,
-/// every other escape sequence or control character is dropped.
+/// every other escape sequence or control character is dropped. Returns the
+/// newest lines within [`MAX_LINES`] and [`MAX_TEXT_BYTES`], each at most
+/// [`MAX_COLUMNS`] wide.
 pub fn clean_lines(bytes: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut lines = Vec::new();
-    let mut line: Vec<char> = Vec::new();
-    let mut col = 0usize;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => {
-                lines.push(finish_line(&line));
-                line.clear();
-                col = 0;
+    let mut replay = LineReplay::default();
+    vte::Parser::new().advance(&mut replay, bytes);
+    replay.finish()
+}
+
+/// The state of [`clean_lines`]: finished lines and the one being drawn.
+#[derive(Default)]
+struct LineReplay {
+    lines: std::collections::VecDeque<String>,
+    /// Bytes held in `lines`.
+    bytes: usize,
+    line: Vec<char>,
+    col: usize,
+}
+
+impl LineReplay {
+    fn put(&mut self, c: char) {
+        if self.col >= MAX_COLUMNS {
+            return;
+        }
+        if self.col < self.line.len() {
+            self.line[self.col] = c;
+        } else {
+            self.line.resize(self.col, ' ');
+            self.line.push(c);
+        }
+        self.col += 1;
+    }
+
+    fn move_to(&mut self, col: usize) {
+        self.col = col.min(MAX_COLUMNS);
+    }
+
+    fn end_line(&mut self) {
+        let text: String = self.line.iter().collect();
+        let text = text.trim_end().to_string();
+        self.line.clear();
+        self.col = 0;
+        self.bytes += text.len();
+        self.lines.push_back(text);
+        while self.lines.len() > MAX_LINES || self.bytes > MAX_TEXT_BYTES {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
             }
-            '\r' => col = 0,
-            '\x08' => col = col.saturating_sub(1),
-            '\x1b' => match escape(&mut chars) {
-                Some(Csi { param, action: 'K' }) => match param {
-                    0 => line.truncate(col),
-                    1 => line.iter_mut().take(col + 1).for_each(|c| *c = ' '),
-                    _ => line.clear(),
-                },
-                Some(Csi { param, action: 'G' }) => col = param.max(1) as usize - 1,
-                Some(Csi { param, action: 'C' }) => col += param.max(1) as usize,
-                Some(Csi { param, action: 'D' }) => col = col.saturating_sub(param.max(1) as usize),
-                _ => {}
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        self.lines.into()
+    }
+}
+
+impl vte::Perform for LineReplay {
+    fn print(&mut self, c: char) {
+        // DEL arrives as a printable character.
+        if !c.is_control() {
+            self.put(c);
+        }
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\n' => self.end_line(),
+            b'\r' => self.col = 0,
+            0x08 => self.col = self.col.saturating_sub(1),
+            b'\t' => self.put('\t'),
+            _ => {}
+        }
+    }
+
+    fn csi_dispatch(
+        &mut self,
+        params: &vte::Params,
+        intermediates: &[u8],
+        ignore: bool,
+        action: char,
+    ) {
+        // Private modes (`ESC[?25l`) and the like do not move text.
+        if ignore || !intermediates.is_empty() {
+            return;
+        }
+        let first = params.iter().next().and_then(|p| p.first().copied());
+        let param = usize::from(first.unwrap_or(0));
+        let count = param.max(1);
+        match action {
+            'K' => match param {
+                0 => self.line.truncate(self.col),
+                1 => {
+                    let end = self.col.saturating_add(1).min(self.line.len());
+                    self.line[..end].fill(' ');
+                }
+                _ => self.line.clear(),
             },
-            '\t' => put(&mut line, &mut col, c),
-            c if c.is_control() => {}
-            c => put(&mut line, &mut col, c),
+            'G' => self.move_to(count - 1),
+            'C' => self.move_to(self.col.saturating_add(count)),
+            'D' => self.col = self.col.saturating_sub(count),
+            _ => {}
         }
-    }
-    if !line.is_empty() {
-        lines.push(finish_line(&line));
-    }
-    lines
-}
-
-fn put(line: &mut Vec<char>, col: &mut usize, c: char) {
-    if *col < line.len() {
-        line[*col] = c;
-    } else {
-        line.resize(*col, ' ');
-        line.push(c);
-    }
-    *col += 1;
-}
-
-fn finish_line(line: &[char]) -> String {
-    let s: String = line.iter().collect();
-    s.trim_end().to_string()
-}
-
-/// A control sequence that changes the line layout.
-struct Csi {
-    param: u32,
-    action: char,
-}
-
-/// Consumes one escape sequence (after ESC). Returns the CSI sequences
-/// whose effect on a line is worth replaying.
-fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Csi> {
-    match chars.next()? {
-        '[' => {
-            let mut param = 0u32;
-            let mut simple = true;
-            for c in chars.by_ref() {
-                match c {
-                    '0'..='9' => {
-                        param = param
-                            .saturating_mul(10)
-                            .saturating_add(c as u32 - '0' as u32)
-                    }
-                    '\x30'..='\x3f' | '\x20'..='\x2f' => simple = false,
-                    '\x40'..='\x7e' => return simple.then_some(Csi { param, action: c }),
-                    // Malformed: stop here and let the rest print.
-                    _ => return None,
-                }
-            }
-            None
-        }
-        // OSC, DCS, SOS, PM, APC: strings ended by BEL or ESC \.
-        ']' | 'P' | 'X' | '^' | '_' => {
-            while let Some(c) = chars.next() {
-                if c == '\x07' {
-                    break;
-                }
-                if c == '\x1b' {
-                    chars.next_if_eq(&'\\');
-                    break;
-                }
-            }
-            None
-        }
-        // nF sequences such as ESC ( B: intermediates, then one final.
-        '\x20'..='\x2f' => {
-            while chars.next_if(|c| ('\x20'..='\x2f').contains(c)).is_some() {}
-            chars.next();
-            None
-        }
-        _ => None,
     }
 }
 
@@ -707,6 +722,127 @@ mod tests {
                 "prompt$",
             ]
         );
+    }
+
+    #[test]
+    fn huge_cursor_parameters_are_clipped_to_the_widest_line() {
+        // Each of these once made the cleaner allocate gigabytes.
+        assert_eq!(clean_lines(b"a\x1b[4294967295Gb\n"), ["a"]);
+        assert_eq!(clean_lines(b"a\x1b[20000000Cb\n"), ["a"]);
+        assert_eq!(clean_lines(b"a\x1b[99999999999999999999Gb\n"), ["a"]);
+        // The last column can still be written, and nothing after it.
+        let edge = clean_lines(b"\x1b[4096Gyz");
+        assert_eq!(edge[0].chars().count(), MAX_COLUMNS);
+        assert!(edge[0].ends_with(" y"));
+        let long = clean_lines("x".repeat(MAX_COLUMNS + 100).as_bytes());
+        assert_eq!(long[0].len(), MAX_COLUMNS);
+    }
+
+    #[test]
+    fn cursor_moves_cannot_blow_up_the_output() {
+        // 9 bytes of input, a whole line of output each.
+        let raw = b"\x1b[4096Gx\n".repeat(3000);
+        let lines = clean_lines(&raw);
+        let bytes: usize = lines.iter().map(String::len).sum();
+        assert!(bytes <= MAX_TEXT_BYTES, "{bytes}");
+        assert!(lines.len() < 3000 && lines.len() > 100, "{}", lines.len());
+        assert!(lines.iter().all(|l| l.ends_with('x')));
+        let many = clean_lines(format!("{}last\n", "\n".repeat(MAX_LINES + 10)).as_bytes());
+        assert_eq!(many.len(), MAX_LINES);
+        assert_eq!(many.last().map(String::as_str), Some("last"));
+    }
+
+    #[test]
+    fn cleaning_ignores_private_modes_and_clears_before_the_cursor() {
+        assert_eq!(clean_lines(b"abc\x1b[?2004hdef\x7f\n"), ["abcdef"]);
+        assert_eq!(clean_lines(b"abcdef\x1b[3D\x1b[1Kx\n"), ["   xef"]);
+        assert_eq!(clean_lines(b"abc\x1b[2Kx\n"), ["   x"]);
+        assert_eq!(clean_lines(b"ab\x1b[Cc\x1bPq#0;1\x1b\\d\x9b\n"), ["ab cd"]);
+        // Invalid UTF-8 reads as U+FFFD.
+        assert_eq!(clean_lines(b"a\xffb\n"), ["a\u{fffd}b"]);
+    }
+
+    /// Cases for the cleaner's property test: `MARVEL_FUZZ_CASES` for a
+    /// longer run than `cargo test`'s.
+    fn fuzz_cases() -> u32 {
+        std::env::var("MARVEL_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000)
+    }
+
+    /// Bytes that exercise the parser: pieces of escape sequences, huge
+    /// parameters, controls, text, and any byte at all.
+    fn terminal_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        const PIECES: &[&[u8]] = &[
+            b"\x1b[",
+            b"\x1b]",
+            b"\x1bP",
+            b"\x1b\\",
+            b"\x1b",
+            b"4294967295",
+            b"4096",
+            b"2",
+            b"17",
+            b";",
+            b"?",
+            b"G",
+            b"C",
+            b"D",
+            b"K",
+            b"m",
+            b"\r",
+            b"\n",
+            b"\x08",
+            b"\t",
+            b"\x07",
+            b"\x7f",
+            b"\x9b",
+            b"\xc3\xa9",
+            b"\xe2\x82",
+            b"ab",
+            b" ",
+        ];
+        let piece = prop_oneof![
+            3 => prop::sample::select(PIECES).prop_map(<[u8]>::to_vec),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: fuzz_cases(),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        #[test]
+        fn fuzz_cleaner_any_bytes_give_bounded_printable_lines(raw in terminal_bytes()) {
+            let lines = clean_lines(&raw);
+            let newlines = raw.iter().filter(|&&b| b == b'\n').count();
+            proptest::prop_assert!(lines.len() <= newlines + 1);
+            let bytes: usize = lines.iter().map(String::len).sum();
+            proptest::prop_assert!(bytes <= MAX_TEXT_BYTES);
+            for l in &lines {
+                proptest::prop_assert!(l.chars().count() <= MAX_COLUMNS);
+                proptest::prop_assert!(!l.ends_with(char::is_whitespace), "{:?}", l);
+                proptest::prop_assert!(
+                    l.chars().all(|c| c == '\t' || !c.is_control()),
+                    "{:?}",
+                    l
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_text_cleans_to_itself(text in "[ -~\n]{0,40}") {
+            let expected: Vec<&str> = text.split_terminator('\n').map(str::trim_end).collect();
+            proptest::prop_assert_eq!(clean_lines(text.as_bytes()), expected);
+        }
     }
 
     #[test]

@@ -1,9 +1,167 @@
 //! What `get`, `describe`, `events` and `status` return: plain records whose
-//! JSON field names are a public contract (README, "JSON output"). More
-//! fields may be added; none may be renamed.
+//! JSON field and state names are a public contract (README, "JSON output").
+//! Fields may be added, none renamed; states are enums named alike in JSON and text.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use crate::domain::event::EventKind;
+use crate::domain::health;
+pub use crate::domain::shift::ShiftState;
+pub use crate::domain::spec::{Backoff, RestartPolicy};
+use crate::domain::state;
+pub use crate::domain::world::RoleState;
+
+/// A session's `state`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum SessionState {
+    /// Asked for; the program has not reported that it runs yet.
+    Pending,
+    Running,
+    /// Ended without being asked to: the role's marker.
+    Crashed,
+    /// Exited 0 under `OnFailure` or `Never`; not replaced.
+    Succeeded,
+}
+
+impl SessionState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl From<state::SessionState> for SessionState {
+    fn from(s: state::SessionState) -> SessionState {
+        match s {
+            state::SessionState::Pending => SessionState::Pending,
+            state::SessionState::Running => SessionState::Running,
+            state::SessionState::Crashed => SessionState::Crashed,
+            state::SessionState::Succeeded => SessionState::Succeeded,
+        }
+    }
+}
+
+/// The heartbeat verdict on a live session of a role with a check.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum HealthState {
+    /// No heartbeat yet, within the start-up grace.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl From<health::HealthState> for HealthState {
+    fn from(h: health::HealthState) -> HealthState {
+        match h {
+            health::HealthState::Unknown => HealthState::Unknown,
+            health::HealthState::Healthy => HealthState::Healthy,
+            health::HealthState::Unhealthy => HealthState::Unhealthy,
+        }
+    }
+}
+
+/// A team's `state`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TeamState {
+    /// Every role is ready or has succeeded.
+    Ready,
+    Progressing,
+    /// A role is in backoff or frozen.
+    Degraded,
+}
+
+impl TeamState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// tmux's `state` in `status`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TmuxState {
+    Up,
+    /// The server does not answer in time.
+    Degraded,
+    /// tmux cannot be run, or failed.
+    Down,
+    /// Not asked yet.
+    Unknown,
+}
+
+impl TmuxState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// How a program ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +180,7 @@ pub struct SessionView {
     pub team: String,
     pub role: String,
     pub slot: u32,
-    /// `pending`, `running`, `crashed`, `succeeded`.
-    pub state: String,
+    pub state: SessionState,
     pub pane: Option<String>,
     /// pid of the role's program itself (not of marvel's shim).
     pub pid: Option<u32>,
@@ -32,8 +189,8 @@ pub struct SessionView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub exit: Option<ExitView>,
-    /// The role's state (`ready`, `backoff`, `frozen`, ...).
-    pub role_state: String,
+    /// The role's state.
+    pub role_state: RoleState,
     pub next_restart_at: Option<DateTime<Utc>>,
     pub frozen_reason: Option<String>,
     /// Last lines the program printed (crashed markers only).
@@ -44,10 +201,9 @@ pub struct SessionView {
     /// session is replaced, its successor has the same key and a new uid.
     #[serde(default)]
     pub uid: u64,
-    /// `unknown`, `healthy` or `unhealthy` for a live session of a role
-    /// with a heartbeat check; null otherwise.
+    /// For a live session of a role with a heartbeat check; null otherwise.
     #[serde(default)]
-    pub health: Option<String>,
+    pub health: Option<HealthState>,
     #[serde(default)]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// What the last heartbeat reported.
@@ -69,8 +225,7 @@ pub struct RoleView {
     pub role: String,
     pub desired: u32,
     pub running: u32,
-    /// `ready`, `progressing`, `backoff`, `frozen`, `succeeded`.
-    pub state: String,
+    pub state: RoleState,
     pub restarts: u32,
     pub last_restart_at: Option<DateTime<Utc>>,
     pub crashes_in_window: u32,
@@ -81,7 +236,7 @@ pub struct RoleView {
     pub frozen_at: Option<DateTime<Utc>>,
     pub last_exit: Option<ExitView>,
     pub command: Vec<String>,
-    pub restart: String,
+    pub restart: RestartPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +247,7 @@ pub struct TeamView {
     pub roles: u32,
     pub desired: u32,
     pub running: u32,
-    /// `ready`, `progressing`, `degraded` (a role in backoff or frozen).
-    pub state: String,
+    pub state: TeamState,
     pub applied_at: DateTime<Utc>,
     /// The running or last finished shift; null if there never was one.
     #[serde(default)]
@@ -104,8 +258,7 @@ pub struct TeamView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShiftView {
     pub id: u64,
-    /// `running`, `completed`, `failed` or `aborted`.
-    pub state: String,
+    pub state: ShiftState,
     /// The roles it replaces, in order.
     pub roles: Vec<String>,
     /// The role being replaced now (while running).
@@ -123,9 +276,7 @@ pub struct ShiftView {
 pub struct EventView {
     pub seq: u64,
     pub at: DateTime<Utc>,
-    /// `created`, `started`, `crashed`, `backoff`, `frozen`, `reset`,
-    /// `forgiven`, `succeeded`, `stopped`, `applied`, `tmux-down`, ...
-    pub kind: String,
+    pub kind: EventKind,
     pub key: String,
     pub message: String,
 }
@@ -155,9 +306,7 @@ pub struct DaemonView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TmuxView {
-    /// `up`, `degraded` (the server does not answer in time), `down` or
-    /// `unknown` (not asked yet).
-    pub state: String,
+    pub state: TmuxState,
     pub version: Option<String>,
     /// `-L` socket name in use, or null for the default server.
     pub socket: Option<String>,
@@ -170,4 +319,96 @@ pub struct TmuxView {
 pub struct StatusView {
     pub daemon: DaemonView,
     pub tmux: TmuxView,
+}
+
+/// What `describe` returns: one resource's record (exactly what
+/// `describe -o json` prints) and what its text adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DescribeView {
+    Session(SessionDescription),
+    Role(RoleDescription),
+    Team(TeamDescription),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    pub session: SessionView,
+    /// The most recent events about it, oldest first.
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleDescription {
+    pub role: RoleView,
+    /// The parts of its spec that `RoleView` does not carry.
+    pub cwd: Option<PathBuf>,
+    pub backoff: Backoff,
+    pub reset_after: Duration,
+    /// Every session record of the role: live ones, outdated ones being
+    /// replaced, and its marker.
+    pub sessions: Vec<SessionView>,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamDescription {
+    pub team: TeamView,
+    pub roles: Vec<RoleView>,
+    pub events: Vec<EventView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    fn same_names<T>()
+    where
+        T: VariantArray + Serialize + Copy + std::fmt::Display + Into<&'static str>,
+    {
+        for v in T::VARIANTS {
+            let text: &'static str = (*v).into();
+            assert_eq!(serde_json::to_value(v).unwrap(), text);
+            assert_eq!(v.to_string(), text);
+            assert_eq!(text, text.to_lowercase());
+        }
+    }
+
+    #[test]
+    fn states_have_one_name_in_json_and_in_text() {
+        same_names::<SessionState>();
+        same_names::<HealthState>();
+        same_names::<RoleState>();
+        same_names::<TeamState>();
+        same_names::<ShiftState>();
+        same_names::<TmuxState>();
+        same_names::<EventKind>();
+        assert_eq!(SessionState::Crashed.as_str(), "crashed");
+        assert_eq!(RoleState::Backoff.to_string(), "backoff");
+        assert_eq!(
+            serde_json::to_value(RestartPolicy::OnFailure).unwrap(),
+            "OnFailure"
+        );
+    }
+
+    #[test]
+    fn domain_states_map_to_the_same_names() {
+        use crate::domain::{health, state};
+        for (d, v) in [
+            (state::SessionState::Pending, "pending"),
+            (state::SessionState::Running, "running"),
+            (state::SessionState::Crashed, "crashed"),
+            (state::SessionState::Succeeded, "succeeded"),
+        ] {
+            assert_eq!(SessionState::from(d).as_str(), d.as_str());
+            assert_eq!(SessionState::from(d).as_str(), v);
+        }
+        for d in [
+            health::HealthState::Unknown,
+            health::HealthState::Healthy,
+            health::HealthState::Unhealthy,
+        ] {
+            assert_eq!(HealthState::from(d).as_str(), d.as_str());
+        }
+    }
 }

@@ -3,11 +3,13 @@
 use crate::client;
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Result, exit};
+use crate::output;
 use crate::proto::{Request, Response};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-For a crashed session, the last lines it printed are shown instead.
+For a crashed session, the last lines it printed are shown instead. Control
+characters are shown escaped (ESC as \\e, others as ^X).
 See also: marvel logs KEY (everything it printed, across the screen's edge).")]
 pub struct Args {
     /// The session, or any unambiguous suffix of its key
@@ -17,7 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     match client::call(&ctx.target()?, Request::Capture { key: args.key })? {
-        Response::Text(text) => ctx.out.print(&text)?,
+        Response::Text(text) => ctx.out.print(&output::escape_text(&text))?,
         other => return Err(unexpected(&other)),
     }
     Ok(exit::OK)

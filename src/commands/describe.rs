@@ -1,11 +1,15 @@
 //! `marvel describe session|role|team KEY`: everything the daemon knows
 //! about one resource, with its recent events.
 
+use chrono::{Local, Utc};
+
 use crate::cli::{Format, Subject};
 use crate::client;
 use crate::commands::{Ctx, unexpected};
-use crate::error::{Result, exit};
+use crate::error::{Error, Result, exit};
+use crate::output;
 use crate::proto::{Request, Response};
+use crate::view::DescribeView;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -37,11 +41,27 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         key: args.key,
     };
     match client::call(&ctx.target()?, req)? {
-        Response::Described { text, json } => match args.output {
-            Format::Text => ctx.out.print(&text)?,
-            Format::Json => ctx.out.json(&json)?,
+        Response::Described(view) => match args.output {
+            Format::Text => ctx.out.print(&output::describe(
+                &view,
+                Utc::now(),
+                &Local,
+                ctx.out.colour(),
+            ))?,
+            Format::Json => ctx.out.json(&record(&view)?)?,
         },
         other => return Err(unexpected(&other)),
     }
     Ok(exit::OK)
+}
+
+/// What `-o json` prints: the resource's record alone, as a JSON value
+/// (whose object keys are sorted, as they always have been).
+fn record(view: &DescribeView) -> Result<serde_json::Value> {
+    let value = match view {
+        DescribeView::Session(d) => serde_json::to_value(&d.session),
+        DescribeView::Role(d) => serde_json::to_value(&d.role),
+        DescribeView::Team(d) => serde_json::to_value(&d.team),
+    };
+    value.map_err(|e| Error::other(format!("cannot encode JSON: {e}")))
 }

@@ -2,7 +2,8 @@
 //! followed with `--follow`.
 
 use chrono::{Local, Utc};
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use strum::VariantArray as _;
 
 use crate::cli::Format;
 use crate::client;
@@ -31,7 +32,7 @@ pub struct Args {
 
     /// Only events of this kind (repeat for several)
     #[arg(long = "kind", value_name = "KIND", value_parser = kinds())]
-    pub kinds: Vec<String>,
+    pub kinds: Vec<EventKind>,
 
     /// At most this many of the most recent events
     #[arg(long, value_name = "N")]
@@ -42,8 +43,10 @@ pub struct Args {
     pub output: Format,
 }
 
-fn kinds() -> PossibleValuesParser {
-    PossibleValuesParser::new(EventKind::ALL.map(EventKind::as_str))
+/// Every kind by its name; `--help` and completions list them.
+fn kinds() -> impl clap::builder::TypedValueParser<Value = EventKind> {
+    PossibleValuesParser::new(EventKind::VARIANTS.iter().map(|k| k.as_str()))
+        .map(|name| name.parse::<EventKind>().expect("a listed kind"))
 }
 
 /// What a follower that fell behind is told.

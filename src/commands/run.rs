@@ -14,8 +14,8 @@ use crate::domain::spec::{Health, RoleSpec, TeamSpec};
 use crate::error::{Error, Result, exit};
 use crate::manifest;
 use crate::output;
-use crate::proto::{Filter, Kind, Request, Response, RoleChangeView};
-use crate::view::RoleView;
+use crate::proto::{Filter, Kind, Request, Response};
+use crate::view::{RoleState, RoleView};
 
 /// How often `--wait` looks at the team.
 const POLL: Duration = Duration::from_millis(100);
@@ -66,7 +66,11 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         other => return Err(unexpected(&other)),
     };
     for change in &roles {
-        ctx.out.print(&change_line(change))?;
+        ctx.out.print(&output::change_line(
+            &change.key,
+            change.change,
+            &change.detail,
+        ))?;
         if let Some(reason) = &change.frozen_reason {
             ctx.out.note(&frozen_warning(&change.key, reason));
         }
@@ -78,19 +82,10 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     }
 }
 
-/// `demo/squad/worker created (2 replicas)`, `... scaled 2 → 3`,
-/// `... replaced (spec changed)`, `... unchanged`.
-fn change_line(c: &RoleChangeView) -> String {
-    match (c.change.as_str(), c.detail.as_str()) {
-        (change, "") => format!("{} {change}", c.key),
-        ("scaled", detail) => format!("{} scaled {detail}", c.key),
-        (change, detail) => format!("{} {change} ({detail})", c.key),
-    }
-}
-
 fn frozen_warning(key: &str, reason: &str) -> String {
     format!(
-        "warning: {key} is frozen ({reason}); nothing will be spawned for it\nhelp: run marvel reset role {key}"
+        "warning: {key} is frozen ({}); nothing will be spawned for it\nhelp: run marvel reset role {key}",
+        output::frozen_reason(Some(reason))
     )
 }
 
@@ -165,20 +160,17 @@ fn readiness(team: &TeamSpec, roles: &[RoleView]) -> Readiness {
             ));
             continue;
         };
-        match role.state.as_str() {
-            "ready" | "succeeded" => {}
-            "frozen" => {
+        match role.state {
+            RoleState::Ready | RoleState::Succeeded => {}
+            RoleState::Frozen => {
                 return Readiness::Frozen {
-                    reason: role
-                        .frozen_reason
-                        .clone()
-                        .unwrap_or_else(|| "restart budget exhausted".to_string()),
+                    reason: output::frozen_reason(role.frozen_reason.as_deref()),
                     key,
                 };
             }
-            state => {
+            state @ (RoleState::Progressing | RoleState::Backoff) => {
                 let after = match (&role.last_exit, state) {
-                    (Some(exit), "backoff") => {
+                    (Some(exit), RoleState::Backoff) => {
                         format!(" after {}", output::exit_text(Some(exit)))
                     }
                     _ => String::new(),
@@ -221,27 +213,19 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
     let d = humantime::format_duration;
     let mut lines = vec![
         ("replicas", r.replicas.to_string()),
-        ("command", shell_words(&r.command)),
+        ("command", output::shell_words(&r.command)),
     ];
     if let Some(cwd) = &r.cwd {
-        lines.push(("cwd", cwd.display().to_string()));
+        let cwd = cwd.display().to_string();
+        lines.push(("cwd", output::escape_line(&cwd).into_owned()));
     }
     if !r.env.is_empty() {
         // Names only: values are often secrets.
         let names: Vec<&str> = r.env.keys().map(String::as_str).collect();
-        lines.push(("env", names.join(", ")));
+        lines.push(("env", output::escape_line(&names.join(", ")).into_owned()));
     }
     lines.push(("restart", format!("{:?}", r.restart)));
-    lines.push((
-        "backoff",
-        format!(
-            "{} up to {}, factor {}, jitter ±{}%",
-            d(r.backoff.initial),
-            d(r.backoff.max),
-            r.backoff.factor,
-            (r.backoff.jitter * 100.0).round()
-        ),
-    ));
+    lines.push(("backoff", output::backoff(&r.backoff)));
     let budget = match r.max_restarts {
         Some(max) => format!("{max} restarts in {}", d(r.window)),
         None => "unlimited restarts".to_string(),
@@ -257,26 +241,6 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
         ));
     }
     lines
-}
-
-/// An argv as a shell would need it typed: plain words bare, others in
-/// single quotes.
-fn shell_words(argv: &[String]) -> String {
-    let plain = |w: &str| {
-        !w.is_empty()
-            && w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c))
-    };
-    argv.iter()
-        .map(|w| {
-            if plain(w) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -297,7 +261,7 @@ mod tests {
         }
     }
 
-    fn view(role: &str, state: &str, running: u32, desired: u32) -> RoleView {
+    fn view(role: &str, state: RoleState, running: u32, desired: u32) -> RoleView {
         RoleView {
             key: format!("demo/squad/{role}"),
             workspace: "demo".into(),
@@ -305,7 +269,7 @@ mod tests {
             role: role.into(),
             desired,
             running,
-            state: state.into(),
+            state,
             restarts: 0,
             last_restart_at: None,
             crashes_in_window: 0,
@@ -316,7 +280,7 @@ mod tests {
             frozen_at: None,
             last_exit: None,
             command: vec![],
-            restart: "Always".into(),
+            restart: RestartPolicy::Always,
         }
     }
 
@@ -332,14 +296,14 @@ role demo/squad/worker
   command   sh -c 'my-agent --flag'
   env       TOKEN_FILE
   restart   Always
-  backoff   1s up to 1m, factor 2, jitter ±10%
+  backoff   1s ×2 up to 1m, jitter ±10%
   budget    5 restarts in 10m; forgiven after 10m running
 
 role demo/squad/lead
   replicas  1
   command   lead
   restart   OnFailure
-  backoff   1s up to 1m, factor 2, jitter ±10%
+  backoff   1s ×2 up to 1m, jitter ±10%
   budget    unlimited restarts; forgiven after 10m running
 "
         );
@@ -374,40 +338,7 @@ role demo/squad/lead
     }
 
     #[test]
-    fn shell_words_quote_only_what_needs_it() {
-        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(shell_words(&argv(&["ls", "-la", "/tmp"])), "ls -la /tmp");
-        assert_eq!(
-            shell_words(&argv(&["echo", "it's", ""])),
-            r"echo 'it'\''s' ''"
-        );
-    }
-
-    #[test]
-    fn change_lines_read_as_sentences() {
-        let c = |change: &str, detail: &str| RoleChangeView {
-            key: "demo/squad/worker".into(),
-            change: change.into(),
-            detail: detail.into(),
-            frozen_reason: None,
-        };
-        assert_eq!(
-            change_line(&c("created", "2 replicas")),
-            "demo/squad/worker created (2 replicas)"
-        );
-        assert_eq!(
-            change_line(&c("unchanged", "")),
-            "demo/squad/worker unchanged"
-        );
-        assert_eq!(
-            change_line(&c("scaled", "2 → 3")),
-            "demo/squad/worker scaled 2 → 3"
-        );
-        assert_eq!(
-            change_line(&c("replaced", "spec changed")),
-            "demo/squad/worker replaced (spec changed)"
-        );
-        assert_eq!(change_line(&c("removed", "")), "demo/squad/worker removed");
+    fn frozen_warnings_name_the_reset() {
         assert_eq!(
             frozen_warning("demo/squad/worker", "6 crashes in 10m, last: exit 1"),
             "warning: demo/squad/worker is frozen (6 crashes in 10m, last: exit 1); nothing will be spawned for it\nhelp: run marvel reset role demo/squad/worker"
@@ -421,8 +352,8 @@ role demo/squad/lead
             readiness(
                 &t,
                 &[
-                    view("worker", "ready", 2, 2),
-                    view("lead", "succeeded", 0, 1)
+                    view("worker", RoleState::Ready, 2, 2),
+                    view("lead", RoleState::Succeeded, 0, 1)
                 ]
             ),
             Readiness::Ready
@@ -432,7 +363,7 @@ role demo/squad/lead
     #[test]
     fn waiting_names_what_is_not_ready() {
         let t = team();
-        let mut worker = view("worker", "backoff", 1, 2);
+        let mut worker = view("worker", RoleState::Backoff, 1, 2);
         worker.last_exit = Some(crate::view::ExitView {
             code: Some(1),
             signal: None,
@@ -450,10 +381,10 @@ role demo/squad/lead
     #[test]
     fn a_frozen_role_ends_the_wait() {
         let t = team();
-        let mut lead = view("lead", "frozen", 0, 1);
+        let mut lead = view("lead", RoleState::Frozen, 0, 1);
         lead.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
         assert_eq!(
-            readiness(&t, &[view("worker", "progressing", 0, 2), lead]),
+            readiness(&t, &[view("worker", RoleState::Progressing, 0, 2), lead]),
             Readiness::Frozen {
                 key: "demo/squad/lead".into(),
                 reason: "6 crashes in 10m, last: exit 1".into()

@@ -9,8 +9,9 @@ use crate::cli::parse_duration;
 use crate::client::{self, Target};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
+use crate::output;
 use crate::proto::{Filter, Kind, Request, Response};
-use crate::view::ShiftView;
+use crate::view::{ShiftState, ShiftView};
 
 /// How often `--wait` looks at the shift.
 const POLL: Duration = Duration::from_millis(100);
@@ -150,18 +151,18 @@ fn progress(team: &str, s: &ShiftView) -> String {
 
 /// How a shift ended, once it has.
 fn outcome(team: &str, s: &ShiftView) -> Option<Result<String>> {
-    let reason = s.reason.as_deref().unwrap_or("no reason given");
-    match s.state.as_str() {
-        "running" => None,
-        "completed" => Some(Ok(format!(
+    let reason = output::escape_line(s.reason.as_deref().unwrap_or("no reason given"));
+    match s.state {
+        ShiftState::Running => None,
+        ShiftState::Completed => Some(Ok(format!(
             "{team} shift completed: {} sessions replaced",
             s.total
         ))),
-        "aborted" => Some(Err(Error::other(format!(
+        ShiftState::Aborted => Some(Err(Error::other(format!(
             "{team} shift aborted ({reason}) with {} of {} sessions replaced",
             s.replaced, s.total
         )))),
-        _ => Some(Err(Error::other(format!("{team} shift failed: {reason}")))),
+        ShiftState::Failed => Some(Err(Error::other(format!("{team} shift failed: {reason}")))),
     }
 }
 
@@ -169,13 +170,13 @@ fn outcome(team: &str, s: &ShiftView) -> Option<Result<String>> {
 mod tests {
     use super::*;
 
-    fn view(state: &str, reason: Option<&str>) -> ShiftView {
+    fn view(state: ShiftState, reason: Option<&str>) -> ShiftView {
         let at = chrono::Utc::now();
         ShiftView {
             id: 1,
-            state: state.into(),
+            state,
             roles: vec!["worker".into(), "lead".into()],
-            role: (state == "running").then(|| "worker".into()),
+            role: (state == ShiftState::Running).then(|| "worker".into()),
             replaced: 1,
             total: 4,
             started_at: at,
@@ -188,16 +189,16 @@ mod tests {
     #[test]
     fn progress_names_the_role_and_the_count() {
         assert_eq!(
-            progress("demo/squad", &view("running", None)),
+            progress("demo/squad", &view(ShiftState::Running, None)),
             "shifting demo/squad: worker, 1 of 4 sessions replaced"
         );
-        assert!(outcome("demo/squad", &view("running", None)).is_none());
+        assert!(outcome("demo/squad", &view(ShiftState::Running, None)).is_none());
     }
 
     #[test]
     fn the_end_of_a_shift_is_success_or_an_error_with_its_reason() {
         assert_eq!(
-            outcome("demo/squad", &view("completed", None))
+            outcome("demo/squad", &view(ShiftState::Completed, None))
                 .unwrap()
                 .unwrap(),
             "demo/squad shift completed: 4 sessions replaced"
@@ -205,7 +206,7 @@ mod tests {
         let failed = outcome(
             "demo/squad",
             &view(
-                "failed",
+                ShiftState::Failed,
                 Some("new session demo/squad/worker-0 (uid 9) crashed (exit 3)"),
             ),
         )
@@ -213,7 +214,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(failed.code(), exit::FAILURE);
         assert!(failed.to_string().contains("crashed (exit 3)"), "{failed}");
-        let aborted = outcome("demo/squad", &view("aborted", Some("on request")))
+        let aborted = outcome("demo/squad", &view(ShiftState::Aborted, Some("on request")))
             .unwrap()
             .unwrap_err();
         assert!(

@@ -10,7 +10,7 @@ use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
 use crate::output::{self, Tint};
 use crate::proto::{Request, Response};
-use crate::view::StatusView;
+use crate::view::{StatusView, TmuxState};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -42,7 +42,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             .print(&text(&status, Utc::now(), ctx.out.colour()))?,
     }
     Ok(
-        if matches!(status.tmux.state.as_str(), "down" | "degraded") {
+        if matches!(status.tmux.state, TmuxState::Down | TmuxState::Degraded) {
             exit::TMUX_UNAVAILABLE
         } else {
             exit::OK
@@ -66,8 +66,12 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
         d.version,
         d.protocol
     );
-    let _ = writeln!(out, "        state dir  {}", d.state_dir);
-    let _ = writeln!(out, "        socket     {}", d.socket);
+    let _ = writeln!(
+        out,
+        "        state dir  {}",
+        output::escape_line(&d.state_dir)
+    );
+    let _ = writeln!(out, "        socket     {}", output::escape_line(&d.socket));
     if let Some(err) = &d.persist_error {
         let since = d
             .persist_failing_since
@@ -75,15 +79,17 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "        state      {} ({err}){since}: supervising from memory",
+            "        state      {} ({}){since}: supervising from memory",
             output::paint("not persisted", Some(Tint::Red), colour),
+            output::escape_line(err),
         );
     }
     if let Some(err) = &d.event_log_error {
         let _ = writeln!(
             out,
-            "        events     {} ({err}): kept in memory",
+            "        events     {} ({}): kept in memory",
             output::paint("not written", Some(Tint::Red), colour),
+            output::escape_line(err),
         );
     }
     let _ = writeln!(
@@ -94,10 +100,10 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
     );
     let mut facts = Vec::new();
     if let Some(v) = &t.version {
-        facts.push(v.clone());
+        facts.push(output::escape_line(v).into_owned());
     }
     facts.push(match &t.socket {
-        Some(sock) => format!("socket {sock}"),
+        Some(sock) => format!("socket {}", output::escape_line(sock)),
         None => "default server".to_string(),
     });
     if t.consecutive_failures > 0 {
@@ -112,21 +118,13 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
     let _ = writeln!(
         out,
         "tmux    {} ({})",
-        output::paint(&t.state, tmux_tint(&t.state), colour),
+        output::painted(t.state, colour),
         facts.join(", ")
     );
     if let Some(err) = &t.last_error {
-        let _ = writeln!(out, "        last error: {err}");
+        let _ = writeln!(out, "        last error: {}", output::escape_line(err));
     }
     out
-}
-
-fn tmux_tint(state: &str) -> Option<Tint> {
-    match state {
-        "up" => Some(Tint::Green),
-        "down" => Some(Tint::Red),
-        _ => Some(Tint::Yellow),
-    }
 }
 
 #[cfg(test)]
@@ -138,7 +136,7 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn status(tmux_state: &str) -> StatusView {
+    fn status(tmux_state: TmuxState) -> StatusView {
         StatusView {
             daemon: DaemonView {
                 pid: 4242,
@@ -154,7 +152,7 @@ mod tests {
                 event_log_error: None,
             },
             tmux: TmuxView {
-                state: tmux_state.into(),
+                state: tmux_state,
                 version: Some("tmux 3.3a".into()),
                 socket: Some("marvel-test".into()),
                 last_error: None,
@@ -167,7 +165,7 @@ mod tests {
     #[test]
     fn a_healthy_status_is_short() {
         assert_eq!(
-            text(&status("up"), t("2025-01-02T12:00:00Z"), false),
+            text(&status(TmuxState::Up), t("2025-01-02T12:00:00Z"), false),
             "\
 daemon  running (pid 4242, up 3m, marvel 0.1.0, protocol 1)
         state dir  /home/u/.local/share/marvel
@@ -180,7 +178,7 @@ tmux    up (tmux 3.3a, socket marvel-test)
 
     #[test]
     fn a_state_file_that_cannot_be_written_is_said() {
-        let mut s = status("up");
+        let mut s = status(TmuxState::Up);
         s.daemon.persist_error = Some("No space left on device (os error 28)".into());
         s.daemon.persist_failing_since = Some(t("2025-01-02T11:59:00Z"));
         let text = text(&s, t("2025-01-02T12:00:00Z"), false);
@@ -195,7 +193,7 @@ tmux    up (tmux 3.3a, socket marvel-test)
 
     #[test]
     fn tmux_down_says_when_the_daemon_retries_and_why() {
-        let mut s = status("down");
+        let mut s = status(TmuxState::Down);
         s.tmux.version = None;
         s.tmux.socket = None;
         s.tmux.consecutive_failures = 3;
@@ -209,6 +207,17 @@ tmux    down (default server, 3 consecutive failures, next retry in 4s)
         last error: no server running on /tmp/tmux-1000/default
 "
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_tmux_error_cannot_act_on_the_terminal() {
+        let mut s = status(TmuxState::Down);
+        s.tmux.last_error = Some("no server \x1b]0;owned\x07".into());
+        let text = text(&s, t("2025-01-02T12:00:00Z"), false);
+        assert!(
+            text.ends_with("last error: no server \\e]0;owned^G\n"),
             "{text}"
         );
     }

@@ -68,7 +68,7 @@ impl EventRing {
         let view = EventView {
             seq: self.next_seq,
             at: ev.at,
-            kind: ev.kind.as_str().to_string(),
+            kind: ev.kind,
             key: ev.key,
             message: ev.message,
         };
@@ -660,7 +660,7 @@ pub(crate) mod tests {
         let by = |key: Option<&str>, kinds: &[&str]| {
             log.query(&EventFilter {
                 key: key.map(str::to_string),
-                kinds: kinds.iter().map(|s| s.to_string()).collect(),
+                kinds: kinds.iter().map(|s| s.parse().unwrap()).collect(),
                 limit: None,
             })
             .len()
@@ -707,7 +707,7 @@ pub(crate) mod tests {
             all.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
         );
-        assert_eq!(all[3].kind, "warning");
+        assert_eq!(all[3].kind.as_str(), "warning");
         assert_eq!(
             all[3].message,
             "skipped 1 unreadable or out-of-order lines of events.jsonl"
@@ -719,7 +719,7 @@ pub(crate) mod tests {
         let warnings = log
             .query(&EventFilter::default())
             .into_iter()
-            .filter(|e| e.kind == "warning")
+            .filter(|e| e.kind.as_str() == "warning")
             .count();
         assert_eq!(warnings, 2, "one per start that found the bad line");
     }

@@ -1,15 +1,18 @@
 //! Builds the records `get` and `describe` return from the world. Read-only:
-//! nothing here changes state.
-
-use std::fmt::Write;
+//! nothing here changes state, and nothing here renders text: the client
+//! does (`crate::output`).
 
 use crate::domain::health::{self, HealthState};
 use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy;
 use crate::domain::reconcile;
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, Time, World};
+use crate::domain::world::RoleState;
 use crate::proto::Filter;
-use crate::view::{EventView, ExitView, RoleView, SessionView, ShiftView, TeamView};
+use crate::view::{
+    DescribeView, EventView, ExitView, RoleDescription, RoleView, SessionDescription, SessionView,
+    ShiftView, TeamDescription, TeamState, TeamView,
+};
 
 fn exit_view(e: &Exit) -> ExitView {
     ExitView {
@@ -29,7 +32,12 @@ pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
     session_with_role_state(world, s, world.role_state(&s.key.role(), now), now)
 }
 
-fn session_with_role_state(world: &World, s: &Session, role_state: &str, now: Time) -> SessionView {
+fn session_with_role_state(
+    world: &World,
+    s: &Session,
+    role_state: RoleState,
+    now: Time,
+) -> SessionView {
     let role = s.key.role();
     let h = world.roles.get(&role);
     let next = h
@@ -41,7 +49,7 @@ fn session_with_role_state(world: &World, s: &Session, role_state: &str, now: Ti
         team: s.key.team.clone(),
         role: s.key.role.clone(),
         slot: s.key.slot,
-        state: s.state.as_str().to_string(),
+        state: s.state.into(),
         pane: s.pane.clone().filter(|_| s.state.is_live()),
         pid: s.pid.filter(|_| s.state.is_live()),
         restarts: s.restarts + u32::from(s.state == SessionState::Crashed),
@@ -53,13 +61,13 @@ fn session_with_role_state(world: &World, s: &Session, role_state: &str, now: Ti
         created_at: s.created_at,
         started_at: s.started_at,
         exit: s.exit.as_ref().map(exit_view),
-        role_state: role_state.to_string(),
+        role_state,
         next_restart_at: next,
         frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
         last_output: s.last_output.clone(),
         tmux_session: Some(s.tmux_session.clone()).filter(|_| s.state.is_live()),
         uid: s.uid,
-        health: session_health(world, s, now).map(|h| h.as_str().to_string()),
+        health: session_health(world, s, now).map(Into::into),
         last_heartbeat_at: s.last_heartbeat_at,
         context_pct: s.heartbeat.context_pct,
         heartbeat_note: s.heartbeat.note.clone(),
@@ -85,7 +93,7 @@ pub fn shift(world: &World, key: &TeamKey) -> Option<ShiftView> {
     let sh = world.shifts.get(key)?;
     Some(ShiftView {
         id: sh.id,
-        state: sh.state().to_string(),
+        state: sh.state(),
         roles: sh.roles.clone(),
         role: sh.current_role().map(str::to_string),
         replaced: sh.replaced(world, key),
@@ -99,7 +107,7 @@ pub fn shift(world: &World, key: &TeamKey) -> Option<ShiftView> {
 
 pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
     // The role's state is the same for all its sessions: work it out once.
-    let mut role_states: std::collections::HashMap<RoleKey, &'static str> = Default::default();
+    let mut role_states: std::collections::HashMap<RoleKey, RoleState> = Default::default();
     world
         .all_session_records()
         .into_iter()
@@ -126,7 +134,7 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
         role: key.role.clone(),
         desired: spec.replicas,
         running,
-        state: world.role_state(key, now).to_string(),
+        state: world.role_state(key, now),
         restarts: h.restarts,
         last_restart_at: h.last_crash_at.filter(|_| h.restarts > 0),
         crashes_in_window: policy::crashes_in_window(h, spec.window, now),
@@ -141,7 +149,7 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
             .and_then(|m| m.exit.as_ref())
             .map(exit_view),
         command: spec.command.clone(),
-        restart: format!("{:?}", spec.restart),
+        restart: spec.restart,
     })
 }
 
@@ -164,16 +172,16 @@ pub fn team(world: &World, key: &TeamKey, now: Time) -> Option<TeamView> {
         .collect();
     let state = if roles
         .iter()
-        .all(|r| r.state == "ready" || r.state == "succeeded")
+        .all(|r| matches!(r.state, RoleState::Ready | RoleState::Succeeded))
     {
-        "ready"
+        TeamState::Ready
     } else if roles
         .iter()
-        .any(|r| r.state == "frozen" || r.state == "backoff")
+        .any(|r| matches!(r.state, RoleState::Frozen | RoleState::Backoff))
     {
-        "degraded"
+        TeamState::Degraded
     } else {
-        "progressing"
+        TeamState::Progressing
     };
     Some(TeamView {
         key: key.to_string(),
@@ -182,7 +190,7 @@ pub fn team(world: &World, key: &TeamKey, now: Time) -> Option<TeamView> {
         roles: roles.len() as u32,
         desired: roles.iter().map(|r| r.desired).sum(),
         running: roles.iter().map(|r| r.running).sum(),
-        state: state.to_string(),
+        state,
         applied_at: record.applied_at,
         shift: shift(world, key),
     })
@@ -197,233 +205,60 @@ pub fn teams(world: &World, filter: &Filter, now: Time) -> Vec<TeamView> {
         .collect()
 }
 
-fn ts(t: Option<Time>) -> String {
-    t.map_or("-".into(), |t| {
-        t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+/// `describe session`: the session's record and its recent events.
+pub fn describe_session(
+    world: &World,
+    s: &Session,
+    events: Vec<EventView>,
+    now: Time,
+) -> DescribeView {
+    DescribeView::Session(SessionDescription {
+        session: session(world, s, now),
+        events,
     })
 }
 
-fn push_events(out: &mut String, events: &[EventView]) {
-    let _ = writeln!(out, "Events:");
-    if events.is_empty() {
-        let _ = writeln!(out, "  <none>");
-    }
-    for e in events {
-        let _ = writeln!(
-            out,
-            "  {}  {:<10} {:<28} {}",
-            e.at.format("%H:%M:%S%.3f"),
-            e.kind,
-            e.key,
-            e.message
-        );
-    }
-}
-
-pub fn describe_session(world: &World, s: &Session, events: &[EventView], now: Time) -> String {
-    let v = session(world, s, now);
-    let mut out = String::new();
-    let _ = writeln!(out, "Session:     {}", v.key);
-    let _ = writeln!(out, "Role:        {}/{}/{}", v.workspace, v.team, v.role);
-    let _ = writeln!(out, "State:       {}", v.state);
-    let _ = writeln!(out, "Pane:        {}", v.pane.as_deref().unwrap_or("-"));
-    let _ = writeln!(
-        out,
-        "PID:         {}",
-        v.pid.map_or("-".into(), |p| p.to_string())
-    );
-    let _ = writeln!(
-        out,
-        "tmux:        {}",
-        v.tmux_session.as_deref().unwrap_or("-")
-    );
-    let _ = writeln!(out, "Created:     {}", ts(Some(v.created_at)));
-    let _ = writeln!(out, "Started:     {}", ts(v.started_at));
-    let _ = writeln!(out, "Restarts:    {}", v.restarts);
-    if let Some(h) = &v.health {
-        let last = v
-            .last_heartbeat_at
-            .map_or("no heartbeat yet".to_string(), |t| {
-                format!("last heartbeat {}", ts(Some(t)))
-            });
-        let _ = writeln!(out, "Health:      {h} ({last})");
-    }
-    if let Some(p) = v.context_pct {
-        let _ = writeln!(out, "Context:     {p}% used");
-    }
-    if let Some(n) = &v.heartbeat_note {
-        let _ = writeln!(out, "Note:        {n}");
-    }
-    if v.outdated {
-        let _ = writeln!(
-            out,
-            "Outdated:    yes: replaced once its successor is ready"
-        );
-    }
-    if let Some(e) = &v.exit {
-        let _ = writeln!(out, "Exit:        {} at {}", e.reason, ts(Some(e.at)));
-    }
-    let _ = writeln!(out, "Role state:  {}", v.role_state);
-    if let Some(t) = v.next_restart_at {
-        let _ = writeln!(out, "Next restart: {}", ts(Some(t)));
-    }
-    if let Some(r) = &v.frozen_reason {
-        let _ = writeln!(out, "Frozen:      {r}");
-        let _ = writeln!(
-            out,
-            "             run `marvel reset role {}` to restart it",
-            s.key.role()
-        );
-    }
-    if !v.last_output.is_empty() {
-        let _ = writeln!(out, "Last output:");
-        for l in &v.last_output {
-            let _ = writeln!(out, "  | {l}");
-        }
-    }
-    push_events(&mut out, events);
-    out
-}
-
+/// `describe role`: the role's record, the rest of its spec, every session
+/// record of it, and its recent events.
 pub fn describe_role(
     world: &World,
     key: &RoleKey,
-    events: &[EventView],
+    events: Vec<EventView>,
     now: Time,
-) -> Option<String> {
-    let v = role(world, key, now)?;
+) -> Option<DescribeView> {
+    let role = role(world, key, now)?;
     let spec = world.role_spec(key)?;
-    let mut out = String::new();
-    let _ = writeln!(out, "Role:        {}", v.key);
-    let _ = writeln!(out, "State:       {}", v.state);
-    let _ = writeln!(
-        out,
-        "Replicas:    {} running / {} desired",
-        v.running, v.desired
-    );
-    let _ = writeln!(out, "Command:     {}", spec.command.join(" "));
-    if let Some(cwd) = &spec.cwd {
-        let _ = writeln!(out, "Directory:   {}", cwd.display());
-    }
-    let _ = writeln!(out, "Restart:     {:?}", spec.restart);
-    let _ = writeln!(
-        out,
-        "Backoff:     {} doubling (x{}) to {}, jitter {}%",
-        humantime::format_duration(spec.backoff.initial),
-        spec.backoff.factor,
-        humantime::format_duration(spec.backoff.max),
-        (spec.backoff.jitter * 100.0).round()
-    );
-    let budget = spec
-        .max_restarts
-        .map_or("unlimited".into(), |m| m.to_string());
-    let _ = writeln!(
-        out,
-        "Budget:      {} of {} crashes in {}",
-        v.crashes_in_window,
-        budget,
-        humantime::format_duration(spec.window)
-    );
-    let _ = writeln!(
-        out,
-        "Forgive:     after {} of stable running",
-        humantime::format_duration(spec.reset_after)
-    );
-    let _ = writeln!(out, "Restarts:    {}", v.restarts);
-    if let Some(t) = v.next_restart_at {
-        let _ = writeln!(out, "Next restart: {}", ts(Some(t)));
-    }
-    if let Some(r) = &v.frozen_reason {
-        let _ = writeln!(out, "Frozen:      {r} (since {})", ts(v.frozen_at));
-        let _ = writeln!(
-            out,
-            "             run `marvel reset role {}` to restart it",
-            v.key
-        );
-    }
-    if let Some(e) = &v.last_exit {
-        let _ = writeln!(out, "Last exit:   {} at {}", e.reason, ts(Some(e.at)));
-    }
-    let _ = writeln!(out, "Sessions:");
-    for s in world
+    let sessions = world
         .all_session_records()
         .into_iter()
         .filter(|s| s.key.is_of(key))
-    {
-        // A session and its successor share a key: the uid tells them apart.
-        let outdated = if s.state.is_live() && world.outdated(s) {
-            "  outdated"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "  {:<32} {:<10} {:<6} uid {}{outdated}",
-            s.key.to_string(),
-            s.state.as_str(),
-            s.pane.as_deref().unwrap_or("-"),
-            s.uid
-        );
-    }
-    push_events(&mut out, events);
-    Some(out)
+        .map(|s| session(world, s, now))
+        .collect();
+    Some(DescribeView::Role(RoleDescription {
+        role,
+        cwd: spec.cwd.clone(),
+        backoff: spec.backoff,
+        reset_after: spec.reset_after,
+        sessions,
+        events,
+    }))
 }
 
+/// `describe team`: the team's record, its roles, and its recent events.
 pub fn describe_team(
     world: &World,
     key: &TeamKey,
-    events: &[EventView],
+    events: Vec<EventView>,
     now: Time,
-) -> Option<String> {
-    let v = team(world, key, now)?;
-    let mut out = String::new();
-    let _ = writeln!(out, "Team:        {}", v.key);
-    let _ = writeln!(out, "State:       {}", v.state);
-    let _ = writeln!(out, "Applied:     {}", ts(Some(v.applied_at)));
-    let _ = writeln!(
-        out,
-        "Replicas:    {} running / {} desired",
-        v.running, v.desired
-    );
-    if let Some(sh) = &v.shift {
-        let _ = writeln!(out, "Shift:       {}", shift_line(sh));
-        let _ = writeln!(
-            out,
-            "             started {}, deadline {}{}",
-            ts(Some(sh.started_at)),
-            ts(Some(sh.deadline)),
-            sh.ended_at
-                .map_or(String::new(), |t| format!(", ended {}", ts(Some(t))))
-        );
-    }
-    let _ = writeln!(out, "Roles:");
-    for r in roles(
-        world,
-        &Filter {
-            workspace: Some(v.workspace.clone()),
-            team: Some(v.team.clone()),
-        },
-        now,
-    ) {
-        let _ = writeln!(
-            out,
-            "  {:<32} {:<12} {}/{}  restarts {}",
-            r.key, r.state, r.running, r.desired, r.restarts
-        );
-    }
-    push_events(&mut out, events);
-    Some(out)
-}
-
-/// One line on a shift: where it is, or how it ended.
-fn shift_line(sh: &ShiftView) -> String {
-    let progress = format!("{} of {} sessions replaced", sh.replaced, sh.total);
-    match (sh.state.as_str(), &sh.role, &sh.reason) {
-        ("running", Some(role), _) => format!(
-            "running: {role} ({progress}); order {}",
-            sh.roles.join(", ")
-        ),
-        (state, _, Some(reason)) => format!("{state}: {reason} ({progress})"),
-        (state, _, None) => format!("{state} ({progress})"),
-    }
+) -> Option<DescribeView> {
+    let team = team(world, key, now)?;
+    let filter = Filter {
+        workspace: Some(team.workspace.clone()),
+        team: Some(team.team.clone()),
+    };
+    Some(DescribeView::Team(TeamDescription {
+        roles: roles(world, &filter, now),
+        team,
+        events,
+    }))
 }

@@ -5,8 +5,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::state::Time;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened. The one list of kinds: its kebab-case names are the
+/// `kind` of `events -o json` and the values `events --kind` accepts.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum EventKind {
     Applied,
     Created,
@@ -34,59 +50,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind's name, as in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Applied => "applied",
-            EventKind::Created => "created",
-            EventKind::Started => "started",
-            EventKind::Crashed => "crashed",
-            EventKind::Backoff => "backoff",
-            EventKind::Frozen => "frozen",
-            EventKind::Reset => "reset",
-            EventKind::Forgiven => "forgiven",
-            EventKind::Succeeded => "succeeded",
-            EventKind::Stopped => "stopped",
-            EventKind::Killed => "killed",
-            EventKind::Scaled => "scaled",
-            EventKind::Deleted => "deleted",
-            EventKind::Adopted => "adopted",
-            EventKind::TmuxDown => "tmux-down",
-            EventKind::TmuxUp => "tmux-up",
-            EventKind::Warning => "warning",
-            EventKind::Healthy => "healthy",
-            EventKind::Unhealthy => "unhealthy",
-            EventKind::ShiftStarted => "shift-started",
-            EventKind::ShiftCompleted => "shift-completed",
-            EventKind::ShiftFailed => "shift-failed",
-            EventKind::ShiftAborted => "shift-aborted",
-        }
+        self.into()
     }
-
-    pub const ALL: [EventKind; 23] = [
-        EventKind::Applied,
-        EventKind::Created,
-        EventKind::Started,
-        EventKind::Crashed,
-        EventKind::Backoff,
-        EventKind::Frozen,
-        EventKind::Reset,
-        EventKind::Forgiven,
-        EventKind::Succeeded,
-        EventKind::Stopped,
-        EventKind::Killed,
-        EventKind::Scaled,
-        EventKind::Deleted,
-        EventKind::Adopted,
-        EventKind::TmuxDown,
-        EventKind::TmuxUp,
-        EventKind::Warning,
-        EventKind::Healthy,
-        EventKind::Unhealthy,
-        EventKind::ShiftStarted,
-        EventKind::ShiftCompleted,
-        EventKind::ShiftFailed,
-        EventKind::ShiftAborted,
-    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,5 +73,24 @@ impl Event {
             key: key.to_string(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    #[test]
+    fn names_are_the_same_in_json_and_in_text() {
+        for kind in EventKind::VARIANTS {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), *kind);
+            assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), *kind);
+        }
+        assert_eq!(EventKind::TmuxDown.as_str(), "tmux-down");
+        assert_eq!(EventKind::ShiftCompleted.to_string(), "shift-completed");
+        assert_eq!(EventKind::VARIANTS.len(), 23);
     }
 }

@@ -49,6 +49,36 @@ pub enum Outcome {
     Aborted(String),
 }
 
+/// A shift's state; its lower-case name is `state` in `get teams -o json`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ShiftState {
+    Running,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+impl ShiftState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// What moves a running shift on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -70,13 +100,13 @@ impl Shift {
         self.outcome.is_none()
     }
 
-    /// `running`, `completed`, `failed` or `aborted`.
-    pub fn state(&self) -> &'static str {
+    /// Where it is, or how it ended.
+    pub fn state(&self) -> ShiftState {
         match &self.outcome {
-            None => "running",
-            Some(Outcome::Completed) => "completed",
-            Some(Outcome::Failed(_)) => "failed",
-            Some(Outcome::Aborted(_)) => "aborted",
+            None => ShiftState::Running,
+            Some(Outcome::Completed) => ShiftState::Completed,
+            Some(Outcome::Failed(_)) => ShiftState::Failed,
+            Some(Outcome::Aborted(_)) => ShiftState::Aborted,
         }
     }
 
@@ -697,7 +727,10 @@ mod tests {
                 .iter()
                 .all(|s| s.state == SessionState::Running)
         );
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            crate::domain::world::RoleState::Ready
+        );
         assert!(
             sim.world
                 .abort_shift(&team_key(), "again", sim.now)

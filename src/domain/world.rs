@@ -365,26 +365,63 @@ impl World {
     }
 
     /// The role's state as `get roles` shows it.
-    pub fn role_state(&self, key: &RoleKey, now: Time) -> &'static str {
+    pub fn role_state(&self, key: &RoleKey, now: Time) -> RoleState {
         let default = RoleHistory::default();
         let h = self.roles.get(key).unwrap_or(&default);
         let Some(spec) = self.role_spec(key) else {
-            return "progressing";
+            return RoleState::Progressing;
         };
         if h.frozen.is_some() {
-            return "frozen";
+            return RoleState::Frozen;
         }
         let lay = reconcile::layout(self, key, spec, now);
         if lay.wanted == 0 {
-            return "succeeded";
+            return RoleState::Succeeded;
         }
         if lay.settled() {
-            return "ready";
+            return RoleState::Ready;
         }
         if h.next_restart_at.is_some_and(|t| t > now) {
-            return "backoff";
+            return RoleState::Backoff;
         }
-        "progressing"
+        RoleState::Progressing
+    }
+}
+
+/// Where a role stands, as [`World::role_state`] works it out; its
+/// lower-case name is `state` in `get roles -o json`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum RoleState {
+    /// Every replica runs (and has settled).
+    Ready,
+    /// Replicas are being started or replaced.
+    Progressing,
+    /// Waiting out a crash-loop backoff.
+    Backoff,
+    /// The restart budget is spent; nothing is spawned until a reset.
+    Frozen,
+    /// Nothing left to run: every replica succeeded.
+    Succeeded,
+}
+
+impl RoleState {
+    /// The lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -608,7 +645,10 @@ mod tests {
         sim.apply(team(vec![role("w", 3), role("lead", 1)]));
         assert_eq!(spawns(&sim.settle()), 4);
         assert_eq!(intents(&sim.world, sim.now), Default::default());
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Ready
+        );
         // Re-applying the same team changes nothing and spawns nothing.
         let changes = sim.apply(team(vec![role("w", 3), role("lead", 1)]));
         assert!(changes.iter().all(|(_, c)| *c == RoleChange::Unchanged));
@@ -631,7 +671,10 @@ mod tests {
         let p = intents(&sim.world, sim.now);
         assert!(p.intents.is_empty());
         assert_eq!(p.wake_at, Some(t(1100)));
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "backoff");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Backoff
+        );
         // One millisecond before the end: nothing. At the end: the spawn.
         assert!(sim.at(1099).settle().is_empty());
         let acts = sim.at(1100).settle();
@@ -722,7 +765,10 @@ mod tests {
             "{}",
             frozen.message
         );
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "frozen");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Frozen
+        );
         // Nothing spawns: not later, not after scaling up, not after re-applying.
         assert!(sim.at(1_000_000).settle().is_empty());
         assert!(intents(&sim.world, sim.now).wake_at.is_none());
@@ -794,7 +840,10 @@ mod tests {
         );
         assert_eq!(sim.markers(), 0);
         sim.die("job", 1, 0);
-        assert_eq!(sim.world.role_state(&sim.rk("job"), sim.now), "succeeded");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("job"), sim.now),
+            RoleState::Succeeded
+        );
     }
 
     #[test]
@@ -894,7 +943,10 @@ mod tests {
         for slot in 0..3 {
             assert_eq!(sim.live("w").len(), 4, "replicas + 1 at most");
             assert_eq!(running(&sim, "w"), 3, "never fewer than replicas");
-            assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "progressing");
+            assert_eq!(
+                sim.world.role_state(&sim.rk("w"), sim.now),
+                RoleState::Progressing
+            );
             assert!(sim.settle().is_empty(), "waits for the successor to run");
             // The old one stops only once its successor runs; then the
             // next slot's successor starts.
@@ -920,7 +972,10 @@ mod tests {
         assert!(sim.settle().is_empty());
         assert_eq!(sim.live("w").len(), 3);
         assert!(sim.live("w").iter().all(|s| s.generation == generation));
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Ready
+        );
         assert_eq!(
             sim.uid_in_slot("other", 0),
             other,
@@ -1016,7 +1071,10 @@ mod tests {
             vec![middle],
             "the oldest session stays, in its slot"
         );
-        assert_eq!(sim.world.role_state(&sim.rk("w"), sim.now), "ready");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Ready
+        );
         // Scaling up again fills the lowest free slots.
         sim.world.scale(&sim.rk("w"), 3, sim.now);
         sim.settle();
@@ -1038,7 +1096,10 @@ mod tests {
         sim.world.scale(&sim.rk("job"), 1, sim.now);
         assert!(sim.settle().is_empty(), "nothing running is stopped");
         assert_eq!(sim.uid_in_slot("job", 1), running);
-        assert_eq!(sim.world.role_state(&sim.rk("job"), sim.now), "ready");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("job"), sim.now),
+            RoleState::Ready
+        );
     }
 
     #[test]

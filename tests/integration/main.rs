@@ -6,6 +6,7 @@ mod support;
 mod crashloop;
 mod dry_run;
 mod errors;
+mod escapes;
 mod fuzz;
 mod health;
 mod lifecycle;

@@ -13,7 +13,8 @@ use crate::domain::spec::TeamSpec;
 use crate::domain::state::{Heartbeat, Session, SessionState};
 use crate::error::{Error, Result};
 use crate::proto::{
-    EventFilter, Filter, Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport,
+    Change, EventFilter, Filter, Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView,
+    ShimReport,
 };
 use crate::view::{DaemonView, StatusView};
 
@@ -172,19 +173,20 @@ impl Supervisor {
             .into_iter()
             .map(|(key, change)| {
                 let spec = self.world.role_spec(&key);
-                let (name, detail) = match change {
-                    RoleChange::Created => {
-                        ("created", replicas_text(spec.map_or(0, |s| s.replicas)))
-                    }
-                    RoleChange::Unchanged => ("unchanged", String::new()),
-                    RoleChange::Scaled { from, to } => ("scaled", format!("{from} → {to}")),
-                    RoleChange::Replaced => ("replaced", "spec changed".into()),
-                    RoleChange::Removed => ("removed", String::new()),
+                let (change, detail) = match change {
+                    RoleChange::Created => (
+                        Change::Created,
+                        replicas_text(spec.map_or(0, |s| s.replicas)),
+                    ),
+                    RoleChange::Unchanged => (Change::Unchanged, String::new()),
+                    RoleChange::Scaled { from, to } => (Change::Scaled, format!("{from} → {to}")),
+                    RoleChange::Replaced => (Change::Replaced, "spec changed".into()),
+                    RoleChange::Removed => (Change::Removed, String::new()),
                 };
                 RoleChangeView {
                     frozen_reason: self.world.frozen_reason(&key).map(str::to_string),
                     key: key.to_string(),
-                    change: name.into(),
+                    change,
                     detail,
                 }
             })
@@ -212,31 +214,21 @@ impl Supervisor {
             })
         };
         let now = now.wall;
-        // Each kind: the resolved key, then its text and record.
-        let (text, json) = match kind {
+        let view = match kind {
             Kind::Sessions => {
                 let s = self.find_session(key)?;
                 let evs = recent(s.key.to_string());
-                (
-                    Some(views::describe_session(&self.world, &s, &evs, now)),
-                    serde_json::to_value(views::session(&self.world, &s, now)),
-                )
+                Some(views::describe_session(&self.world, &s, evs, now))
             }
             Kind::Roles => {
                 let role = self.find_role(key)?;
                 let evs = recent(role.to_string());
-                (
-                    views::describe_role(&self.world, &role, &evs, now),
-                    serde_json::to_value(views::role(&self.world, &role, now)),
-                )
+                views::describe_role(&self.world, &role, evs, now)
             }
             Kind::Teams => {
                 let team = self.find_team(key)?;
                 let evs = recent(team.to_string());
-                (
-                    views::describe_team(&self.world, &team, &evs, now),
-                    serde_json::to_value(views::team(&self.world, &team, now)),
-                )
+                views::describe_team(&self.world, &team, evs, now)
             }
         };
         let what = match kind {
@@ -244,10 +236,8 @@ impl Supervisor {
             Kind::Roles => "role",
             Kind::Teams => "team",
         };
-        Ok(Some(Response::Described {
-            text: text.ok_or_else(|| Error::not_found(what, key))?,
-            json: json.unwrap_or_default(),
-        }))
+        let view = view.ok_or_else(|| Error::not_found(what, key))?;
+        Ok(Some(Response::Described(Box::new(view))))
     }
 
     /// Typing needs tmux: answered once tmux has done it. Long text goes in

@@ -390,7 +390,10 @@ fn sessions_are_pending_from_the_moment_apply_is_answered_even_before_tmux_answe
         panic!()
     };
     assert_eq!(v.len(), 2);
-    assert!(v.iter().all(|s| s.state == "pending" && s.pane.is_none()));
+    assert!(
+        v.iter()
+            .all(|s| s.state.as_str() == "pending" && s.pane.is_none())
+    );
     // A pending session can be killed without tmux: it is made again.
     let r = h.ask_now(Request::Kill { key: "w-0".into() });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
@@ -507,7 +510,7 @@ fn a_stale_heartbeat_during_the_roles_backoff_is_charged_once_and_extends_it() {
     let unhealthy = h
         .events
         .iter()
-        .filter(|e| e.kind == "crashed" && e.message.contains("heartbeat stale"))
+        .filter(|e| e.kind.as_str() == "crashed" && e.message.contains("heartbeat stale"))
         .count();
     assert!(unhealthy >= 1);
     assert!(hist.next_restart_at.unwrap() > backoff_until || hist.frozen.is_some());
@@ -554,7 +557,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
     }) else {
         panic!()
     };
-    assert_eq!(v[0].health.as_deref(), Some("healthy"));
+    assert_eq!(v[0].health.map(|h| h.as_str()), Some("healthy"));
     assert_eq!(v[0].heartbeat_note.as_deref(), Some("reading"));
     let Response::Error(e) = h.ask(Request::Heartbeat {
         session: s.key.to_string(),
@@ -605,7 +608,7 @@ fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
     }) else {
         panic!("abort refused")
     };
-    assert_eq!(shift.state, "aborted");
+    assert_eq!(shift.state.as_str(), "aborted");
     assert!(matches!(
         h.ask(Request::Scale {
             key: "w".into(),
@@ -703,7 +706,7 @@ fn a_missing_tmux_is_down_with_a_retry_and_the_team_comes_up_once_it_answers() {
     assert_eq!(h.live().len(), 1, "pending, waiting for tmux");
     assert!(h.tmux.spawns().is_empty());
     let st = h.status();
-    assert_eq!(st.tmux.state, "down");
+    assert_eq!(st.tmux.state.as_str(), "down");
     assert_eq!(st.tmux.consecutive_failures, 1);
     assert!(st.tmux.next_retry_at.is_some());
     assert!(st.tmux.last_error.unwrap().contains("not found"));
@@ -717,7 +720,7 @@ fn a_missing_tmux_is_down_with_a_retry_and_the_team_comes_up_once_it_answers() {
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     h.until_wake();
     h.run_jobs();
-    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.status().tmux.state.as_str(), "up");
     assert_eq!(h.tmux.spawns().len(), 1);
     assert!(h.live()[0].pane.is_some());
 }
@@ -742,7 +745,7 @@ fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
         matches!(r, Response::Error(ref e) if e.to_string().contains("command too long")),
         "{r:?}"
     );
-    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.status().tmux.state.as_str(), "up");
     assert!(!h.kinds().contains(&"tmux-down"));
     // The next request works.
     let r = h.ask(Request::Inject {
@@ -771,7 +774,7 @@ fn a_spawn_tmux_refuses_counts_as_a_crash_and_backs_off_instead_of_looping() {
     assert!(
         matches!(h.marker_detail(), ExitDetail::SpawnRefused(ref m) if m.contains("fork failed"))
     );
-    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.status().tmux.state.as_str(), "up");
     assert_eq!(
         h.tmux.spawns().len(),
         1,
@@ -884,7 +887,7 @@ fn an_exit_record_that_failed_to_apply_is_recorded_as_an_end_with_a_warning() {
     let warning = h2
         .events
         .iter()
-        .find(|e| e.kind == "warning")
+        .find(|e| e.kind.as_str() == "warning")
         .expect("a warning");
     assert!(
         warning.message.contains("stopped an earlier daemon"),
@@ -923,11 +926,11 @@ fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
     // Past the listing's expected time, tmux shows as degraded and new work
     // is refused rather than queued behind it.
     h.advance(1500);
-    assert_eq!(h.status_now().tmux.state, "degraded");
+    assert_eq!(h.status_now().tmux.state.as_str(), "degraded");
     h.run_jobs();
     assert!(matches!(&h.replies[&typed], Response::Done(m) if m.contains("typed 2 bytes")));
     assert_eq!(h.live(), before, "the held listing decided nothing");
-    assert_eq!(h.status_now().tmux.state, "up");
+    assert_eq!(h.status_now().tmux.state.as_str(), "up");
 }
 
 impl H {
@@ -950,13 +953,13 @@ fn a_tmux_timeout_is_degraded_and_never_a_death() {
     h.sup.next_sweep = Duration::ZERO;
     h.advance(1);
     h.run_jobs();
-    assert_eq!(h.status().tmux.state, "degraded");
+    assert_eq!(h.status().tmux.state.as_str(), "degraded");
     assert_eq!(h.live(), before);
     assert!(!h.kinds().contains(&"crashed"));
     // The retry probe finds everything where it was.
     h.until_wake();
     h.run_jobs();
-    assert_eq!(h.status().tmux.state, "up");
+    assert_eq!(h.status().tmux.state.as_str(), "up");
     assert_eq!(h.live(), before);
     assert!(!h.kinds().contains(&"crashed"));
 }
@@ -1132,7 +1135,11 @@ fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
         h.world().strays.keys().collect::<Vec<_>>(),
         vec![&agent.pane]
     );
-    let warnings: Vec<&EventView> = h.events.iter().filter(|e| e.kind == "warning").collect();
+    let warnings: Vec<&EventView> = h
+        .events
+        .iter()
+        .filter(|e| e.kind.as_str() == "warning")
+        .collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].message.contains("moved it to"));
     assert!(warnings[1].message.contains(&format!(
@@ -1226,7 +1233,12 @@ fn a_state_file_that_cannot_be_written_is_said_once_and_written_again_later() {
         Some("No space left on device (os error 28)")
     );
     assert!(st.daemon.persist_failing_since.is_some());
-    let warnings = |h: &H| h.events.iter().filter(|e| e.kind == "warning").count();
+    let warnings = |h: &H| {
+        h.events
+            .iter()
+            .filter(|e| e.kind.as_str() == "warning")
+            .count()
+    };
     assert_eq!(warnings(&h), 1);
     // Supervision goes on.
     let uid = h.live()[0].uid;
@@ -1371,7 +1383,7 @@ mod interleavings {
             let mut died: BTreeSet<u64> = BTreeSet::new();
             let mut crashes: u32 = 0;
             let mut frozen_at_uid: Option<u64> = None;
-            let charged = |e: &EventView| e.kind == "crashed" && !e.message.contains("tmux server lost");
+            let charged = |e: &EventView| e.kind.as_str() == "crashed" && !e.message.contains("tmux server lost");
             for op in ops {
                 let seen = h.events.len();
                 let resetting = matches!(op, Op::Reset);

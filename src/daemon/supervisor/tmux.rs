@@ -18,7 +18,7 @@ use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
 use crate::substrate::{Observation, PaneInfo, Spawned, SubstrateError};
-use crate::view::TmuxView;
+use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
 use super::{EarlyExit, MARKER_LINES, Now, Output, RequestId, Supervisor};
@@ -755,12 +755,11 @@ impl TmuxHealth {
         }
         TmuxView {
             state: match state {
-                Some(TmuxState::Up) => "up",
-                Some(TmuxState::Degraded) => "degraded",
-                Some(TmuxState::Down) => "down",
-                None => "unknown",
-            }
-            .into(),
+                Some(TmuxState::Up) => view::TmuxState::Up,
+                Some(TmuxState::Degraded) => view::TmuxState::Degraded,
+                Some(TmuxState::Down) => view::TmuxState::Down,
+                None => view::TmuxState::Unknown,
+            },
             version: self.version.clone(),
             socket,
             last_error,
@@ -794,7 +793,7 @@ mod health_tests {
     fn tmux_retries_back_off_and_reset_on_success() {
         let now: Time = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut h = TmuxHealth::default();
-        assert_eq!(h.view(None, None).state, "unknown");
+        assert_eq!(h.view(None, None).state.as_str(), "unknown");
         let boom = SubstrateError::Unreachable("boom".into());
         h.failure(&boom, now, &retry(), 0.0);
         assert_eq!(
@@ -807,7 +806,7 @@ mod health_tests {
             Some(after(now, Duration::from_millis(200)))
         );
         assert_eq!(h.view(None, None).consecutive_failures, 2);
-        assert_eq!(h.view(None, None).state, "down");
+        assert_eq!(h.view(None, None).state.as_str(), "down");
         assert!(!h.retry_due(now));
         assert!(h.retry_due(after(now, Duration::from_millis(200))));
         // tmux runs but no server does yet: up, and the pacing is kept.
@@ -823,9 +822,9 @@ mod health_tests {
         let mut h = TmuxHealth::default();
         h.success(true);
         let v = h.view(None, Some(Duration::from_millis(500)));
-        assert_eq!(v.state, "degraded");
+        assert_eq!(v.state.as_str(), "degraded");
         assert_eq!(v.last_error.unwrap(), "tmux has not answered for 1500 ms");
-        assert_eq!(h.view(None, None).state, "up");
+        assert_eq!(h.view(None, None).state.as_str(), "up");
         h.failure(
             &SubstrateError::Timeout(Duration::from_secs(1)),
             now,
@@ -833,7 +832,7 @@ mod health_tests {
             0.0,
         );
         let v = h.view(None, None);
-        assert_eq!(v.state, "degraded");
+        assert_eq!(v.state.as_str(), "degraded");
         assert!(
             v.last_error
                 .unwrap()

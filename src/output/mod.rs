@@ -1,6 +1,9 @@
-//! The one output sink of the command line: data to stdout, diagnostics to
-//! stderr, colour only on a terminal without `NO_COLOR`, broken pipe exits 0.
-//! Also every text format shared by the verbs (tables, ages, exits, events).
+//! The one output sink of the command line (stdout for data, stderr for
+//! diagnostics, colour only on a terminal), and every text format the verbs
+//! share: tables, times, events, backoffs, `describe`; all escape program text.
+
+mod describe;
+mod escape;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -10,8 +13,15 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use comfy_table::{Cell, Color, Table, presets};
 use serde::Serialize;
 
+pub use self::describe::describe;
+pub use self::escape::{escape_line, escape_text};
+use crate::domain::spec::Backoff;
 use crate::error::{Error, Result};
-use crate::view::{EventView, ExitView, RoleView, SessionView, ShiftView, TeamView};
+use crate::proto::Change;
+use crate::view::{
+    EventKind, EventView, ExitView, RoleState, RoleView, SessionState, SessionView, ShiftState,
+    ShiftView, TeamState, TeamView, TmuxState,
+};
 
 /// Where command output goes. Built once per invocation.
 #[derive(Debug, Clone, Copy)]
@@ -127,17 +137,87 @@ impl Tint {
     }
 }
 
-/// The colour of a session, role or team state, or of an event kind.
-pub fn tint(state: &str) -> Option<Tint> {
-    match state {
-        "running" | "ready" | "started" | "created" | "healthy" | "shift-completed" => {
-            Some(Tint::Green)
-        }
-        "crashed" | "degraded" | "tmux-down" | "unhealthy" | "shift-failed" => Some(Tint::Red),
-        "pending" | "backoff" | "progressing" | "shift-started" => Some(Tint::Yellow),
-        "frozen" => Some(Tint::Magenta),
-        _ => None,
+/// A state or an event kind: its lower-case name, and the colour it
+/// carries on a terminal.
+pub trait Tinted: Copy {
+    fn name(self) -> &'static str;
+    fn tint(self) -> Option<Tint>;
+}
+
+impl Tinted for SessionState {
+    fn name(self) -> &'static str {
+        self.as_str()
     }
+    fn tint(self) -> Option<Tint> {
+        match self {
+            SessionState::Running => Some(Tint::Green),
+            SessionState::Crashed => Some(Tint::Red),
+            SessionState::Pending => Some(Tint::Yellow),
+            SessionState::Succeeded => None,
+        }
+    }
+}
+
+impl Tinted for RoleState {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn tint(self) -> Option<Tint> {
+        match self {
+            RoleState::Ready => Some(Tint::Green),
+            RoleState::Progressing | RoleState::Backoff => Some(Tint::Yellow),
+            RoleState::Frozen => Some(Tint::Magenta),
+            RoleState::Succeeded => None,
+        }
+    }
+}
+
+impl Tinted for TeamState {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn tint(self) -> Option<Tint> {
+        match self {
+            TeamState::Ready => Some(Tint::Green),
+            TeamState::Progressing => Some(Tint::Yellow),
+            TeamState::Degraded => Some(Tint::Red),
+        }
+    }
+}
+
+impl Tinted for TmuxState {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn tint(self) -> Option<Tint> {
+        match self {
+            TmuxState::Up => Some(Tint::Green),
+            TmuxState::Down => Some(Tint::Red),
+            TmuxState::Degraded | TmuxState::Unknown => Some(Tint::Yellow),
+        }
+    }
+}
+
+impl Tinted for EventKind {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn tint(self) -> Option<Tint> {
+        use EventKind::*;
+        match self {
+            Created | Started | Healthy | ShiftCompleted => Some(Tint::Green),
+            Crashed | TmuxDown | Unhealthy | ShiftFailed => Some(Tint::Red),
+            Backoff | ShiftStarted => Some(Tint::Yellow),
+            Frozen => Some(Tint::Magenta),
+            Applied | Reset | Forgiven | Succeeded | Stopped | Killed | Scaled | Deleted
+            | Adopted | TmuxUp | Warning | ShiftAborted => None,
+        }
+    }
+}
+
+/// A state or kind by its name, in its colour when `colour` is on.
+pub fn painted(state: impl Tinted, colour: bool) -> String {
+    paint(state.name(), state.tint(), colour)
 }
 
 /// `text` wrapped in the colour's escape codes, or unchanged.
@@ -205,7 +285,7 @@ pub fn restarts(count: u32, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> 
 /// `signal 9 (SIGKILL)`, `pane killed`); `-` when the program has not ended.
 pub fn exit_text(exit: Option<&ExitView>) -> String {
     match exit {
-        Some(e) if !e.reason.is_empty() => e.reason.clone(),
+        Some(e) if !e.reason.is_empty() => escape_line(&e.reason).into_owned(),
         Some(_) => "ended".to_string(),
         None => "-".to_string(),
     }
@@ -219,21 +299,26 @@ fn restart_in(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// Why a role is frozen, escaped.
+pub fn frozen_reason(reason: Option<&str>) -> String {
+    escape_line(reason.unwrap_or("restart budget exhausted")).into_owned()
+}
+
 /// `frozen: <reason>`.
 fn frozen(reason: Option<&str>) -> String {
-    format!("frozen: {}", reason.unwrap_or("restart budget exhausted"))
+    format!("frozen: {}", frozen_reason(reason))
 }
 
 /// The NEXT column of `get sessions`: for a session that is not running and
 /// whose role waits out a backoff, when it restarts; for a frozen role, that
 /// it is frozen and why. Empty otherwise.
 pub fn session_next(s: &SessionView, now: DateTime<Utc>) -> String {
-    if matches!(s.state.as_str(), "running" | "succeeded") {
+    if matches!(s.state, SessionState::Running | SessionState::Succeeded) {
         return String::new();
     }
-    match (s.role_state.as_str(), s.next_restart_at) {
-        ("frozen", _) => frozen(s.frozen_reason.as_deref()),
-        ("backoff", Some(at)) => restart_in(at, now),
+    match (s.role_state, s.next_restart_at) {
+        (RoleState::Frozen, _) => frozen(s.frozen_reason.as_deref()),
+        (RoleState::Backoff, Some(at)) => restart_in(at, now),
         _ => String::new(),
     }
 }
@@ -241,10 +326,10 @@ pub fn session_next(s: &SessionView, now: DateTime<Utc>) -> String {
 /// The HEALTH column of `get sessions`: `healthy (2s ago)` with the age of the
 /// last heartbeat, `unknown`, or `-` for a role without a heartbeat check.
 pub fn health(s: &SessionView, now: DateTime<Utc>) -> String {
-    match (&s.health, s.last_heartbeat_at) {
+    match (s.health, s.last_heartbeat_at) {
         (None, _) => "-".to_string(),
         (Some(h), Some(at)) => format!("{h} ({} ago)", age(at, now)),
-        (Some(h), None) => h.clone(),
+        (Some(h), None) => h.to_string(),
     }
 }
 
@@ -254,8 +339,8 @@ pub fn shift(s: Option<&ShiftView>, now: DateTime<Utc>) -> String {
     let Some(s) = s else {
         return "-".to_string();
     };
-    match (s.state.as_str(), &s.role, s.ended_at) {
-        ("running", role, _) => format!(
+    match (s.state, &s.role, s.ended_at) {
+        (ShiftState::Running, role, _) => format!(
             "{} {}/{}",
             role.as_deref().unwrap_or("-"),
             s.replaced,
@@ -277,8 +362,8 @@ pub fn window(crashes: u32, max: Option<u32>) -> String {
 
 /// The NEXT RESTART column of `get roles`: `in 3s`, `now`, or `-`.
 pub fn role_next_restart(r: &RoleView, now: DateTime<Utc>) -> String {
-    match (r.state.as_str(), r.next_restart_at) {
-        ("backoff", Some(at)) => match until(at, now) {
+    match (r.state, r.next_restart_at) {
+        (RoleState::Backoff, Some(at)) => match until(at, now) {
             Some(left) => format!("in {left}"),
             None => "now".to_string(),
         },
@@ -289,11 +374,9 @@ pub fn role_next_restart(r: &RoleView, now: DateTime<Utc>) -> String {
 /// The REASON column of `get roles`: why it is frozen, or what the last
 /// crash was while it waits out a backoff.
 pub fn role_reason(r: &RoleView) -> String {
-    match (r.state.as_str(), &r.frozen_reason, &r.last_exit) {
-        ("frozen", reason, _) => reason
-            .clone()
-            .unwrap_or_else(|| "restart budget exhausted".to_string()),
-        ("backoff", _, Some(exit)) => format!("last: {}", exit_text(Some(exit))),
+    match (r.state, &r.frozen_reason, &r.last_exit) {
+        (RoleState::Frozen, reason, _) => frozen_reason(reason.as_deref()),
+        (RoleState::Backoff, _, Some(exit)) => format!("last: {}", exit_text(Some(exit))),
         _ => String::new(),
     }
 }
@@ -322,9 +405,9 @@ fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
     text
 }
 
-fn state_cell(state: &str, colour: bool) -> Cell {
-    let cell = Cell::new(title(state));
-    match tint(state) {
+fn state_cell(state: impl Tinted, colour: bool) -> Cell {
+    let cell = Cell::new(title(state.name()));
+    match state.tint() {
         Some(t) if colour => cell.fg(t.table()),
         _ => cell,
     }
@@ -353,7 +436,7 @@ pub fn sessions_table(
         .map(|s| {
             let mut row = vec![
                 Cell::new(&s.key),
-                state_cell(&s.state, colour),
+                state_cell(s.state, colour),
                 Cell::new(health(s, now)),
                 Cell::new(restarts(s.restarts, s.last_restart_at, now)),
                 Cell::new(age(s.created_at, now)),
@@ -391,7 +474,7 @@ pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, colour: bool) -> Stri
         .map(|r| {
             vec![
                 Cell::new(&r.key),
-                state_cell(&r.state, colour),
+                state_cell(r.state, colour),
                 Cell::new(format!("{}/{}", r.running, r.desired)),
                 Cell::new(restarts(r.restarts, r.last_restart_at, now)),
                 Cell::new(window(r.crashes_in_window, r.max_restarts)),
@@ -411,7 +494,7 @@ pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, colour: bool) -> Stri
         .map(|t| {
             vec![
                 Cell::new(&t.key),
-                state_cell(&t.state, colour),
+                state_cell(t.state, colour),
                 Cell::new(t.roles),
                 Cell::new(format!("{}/{}", t.running, t.desired)),
                 Cell::new(age(t.applied_at, now)),
@@ -447,14 +530,63 @@ pub fn event_line<Tz: TimeZone>(e: &EventView, now: DateTime<Utc>, tz: &Tz, colo
 where
     Tz::Offset: std::fmt::Display,
 {
-    let kind_pad = " ".repeat(KIND_WIDTH.saturating_sub(e.kind.chars().count()));
-    let key = if e.key.is_empty() { "-" } else { &e.key };
+    let kind = e.kind.as_str();
+    let kind_pad = " ".repeat(KIND_WIDTH.saturating_sub(kind.len()));
+    let key = if e.key.is_empty() {
+        "-".into()
+    } else {
+        escape_line(&e.key)
+    };
     format!(
         "{}  {}{kind_pad}  {key:<KEY_WIDTH$}  {}",
         clock(e.at, now, tz),
-        paint(&e.kind, tint(&e.kind), colour),
-        e.message
+        painted(e.kind, colour),
+        escape_line(&e.message)
     )
+}
+
+/// A role's backoff, the one wording for it: `1s ×2 up to 1m, jitter ±10%`.
+pub fn backoff(b: &Backoff) -> String {
+    format!(
+        "{} ×{} up to {}, jitter ±{}%",
+        humantime::format_duration(b.initial),
+        b.factor,
+        humantime::format_duration(b.max),
+        (b.jitter * 100.0).round()
+    )
+}
+
+/// An argv as a shell would need it typed: plain words bare, others in
+/// single quotes; control characters escaped.
+pub fn shell_words(argv: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c))
+    };
+    let words: Vec<String> = argv
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    escape_line(&words.join(" ")).into_owned()
+}
+
+/// What `apply` did to a role, as a sentence: `demo/squad/worker created
+/// (2 replicas)`, `... scaled 2 → 3`, `... replaced (spec changed)`,
+/// `... unchanged`.
+pub fn change_line(key: &str, change: Change, detail: &str) -> String {
+    let detail = escape_line(detail);
+    match (change, detail.as_ref()) {
+        (change, "") => format!("{key} {change}"),
+        (Change::Scaled, detail) => format!("{key} scaled {detail}"),
+        (change, detail) => format!("{key} {change} ({detail})"),
+    }
 }
 
 #[cfg(test)]
@@ -467,14 +599,14 @@ mod tests {
 
     const NOW: &str = "2025-01-02T12:00:00Z";
 
-    fn session(key: &str, state: &str) -> SessionView {
+    fn session(key: &str, state: SessionState) -> SessionView {
         SessionView {
             key: key.into(),
             workspace: "demo".into(),
             team: "squad".into(),
             role: "worker".into(),
             slot: 0,
-            state: state.into(),
+            state,
             pane: None,
             pid: None,
             restarts: 0,
@@ -482,7 +614,7 @@ mod tests {
             created_at: t("2025-01-02T11:57:00Z"),
             started_at: None,
             exit: None,
-            role_state: "ready".into(),
+            role_state: RoleState::Ready,
             next_restart_at: None,
             frozen_reason: None,
             last_output: vec![],
@@ -505,7 +637,7 @@ mod tests {
         }
     }
 
-    fn role(state: &str) -> RoleView {
+    fn role(state: RoleState) -> RoleView {
         RoleView {
             key: "demo/squad/worker".into(),
             workspace: "demo".into(),
@@ -513,7 +645,7 @@ mod tests {
             role: "worker".into(),
             desired: 2,
             running: 1,
-            state: state.into(),
+            state,
             restarts: 0,
             last_restart_at: None,
             crashes_in_window: 0,
@@ -524,7 +656,7 @@ mod tests {
             frozen_at: None,
             last_exit: None,
             command: vec!["sh".into()],
-            restart: "Always".into(),
+            restart: crate::domain::spec::RestartPolicy::Always,
         }
     }
 
@@ -598,20 +730,20 @@ mod tests {
     #[test]
     fn next_column_shows_backoff_and_frozen_roles_on_dead_sessions_only() {
         let now = t(NOW);
-        let mut s = session("demo/squad/worker-0", "crashed");
+        let mut s = session("demo/squad/worker-0", SessionState::Crashed);
         assert_eq!(session_next(&s, now), "");
-        s.role_state = "backoff".into();
+        s.role_state = RoleState::Backoff;
         s.next_restart_at = Some(t("2025-01-02T12:00:03Z"));
         assert_eq!(session_next(&s, now), "restart in 3s");
         s.next_restart_at = Some(t("2025-01-02T11:59:59Z"));
         assert_eq!(session_next(&s, now), "restarting");
-        s.role_state = "frozen".into();
+        s.role_state = RoleState::Frozen;
         s.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
         assert_eq!(
             session_next(&s, now),
             "frozen: 6 crashes in 10m, last: exit 1"
         );
-        s.state = "running".into();
+        s.state = SessionState::Running;
         assert_eq!(session_next(&s, now), "", "a live replica is not frozen");
     }
 
@@ -620,31 +752,31 @@ mod tests {
         let now = t(NOW);
         assert_eq!(window(2, Some(5)), "2/5");
         assert_eq!(window(7, None), "7/∞");
-        let mut r = role("backoff");
+        let mut r = role(RoleState::Backoff);
         r.next_restart_at = Some(t("2025-01-02T12:00:02Z"));
         r.last_exit = Some(exit(Some(1), None, "exit 1"));
         assert_eq!(role_next_restart(&r, now), "in 2s");
         assert_eq!(role_reason(&r), "last: exit 1");
-        r.state = "frozen".into();
+        r.state = RoleState::Frozen;
         r.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
         assert_eq!(role_next_restart(&r, now), "-");
         assert_eq!(role_reason(&r), "6 crashes in 10m, last: exit 1");
-        assert_eq!(role_reason(&role("ready")), "");
+        assert_eq!(role_reason(&role(RoleState::Ready)), "");
     }
 
     #[test]
     fn sessions_table_reads_like_kubectl() {
         let now = t(NOW);
-        let mut a = session("demo/squad/worker-0", "running");
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
         a.pane = Some("%3".into());
         a.pid = Some(4242);
         a.restarts = 2;
         a.last_restart_at = Some(t("2025-01-02T11:58:00Z"));
-        a.health = Some("healthy".into());
+        a.health = Some(crate::view::HealthState::Healthy);
         a.last_heartbeat_at = Some(t("2025-01-02T11:59:58Z"));
-        let mut b = session("demo/squad/worker-1", "crashed");
+        let mut b = session("demo/squad/worker-1", SessionState::Crashed);
         b.exit = Some(exit(Some(1), None, "exit 1"));
-        b.role_state = "backoff".into();
+        b.role_state = RoleState::Backoff;
         b.next_restart_at = Some(t("2025-01-02T12:00:03Z"));
         let text = sessions_table(&[a, b], now, false, false);
         assert_eq!(
@@ -660,7 +792,7 @@ demo/squad/worker-1   Crashed   -                  0            3m    -      -  
     #[test]
     fn wide_sessions_add_role_tmux_session_and_start() {
         let now = t(NOW);
-        let mut a = session("demo/squad/worker-0", "running");
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
         a.tmux_session = Some("marvel-demo-squad".into());
         a.started_at = Some(t("2025-01-02T11:59:50Z"));
         let text = sessions_table(&[a], now, true, false);
@@ -675,7 +807,7 @@ demo/squad/worker-1   Crashed   -                  0            3m    -      -  
     #[test]
     fn roles_and_teams_tables() {
         let now = t(NOW);
-        let mut r = role("frozen");
+        let mut r = role(RoleState::Frozen);
         r.restarts = 6;
         r.last_restart_at = Some(t("2025-01-02T11:59:00Z"));
         r.crashes_in_window = 6;
@@ -694,7 +826,7 @@ demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 cras
             roles: 2,
             desired: 3,
             running: 3,
-            state: "ready".into(),
+            state: TeamState::Ready,
             applied_at: t("2025-01-02T10:00:00Z"),
             shift: None,
         };
@@ -707,7 +839,7 @@ demo/squad   Ready   2       3/3     2h    -
         );
         team.shift = Some(ShiftView {
             id: 1,
-            state: "running".into(),
+            state: ShiftState::Running,
             roles: vec!["worker".into(), "lead".into()],
             role: Some("worker".into()),
             replaced: 1,
@@ -721,7 +853,7 @@ demo/squad   Ready   2       3/3     2h    -
             teams_table(std::slice::from_ref(&team), now, false).ends_with("2h    worker 1/3\n")
         );
         let shift_view = team.shift.as_mut().unwrap();
-        shift_view.state = "failed".into();
+        shift_view.state = ShiftState::Failed;
         shift_view.ended_at = Some(t("2025-01-02T11:59:30Z"));
         assert_eq!(shift(team.shift.as_ref(), now), "failed (30s ago)");
     }
@@ -729,16 +861,14 @@ demo/squad   Ready   2       3/3     2h    -
     #[test]
     fn colour_marks_the_state_cell_only_when_asked() {
         let now = t(NOW);
-        let s = session("demo/squad/worker-0", "crashed");
+        let s = session("demo/squad/worker-0", SessionState::Crashed);
         assert!(!sessions_table(std::slice::from_ref(&s), now, false, false).contains('\x1b'));
         let coloured = sessions_table(&[s], now, false, true);
         assert!(coloured.contains("\x1b["), "{coloured:?}");
-        assert_eq!(
-            paint("frozen", tint("frozen"), true),
-            "\x1b[35mfrozen\x1b[0m"
-        );
-        assert_eq!(paint("frozen", tint("frozen"), false), "frozen");
-        assert_eq!(paint("stopped", tint("stopped"), true), "stopped");
+        assert_eq!(painted(RoleState::Frozen, true), "\x1b[35mfrozen\x1b[0m");
+        assert_eq!(painted(RoleState::Frozen, false), "frozen");
+        assert_eq!(painted(EventKind::Stopped, true), "stopped");
+        assert_eq!(painted(TmuxState::Unknown, true), "\x1b[33munknown\x1b[0m");
     }
 
     #[test]
@@ -747,7 +877,7 @@ demo/squad   Ready   2       3/3     2h    -
         let e = EventView {
             seq: 1,
             at: t("2025-01-02T11:59:58.125Z"),
-            kind: "crashed".into(),
+            kind: EventKind::Crashed,
             key: "demo/squad/worker-0".into(),
             message: "exit 1".into(),
         };
@@ -757,7 +887,7 @@ demo/squad   Ready   2       3/3     2h    -
         );
         let old = EventView {
             at: t("2025-01-01T08:00:00Z"),
-            kind: "tmux-down".into(),
+            kind: EventKind::TmuxDown,
             key: String::new(),
             ..e
         };
@@ -771,5 +901,111 @@ demo/squad   Ready   2       3/3     2h    -
     fn titles_capitalise_the_first_letter() {
         assert_eq!(title("crashed"), "Crashed");
         assert_eq!(title(""), "");
+    }
+
+    /// What a hostile program can put in its output, its heartbeat note or
+    /// its exit: a clipboard write, a window title and a screen clear.
+    const HOSTILE: &str = "\x1b]52;c;aGk=\x07\x1b]0;owned\x07\x1b[2J\u{9b}31m";
+
+    #[test]
+    fn program_text_never_reaches_the_terminal_raw() {
+        let now = t(NOW);
+        let mut s = session("demo/squad/worker-0", SessionState::Crashed);
+        s.exit = Some(exit(Some(1), None, HOSTILE));
+        s.role_state = RoleState::Frozen;
+        s.frozen_reason = Some(HOSTILE.into());
+        let mut r = role(RoleState::Frozen);
+        r.frozen_reason = Some(HOSTILE.into());
+        r.last_exit = Some(exit(Some(1), None, HOSTILE));
+        let mut backoff = role(RoleState::Backoff);
+        backoff.last_exit = r.last_exit.clone();
+        let e = EventView {
+            seq: 1,
+            at: now,
+            kind: EventKind::Warning,
+            key: HOSTILE.into(),
+            message: format!("{HOSTILE}\nsecond line"),
+        };
+        let texts = [
+            sessions_table(std::slice::from_ref(&s), now, true, false),
+            sessions_table(std::slice::from_ref(&s), now, false, true),
+            roles_table(&[r, backoff], now, false),
+            event_line(&e, now, &Utc, false),
+            change_line("demo/squad/worker", Change::Replaced, HOSTILE),
+            shell_words(&[HOSTILE.to_string()]),
+        ];
+        for text in texts {
+            let plain = strip_colours(&text);
+            assert!(!plain.contains(['\x1b', '\x07', '\u{9b}']), "{text:?}");
+            assert!(
+                plain.contains("\\e]52;c;aGk=^G\\e]0;owned^G\\e[2J\\u{9b}31m"),
+                "{text:?}"
+            );
+        }
+        assert!(event_line(&e, now, &Utc, false).ends_with("^G\\e[2J\\u{9b}31m\\nsecond line"));
+    }
+
+    /// `text` without the colour codes marvel itself adds.
+    fn strip_colours(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("\x1b[") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            match after.find(|c: char| !(c.is_ascii_digit() || c == ';')) {
+                Some(j) if after[j..].starts_with('m') => rest = &after[j + 1..],
+                _ => {
+                    out.push_str(&rest[i..i + 2]);
+                    rest = after;
+                }
+            }
+        }
+        out + rest
+    }
+
+    #[test]
+    fn one_backoff_wording_says_the_factor() {
+        let mut b = Backoff::default();
+        assert_eq!(backoff(&b), "1s ×2 up to 1m, jitter ±10%");
+        b.initial = std::time::Duration::from_millis(500);
+        b.factor = 1.5;
+        b.max = std::time::Duration::from_secs(4);
+        b.jitter = 0.0;
+        assert_eq!(backoff(&b), "500ms ×1.5 up to 4s, jitter ±0%");
+    }
+
+    #[test]
+    fn shell_words_quote_only_what_needs_it() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(shell_words(&argv(&["ls", "-la", "/tmp"])), "ls -la /tmp");
+        assert_eq!(
+            shell_words(&argv(&["echo", "it's", ""])),
+            r"echo 'it'\''s' ''"
+        );
+    }
+
+    #[test]
+    fn change_lines_read_as_sentences() {
+        let key = "demo/squad/worker";
+        assert_eq!(
+            change_line(key, Change::Created, "2 replicas"),
+            "demo/squad/worker created (2 replicas)"
+        );
+        assert_eq!(
+            change_line(key, Change::Unchanged, ""),
+            "demo/squad/worker unchanged"
+        );
+        assert_eq!(
+            change_line(key, Change::Scaled, "2 → 3"),
+            "demo/squad/worker scaled 2 → 3"
+        );
+        assert_eq!(
+            change_line(key, Change::Replaced, "spec changed"),
+            "demo/squad/worker replaced (spec changed)"
+        );
+        assert_eq!(
+            change_line(key, Change::Removed, ""),
+            "demo/squad/worker removed"
+        );
     }
 }
