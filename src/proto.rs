@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -111,11 +111,11 @@ pub enum Request {
     Delete {
         key: String,
     },
-    /// Resolve a session for `attach`: answered with the tmux argv to run.
-    /// `tmux_client` is the caller's `$TMUX`, if it runs inside tmux.
+    /// Resolve a live session for `attach`: answered with
+    /// [`Response::AttachTarget`], data from which the client builds its
+    /// own tmux command. The client never runs a command it is sent.
     Attach {
         key: String,
-        tmux_client: Option<String>,
     },
     /// The event log; with `follow`, the connection stays open and each new
     /// event arrives as its own [`Response::Event`] line.
@@ -182,7 +182,11 @@ pub enum Response {
     Event(EventView),
     Events(Vec<EventView>),
     Status(StatusView),
-    AttachArgv(Vec<String>),
+    /// Where a live session is in tmux: its session name and pane id.
+    AttachTarget {
+        tmux_session: String,
+        pane: String,
+    },
     /// A team's shift, as it stands after the request.
     Shift {
         team: String,

@@ -3,7 +3,7 @@
 //! `events --follow`.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -43,11 +43,7 @@ impl EventLog {
                 }
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok();
+        let file = crate::statedir::open_append(&path).ok();
         let written = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -86,11 +82,7 @@ impl EventLog {
     fn write_line(&mut self, bytes: &[u8]) {
         if self.written + bytes.len() as u64 > FILE_MAX {
             let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            self.file = crate::statedir::open_append(&self.path).ok();
             self.written = 0;
         }
         if let Some(f) = self.file.as_mut()

@@ -36,7 +36,7 @@ pub fn session_env(
         paths.root.display().to_string(),
     );
     if let Some(sock) = tmux_socket {
-        env.insert(crate::client::TMUX_SOCKET_ENV.into(), sock.to_string());
+        env.insert(crate::paths::TMUX_SOCKET_ENV.into(), sock.to_string());
     }
     env
 }
@@ -70,8 +70,11 @@ pub fn remove_exit_record(paths: &Paths, uid: u64) {
 
 /// Removes exit records and logs of sessions that are neither live nor
 /// shown (as a marker or a succeeded session), so neither directory grows
-/// without bound under a crash loop.
+/// without bound under a crash loop. Only what marvel writes is removed:
+/// regular files of ours named exactly `<uid>.json` in `exits/`, and
+/// `<uid>.log` or `<uid>.log.1` in `logs/`; links and anything else stay.
 pub fn prune_exit_records(paths: &Paths, world: &World) {
+    use crate::statedir::{Dir, Kind};
     let keep: std::collections::BTreeSet<u64> =
         world.all_session_records().iter().map(|s| s.uid).collect();
     let live: std::collections::BTreeSet<u64> = world
@@ -80,25 +83,30 @@ pub fn prune_exit_records(paths: &Paths, world: &World) {
         .filter(|s| s.state.is_live())
         .map(|s| s.uid)
         .collect();
-    let uid_of = |name: &str| name.split('.').next().and_then(|n| n.parse::<u64>().ok());
-    if let Ok(dir) = std::fs::read_dir(paths.exits_dir()) {
-        for e in dir.flatten() {
-            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
-                && !live.contains(&uid)
+    // The uid in a name marvel made, in its canonical spelling only.
+    let uid_in = |name: &str, suffixes: &[&str]| {
+        let stem = suffixes.iter().find_map(|s| name.strip_suffix(s))?;
+        let uid = stem.parse::<u64>().ok()?;
+        (uid.to_string() == stem).then_some(uid)
+    };
+    let prune = |dir: &std::path::Path, suffixes: &[&str], spare: &dyn Fn(u64) -> bool| {
+        let (Ok(handle), Ok(entries)) = (Dir::open(dir), std::fs::read_dir(dir)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(uid) = uid_in(name, suffixes)
+                && !spare(uid)
             {
-                let _ = std::fs::remove_file(e.path());
+                let _ = handle.remove_own(name, Kind::File);
             }
         }
-    }
-    if let Ok(dir) = std::fs::read_dir(paths.logs_dir()) {
-        for e in dir.flatten() {
-            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
-                && !keep.contains(&uid)
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    };
+    prune(&paths.exits_dir(), &[".json"], &|uid| live.contains(&uid));
+    prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid| {
+        keep.contains(&uid)
+    });
 }
 
 /// Turns a shim's exit report into an exit record.
@@ -298,5 +306,51 @@ mod tests {
                 .contains("did not answer within 1000 ms")
         );
         assert!(v.next_retry_at.is_some());
+    }
+
+    #[test]
+    fn pruning_removes_only_the_files_marvel_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: tmp.path().join("state"),
+        };
+        paths.ensure().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let (exits, logs) = (paths.exits_dir(), paths.logs_dir());
+        std::fs::write(exits.join("9.json"), b"{}").unwrap();
+        for made in ["9.log", "9.log.1"] {
+            std::fs::write(logs.join(made), b"out").unwrap();
+        }
+        let foreign = [
+            exits.join("9.json.bak"),
+            exits.join("09.json"),
+            exits.join("+9.json"),
+            logs.join("123.important"),
+            logs.join("9.log.2"),
+            logs.join("9.logs"),
+        ];
+        for f in &foreign {
+            std::fs::write(f, b"keep").unwrap();
+        }
+        std::os::unix::fs::symlink(&victim, logs.join("5.log")).unwrap();
+        std::os::unix::fs::symlink(&victim, exits.join("5.json")).unwrap();
+        std::fs::create_dir(logs.join("6.log")).unwrap();
+
+        prune_exit_records(&paths, &World::default());
+
+        for made in [
+            exits.join("9.json"),
+            logs.join("9.log"),
+            logs.join("9.log.1"),
+        ] {
+            assert!(!made.exists(), "{made:?} should be pruned");
+        }
+        for f in &foreign {
+            assert!(f.exists(), "{f:?} is not marvel's and must stay");
+        }
+        assert!(logs.join("5.log").is_symlink() && exits.join("5.json").is_symlink());
+        assert!(logs.join("6.log").is_dir());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

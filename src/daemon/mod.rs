@@ -7,28 +7,28 @@ mod agents;
 mod effects;
 pub mod events;
 pub mod exec;
+mod guard;
 pub mod server;
 pub mod store;
 pub mod views;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::client::{Target, open_lock};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{self, LookupError, RoleKey, SessionKey, TeamKey};
 use crate::domain::reconcile::{self, Action, RoleChange, StopReason};
 use crate::domain::state::{Exit, Heartbeat, Session, SessionState, Time, World};
 use crate::error::{Error, Result};
-use crate::paths::Paths;
+use crate::lock;
+use crate::paths::{Paths, Target};
 use crate::proto::{Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView, ShimReport};
+use crate::statedir;
 use crate::substrate::Substrate;
 use crate::view::{DaemonView, StatusView};
 
@@ -100,40 +100,32 @@ impl From<worker::Done> for Msg {
     }
 }
 
-/// `marvel daemon run`: serves until asked to stop. One daemon per state
-/// directory, enforced by an exclusive lock held for the daemon's life.
+/// `marvel daemon run`: serves until asked to stop (a `Stop` request or
+/// SIGTERM). One daemon per state directory: it holds the directory's lock
+/// for its whole life, and ends at once if it ever loses it.
 pub fn run_foreground(t: &Target) -> Result<()> {
     let paths = &t.paths;
-    paths.ensure()?;
-    let lock_path = paths.lock();
-    let mut lock = open_lock(&lock_path)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+    let lock = match lock::acquire(paths.ensure()?)? {
+        lock::Acquired::Owner(l) => l,
+        lock::Acquired::Held { pid } => {
             return Err(Error::refused(
                 format!(
                     "a daemon already runs for {} (pid {})",
                     paths.root.display(),
-                    pid.trim()
+                    pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
                 ),
                 Some("use `marvel daemon stop` first".into()),
             ));
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, &e)),
-    }
-    {
-        use std::io::{Seek, Write};
-        let _ = lock.set_len(0);
-        let _ = lock.seek(std::io::SeekFrom::Start(0));
-        let _ = write!(lock, "{}", std::process::id());
-    }
-    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    };
+    // We hold the lock, so a socket left here belongs to a dead daemon:
+    // the new one replaces it.
     let socket = paths.socket();
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, &e))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(&socket, &e))?;
+    let listener = lock
+        .dir()
+        .bind_socket(crate::paths::SOCKET)
+        .map_err(|e| statedir::io_error(&socket, e))?;
+    let here = statedir::Dir::open_root(&paths.root)?;
     // Panes without a `cwd` start in the home directory, not wherever the
     // first command that started the daemon happened to run.
     if let Some(home) = std::env::var_os("HOME") {
@@ -144,14 +136,17 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     let sub = crate::substrate::tmux::Tmux::new(t.tmux_socket.clone(), cfg.tmux_timeout);
     let mut daemon = Daemon::new(paths.clone(), t.tmux_socket.clone(), sub, cfg)?;
     let tx = daemon.sender();
+    guard::stop_on_sigterm(tx.clone())
+        .map_err(|e| Error::other(format!("cannot handle SIGTERM: {e}")))?;
+    guard::hold_lock(lock)
+        .map_err(|e| Error::other(format!("cannot start the lock thread: {e}")))?;
     std::thread::Builder::new()
         .name("marvel-accept".into())
         .spawn(move || server::serve(listener, tx))
         .map_err(|e| Error::other(format!("cannot start the socket thread: {e}")))?;
     daemon.restore();
     daemon.run();
-    let _ = std::fs::remove_file(&socket);
-    drop(lock);
+    let _ = here.remove_own(crate::paths::SOCKET, statedir::Kind::Socket);
     Ok(())
 }
 
@@ -610,17 +605,13 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.dirty = true;
                 Ok(Response::Done(format!("team {team} deleted")))
             }
-            Request::Attach { key, tmux_client } => {
+            Request::Attach { key } => {
+                // A live session always has its pane.
                 let s = self.live_session(&key)?;
-                // A client already inside this tmux server switches to the
-                // session instead of nesting a second client in its pane.
-                let sub = self.worker.substrate();
-                let inside = tmux_client.is_some() && sub.is_client_of(tmux_client.as_deref());
-                Ok(Response::AttachArgv(if inside {
-                    sub.switch_argv(&s.tmux_session)
-                } else {
-                    sub.attach_argv(&s.tmux_session)
-                }))
+                Ok(Response::AttachTarget {
+                    pane: s.pane.clone().unwrap_or_default(),
+                    tmux_session: s.tmux_session,
+                })
             }
             Request::Events {
                 filter,

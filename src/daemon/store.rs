@@ -55,7 +55,8 @@ impl Store {
     }
 
     pub fn load(&self) -> Loaded {
-        let bytes = match std::fs::read(&self.path) {
+        // Never through a link, and only a file of ours (see `statedir`).
+        let bytes = match crate::statedir::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
             Err(e) => return self.move_aside(e.to_string()),
