@@ -105,7 +105,7 @@ impl Paths {
                 .map_err(|e| Error::io(&self.root, &e))?,
             Err(e) => return Err(Error::io(&self.root, &e)),
         }
-        let dir = Dir::open(&self.root)?;
+        let dir = Dir::open_root(&self.root)?;
         dir.make_private()?;
         dir.ensure_sub(EXITS)?;
         dir.ensure_sub(LOGS)?;

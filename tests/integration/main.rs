@@ -12,4 +12,5 @@ mod lifecycle;
 mod reliability;
 mod shift;
 mod shim;
+mod statedir;
 mod stress;
