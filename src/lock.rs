@@ -66,10 +66,16 @@ pub enum Verdict {
 /// directory, then on `daemon.lock` (checked to be the file the path names
 /// once locked), which then holds our pid.
 pub fn acquire(dir: Dir) -> Result<Acquired> {
-    if !lock_briefly_contended(dir.fd()).map_err(|e| Error::io(dir.path(), &e.into()))? {
-        return Ok(Acquired::Held {
-            pid: holder(&dir).or_else(|| recorded_pid(&dir)),
-        });
+    match lock_briefly_contended(dir.fd()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Ok(Acquired::Held {
+                pid: holder(&dir).or_else(|| recorded_pid(&dir)),
+            });
+        }
+        // A file system that cannot lock a directory (some network ones):
+        // `daemon.lock` alone decides, as in older versions.
+        Err(_) => {}
     }
     let root_id = id_of(&dir.stat().map_err(|e| Error::io(dir.path(), &e))?);
     let Some((file, file_id)) = take_file(&dir)? else {
@@ -187,7 +193,8 @@ fn recorded_pid(dir: &Dir) -> Option<u32> {
 /// released at once.
 pub fn is_held(paths: &Paths) -> Result<bool> {
     let dir = Dir::open_root(&paths.root)?;
-    if probe(dir.fd(), &paths.root)? {
+    // An error means the directory cannot be locked here; the file decides.
+    if probe(dir.fd(), &paths.root).unwrap_or(false) {
         return Ok(true);
     }
     match dir.open_existing(LOCK) {
@@ -219,16 +226,23 @@ pub fn wait_released(paths: &Paths, deadline: Instant) -> Result<bool> {
     }
 }
 
-/// The pid of the process holding the exclusive flock on `dir`, from the
-/// kernel's lock table, confirmed by that process's own open files.
+/// The pid of the process holding the exclusive flock on `dir` (or, where
+/// only that is locked, on its `daemon.lock`), from the kernel's lock
+/// table, confirmed by that process's own open files.
 pub fn holder(dir: &Dir) -> Option<u32> {
-    let st = dir.stat().ok()?;
-    let (_, ino) = id_of(&st);
     let table = std::fs::read_to_string("/proc/locks").ok()?;
-    let canonical = std::fs::canonicalize(dir.path()).ok()?;
-    flock_writers(&table, ino)
-        .into_iter()
-        .find(|&pid| holds_directory(pid, &canonical))
+    let root = std::fs::canonicalize(dir.path()).ok()?;
+    let dir_ino = id_of(&dir.stat().ok()?).1;
+    let lock_ino = rustix::fs::statat(dir.fd(), LOCK, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| id_of(&st).1);
+    let lock_path = root.join(LOCK);
+    let on = |ino: u64, path: &Path| {
+        flock_writers(&table, ino)
+            .into_iter()
+            .find(|&pid| holds_locked(pid, path))
+    };
+    on(dir_ino, &root).or_else(|| lock_ino.and_then(|ino| on(ino, &lock_path)))
 }
 
 /// Sends SIGTERM to the daemon holding `paths`' lock, after confirming it
@@ -279,13 +293,13 @@ pub fn flock_writers(table: &str, ino: u64) -> Vec<u32> {
         .collect()
 }
 
-/// Whether process `pid` has `dir` open with an exclusive flock on it.
-fn holds_directory(pid: u32, dir: &Path) -> bool {
+/// Whether process `pid` has `path` open with an exclusive flock on it.
+fn holds_locked(pid: u32, path: &Path) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
     fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| target == dir)
+        std::fs::read_link(fd.path()).is_ok_and(|target| target == path)
             && std::fs::read_to_string(format!(
                 "/proc/{pid}/fdinfo/{}",
                 fd.file_name().to_string_lossy()
@@ -387,6 +401,19 @@ mod tests {
         std::fs::write(paths.lock(), "1\n").unwrap();
         assert_eq!(lock.verify(), Verdict::Recreated);
         assert_eq!(lock.verify(), Verdict::Kept);
+    }
+
+    #[test]
+    fn an_older_daemon_that_locks_only_its_file_is_found_and_respected() {
+        let (_tmp, paths) = state();
+        // As an older marvel does: a flock on daemon.lock, none on the
+        // directory.
+        let file = std::fs::File::create(paths.lock()).unwrap();
+        file.lock().unwrap();
+        assert!(is_held(&paths).unwrap());
+        let dir = Dir::open_root(&paths.root).unwrap();
+        assert_eq!(holder(&dir), Some(std::process::id()));
+        assert!(matches!(acquire(dir).unwrap(), Acquired::Held { .. }));
     }
 
     #[test]
