@@ -3,7 +3,6 @@
 //! starts its server). Racing clients start one daemon: a start lock
 //! serialises them, and the daemon's own lock settles the rest.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -11,35 +10,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::paths::Paths;
-use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
+use rustix::fs::FlockOperation;
 
-/// Environment variable naming the tmux server (`-L` socket name) to use.
-pub const TMUX_SOCKET_ENV: &str = "MARVEL_TMUX_SOCKET";
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::paths::{DAEMON_LOG, HOME_ENV, Paths, SOCKET, START_LOCK, TMUX_SOCKET_ENV, Target};
+use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
+use crate::statedir::{self, Dir, Kind};
 
 /// How long a command waits for a daemon it started to answer.
 const START_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Which daemon (state directory) and tmux server a command works with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub paths: Paths,
-    pub tmux_socket: Option<String>,
-}
-
-impl Target {
-    /// `--state-dir`, else `MARVEL_HOME`, else the per-user directory; the
-    /// tmux server from `MARVEL_TMUX_SOCKET` (default server when unset).
-    pub fn resolve(state_dir: Option<&Path>) -> Result<Target> {
-        Ok(Target {
-            paths: Paths::resolve(state_dir)?,
-            tmux_socket: std::env::var(TMUX_SOCKET_ENV)
-                .ok()
-                .filter(|s| !s.is_empty()),
-        })
-    }
-}
 
 /// Sends one request, starting the daemon first if none runs.
 pub fn call(t: &Target, req: Request) -> Result<Response> {
@@ -84,10 +64,25 @@ pub fn follow(
 }
 
 /// Connects to the daemon's socket; `Ok(None)` when no daemon listens.
+/// The state directory is checked first (see [`statedir`]), and the
+/// process at the other end must run as this user.
 pub fn connect(paths: &Paths) -> Result<Option<UnixStream>> {
+    match statedir::check(paths)? {
+        Some(dir) => connect_in(&dir, paths),
+        None => Ok(None),
+    }
+}
+
+fn connect_in(dir: &Dir, paths: &Paths) -> Result<Option<UnixStream>> {
+    if dir.entry(SOCKET, Kind::Socket)?.is_none() {
+        return Ok(None);
+    }
     let socket = paths.socket();
     match UnixStream::connect(&socket) {
-        Ok(s) => Ok(Some(s)),
+        Ok(s) => {
+            statedir::check_peer(&s, &socket)?;
+            Ok(Some(s))
+        }
         Err(e)
             if matches!(
                 e.kind(),
@@ -158,32 +153,31 @@ fn decode(line: &str) -> Result<Response> {
 
 /// Starts a daemon in the background and waits until it answers.
 fn start(t: &Target) -> Result<UnixStream> {
-    t.paths.ensure()?;
+    let dir = t.paths.ensure()?;
     // Serialise starters; whoever gets the lock second finds a daemon.
-    let lock_path = t.paths.start_lock();
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, &e))?;
-    lock.lock().map_err(|e| Error::io(&lock_path, &e))?;
-    if let Some(s) = connect(&t.paths)? {
+    let start_lock = dir.open_lock(START_LOCK)?;
+    rustix::fs::flock(&start_lock, FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(t.paths.start_lock(), &e.into()))?;
+    if let Some(s) = connect_in(&dir, &t.paths)? {
         return Ok(s);
+    }
+    if lock::is_held(&t.paths)? {
+        // A daemon owns the directory but does not answer: it is starting,
+        // or its socket was removed and it is making it again. A second
+        // daemon must never start beside it.
+        return await_owner(t, &dir);
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::daemon(format!("cannot find the marvel binary: {e}")))?;
     let log_path = t.paths.daemon_log();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, &e))?;
+    let log = dir
+        .open_append(DAEMON_LOG)
+        .map_err(|e| statedir::io_error(&log_path, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io(&log_path, &e))?;
     let mut cmd = Command::new(&exe);
     cmd.arg("daemon")
         .arg("run")
-        .env(crate::paths::HOME_ENV, &t.paths.root)
+        .env(HOME_ENV, &t.paths.root)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
@@ -191,11 +185,14 @@ fn start(t: &Target) -> Result<UnixStream> {
         Some(s) => cmd.env(TMUX_SOCKET_ENV, s),
         None => cmd.env_remove(TMUX_SOCKET_ENV),
     };
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
-    // caller's terminal and process group so Ctrl-C there does not reach it.
+    // SAFETY: between fork and exec the child makes only async-signal-safe
+    // system calls (setsid, close_range or fcntl); nothing allocates.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            // Out of the caller's terminal session and process group, so
+            // Ctrl-C there does not reach the daemon.
+            rustix::process::setsid()?;
+            close_inherited();
             Ok(())
         });
     }
@@ -204,8 +201,8 @@ fn start(t: &Target) -> Result<UnixStream> {
         .map_err(|e| Error::daemon(format!("cannot start {} daemon run: {e}", exe.display())))?;
     let deadline = Instant::now() + START_DEADLINE;
     loop {
-        if let Some(s) = connect(&t.paths)? {
-            drop(lock);
+        if let Some(s) = connect_in(&dir, &t.paths)? {
+            drop(start_lock);
             // The daemon lives on in its own session; reap it if it exits
             // while we still run, without waiting for it.
             std::thread::spawn(move || child.wait());
@@ -229,18 +226,63 @@ fn start(t: &Target) -> Result<UnixStream> {
     }
 }
 
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// Waits for the daemon that holds the directory's lock to answer.
+fn await_owner(t: &Target, dir: &Dir) -> Result<UnixStream> {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        if let Some(s) = connect_in(dir, &t.paths)? {
+            return Ok(s);
+        }
+        if !lock::is_held(&t.paths)? {
+            return Err(Error::daemon(format!(
+                "the daemon that held {} exited before it answered; run the command again",
+                t.paths.lock().display()
+            )));
+        }
+        if Instant::now() > deadline {
+            let pid = lock::holder(dir).map_or("unknown".to_string(), |p| p.to_string());
+            return Err(Error::daemon(format!(
+                "a daemon (pid {pid}) holds the lock of {} but does not answer on {} after {} s; `marvel daemon stop` stops it (its panes keep running), and the next command starts a new one",
+                t.paths.root.display(),
+                t.paths.socket().display(),
+                START_DEADLINE.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
-/// Opens (creating) a lock file; shared by the daemon and starters.
-pub fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, &e))
+/// In the daemon's child before exec: every descriptor above stderr is
+/// marked close-on-exec, so the daemon keeps none of its starter's (a pipe
+/// it held open would make a shell wait for the daemon to end).
+fn close_inherited() {
+    // SAFETY: close_range only changes this (child) process's descriptor
+    // flags; no wrapper exists in rustix.
+    let rc = unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the limit.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 16)
+        .min(1 << 20);
+    for fd in 3..limit as libc::c_int {
+        // SAFETY: fcntl on a number that is not an open descriptor only
+        // fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let bytes = statedir::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -62,6 +62,9 @@ pub enum Error {
     },
     /// The daemon cannot be reached or started.
     DaemonUnavailable { message: String },
+    /// The state directory, a file in it, or the process behind its socket
+    /// is not safe to trust: another user could control it.
+    Untrusted { message: String, help: String },
     /// tmux is missing, or its server does not answer.
     TmuxUnavailable { message: String },
     /// A file or socket operation failed; `object` names the path.
@@ -105,6 +108,13 @@ impl Error {
         }
     }
 
+    pub fn untrusted(message: impl Into<String>, help: impl Into<String>) -> Error {
+        Error::Untrusted {
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+
     pub fn tmux(message: impl Into<String>) -> Error {
         Error::TmuxUnavailable {
             message: message.into(),
@@ -126,7 +136,7 @@ impl Error {
             Error::Manifest { .. } => exit::INVALID_MANIFEST,
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Refused { .. } => exit::REFUSED,
-            Error::DaemonUnavailable { .. } => exit::DAEMON_UNAVAILABLE,
+            Error::DaemonUnavailable { .. } | Error::Untrusted { .. } => exit::DAEMON_UNAVAILABLE,
             Error::TmuxUnavailable { .. } => exit::TMUX_UNAVAILABLE,
             Error::Io { .. } | Error::Other { .. } => exit::FAILURE,
         }
@@ -187,6 +197,7 @@ impl fmt::Display for Error {
             Error::DaemonUnavailable { message } => {
                 write!(f, "error: daemon unavailable: {message}")
             }
+            Error::Untrusted { message, help } => write!(f, "error: {message}\nhelp: {help}"),
             Error::TmuxUnavailable { message } => write!(f, "error: tmux not ready: {message}"),
             Error::Io { object, message } => write!(f, "error: {object}: {message}"),
             Error::Other { message } => write!(f, "error: {message}"),

@@ -10,6 +10,8 @@
 //! - [`client`], [`proto`], [`view`]: how commands talk to the daemon.
 //! - [`cli`], [`commands`], [`output`]: the command line.
 //! - [`error`], [`paths`]: one error type; where files live.
+//! - [`statedir`], [`lock`]: the state directory as a place only its user
+//!   controls, and the one daemon that owns it.
 
 pub mod cli;
 pub mod client;
@@ -17,10 +19,12 @@ pub mod commands;
 pub mod daemon;
 pub mod domain;
 pub mod error;
+pub mod lock;
 pub mod manifest;
 pub mod output;
 pub mod paths;
 pub mod proto;
 pub mod shim;
+pub mod statedir;
 pub mod substrate;
 pub mod view;

@@ -114,11 +114,11 @@ pub enum Request {
     Delete {
         key: String,
     },
-    /// Resolve a session for `attach`: answered with the tmux argv to run.
-    /// `tmux_client` is the caller's `$TMUX`, if it runs inside tmux.
+    /// Resolve a live session for `attach`: answered with
+    /// [`Response::AttachTarget`], data from which the client builds its
+    /// own tmux command. The client never runs a command it is sent.
     Attach {
         key: String,
-        tmux_client: Option<String>,
     },
     /// The event log; with `follow`, the connection stays open and each new
     /// event arrives as its own [`Response::Event`] line.
@@ -202,7 +202,11 @@ pub enum Response {
     },
     Events(Vec<EventView>),
     Status(StatusView),
-    AttachArgv(Vec<String>),
+    /// Where a live session is in tmux: its session name and pane id.
+    AttachTarget {
+        tmux_session: String,
+        pane: String,
+    },
     /// A team's shift, as it stands after the request.
     Shift {
         team: String,

@@ -3,11 +3,10 @@
 //! that `pipe-pane` feeds. One of each per session, so both stay tiny.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::paths::{Paths, write_atomic};
+use crate::paths::{EXITS, Paths, write_atomic};
 use crate::proto::{Envelope, PROTOCOL_VERSION, Request, ShimReport};
+use crate::statedir::{self, Dir};
 
 /// How long the shim waits for the daemon to take a `Started` report.
 const STARTED_REPLY: Duration = Duration::from_secs(1);
@@ -216,11 +216,12 @@ fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
     };
     let record = paths.exit_record(uid);
     if write_atomic(&record, &json).is_err() {
-        let _ = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(paths.exits_dir());
-        let _ = write_atomic(&record, &json);
+        // `exits/` may have been removed: make it again, inside a state
+        // directory that passes the checks, and retry once.
+        let made = Dir::open_root(&paths.root).and_then(|root| root.ensure_sub(EXITS));
+        if made.is_ok() {
+            let _ = write_atomic(&record, &json);
+        }
     }
     let _ = notify(&paths.socket(), report, reply);
 }
@@ -395,7 +396,7 @@ fn reset_signals() {
 /// Reads what was recorded for spawn `uid`: the newest report the shim
 /// wrote, or `None` if there is no record (yet).
 pub fn read_exit_record(paths: &Paths, uid: u64) -> io::Result<Option<ShimReport>> {
-    match fs::read(paths.exit_record(uid)) {
+    match statedir::read(&paths.exit_record(uid)) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e)),
@@ -424,18 +425,18 @@ pub fn run_logpipe(path: &Path, max_bytes: u64) -> i32 {
     }
 }
 
-fn open_log(path: &Path) -> io::Result<(File, u64)> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
+/// Opens `name` in `dir` for appending (0600, never through a link) and
+/// says how long it is.
+fn open_log(dir: &Dir, name: &str) -> io::Result<(File, u64)> {
+    let f = dir.open_append(name)?;
     let size = f.metadata()?.len();
     Ok((f, size))
 }
 
 fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()> {
-    let (mut file, mut size) = open_log(path)?;
+    let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
+    let rotated_name = format!("{name}.1");
+    let (mut file, mut size) = open_log(&dir, &name)?;
     let mut buf = [0u8; 16 << 10];
     loop {
         let n = match input.read(&mut buf) {
@@ -447,8 +448,8 @@ fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()>
         let mut data = &buf[..n];
         while !data.is_empty() {
             if size > 0 && size + data.len() as u64 > max {
-                fs::rename(path, rotated(path))?;
-                (file, size) = open_log(path)?;
+                dir.rename(&name, &rotated_name)?;
+                (file, size) = open_log(&dir, &name)?;
             }
             // Only a chunk larger than the whole budget is split.
             let take = data.len().min(max.saturating_sub(size).max(1) as usize);
@@ -638,6 +639,7 @@ impl vte::Perform for LineReplay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn logpipe_rotates_and_bounds_the_log() {

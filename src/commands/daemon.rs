@@ -9,8 +9,10 @@ use crate::client;
 use crate::commands::{Ctx, unexpected};
 use crate::daemon;
 use crate::error::{Error, Result, exit};
-use crate::paths::Paths;
+use crate::lock;
+use crate::paths::Target;
 use crate::proto::{Request, Response};
+use crate::statedir;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,7 +31,9 @@ directory: a second one refuses to start.")]
     /// Stop the daemon; the panes it supervises keep running
     #[command(after_help = "\
 The next command that needs the daemon starts a new one, which adopts the
-panes that are still alive and records the ones that died meanwhile.")]
+panes that are still alive and records the ones that died meanwhile. A
+daemon whose socket was removed is found through its lock and sent SIGTERM,
+which it takes as the same request.")]
     Stop,
 }
 
@@ -37,19 +41,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let target = ctx.target()?;
     match args.action {
         Action::Run => daemon::run_foreground(&target)?,
-        Action::Stop => match client::call_running(&target, Request::Stop)? {
-            None => ctx.out.print("no daemon was running")?,
-            Some(Response::Done(message)) => {
-                if !wait_for_exit(&target.paths)? {
-                    ctx.out.note(&format!(
-                        "the daemon is still finishing its tmux calls after {} s",
-                        EXIT_DEADLINE.as_secs()
-                    ));
-                }
-                ctx.out.print(&message)?
-            }
-            Some(other) => return Err(unexpected(&other)),
-        },
+        Action::Stop => stop(&target, ctx)?,
     }
     Ok(exit::OK)
 }
@@ -58,21 +50,42 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
 /// calls under way first, each bounded by the tmux timeout.
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 
-/// Waits until the daemon has released its lock, which it holds for its
-/// whole life: then it is gone, and a new one can start at once. `false`
-/// when it is still there at the deadline.
-fn wait_for_exit(paths: &Paths) -> Result<bool> {
-    let path = paths.lock();
-    let lock = client::open_lock(&path)?;
-    let deadline = Instant::now() + EXIT_DEADLINE;
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(true),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
+/// Asks the daemon to stop over its socket; when no socket answers, finds
+/// it through its lock and sends it SIGTERM, which it takes as the same
+/// request. Then waits until it has released its lock: it is gone, and a
+/// new one can start at once.
+fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
+    let message = match client::call_running(target, Request::Stop)? {
+        Some(Response::Done(message)) => message,
+        Some(other) => return Err(unexpected(&other)),
+        None => {
+            if statedir::check(&target.paths)?.is_none() {
+                return ctx.out.print("no daemon was running");
             }
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, &e)),
+            match lock::terminate(&target.paths)? {
+                Some(pid) => {
+                    ctx.out.note(&format!(
+                        "the daemon (pid {pid}) does not answer on {}: sent it SIGTERM",
+                        target.paths.socket().display()
+                    ));
+                    "daemon stopping; panes keep running".to_string()
+                }
+                None if lock::is_held(&target.paths)? => {
+                    return Err(Error::daemon(format!(
+                        "a process holds the lock of {} but cannot be identified as a daemon; see {}",
+                        target.paths.root.display(),
+                        target.paths.lock().display()
+                    )));
+                }
+                None => return ctx.out.print("no daemon was running"),
+            }
         }
+    };
+    if !lock::wait_released(&target.paths, Instant::now() + EXIT_DEADLINE)? {
+        ctx.out.note(&format!(
+            "the daemon is still finishing its tmux calls after {} s",
+            EXIT_DEADLINE.as_secs()
+        ));
     }
+    ctx.out.print(&message)
 }

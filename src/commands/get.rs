@@ -7,11 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Local, Utc};
 
 use crate::cli::{ListFormat, Resource};
-use crate::client::{self, Target};
+use crate::client;
 use crate::commands::{Ctx, unexpected};
 use crate::domain::spec::Name;
 use crate::error::{Error, Result, exit};
 use crate::output;
+use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 
 /// How often `--watch` redraws.

@@ -23,9 +23,10 @@ pub mod status;
 use std::path::PathBuf;
 
 use crate::cli::{Cli, Command};
-use crate::client::{self, Target};
+use crate::client;
 use crate::error::{Error, Result, exit};
 use crate::output::Output;
+use crate::paths::Target;
 use crate::proto::{Request, Response};
 
 /// What every user-facing verb gets: where the daemon is, and the sink.
@@ -95,7 +96,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::Events(_) => "Events",
         Response::Lagged { .. } => "Lagged",
         Response::Status(_) => "Status",
-        Response::AttachArgv(_) => "AttachArgv",
+        Response::AttachTarget { .. } => "AttachTarget",
         Response::Shift { .. } => "Shift",
         Response::Done(_) => "Done",
         Response::Error(_) => "Error",

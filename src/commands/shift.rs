@@ -6,10 +6,11 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::parse_duration;
-use crate::client::{self, Target};
+use crate::client;
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
 use crate::output;
+use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 use crate::view::{ShiftState, ShiftView};
 

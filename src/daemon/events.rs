@@ -6,9 +6,9 @@
 //! twice.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
@@ -128,7 +128,7 @@ impl EventFile {
     pub fn open(path: PathBuf) -> (EventFile, Loaded) {
         let mut loaded = Loaded::default();
         for p in [rotated(&path), path.clone()] {
-            if let Ok(f) = File::open(&p) {
+            if let Ok(f) = crate::statedir::open_existing(&p) {
                 let _ = read_tail(f, FILE_MAX, &mut loaded);
             }
         }
@@ -317,15 +317,10 @@ impl Followers {
 }
 
 /// The one place the log's files are opened for writing (the log itself
-/// with `append`, its seq mark without).
+/// with `append`, its seq mark without): never through a link, and only
+/// a file of ours.
 fn open_for_write(path: &Path, append: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .append(append)
-        .mode(0o600)
-        .open(path)
+    crate::statedir::open_read_write(path, append)
 }
 
 /// `events.jsonl` → `events.jsonl.1`, where the file is rotated to.
@@ -343,7 +338,8 @@ fn seq_file(path: &Path) -> PathBuf {
 /// The last number handed out, or 0 when there is none worth believing.
 fn read_mark(path: &Path) -> u64 {
     let mut text = String::new();
-    let read = File::open(path).and_then(|f| f.take(32).read_to_string(&mut text));
+    let read =
+        crate::statedir::open_existing(path).and_then(|f| f.take(32).read_to_string(&mut text));
     match read.ok().and_then(|_| text.trim().parse::<u64>().ok()) {
         Some(n) if n < SEQ_MAX => n,
         _ => 0,
@@ -573,6 +569,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::domain::event::EventKind;
     use proptest::prelude::*;
+    use std::fs::OpenOptions;
 
     /// The parts put together as the main loop and the supervisor do.
     pub(crate) struct EventLog {

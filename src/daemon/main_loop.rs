@@ -6,22 +6,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::client::{Target, open_lock};
 use crate::error::{Error, Result};
-use crate::paths::Paths;
+use crate::lock;
+use crate::paths::{Paths, Target};
 use crate::proto::Response;
+use crate::statedir;
 use crate::substrate::Substrate;
 
 use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
+use super::guard;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{Input, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor};
@@ -58,36 +58,27 @@ impl crate::domain::Rng for fastrand::Rng {
 /// directory, enforced by an exclusive lock held for the daemon's life.
 pub fn run_foreground(t: &Target) -> Result<()> {
     let paths = &t.paths;
-    paths.ensure()?;
-    let lock_path = paths.lock();
-    let mut lock = open_lock(&lock_path)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+    let lock = match lock::acquire(paths.ensure()?)? {
+        lock::Acquired::Owner(l) => l,
+        lock::Acquired::Held { pid } => {
             return Err(Error::refused(
                 format!(
                     "a daemon already runs for {} (pid {})",
                     paths.root.display(),
-                    pid.trim()
+                    pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
                 ),
                 Some("use `marvel daemon stop` first".into()),
             ));
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, &e)),
-    }
-    {
-        use std::io::Seek;
-        let _ = lock.set_len(0);
-        let _ = lock.seek(std::io::SeekFrom::Start(0));
-        let _ = write!(lock, "{}", std::process::id());
-    }
-    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    };
+    // We hold the lock, so a socket left here belongs to a dead daemon:
+    // the new one replaces it.
     let socket = paths.socket();
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, &e))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(&socket, &e))?;
+    let listener = lock
+        .dir()
+        .bind_socket(crate::paths::SOCKET)
+        .map_err(|e| statedir::io_error(&socket, e))?;
+    let here = statedir::Dir::open_root(&paths.root)?;
     // Panes without a `cwd` start in the home directory, not wherever the
     // first command that started the daemon happened to run.
     if let Some(home) = std::env::var_os("HOME") {
@@ -111,14 +102,17 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     };
     let mut main = MainLoop::new(setup, sub)?;
     let tx = main.sender();
+    guard::stop_on_sigterm(tx.clone())
+        .map_err(|e| Error::other(format!("cannot handle SIGTERM: {e}")))?;
+    guard::hold_lock(lock)
+        .map_err(|e| Error::other(format!("cannot start the lock thread: {e}")))?;
     std::thread::Builder::new()
         .name("marvel-accept".into())
-        .spawn(move || server::serve(listener, tx))
+        .spawn(move || server::serve(listener, socket, tx))
         .map_err(|e| Error::other(format!("cannot start the socket thread: {e}")))?;
     main.restore();
     main.run();
-    let _ = std::fs::remove_file(&socket);
-    drop(lock);
+    let _ = here.remove_own(crate::paths::SOCKET, statedir::Kind::Socket);
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! - [`views`]: the records `get` and `describe` return.
 
 pub mod events;
+mod guard;
 pub mod main_loop;
 pub mod server;
 pub mod store;

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,12 +98,25 @@ pub fn busy(connections: usize) -> Error {
     ))
 }
 
-/// Serves the socket with the default [`Limits`] until the daemon loop is
-/// gone. Requests go to the loop as whatever message type it reads.
-pub fn serve<M: From<Incoming> + Send + 'static>(listener: UnixListener, to_loop: Sender<M>) {
+/// Serves the socket at `path` with the default [`Limits`] until the
+/// daemon loop is gone. Requests go to the loop as whatever message type
+/// it reads. (The listener may have been bound under another name and
+/// moved to `path`: `path` is where clients find it.)
+pub fn serve<M: From<Incoming> + Send + 'static>(
+    listener: UnixListener,
+    path: PathBuf,
+    to_loop: Sender<M>,
+) {
     let accept = |l: &UnixListener| l.accept().map(|(s, _)| s);
     let active = Arc::new(AtomicUsize::new(0));
-    run_server(listener, to_loop, Limits::default(), accept, active);
+    run_server(
+        listener,
+        Some(path),
+        to_loop,
+        Limits::default(),
+        accept,
+        active,
+    );
 }
 
 /// [`serve`] with explicit limits, accept function (tests inject failures
@@ -111,6 +124,7 @@ pub fn serve<M: From<Incoming> + Send + 'static>(listener: UnixListener, to_loop
 /// loop is gone and the socket path no longer leads here.
 fn run_server<M, A>(
     listener: UnixListener,
+    path: Option<PathBuf>,
     to_loop: Sender<M>,
     limits: Limits,
     accept: A,
@@ -119,10 +133,6 @@ fn run_server<M, A>(
     M: From<Incoming> + Send + 'static,
     A: FnMut(&UnixListener) -> io::Result<UnixStream>,
 {
-    let path = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let bound = path.as_deref().and_then(socket_id);
     Server {
         listener,
@@ -339,17 +349,14 @@ fn readable(listener: &UnixListener, wait: Duration) -> io::Result<bool> {
     }
 }
 
-/// Binds a new socket at `path` in place of whatever stands there: the
-/// state directory is the daemon's, and it holds the daemon lock.
+/// Binds a new socket at `path` in place of a stale socket of ours (0600
+/// from the moment it appears). Anything else standing there is left alone
+/// and the bind fails: the daemon never removes what it did not make.
 fn bind_at(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    use crate::statedir::{Dir, Kind};
+    let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
+    dir.remove_own(&name, Kind::Socket)?;
+    dir.bind_socket(&name)
 }
 
 enum Probe {
@@ -722,7 +729,9 @@ mod tests {
         });
         let active = Arc::new(AtomicUsize::new(0));
         let counted = active.clone();
-        let server = std::thread::spawn(move || run_server(listener, tx, limits, accept, counted));
+        let at = Some(path.clone());
+        let server =
+            std::thread::spawn(move || run_server(listener, at, tx, limits, accept, counted));
         Fake {
             _dir: dir,
             path,
@@ -814,6 +823,19 @@ mod tests {
         let mut s = UnixStream::connect(path).expect("connect");
         s.write_all(&request_line(request)).unwrap();
         read_answer(&s)
+    }
+
+    /// Whether the daemon answers a ping at `path` within a moment.
+    fn ask_answers(path: &Path) -> bool {
+        let Ok(mut s) = UnixStream::connect(path) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        if s.write_all(&request_line(Request::Ping)).is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).is_ok_and(|n| n > 0)
     }
 
     fn error_text(resp: Response) -> (String, i32) {
@@ -987,14 +1009,18 @@ mod tests {
             ask(&fake.path, Request::Ping),
             Response::Pong { .. }
         ));
-        let mode = std::fs::metadata(&fake.path).unwrap().permissions().mode() & 0o777;
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&fake.path).unwrap().permissions(),
+        ) & 0o777;
         assert_eq!(mode, 0o600);
+        // Replaced by another socket: the daemon's comes back in its place.
         std::fs::remove_file(&fake.path).unwrap();
-        std::fs::write(&fake.path, "not a socket").unwrap();
+        let other = UnixListener::bind(&fake.path).unwrap();
         assert!(
-            wait_for(|| UnixStream::connect(&fake.path).is_ok()),
-            "the socket replaced the file"
+            wait_for(|| ask_answers(&fake.path)),
+            "the daemon's socket replaced the other one"
         );
+        drop(other);
         assert!(matches!(
             ask(&fake.path, Request::Ping),
             Response::Pong { .. }

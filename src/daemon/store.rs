@@ -59,7 +59,8 @@ impl Store {
     }
 
     pub fn load(&self) -> Loaded {
-        let bytes = match std::fs::read(&self.path) {
+        // Never through a link, and only a file of ours (see `statedir`).
+        let bytes = match crate::statedir::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
             Err(e) => return self.move_aside(e.to_string()),
@@ -121,27 +122,35 @@ pub fn replaying(paths: &Paths, uid: u64) -> PathBuf {
 
 /// Removes exit records of sessions that are not live, and logs of
 /// sessions that are not shown (as a marker or a succeeded session), so
-/// neither directory grows without bound under a crash loop.
+/// neither directory grows without bound under a crash loop. Only files
+/// marvel made are removed: regular files of ours, under the exact names
+/// it gives them (`<uid>.json`, `<uid>.log`, `<uid>.log.1`).
 pub fn prune(paths: &Paths, live: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
-    let uid_of = |name: &str| name.split('.').next().and_then(|n| n.parse::<u64>().ok());
-    if let Ok(dir) = std::fs::read_dir(paths.exits_dir()) {
-        for e in dir.flatten() {
-            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
-                && !live.contains(&uid)
+    use crate::statedir::{Dir, Kind};
+    // The uid in a name marvel made, in its canonical spelling only.
+    let uid_in = |name: &str, suffixes: &[&str]| {
+        let stem = suffixes.iter().find_map(|s| name.strip_suffix(s))?;
+        let uid = stem.parse::<u64>().ok()?;
+        (uid.to_string() == stem).then_some(uid)
+    };
+    let prune = |dir: &Path, suffixes: &[&str], spare: &dyn Fn(u64) -> bool| {
+        let (Ok(handle), Ok(entries)) = (Dir::open(dir), std::fs::read_dir(dir)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(uid) = uid_in(name, suffixes)
+                && !spare(uid)
             {
-                let _ = std::fs::remove_file(e.path());
+                let _ = handle.remove_own(name, Kind::File);
             }
         }
-    }
-    if let Ok(dir) = std::fs::read_dir(paths.logs_dir()) {
-        for e in dir.flatten() {
-            if let Some(uid) = uid_of(&e.file_name().to_string_lossy())
-                && !shown.contains(&uid)
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    };
+    prune(&paths.exits_dir(), &[".json"], &|uid| live.contains(&uid));
+    prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid| {
+        shown.contains(&uid)
+    });
 }
 
 /// The last `n` lines of a session's output log, cleaned for reading.
@@ -202,6 +211,52 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn pruning_removes_only_the_files_marvel_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: tmp.path().join("state"),
+        };
+        paths.ensure().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let (exits, logs) = (paths.exits_dir(), paths.logs_dir());
+        std::fs::write(exits.join("9.json"), b"{}").unwrap();
+        for made in ["9.log", "9.log.1"] {
+            std::fs::write(logs.join(made), b"out").unwrap();
+        }
+        let foreign = [
+            exits.join("9.json.bak"),
+            exits.join("09.json"),
+            exits.join("+9.json"),
+            logs.join("123.important"),
+            logs.join("9.log.2"),
+            logs.join("9.logs"),
+        ];
+        for f in &foreign {
+            std::fs::write(f, b"keep").unwrap();
+        }
+        std::os::unix::fs::symlink(&victim, logs.join("5.log")).unwrap();
+        std::os::unix::fs::symlink(&victim, exits.join("5.json")).unwrap();
+        std::fs::create_dir(logs.join("6.log")).unwrap();
+
+        prune(&paths, &BTreeSet::new(), &BTreeSet::new());
+
+        for made in [
+            exits.join("9.json"),
+            logs.join("9.log"),
+            logs.join("9.log.1"),
+        ] {
+            assert!(!made.exists(), "{made:?} should be pruned");
+        }
+        for f in &foreign {
+            assert!(f.exists(), "{f:?} is not marvel's and must stay");
+        }
+        assert!(logs.join("5.log").is_symlink() && exits.join("5.json").is_symlink());
+        assert!(logs.join("6.log").is_dir());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 
     #[test]

@@ -14,4 +14,5 @@ mod reliability;
 mod server;
 mod shift;
 mod shim;
+mod statedir;
 mod stress;

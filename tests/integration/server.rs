@@ -29,19 +29,28 @@ fn a_deleted_or_replaced_socket_comes_back_and_the_same_daemon_answers() {
     assert_eq!(env.in_state("t/squad/worker", "running").len(), 1);
     assert_eq!(env.daemon_pid(), pid, "the same daemon answers");
 
+    // Something that is not the daemon's is never removed: the daemon says
+    // so in its log, and listens again once the path is free.
     std::fs::remove_file(&socket).unwrap();
     std::fs::write(&socket, "not a socket").unwrap();
-    env.wait("the socket to replace the file", |_| {
+    let log = || std::fs::read_to_string(env.state_dir().join("daemon.log")).unwrap();
+    env.wait("the daemon to say it cannot bind", |_| {
+        log().contains("cannot be bound again").then_some(())
+    });
+    assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
+    std::fs::remove_file(&socket).unwrap();
+    env.wait("the socket to come back once the path is free", |_| {
         is_socket(&socket).then_some(())
     });
     assert_eq!(env.in_state("t/squad/worker", "running").len(), 1);
     assert_eq!(env.daemon_pid(), pid, "no second daemon took over");
-    let log = std::fs::read_to_string(env.state_dir().join("daemon.log")).unwrap();
     assert_eq!(
-        log.matches("was removed or replaced; listening there again")
+        log()
+            .matches("was removed or replaced; listening there again")
             .count(),
         2,
-        "{log}"
+        "{}",
+        log()
     );
 }
 

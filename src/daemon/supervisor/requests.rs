@@ -59,7 +59,7 @@ impl Supervisor {
             Request::Scale { key, replicas } => self.scale(&key, replicas, now),
             Request::Kill { key } => self.kill(&key, now),
             Request::Delete { key } => self.delete(&key, now),
-            Request::Attach { key, tmux_client } => self.attach(&key, tmux_client.as_deref(), now),
+            Request::Attach { key } => self.attach(&key, now),
             Request::Events { filter, follow } => self.events(id, filter, follow),
             Request::Status => Ok(Some(self.status(now))),
             Request::Stop => {
@@ -393,30 +393,14 @@ impl Supervisor {
         Ok(Some(Response::Done(format!("team {team} deleted"))))
     }
 
-    /// A client already inside this tmux server switches to the session
-    /// instead of nesting a second client in its pane.
-    fn attach(&self, key: &str, tmux_client: Option<&str>, now: Now) -> Answer {
+    /// What `attach` needs to build its own tmux command: the session's
+    /// tmux session and pane, as data (a live session always has a pane).
+    fn attach(&self, key: &str, now: Now) -> Answer {
         let s = self.live_session(key, now)?;
-        let tmux = crate::substrate::tmux::Tmux::new(
-            self.setup.tmux_socket.clone(),
-            self.setup.cfg.tmux_timeout,
-        );
-        let inside =
-            tmux_client
-                .filter(|c| !c.is_empty())
-                .is_some_and(|c| match &self.setup.tmux_socket {
-                    None => true,
-                    Some(_) => {
-                        let socket = c.split(',').next().unwrap_or("");
-                        std::path::Path::new(socket) == self.setup.tmux_socket_path
-                    }
-                });
-        use crate::substrate::Substrate;
-        Ok(Some(Response::AttachArgv(if inside {
-            tmux.switch_argv(&s.tmux_session)
-        } else {
-            tmux.attach_argv(&s.tmux_session)
-        })))
+        Ok(Some(Response::AttachTarget {
+            pane: s.pane.clone().unwrap_or_default(),
+            tmux_session: s.tmux_session,
+        }))
     }
 
     fn events(&mut self, id: RequestId, filter: EventFilter, follow: bool) -> Answer {

@@ -22,7 +22,7 @@ pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, Stri
         setup.paths.root.display().to_string(),
     );
     if let Some(sock) = &setup.tmux_socket {
-        env.insert(crate::client::TMUX_SOCKET_ENV.into(), sock.clone());
+        env.insert(crate::paths::TMUX_SOCKET_ENV.into(), sock.clone());
     }
     env
 }
