@@ -245,4 +245,33 @@ mod tests {
         b.command.push("-c".into());
         assert!(!a.same_template(&b));
     }
+
+    /// A state file written by an earlier marvel (format 1, before the spec's
+    /// fields became checked types): the applied teams still load, and write
+    /// back in exactly the same JSON layout.
+    #[test]
+    fn state_files_of_format_1_still_load() {
+        let text = include_str!("../../tests/fixtures/state-format-1.json");
+        let file: serde_json::Value = serde_json::from_str(text).unwrap();
+        let world: crate::domain::state::World =
+            serde_json::from_value(file["world"].clone()).unwrap();
+        let keys: Vec<String> = world.teams.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["demo/demo", "demo/squad"]);
+        let squad = &world.teams.values().nth(1).unwrap().spec;
+        let worker = squad.role("worker").unwrap();
+        assert_eq!(worker.command.join(" "), "sh -c exec sleep 600");
+        assert_eq!(worker.env.len(), 2);
+        assert!(worker.shift_last);
+        assert_eq!(
+            worker.health,
+            Some(Health::Heartbeat {
+                timeout: Duration::from_secs(30),
+                failures: 2,
+            })
+        );
+        // Scaled to zero after it was applied.
+        assert_eq!(squad.role("idle").unwrap().replicas, 0);
+        assert_eq!(serde_json::to_value(&world).unwrap(), file["world"]);
+    }
 }
+
