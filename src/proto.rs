@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::health::{ContextPct, Note};
 use crate::domain::spec::TeamSpec;
 use crate::error::Error;
 use crate::view::{EventView, RoleView, SessionView, ShiftView, StatusView, TeamView};
@@ -130,11 +131,12 @@ pub enum Request {
     Shim(ShimReport),
     /// From a program in a pane (`marvel heartbeat`): it is alive.
     /// `uid` tells it apart from a session replacing it under the same key.
+    /// Its values are checked as they are decoded, like an applied team.
     Heartbeat {
         session: String,
         uid: Option<u64>,
-        context_pct: Option<u8>,
-        note: Option<String>,
+        context_pct: Option<ContextPct>,
+        note: Option<Note>,
     },
     /// Start a rolling shift of a team, or of one of its roles.
     Shift {

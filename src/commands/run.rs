@@ -236,24 +236,31 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
         "backoff",
         format!(
             "{} up to {}, factor {}, jitter ±{}%",
-            d(r.backoff.initial),
-            d(r.backoff.max),
-            r.backoff.factor,
-            (r.backoff.jitter * 100.0).round()
+            d(r.backoff.initial()),
+            d(r.backoff.max()),
+            r.backoff.factor(),
+            (r.backoff.jitter() * 100.0).round()
         ),
     ));
     let budget = match r.max_restarts {
-        Some(max) => format!("{max} restarts in {}", d(r.window)),
+        Some(max) => format!("{max} restarts in {}", d(r.window.get())),
         None => "unlimited restarts".to_string(),
     };
     lines.push((
         "budget",
-        format!("{budget}; forgiven after {} running", d(r.reset_after)),
+        format!(
+            "{budget}; forgiven after {} running",
+            d(r.reset_after.get())
+        ),
     ));
     if let Some(Health::Heartbeat { timeout, failures }) = r.health {
         lines.push((
             "health",
-            format!("heartbeat every {}, {failures} misses", d(timeout)),
+            format!(
+                "heartbeat every {}, {} misses",
+                d(timeout.get()),
+                failures.get()
+            ),
         ));
     }
     lines
@@ -282,19 +289,23 @@ fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::spec::{Name, RestartPolicy};
+    use crate::domain::spec::{Name, RestartPolicy, TeamParts};
 
     fn team() -> TeamSpec {
         let mut worker = RoleSpec::with_defaults("worker", 2, &["sh", "-c", "my-agent --flag"]);
-        worker.env.insert("TOKEN_FILE".into(), "/run/secret".into());
+        worker
+            .env
+            .insert("TOKEN_FILE".into(), "/run/secret".into())
+            .unwrap();
         let mut lead = RoleSpec::with_defaults("lead", 1, &["lead"]);
         lead.restart = RestartPolicy::OnFailure;
         lead.max_restarts = None;
-        TeamSpec {
+        TeamSpec::try_from(TeamParts {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![worker, lead],
-        }
+        })
+        .unwrap()
     }
 
     fn view(role: &str, state: &str, running: u32, desired: u32) -> RoleView {

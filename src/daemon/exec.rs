@@ -25,7 +25,7 @@ pub fn session_env(
     s: &Session,
     spec: &RoleSpec,
 ) -> BTreeMap<String, String> {
-    let mut env = spec.env.clone();
+    let mut env: BTreeMap<String, String> = spec.env.clone().into();
     env.insert("MARVEL_SESSION".into(), s.key.to_string());
     env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
     env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
@@ -53,7 +53,7 @@ pub fn spawn_request(
         name: s.tmux_session.clone(),
         argv: crate::shim::shim_argv(&exe, s.uid, &paths.root, &spec.command),
         env: session_env(paths, tmux_socket, s, spec),
-        cwd: spec.cwd.clone(),
+        cwd: spec.cwd.clone().map(Into::into),
         log: Some(paths.session_log(s.uid)),
         owner: owner_tag(paths),
     }
@@ -185,7 +185,7 @@ impl TmuxHealth {
         });
         self.consecutive_failures += 1;
         self.last_error = Some(err.to_string());
-        let b = crate::domain::spec::Backoff {
+        let b = crate::domain::policy::Curve {
             initial: cfg.retry_base,
             max: cfg.retry_max,
             factor: 2.0,

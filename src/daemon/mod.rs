@@ -25,6 +25,7 @@ use crate::client::{Target, open_lock};
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{self, LookupError, RoleKey, SessionKey, TeamKey};
 use crate::domain::reconcile::{self, Action, RoleChange, StopReason};
+use crate::domain::spec::Replicas;
 use crate::domain::state::{Exit, Heartbeat, Session, SessionState, Time, World};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
@@ -573,7 +574,7 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 self.refuse_while_shifting(&role.team(), &format!("scale {role}"))?;
                 let (from, ev) = self
                     .world
-                    .scale(&role, replicas, now)
+                    .scale(&role, Replicas::new(replicas).map_err(Error::usage)?, now)
                     .ok_or_else(|| Error::not_found("role", key.clone()))?;
                 self.emit(ev);
                 self.dirty = true;
@@ -656,7 +657,13 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
                 uid,
                 context_pct,
                 note,
-            } => self.heartbeat(&session, uid, Heartbeat { context_pct, note }, now),
+            } => {
+                let content = Heartbeat {
+                    context_pct: context_pct.map(u8::from),
+                    note: note.map(String::from),
+                };
+                self.heartbeat(&session, uid, content, now)
+            }
             Request::Shift {
                 team,
                 role,
@@ -723,9 +730,10 @@ impl<S: Substrate + Sync + 'static> Daemon<S> {
             .map(|(key, change)| {
                 let spec = self.world.role_spec(&key);
                 let (name, detail) = match change {
-                    RoleChange::Created => {
-                        ("created", replicas_text(spec.map_or(0, |s| s.replicas)))
-                    }
+                    RoleChange::Created => (
+                        "created",
+                        replicas_text(spec.map_or(0, |s| s.replicas.get())),
+                    ),
                     RoleChange::Unchanged => ("unchanged", String::new()),
                     RoleChange::Scaled { from, to } => ("scaled", format!("{from} → {to}")),
                     RoleChange::Replaced => ("replaced", "spec changed".into()),
@@ -1014,8 +1022,8 @@ mod tests {
     fn heartbeat_team() -> crate::domain::spec::TeamSpec {
         let mut w = role("w", 1);
         w.health = Some(crate::domain::spec::Health::Heartbeat {
-            timeout: Duration::from_secs(1),
-            failures: 2,
+            timeout: crate::domain::spec::NonZeroSpan::from_secs(1),
+            failures: crate::domain::spec::Failures::new(2).unwrap(),
         });
         team(vec![w])
     }
@@ -1088,8 +1096,8 @@ mod tests {
             Request::Heartbeat {
                 session: s.key.to_string(),
                 uid: Some(s.uid),
-                context_pct: Some(30),
-                note: Some("reading".into()),
+                context_pct: crate::domain::health::ContextPct::new(30).ok(),
+                note: crate::domain::health::Note::new("reading").ok(),
             },
         ) else {
             panic!("heartbeat refused")

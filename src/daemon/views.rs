@@ -124,14 +124,14 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
         workspace: key.workspace.clone(),
         team: key.team.clone(),
         role: key.role.clone(),
-        desired: spec.replicas,
+        desired: spec.replicas.get(),
         running,
         state: world.role_state(key, now).to_string(),
         restarts: h.restarts,
         last_restart_at: h.last_crash_at.filter(|_| h.restarts > 0),
-        crashes_in_window: policy::crashes_in_window(h, spec.window, now),
+        crashes_in_window: policy::crashes_in_window(h, spec.window.get(), now),
         max_restarts: spec.max_restarts,
-        window_ms: spec.window.as_millis() as u64,
+        window_ms: spec.window.get().as_millis() as u64,
         next_restart_at: h.next_restart_at.filter(|t| *t > now && h.frozen.is_none()),
         frozen_reason: h.frozen.as_ref().map(|f| f.reason.clone()),
         frozen_at: h.frozen.as_ref().map(|f| f.at),
@@ -140,7 +140,7 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
             .as_ref()
             .and_then(|m| m.exit.as_ref())
             .map(exit_view),
-        command: spec.command.clone(),
+        command: spec.command.to_vec(),
         restart: format!("{:?}", spec.restart),
     })
 }
@@ -309,10 +309,10 @@ pub fn describe_role(
     let _ = writeln!(
         out,
         "Backoff:     {} doubling (x{}) to {}, jitter {}%",
-        humantime::format_duration(spec.backoff.initial),
-        spec.backoff.factor,
-        humantime::format_duration(spec.backoff.max),
-        (spec.backoff.jitter * 100.0).round()
+        humantime::format_duration(spec.backoff.initial()),
+        spec.backoff.factor(),
+        humantime::format_duration(spec.backoff.max()),
+        (spec.backoff.jitter() * 100.0).round()
     );
     let budget = spec
         .max_restarts
@@ -322,12 +322,12 @@ pub fn describe_role(
         "Budget:      {} of {} crashes in {}",
         v.crashes_in_window,
         budget,
-        humantime::format_duration(spec.window)
+        humantime::format_duration(spec.window.get())
     );
     let _ = writeln!(
         out,
         "Forgive:     after {} of stable running",
-        humantime::format_duration(spec.reset_after)
+        humantime::format_duration(spec.reset_after.get())
     );
     let _ = writeln!(out, "Restarts:    {}", v.restarts);
     if let Some(t) = v.next_restart_at {

@@ -1,12 +1,14 @@
 //! The crash-loop rules (design section 4), as pure functions of a role's
 //! history, the event, the current instant and a jitter sample. This is the
 //! only place that decides whether a death is a crash, how long the role
-//! backs off, when it freezes and when it is forgiven.
+//! backs off, when it freezes and when it is forgiven. Its time arithmetic
+//! saturates, so no instant or duration (even one from an old state file)
+//! can make it panic.
 
 use std::time::Duration;
 
 use crate::domain::spec::{Backoff, RestartPolicy, RoleSpec};
-use crate::domain::state::{Exit, ExitDetail, Frozen, RoleHistory, Time, after};
+use crate::domain::state::{Exit, ExitDetail, Frozen, RoleHistory, Time, after, before};
 
 /// Why a session ended, as far as the policy is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +36,32 @@ pub enum Verdict {
     Uncharged,
 }
 
+/// A backoff curve as plain numbers: a role's [`Backoff`], or the pacing of
+/// the daemon's own retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Curve {
+    pub initial: Duration,
+    pub max: Duration,
+    pub factor: f64,
+    pub jitter: f64,
+}
+
+impl From<&Backoff> for Curve {
+    fn from(b: &Backoff) -> Curve {
+        Curve {
+            initial: b.initial(),
+            max: b.max(),
+            factor: b.factor(),
+            jitter: b.jitter(),
+        }
+    }
+}
+
 /// The delay before the `n`-th restart (n ≥ 1) of the curve:
 /// `min(max, initial × factor^(n−1))`, then spread by `jitter × sample`
 /// where `sample` is drawn uniformly from [-1, 1]. The result is rounded
 /// to whole milliseconds and never exceeds `max × (1 + jitter)`.
-pub fn backoff_delay(b: &Backoff, n: u32, sample: f64) -> Duration {
+pub fn backoff_delay(b: &Curve, n: u32, sample: f64) -> Duration {
     let n = n.max(1);
     let initial = b.initial.as_secs_f64();
     let max = b.max.as_secs_f64();
@@ -46,13 +69,14 @@ pub fn backoff_delay(b: &Backoff, n: u32, sample: f64) -> Duration {
     let base = (initial * b.factor.powi((n - 1).min(i32::MAX as u32) as i32)).min(max);
     let spread = 1.0 + b.jitter * sample.clamp(-1.0, 1.0);
     let secs = (base * spread).max(0.0);
+    // A float-to-integer `as` saturates (and takes NaN to 0).
     Duration::from_millis((secs * 1000.0).round() as u64)
 }
 
 /// Crashes of the history that fall inside the window ending at `now`.
 /// A crash exactly `window` old has left the window.
 pub fn crashes_in_window(h: &RoleHistory, window: Duration, now: Time) -> u32 {
-    let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let start = before(now, window);
     h.crashes
         .iter()
         .filter(|t| **t > start && **t <= now)
@@ -88,7 +112,7 @@ pub fn on_death(
     }
 
     // A crash. Keep only the window's crashes, then count this one.
-    let start = now - chrono::Duration::from_std(role.window).unwrap_or(chrono::Duration::MAX);
+    let start = before(now, role.window.get());
     h.crashes.retain(|t| *t > start);
     h.crashes.push(now);
     h.restarts += 1;
@@ -104,7 +128,7 @@ pub fn on_death(
     {
         let reason = format!(
             "{count} crashes in {}, last: {}",
-            humantime::format_duration(role.window),
+            humantime::format_duration(role.window.get()),
             exit.reason()
         );
         h.frozen = Some(Frozen {
@@ -115,7 +139,7 @@ pub fn on_death(
         return Verdict::Frozen { reason };
     }
     h.step += 1;
-    let delay = backoff_delay(&role.backoff, h.step, sample);
+    let delay = backoff_delay(&Curve::from(&role.backoff), h.step, sample);
     let at = after(now, delay);
     h.next_restart_at = Some(at);
     Verdict::Backoff {
@@ -162,7 +186,7 @@ pub fn forgive_at(h: &RoleHistory, role: &RoleSpec, running_since: Option<Time>)
         Some(c) if c > since => c,
         _ => since,
     };
-    Some(after(from, role.reset_after))
+    Some(after(from, role.reset_after.get()))
 }
 
 /// Forgets the backoff curve and the window's crashes. The total restart
@@ -185,6 +209,7 @@ pub fn cause_of(exit: &Exit) -> Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::spec::{Factor, Jitter, NonZeroSpan, Span};
 
     fn t(ms: i64) -> Time {
         "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
@@ -192,15 +217,16 @@ mod tests {
 
     fn role() -> RoleSpec {
         let mut r = RoleSpec::with_defaults("w", 1, &["sh"]);
-        r.backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-            factor: 2.0,
-            jitter: 0.0,
-        };
+        r.backoff = Backoff::new(
+            NonZeroSpan::from_millis(100),
+            Span::from_millis(1000),
+            Factor::new(2.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
         r.max_restarts = Some(3);
-        r.window = Duration::from_secs(10);
-        r.reset_after = Duration::from_secs(5);
+        r.window = NonZeroSpan::from_secs(10);
+        r.reset_after = NonZeroSpan::from_secs(5);
         r
     }
 
@@ -218,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_curve_doubles_from_initial_and_caps_at_max() {
-        let b = role().backoff;
+        let b = Curve::from(&role().backoff);
         let ms: Vec<u128> = (1..=6)
             .map(|n| backoff_delay(&b, n, 0.0).as_millis())
             .collect();
@@ -243,7 +269,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_bounds() {
-        let mut b = role().backoff;
+        let mut b = Curve::from(&role().backoff);
         b.jitter = 0.1;
         assert_eq!(backoff_delay(&b, 1, -1.0).as_millis(), 90);
         assert_eq!(backoff_delay(&b, 1, 1.0).as_millis(), 110);
@@ -313,8 +339,8 @@ mod tests {
         for i in 0..3 {
             crash(&mut h, &r, i);
         }
-        assert_eq!(crashes_in_window(&h, r.window, t(9_999)), 3);
-        assert_eq!(crashes_in_window(&h, r.window, t(10_000)), 2);
+        assert_eq!(crashes_in_window(&h, r.window.get(), t(9_999)), 3);
+        assert_eq!(crashes_in_window(&h, r.window.get(), t(10_000)), 2);
         // At 10 000 ms the first crash has left: this is the third in window.
         assert!(matches!(crash(&mut h, &r, 10_000), Verdict::Backoff { .. }));
         // One millisecond earlier it would have been the fourth.

@@ -138,6 +138,15 @@ impl<'a> Located<'a> {
             .max_by_key(|e| e.start)
     }
 
+    /// Where the character before `offset` starts (0 at the start).
+    pub fn char_before(&self, offset: usize) -> usize {
+        let at = floor_char_boundary(self.text, offset);
+        self.text[..at]
+            .char_indices()
+            .next_back()
+            .map_or(0, |(i, _)| i)
+    }
+
     /// The character at `offset`, if any.
     pub fn char_at(&self, offset: usize) -> Option<char> {
         self.text.get(offset..)?.chars().next()
