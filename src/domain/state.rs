@@ -24,14 +24,6 @@ pub fn after(t: Time, d: std::time::Duration) -> Time {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Subtracts a std duration from an instant (saturating at the far past).
-pub fn before(t: Time, d: std::time::Duration) -> Time {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| t.checked_sub_signed(d))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionState {
     /// Asked for; the program has not reported that it runs yet.
