@@ -961,6 +961,48 @@ pub(crate) fn assert_valid(spec: &TeamSpec) {
     }
 }
 
+/// Seeded random cases for the fuzz tests of everything that decodes input
+/// from outside: many cheap cases, each failure replayable from its seed.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use std::fmt::Debug;
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+    /// Cases per fuzz target: `MARVEL_FUZZ_CASES`, else 100 000.
+    pub fn cases() -> usize {
+        std::env::var("MARVEL_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000)
+    }
+
+    /// `MARVEL_FUZZ_SEED` replays a reported failure; else a new seed.
+    fn seed() -> u64 {
+        std::env::var("MARVEL_FUZZ_SEED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..))
+    }
+
+    /// Runs `check` on `n` inputs from `make`. A panic is reported with the
+    /// input and the seed that reproduces it.
+    pub fn run<T: Debug>(
+        n: usize,
+        mut make: impl FnMut(&mut fastrand::Rng) -> T,
+        check: impl Fn(&T),
+    ) {
+        let seed = seed();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for i in 0..n {
+            let input = make(&mut rng);
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&input))) {
+                eprintln!("fuzz case {i} failed on {input:?}\nreplay it: MARVEL_FUZZ_SEED={seed}");
+                resume_unwind(e);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

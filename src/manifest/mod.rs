@@ -67,10 +67,9 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use proptest::prelude::*;
-
     use super::diagnose::closest;
     use super::validate::check_in;
+    use crate::domain::spec::fuzz;
     use crate::domain::spec::{Failures, Health, NonZeroSpan, RestartPolicy, RoleSpec};
 
     /// Stands in for `PATH`: every program exists except `no-such-agent`.
@@ -711,6 +710,91 @@ mod tests {
     }
 
     #[test]
+    fn duration_longer_than_ten_years() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], window: "1000000years")"#
+            )),
+            "error: team.ron:4:50: roles[0].window: \"1000000years\" is too long; durations are \
+             at most 10 years (\"10y\")"
+        );
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["sh"], window: "10y", health: Heartbeat(timeout: "10y"))"#,
+        ));
+        assert_eq!(
+            spec.roles[0].window.get(),
+            crate::domain::spec::MAX_DURATION
+        );
+        for field in ["reset_after", "ready_after"] {
+            let text = one_role(&format!(
+                r#"Role(name: "w", command: ["sh"], {field}: "3653d")"#
+            ));
+            assert!(refuse(&text).contains("is too long"), "{field}");
+        }
+        assert!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], backoff: (max: "11y"))"#
+            ))
+            .contains("roles[0].backoff.max: \"11y\" is too long")
+        );
+        assert!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], health: Heartbeat(timeout: "11y"))"#
+            ))
+            .contains("roles[0].health.timeout: \"11y\" is too long")
+        );
+    }
+
+    #[test]
+    fn command_line_longer_than_tmux_accepts() {
+        let long = "x".repeat(crate::domain::spec::MAX_COMMAND_LINE_BYTES);
+        assert_eq!(
+            refuse(&one_role(&format!(
+                r#"Role(name: "w", command: ["sh", "{long}"])"#
+            ))),
+            "error: team.ron:4:34: roles[0].command: command, env and cwd take 12294 bytes; \
+             tmux accepts at most 12288 of them in the command that starts a pane\n\
+             help: pass long text through a file, and name the file in the command or env"
+        );
+        assert!(
+            refuse(&one_role(&format!(
+                r#"Role(name: "w", command: ["sh"], env: {{"K": "{long}"}})"#
+            )))
+            .starts_with("error: team.ron:4:47: roles[0].env: command, env and cwd take")
+        );
+    }
+
+    #[test]
+    fn command_argument_with_a_nul_character() {
+        assert_eq!(
+            refuse(&one_role(r#"Role(name: "w", command: ["sh", "a\u{0}b"])"#)),
+            "error: team.ron:4:41: roles[0].command[1]: contains a NUL character, which no \
+             program can receive"
+        );
+    }
+
+    #[test]
+    fn empty_environment_name() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], env: {"": "c"})"#
+            )),
+            "error: team.ron:4:47: roles[0].env: \"\" cannot be an environment variable name: \
+             it is empty"
+        );
+    }
+
+    #[test]
+    fn negative_replicas() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", replicas: -1, command: ["sh"])"#
+            )),
+            "error: team.ron:4:35: roles[0].replicas: must be between 1 and 1000, got -1"
+        );
+    }
+
+    #[test]
     fn no_roles() {
         assert_eq!(
             refuse(r#"Team(name: "squad", roles: [])"#),
@@ -906,31 +990,93 @@ mod tests {
     }
 
     #[test]
-    fn the_fuzzing_seed_is_valid() {
-        assert_eq!(accept(VALID).roles.len(), 2);
+    fn the_fuzzing_seeds_are_valid() {
+        for seed in examples() {
+            accept(&seed);
+        }
+        accept(VALID);
     }
 
-    /// One edit to a text: delete, insert or repeat a few characters.
-    #[derive(Debug, Clone)]
-    enum Edit {
-        Delete(usize, usize),
-        Insert(usize, char),
-        Repeat(usize, usize),
+    /// The shipped examples without their comment lines: small inputs make
+    /// many cases cheap, and [`VALID`] has every kind of comment.
+    fn examples() -> Vec<String> {
+        let bare = |text: &str| -> String {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        vec![
+            bare(include_str!("../../roles/demo.ron")),
+            bare(include_str!("../../roles/crashy.ron")),
+        ]
     }
 
-    fn apply(text: &str, edits: &[Edit]) -> String {
-        let mut chars: Vec<char> = text.chars().collect();
-        for edit in edits {
+    /// Pieces that matter to the parser or to a field's rule.
+    const SNIPPETS: &[&str] = &[
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "\"",
+        "'",
+        "#",
+        "//",
+        "/*",
+        "*/",
+        "\\",
+        " ",
+        "\n",
+        "0",
+        "-1",
+        "1001",
+        "4294967296",
+        "2.5",
+        "inf",
+        "NaN",
+        "None",
+        "Some(",
+        "true",
+        "r#\"",
+        "\"#",
+        "b\"",
+        "\"\"",
+        "\"0s\"",
+        "\"10y\"",
+        "\"11y\"",
+        "\"1000000years\"",
+        "\"A=B\"",
+        "\"\\u{0}\"",
+        "Heartbeat(",
+        "(initial: \"2m\")",
+        "name: \"x\"",
+        "é",
+    ];
+
+    /// A few random edits of `seed`: deletions, insertions (of characters,
+    /// or of pieces the parser cares about) and repeats.
+    fn mutate(rng: &mut fastrand::Rng, seed: &str) -> String {
+        let mut chars: Vec<char> = seed.chars().collect();
+        for _ in 0..rng.usize(1..6) {
             let n = chars.len();
-            match *edit {
-                Edit::Delete(at, len) if n > 0 => {
-                    let at = at % n;
-                    chars.drain(at..(at + len).min(n));
+            let at = rng.usize(..=n);
+            match rng.u8(..4) {
+                0 if at < n => {
+                    let end = (at + rng.usize(1..8)).min(n);
+                    chars.drain(at..end);
                 }
-                Edit::Insert(at, c) => chars.insert(at % (n + 1), c),
-                Edit::Repeat(at, len) if n > 0 => {
-                    let at = at % n;
-                    let piece: Vec<char> = chars[at..(at + len).min(n)].to_vec();
+                1 => {
+                    let piece = SNIPPETS[rng.usize(..SNIPPETS.len())];
+                    chars.splice(at..at, piece.chars());
+                }
+                2 => chars.insert(at, rng.char(..)),
+                _ if at < n => {
+                    let end = (at + rng.usize(1..40)).min(n);
+                    let piece = chars[at..end].to_vec();
                     chars.splice(at..at, piece);
                 }
                 _ => {}
@@ -939,33 +1085,72 @@ mod tests {
         chars.into_iter().collect()
     }
 
-    fn edit() -> impl Strategy<Value = Edit> {
-        let significant =
-            prop::sample::select("()[]{},:\"'#/*\\ \n0-_.aeNrSé".chars().collect::<Vec<_>>());
-        prop_oneof![
-            (any::<usize>(), 1..8usize).prop_map(|(a, l)| Edit::Delete(a, l)),
-            (any::<usize>(), significant).prop_map(|(a, c)| Edit::Insert(a, c)),
-            (any::<usize>(), any::<char>()).prop_map(|(a, c)| Edit::Insert(a, c)),
-            (any::<usize>(), 1..40usize).prop_map(|(a, l)| Edit::Repeat(a, l)),
-        ]
+    // Of a fuzz run's cases, 3/10 mutate the examples, 2/10 the manifest that
+    // writes every field, and a quarter each are random bytes and RON soup.
+
+    #[test]
+    fn mutated_examples_are_refused_cleanly() {
+        let examples = examples();
+        fuzz::run(
+            fuzz::cases() * 3 / 10,
+            |rng| {
+                let seed = &examples[rng.usize(..examples.len())];
+                mutate(rng, seed)
+            },
+            |text| assert_refused_cleanly(text),
+        );
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn mutated_manifests_are_refused_cleanly() {
+        fuzz::run(
+            fuzz::cases() * 2 / 10,
+            |rng| mutate(rng, VALID),
+            |text| assert_refused_cleanly(text),
+        );
+    }
 
-        #[test]
-        fn random_text_is_refused_cleanly(text in any::<String>()) {
-            assert_refused_cleanly(&text);
-        }
+    #[test]
+    fn random_bytes_are_refused_cleanly() {
+        fuzz::run(
+            fuzz::cases() / 4,
+            |rng| {
+                let ascii = rng.bool();
+                let bytes: Vec<u8> = (0..rng.usize(..64))
+                    .map(|_| {
+                        if ascii {
+                            rng.u8(b' '..=b'~')
+                        } else {
+                            rng.u8(..)
+                        }
+                    })
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            },
+            |text| assert_refused_cleanly(text),
+        );
+    }
 
-        #[test]
-        fn ron_like_text_is_refused_cleanly(text in "[()\\[\\]{},:\" a-zA-Z0-9_/*\n#'-]{0,80}") {
-            assert_refused_cleanly(&text);
-        }
-
-        #[test]
-        fn mutated_manifests_are_refused_cleanly(edits in prop::collection::vec(edit(), 1..6)) {
-            assert_refused_cleanly(&apply(VALID, &edits));
-        }
+    #[test]
+    fn ron_like_text_is_refused_cleanly() {
+        const WORDS: &[&str] = &[
+            "Team", "Role", "name", "roles", "command", "replicas", "env", "backoff", "health",
+            "window", "\"w\"", "\"sh\"", "x", "_", "r#x",
+        ];
+        fuzz::run(
+            fuzz::cases() / 4,
+            |rng| {
+                (0..rng.usize(..24))
+                    .map(|_| {
+                        if rng.bool() {
+                            WORDS[rng.usize(..WORDS.len())]
+                        } else {
+                            SNIPPETS[rng.usize(..SNIPPETS.len())]
+                        }
+                    })
+                    .collect::<String>()
+            },
+            |text| assert_refused_cleanly(text),
+        );
     }
 }
