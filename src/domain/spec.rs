@@ -976,9 +976,10 @@ pub(crate) mod fuzz {
             .unwrap_or(100_000)
     }
 
-    /// `MARVEL_FUZZ_SEED` replays a reported failure; else a new seed.
+    /// `MARVEL_TEST_SEED` replays a reported failure (as in the integration
+    /// tests); else a new seed.
     fn seed() -> u64 {
-        std::env::var("MARVEL_FUZZ_SEED")
+        std::env::var("MARVEL_TEST_SEED")
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| fastrand::u64(..))
@@ -996,7 +997,7 @@ pub(crate) mod fuzz {
         for i in 0..n {
             let input = make(&mut rng);
             if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&input))) {
-                eprintln!("fuzz case {i} failed on {input:?}\nreplay it: MARVEL_FUZZ_SEED={seed}");
+                eprintln!("fuzz case {i} failed on {input:?}\nreplay it: MARVEL_TEST_SEED={seed}");
                 resume_unwind(e);
             }
         }

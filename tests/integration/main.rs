@@ -13,3 +13,4 @@ mod reliability;
 mod shift;
 mod shim;
 mod stress;
+mod validation;
