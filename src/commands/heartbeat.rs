@@ -156,5 +156,22 @@ mod tests {
                 .unwrap_err()
                 .contains("at most 200")
         );
+        // An escape sequence would reach the operator's terminal.
+        assert!(
+            note("\u{1b}]0;pwned\u{7}")
+                .unwrap_err()
+                .contains("control character")
+        );
+        assert!(context_pct("100").is_ok());
+        assert!(
+            context_pct("101")
+                .unwrap_err()
+                .contains("between 0 and 100")
+        );
+        assert!(
+            context_pct("-1")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
     }
 }

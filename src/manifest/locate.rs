@@ -1,6 +1,8 @@
 //! Finds where each value of a RON document sits, by dotted path
-//! (`roles[1].backoff.initial`), so that errors found after deserializing can
-//! point at the text. It reads any text, valid or not, and never fails.
+//! (`roles[1].backoff.initial`): what ron cannot tell. ron says where it
+//! stopped, not which field that is, how far the value there reaches, or
+//! which bracket is still open. It reads any text, valid or not, and never
+//! fails.
 
 use crate::error::Position;
 
