@@ -1,8 +1,8 @@
 //! RON team manifests → validated [`TeamSpec`]s, in three steps: the
-//! written form ([`schema`], whose fields are the spec's checked types, so
+//! written form (`schema`, whose fields are the spec's checked types, so
 //! ron refuses a bad value where it is written), the rules across fields
-//! and against this machine ([`validate`]), and turning every refusal into
-//! `FILE:LINE:COL: field: message` ([`diagnose`], with [`locate`] finding
+//! and against this machine (`validate`), and turning every refusal into
+//! `FILE:LINE:COL: field: message` (`diagnose`, with `locate` finding
 //! the field at a position, which ron cannot tell).
 
 mod diagnose;
