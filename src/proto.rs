@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::EventKind;
+use crate::domain::health::{ContextPct, Note};
 use crate::domain::spec::TeamSpec;
 use crate::error::Error;
 use crate::view::{
@@ -133,11 +134,12 @@ pub enum Request {
     Shim(ShimReport),
     /// From a program in a pane (`marvel heartbeat`): it is alive.
     /// `uid` tells it apart from a session replacing it under the same key.
+    /// Its values are checked as they are decoded, like an applied team.
     Heartbeat {
         session: String,
         uid: Option<u64>,
-        context_pct: Option<u8>,
-        note: Option<String>,
+        context_pct: Option<ContextPct>,
+        note: Option<Note>,
     },
     /// Start a rolling shift of a team, or of one of its roles.
     Shift {
@@ -289,5 +291,273 @@ mod tests {
                 prop_assert!(serde_json::to_vec(&resp).is_ok());
             }
         }
+    }
+}
+
+/// Requests decoded from the wire: every team and heartbeat value is
+/// checked as it is decoded.
+#[cfg(test)]
+mod request_tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::domain::health::MAX_NOTE_CHARS;
+    use crate::domain::spec::{
+        Cwd, Failures, Health, Name, NonZeroSpan, RoleSpec, TeamParts, assert_valid, fuzz,
+    };
+
+    fn line(request: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"protocol": PROTOCOL_VERSION, "request": request})).unwrap()
+    }
+
+    fn decode(line: &[u8]) -> serde_json::Result<Request> {
+        serde_json::from_slice::<Envelope>(line).map(|e| e.request)
+    }
+
+    fn heartbeat(context_pct: Value, note: Value) -> Vec<u8> {
+        line(json!({"Heartbeat": {
+            "session": "demo/squad/worker-0",
+            "uid": 7,
+            "context_pct": context_pct,
+            "note": note,
+        }}))
+    }
+
+    #[test]
+    fn heartbeat_values_are_checked_as_they_are_decoded() {
+        let Request::Heartbeat {
+            context_pct, note, ..
+        } = decode(&heartbeat(json!(100), json!("reading"))).unwrap()
+        else {
+            panic!("not a heartbeat")
+        };
+        assert_eq!(context_pct.map(u8::from), Some(100));
+        assert_eq!(note.map(String::from).as_deref(), Some("reading"));
+        assert!(decode(&heartbeat(Value::Null, Value::Null)).is_ok());
+        for (pct, note, expected) in [
+            (
+                json!(101),
+                json!("x"),
+                "context_pct must be between 0 and 100, got 101",
+            ),
+            (json!(300), json!("x"), "invalid value: integer `300`"),
+            (json!(-1), json!("x"), "invalid value: integer `-1`"),
+            (
+                json!(1),
+                json!("x".repeat(MAX_NOTE_CHARS + 1)),
+                "note is 201 characters long; at most 200 are allowed",
+            ),
+        ] {
+            let err = decode(&heartbeat(pct.clone(), note))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{pct}: {err}");
+        }
+    }
+
+    /// A team that uses every part of the spec, as the client sends it. One
+    /// role is enough: the mutations repeat it.
+    fn team() -> Value {
+        let mut w = RoleSpec::with_defaults("worker", 2, &["sh", "-c", "sleep 9"]);
+        w.health = Some(Health::Heartbeat {
+            timeout: NonZeroSpan::from_secs(30),
+            failures: Failures::new(3).unwrap(),
+        });
+        w.env.insert("K".into(), "V".into()).unwrap();
+        w.cwd = Some(Cwd::new("/tmp").unwrap());
+        let team = TeamSpec::try_from(TeamParts {
+            workspace: Name::new("demo").unwrap(),
+            name: Name::new("squad").unwrap(),
+            roles: vec![w],
+        })
+        .unwrap();
+        serde_json::to_value(team).unwrap()
+    }
+
+    /// A small JSON value, often one that a field's rule is about.
+    fn any_value(rng: &mut fastrand::Rng, depth: u32) -> Value {
+        const KEYS: &[&str] = &[
+            "name",
+            "replicas",
+            "command",
+            "env",
+            "cwd",
+            "backoff",
+            "initial",
+            "max",
+            "factor",
+            "jitter",
+            "window",
+            "secs",
+            "nanos",
+            "Heartbeat",
+            "timeout",
+            "failures",
+            "roles",
+            "",
+        ];
+        let pick = |rng: &mut fastrand::Rng, n: usize| rng.usize(..n);
+        match rng.u8(..if depth == 0 { 6 } else { 8 }) {
+            0 => Value::Null,
+            1 => json!(rng.bool()),
+            2 => {
+                let ints = [
+                    0,
+                    1,
+                    -1,
+                    100,
+                    101,
+                    1000,
+                    1001,
+                    i64::from(u32::MAX),
+                    i64::MIN,
+                    i64::MAX,
+                ];
+                json!(ints[pick(rng, ints.len())])
+            }
+            3 => {
+                let floats = [0.0, 0.5, 1.0, 2.0, -1.0, 1.5, 1e300, f64::MIN_POSITIVE];
+                json!(floats[pick(rng, floats.len())])
+            }
+            4 => {
+                let long = "x".repeat(20_000);
+                let strings = [
+                    "",
+                    "A=B",
+                    "a\u{0}b",
+                    "sh",
+                    "w",
+                    "Squad",
+                    "\u{1b}[2J",
+                    "é",
+                    long.as_str(),
+                ];
+                json!(strings[pick(rng, strings.len())])
+            }
+            5 => {
+                let secs = [0, 1, 600, 315_576_000, 315_576_001, u64::MAX];
+                let nanos = [0u64, 1, 999_999_999, 1_000_000_000];
+                json!({"secs": secs[pick(rng, secs.len())], "nanos": nanos[pick(rng, nanos.len())]})
+            }
+            6 => Value::Array(
+                (0..rng.usize(..3))
+                    .map(|_| any_value(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.usize(..3))
+                    .map(|_| {
+                        (
+                            KEYS[pick(rng, KEYS.len())].to_string(),
+                            any_value(rng, depth - 1),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `team` with a few random changes: a value replaced, a key removed
+    /// or added, an element repeated.
+    fn mutate(rng: &mut fastrand::Rng, team: &Value) -> Value {
+        let mut team = team.clone();
+        for _ in 0..rng.usize(1..4) {
+            // Walk down to a random node, then change it.
+            let mut pointer = String::new();
+            let mut node = &team;
+            while rng.u8(..4) != 0 {
+                let (step, next) = match node {
+                    Value::Object(m) if !m.is_empty() => {
+                        let (k, v) = m.iter().nth(rng.usize(..m.len())).unwrap();
+                        (k.replace('~', "~0").replace('/', "~1"), v)
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        let i = rng.usize(..a.len());
+                        (i.to_string(), &a[i])
+                    }
+                    _ => break,
+                };
+                pointer = format!("{pointer}/{step}");
+                node = next;
+            }
+            let node = team.pointer_mut(&pointer).unwrap();
+            match (rng.u8(..4), node) {
+                (0, Value::Object(m)) if !m.is_empty() => {
+                    let k = m.keys().nth(rng.usize(..m.len())).unwrap().clone();
+                    m.remove(&k);
+                }
+                (1, Value::Array(a)) if !a.is_empty() => {
+                    let i = rng.usize(..a.len());
+                    a.push(a[i].clone());
+                }
+                (_, node) => *node = any_value(rng, 2),
+            }
+        }
+        team
+    }
+
+    /// Flips, drops or inserts a few bytes of a request line.
+    fn mutate_bytes(rng: &mut fastrand::Rng, mut b: Vec<u8>) -> Vec<u8> {
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..=b.len());
+            match rng.u8(..3) {
+                0 if at < b.len() => b[at] = rng.u8(..),
+                1 if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {
+                    let interesting = b"{}[]\":,0-9e\\ ";
+                    b.insert(at, interesting[rng.usize(..interesting.len())])
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn any_apply_payload_is_refused_or_valid() {
+        let team = team();
+        fuzz::run(
+            fuzz::cases(),
+            |rng| {
+                // Written out by hand: building a `json!` around the team
+                // would cost more than decoding it.
+                let mut line =
+                    format!(r#"{{"protocol":{PROTOCOL_VERSION},"request":{{"Apply":{{"team":"#)
+                        .into_bytes();
+                serde_json::to_writer(&mut line, &mutate(rng, &team)).unwrap();
+                line.extend_from_slice(b"}}}");
+                if rng.u8(..5) == 0 {
+                    mutate_bytes(rng, line)
+                } else {
+                    line
+                }
+            },
+            |line| match decode(line) {
+                Ok(Request::Apply { team }) => assert_valid(&team),
+                Ok(other) => panic!("an apply decoded as {other:?}"),
+                Err(_) => {}
+            },
+        );
+    }
+
+    #[test]
+    fn any_heartbeat_payload_is_refused_or_valid() {
+        fuzz::run(
+            fuzz::cases() / 10,
+            |rng| heartbeat(any_value(rng, 1), any_value(rng, 1)),
+            |line| {
+                if let Ok(Request::Heartbeat {
+                    context_pct, note, ..
+                }) = decode(line)
+                {
+                    assert!(context_pct.is_none_or(|p| u8::from(p) <= 100));
+                    if let Some(n) = note {
+                        let n = String::from(n);
+                        assert!(n.chars().count() <= MAX_NOTE_CHARS);
+                    }
+                }
+            },
+        );
     }
 }

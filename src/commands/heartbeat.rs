@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::client;
 use crate::commands::{Ctx, unexpected};
-use crate::domain::health::MAX_NOTE_CHARS;
+use crate::domain::health::{ContextPct, Note};
 use crate::error::{Error, Result, exit};
 use crate::proto::{Request, Response};
 
@@ -21,22 +21,24 @@ It reads MARVEL_SESSION, MARVEL_SESSION_UID and MARVEL_HOME, which marvel
 sets in every pane, prints nothing on success, and never starts a daemon.")]
 pub struct Args {
     /// How full the agent's context window is, in percent
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub context_pct: Option<u8>,
+    #[arg(long, value_name = "N", value_parser = context_pct)]
+    pub context_pct: Option<ContextPct>,
 
     /// A short status line shown by describe session (at most 200 characters)
     #[arg(long, value_name = "TEXT", value_parser = note)]
-    pub note: Option<String>,
+    pub note: Option<Note>,
 }
 
-fn note(s: &str) -> std::result::Result<String, String> {
-    let n = s.chars().count();
-    if n > MAX_NOTE_CHARS {
-        return Err(format!(
-            "is {n} characters long; at most {MAX_NOTE_CHARS} are allowed"
-        ));
-    }
-    Ok(s.to_string())
+// The same rules the daemon applies when it decodes the request.
+fn context_pct(s: &str) -> std::result::Result<ContextPct, String> {
+    let pct: u8 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number from 0 to 100"))?;
+    ContextPct::new(pct)
+}
+
+fn note(s: &str) -> std::result::Result<Note, String> {
+    Note::new(s)
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
@@ -93,11 +95,12 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::health::MAX_NOTE_CHARS;
 
     fn args() -> Args {
         Args {
-            context_pct: Some(40),
-            note: Some("refactoring".into()),
+            context_pct: Some(ContextPct::new(40).unwrap()),
+            note: Some(Note::new("refactoring").unwrap()),
         }
     }
 
@@ -121,8 +124,8 @@ mod tests {
         };
         assert_eq!(session, "demo/squad/worker-0");
         assert_eq!(uid, Some(17));
-        assert_eq!(context_pct, Some(40));
-        assert_eq!(note.as_deref(), Some("refactoring"));
+        assert_eq!(context_pct.map(ContextPct::get), Some(40));
+        assert_eq!(note.as_ref().map(Note::as_str), Some("refactoring"));
     }
 
     #[test]
@@ -152,6 +155,19 @@ mod tests {
             note(&"x".repeat(MAX_NOTE_CHARS + 1))
                 .unwrap_err()
                 .contains("at most 200")
+        );
+        // Kept as sent: escaped where it is shown, not refused.
+        assert!(note("\u{1b}]0;pwned\u{7}").is_ok());
+        assert!(context_pct("100").is_ok());
+        assert!(
+            context_pct("101")
+                .unwrap_err()
+                .contains("between 0 and 100")
+        );
+        assert!(
+            context_pct("-1")
+                .unwrap_err()
+                .contains("not a whole number")
         );
     }
 }

@@ -228,17 +228,24 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
     lines.push(("restart", format!("{:?}", r.restart)));
     lines.push(("backoff", output::backoff(&r.backoff)));
     let budget = match r.max_restarts {
-        Some(max) => format!("{max} restarts in {}", d(r.window)),
+        Some(max) => format!("{max} restarts in {}", d(r.window.get())),
         None => "unlimited restarts".to_string(),
     };
     lines.push((
         "budget",
-        format!("{budget}; forgiven after {} running", d(r.reset_after)),
+        format!(
+            "{budget}; forgiven after {} running",
+            d(r.reset_after.get())
+        ),
     ));
     if let Some(Health::Heartbeat { timeout, failures }) = r.health {
         lines.push((
             "health",
-            format!("heartbeat every {}, {failures} misses", d(timeout)),
+            format!(
+                "heartbeat every {}, {} misses",
+                d(timeout.get()),
+                failures.get()
+            ),
         ));
     }
     lines
@@ -247,19 +254,23 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::spec::{Name, RestartPolicy};
+    use crate::domain::spec::{Name, RestartPolicy, TeamParts};
 
     fn team() -> TeamSpec {
         let mut worker = RoleSpec::with_defaults("worker", 2, &["sh", "-c", "my-agent --flag"]);
-        worker.env.insert("TOKEN_FILE".into(), "/run/secret".into());
+        worker
+            .env
+            .insert("TOKEN_FILE".into(), "/run/secret".into())
+            .unwrap();
         let mut lead = RoleSpec::with_defaults("lead", 1, &["lead"]);
         lead.restart = RestartPolicy::OnFailure;
         lead.max_restarts = None;
-        TeamSpec {
+        TeamSpec::try_from(TeamParts {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![worker, lead],
-        }
+        })
+        .unwrap()
     }
 
     fn view(role: &str, state: RoleState, running: u32, desired: u32) -> RoleView {

@@ -132,14 +132,14 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
         workspace: key.workspace.clone(),
         team: key.team.clone(),
         role: key.role.clone(),
-        desired: spec.replicas,
+        desired: spec.replicas.get(),
         running,
         state: world.role_state(key, now),
         restarts: h.restarts,
         last_restart_at: h.last_crash_at.filter(|_| h.restarts > 0),
-        crashes_in_window: policy::crashes_in_window(h, spec.window, now),
+        crashes_in_window: policy::crashes_in_window(h, spec.window.get(), now),
         max_restarts: spec.max_restarts,
-        window_ms: spec.window.as_millis() as u64,
+        window_ms: spec.window.get().as_millis() as u64,
         next_restart_at: h.next_restart_at.filter(|t| *t > now && h.frozen.is_none()),
         frozen_reason: h.frozen.as_ref().map(|f| f.reason.clone()),
         frozen_at: h.frozen.as_ref().map(|f| f.at),
@@ -148,7 +148,7 @@ pub fn role(world: &World, key: &RoleKey, now: Time) -> Option<RoleView> {
             .as_ref()
             .and_then(|m| m.exit.as_ref())
             .map(exit_view),
-        command: spec.command.clone(),
+        command: spec.command.to_vec(),
         restart: spec.restart,
     })
 }
@@ -236,9 +236,9 @@ pub fn describe_role(
         .collect();
     Some(DescribeView::Role(RoleDescription {
         role,
-        cwd: spec.cwd.clone(),
+        cwd: spec.cwd.clone().map(Into::into),
         backoff: spec.backoff,
-        reset_after: spec.reset_after,
+        reset_after: spec.reset_after.get(),
         sessions,
         events,
     }))

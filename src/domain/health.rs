@@ -18,6 +18,76 @@ pub const HEARTBEAT_STALE: &str = "heartbeat stale";
 /// Longest heartbeat note kept, in characters.
 pub const MAX_NOTE_CHARS: usize = 200;
 
+/// How full an agent's context window is, in percent: 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct ContextPct(u8);
+
+impl ContextPct {
+    pub fn new(pct: u8) -> Result<ContextPct, String> {
+        if pct > 100 {
+            return Err(format!("context_pct must be between 0 and 100, got {pct}"));
+        }
+        Ok(ContextPct(pct))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for ContextPct {
+    type Error = String;
+    fn try_from(pct: u8) -> Result<Self, String> {
+        ContextPct::new(pct)
+    }
+}
+
+impl From<ContextPct> for u8 {
+    fn from(p: ContextPct) -> u8 {
+        p.0
+    }
+}
+
+/// A heartbeat's status line: at most [`MAX_NOTE_CHARS`] characters. It is
+/// the program's own text, kept exactly (JSON shows it as sent) and shown
+/// on a terminal only with its control characters escaped. Refusing them
+/// instead would fail the heartbeat of a program whose status happens to
+/// hold a colour code, and so restart it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Note(String);
+
+impl Note {
+    pub fn new(text: impl Into<String>) -> Result<Note, String> {
+        let text = text.into();
+        let n = text.chars().count();
+        if n > MAX_NOTE_CHARS {
+            return Err(format!(
+                "note is {n} characters long; at most {MAX_NOTE_CHARS} are allowed"
+            ));
+        }
+        Ok(Note(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Note {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Note::new(text)
+    }
+}
+
+impl From<Note> for String {
+    fn from(n: Note) -> String {
+        n.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum HealthState {
     /// No verdict yet: no heartbeat, and the start-up grace has not ended.
@@ -118,8 +188,8 @@ pub fn check(
         s.last_heartbeat_at,
         started,
         watching_since,
-        timeout,
-        failures,
+        timeout.get(),
+        failures.get(),
         now,
     ))
 }
@@ -127,7 +197,7 @@ pub fn check(
 /// When a running session counts as ready: `ready_after` after its start.
 pub fn ready_at(s: &Session, role: &RoleSpec) -> Option<Time> {
     (s.state == SessionState::Running)
-        .then(|| after(s.started_at.unwrap_or(s.created_at), role.ready_after))
+        .then(|| after(s.started_at.unwrap_or(s.created_at), role.ready_after.get()))
 }
 
 /// Ready to take over from a session it replaces: running for the role's
@@ -224,8 +294,8 @@ impl World {
                     EventKind::Unhealthy,
                     format!(
                         "unhealthy: {last}; missed {} of {failures} (timeout {})",
-                        c.misses.min(failures),
-                        humantime::format_duration(timeout)
+                        c.misses.min(failures.get()),
+                        humantime::format_duration(timeout.get())
                     ),
                 )
             }

@@ -1,7 +1,9 @@
 //! The crash-loop rules (design section 4), as pure functions of a role's
 //! history, the event, the current instant and a jitter sample. This is the
 //! only place that decides whether a death is a crash, how long the role
-//! backs off, when it freezes and when it is forgiven.
+//! backs off, when it freezes and when it is forgiven. Its time arithmetic
+//! saturates, so no instant or duration (even one from an old state file)
+//! can make it panic.
 
 use std::time::Duration;
 
@@ -34,11 +36,32 @@ pub enum Verdict {
     Uncharged,
 }
 
+/// A backoff curve as plain numbers: a role's [`Backoff`], or the pacing of
+/// the daemon's own retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Curve {
+    pub initial: Duration,
+    pub max: Duration,
+    pub factor: f64,
+    pub jitter: f64,
+}
+
+impl From<&Backoff> for Curve {
+    fn from(b: &Backoff) -> Curve {
+        Curve {
+            initial: b.initial(),
+            max: b.max(),
+            factor: b.factor(),
+            jitter: b.jitter(),
+        }
+    }
+}
+
 /// The delay before the `n`-th restart (n ≥ 1) of the curve:
 /// `min(max, initial × factor^(n−1))`, then spread by `jitter × sample`
 /// where `sample` is drawn uniformly from [-1, 1]. The result is rounded
 /// to whole milliseconds and never exceeds `max × (1 + jitter)`.
-pub fn backoff_delay(b: &Backoff, n: u32, sample: f64) -> Duration {
+pub fn backoff_delay(b: &Curve, n: u32, sample: f64) -> Duration {
     let n = n.max(1);
     let initial = b.initial.as_secs_f64();
     let max = b.max.as_secs_f64();
@@ -46,17 +69,24 @@ pub fn backoff_delay(b: &Backoff, n: u32, sample: f64) -> Duration {
     let base = (initial * b.factor.powi((n - 1).min(i32::MAX as u32) as i32)).min(max);
     let spread = 1.0 + b.jitter * sample.clamp(-1.0, 1.0);
     let secs = (base * spread).max(0.0);
+    // A float-to-integer `as` saturates (and takes NaN to 0).
     Duration::from_millis((secs * 1000.0).round() as u64)
 }
 
 /// Crashes of the history that fall inside the window ending at `now`.
 /// A crash exactly `window` old has left the window.
 pub fn crashes_in_window(h: &RoleHistory, window: Duration, now: Time) -> u32 {
-    let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     h.crashes
         .iter()
-        .filter(|t| **t > start && **t <= now)
+        .filter(|t| **t <= now && !left_window(**t, window, now))
         .count() as u32
+}
+
+/// Whether a crash at `t` is at least `window` old at `now`. Compares ages
+/// rather than computing `now − window`, which has no answer when the
+/// window reaches back before the earliest instant chrono holds.
+fn left_window(t: Time, window: Duration, now: Time) -> bool {
+    (now - t).to_std().is_ok_and(|age| age >= window)
 }
 
 /// Records one death of a session of `role` and decides what follows.
@@ -88,11 +118,13 @@ pub fn on_death(
     }
 
     // A crash. Keep only the window's crashes, then count this one.
-    let start = now - chrono::Duration::from_std(role.window).unwrap_or(chrono::Duration::MAX);
-    h.crashes.retain(|t| *t > start);
+    h.crashes
+        .retain(|t| !left_window(*t, role.window.get(), now));
     h.crashes.push(now);
-    h.restarts += 1;
-    *h.slot_restarts.entry(slot).or_default() += 1;
+    // Counts from a state file may be anything: saturate, never overflow.
+    h.restarts = h.restarts.saturating_add(1);
+    let slot_restarts = h.slot_restarts.entry(slot).or_default();
+    *slot_restarts = slot_restarts.saturating_add(1);
     h.last_crash_at = Some(now);
 
     if h.frozen.is_some() {
@@ -104,7 +136,7 @@ pub fn on_death(
     {
         let reason = format!(
             "{count} crashes in {}, last: {}",
-            humantime::format_duration(role.window),
+            humantime::format_duration(role.window.get()),
             exit.reason()
         );
         h.frozen = Some(Frozen {
@@ -114,8 +146,8 @@ pub fn on_death(
         h.next_restart_at = None;
         return Verdict::Frozen { reason };
     }
-    h.step += 1;
-    let delay = backoff_delay(&role.backoff, h.step, sample);
+    h.step = h.step.saturating_add(1);
+    let delay = backoff_delay(&Curve::from(&role.backoff), h.step, sample);
     let at = after(now, delay);
     h.next_restart_at = Some(at);
     Verdict::Backoff {
@@ -162,7 +194,7 @@ pub fn forgive_at(h: &RoleHistory, role: &RoleSpec, running_since: Option<Time>)
         Some(c) if c > since => c,
         _ => since,
     };
-    Some(after(from, role.reset_after))
+    Some(after(from, role.reset_after.get()))
 }
 
 /// Forgets the backoff curve and the window's crashes. The total restart
@@ -185,6 +217,8 @@ pub fn cause_of(exit: &Exit) -> Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::spec::{Factor, Jitter, NonZeroSpan, Span};
+    use proptest::prelude::*;
 
     fn t(ms: i64) -> Time {
         "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
@@ -192,15 +226,16 @@ mod tests {
 
     fn role() -> RoleSpec {
         let mut r = RoleSpec::with_defaults("w", 1, &["sh"]);
-        r.backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-            factor: 2.0,
-            jitter: 0.0,
-        };
+        r.backoff = Backoff::new(
+            NonZeroSpan::from_millis(100),
+            Span::from_millis(1000),
+            Factor::new(2.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
         r.max_restarts = Some(3);
-        r.window = Duration::from_secs(10);
-        r.reset_after = Duration::from_secs(5);
+        r.window = NonZeroSpan::from_secs(10);
+        r.reset_after = NonZeroSpan::from_secs(5);
         r
     }
 
@@ -218,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_curve_doubles_from_initial_and_caps_at_max() {
-        let b = role().backoff;
+        let b = Curve::from(&role().backoff);
         let ms: Vec<u128> = (1..=6)
             .map(|n| backoff_delay(&b, n, 0.0).as_millis())
             .collect();
@@ -243,7 +278,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_bounds() {
-        let mut b = role().backoff;
+        let mut b = Curve::from(&role().backoff);
         b.jitter = 0.1;
         assert_eq!(backoff_delay(&b, 1, -1.0).as_millis(), 90);
         assert_eq!(backoff_delay(&b, 1, 1.0).as_millis(), 110);
@@ -313,8 +348,8 @@ mod tests {
         for i in 0..3 {
             crash(&mut h, &r, i);
         }
-        assert_eq!(crashes_in_window(&h, r.window, t(9_999)), 3);
-        assert_eq!(crashes_in_window(&h, r.window, t(10_000)), 2);
+        assert_eq!(crashes_in_window(&h, r.window.get(), t(9_999)), 3);
+        assert_eq!(crashes_in_window(&h, r.window.get(), t(10_000)), 2);
         // At 10 000 ms the first crash has left: this is the third in window.
         assert!(matches!(crash(&mut h, &r, 10_000), Verdict::Backoff { .. }));
         // One millisecond earlier it would have been the fourth.
@@ -438,5 +473,199 @@ mod tests {
             );
         }
         assert_eq!(h, RoleHistory::default());
+    }
+
+    // --- no instant or duration makes the rules panic ----------------------
+
+    #[test]
+    fn a_crash_at_the_edge_of_time_does_not_overflow() {
+        // The window reaches back before the earliest instant chrono holds.
+        let mut r = role();
+        r.window = NonZeroSpan::new(crate::domain::spec::MAX_DURATION).unwrap();
+        r.reset_after = r.window;
+        let first = Time::MIN_UTC;
+        let mut h = RoleHistory::default();
+        let v = on_death(
+            &mut h,
+            &r,
+            0,
+            &Exit::code(1, first),
+            Cause::Unrequested,
+            first,
+            0.0,
+        );
+        assert!(matches!(v, Verdict::Backoff { .. }), "{v:?}");
+        assert_eq!(crashes_in_window(&h, Duration::MAX, first), 1);
+        // And forward past the latest one.
+        assert_eq!(forgive_at(&h, &r, Some(Time::MAX_UTC)), Some(Time::MAX_UTC));
+        let last = Time::MAX_UTC;
+        let v = on_death(
+            &mut h,
+            &r,
+            0,
+            &Exit::code(1, last),
+            Cause::Unrequested,
+            last,
+            1.0,
+        );
+        assert!(
+            matches!(v, Verdict::Backoff { at, .. } if at == Time::MAX_UTC),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn counts_from_a_state_file_saturate() {
+        let r = {
+            let mut r = role();
+            r.max_restarts = None;
+            r
+        };
+        let mut h = RoleHistory {
+            step: u32::MAX,
+            restarts: u32::MAX,
+            slot_restarts: [(0, u32::MAX)].into(),
+            ..RoleHistory::default()
+        };
+        assert!(matches!(
+            crash(&mut h, &r, 0),
+            Verdict::Backoff { n: u32::MAX, .. }
+        ));
+        assert_eq!((h.restarts, h.slot_restarts[&0]), (u32::MAX, u32::MAX));
+    }
+
+    fn any_time() -> impl Strategy<Value = Time> {
+        let (lo, hi) = (
+            Time::MIN_UTC.timestamp_millis(),
+            Time::MAX_UTC.timestamp_millis(),
+        );
+        prop_oneof![
+            Just(Time::MIN_UTC),
+            Just(Time::MAX_UTC),
+            (lo..=hi).prop_map(move |ms| Time::from_timestamp_millis(ms).unwrap()),
+            // Near today, where the rules usually run.
+            (-1_000_000_000i64..1_000_000_000).prop_map(t),
+        ]
+    }
+
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+            (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+            (0..100_000_000u64).prop_map(Duration::from_millis),
+        ]
+    }
+
+    /// A duration a spec may hold: 1 ns to the cap.
+    fn span() -> impl Strategy<Value = NonZeroSpan> {
+        let max = crate::domain::spec::MAX_DURATION.as_nanos() as u64;
+        prop_oneof![Just(max), 1..=max, 1..10_000_000_000u64]
+            .prop_map(|n| NonZeroSpan::new(Duration::from_nanos(n)).unwrap())
+    }
+
+    fn any_role() -> impl Strategy<Value = RoleSpec> {
+        (
+            span(),
+            span(),
+            span(),
+            1.0..1e12f64,
+            0.0..=1.0f64,
+            proptest::option::of(any::<u32>()),
+            0..3u8,
+        )
+            .prop_map(|(a, b, window, factor, jitter, max_restarts, restart)| {
+                let (initial, max) = if a <= b { (a, b) } else { (b, a) };
+                let mut r = RoleSpec::with_defaults("w", 1, &["sh"]);
+                r.backoff = Backoff::new(
+                    initial,
+                    Span::new(max.get()).unwrap(),
+                    Factor::new(factor).unwrap(),
+                    Jitter::new(jitter).unwrap(),
+                )
+                .unwrap();
+                r.window = window;
+                r.reset_after = a;
+                r.max_restarts = max_restarts;
+                r.restart = [
+                    RestartPolicy::Always,
+                    RestartPolicy::OnFailure,
+                    RestartPolicy::Never,
+                ][restart as usize];
+                r
+            })
+    }
+
+    fn any_history() -> impl Strategy<Value = RoleHistory> {
+        (
+            proptest::collection::vec(any_time(), 0..6),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(any_time()),
+            proptest::option::of(any_time()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(crashes, step, restarts, next, last, frozen)| RoleHistory {
+                    crashes,
+                    step,
+                    restarts,
+                    next_restart_at: next,
+                    last_crash_at: last,
+                    frozen: frozen.then(|| Frozen {
+                        reason: "old".into(),
+                        at: Time::MIN_UTC,
+                    }),
+                    ..RoleHistory::default()
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_time_or_duration_makes_the_rules_panic(
+            role in any_role(),
+            mut h in any_history(),
+            now in any_time(),
+            since in proptest::option::of(any_time()),
+            code in any::<i32>(),
+            sample in any::<f64>(),
+            raw in any_duration(),
+        ) {
+            let exit = Exit::code(code, now);
+            on_death(&mut h, &role, 0, &exit, cause_of(&exit), now, sample);
+            may_spawn(&h, now);
+            crashes_in_window(&h, raw, now);
+            crashes_in_window(&h, role.window.get(), now);
+            forgive_at(&h, &role, since);
+            after(now, raw);
+        }
+
+        #[test]
+        fn any_curve_gives_a_delay(
+            initial in any_duration(),
+            max in any_duration(),
+            factor in any::<f64>(),
+            jitter in any::<f64>(),
+            n in any::<u32>(),
+            sample in any::<f64>(),
+        ) {
+            backoff_delay(&Curve { initial, max, factor, jitter }, n, sample);
+        }
+
+        #[test]
+        fn heartbeat_verdicts_never_overflow(
+            last in proptest::option::of(any_time()),
+            started in any_time(),
+            watching in proptest::option::of(any_time()),
+            timeout in any_duration(),
+            failures in any::<u32>(),
+            now in any_time(),
+        ) {
+            let c = crate::domain::health::evaluate(last, started, watching, timeout, failures, now);
+            prop_assert!(c.stale || c.next_at.is_some());
+        }
     }
 }

@@ -350,7 +350,7 @@ pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -
 
     // Scale down, newest first. Finished slots give way before running
     // sessions do: they stop nothing.
-    let excess = (lay.occupants.len() as u32).saturating_sub(role.replicas);
+    let excess = (lay.occupants.len() as u32).saturating_sub(role.replicas.get());
     if excess > 0 {
         let newest = |slot: &u32| {
             let o = lay.occupants[slot].uid;
@@ -368,8 +368,8 @@ pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -
         }
     }
     let kept = lay.occupants.len() as u32;
-    let done = (h.done_slots.len() as u32).min(role.replicas - kept);
-    lay.wanted = role.replicas - done;
+    let done = (h.done_slots.len() as u32).min(role.replicas.get() - kept);
+    lay.wanted = role.replicas.get() - done;
     let missing = lay.wanted - kept;
     lay.missing = (0..)
         .filter(|slot| !lay.occupants.contains_key(slot) && !h.done_slots.contains(slot))
@@ -515,8 +515,8 @@ pub fn diff(old: Option<&TeamSpec>, new: &TeamSpec) -> Vec<(RoleKey, RoleChange)
             None => RoleChange::Created,
             Some(prev) if !prev.same_template(role) => RoleChange::Replaced,
             Some(prev) if prev.replicas != role.replicas => RoleChange::Scaled {
-                from: prev.replicas,
-                to: role.replicas,
+                from: prev.replicas.get(),
+                to: role.replicas.get(),
             },
             Some(_) => RoleChange::Unchanged,
         };
@@ -535,6 +535,7 @@ pub fn diff(old: Option<&TeamSpec>, new: &TeamSpec) -> Vec<(RoleKey, RoleChange)
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::domain::spec::Replicas;
     use crate::domain::state::{Exit, ExitDetail};
     use crate::domain::world::sim::*;
     use proptest::prelude::*;
@@ -601,7 +602,7 @@ mod properties {
                         let after: Vec<_> = ROLES.iter().map(|r| (sim.history(r).restarts, sim.history(r).frozen.clone())).collect();
                         prop_assert_eq!(before, after, "infrastructure loss charged a role");
                     }
-                    Op::Scale { role, to } => { let k = sim.rk(ROLES[role]); sim.world.scale(&k, to, sim.now); }
+                    Op::Scale { role, to } => { let k = sim.rk(ROLES[role]); sim.world.scale(&k, Replicas::new(to).unwrap(), sim.now); }
                     Op::Reset { role } => {
                         let k = sim.rk(ROLES[role]);
                         sim.world.reset_role(&k, sim.now);
@@ -620,7 +621,7 @@ mod properties {
                 for r in ROLES {
                     let spec = sim.world.role_spec(&sim.rk(r)).unwrap().clone();
                     let live = sim.live(r);
-                    prop_assert!(live.len() as u32 <= spec.replicas, "{} live > {} replicas", live.len(), spec.replicas);
+                    prop_assert!(live.len() as u32 <= spec.replicas.get(), "{} live > {} replicas", live.len(), spec.replicas);
                     let h = sim.history(r);
                     if h.frozen.is_some() {
                         prop_assert!(h.crashes.len() as u32 > spec.max_restarts.unwrap(), "frozen within budget");

@@ -413,7 +413,7 @@ impl World {
 mod tests {
     use super::*;
     use crate::domain::health::HealthState;
-    use crate::domain::spec::Health;
+    use crate::domain::spec::{Failures, Health, NonZeroSpan, Span};
     use crate::domain::state::Heartbeat;
     use crate::domain::world::sim::*;
 
@@ -532,8 +532,8 @@ mod tests {
         let mut sim = Sim::new();
         let mut w = role("w", 1);
         w.health = Some(Health::Heartbeat {
-            timeout: Duration::from_millis(100),
-            failures: 3,
+            timeout: NonZeroSpan::from_millis(100),
+            failures: Failures::new(3).unwrap(),
         });
         sim.apply(team(vec![w]));
         sim.settle();
@@ -593,7 +593,7 @@ mod tests {
     fn slow_to_be_ready() -> Sim {
         let mut sim = Sim::new();
         let mut w = role("w", 1);
-        w.ready_after = Duration::from_millis(500);
+        w.ready_after = Span::from_millis(500);
         sim.apply(team(vec![w]));
         sim.settle();
         start(&mut sim, None, MIN);
@@ -742,7 +742,7 @@ mod tests {
     fn abort_keeps_the_serving_session_even_before_it_counts_as_ready() {
         let mut sim = Sim::new();
         let mut w = role("w", 1);
-        w.ready_after = Duration::from_millis(500);
+        w.ready_after = Span::from_millis(500);
         sim.apply(team(vec![w]));
         sim.settle();
         let old = uids(&sim, "w")[0];
@@ -826,7 +826,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::domain::spec::Health;
+    use crate::domain::spec::{Failures, Health, NonZeroSpan};
     use crate::domain::state::{Exit, Heartbeat};
     use crate::domain::world::sim::*;
     use proptest::prelude::*;
@@ -911,8 +911,8 @@ mod properties {
         let mut b = role("b", n.1);
         if health {
             b.health = Some(Health::Heartbeat {
-                timeout: Duration::from_millis(300),
-                failures: 2,
+                timeout: NonZeroSpan::from_millis(300),
+                failures: Failures::new(2).unwrap(),
             });
         }
         sim.apply(team(vec![a, b]));

@@ -1,10 +1,13 @@
 //! Validated desired state: what a team manifest means once it has passed
-//! every check. Values here are always valid; the manifest module is the only
-//! way to build them from user input.
+//! every check. Each field's rule is a type whose every constructor (and
+//! whose deserialisation) checks it, and the rules across fields are checked
+//! whenever a role or team is built or decoded: a spec from the wire or a
+//! state file passes the same checks as one read from a manifest.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,22 @@ pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_REPLICAS: u32 = 1000;
 /// The workspace used when a manifest names none.
 pub const DEFAULT_WORKSPACE: &str = "default";
+/// Longest duration accepted anywhere: 10 years (`"10y"`; humantime counts
+/// a year as 365.25 days). Far beyond any sensible delay or window, and far
+/// inside what time arithmetic can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+/// The most bytes a role's command, env and cwd may take in the command
+/// that creates its pane. tmux refuses a command of more than 16 KiB; the
+/// rest is kept for what marvel adds (its shim, its paths, `MARVEL_*`).
+pub const MAX_COMMAND_LINE_BYTES: usize = 12 * 1024;
+
+/// Budget of restarts within `window` when a manifest does not say.
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+pub const DEFAULT_WINDOW: NonZeroSpan = NonZeroSpan::from_secs(600);
+pub const DEFAULT_RESET_AFTER: NonZeroSpan = NonZeroSpan::from_secs(600);
+pub const DEFAULT_HEARTBEAT_FAILURES: Failures = Failures(3);
+/// How long a replacement must run before it counts as ready, by default.
+pub const DEFAULT_READY_AFTER: Span = Span::from_secs(1);
 
 /// A workspace, team or role name: `[a-z0-9][a-z0-9_-]*`, at most
 /// [`MAX_NAME_LEN`] characters, so it is safe in keys and tmux targets.
@@ -74,6 +93,348 @@ impl fmt::Display for Name {
     }
 }
 
+/// How many sessions a role keeps: 0 to [`MAX_REPLICAS`]. Zero comes from
+/// `marvel scale`; a manifest declares at least one ([`Replicas::declared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Replicas(u32);
+
+impl Replicas {
+    pub const ONE: Replicas = Replicas(1);
+
+    pub fn new(n: u32) -> Result<Replicas, String> {
+        Replicas::within(0, i64::from(n))
+    }
+
+    /// What a manifest may declare: 1 to [`MAX_REPLICAS`].
+    pub fn declared(n: i64) -> Result<Replicas, String> {
+        Replicas::within(1, n)
+    }
+
+    // Signed, so that `-1` gets the same range message as `5000`.
+    fn within(min: u32, n: i64) -> Result<Replicas, String> {
+        match u32::try_from(n) {
+            Ok(v) if (min..=MAX_REPLICAS).contains(&v) => Ok(Replicas(v)),
+            _ => Err(format!("must be between {min} and {MAX_REPLICAS}, got {n}")),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Replicas {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        Replicas::within(0, n)
+    }
+}
+
+impl From<Replicas> for u32 {
+    fn from(r: Replicas) -> u32 {
+        r.0
+    }
+}
+
+impl fmt::Display for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One word of a command: exec cannot pass a NUL character.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct Arg(String);
+
+impl TryFrom<String> for Arg {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.contains('\0') {
+            return Err("contains a NUL character, which no program can receive".into());
+        }
+        Ok(Arg(s))
+    }
+}
+
+/// A program and its arguments: at least the program, no NUL anywhere.
+/// How long it may be together with env and cwd is a rule of [`RoleSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Arg>", into = "Vec<String>")]
+pub struct Command(Vec<String>);
+
+impl Command {
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Result<Command, String> {
+        let args = argv
+            .into_iter()
+            .map(|a| Arg::try_from(a.into()))
+            .collect::<Result<Vec<Arg>, String>>()?;
+        Command::try_from(args)
+    }
+}
+
+impl TryFrom<Vec<Arg>> for Command {
+    type Error = String;
+    fn try_from(args: Vec<Arg>) -> Result<Self, String> {
+        if args.is_empty() {
+            return Err(
+                r#"must not be empty; give the program and its arguments, e.g. ["sh", "-c", "..."]"#
+                    .into(),
+            );
+        }
+        Ok(Command(args.into_iter().map(|a| a.0).collect()))
+    }
+}
+
+impl From<Command> for Vec<String> {
+    fn from(c: Command) -> Vec<String> {
+        c.0
+    }
+}
+
+impl Deref for Command {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Variables added to a program's environment: names non-empty, without
+/// `=`; no NUL in names or values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// Adds or replaces one variable, if it is a valid one.
+    pub fn insert(&mut self, name: String, value: String) -> Result<Option<String>, String> {
+        Env::check(&name, &value)?;
+        Ok(self.0.insert(name, value))
+    }
+
+    fn check(name: &str, value: &str) -> Result<(), String> {
+        let bad_name = if name.is_empty() {
+            Some("it is empty")
+        } else if name.contains('=') {
+            Some("it contains '='")
+        } else if name.contains('\0') {
+            Some("it contains a NUL character")
+        } else {
+            None
+        };
+        if let Some(why) = bad_name {
+            return Err(format!(
+                "{name:?} cannot be an environment variable name: {why}"
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!(
+                "the value of {name:?} contains a NUL character, which no program can receive"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for Env {
+    type Error = String;
+    fn try_from(vars: BTreeMap<String, String>) -> Result<Self, String> {
+        for (k, v) in &vars {
+            Env::check(k, v)?;
+        }
+        Ok(Env(vars))
+    }
+}
+
+impl From<Env> for BTreeMap<String, String> {
+    fn from(e: Env) -> BTreeMap<String, String> {
+        e.0
+    }
+}
+
+impl Deref for Env {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+/// The directory a role's program starts in: not empty, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PathBuf", into = "PathBuf")]
+pub struct Cwd(PathBuf);
+
+impl Cwd {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Cwd, String> {
+        let dir = dir.into();
+        if dir.as_os_str().is_empty() {
+            return Err("must not be empty; leave it out to use the default".into());
+        }
+        if dir.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err("contains a NUL character, which no directory name can".into());
+        }
+        Ok(Cwd(dir))
+    }
+}
+
+impl TryFrom<PathBuf> for Cwd {
+    type Error = String;
+    fn try_from(dir: PathBuf) -> Result<Self, String> {
+        Cwd::new(dir)
+    }
+}
+
+impl From<Cwd> for PathBuf {
+    fn from(c: Cwd) -> PathBuf {
+        c.0
+    }
+}
+
+impl Deref for Cwd {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanError {
+    /// Zero where only a positive duration makes sense.
+    Zero,
+    /// Longer than [`MAX_DURATION`].
+    TooLong(Duration),
+}
+
+impl SpanError {
+    /// The refusal, with the duration shown as `shown` (as it was written).
+    pub fn explain(&self, shown: &str) -> String {
+        match self {
+            SpanError::Zero => format!("must be longer than zero, got {shown}"),
+            SpanError::TooLong(_) => {
+                format!("{shown} is too long; durations are at most 10 years (\"10y\")")
+            }
+        }
+    }
+}
+
+impl fmt::Display for SpanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = match self {
+            SpanError::Zero => Duration::ZERO,
+            SpanError::TooLong(d) => *d,
+        };
+        let shown = format!("{:?}", humantime::format_duration(d).to_string());
+        f.write_str(&self.explain(&shown))
+    }
+}
+
+fn span(d: Duration, positive: bool) -> Result<Duration, SpanError> {
+    if positive && d.is_zero() {
+        Err(SpanError::Zero)
+    } else if d > MAX_DURATION {
+        Err(SpanError::TooLong(d))
+    } else {
+        Ok(d)
+    }
+}
+
+/// `ms` as a duration that a [`Span`] may hold; panics otherwise, which for
+/// the constants it builds happens at compile time.
+const fn const_span(ms: u64, positive: bool) -> Duration {
+    assert!(
+        ms <= MAX_DURATION.as_millis() as u64,
+        "longer than MAX_DURATION"
+    );
+    assert!(
+        !positive || ms > 0,
+        "zero where a positive duration is needed"
+    );
+    Duration::from_millis(ms)
+}
+
+/// A duration from zero to [`MAX_DURATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Duration", into = "Duration")]
+pub struct Span(Duration);
+
+impl Span {
+    pub const ZERO: Span = Span(Duration::ZERO);
+
+    pub fn new(d: Duration) -> Result<Span, SpanError> {
+        span(d, false).map(Span)
+    }
+
+    /// For constants and tests: panics beyond [`MAX_DURATION`].
+    pub const fn from_millis(ms: u64) -> Span {
+        Span(const_span(ms, false))
+    }
+
+    /// For constants and tests: panics beyond [`MAX_DURATION`].
+    pub const fn from_secs(secs: u64) -> Span {
+        Span::from_millis(secs * 1000)
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<Duration> for Span {
+    type Error = SpanError;
+    fn try_from(d: Duration) -> Result<Self, SpanError> {
+        Span::new(d)
+    }
+}
+
+impl From<Span> for Duration {
+    fn from(s: Span) -> Duration {
+        s.0
+    }
+}
+
+/// A duration longer than zero and at most [`MAX_DURATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Duration", into = "Duration")]
+pub struct NonZeroSpan(Duration);
+
+impl NonZeroSpan {
+    pub fn new(d: Duration) -> Result<NonZeroSpan, SpanError> {
+        span(d, true).map(NonZeroSpan)
+    }
+
+    /// For constants and tests: panics on zero or beyond [`MAX_DURATION`].
+    pub const fn from_millis(ms: u64) -> NonZeroSpan {
+        NonZeroSpan(const_span(ms, true))
+    }
+
+    /// For constants and tests: panics on zero or beyond [`MAX_DURATION`].
+    pub const fn from_secs(secs: u64) -> NonZeroSpan {
+        NonZeroSpan::from_millis(secs * 1000)
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<Duration> for NonZeroSpan {
+    type Error = SpanError;
+    fn try_from(d: Duration) -> Result<Self, SpanError> {
+        NonZeroSpan::new(d)
+    }
+}
+
+impl From<NonZeroSpan> for Duration {
+    fn from(s: NonZeroSpan) -> Duration {
+        s.0
+    }
+}
+
 /// What happens when a session's program ends on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum RestartPolicy {
@@ -86,24 +447,206 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// How much longer each restart of the backoff curve waits: finite, ≥ 1.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Factor(f64);
+
+impl Factor {
+    pub fn new(x: f64) -> Result<Factor, String> {
+        if x.is_finite() && x >= 1.0 {
+            Ok(Factor(x))
+        } else {
+            Err(format!("must be a finite number of at least 1, got {x}"))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Factor {
+    type Error = String;
+    fn try_from(x: f64) -> Result<Self, String> {
+        Factor::new(x)
+    }
+}
+
+impl From<Factor> for f64 {
+    fn from(f: Factor) -> f64 {
+        f.0
+    }
+}
+
+/// The fraction by which a backoff delay is spread either way: 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Jitter(f64);
+
+impl Jitter {
+    pub fn new(x: f64) -> Result<Jitter, String> {
+        if (0.0..=1.0).contains(&x) {
+            Ok(Jitter(x))
+        } else {
+            Err(format!("must be between 0 and 1, got {x}"))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Jitter {
+    type Error = String;
+    fn try_from(x: f64) -> Result<Self, String> {
+        Jitter::new(x)
+    }
+}
+
+impl From<Jitter> for f64 {
+    fn from(j: Jitter) -> f64 {
+        j.0
+    }
+}
+
 /// The crash-loop backoff curve: the n-th restart waits
-/// `min(max, initial × factor^(n−1))`, spread by ± `jitter`.
+/// `min(max, initial × factor^(n−1))`, spread by ± `jitter`. Built only
+/// through [`Backoff::new`] (or decoding), which keeps `initial ≤ max`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BackoffParts")]
 pub struct Backoff {
+    initial: NonZeroSpan,
+    max: Span,
+    factor: Factor,
+    jitter: Jitter,
+}
+
+/// A backoff curve whose `initial` is longer than its `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitialAboveMax {
     pub initial: Duration,
     pub max: Duration,
-    pub factor: f64,
-    pub jitter: f64,
 }
+
+impl fmt::Display for InitialAboveMax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "initial ({}) is longer than max ({}); initial must not exceed max",
+            humantime::format_duration(self.initial),
+            humantime::format_duration(self.max)
+        )
+    }
+}
+
+impl Backoff {
+    pub fn new(
+        initial: NonZeroSpan,
+        max: Span,
+        factor: Factor,
+        jitter: Jitter,
+    ) -> Result<Backoff, InitialAboveMax> {
+        if initial.get() > max.get() {
+            return Err(InitialAboveMax {
+                initial: initial.get(),
+                max: max.get(),
+            });
+        }
+        Ok(Backoff {
+            initial,
+            max,
+            factor,
+            jitter,
+        })
+    }
+
+    pub fn initial(&self) -> Duration {
+        self.initial.get()
+    }
+
+    pub fn max(&self) -> Duration {
+        self.max.get()
+    }
+
+    pub fn factor(&self) -> f64 {
+        self.factor.get()
+    }
+
+    pub fn jitter(&self) -> f64 {
+        self.jitter.get()
+    }
+}
+
+// The default curve, part by part: 1 s doubling up to 60 s, ± 10 %.
+pub const DEFAULT_BACKOFF_INITIAL: NonZeroSpan = NonZeroSpan::from_secs(1);
+pub const DEFAULT_BACKOFF_MAX: Span = Span::from_secs(60);
+pub const DEFAULT_BACKOFF_FACTOR: Factor = Factor(2.0);
+pub const DEFAULT_BACKOFF_JITTER: Jitter = Jitter(0.1);
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-            factor: 2.0,
-            jitter: 0.1,
+            initial: DEFAULT_BACKOFF_INITIAL,
+            max: DEFAULT_BACKOFF_MAX,
+            factor: DEFAULT_BACKOFF_FACTOR,
+            jitter: DEFAULT_BACKOFF_JITTER,
         }
+    }
+}
+
+/// [`Backoff`] as written on the wire and in state files.
+#[derive(Deserialize)]
+struct BackoffParts {
+    initial: NonZeroSpan,
+    max: Span,
+    factor: Factor,
+    jitter: Jitter,
+}
+
+impl TryFrom<BackoffParts> for Backoff {
+    type Error = InitialAboveMax;
+    fn try_from(p: BackoffParts) -> Result<Self, InitialAboveMax> {
+        Backoff::new(p.initial, p.max, p.factor, p.jitter)
+    }
+}
+
+/// How many missed heartbeat timeouts in a row make a session unhealthy:
+/// at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Failures(u32);
+
+impl Failures {
+    pub fn new(n: u32) -> Result<Failures, String> {
+        if n == 0 {
+            return Err("must be at least 1, got 0".into());
+        }
+        Ok(Failures(n))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for Failures {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        Failures::new(n)
+    }
+}
+
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<Failures> for u32 {
+    fn from(f: Failures) -> u32 {
+        f.0
     }
 }
 
@@ -112,60 +655,160 @@ impl Default for Backoff {
 pub enum Health {
     /// The program must run `marvel heartbeat` at least every `timeout`;
     /// `failures` missed timeouts in a row make the session unhealthy.
-    Heartbeat { timeout: Duration, failures: u32 },
+    Heartbeat {
+        timeout: NonZeroSpan,
+        failures: Failures,
+    },
 }
 
-/// One role: a kind of program and how many replicas of it to keep.
+/// A private field of [`RoleSpec`] and [`TeamSpec`]: it keeps struct
+/// literals out of other modules, so that every spec is built through the
+/// checks of its `TryFrom` parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Checked;
+
+/// One role: a kind of program and how many replicas of it to keep. Built
+/// only from [`RoleParts`] (or by decoding them), which checks the one rule
+/// across fields: command, env and cwd must fit in what tmux accepts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RoleParts")]
 pub struct RoleSpec {
     pub name: Name,
-    pub replicas: u32,
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<PathBuf>,
+    pub replicas: Replicas,
+    pub command: Command,
+    pub env: Env,
+    pub cwd: Option<Cwd>,
     pub restart: RestartPolicy,
     pub backoff: Backoff,
     /// Crashes allowed within `window`; `None` means unlimited.
     pub max_restarts: Option<u32>,
-    pub window: Duration,
-    pub reset_after: Duration,
+    pub window: NonZeroSpan,
+    pub reset_after: NonZeroSpan,
     pub health: Option<Health>,
     /// A new session that replaces another counts as ready once it has run
     /// this long (and, with a heartbeat check, has reported): a program
     /// that dies on start-up must not take its predecessor with it.
-    #[serde(default = "default_ready_after")]
-    pub ready_after: Duration,
+    pub ready_after: Span,
     /// A rolling shift of the team replaces this role after the others
     /// (for example a supervisor that watches them).
+    pub shift_last: bool,
+    #[serde(skip)]
+    checked: Checked,
+}
+
+/// The fields of a [`RoleSpec`], each valid on its own; also its layout on
+/// the wire and in state files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RoleParts {
+    pub name: Name,
+    pub replicas: Replicas,
+    pub command: Command,
+    pub env: Env,
+    pub cwd: Option<Cwd>,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub max_restarts: Option<u32>,
+    pub window: NonZeroSpan,
+    pub reset_after: NonZeroSpan,
+    pub health: Option<Health>,
+    // State files written before these fields existed lack them.
+    #[serde(default = "default_ready_after")]
+    pub ready_after: Span,
     #[serde(default)]
     pub shift_last: bool,
 }
 
-/// How long a replacement must run before it counts as ready, by default.
-pub const DEFAULT_READY_AFTER: Duration = Duration::from_secs(1);
-
-fn default_ready_after() -> Duration {
+fn default_ready_after() -> Span {
     DEFAULT_READY_AFTER
 }
 
+/// A role whose command, env and cwd would not fit in tmux's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTooLong {
+    /// The larger part, `command` or `env`, to point at.
+    pub field: &'static str,
+    pub bytes: usize,
+}
+
+impl CommandTooLong {
+    pub fn message(&self) -> String {
+        format!(
+            "command, env and cwd take {} bytes; tmux accepts at most {MAX_COMMAND_LINE_BYTES} \
+             of them in the command that starts a pane",
+            self.bytes
+        )
+    }
+}
+
+impl fmt::Display for CommandTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message())
+    }
+}
+
+/// The bytes that command, env and cwd take in the message tmux receives:
+/// each word with its NUL, `-e NAME=VALUE` per variable, `-c DIR` with the
+/// `#` that tmux needs doubled, and room for a `\` before a trailing `;`.
+fn command_line_bytes(command: &Command, env: &Env, cwd: Option<&Cwd>) -> (usize, usize, usize) {
+    let argv: usize = command.iter().map(|a| a.len() + 2).sum();
+    let vars: usize = env.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
+    let dir = cwd.map_or(0, |c| {
+        let bytes = c.as_os_str().as_encoded_bytes();
+        4 + bytes.len() + bytes.iter().filter(|&&b| b == b'#').count()
+    });
+    (argv, vars, dir)
+}
+
+impl TryFrom<RoleParts> for RoleSpec {
+    type Error = CommandTooLong;
+    fn try_from(p: RoleParts) -> Result<Self, CommandTooLong> {
+        let (argv, vars, dir) = command_line_bytes(&p.command, &p.env, p.cwd.as_ref());
+        let bytes = argv + vars + dir;
+        if bytes > MAX_COMMAND_LINE_BYTES {
+            return Err(CommandTooLong {
+                field: if vars > argv { "env" } else { "command" },
+                bytes,
+            });
+        }
+        Ok(RoleSpec {
+            name: p.name,
+            replicas: p.replicas,
+            command: p.command,
+            env: p.env,
+            cwd: p.cwd,
+            restart: p.restart,
+            backoff: p.backoff,
+            max_restarts: p.max_restarts,
+            window: p.window,
+            reset_after: p.reset_after,
+            health: p.health,
+            ready_after: p.ready_after,
+            shift_last: p.shift_last,
+            checked: Checked,
+        })
+    }
+}
+
 impl RoleSpec {
-    /// A role with the documented defaults, for tests and examples.
+    /// A role with the documented defaults, for tests and examples; panics
+    /// on an invalid name, count or command.
     pub fn with_defaults(name: &str, replicas: u32, command: &[&str]) -> RoleSpec {
-        RoleSpec {
+        RoleSpec::try_from(RoleParts {
             name: Name::new(name).expect("valid role name"),
-            replicas,
-            command: command.iter().map(|s| s.to_string()).collect(),
-            env: BTreeMap::new(),
+            replicas: Replicas::new(replicas).expect("valid replicas"),
+            command: Command::new(command.iter().copied()).expect("valid command"),
+            env: Env::default(),
             cwd: None,
             restart: RestartPolicy::Always,
             backoff: Backoff::default(),
-            max_restarts: Some(5),
-            window: Duration::from_secs(600),
-            reset_after: Duration::from_secs(600),
+            max_restarts: Some(DEFAULT_MAX_RESTARTS),
+            window: DEFAULT_WINDOW,
+            reset_after: DEFAULT_RESET_AFTER,
             health: None,
             ready_after: DEFAULT_READY_AFTER,
             shift_last: false,
-        }
+        })
+        .expect("a short command fits")
     }
 
     /// True when the two specs run the same program the same way, so that
@@ -183,11 +826,89 @@ impl RoleSpec {
 }
 
 /// One team: the unit a manifest file declares and `marvel run` applies.
+/// Built only from [`TeamParts`] (or by decoding them): at least one role,
+/// role names unique.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TeamParts")]
 pub struct TeamSpec {
     pub workspace: Name,
     pub name: Name,
     pub roles: Vec<RoleSpec>,
+    #[serde(skip)]
+    checked: Checked,
+}
+
+/// The fields of a [`TeamSpec`]; also its layout on the wire and in state
+/// files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TeamParts {
+    pub workspace: Name,
+    pub name: Name,
+    pub roles: Vec<RoleSpec>,
+}
+
+/// Why a team's roles do not make a team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamError {
+    NoRoles,
+    /// `roles[index]` has the name of the earlier `roles[first]`.
+    DuplicateRole {
+        index: usize,
+        first: usize,
+        name: String,
+    },
+}
+
+impl TeamError {
+    /// The path of the value at fault, from the team.
+    pub fn field(&self) -> String {
+        match self {
+            TeamError::NoRoles => "roles".into(),
+            TeamError::DuplicateRole { index, .. } => format!("roles[{index}].name"),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            TeamError::NoRoles => "a team needs at least one role".into(),
+            TeamError::DuplicateRole { first, name, .. } => format!(
+                "role {name:?} is declared twice (also roles[{first}]); \
+                 role names must be unique within a team"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for TeamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field(), self.message())
+    }
+}
+
+impl TryFrom<TeamParts> for TeamSpec {
+    type Error = TeamError;
+    fn try_from(p: TeamParts) -> Result<Self, TeamError> {
+        if p.roles.is_empty() {
+            return Err(TeamError::NoRoles);
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (index, role) in p.roles.iter().enumerate() {
+            if let Some(&first) = seen.get(&role.name) {
+                return Err(TeamError::DuplicateRole {
+                    index,
+                    first,
+                    name: role.name.to_string(),
+                });
+            }
+            seen.insert(&role.name, index);
+        }
+        Ok(TeamSpec {
+            workspace: p.workspace,
+            name: p.name,
+            roles: p.roles,
+            checked: Checked,
+        })
+    }
 }
 
 impl TeamSpec {
@@ -204,9 +925,90 @@ impl TeamSpec {
     }
 }
 
+/// Every rule a spec promises, checked from the outside through its
+/// getters, for tests that build or decode specs from arbitrary input.
+#[cfg(test)]
+pub(crate) fn assert_valid(spec: &TeamSpec) {
+    assert!(!spec.roles.is_empty(), "a team without roles");
+    let mut names = std::collections::BTreeSet::new();
+    for r in &spec.roles {
+        assert!(names.insert(r.name.as_str()), "duplicate role {}", r.name);
+        assert!(Name::new(r.name.as_str()).is_ok(), "{}", r.name);
+        assert!(r.replicas.get() <= MAX_REPLICAS);
+        assert!(!r.command.is_empty());
+        assert!(r.command.iter().all(|a| !a.contains('\0')));
+        for (k, v) in r.env.iter() {
+            assert!(!k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'));
+        }
+        let (argv, vars, dir) = command_line_bytes(&r.command, &r.env, r.cwd.as_ref());
+        assert!(argv + vars + dir <= MAX_COMMAND_LINE_BYTES);
+        let b = &r.backoff;
+        assert!(b.initial() > Duration::ZERO && b.initial() <= b.max());
+        assert!(b.factor().is_finite() && b.factor() >= 1.0);
+        assert!((0.0..=1.0).contains(&b.jitter()));
+        let mut spans = vec![
+            b.max(),
+            r.window.get(),
+            r.reset_after.get(),
+            r.ready_after.get(),
+        ];
+        assert!(!r.window.get().is_zero() && !r.reset_after.get().is_zero());
+        if let Some(Health::Heartbeat { timeout, failures }) = r.health {
+            assert!(!timeout.get().is_zero() && failures.get() >= 1);
+            spans.push(timeout.get());
+        }
+        assert!(spans.iter().all(|d| *d <= MAX_DURATION), "{spans:?}");
+    }
+}
+
+/// Seeded random cases for the fuzz tests of everything that decodes input
+/// from outside: many cheap cases, each failure replayable from its seed.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use std::fmt::Debug;
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+    /// Cases per fuzz target: `MARVEL_FUZZ_CASES`, else 100 000.
+    pub fn cases() -> usize {
+        std::env::var("MARVEL_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000)
+    }
+
+    /// `MARVEL_TEST_SEED` replays a reported failure (as in the integration
+    /// tests); else a new seed.
+    fn seed() -> u64 {
+        std::env::var("MARVEL_TEST_SEED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..))
+    }
+
+    /// Runs `check` on `n` inputs from `make`. A panic is reported with the
+    /// input and the seed that reproduces it.
+    pub fn run<T: Debug>(
+        n: usize,
+        mut make: impl FnMut(&mut fastrand::Rng) -> T,
+        check: impl Fn(&T),
+    ) {
+        let seed = seed();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for i in 0..n {
+            let input = make(&mut rng);
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&input))) {
+                eprintln!("fuzz case {i} failed on {input:?}\nreplay it: MARVEL_TEST_SEED={seed}");
+                resume_unwind(e);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::{Value, json};
 
     #[test]
     fn names_follow_the_documented_rule() {
@@ -235,14 +1037,341 @@ mod tests {
     fn only_replicas_may_change_without_a_new_template() {
         let a = RoleSpec::with_defaults("w", 1, &["sh"]);
         let mut b = a.clone();
-        b.replicas = 9;
+        b.replicas = Replicas::new(9).unwrap();
         assert!(a.same_template(&b));
         b.shift_last = true;
         assert!(
             a.same_template(&b),
             "shift order is not part of the template"
         );
-        b.command.push("-c".into());
+        b.command = Command::new(["sh", "-c"]).unwrap();
         assert!(!a.same_template(&b));
+    }
+
+    #[test]
+    fn replicas_range_from_zero_and_a_manifest_declares_at_least_one() {
+        assert_eq!(Replicas::new(0).map(Replicas::get), Ok(0));
+        assert_eq!(Replicas::new(MAX_REPLICAS).map(Replicas::get), Ok(1000));
+        assert_eq!(
+            Replicas::new(u32::MAX).unwrap_err(),
+            "must be between 0 and 1000, got 4294967295"
+        );
+        assert_eq!(
+            Replicas::declared(0).unwrap_err(),
+            "must be between 1 and 1000, got 0"
+        );
+        assert_eq!(
+            Replicas::declared(-1).unwrap_err(),
+            "must be between 1 and 1000, got -1"
+        );
+    }
+
+    #[test]
+    fn durations_are_capped_at_ten_years() {
+        assert_eq!(MAX_DURATION, humantime::parse_duration("10y").unwrap());
+        assert_eq!(Span::new(MAX_DURATION).map(Span::get), Ok(MAX_DURATION));
+        let over = MAX_DURATION + Duration::from_nanos(1);
+        assert_eq!(Span::new(over), Err(SpanError::TooLong(over)));
+        assert_eq!(
+            NonZeroSpan::new(Duration::MAX),
+            Err(SpanError::TooLong(Duration::MAX))
+        );
+        assert_eq!(NonZeroSpan::new(Duration::ZERO), Err(SpanError::Zero));
+        assert_eq!(Span::new(Duration::ZERO), Ok(Span::ZERO));
+        assert_eq!(
+            SpanError::TooLong(Duration::from_secs(31_557_600 * 11)).to_string(),
+            "\"11years\" is too long; durations are at most 10 years (\"10y\")"
+        );
+        assert_eq!(
+            SpanError::Zero.to_string(),
+            "must be longer than zero, got \"0s\""
+        );
+    }
+
+    #[test]
+    fn backoff_keeps_initial_at_most_max() {
+        let f = Factor::new(2.0).unwrap();
+        let j = Jitter::new(0.0).unwrap();
+        let b = Backoff::new(NonZeroSpan::from_secs(2), Span::from_secs(2), f, j).unwrap();
+        assert_eq!(
+            (b.initial(), b.max()),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!(
+            Backoff::new(NonZeroSpan::from_secs(3), Span::from_secs(2), f, j)
+                .unwrap_err()
+                .to_string(),
+            "initial (3s) is longer than max (2s); initial must not exceed max"
+        );
+        assert!(Factor::new(0.99).is_err() && Factor::new(f64::NAN).is_err());
+        assert!(Factor::new(f64::INFINITY).is_err());
+        assert!(Jitter::new(-0.1).is_err() && Jitter::new(f64::NAN).is_err());
+        assert!(Jitter::new(1.0).is_ok());
+    }
+
+    #[test]
+    fn commands_and_env_refuse_what_exec_cannot_carry() {
+        assert!(Command::new(Vec::<String>::new()).is_err());
+        assert_eq!(
+            Command::new(["sh", "a\0b"]).unwrap_err(),
+            "contains a NUL character, which no program can receive"
+        );
+        let mut env = Env::default();
+        assert_eq!(env.insert("A".into(), "1".into()), Ok(None));
+        assert_eq!(
+            env.insert("".into(), "x".into()).unwrap_err(),
+            "\"\" cannot be an environment variable name: it is empty"
+        );
+        assert_eq!(
+            env.insert("A=B".into(), "x".into()).unwrap_err(),
+            "\"A=B\" cannot be an environment variable name: it contains '='"
+        );
+        assert!(env.insert("B".into(), "\0".into()).is_err());
+        assert_eq!(env.len(), 1);
+        assert!(Cwd::new("").is_err() && Cwd::new("a\0b").is_err());
+        assert!(Failures::new(0).is_err() && Failures::new(1).is_ok());
+    }
+
+    fn role_with(command: Vec<String>, env: &[(&str, &str)], cwd: Option<&str>) -> RoleParts {
+        let mut parts = parts(&RoleSpec::with_defaults("w", 1, &["sh"]));
+        parts.command = Command::new(command).unwrap();
+        for (k, v) in env {
+            parts.env.insert(k.to_string(), v.to_string()).unwrap();
+        }
+        parts.cwd = cwd.map(|c| Cwd::new(c).unwrap());
+        parts
+    }
+
+    fn parts(r: &RoleSpec) -> RoleParts {
+        serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn command_env_and_cwd_must_fit_in_what_tmux_accepts() {
+        // Two words of n bytes take n + 2 bytes each.
+        let word = |n: usize| "x".repeat(n);
+        let fits = role_with(
+            vec![word(100), word(MAX_COMMAND_LINE_BYTES - 104)],
+            &[],
+            None,
+        );
+        assert!(RoleSpec::try_from(fits).is_ok());
+        let over = role_with(
+            vec![word(100), word(MAX_COMMAND_LINE_BYTES - 103)],
+            &[],
+            None,
+        );
+        assert_eq!(
+            RoleSpec::try_from(over).unwrap_err(),
+            CommandTooLong {
+                field: "command",
+                bytes: MAX_COMMAND_LINE_BYTES + 1
+            }
+        );
+        // A variable takes its name, its value and 5 bytes; the larger part
+        // is the one named.
+        let big_env = "v".repeat(MAX_COMMAND_LINE_BYTES);
+        let err =
+            RoleSpec::try_from(role_with(vec!["sh".into()], &[("K", &big_env)], None)).unwrap_err();
+        assert_eq!(err.field, "env");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "env: command, env and cwd take {} bytes; tmux accepts at most 12288 of them \
+                 in the command that starts a pane",
+                MAX_COMMAND_LINE_BYTES + 10
+            )
+        );
+        // A cwd counts too, with every `#` doubled.
+        let dir = format!("/{}", "#".repeat(MAX_COMMAND_LINE_BYTES / 2));
+        assert!(RoleSpec::try_from(role_with(vec!["sh".into()], &[], Some(&dir))).is_err());
+    }
+
+    #[test]
+    fn teams_need_roles_with_unique_names() {
+        let team = |roles: Vec<RoleSpec>| {
+            TeamSpec::try_from(TeamParts {
+                workspace: Name::new("demo").unwrap(),
+                name: Name::new("squad").unwrap(),
+                roles,
+            })
+        };
+        assert_eq!(team(vec![]).unwrap_err(), TeamError::NoRoles);
+        let w = RoleSpec::with_defaults("w", 1, &["sh"]);
+        let l = RoleSpec::with_defaults("l", 1, &["sh"]);
+        assert_eq!(
+            team(vec![w.clone(), l.clone(), w.clone()])
+                .unwrap_err()
+                .to_string(),
+            "roles[2].name: role \"w\" is declared twice (also roles[0]); \
+             role names must be unique within a team"
+        );
+        assert_eq!(team(vec![w, l]).unwrap().roles.len(), 2);
+    }
+
+    /// A valid team as it travels on the wire and sits in state files.
+    fn wire_team() -> Value {
+        let mut w = RoleSpec::with_defaults("worker", 2, &["sh", "-c", "sleep 9"]);
+        w.health = Some(Health::Heartbeat {
+            timeout: NonZeroSpan::from_secs(30),
+            failures: Failures::new(3).unwrap(),
+        });
+        w.env.insert("K".into(), "V".into()).unwrap();
+        w.cwd = Some(Cwd::new("/tmp").unwrap());
+        let team = TeamSpec::try_from(TeamParts {
+            workspace: Name::new("demo").unwrap(),
+            name: Name::new("squad").unwrap(),
+            roles: vec![w, RoleSpec::with_defaults("lead", 1, &["sh"])],
+        })
+        .unwrap();
+        serde_json::to_value(team).unwrap()
+    }
+
+    /// The decoding error of the wire team with `path` (a JSON pointer)
+    /// set to `value`.
+    fn refusal(path: &str, value: Value) -> String {
+        let mut team = wire_team();
+        *team.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+        match serde_json::from_value::<TeamSpec>(team) {
+            Ok(spec) => panic!("accepted {path}: {spec:#?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_team_decoded_from_the_wire_passes_every_rule_of_a_manifest() {
+        let spec: TeamSpec = serde_json::from_value(wire_team()).unwrap();
+        assert_valid(&spec);
+        let year = 31_557_600u64;
+        for (path, value, expected) in [
+            (
+                "/roles/0/replicas",
+                json!(4_294_967_295u64),
+                "must be between 0 and 1000, got 4294967295",
+            ),
+            (
+                "/roles/0/replicas",
+                json!(-1),
+                "must be between 0 and 1000, got -1",
+            ),
+            (
+                "/roles/0/command",
+                json!([]),
+                "must not be empty; give the program",
+            ),
+            (
+                "/roles/0/command/1",
+                json!("a\u{0}b"),
+                "contains a NUL character",
+            ),
+            (
+                "/roles/0/env",
+                json!({"": "x"}),
+                "\"\" cannot be an environment variable name: it is empty",
+            ),
+            (
+                "/roles/0/env",
+                json!({"A=B": "x"}),
+                "\"A=B\" cannot be an environment variable name: it contains '='",
+            ),
+            ("/roles/0/cwd", json!(""), "must not be empty"),
+            (
+                "/roles/0/health/Heartbeat/timeout",
+                json!({"secs": 0, "nanos": 0}),
+                "must be longer than zero, got \"0s\"",
+            ),
+            (
+                "/roles/0/health/Heartbeat/failures",
+                json!(0),
+                "must be at least 1, got 0",
+            ),
+            (
+                "/roles/0/window",
+                json!({"secs": 1_000_000 * year, "nanos": 0}),
+                "is too long; durations are at most 10 years",
+            ),
+            (
+                "/roles/0/reset_after",
+                json!({"secs": u64::MAX, "nanos": 999_999_999}),
+                "is too long",
+            ),
+            (
+                "/roles/0/ready_after",
+                json!({"secs": 11 * year, "nanos": 0}),
+                "is too long",
+            ),
+            (
+                "/roles/0/backoff/initial",
+                json!({"secs": 120, "nanos": 0}),
+                "initial (2m) is longer than max (1m); initial must not exceed max",
+            ),
+            (
+                "/roles/0/backoff/factor",
+                json!(0.5),
+                "must be a finite number of at least 1, got 0.5",
+            ),
+            (
+                "/roles/0/backoff/jitter",
+                json!(-1.0),
+                "must be between 0 and 1, got -1",
+            ),
+            (
+                "/roles/0/command/1",
+                json!("x".repeat(MAX_COMMAND_LINE_BYTES)),
+                "command: command, env and cwd take",
+            ),
+            (
+                "/roles/1/name",
+                json!("worker"),
+                "roles[1].name: role \"worker\" is declared twice",
+            ),
+            ("/roles", json!([]), "roles: a team needs at least one role"),
+            ("/name", json!("Squad"), "\"Squad\" is not allowed"),
+        ] {
+            let got = refusal(path, value);
+            assert!(got.contains(expected), "{path}: {got}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_durations_in_a_state_file_are_refused_not_wrapped() {
+        // chrono cannot even represent this window: decoding must refuse it
+        // before any arithmetic sees it.
+        let got = refusal("/roles/0/window", json!({"secs": u64::MAX, "nanos": 0}));
+        assert!(got.contains("too long"), "{got}");
+    }
+
+    /// A state file written in format 1, before the spec's fields became
+    /// checked types: the applied teams still load, and write back in
+    /// exactly the same JSON layout.
+    #[test]
+    fn state_files_of_format_1_still_load() {
+        let text = include_str!("../../tests/fixtures/state-format-1.json");
+        let file: Value = serde_json::from_str(text).unwrap();
+        let world: crate::domain::state::World =
+            serde_json::from_value(file["world"].clone()).unwrap();
+        let keys: Vec<String> = world.teams.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["demo/demo", "demo/squad"]);
+        let squad = &world.teams.values().nth(1).unwrap().spec;
+        let worker = squad.role("worker").unwrap();
+        assert_eq!(worker.command.join(" "), "sh -c exec sleep 600");
+        assert_eq!(worker.env.len(), 2);
+        assert!(worker.shift_last);
+        assert_eq!(
+            worker.health,
+            Some(Health::Heartbeat {
+                timeout: NonZeroSpan::from_secs(30),
+                failures: Failures::new(2).unwrap(),
+            })
+        );
+        // Scaled to zero after it was applied.
+        assert_eq!(squad.role("idle").unwrap().replicas.get(), 0);
+        for record in world.teams.values() {
+            assert_valid(&record.spec);
+        }
+        // Written back the same, but for fields added since (with defaults).
+        let mut back = serde_json::to_value(&world).unwrap();
+        back.as_object_mut().unwrap().remove("uid_reserved");
+        assert_eq!(back, file["world"]);
     }
 }

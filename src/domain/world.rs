@@ -7,7 +7,7 @@ use crate::domain::event::{Event, EventKind};
 use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy::{self, Verdict};
 use crate::domain::reconcile::{self, RoleChange};
-use crate::domain::spec::{RoleSpec, TeamSpec};
+use crate::domain::spec::{Replicas, RoleSpec, TeamSpec};
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
 
 /// The tmux session name of one spawn: `marvel/<session key>/<uid>`. The
@@ -106,14 +106,14 @@ impl World {
     }
 
     /// Sets a role's replicas; returns the previous number.
-    pub fn scale(&mut self, key: &RoleKey, replicas: u32, now: Time) -> Option<(u32, Event)> {
+    pub fn scale(&mut self, key: &RoleKey, replicas: Replicas, now: Time) -> Option<(u32, Event)> {
         let team = self.teams.get_mut(&key.team())?;
         let role = team
             .spec
             .roles
             .iter_mut()
             .find(|r| r.name.as_str() == key.role)?;
-        let from = role.replicas;
+        let from = role.replicas.get();
         role.replicas = replicas;
         Some((
             from,
@@ -466,8 +466,7 @@ pub(crate) mod sim {
     //! A tiny simulator of the daemon for tests: executes plans instantly.
     use super::*;
     use crate::domain::reconcile::{Effect, Intent, Plan, pass};
-    use crate::domain::spec::{Backoff, Name};
-    use std::time::Duration;
+    use crate::domain::spec::{Backoff, Factor, Jitter, Name, NonZeroSpan, Span, TeamParts};
 
     pub fn t(ms: i64) -> Time {
         "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
@@ -475,27 +474,29 @@ pub(crate) mod sim {
 
     pub fn role(name: &str, replicas: u32) -> RoleSpec {
         let mut r = RoleSpec::with_defaults(name, replicas, &["sh"]);
-        r.backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(800),
-            factor: 2.0,
-            jitter: 0.0,
-        };
+        r.backoff = Backoff::new(
+            NonZeroSpan::from_millis(100),
+            Span::from_millis(800),
+            Factor::new(2.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
         r.max_restarts = Some(3);
-        r.window = Duration::from_secs(60);
-        r.reset_after = Duration::from_secs(10);
+        r.window = NonZeroSpan::from_secs(60);
+        r.reset_after = NonZeroSpan::from_secs(10);
         // Successors are ready as soon as they run, unless a test says
         // otherwise.
-        r.ready_after = Duration::ZERO;
+        r.ready_after = Span::ZERO;
         r
     }
 
     pub fn team(roles: Vec<RoleSpec>) -> TeamSpec {
-        TeamSpec {
+        TeamSpec::try_from(TeamParts {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles,
-        }
+        })
+        .unwrap()
     }
 
     pub struct Sim {
@@ -629,7 +630,7 @@ mod tests {
     use super::sim::*;
     use super::*;
     use crate::domain::reconcile::{Intent, StopReason, intents};
-    use crate::domain::spec::RestartPolicy;
+    use crate::domain::spec::{Command, RestartPolicy};
     use crate::domain::state::ExitDetail;
 
     fn spawns(actions: &[Intent]) -> usize {
@@ -772,7 +773,8 @@ mod tests {
         // Nothing spawns: not later, not after scaling up, not after re-applying.
         assert!(sim.at(1_000_000).settle().is_empty());
         assert!(intents(&sim.world, sim.now).wake_at.is_none());
-        sim.world.scale(&sim.rk("w"), 3, sim.now);
+        sim.world
+            .scale(&sim.rk("w"), Replicas::new(3).unwrap(), sim.now);
         assert!(sim.settle().is_empty());
         sim.apply(team(vec![role("w", 3)]));
         assert!(sim.settle().is_empty());
@@ -790,7 +792,7 @@ mod tests {
         }
         assert!(sim.history("w").frozen.is_some());
         let mut changed = role("w", 3);
-        changed.command = vec!["bash".into()];
+        changed.command = Command::new(["bash"]).unwrap();
         let changes = sim.apply(team(vec![changed]));
         assert_eq!(changes[0].1, RoleChange::Replaced);
         assert!(sim.history("w").frozen.is_none());
@@ -896,7 +898,8 @@ mod tests {
         sim.apply(team(vec![role("w", 3)]));
         sim.settle();
         let keep = sim.uid_in_slot("w", 0);
-        sim.world.scale(&sim.rk("w"), 1, sim.now);
+        sim.world
+            .scale(&sim.rk("w"), Replicas::new(1).unwrap(), sim.now);
         let acts = sim.settle();
         assert_eq!(acts.len(), 2);
         assert!(acts.iter().all(|a| matches!(
@@ -928,7 +931,7 @@ mod tests {
         sim.start_pending();
         let other = sim.uid_in_slot("other", 0);
         let mut changed = role("w", 3);
-        changed.env.insert("K".into(), "V".into());
+        changed.env.insert("K".into(), "V".into()).unwrap();
         sim.apply(team(vec![changed, role("other", 1)]));
         let generation = sim.history("w").generation;
         // The successor of slot 0 starts beside the old session.
@@ -991,7 +994,7 @@ mod tests {
         let old = sim.uid_in_slot("w", 0);
         sim.auto_start = false;
         let mut changed = role("w", 1);
-        changed.command = vec!["bash".into()];
+        changed.command = Command::new(["bash"]).unwrap();
         sim.apply(team(vec![changed]));
         sim.settle();
         let new = sim.live("w").iter().map(|s| s.uid).max().unwrap();
@@ -1024,7 +1027,7 @@ mod tests {
         sim.settle();
         let old: Vec<u64> = sim.live("job").iter().map(|s| s.uid).collect();
         sim.auto_start = false;
-        r.command = vec!["bash".into()];
+        r.command = Command::new(["bash"]).unwrap();
         sim.apply(team(vec![r]));
         sim.settle();
         let new = sim.live("job").iter().map(|s| s.uid).max().unwrap();
@@ -1063,7 +1066,8 @@ mod tests {
         let middle = sim.uid_in_slot("w", 1);
         sim.world.stop(sim.uid_in_slot("w", 0));
         sim.settle();
-        sim.world.scale(&sim.rk("w"), 1, sim.now);
+        sim.world
+            .scale(&sim.rk("w"), Replicas::new(1).unwrap(), sim.now);
         let acts = sim.settle();
         assert_eq!(acts.len(), 2);
         assert_eq!(
@@ -1076,7 +1080,8 @@ mod tests {
             RoleState::Ready
         );
         // Scaling up again fills the lowest free slots.
-        sim.world.scale(&sim.rk("w"), 3, sim.now);
+        sim.world
+            .scale(&sim.rk("w"), Replicas::new(3).unwrap(), sim.now);
         sim.settle();
         let mut slots: Vec<u32> = sim.live("w").iter().map(|s| s.key.slot).collect();
         slots.sort();
@@ -1093,7 +1098,8 @@ mod tests {
         sim.settle();
         sim.die("job", 0, 0);
         let running = sim.uid_in_slot("job", 1);
-        sim.world.scale(&sim.rk("job"), 1, sim.now);
+        sim.world
+            .scale(&sim.rk("job"), Replicas::new(1).unwrap(), sim.now);
         assert!(sim.settle().is_empty(), "nothing running is stopped");
         assert_eq!(sim.uid_in_slot("job", 1), running);
         assert_eq!(

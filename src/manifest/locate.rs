@@ -1,6 +1,8 @@
 //! Finds where each value of a RON document sits, by dotted path
-//! (`roles[1].backoff.initial`), so that errors found after deserializing can
-//! point at the text. It reads any text, valid or not, and never fails.
+//! (`roles[1].backoff.initial`): what ron cannot tell. ron says where it
+//! stopped, not which field that is, how far the value there reaches, or
+//! which bracket is still open. It reads any text, valid or not, and never
+//! fails.
 
 use crate::error::Position;
 
@@ -136,6 +138,15 @@ impl<'a> Located<'a> {
             .iter()
             .filter(|e| e.end == offset && e.end > e.start)
             .max_by_key(|e| e.start)
+    }
+
+    /// Where the character before `offset` starts (0 at the start).
+    pub fn char_before(&self, offset: usize) -> usize {
+        let at = floor_char_boundary(self.text, offset);
+        self.text[..at]
+            .char_indices()
+            .next_back()
+            .map_or(0, |(i, _)| i)
     }
 
     /// The character at `offset`, if any.

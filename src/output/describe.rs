@@ -392,9 +392,15 @@ Events:
         let view = DescribeView::Role(RoleDescription {
             role: role_view(),
             cwd: Some("/srv/project".into()),
-            backoff: Backoff {
-                factor: 3.0,
-                ..Backoff::default()
+            backoff: {
+                use crate::domain::spec::{Factor, Jitter, NonZeroSpan, Span};
+                Backoff::new(
+                    NonZeroSpan::from_secs(1),
+                    Span::new(Duration::from_secs(60)).unwrap(),
+                    Factor::new(3.0).unwrap(),
+                    Jitter::new(0.1).unwrap(),
+                )
+                .unwrap()
             },
             reset_after: Duration::from_secs(600),
             sessions: vec![old, new],

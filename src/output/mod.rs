@@ -549,10 +549,10 @@ where
 pub fn backoff(b: &Backoff) -> String {
     format!(
         "{} ×{} up to {}, jitter ±{}%",
-        humantime::format_duration(b.initial),
-        b.factor,
-        humantime::format_duration(b.max),
-        (b.jitter * 100.0).round()
+        humantime::format_duration(b.initial()),
+        b.factor(),
+        humantime::format_duration(b.max()),
+        (b.jitter() * 100.0).round()
     )
 }
 
@@ -965,12 +965,16 @@ demo/squad   Ready   2       3/3     2h    -
 
     #[test]
     fn one_backoff_wording_says_the_factor() {
-        let mut b = Backoff::default();
+        use crate::domain::spec::{Factor, Jitter, NonZeroSpan, Span};
+        let b = Backoff::default();
         assert_eq!(backoff(&b), "1s ×2 up to 1m, jitter ±10%");
-        b.initial = std::time::Duration::from_millis(500);
-        b.factor = 1.5;
-        b.max = std::time::Duration::from_secs(4);
-        b.jitter = 0.0;
+        let b = Backoff::new(
+            NonZeroSpan::new(std::time::Duration::from_millis(500)).unwrap(),
+            Span::new(std::time::Duration::from_secs(4)).unwrap(),
+            Factor::new(1.5).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
         assert_eq!(backoff(&b), "500ms ×1.5 up to 4s, jitter ±0%");
     }
 

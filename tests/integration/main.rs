@@ -16,3 +16,4 @@ mod shift;
 mod shim;
 mod statedir;
 mod stress;
+mod validation;

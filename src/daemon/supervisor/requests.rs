@@ -74,7 +74,13 @@ impl Supervisor {
                 uid,
                 context_pct,
                 note,
-            } => self.heartbeat(&session, uid, Heartbeat { context_pct, note }, now),
+            } => {
+                let content = Heartbeat {
+                    context_pct: context_pct.map(u8::from),
+                    note: note.map(String::from),
+                };
+                self.heartbeat(&session, uid, content, now)
+            }
             Request::Shift {
                 team,
                 role,
@@ -176,7 +182,7 @@ impl Supervisor {
                 let (change, detail) = match change {
                     RoleChange::Created => (
                         Change::Created,
-                        replicas_text(spec.map_or(0, |s| s.replicas)),
+                        replicas_text(spec.map_or(0, |s| s.replicas.get())),
                     ),
                     RoleChange::Unchanged => (Change::Unchanged, String::new()),
                     RoleChange::Scaled { from, to } => (Change::Scaled, format!("{from} → {to}")),
@@ -336,9 +342,10 @@ impl Supervisor {
         }
         let role = self.find_role(key)?;
         self.refuse_while_shifting(&role.team(), &format!("scale {role}"))?;
+        let to = crate::domain::spec::Replicas::new(replicas).map_err(Error::usage)?;
         let (from, ev) = self
             .world
-            .scale(&role, replicas, now.wall)
+            .scale(&role, to, now.wall)
             .ok_or_else(|| Error::not_found("role", key))?;
         self.emit(ev);
         self.dirty = true;

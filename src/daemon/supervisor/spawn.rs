@@ -11,7 +11,7 @@ use super::Setup;
 
 /// The environment every pane gets, on top of the role's own `env`.
 pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, String> {
-    let mut env = spec.env.clone();
+    let mut env: BTreeMap<String, String> = spec.env.clone().into();
     env.insert("MARVEL_SESSION".into(), s.key.to_string());
     env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
     env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
@@ -33,7 +33,7 @@ pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec) -> SpawnRequest {
         name: s.tmux_session.clone(),
         argv: crate::shim::shim_argv(&setup.marvel_bin, s.uid, &setup.paths.root, &spec.command),
         env: env(setup, s, spec),
-        cwd: spec.cwd.clone(),
+        cwd: spec.cwd.clone().map(Into::into),
         log: Some(setup.paths.session_log(s.uid)),
         owner: setup.owner_tag(),
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::*;
 use crate::daemon::worker::Runner;
 use crate::domain::health::HealthState;
-use crate::domain::spec::{Health, TeamSpec};
+use crate::domain::health::{ContextPct, Note};
+use crate::domain::spec::{Failures, Health, NonZeroSpan, TeamSpec};
 use crate::domain::state::{ExitDetail, Session, SessionState};
 use crate::domain::world::sim::{role, team};
 use crate::proto::{Filter, Kind};
@@ -325,8 +326,8 @@ impl H {
 fn heartbeat_team() -> TeamSpec {
     let mut w = role("w", 1);
     w.health = Some(Health::Heartbeat {
-        timeout: Duration::from_secs(1),
-        failures: 2,
+        timeout: NonZeroSpan::from_secs(1),
+        failures: Failures::new(2).unwrap(),
     });
     team(vec![w])
 }
@@ -490,8 +491,8 @@ fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
 fn a_stale_heartbeat_during_the_roles_backoff_is_charged_once_and_extends_it() {
     let mut w = role("w", 2);
     w.health = Some(Health::Heartbeat {
-        timeout: Duration::from_secs(1),
-        failures: 1,
+        timeout: NonZeroSpan::from_secs(1),
+        failures: Failures::new(1).unwrap(),
     });
     let mut h = H::new();
     h.apply(team(vec![w]));
@@ -537,8 +538,8 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
     let r = h.ask(Request::Heartbeat {
         session: s.key.to_string(),
         uid: Some(s.uid),
-        context_pct: Some(30),
-        note: Some("reading".into()),
+        context_pct: Some(ContextPct::new(30).unwrap()),
+        note: Some(Note::new("reading").unwrap()),
     });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
     let report = ShimReport::Started {
@@ -1465,7 +1466,7 @@ mod interleavings {
                 // Never more panes than replicas + 1 (a surge).
                 let replicas = h.world().role_spec(&"demo/squad/w".parse().unwrap()).unwrap().replicas;
                 for (role, n) in panes_per_role(&h) {
-                    prop_assert!(n as u32 <= replicas.max(3) + 1, "{role}: {n} panes");
+                    prop_assert!(n as u32 <= replicas.get().max(3) + 1, "{role}: {n} panes");
                 }
                 // Every charged death is one crash event, never two: the
                 // events match the role's own tally.

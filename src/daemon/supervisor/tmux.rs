@@ -13,7 +13,7 @@ use crate::domain::Rng;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::key::SessionKey;
 use crate::domain::policy;
-use crate::domain::spec::Backoff;
+use crate::domain::policy::Curve;
 use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
@@ -331,7 +331,7 @@ impl Supervisor {
     pub(super) fn tmux_failure(&mut self, err: &SubstrateError, now: Now, rng: &mut impl Rng) {
         let was_up = self.tmux.health.is_up();
         let cfg = &self.setup.cfg;
-        let backoff = Backoff {
+        let backoff = Curve {
             initial: cfg.retry_base,
             max: cfg.retry_max,
             factor: 2.0,
@@ -719,7 +719,7 @@ impl TmuxHealth {
 
     /// Records a failure and schedules the next probe on the `retry`
     /// curve, spread by the jitter `sample`.
-    pub fn failure(&mut self, err: &SubstrateError, now: Time, retry: &Backoff, sample: f64) {
+    pub fn failure(&mut self, err: &SubstrateError, now: Time, retry: &Curve, sample: f64) {
         self.state = Some(match err {
             SubstrateError::Timeout(_) => TmuxState::Degraded,
             _ => TmuxState::Down,
@@ -773,8 +773,8 @@ impl TmuxHealth {
 mod health_tests {
     use super::*;
 
-    fn retry() -> Backoff {
-        Backoff {
+    fn retry() -> Curve {
+        Curve {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             factor: 2.0,

@@ -1,0 +1,225 @@
+//! From the written team to a [`TeamSpec`]: fills in defaults and applies
+//! the rules that span fields (through the spec's own constructors, the
+//! same ones that decode a spec from the wire) and the rules that look at
+//! this machine: the program on `PATH`, the working directory.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::domain::spec::{
+    Backoff, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
+    DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_MAX_RESTARTS, DEFAULT_READY_AFTER,
+    DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, RoleParts,
+    RoleSpec, TeamParts, TeamSpec,
+};
+
+use super::schema::{RawBackoff, RawBudget, RawHealth, RawRole, RawTeam};
+
+/// A refusal of a value the text holds: the dotted path of the field, what
+/// is wrong, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub path: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Refusal {
+    fn new(path: String, message: impl Into<String>) -> Refusal {
+        Refusal {
+            path,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    fn help(mut self, help: impl Into<String>) -> Refusal {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Checks each role's program (`command[0]`) and says why it cannot run.
+pub(super) type Resolver<'a> = &'a dyn Fn(&str) -> Result<(), String>;
+
+/// The team the text declares. With `base` (the manifest's directory) each
+/// `cwd` is made absolute from it and must be a directory; without, it is
+/// kept as written.
+pub(super) fn team(
+    raw: RawTeam,
+    resolver: Resolver,
+    base: Option<&Path>,
+) -> Result<TeamSpec, Refusal> {
+    let workspace = match raw.workspace {
+        Some(w) => w,
+        None => Name::new(DEFAULT_WORKSPACE).expect("the default workspace name is valid"),
+    };
+    let roles = raw
+        .roles
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| role(&format!("roles[{i}]"), r, resolver, base))
+        .collect::<Result<Vec<RoleSpec>, Refusal>>()?;
+    TeamSpec::try_from(TeamParts {
+        workspace,
+        name: raw.name,
+        roles,
+    })
+    .map_err(|e| {
+        let refusal = Refusal::new(e.field(), e.message());
+        match e {
+            crate::domain::spec::TeamError::NoRoles => {
+                refusal.help(r#"add one, e.g. roles: [Role(name: "worker", command: ["sh"])]"#)
+            }
+            _ => refusal,
+        }
+    })
+}
+
+fn role(
+    p: &str,
+    raw: RawRole,
+    resolver: Resolver,
+    base: Option<&Path>,
+) -> Result<RoleSpec, Refusal> {
+    resolver(&raw.command[0]).map_err(|reason| {
+        let help = if raw.command[0].contains('/') {
+            "check the path, and that the file is executable (chmod +x)"
+        } else {
+            "give the full path to the program, or add its directory to PATH"
+        };
+        Refusal::new(format!("{p}.command[0]"), reason).help(help)
+    })?;
+    let cwd = match (raw.cwd, base) {
+        (Some(cwd), Some(base)) => Some(directory(&format!("{p}.cwd"), &base.join(&*cwd))?),
+        (cwd, _) => cwd,
+    };
+    let health = raw.health.map(
+        |RawHealth::Heartbeat { timeout, failures }| Health::Heartbeat {
+            timeout: timeout.value,
+            failures: failures.unwrap_or(DEFAULT_HEARTBEAT_FAILURES),
+        },
+    );
+    let parts = RoleParts {
+        name: raw.name,
+        replicas: raw.replicas.map_or(Replicas::ONE, |r| r.0),
+        command: raw.command,
+        env: raw.env.unwrap_or_default(),
+        cwd,
+        restart: raw.restart.unwrap_or_default(),
+        backoff: backoff(&format!("{p}.backoff"), raw.backoff.unwrap_or_default())?,
+        max_restarts: match raw.max_restarts {
+            RawBudget::Absent => Some(DEFAULT_MAX_RESTARTS),
+            RawBudget::Unlimited => None,
+            RawBudget::Limit(n) => Some(n),
+        },
+        window: raw.window.map_or(DEFAULT_WINDOW, |w| w.value),
+        reset_after: raw.reset_after.map_or(DEFAULT_RESET_AFTER, |w| w.value),
+        health,
+        ready_after: raw.ready_after.map_or(DEFAULT_READY_AFTER, |w| w.value),
+        shift_last: raw.shift_last.unwrap_or(false),
+    };
+    RoleSpec::try_from(parts).map_err(|e| {
+        Refusal::new(format!("{p}.{}", e.field), e.message())
+            .help("pass long text through a file, and name the file in the command or env")
+    })
+}
+
+/// `dir` must exist and be a directory.
+fn directory(path: &str, dir: &Path) -> Result<Cwd, Refusal> {
+    let refuse = |m: String| Refusal::new(path.to_string(), m);
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Cwd::new(dir).map_err(refuse),
+        Ok(_) => Err(refuse(format!("{} is not a directory", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(refuse(format!("{} does not exist", dir.display())))
+        }
+        Err(e) => Err(refuse(format!("{}: {e}", dir.display()))),
+    }
+}
+
+fn backoff(p: &str, raw: RawBackoff) -> Result<Backoff, Refusal> {
+    let initial = raw
+        .initial
+        .as_ref()
+        .map_or(DEFAULT_BACKOFF_INITIAL, |w| w.value);
+    let max = raw.max.as_ref().map_or(DEFAULT_BACKOFF_MAX, |w| w.value);
+    let factor = raw.factor.unwrap_or(DEFAULT_BACKOFF_FACTOR);
+    let jitter = raw.jitter.unwrap_or(DEFAULT_BACKOFF_JITTER);
+    Backoff::new(initial, max, factor, jitter).map_err(|e| {
+        let shown = |written: Option<&str>, d: std::time::Duration| match written {
+            Some(text) => format!("{text:?}"),
+            None => format!("{} by default", humantime::format_duration(d)),
+        };
+        let initial = raw.initial.as_ref().map(|w| w.text.as_str());
+        let max = raw.max.as_ref().map(|w| w.text.as_str());
+        // Point at whichever of the two the user wrote, initial first.
+        if raw.initial.is_some() {
+            Refusal::new(
+                format!("{p}.initial"),
+                format!(
+                    "{} is longer than max ({}); initial must not exceed max",
+                    shown(initial, e.initial),
+                    shown(max, e.max)
+                ),
+            )
+        } else {
+            Refusal::new(
+                format!("{p}.max"),
+                format!(
+                    "{} is shorter than initial ({}); max must not be below initial",
+                    shown(max, e.max),
+                    shown(initial, e.initial)
+                ),
+            )
+        }
+    })
+}
+
+/// The real resolver: a name with a `/` is checked as a path, any other is
+/// searched in `PATH`. It must be a regular file with an execute bit.
+pub fn check_on_path(cmd: &str) -> Result<(), String> {
+    check_in(cmd, std::env::var_os("PATH").as_deref())
+}
+
+pub(super) fn check_in(cmd: &str, path_var: Option<&OsStr>) -> Result<(), String> {
+    if cmd.is_empty() {
+        return Err("the program name is empty".into());
+    }
+    if cmd.contains('/') {
+        return match std::fs::metadata(cmd) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("{cmd} does not exist"))
+            }
+            Err(e) => Err(format!("{cmd}: {e}")),
+            Ok(m) if m.is_dir() => Err(format!("{cmd} is a directory, not a program")),
+            Ok(m) if !m.is_file() => Err(format!("{cmd} is not a regular file")),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(format!("{cmd} is not executable")),
+            Ok(_) => Ok(()),
+        };
+    }
+    let Some(path_var) = path_var else {
+        return Err(format!("{cmd:?} cannot be looked up: PATH is not set"));
+    };
+    let mut not_executable = None;
+    for dir in std::env::split_paths(path_var) {
+        let candidate = dir.join(cmd);
+        if let Ok(m) = std::fs::metadata(&candidate) {
+            if !m.is_file() {
+                continue;
+            }
+            if m.permissions().mode() & 0o111 != 0 {
+                return Ok(());
+            }
+            not_executable.get_or_insert(candidate);
+        }
+    }
+    match not_executable {
+        Some(p) => Err(format!(
+            "{cmd:?} was found at {} but it is not executable",
+            p.display()
+        )),
+        None => Err(format!("{cmd:?} was not found in any directory on PATH")),
+    }
+}
