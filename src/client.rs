@@ -27,7 +27,40 @@ pub fn call(t: &Target, req: Request) -> Result<Response> {
         Some(s) => s,
         None => start(t)?,
     };
-    exchange(stream, &req)
+    match exchange_once(stream, &req) {
+        // The daemon went away while it was asked (its socket can still
+        // take a connection for a moment after it was killed): a request
+        // that changes nothing, or nothing twice, is asked again of a new
+        // daemon.
+        Err(Exchange::Lost(_)) if repeatable(&req) && !lock::is_held(&t.paths)? => {
+            exchange(start(t)?, &req)
+        }
+        Err(Exchange::Lost(e) | Exchange::Failed(e)) => Err(e),
+        Ok(r) => Ok(r),
+    }
+}
+
+/// Requests that may be asked again when the first asking may have
+/// reached a daemon that died: reading, or applying a whole team.
+fn repeatable(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Ping
+            | Request::Get { .. }
+            | Request::Describe { .. }
+            | Request::Status
+            | Request::Events { follow: false, .. }
+            | Request::Logs { .. }
+            | Request::Capture { .. }
+            | Request::Apply { .. }
+    )
+}
+
+/// How an exchange failed: the connection was lost before any answer, or
+/// anything else.
+enum Exchange {
+    Lost(Error),
+    Failed(Error),
 }
 
 /// Sends one request to a running daemon; `Ok(None)` when none runs.
@@ -99,23 +132,23 @@ fn connect_in(dir: &Dir, paths: &Paths) -> Result<Option<UnixStream>> {
 }
 
 fn exchange(stream: UnixStream, req: &Request) -> Result<Response> {
-    let paths_hint = stream
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-        .unwrap_or_else(|| "the daemon".into());
-    let mut reader =
-        send_raw(stream, req).map_err(|e| Error::daemon(format!("{paths_hint}: {e}")))?;
+    exchange_once(stream, req).map_err(|(Exchange::Lost(e) | Exchange::Failed(e))| e)
+}
+
+fn exchange_once(stream: UnixStream, req: &Request) -> std::result::Result<Response, Exchange> {
+    let lost = |e: String| Exchange::Lost(Error::daemon(e));
+    let mut reader = send_raw(stream, req)
+        .map_err(|e| lost(format!("lost the connection to the daemon: {e}")))?;
     let mut line = String::new();
     match reader.read_line(&mut line) {
-        Ok(0) => Err(Error::daemon(format!(
-            "{paths_hint}: the daemon closed the connection without answering"
-        ))),
-        Ok(_) => match decode(&line)? {
-            Response::Error(e) => Err(e),
+        Ok(0) => Err(lost(
+            "the daemon closed the connection without answering".into(),
+        )),
+        Ok(_) => match decode(&line).map_err(Exchange::Failed)? {
+            Response::Error(e) => Err(Exchange::Failed(e)),
             r => Ok(r),
         },
-        Err(e) => Err(Error::daemon(format!("{paths_hint}: {e}"))),
+        Err(e) => Err(lost(format!("lost the connection to the daemon: {e}"))),
     }
 }
 
