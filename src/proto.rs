@@ -63,12 +63,16 @@ pub enum ShimReport {
     },
     /// The user's program ended. `hangup` is set when the shim itself got
     /// SIGHUP (its terminal went away: the pane or the server was killed).
+    /// `failure` says why the program could not be started at all (its
+    /// working directory is gone, it cannot be run).
     Exited {
         uid: u64,
         code: Option<i32>,
         signal: Option<i32>,
         at: DateTime<Utc>,
         hangup: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
     },
 }
 

@@ -49,8 +49,14 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Set on SIGHUP: the pane's terminal went away.
 static HANGUP: AtomicBool = AtomicBool::new(false);
 
-/// The argv a pane runs: the shim around `command`.
-pub fn shim_argv(marvel_bin: &Path, uid: u64, state_dir: &Path, command: &[String]) -> Vec<String> {
+/// The argv a pane runs: the shim around `command`, started in `cwd`.
+pub fn shim_argv(
+    marvel_bin: &Path,
+    uid: u64,
+    state_dir: &Path,
+    cwd: Option<&Path>,
+    command: &[String],
+) -> Vec<String> {
     let mut argv = vec![
         marvel_bin.to_string_lossy().into_owned(),
         "shim".to_string(),
@@ -58,8 +64,12 @@ pub fn shim_argv(marvel_bin: &Path, uid: u64, state_dir: &Path, command: &[Strin
         uid.to_string(),
         "--state-dir".to_string(),
         state_dir.to_string_lossy().into_owned(),
-        "--".to_string(),
     ];
+    if let Some(cwd) = cwd {
+        argv.push("--cwd".to_string());
+        argv.push(cwd.to_string_lossy().into_owned());
+    }
+    argv.push("--".to_string());
     argv.extend(command.iter().cloned());
     argv
 }
@@ -75,8 +85,11 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         .collect();
     match args.get(1)?.as_bytes() {
         b"shim" => Some(match parse_shim_args(&rest) {
-            Ok((uid, dir, argv)) => run_shim(uid, &dir, &argv),
-            Err(m) => usage(&m, "shim --uid N --state-dir DIR -- PROGRAM [ARGS...]"),
+            Ok(args) => run_shim(&args),
+            Err(m) => usage(
+                &m,
+                "shim --uid N --state-dir DIR [--cwd DIR] -- PROGRAM [ARGS...]",
+            ),
         }),
         b"logpipe" => Some(match parse_logpipe_args(&rest) {
             Ok((file, max)) => run_logpipe(&file, max),
@@ -91,8 +104,18 @@ fn usage(message: &str, synopsis: &str) -> i32 {
     crate::error::exit::USAGE
 }
 
-fn parse_shim_args(args: &[String]) -> Result<(u64, PathBuf, Vec<String>), String> {
-    let (mut uid, mut dir) = (None, None);
+/// What `marvel shim` is asked to run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ShimArgs {
+    pub uid: u64,
+    pub state_dir: PathBuf,
+    /// Where the program starts; it must exist when it does.
+    pub cwd: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
+    let (mut uid, mut dir, mut cwd) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -103,13 +126,19 @@ fn parse_shim_args(args: &[String]) -> Result<(u64, PathBuf, Vec<String>), Strin
             "--state-dir" => {
                 dir = Some(PathBuf::from(it.next().ok_or("--state-dir needs a value")?))
             }
+            "--cwd" => cwd = Some(PathBuf::from(it.next().ok_or("--cwd needs a value")?)),
             "--" => break,
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     let argv: Vec<String> = it.cloned().collect();
     match (uid, dir) {
-        (Some(u), Some(d)) => Ok((u, d, argv)),
+        (Some(uid), Some(state_dir)) => Ok(ShimArgs {
+            uid,
+            state_dir,
+            cwd,
+            argv,
+        }),
         _ => Err("--uid and --state-dir are required".into()),
     }
 }
@@ -124,20 +153,33 @@ fn parse_logpipe_args(args: &[String]) -> Result<(PathBuf, u64), String> {
     }
 }
 
-/// Supervises `argv` in the current terminal and returns the exit code to
-/// leave with: the program's, or 128 + signal, like a shell.
-pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
+/// Supervises the program in the current terminal and returns the exit
+/// code to leave with: the program's, or 128 + signal, like a shell.
+pub fn run_shim(args: &ShimArgs) -> i32 {
+    let uid = args.uid;
     let paths = Paths {
-        root: state_dir.to_path_buf(),
+        root: args.state_dir.clone(),
     };
     install_handlers();
-    let Some(program) = argv.first() else {
+    let Some(program) = args.argv.first() else {
         eprintln!("marvel: no command to run");
-        return finish(&paths, uid, Some(127), None);
+        return finish(&paths, uid, Some(127), None, Some("no command to run".into()));
     };
+    // A directory that vanished since the team was applied is the role's
+    // crash, said as such, never a silent start somewhere else.
+    if let Some(cwd) = &args.cwd
+        && !cwd.is_dir()
+    {
+        let why = format!("cwd missing: {}", cwd.display());
+        eprintln!("marvel: {why}");
+        return finish(&paths, uid, Some(127), None, Some(why));
+    }
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
-    cmd.args(&argv[1..]);
+    cmd.args(&args.argv[1..]);
+    if let Some(cwd) = &args.cwd {
+        cmd.current_dir(cwd);
+    }
     // SAFETY: only async-signal-safe calls (sigaction, sigprocmask, prctl,
     // getppid) between fork and exec.
     unsafe {
@@ -163,8 +205,9 @@ pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
             } else {
                 126
             };
-            eprintln!("marvel: cannot run {program}: {e}");
-            return finish(&paths, uid, Some(code), None);
+            let why = format!("cannot run {program}: {e}");
+            eprintln!("marvel: {why}");
+            return finish(&paths, uid, Some(code), None, Some(why));
         }
     };
     let pid = child.id() as libc::pid_t;
@@ -187,17 +230,24 @@ pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
         STARTED_REPLY,
     );
     let (code, signal) = wait_child(pid);
-    finish(&paths, uid, code, signal)
+    finish(&paths, uid, code, signal, None)
 }
 
 /// Records and reports the program's end, and returns the shim's exit code.
-fn finish(paths: &Paths, uid: u64, code: Option<i32>, signal: Option<i32>) -> i32 {
+fn finish(
+    paths: &Paths,
+    uid: u64,
+    code: Option<i32>,
+    signal: Option<i32>,
+    failure: Option<String>,
+) -> i32 {
     let exited = ShimReport::Exited {
         uid,
         code,
         signal,
         at: Utc::now(),
         hangup: HANGUP.load(Ordering::SeqCst),
+        failure,
     };
     report(paths, uid, &exited, EXITED_REPLY);
     match (code, signal) {
@@ -853,14 +903,29 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (uid, dir, argv) = parse_shim_args(&args).unwrap();
+        let parsed = parse_shim_args(&args).unwrap();
         assert_eq!(
-            (uid, dir.as_path(), argv.as_slice()),
-            (7, Path::new("/s"), &args[5..])
+            parsed,
+            ShimArgs {
+                uid: 7,
+                state_dir: PathBuf::from("/s"),
+                cwd: None,
+                argv: args[5..].to_vec(),
+            }
         );
         assert!(parse_shim_args(&args[2..]).is_err());
-        let built = shim_argv(Path::new("/bin/marvel"), 7, Path::new("/s"), &args[5..]);
+        let built = shim_argv(Path::new("/bin/marvel"), 7, Path::new("/s"), None, &args[5..]);
         assert_eq!(&built[2..], &args[..]);
+        let with_cwd = shim_argv(
+            Path::new("/bin/marvel"),
+            7,
+            Path::new("/s"),
+            Some(Path::new("/w")),
+            &args[5..],
+        );
+        let parsed = parse_shim_args(&with_cwd[2..]).unwrap();
+        assert_eq!(parsed.cwd, Some(PathBuf::from("/w")));
+        assert_eq!(parsed.argv, args[5..]);
         let lp: Vec<String> = ["--max-bytes", "10", "/f"]
             .iter()
             .map(|s| s.to_string())

@@ -692,8 +692,28 @@ pub struct RoleSpec {
     /// A rolling shift of the team replaces this role after the others
     /// (for example a supervisor that watches them).
     pub shift_last: bool,
+    /// How the role's sessions sit in the team's tmux session.
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
     #[serde(skip)]
     checked: Checked,
+}
+
+/// How a role's sessions are laid out in its team's tmux session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Layout {
+    /// One window per session, named after it (`worker-0`).
+    #[default]
+    Windows,
+    /// The role's sessions side by side as panes of one window, named after
+    /// the role.
+    Tiled,
+}
+
+impl Layout {
+    fn is_default(&self) -> bool {
+        *self == Layout::Windows
+    }
 }
 
 /// The fields of a [`RoleSpec`], each valid on its own; also its layout on
@@ -716,6 +736,8 @@ pub struct RoleParts {
     pub ready_after: Span,
     #[serde(default)]
     pub shift_last: bool,
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 fn default_ready_after() -> Span {
@@ -784,6 +806,7 @@ impl TryFrom<RoleParts> for RoleSpec {
             health: p.health,
             ready_after: p.ready_after,
             shift_last: p.shift_last,
+            layout: p.layout,
             checked: Checked,
         })
     }
@@ -807,6 +830,7 @@ impl RoleSpec {
             health: None,
             ready_after: DEFAULT_READY_AFTER,
             shift_last: false,
+            layout: Layout::Windows,
         })
         .expect("a short command fits")
     }

@@ -68,6 +68,9 @@ pub enum ExitDetail {
     /// tmux refused to create the pane (its words): the role's own doing,
     /// such as a directory or command tmux cannot use.
     SpawnRefused(String),
+    /// The program could not be started at all (its working directory is
+    /// gone, it cannot be run): the shim's words.
+    StartFailed(String),
 }
 
 /// How and when a session's program ended.
@@ -126,6 +129,7 @@ impl Exit {
             ExitDetail::TmuxLost => Some("tmux server lost".to_string()),
             ExitDetail::Unhealthy(why) => Some(why.clone()),
             ExitDetail::SpawnRefused(why) => Some(format!("tmux refused to start it: {why}")),
+            ExitDetail::StartFailed(why) => return why.clone(),
         };
         match (detail, status) {
             (Some(d), Some(s)) => format!("{d}, {s}"),

@@ -132,6 +132,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
             signal: None,
             at: chrono::Utc::now(),
             hangup: false,
+            failure: None,
         }),
     ]
     .into_iter()

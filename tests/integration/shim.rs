@@ -57,7 +57,7 @@ impl Setup {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
         let req = SpawnRequest {
             name: format!("marvel/test/shim/r-{uid}"),
-            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, &command),
+            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, None, &command),
             env: BTreeMap::new(),
             cwd: None,
             log: Some(self.paths.session_log(uid)),

@@ -394,15 +394,10 @@ impl Supervisor {
                 continue;
             }
             match replay {
-                Replay::Report(ShimReport::Exited {
-                    code,
-                    signal,
-                    at,
-                    hangup,
-                    ..
-                }) => {
-                    let exit = exit_from_report(code, signal, at, hangup);
-                    self.exit_reported(uid, exit, hangup, now, rng);
+                Replay::Report(report @ ShimReport::Exited { .. }) => {
+                    if let Some((exit, hangup)) = reported_exit(&report) {
+                        self.exit_reported(uid, exit, hangup, now, rng);
+                    }
                 }
                 Replay::Report(ShimReport::Started { pid, at, .. }) => {
                     let ev = self.world.started(uid, pid, at);
@@ -692,32 +687,37 @@ impl Supervisor {
     }
 }
 
-/// Turns a shim's exit report into an exit record.
-pub fn exit_from_report(code: Option<i32>, signal: Option<i32>, at: Time, hangup: bool) -> Exit {
-    Exit {
+/// The end a shim's report tells (with whether its terminal hung up), if
+/// it tells one.
+pub fn reported_exit(report: &ShimReport) -> Option<(Exit, bool)> {
+    let ShimReport::Exited {
         code,
         signal,
         at,
-        detail: if hangup {
-            ExitDetail::PaneKilled
-        } else {
-            ExitDetail::Program
-        },
-    }
+        hangup,
+        failure,
+        ..
+    } = report
+    else {
+        return None;
+    };
+    let detail = match (failure, hangup) {
+        (Some(why), _) => ExitDetail::StartFailed(why.clone()),
+        (None, true) => ExitDetail::PaneKilled,
+        (None, false) => ExitDetail::Program,
+    };
+    let exit = Exit {
+        code: *code,
+        signal: *signal,
+        at: *at,
+        detail,
+    };
+    Some((exit, *hangup))
 }
 
 /// The end an exit record tells, if it tells one.
 fn recorded_exit(report: ShimReport) -> Option<Exit> {
-    match report {
-        ShimReport::Exited {
-            code,
-            signal,
-            at,
-            hangup,
-            ..
-        } => Some(exit_from_report(code, signal, at, hangup)),
-        ShimReport::Started { .. } => None,
-    }
+    reported_exit(&report).map(|(exit, _)| exit)
 }
 
 fn shifted(t: Time, by: chrono::Duration) -> Time {

@@ -21,7 +21,7 @@ use crate::view::{DaemonView, StatusView};
 use super::super::views;
 use super::super::worker::Job;
 use super::tmux::Then;
-use super::{EarlyExit, Now, Output, RequestId, Supervisor, exit_from_report};
+use super::{EarlyExit, Now, Output, RequestId, Supervisor, reported_exit};
 
 /// What a handler comes to.
 type Answer = Result<Option<Response>>;
@@ -113,7 +113,7 @@ impl Supervisor {
         rng: &mut impl Rng,
     ) -> Answer {
         let done = || Ok(Some(Response::Done("recorded".into())));
-        let (uid, code, signal, at, hangup) = match report {
+        let uid = match report {
             ShimReport::Started { uid, pid, at } => {
                 if let Some(ev) = self.world.started(uid, pid, at) {
                     self.emit(ev);
@@ -121,19 +121,15 @@ impl Supervisor {
                 }
                 return done();
             }
-            ShimReport::Exited {
-                uid,
-                code,
-                signal,
-                at,
-                hangup,
-            } => (uid, code, signal, at, hangup),
+            ShimReport::Exited { uid, .. } => uid,
+        };
+        let Some((exit, hangup)) = reported_exit(&report) else {
+            return done();
         };
         let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
             self.out.push(Output::RemoveExitRecord(uid));
             return Ok(Some(Response::Done("unknown session".into())));
         };
-        let exit = exit_from_report(code, signal, at, hangup);
         match s.pane.clone() {
             // The report overtook the answer to the spawn: the death waits
             // for it, so that it follows the creation.

@@ -31,7 +31,13 @@ pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, Stri
 pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec) -> SpawnRequest {
     SpawnRequest {
         name: s.tmux_session.clone(),
-        argv: crate::shim::shim_argv(&setup.marvel_bin, s.uid, &setup.paths.root, &spec.command),
+        argv: crate::shim::shim_argv(
+            &setup.marvel_bin,
+            s.uid,
+            &setup.paths.root,
+            spec.cwd.as_deref(),
+            &spec.command,
+        ),
         env: env(setup, s, spec),
         cwd: spec.cwd.clone().map(Into::into),
         log: Some(setup.paths.session_log(s.uid)),

@@ -290,6 +290,7 @@ impl H {
             signal,
             at: self.now.wall,
             hangup,
+            failure: None,
         };
         self.records.insert(uid, report.clone());
         self.send(Request::Shim(report))
@@ -840,6 +841,7 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
             signal: None,
             at: h.now.wall,
             hangup: false,
+            failure: None,
         },
     );
     h.tmux.remove(dead.pane.as_deref().unwrap());
@@ -1102,6 +1104,7 @@ fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
             signal: Some(15),
             at: h.now.wall,
             hangup: false,
+            failure: None,
         },
     );
     h2.restart_with(world, true);
