@@ -119,7 +119,7 @@ pub enum Request {
     Delete {
         key: String,
     },
-    /// Resolve a live session for `attach`: answered with
+    /// Resolve a session (or a team) for `attach`: answered with
     /// [`Response::AttachTarget`], data from which the client builds its
     /// own tmux command. The client never runs a command it is sent.
     Attach {
@@ -208,10 +208,14 @@ pub enum Response {
     },
     Events(Vec<EventView>),
     Status(StatusView),
-    /// Where a live session is in tmux: its session name and pane id.
+    /// Where a session is in tmux: its team's tmux session, and its window
+    /// and pane (none for a whole team).
     AttachTarget {
         tmux_session: String,
-        pane: String,
+        #[serde(default)]
+        window: Option<String>,
+        #[serde(default)]
+        pane: Option<String>,
     },
     /// A team's shift, as it stands after the request.
     Shift {
@@ -220,6 +224,9 @@ pub enum Response {
     },
     /// A plain acknowledgement with a one-line message.
     Done(String),
+    /// To a shim whose program ended: its pane is kept for the slot; stay
+    /// in it and show this line until the pane is respawned or removed.
+    Linger(String),
     Error(Error),
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::paths::{EXITS, Paths, write_atomic};
-use crate::proto::{Envelope, PROTOCOL_VERSION, Request, ShimReport};
+use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response, ShimReport};
 use crate::statedir::{self, Dir};
 
 /// How long the shim waits for the daemon to take a `Started` report.
@@ -48,6 +48,9 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Set on SIGHUP: the pane's terminal went away.
 static HANGUP: AtomicBool = AtomicBool::new(false);
+/// Set on SIGWINCH while the shim stays in a kept pane: draw marvel's line
+/// again (the daemon writes a new one and sends SIGWINCH too).
+static REDRAW: AtomicBool = AtomicBool::new(false);
 
 /// The argv a pane runs: the shim around `command`, started in `cwd`.
 pub fn shim_argv(
@@ -163,7 +166,13 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     install_handlers();
     let Some(program) = args.argv.first() else {
         eprintln!("marvel: no command to run");
-        return finish(&paths, uid, Some(127), None, Some("no command to run".into()));
+        return finish(
+            &paths,
+            uid,
+            Some(127),
+            None,
+            Some("no command to run".into()),
+        );
     };
     // A directory that vanished since the team was applied is the role's
     // crash, said as such, never a silent start somewhere else.
@@ -219,7 +228,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, early) };
     }
-    report(
+    let _ = report(
         &paths,
         uid,
         &ShimReport::Started {
@@ -233,7 +242,9 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     finish(&paths, uid, code, signal, None)
 }
 
-/// Records and reports the program's end, and returns the shim's exit code.
+/// Records and reports the program's end, stays in the pane if marvel keeps
+/// it (showing the program's last screen and a line from marvel until the
+/// slot runs there again), and returns the shim's exit code.
 fn finish(
     paths: &Paths,
     uid: u64,
@@ -247,23 +258,112 @@ fn finish(
         signal,
         at: Utc::now(),
         hangup: HANGUP.load(Ordering::SeqCst),
-        failure,
+        failure: failure.clone(),
     };
-    report(paths, uid, &exited, EXITED_REPLY);
-    match (code, signal) {
+    let answer = report(paths, uid, &exited, EXITED_REPLY);
+    let status = match (code, signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
         (None, None) => 1,
+    };
+    // With its terminal gone there is nothing to show; a daemon that said
+    // the pane is not kept has it removed.
+    if HANGUP.load(Ordering::SeqCst) {
+        return status;
+    }
+    match answer {
+        Some(Response::Linger(line)) => linger(paths, uid, line),
+        Some(_) => {}
+        None => {
+            // No daemon to ask: it will say more when it is back.
+            let how = failure.unwrap_or_else(|| match (code, signal) {
+                (_, Some(s)) => format!("signal {s}"),
+                (Some(c), None) => format!("exit {c}"),
+                (None, None) => "ended".into(),
+            });
+            linger(
+                paths,
+                uid,
+                format!("ended: {how} — marvel will say what comes next"),
+            );
+        }
+    }
+    status
+}
+
+/// Stays in the pane of a program that ended, drawing marvel's `line` on
+/// its bottom row, until the pane is killed or respawned (SIGHUP) or the
+/// shim is told to go (SIGTERM). SIGWINCH draws the line again, read anew
+/// from `exits/<uid>.line` when the daemon wrote one.
+fn linger(paths: &Paths, uid: u64, mut line: String) {
+    let file = paths.exits_dir().join(format!("{uid}.line"));
+    // SAFETY: sigaction with a handler that only stores an atomic; signal
+    // masks are plain sets; sigsuspend waits for any unblocked signal.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = redraw as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
+            libc::sigaddset(&mut block, sig);
+        }
+        let mut waiting: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut waiting);
+        for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
+            libc::sigdelset(&mut waiting, sig);
+        }
+        loop {
+            if draw(&line).is_err() {
+                return;
+            }
+            // Blocked until here, so none is missed between check and wait.
+            loop {
+                libc::sigsuspend(&waiting);
+                if HANGUP.load(Ordering::SeqCst) || PENDING.swap(0, Ordering::SeqCst) != 0 {
+                    return;
+                }
+                if REDRAW.swap(false, Ordering::SeqCst) {
+                    break;
+                }
+            }
+            if let Ok(text) = crate::statedir::read(&file) {
+                line = String::from_utf8_lossy(&text).into_owned();
+            }
+        }
     }
 }
 
+extern "C" fn redraw(_: libc::c_int) {
+    REDRAW.store(true, Ordering::SeqCst);
+}
+
+/// Draws `line` on the bottom row of the terminal, in reverse video,
+/// keeping the cursor where it was. The text is marvel's; anything that is
+/// not printable is shown as `?` all the same.
+fn draw(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let size = rustix::termios::tcgetwinsize(&out)?;
+    let (rows, cols) = (size.ws_row.max(1), usize::from(size.ws_col.max(2)));
+    let text: String = line
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(cols - 2)
+        .collect();
+    write!(
+        out,
+        "\x1b7\x1b[{rows};1H\x1b[0m\x1b[2K\x1b[7m {text} \x1b[0m\x1b8"
+    )?;
+    out.flush()
+}
+
 /// Writes the report to the exit record first (the durable copy, for a
-/// daemon that is down), then offers it to the daemon. Failures are
-/// silent: the pane's terminal belongs to the program.
-fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
-    let Ok(json) = serde_json::to_vec(report) else {
-        return;
-    };
+/// daemon that is down), then offers it to the daemon, and returns its
+/// answer if one came. Failures are silent: the pane's terminal belongs to
+/// the program.
+fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Option<Response> {
+    let json = serde_json::to_vec(report).ok()?;
     let record = paths.exit_record(uid);
     if write_atomic(&record, &json).is_err() {
         // `exits/` may have been removed: make it again, inside a state
@@ -273,12 +373,12 @@ fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
             let _ = write_atomic(&record, &json);
         }
     }
-    let _ = notify(&paths.socket(), report, reply);
+    notify(&paths.socket(), report, reply).ok().flatten()
 }
 
 /// Sends one request line to the daemon and waits for one reply line, all
 /// within `timeout`.
-fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<()> {
+fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<Option<Response>> {
     let deadline = Instant::now() + timeout;
     let mut stream = connect(socket, timeout)?;
     let envelope = Envelope {
@@ -289,7 +389,8 @@ fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<(
     line.push(b'\n');
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(&line)?;
-    let mut buf = [0u8; 256];
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
     loop {
         let left = deadline
             .checked_duration_since(Instant::now())
@@ -297,9 +398,16 @@ fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<(
             .ok_or(ErrorKind::TimedOut)?;
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) if buf[..n].contains(&b'\n') => return Ok(()),
-            Ok(_) => {}
+            Ok(0) => return Ok(serde_json::from_slice(&answer).ok()),
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if let Some(end) = answer.iter().position(|&b| b == b'\n') {
+                    return Ok(serde_json::from_slice(&answer[..end]).ok());
+                }
+                if answer.len() > 64 << 10 {
+                    return Ok(None);
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -914,7 +1022,13 @@ mod tests {
             }
         );
         assert!(parse_shim_args(&args[2..]).is_err());
-        let built = shim_argv(Path::new("/bin/marvel"), 7, Path::new("/s"), None, &args[5..]);
+        let built = shim_argv(
+            Path::new("/bin/marvel"),
+            7,
+            Path::new("/s"),
+            None,
+            &args[5..],
+        );
         assert_eq!(&built[2..], &args[..]);
         let with_cwd = shim_argv(
             Path::new("/bin/marvel"),

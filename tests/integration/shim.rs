@@ -15,7 +15,7 @@ use marvel::paths::Paths;
 use marvel::proto::{Envelope, Request, ShimReport};
 use marvel::shim::{read_exit_record, shim_argv, tail_lines};
 use marvel::substrate::tmux::{Tmux, socket_path};
-use marvel::substrate::{Observation, SpawnRequest, Spawned, Substrate};
+use marvel::substrate::{Observation, Place, SpawnRequest, Spawned, Substrate};
 
 const MARVEL: &str = env!("CARGO_BIN_EXE_marvel");
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,12 +56,20 @@ impl Setup {
     fn spawn(&self, uid: u64, command: &[&str]) -> Spawned {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
         let req = SpawnRequest {
-            name: format!("marvel/test/shim/r-{uid}"),
+            place: Place::NewSession {
+                session: format!("shim-{uid}"),
+                team: "test/shim".into(),
+                status_left: String::new(),
+            },
+            window_name: "r".into(),
+            key: format!("test/shim/r-{uid}"),
+            uid,
             argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, None, &command),
             env: BTreeMap::new(),
             cwd: None,
             log: Some(self.paths.session_log(uid)),
             owner: "test".into(),
+            status: String::new(),
         };
         self.tmux.spawn(&req).unwrap()
     }

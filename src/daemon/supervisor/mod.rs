@@ -11,6 +11,7 @@
 mod requests;
 mod spawn;
 mod tmux;
+mod workspace;
 
 #[cfg(test)]
 mod tests;
@@ -125,11 +126,46 @@ pub enum Output {
     },
     /// A line for the daemon's log.
     Log(String),
+    /// Send `signal` to process `pid` if it is still a child of `parent`
+    /// (a program of a shim): a pid that went to another process is left
+    /// alone.
+    Signal {
+        pid: u32,
+        parent: u32,
+        signal: Signal,
+    },
+    /// Have the shim `pid` (of spawn `uid`, a child of the tmux server
+    /// `parent`) that stays in a kept pane show `line` from now on.
+    ShowLine {
+        uid: u64,
+        pid: u32,
+        parent: u32,
+        line: String,
+    },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
     Exit,
 }
+
+/// The signals the supervisor sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+/// A program to kill if it has not ended by `at` (monotonic): one whose
+/// heartbeats went stale, sent SIGTERM first.
+#[derive(Debug, Clone, Copy)]
+struct Escalation {
+    at: Duration,
+    pid: u32,
+    shim: u32,
+}
+
+/// How long a program sent SIGTERM has before SIGKILL.
+const KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// What the supervisor knows of its surroundings, fixed for its life.
 #[derive(Debug, Clone)]
@@ -144,6 +180,8 @@ pub struct Setup {
     pub tmux_socket_path: PathBuf,
     /// The marvel binary the panes run as their shim.
     pub marvel_bin: PathBuf,
+    /// The daemon's time zone, for the times tmux shows.
+    pub utc_offset: chrono::FixedOffset,
     pub cfg: Config,
 }
 
@@ -198,6 +236,10 @@ pub struct Supervisor {
     setup: Setup,
     /// tmux jobs under way, tmux's health, and the spawn queue.
     tmux: tmux::Tmux,
+    /// Where teams and slots are in tmux, and what their panes show.
+    ws: workspace::Workspace,
+    /// Programs to kill if they have not ended by then.
+    escalations: Vec<Escalation>,
     /// Deaths whose cause a listing settles, by session uid.
     unsettled: BTreeMap<u64, Unsettled>,
     /// Exits reported before the session's spawn came back, by uid.
@@ -236,6 +278,8 @@ impl Supervisor {
             world: World::default(),
             events: EventRing::new(earlier_events),
             tmux: tmux::Tmux::default(),
+            ws: workspace::Workspace::default(),
+            escalations: Vec::new(),
             setup,
             unsettled: BTreeMap::new(),
             early_exits: BTreeMap::new(),
@@ -298,6 +342,15 @@ impl Supervisor {
     }
 
     fn emit(&mut self, ev: Event) {
+        // What a session's or role's pane shows may change with it.
+        let role = ev
+            .key
+            .parse::<crate::domain::key::SessionKey>()
+            .map(|k| k.role())
+            .or_else(|_| ev.key.parse::<crate::domain::key::RoleKey>());
+        if let Ok(role) = role {
+            self.ws.dirty.insert(role);
+        }
         let view = self.events.push(ev);
         self.out.push(Output::Event(view));
     }
@@ -451,6 +504,18 @@ impl Supervisor {
     /// The timers: the sweep, tmux's retry, the stop deadline. The plan's
     /// own wake-up needs nothing here: every step reconciles.
     fn tick(&mut self, now: Now) {
+        let (due, later): (Vec<Escalation>, Vec<Escalation>) =
+            std::mem::take(&mut self.escalations)
+                .into_iter()
+                .partition(|e| now.mono >= e.at);
+        self.escalations = later;
+        for e in due {
+            self.out.push(Output::Signal {
+                pid: e.pid,
+                parent: e.shim,
+                signal: Signal::Kill,
+            });
+        }
         if self.persist.retry_at.is_some_and(|t| now.mono >= t) {
             self.persist.retry_at = None;
             self.dirty = true;
@@ -491,34 +556,39 @@ impl Supervisor {
         for effect in plan.effects {
             match effect {
                 Effect::Spawn { uid } => self.tmux.queue.push(uid),
-                Effect::Stopped { session } => {
-                    self.unsettled.remove(&session.uid);
-                    // A pane still being made is removed when its spawn
-                    // comes back; one not asked for yet never will be.
-                    self.tmux.queue.retain(|u| *u != session.uid);
-                    if let Some(pane) = session.pane {
-                        self.kill_pane(pane, session.key.to_string(), now);
-                    }
-                    self.out.push(Output::RemoveExitRecord(session.uid));
-                }
+                Effect::Stopped { session } => self.vacate(session, now),
                 Effect::Killed { session } => {
-                    // Recorded dead already: its last screen, then its pane.
+                    // Recorded dead already. Its program is ended (SIGTERM,
+                    // SIGKILL if it does not go), and its pane, kept, shows
+                    // its last screen.
                     self.unsettled.remove(&session.uid);
                     self.out.push(Output::RemoveExitRecord(session.uid));
-                    match session.pane {
-                        Some(pane) if self.tmux_ready(now) => {
-                            self.capture_last_screen(session.uid, pane.clone(), None, now);
-                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                    self.out.push(Output::ReadLogTail { uid: session.uid });
+                    let kept =
+                        self.world.kept.get(&session.key).map(|k| k.uid) == Some(session.uid);
+                    match (&session.pane, session.pid, session.pane_pid) {
+                        (Some(_), Some(pid), Some(shim)) if kept => {
+                            self.out.push(Output::Signal {
+                                pid,
+                                parent: shim,
+                                signal: Signal::Term,
+                            });
+                            self.escalations.push(Escalation {
+                                at: now.mono + KILL_AFTER,
+                                pid,
+                                shim,
+                            });
                         }
-                        Some(pane) => {
-                            self.out.push(Output::ReadLogTail { uid: session.uid });
-                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                        (Some(pane), _, _) => {
+                            self.world.kept.remove(&session.key);
+                            self.kill_pane(pane.clone(), "an unhealthy session".into(), now);
                         }
-                        None => self.out.push(Output::ReadLogTail { uid: session.uid }),
+                        (None, _, _) => {}
                     }
                 }
             }
         }
+        self.forget_panes_of_undeclared_slots(now);
         // Without tmux the spawns wait, visible as pending: its answer or
         // its retry timer wakes the loop.
         if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
@@ -526,9 +596,66 @@ impl Supervisor {
         }
     }
 
+    /// A session stopped on purpose: its pane goes, unless a replacement
+    /// of the same slot takes it over in this step (a restart in place).
+    fn vacate(&mut self, session: crate::domain::state::Session, now: Now) {
+        self.unsettled.remove(&session.uid);
+        // A pane still being made is removed when its spawn comes back;
+        // one not asked for yet never will be.
+        self.tmux.queue.retain(|u| *u != session.uid);
+        self.out.push(Output::RemoveExitRecord(session.uid));
+        match (session.pane, session.window) {
+            (Some(pane), Some(window)) => {
+                // Whatever the slot kept before is of no use any more.
+                if let Some(old) = self.world.kept.remove(&session.key)
+                    && old.pane != pane
+                {
+                    self.kill_pane(old.pane, session.key.to_string(), now);
+                }
+                let v = workspace::Vacated {
+                    pane,
+                    window,
+                    session: session.tmux_session,
+                };
+                if let Some(earlier) = self.ws.vacated.insert(session.key.clone(), v) {
+                    self.kill_pane(earlier.pane, session.key.to_string(), now);
+                }
+            }
+            (Some(pane), None) => self.kill_pane(pane, session.key.to_string(), now),
+            (None, _) => {}
+        }
+    }
+
+    /// Panes kept for slots that are no longer declared (a role removed,
+    /// scaled down, a team deleted) go.
+    fn forget_panes_of_undeclared_slots(&mut self, now: Now) {
+        let gone: Vec<crate::domain::key::SessionKey> = self
+            .world
+            .kept
+            .keys()
+            .filter(|k| {
+                self.world
+                    .role_spec(&k.role())
+                    .is_none_or(|spec| k.slot >= spec.replicas.get())
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(k) = self.world.kept.remove(&key) {
+                self.dirty = true;
+                self.kill_pane(k.pane, key.to_string(), now);
+            }
+        }
+    }
+
     /// Ends every step: persists what changed, says when to wake up, and
     /// whether the daemon is done.
     fn finish(&mut self, now: Now) {
+        // Panes of stopped sessions that no replacement took over.
+        for (key, v) in std::mem::take(&mut self.ws.vacated) {
+            self.kill_pane(v.pane, key.to_string(), now);
+        }
+        self.redecorate(now);
         if self.dirty {
             self.dirty = false;
             self.out.push(Output::Persist);
@@ -536,6 +663,9 @@ impl Supervisor {
         let mut wake = self.next_sweep;
         if let Some(t) = self.persist.retry_at {
             wake = wake.min(t);
+        }
+        if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
+            wake = wake.min(e);
         }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
@@ -605,8 +735,27 @@ impl Supervisor {
     /// A live session ended without being asked to: the policy decides,
     /// the marker gets the log's last lines unless its screen is read.
     fn record_death(&mut self, uid: u64, exit: Exit, now: Now, rng: &mut impl Rng) {
-        if !self.is_live(uid) {
+        let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
             return;
+        };
+        // The pane of an ended program stays for its slot, showing its last
+        // screen until the slot runs there again.
+        if workspace::keeps_pane(s, &exit) {
+            let kept = crate::domain::state::KeptPane {
+                pane: s.pane.clone().expect("checked by keeps_pane"),
+                window: s.window.clone().expect("checked by keeps_pane"),
+                tmux_session: s.tmux_session.clone(),
+                uid,
+                shim_pid: s.pane_pid,
+                exit: Some(exit.clone()),
+                started_at: s.started_at,
+            };
+            let key = s.key.clone();
+            if let Some(old) = self.world.kept.insert(key.clone(), kept)
+                && Some(&old.pane) != self.world.kept.get(&key).map(|k| &k.pane)
+            {
+                self.kill_pane(old.pane, key.to_string(), now);
+            }
         }
         self.unsettled.remove(&uid);
         let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());

@@ -102,9 +102,8 @@ impl Supervisor {
 
     /// A shim's word. Its exit is recorded at once, except a hang-up (a
     /// listing tells a killed pane from a lost server) and an exit that
-    /// overtook its spawn (recorded after the creation). When tmux is there
-    /// the dead pane's last screen is read before the shim is answered:
-    /// the pane lives as long as the shim waits.
+    /// overtook its spawn (recorded after the creation). The pane stays,
+    /// with the program's last screen, for the slot's next run.
     fn shim_report(
         &mut self,
         id: RequestId,
@@ -127,36 +126,46 @@ impl Supervisor {
             return done();
         };
         let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
+            // Ended already (killed for its heartbeats, say): its shim still
+            // learns what its pane shows.
             self.out.push(Output::RemoveExitRecord(uid));
-            return Ok(Some(Response::Done("unknown session".into())));
+            return Ok(Some(self.answer_to_exit(uid, "unknown session")));
         };
-        match s.pane.clone() {
+        if s.pane.is_none() && self.tmux.spawning(uid) {
             // The report overtook the answer to the spawn: the death waits
             // for it, so that it follows the creation.
-            None if self.tmux.spawning(uid) => {
-                let early = EarlyExit {
-                    exit,
-                    hangup,
-                    reply: id,
-                };
-                self.early_exits.insert(uid, early);
-                Ok(None)
-            }
-            Some(pane) if !hangup && self.tmux_ready(now) => {
-                let what = s.key.to_string();
-                self.record_death(uid, exit, now, rng);
-                self.capture_last_screen(uid, pane.clone(), Some(id), now);
-                // Then the dead pane goes, on the same queue: before the
-                // replacement's spawn, whatever the backoff, so a role never
-                // shows more panes than its replicas.
-                self.kill_pane(pane, what, now);
-                Ok(None)
-            }
-            _ => {
-                self.exit_reported(uid, exit, hangup, now, rng);
-                done()
-            }
+            let early = EarlyExit {
+                exit,
+                hangup,
+                reply: id,
+            };
+            self.early_exits.insert(uid, early);
+            return Ok(None);
         }
+        self.exit_reported(uid, exit, hangup, now, rng);
+        Ok(Some(self.answer_to_exit(uid, "recorded")))
+    }
+
+    /// What a shim is told once its program's end is known: to stay in its
+    /// kept pane, showing a line, or that it is done.
+    pub(super) fn answer_to_exit(&mut self, uid: u64, done: &str) -> Response {
+        match self.kept_line_of(uid) {
+            Some(line) => Response::Linger(line),
+            None => Response::Done(done.into()),
+        }
+    }
+
+    /// The line the kept pane of spawn `uid` shows, if its pane is kept.
+    pub(super) fn kept_line_of(&mut self, uid: u64) -> Option<String> {
+        let key = self
+            .world
+            .kept
+            .iter()
+            .find(|(_, k)| k.uid == uid)
+            .map(|(key, _)| key.clone())?;
+        let line = super::workspace::kept_line(&self.world, &key, self.setup.utc_offset)?;
+        self.ws.lines.insert(uid, line.clone());
+        Some(line)
     }
 
     fn apply(&mut self, team: TeamSpec, now: Now) -> Answer {
@@ -289,11 +298,21 @@ impl Supervisor {
         Ok(None)
     }
 
-    /// A live pane's screen comes from tmux; a marker's or a finished
-    /// session's last lines from state.
+    /// A live pane's screen comes from tmux, and so does the screen a
+    /// crashed session left in its pane; otherwise a marker's or finished
+    /// session's last lines come from state.
     fn capture(&mut self, id: RequestId, key: &str, now: Now) -> Answer {
         let s = self.find_session(key)?;
-        match s.pane.clone().filter(|_| s.state.is_live()) {
+        let pane = match s.pane.clone() {
+            Some(p) if s.state.is_live() => Some(p),
+            _ => self
+                .world
+                .kept
+                .get(&s.key)
+                .filter(|k| k.uid == s.uid)
+                .map(|k| k.pane.clone()),
+        };
+        match pane {
             Some(pane) => {
                 self.require_tmux(now)?;
                 let job = Job::Capture { pane, history: 0 };
@@ -359,8 +378,9 @@ impl Supervisor {
         ))))
     }
 
-    /// Stops a session on purpose: replaced at once, never a crash. A
-    /// session still waiting for its pane needs no tmux to stop.
+    /// Stops a session on purpose: replaced at once (in its own pane),
+    /// never a crash. A session still waiting for its pane needs no tmux to
+    /// stop.
     fn kill(&mut self, key: &str, now: Now) -> Answer {
         let s = self.find_session(key)?;
         let s = if s.state.is_live() && s.pane.is_none() {
@@ -371,20 +391,16 @@ impl Supervisor {
         let Some(stopped) = self.world.stop(s.uid) else {
             return Err(Error::not_found("session", key));
         };
-        self.unsettled.remove(&stopped.uid);
-        self.tmux.queue.retain(|u| *u != stopped.uid);
-        if let Some(pane) = stopped.pane.clone() {
-            self.kill_pane(pane, stopped.key.to_string(), now);
-        }
-        self.out.push(Output::RemoveExitRecord(stopped.uid));
+        let key = stopped.key.clone();
+        self.vacate(stopped, now);
         self.emit(Event::new(
             now.wall,
             EventKind::Killed,
-            &stopped.key,
+            &key,
             "killed on request (not a crash)",
         ));
         self.dirty = true;
-        Ok(Some(Response::Done(format!("{} killed", stopped.key))))
+        Ok(Some(Response::Done(format!("{key} killed"))))
     }
 
     fn delete(&mut self, key: &str, now: Now) -> Answer {
@@ -396,13 +412,50 @@ impl Supervisor {
         Ok(Some(Response::Done(format!("team {team} deleted"))))
     }
 
-    /// What `attach` needs to build its own tmux command: the session's
-    /// tmux session and pane, as data (a live session always has a pane).
+    /// What `attach` needs to build its own tmux command, as data: the
+    /// team's tmux session and, for a session, its window and pane (the
+    /// pane a crashed session left, while its slot keeps it).
     fn attach(&self, key: &str, now: Now) -> Answer {
+        let sessions: Vec<SessionKey> = self
+            .world
+            .all_session_records()
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
+        let teams: Vec<TeamKey> = self.world.teams.keys().cloned().collect();
+        // A key that names a session wins; otherwise it may name a team.
+        if key::lookup(key, &sessions).is_err()
+            && let Ok(team) = key::lookup(key, &teams)
+        {
+            self.require_tmux(now)?;
+            let session = self.ws.teams.get(team).cloned().ok_or_else(|| {
+                Error::refused(
+                    format!("team {team} has no tmux session (none of its sessions has a pane)"),
+                    None,
+                )
+            })?;
+            return Ok(Some(Response::AttachTarget {
+                tmux_session: session,
+                window: None,
+                pane: None,
+            }));
+        }
+        let s = self.find_session(key)?;
+        if !s.state.is_live()
+            && let Some(k) = self.world.kept.get(&s.key).filter(|k| k.uid == s.uid)
+        {
+            self.require_tmux(now)?;
+            return Ok(Some(Response::AttachTarget {
+                tmux_session: k.tmux_session.clone(),
+                window: Some(k.window.clone()),
+                pane: Some(k.pane.clone()),
+            }));
+        }
         let s = self.live_session(key, now)?;
         Ok(Some(Response::AttachTarget {
-            pane: s.pane.clone().unwrap_or_default(),
             tmux_session: s.tmux_session,
+            window: s.window,
+            pane: s.pane,
         }))
     }
 

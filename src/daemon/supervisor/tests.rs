@@ -15,8 +15,8 @@ use crate::domain::spec::{Failures, Health, NonZeroSpan, TeamSpec};
 use crate::domain::state::{ExitDetail, Session, SessionState};
 use crate::domain::world::sim::{role, team};
 use crate::proto::{Filter, Kind};
-use crate::substrate::SubstrateError;
 use crate::substrate::fake::{Call, FakeSubstrate};
+use crate::substrate::{Place, SubstrateError};
 
 fn t0() -> Time {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -42,6 +42,7 @@ fn setup() -> Setup {
         tmux_socket: Some("sock".into()),
         tmux_socket_path: PathBuf::from("/tmp/tmux-0/sock"),
         marvel_bin: PathBuf::from("/bin/marvel"),
+        utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
         cfg: cfg(),
     }
 }
@@ -68,6 +69,10 @@ pub(super) struct H {
     pub trace: Vec<Output>,
     pub wake: Duration,
     pub exited: bool,
+    /// Signals sent: (pid, its expected parent, signal).
+    pub signals: Vec<(u32, u32, Signal)>,
+    /// What the shims of kept panes were told to show, by uid.
+    pub lines: BTreeMap<u64, String>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -100,6 +105,8 @@ impl H {
             trace: Vec::new(),
             wake: Duration::MAX,
             exited: false,
+            signals: Vec::new(),
+            lines: BTreeMap::new(),
             last_request: 0,
             runner: Runner::default(),
         }
@@ -179,6 +186,16 @@ impl H {
                         self.records.remove(&uid);
                     }
                     Output::Prune { .. } | Output::Log(_) => {}
+                    Output::Signal {
+                        pid,
+                        parent,
+                        signal,
+                    } => {
+                        self.signals.push((pid, parent, signal));
+                    }
+                    Output::ShowLine { uid, line, .. } => {
+                        self.lines.insert(uid, line);
+                    }
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
@@ -365,7 +382,15 @@ fn apply_spawns_shims_with_the_session_environment() {
         req.log,
         Some(PathBuf::from(format!("/state/logs/{uid}.log")))
     );
-    assert!(req.name.starts_with("marvel/demo/squad/w-0/"));
+    // One tmux session for the team, a window per session.
+    assert!(
+        matches!(&req.place, Place::NewSession { session, team, .. } if session == "demo-squad" && team == "demo/squad")
+    );
+    assert_eq!(req.window_name, "w-0");
+    assert!(
+        matches!(&spawns[1].place, Place::NewWindow { session, .. } if session == "demo-squad")
+    );
+    assert_eq!(h.tmux.sessions()["demo-squad"], vec!["w-0", "w-1"]);
     assert!(
         h.live()
             .iter()
@@ -414,47 +439,53 @@ impl H {
 }
 
 #[test]
-fn a_reported_exit_becomes_a_marker_with_the_last_screen_then_the_pane_goes() {
+fn a_reported_exit_becomes_a_marker_and_the_pane_stays_for_the_next_run() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));
     let s = h.live().remove(0);
     h.started(s.uid);
     assert_eq!(h.world().sessions[&s.uid].state, SessionState::Running);
     let pane = s.pane.clone().unwrap();
-    h.tmux.set_screen(&pane, "hello\nbye\n\n");
+    h.logs.insert(s.uid, vec!["hello".into(), "bye".into()]);
+    let calls_before = h.tmux.calls().len();
     let id = h.exited(s.uid, Some(42), None, false);
-    // Recorded at once; the shim's answer waits for its screen.
+    // Recorded at once, with the log's last lines; the shim is told to
+    // stay in its pane and what line to show there.
     assert_eq!(h.role_history().restarts, 1);
-    assert!(!h.replies.contains_key(&id));
-    h.run_jobs();
-    assert!(matches!(h.replies[&id], Response::Done(_)));
+    let Response::Linger(line) = &h.replies[&id] else {
+        panic!("{:?}", h.replies[&id]);
+    };
+    assert!(line.starts_with("crashed: exit 42"), "{line}");
+    assert!(line.contains("restart at"), "{line}");
     let hist = h.role_history();
     let m = hist.marker.as_ref().expect("a marker");
     assert_eq!(m.exit.as_ref().unwrap().code, Some(42));
     assert_eq!(m.last_output, vec!["hello", "bye"]);
     assert!(hist.next_restart_at.is_some());
     assert!(h.live().is_empty(), "the replacement waits for the backoff");
-    assert_eq!(
-        h.tmux.calls()[h.tmux.calls().len() - 2..],
-        [
-            Call::Capture {
-                pane: pane.clone(),
-                history: 200
-            },
-            Call::Kill(pane)
-        ],
-        "screen first, then the pane goes, before any replacement"
+    h.run_jobs();
+    assert!(
+        !h.tmux.calls()[calls_before..].contains(&Call::Kill(pane.clone())),
+        "the pane is kept"
     );
+    let kept = &h.world().kept[&s.key];
+    assert_eq!((kept.pane.as_str(), kept.uid), (pane.as_str(), s.uid));
+    assert!(h.tmux.pane(&pane).is_some());
     assert!(!h.records.contains_key(&s.uid), "the record is done with");
-    // A duplicate report changes nothing.
-    h.exited(s.uid, Some(1), None, false);
+    // A duplicate report changes nothing, and is told the same line.
+    let again = h.exited(s.uid, Some(1), None, false);
     h.run_jobs();
     assert_eq!(h.role_history().restarts, 1);
     assert_eq!(h.kinds().iter().filter(|k| **k == "crashed").count(), 1);
-    // The backoff ends: the replacement is asked for by the timer.
+    assert!(matches!(h.replies[&again], Response::Linger(_)));
+    // The backoff ends: the replacement runs in the same pane.
     h.until_wake();
     h.run_jobs();
-    assert_eq!(h.live().len(), 1);
+    let next = h.live().remove(0);
+    assert_ne!(next.uid, s.uid);
+    assert_eq!(next.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(next.window, s.window);
+    assert!(h.world().kept.is_empty(), "the pane is in use again");
 }
 
 /// Long-running heartbeat session: started an hour ago.
@@ -979,7 +1010,9 @@ fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
     assert!(matches!(r, Response::Done(_)));
     assert!(h.live().is_empty());
     h.run_jobs();
-    assert_eq!(h.tmux.kills().len(), 2, "{:?}", h.tmux.calls());
+    // One pane was under way (the second waits for the team's tmux
+    // session); it goes as soon as it exists.
+    assert_eq!(h.tmux.kills().len(), 1, "{:?}", h.tmux.calls());
     assert!(h.tmux.panes().is_empty());
     assert!(h.world().sessions.is_empty());
 }
@@ -993,7 +1026,7 @@ impl H {
 
 /// The death of a session whose spawn is still under way: the exit waits
 /// for the spawn's answer, so the death follows the creation, and the
-/// shim is answered once the last screen is read.
+/// shim is answered then: it stays in the pane the creation made.
 #[test]
 fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
     let mut h = H::new();
@@ -1007,8 +1040,13 @@ fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
         "the shim waits for the spawn"
     );
     assert_eq!(h.live()[0].state, SessionState::Pending);
+    h.logs.insert(uid, vec!["last words".into()]);
     h.run_jobs();
-    assert!(matches!(h.replies[&answer], Response::Done(_)));
+    assert!(
+        matches!(h.replies[&answer], Response::Linger(_)),
+        "{:?}",
+        h.replies[&answer]
+    );
     let kinds: Vec<&str> = h
         .events
         .iter()
@@ -1021,38 +1059,50 @@ fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
     );
     let m = h.role_history().marker.clone().unwrap();
     assert_eq!((m.uid, m.exit.unwrap().code), (uid, Some(3)));
-    assert!(
-        h.tmux.calls().contains(&Call::Capture {
-            pane: m.pane.clone().unwrap(),
-            history: 200
-        }),
-        "the last screen was read before the shim was answered"
-    );
+    assert_eq!(m.last_output, ["last words"]);
+    assert_eq!(h.world().kept[&m.key].pane, m.pane.unwrap());
 }
 
 #[test]
-fn spawns_cut_short_by_a_restart_are_found_by_name_or_made_again() {
+fn spawns_cut_short_by_a_restart_are_found_by_their_uid_or_made_again() {
     let mut h = H::new();
     h.apply_now(team(vec![role("w", 2)]));
     let cut = h.live();
     assert!(cut.iter().all(|s| s.pane.is_none()));
-    // The daemon dies while tmux makes the panes.
+    // The daemon dies while tmux makes the first pane; the second was
+    // never asked for.
+    assert_eq!(h.jobs.len(), 1);
     let (_, job) = h.jobs.pop_front().unwrap();
     job.run(&h.tmux);
-    let lost = h
-        .tmux
-        .panes()
-        .into_iter()
-        .find(|p| p.session_name == cut[1].tmux_session)
-        .unwrap();
-    h.tmux.remove(&lost.pane);
+    let made = h.tmux.panes();
+    assert_eq!(made.len(), 1);
     let mut h = h.restart();
     h.run_jobs();
     let found = &h.world().sessions[&cut[0].uid];
-    assert!(found.state.is_live() && found.pane.is_some(), "{found:?}");
+    assert!(found.state.is_live(), "{found:?}");
+    assert_eq!(found.pane.as_deref(), Some(made[0].pane.as_str()));
     assert!(!h.world().sessions.contains_key(&cut[1].uid), "forgotten");
     assert_eq!(h.live().len(), 2, "slot 1 is filled again");
     assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
+    assert_eq!(h.tmux.sessions().len(), 1, "{:?}", h.tmux.sessions());
+}
+
+#[test]
+fn a_spawn_cut_short_whose_pane_vanished_is_made_again() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 1)]));
+    let cut = h.live().remove(0);
+    let (_, job) = h.jobs.pop_front().unwrap();
+    job.run(&h.tmux);
+    let pane = h.tmux.panes().remove(0).pane;
+    h.tmux.remove(&pane);
+    let mut h = h.restart();
+    h.run_jobs();
+    assert!(!h.world().sessions.contains_key(&cut.uid), "forgotten");
+    let again = h.live().remove(0);
+    assert_eq!(again.key, cut.key);
+    assert!(again.pane.is_some());
+    assert_eq!(h.role_history().restarts, 0, "nobody's crash");
 }
 
 #[test]
@@ -1359,9 +1409,10 @@ mod interleavings {
         let mut per = BTreeMap::new();
         for p in h.tmux.panes() {
             if ours.contains(&p.pane) {
-                // marvel/<ws>/<team>/<role>-<slot>/<uid>
-                let session = p.session_name.split('/').nth(3).unwrap();
-                let role = session.rsplit_once('-').unwrap().0.to_string();
+                // <ws>/<team>/<role>-<slot>
+                let key = p.key.as_deref().expect("our panes carry their key");
+                let slot = key.rsplit('/').next().unwrap();
+                let role = slot.rsplit_once('-').unwrap().0.to_string();
                 *per.entry(role).or_default() += 1;
             }
         }
@@ -1479,6 +1530,12 @@ mod interleavings {
                     crashes = 0;
                 }
                 prop_assert_eq!(crashes, h.role_history().restarts, "crash events vs restarts");
+                // A kept pane shows a program that ended: no live session
+                // runs in it.
+                let live: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+                for k in h.world().kept.values() {
+                    prop_assert!(!live.contains(&k.pane), "kept pane {} is live", k.pane);
+                }
             }
             // Let everything settle: the server answers, every job runs, time
             // passes for listings. Every death is then recorded.
@@ -1493,8 +1550,13 @@ mod interleavings {
                     "death of uid {} never recorded", uid);
             }
             // Blast radius: whatever failed on the way, no pane of ours is
-            // left that no live session owns.
-            let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+            // left that no live session owns, but for the kept panes of
+            // ended programs, which are still there.
+            let kept: BTreeSet<String> = h.world().kept.values().map(|k| k.pane.clone()).collect();
+            for pane in &kept {
+                prop_assert!(h.tmux.pane(pane).is_some(), "kept pane {} is gone", pane);
+            }
+            let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).chain(kept).collect();
             let strays: Vec<String> = h.tmux.panes().into_iter()
                 .filter(|p| p.owner == "/state" && !ours.contains(&p.pane))
                 .map(|p| p.pane)
