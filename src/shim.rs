@@ -297,6 +297,14 @@ fn finish(
 /// from `exits/<uid>.line` when the daemon wrote one.
 fn linger(paths: &Paths, uid: u64, mut line: String) {
     let file = paths.exits_dir().join(format!("{uid}.line"));
+    // A new line first: output the program left on the bottom row scrolls
+    // up instead of going under marvel's line.
+    {
+        let mut out = io::stdout().lock();
+        if out.write_all(b"\r\n").and_then(|_| out.flush()).is_err() {
+            return;
+        }
+    }
     // SAFETY: sigaction with a handler that only stores an atomic; signal
     // masks are plain sets; sigsuspend waits for any unblocked signal.
     unsafe {

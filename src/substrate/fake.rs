@@ -390,9 +390,14 @@ impl Substrate for FakeSubstrate {
                     Some(req.clone()),
                 ))
             }
-            Place::NewWindow { session, .. } => {
+            Place::NewWindow { session, after } => {
                 if !st.session_exists(session) {
                     return refused(format!("can't find session: {session}"));
+                }
+                if let Some(w) = after
+                    && st.window_session(w).is_none()
+                {
+                    return refused(format!("can't find window: {w}"));
                 }
                 let window = st.new_window();
                 Ok(st.new_pane(

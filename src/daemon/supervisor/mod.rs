@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::domain::Rng;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::reconcile::{self, Effect};
-use crate::domain::state::{Exit, ExitDetail, Time, World, after};
+use crate::domain::state::{Exit, ExitDetail, KeptPane, Session, Time, World, after};
 use crate::proto::{EventFilter, Request, Response, ShimReport};
 use crate::view::EventView;
 
@@ -158,8 +158,9 @@ pub enum Signal {
 /// A program to kill if it has not ended by `at` (monotonic): one whose
 /// heartbeats went stale, sent SIGTERM first.
 #[derive(Debug, Clone, Copy)]
-struct Escalation {
+pub(super) struct Escalation {
     at: Duration,
+    uid: u64,
     pid: u32,
     shim: u32,
 }
@@ -239,7 +240,7 @@ pub struct Supervisor {
     /// Where teams and slots are in tmux, and what their panes show.
     ws: workspace::Workspace,
     /// Programs to kill if they have not ended by then.
-    escalations: Vec<Escalation>,
+    pub(super) escalations: Vec<Escalation>,
     /// Deaths whose cause a listing settles, by session uid.
     unsettled: BTreeMap<u64, Unsettled>,
     /// Exits reported before the session's spawn came back, by uid.
@@ -564,6 +565,9 @@ impl Supervisor {
                     self.unsettled.remove(&session.uid);
                     self.out.push(Output::RemoveExitRecord(session.uid));
                     self.out.push(Output::ReadLogTail { uid: session.uid });
+                    if let Some(exit) = &session.exit {
+                        self.keep_pane(&session, exit, now);
+                    }
                     let kept =
                         self.world.kept.get(&session.key).map(|k| k.uid) == Some(session.uid);
                     match (&session.pane, session.pid, session.pane_pid) {
@@ -575,6 +579,7 @@ impl Supervisor {
                             });
                             self.escalations.push(Escalation {
                                 at: now.mono + KILL_AFTER,
+                                uid: session.uid,
                                 pid,
                                 shim,
                             });
@@ -738,30 +743,37 @@ impl Supervisor {
         let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
             return;
         };
-        // The pane of an ended program stays for its slot, showing its last
-        // screen until the slot runs there again.
-        if workspace::keeps_pane(s, &exit) {
-            let kept = crate::domain::state::KeptPane {
-                pane: s.pane.clone().expect("checked by keeps_pane"),
-                window: s.window.clone().expect("checked by keeps_pane"),
-                tmux_session: s.tmux_session.clone(),
-                uid,
-                shim_pid: s.pane_pid,
-                exit: Some(exit.clone()),
-                started_at: s.started_at,
-            };
-            let key = s.key.clone();
-            if let Some(old) = self.world.kept.insert(key.clone(), kept)
-                && Some(&old.pane) != self.world.kept.get(&key).map(|k| &k.pane)
-            {
-                self.kill_pane(old.pane, key.to_string(), now);
-            }
-        }
+        let s = s.clone();
+        self.keep_pane(&s, &exit, now);
         self.unsettled.remove(&uid);
         let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());
         self.emit_all(evs);
         self.out.push(Output::RemoveExitRecord(uid));
         self.dirty = true;
+    }
+
+    /// The pane of an ended program stays for its slot, showing its last
+    /// screen until the slot runs there again (a pane the slot kept before
+    /// goes).
+    fn keep_pane(&mut self, s: &Session, exit: &Exit, now: Now) {
+        if !workspace::keeps_pane(s, exit) {
+            return;
+        }
+        let kept = KeptPane {
+            pane: s.pane.clone().expect("checked by keeps_pane"),
+            window: s.window.clone().expect("checked by keeps_pane"),
+            tmux_session: s.tmux_session.clone(),
+            uid: s.uid,
+            shim_pid: s.pane_pid,
+            exit: Some(exit.clone()),
+            started_at: s.started_at,
+        };
+        let pane = kept.pane.clone();
+        if let Some(old) = self.world.kept.insert(s.key.clone(), kept)
+            && old.pane != pane
+        {
+            self.kill_pane(old.pane, s.key.to_string(), now);
+        }
     }
 
     /// A death whose screen will not be read: the marker gets the last

@@ -122,6 +122,8 @@ impl Supervisor {
             }
             ShimReport::Exited { uid, .. } => uid,
         };
+        // A program told to end has: no SIGKILL for it.
+        self.escalations.retain(|e| e.uid != uid);
         let Some((exit, hangup)) = reported_exit(&report) else {
             return done();
         };

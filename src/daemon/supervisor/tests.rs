@@ -503,20 +503,44 @@ fn long_running(h: &mut H) -> Session {
 }
 
 #[test]
-fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
+fn a_stale_heartbeat_ends_the_program_and_counts_as_a_crash() {
     let mut h = H::new();
     let s = long_running(&mut h);
     assert!(h.live().is_empty());
-    assert_eq!(h.tmux.kills(), vec![s.pane.clone().unwrap()]);
+    // The program is asked to end; its pane stays, with its last screen.
+    let shim = s.pane_pid.unwrap();
+    assert_eq!(h.signals, [(7, shim, Signal::Term)]);
+    assert!(h.tmux.kills().is_empty());
+    assert_eq!(h.world().kept[&s.key].uid, s.uid);
     let hist = h.role_history();
     assert_eq!(hist.restarts, 1);
     let exit = hist.marker.as_ref().unwrap().exit.clone().unwrap();
     assert_eq!(exit.detail, ExitDetail::Unhealthy("heartbeat stale".into()));
     assert!(hist.next_restart_at.is_some(), "backs off like any crash");
-    // The shim's own report of the kill is no second death.
-    h.exited(s.uid, None, Some(1), true);
+    // The shim's own report of the end is no second death, and the
+    // program that ended needs no SIGKILL.
+    let id = h.exited(s.uid, None, Some(15), false);
     h.run_jobs();
     assert_eq!(h.role_history().restarts, 1);
+    assert!(
+        matches!(h.replies[&id], Response::Linger(ref l) if l.starts_with("crashed: heartbeat stale"))
+    );
+    h.advance(6000);
+    assert_eq!(h.signals.len(), 1, "{:?}", h.signals);
+}
+
+#[test]
+fn a_program_that_ignores_sigterm_for_its_stale_heartbeat_gets_sigkill() {
+    let mut h = H::new();
+    let s = long_running(&mut h);
+    let shim = s.pane_pid.unwrap();
+    h.advance(4000);
+    assert_eq!(h.signals.len(), 1);
+    h.advance(1000);
+    assert_eq!(
+        h.signals,
+        [(7, shim, Signal::Term), (7, shim, Signal::Kill)]
+    );
 }
 
 #[test]
@@ -1085,6 +1109,47 @@ fn spawns_cut_short_by_a_restart_are_found_by_their_uid_or_made_again() {
     assert_eq!(h.live().len(), 2, "slot 1 is filled again");
     assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
     assert_eq!(h.tmux.sessions().len(), 1, "{:?}", h.tmux.sessions());
+}
+
+#[test]
+fn a_window_gone_unnoticed_is_learned_from_tmux_refusal_and_charges_nobody() {
+    let mut h = H::new();
+    h.apply(team(vec![role("a", 1), role("w", 1)]));
+    let started = h.start_all();
+    let a = started.iter().find(|s| s.key.role == "a").unwrap().clone();
+    let w = started.iter().find(|s| s.key.role == "w").unwrap().clone();
+    // w-0's window goes behind marvel's back; before any listing, w-1 is
+    // asked for, to go after it.
+    h.tmux.remove(w.pane.as_deref().unwrap());
+    let r = h.ask(Request::Scale {
+        key: "w".into(),
+        replicas: 2,
+    });
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    let second = h
+        .live()
+        .into_iter()
+        .find(|s| s.key.role == "w" && s.key.slot == 1)
+        .expect("slot 1");
+    assert!(second.pane.is_some(), "placed on the second try");
+    let places: Vec<Place> = h.tmux.spawns().into_iter().map(|r| r.place).collect();
+    let tail = &places[places.len() - 2..];
+    assert_eq!(
+        tail,
+        [
+            Place::NewWindow {
+                session: "demo-squad".into(),
+                after: w.window.clone()
+            },
+            Place::NewWindow {
+                session: "demo-squad".into(),
+                after: a.window.clone()
+            }
+        ],
+        "{places:?}"
+    );
+    assert_eq!(h.world().roles[&w.key.role()].restarts, 0, "nobody's crash");
+    assert_eq!(h.tmux.sessions().len(), 1, "still the team's one session");
 }
 
 #[test]

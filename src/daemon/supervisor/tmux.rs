@@ -400,7 +400,11 @@ impl Supervisor {
         now: Now,
         rng: &mut impl Rng,
     ) {
-        self.placement_done(&place, uid, result.is_ok());
+        let refused = match &result {
+            Err(SubstrateError::Refused(why)) => Some(why.as_str()),
+            _ => None,
+        };
+        self.placement_done(&place, uid, result.is_ok(), refused);
         let live = self
             .world
             .sessions
@@ -451,11 +455,13 @@ impl Supervisor {
     }
 
     /// What a placement's outcome teaches about the workspace.
-    fn placement_done(&mut self, place: &Place, uid: u64, ok: bool) {
+    /// `refused` holds tmux's words when it refused the placement.
+    fn placement_done(&mut self, place: &Place, uid: u64, ok: bool, refused: Option<&str>) {
         let Some(key) = self.world.sessions.get(&uid).map(|s| s.key.clone()) else {
             return;
         };
         let team = key.team();
+        let why = refused.unwrap_or_default();
         match place {
             Place::NewSession { session, .. } => {
                 self.ws.creating.remove(&team);
@@ -466,8 +472,17 @@ impl Supervisor {
                     self.ws.taken.insert(session.clone());
                 }
             }
-            Place::NewWindow { .. } if !ok => {
-                self.ws.teams.remove(&team);
+            Place::NewWindow { after, .. } if !ok => {
+                if why.contains("can't find session") {
+                    self.ws.teams.remove(&team);
+                } else if let Some(window) =
+                    after.as_ref().filter(|_| why.contains("can't find window"))
+                {
+                    self.ws.gone_windows.insert(window.clone());
+                }
+            }
+            Place::Split { window, .. } if !ok && why.contains("can't find window") => {
+                self.ws.gone_windows.insert(window.clone());
             }
             Place::Respawn { pane } if !ok => {
                 if self.world.kept.get(&key).is_some_and(|k| k.pane == *pane) {
@@ -706,6 +721,16 @@ impl Supervisor {
                     .ok()?;
                 Some((team, p.session_name.clone()))
             })
+            .collect();
+        let windows: HashSet<&str> = panes.iter().map(|p| p.window.as_str()).collect();
+        self.ws.gone_windows = self
+            .world
+            .sessions
+            .values()
+            .filter_map(|s| s.window.as_deref())
+            .chain(self.world.kept.values().map(|k| k.window.as_str()))
+            .filter(|w| !windows.contains(w))
+            .map(str::to_string)
             .collect();
         let listed: HashSet<&str> = panes.iter().map(|p| p.pane.as_str()).collect();
         let before = self.world.kept.len();

@@ -48,6 +48,9 @@ pub(super) struct Workspace {
     pub dirty: BTreeSet<RoleKey>,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
+    /// Windows marvel still knows of that tmux no longer has (learned from
+    /// a listing or a refusal): nothing is placed beside or after them.
+    pub gone_windows: BTreeSet<String>,
 }
 
 /// Tries of a spawn that failed on a stale picture of the workspace,
@@ -64,6 +67,7 @@ impl Workspace {
         self.vacated.clear();
         self.shown.clear();
         self.lines.clear();
+        self.gone_windows.clear();
     }
 
     /// The name a team's tmux session gets: the team's, or workspace and
@@ -132,7 +136,8 @@ pub(super) fn place(
         .collect();
     let split = !ws.no_split.contains(&s.uid);
     // A successor starts beside the session it is to replace.
-    if split && let Some(o) = others.iter().find(|o| o.key == *key && o.window.is_some()) {
+    let here = |w: &Option<String>| w.as_ref().is_some_and(|w| !ws.gone_windows.contains(w));
+    if split && let Some(o) = others.iter().find(|o| o.key == *key && here(&o.window)) {
         let window = o.window.clone().expect("checked above");
         let tiled = spec.layout == Layout::Tiled;
         return Some((Place::Split { window, tiled }, o.tmux_session.clone()));
@@ -148,7 +153,7 @@ pub(super) fn place(
                     .filter(|(k, _)| k.is_of(&role))
                     .map(|(_, k)| (k.window.clone(), k.tmux_session.clone())),
             )
-            .next();
+            .find(|(w, _)| !ws.gone_windows.contains(w));
         match window {
             Some((window, session)) => {
                 return Some((
@@ -167,7 +172,7 @@ pub(super) fn place(
     }
     match ws.teams.get(&team) {
         Some(session) => {
-            let after = window_before(world, s);
+            let after = window_before(world, s, &ws.gone_windows);
             let place = Place::NewWindow {
                 session: session.clone(),
                 after,
@@ -193,7 +198,7 @@ pub(super) fn place(
 
 /// The window that a new window for `s` goes after, so that windows stay
 /// in role and slot order: the window of the nearest earlier slot.
-fn window_before(world: &World, s: &Session) -> Option<String> {
+fn window_before(world: &World, s: &Session, gone: &BTreeSet<String>) -> Option<String> {
     let team = s.key.team();
     let record = world.teams.get(&team)?;
     let order = |k: &SessionKey| {
@@ -216,7 +221,7 @@ fn window_before(world: &World, s: &Session) -> Option<String> {
         .filter(|(k, _)| k.team() == team)
         .map(|(k, p)| (order(k), p.window.clone()));
     live.chain(kept)
-        .filter(|(o, _)| *o < me)
+        .filter(|(o, w)| *o < me && !gone.contains(w))
         .max_by_key(|(o, _)| *o)
         .map(|(_, w)| w)
 }

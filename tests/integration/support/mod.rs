@@ -198,6 +198,12 @@ impl Env {
             .collect()
     }
 
+    /// What a pane shows now (its visible screen, wrapped lines joined).
+    pub fn screen(&self, pane: &str) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-J", "-t", pane]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs marvel, failing the test if it has not finished within `limit`
     /// (a hang, not slowness: keep `limit` far above any normal run).
     pub fn run_within(&self, args: &[&str], limit: Duration) -> Output {
