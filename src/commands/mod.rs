@@ -87,6 +87,8 @@ pub fn unexpected(resp: &Response) -> Error {
     let name = match resp {
         Response::Pong { .. } => "Pong",
         Response::Applied { .. } => "Applied",
+        Response::Planned { .. } => "Planned",
+        Response::Logs(_) => "Logs",
         Response::Sessions(_) => "Sessions",
         Response::Roles(_) => "Roles",
         Response::Teams(_) => "Teams",

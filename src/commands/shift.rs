@@ -103,6 +103,7 @@ fn follow(target: &Target, team: &str, started: ShiftView, ctx: &Ctx) -> Result<
         filter: Filter {
             workspace: Some(workspace.to_string()),
             team: Some(name.to_string()),
+            keys: Vec::new(),
         },
     };
     let mut shown = String::new();

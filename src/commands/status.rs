@@ -159,6 +159,7 @@ mod tests {
                 next_retry_at: None,
                 consecutive_failures: 0,
             },
+            problems: Vec::new(),
         }
     }
 

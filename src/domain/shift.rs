@@ -1007,7 +1007,7 @@ mod properties {
                     Op::Kill { role, pick } => {
                         let live = live_of(&sim, ROLES[role]);
                         if !live.is_empty() {
-                            sim.world.stop(live[pick % live.len()].uid);
+                            sim.world.stop(live[pick % live.len()].uid, sim.now);
                         }
                     }
                     Op::Abort => { sim.world.abort_shift(&team_key(), "test", sim.now); }

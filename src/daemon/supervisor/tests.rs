@@ -169,11 +169,21 @@ impl H {
                         let lines = self.logs.get(&uid).cloned().unwrap_or_default();
                         inputs.push_back(Input::LogTail { uid, lines });
                     }
-                    Output::ReplyLogTail {
-                        id, uid, fallback, ..
-                    } => {
-                        let lines = self.logs.get(&uid).cloned().unwrap_or(fallback);
-                        self.replies.insert(id, Response::Text(lines.join("\n")));
+                    Output::ReplyLogs { id, reads } => {
+                        let chunks = reads
+                            .into_iter()
+                            .map(|r| {
+                                let lines = self.logs.get(&r.uid).cloned().unwrap_or(r.fallback);
+                                crate::proto::LogChunk {
+                                    key: r.key,
+                                    uid: r.uid,
+                                    offset: lines.len() as u64,
+                                    lines,
+                                    ended: r.ended,
+                                }
+                            })
+                            .collect();
+                        self.replies.insert(id, Response::Logs(chunks));
                     }
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
@@ -235,7 +245,11 @@ impl H {
     }
 
     pub fn apply(&mut self, team: TeamSpec) {
-        let r = self.ask(Request::Apply { team });
+        let r = self.ask(Request::Apply {
+            team,
+            source: None,
+            force: false,
+        });
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
     }
 
@@ -382,6 +396,8 @@ fn sessions_are_pending_from_the_moment_apply_is_answered_even_before_tmux_answe
     assert_eq!(h.jobs.len(), 1);
     let id = h.send(Request::Apply {
         team: team(vec![role("w", 2)]),
+        source: None,
+        force: false,
     });
     assert!(matches!(h.replies[&id], Response::Applied { .. }));
     let Response::Sessions(v) = h.ask_now(Request::Get {
@@ -596,6 +612,8 @@ fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
     );
     refused(h.ask(Request::Apply {
         team: team(vec![role("w", 3)]),
+        source: None,
+        force: false,
     }));
     refused(h.ask(Request::Shift {
         team: "squad".into(),
@@ -984,7 +1002,11 @@ fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
 
 impl H {
     fn apply_now(&mut self, team: TeamSpec) {
-        let r = self.ask_now(Request::Apply { team });
+        let r = self.ask_now(Request::Apply {
+            team,
+            source: None,
+            force: false,
+        });
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
     }
 }
