@@ -3,6 +3,7 @@
 
 use chrono::{Local, Utc};
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap_complete::engine::ArgValueCandidates;
 use strum::VariantArray as _;
 
 use crate::cli::Format;
@@ -27,7 +28,7 @@ pub struct Args {
     pub follow: bool,
 
     /// Only events about this key or what lies under it (suffix allowed)
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub key: Option<String>,
 
     /// Only events of this kind (repeat for several)

@@ -1,6 +1,7 @@
 //! `marvel get sessions|roles|teams`: one listing as a table or JSON, once
 //! or redrawn every second with `--watch`.
 
+use clap_complete::engine::ArgValueCandidates;
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct Args {
     pub resource: Resource,
 
     /// Only these (a session, role or team key, or any suffix of one)
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub keys: Vec<String>,
 
     /// Output format

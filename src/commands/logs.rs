@@ -2,6 +2,7 @@
 //! role's or team's sessions interleaved with a prefix per line; `-f`
 //! follows them across restarts until interrupted.
 
+use clap_complete::engine::ArgValueCandidates;
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
@@ -43,7 +44,7 @@ as ^X), so its output cannot act on your terminal; --raw prints them as
 they are.")]
 pub struct Args {
     /// A session, role or team, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub key: String,
 
     /// How many of the last lines of each run to print

@@ -6,6 +6,7 @@ use crate::commands::{Ctx, unexpected};
 use crate::error::{Result, exit};
 use crate::output;
 use crate::proto::{Request, Response};
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -19,7 +20,7 @@ replaced as marvel shift does it (new before old, each successor ready before
 its predecessor stops); marvel get teams shows the progress.")]
 pub struct Args {
     /// A session, role or team, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub key: String,
 }
 

@@ -3,6 +3,7 @@
 use crate::commands::Ctx;
 use crate::error::Result;
 use crate::proto::Request;
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -16,7 +17,7 @@ the daemon restarts or the file is applied again. marvel down FILE removes
 the team instead; marvel restart replaces a session.")]
 pub struct Args {
     /// The team or role, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::teams_roles_keys))]
     pub key: String,
 }
 
