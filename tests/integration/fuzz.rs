@@ -100,7 +100,11 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
     let seeds: Vec<Vec<u8>> = [
         Request::Ping,
         Request::Status,
-        Request::Apply { team },
+        Request::Apply {
+            team,
+            source: None,
+            force: false,
+        },
         Request::Get {
             kind: Kind::Sessions,
             filter: Filter::default(),
