@@ -303,7 +303,7 @@ pub enum Response {
         dropped: u64,
     },
     Events(Vec<EventView>),
-    Status(StatusView),
+    Status(Box<StatusView>),
     /// Where a live session is in tmux: its session name and pane id.
     AttachTarget {
         tmux_session: String,

@@ -33,7 +33,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let target = ctx.target()?;
     let status = match client::call_running(&target, Request::Status)? {
-        Some(Response::Status(status)) => status,
+        Some(Response::Status(status)) => *status,
         Some(other) => return Err(unexpected(&other)),
         None => {
             return Err(Error::daemon(format!(

@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -32,28 +31,46 @@ fn spawn(env: &Env, args: &[&str]) -> std::process::Child {
         .expect("run marvel")
 }
 
-/// Reads the child's stdout until `want` appears (or the deadline).
-fn read_until(child: &mut std::process::Child, want: &[&str]) -> String {
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
+/// What a background marvel prints, gathered as it comes.
+struct Stream {
+    child: std::process::Child,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Stream {
+    fn new(env: &Env, args: &[&str]) -> Stream {
+        let mut child = spawn(env, args);
+        let mut out = child.stdout.take().unwrap();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
-        }
-    });
-    let mut text = String::new();
-    let deadline = Instant::now() + DEADLINE;
-    while Instant::now() < deadline && !want.iter().all(|w| text.contains(w)) {
-        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(50)) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
+        });
+        Stream { child, text }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    text
+
+    /// Waits until every one of `want` was printed; returns all so far.
+    fn until(&self, env: &Env, want: &[&str]) -> String {
+        env.wait(&format!("{want:?} printed"), |_| {
+            let text = self.text.lock().unwrap().clone();
+            want.iter().all(|w| text.contains(w)).then_some(text)
+        })
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn uid_of(env: &Env, key: &str) -> u64 {
@@ -74,11 +91,8 @@ fn logs_follow_a_slot_across_a_restart_and_show_the_previous_run() {
     env.wait("the first run's output", |e| {
         e.ok(&["logs", "w-0"]).contains("run ").then_some(())
     });
-    let mut follow = spawn(&env, &["logs", "w-0", "-f"]);
-    // Give the follower its first read, then restart the slot.
-    env.wait("a follower", |_| {
-        Some(std::thread::sleep(Duration::from_millis(300)))
-    });
+    let follow = Stream::new(&env, &["logs", "w-0", "-f"]);
+    follow.until(&env, &[&format!("run {first}")]);
     env.ok(&["restart", "w-0"]);
     let second = env.wait("the replacement", |e| {
         let u = e
@@ -87,8 +101,8 @@ fn logs_follow_a_slot_across_a_restart_and_show_the_previous_run() {
             .and_then(|s| s["uid"].as_u64());
         u.filter(|u| *u != first)
     });
-    let text = read_until(&mut follow, &[&format!("run {second}")]);
-    assert!(text.contains(&format!("run {first}")), "{text}");
+    let text = follow.until(&env, &[&format!("run {second}")]);
+    assert!(text.starts_with(&format!("run {first}\n")), "{text}");
     assert!(
         text.contains(&format!("run {second}")),
         "followed across the restart:\n{text}"
@@ -136,9 +150,10 @@ fn stop_keeps_a_team_stopped_across_a_daemon_restart_and_start_brings_it_back() 
     assert!(env.events("crashed").is_empty(), "a stop is not a crash");
     env.ok(&["daemon", "stop"]);
     env.ok(&["run", &file]);
-    std::thread::sleep(Duration::from_millis(500));
+    // A spawn would be planned by the time `run` is answered: it would
+    // show as a pending session.
     assert!(
-        env.panes().is_empty(),
+        env.sessions().is_empty() && env.panes().is_empty(),
         "still stopped after a restart and a re-run"
     );
     assert_eq!(env.role("t/squad/w")["state"], "stopped");
@@ -249,7 +264,8 @@ fn a_policy_edit_keeps_the_running_programs_and_a_command_edit_replaces_them() {
         out.contains("t/squad/w updated in place (max_restarts changed)"),
         "{out}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // A replacement would be planned by the time `run` is answered.
+    assert_eq!(env.sessions().len(), 2, "nothing is being replaced");
     let after: Vec<Value> = env
         .in_state("t/squad/w", "running")
         .iter()
@@ -325,10 +341,10 @@ fn get_filters_by_key_and_watch_streams_json_lines_on_a_pipe() {
     assert_eq!(roles[0]["key"], "t/squad/lead");
     let err = env.fails(&["get", "sessions", "w-9"], 4);
     assert!(err.contains("did you mean"), "{err}");
-    let mut watch = spawn(&env, &["get", "roles", "-w"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let watch = Stream::new(&env, &["get", "roles", "-w"]);
+    watch.until(&env, &["t/squad/lead"]);
     env.ok(&["scale", "lead", "3"]);
-    let text = read_until(&mut watch, &["\"desired\":3"]);
+    let text = watch.until(&env, &["\"desired\":3"]);
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

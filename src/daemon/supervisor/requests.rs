@@ -881,7 +881,7 @@ impl Supervisor {
         }
         problems.extend(views::problems(&self.world, now.wall));
         problems.sort_by_key(|p| p.kind);
-        Response::Status(StatusView {
+        Response::Status(Box::new(StatusView {
             problems,
             daemon: DaemonView {
                 pid: self.setup.pid,
@@ -897,7 +897,7 @@ impl Supervisor {
                 event_log_error: self.event_log_failure.as_ref().map(|(e, _)| e.clone()),
             },
             tmux,
-        })
+        }))
     }
 
     /// `marvel heartbeat`. Not persisted on its own: heartbeat times are
@@ -1065,7 +1065,7 @@ impl Supervisor {
             (Ok(t), _, _) if exact(t) => return Ok(Found::Team((*t).clone())),
             (_, Ok(r), _) if exact(r) => return Ok(Found::Role((*r).clone())),
             (_, _, Ok(s)) if exact(s) => {
-                return Ok(Found::Session(self.find_session(&s.to_string())?));
+                return Ok(Found::Session(Box::new(self.find_session(&s.to_string())?)));
             }
             _ => {}
         }
@@ -1088,7 +1088,7 @@ impl Supervisor {
             } else if let Ok(r) = role {
                 Found::Role(r.clone())
             } else {
-                Found::Session(self.find_session(&candidates[0])?)
+                Found::Session(Box::new(self.find_session(&candidates[0])?))
             }),
             _ => {
                 candidates.sort();
@@ -1182,7 +1182,7 @@ impl Supervisor {
 enum Found {
     Team(TeamKey),
     Role(RoleKey),
-    Session(Session),
+    Session(Box<Session>),
 }
 
 /// A run of a session slot, for `logs`.

@@ -331,7 +331,7 @@ impl H {
 
     pub fn status(&mut self) -> crate::view::StatusView {
         match self.ask(Request::Status) {
-            Response::Status(s) => s,
+            Response::Status(s) => *s,
             other => panic!("{other:?}"),
         }
     }
@@ -955,7 +955,7 @@ fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
 impl H {
     fn status_now(&mut self) -> crate::view::StatusView {
         match self.ask_now(Request::Status) {
-            Response::Status(s) => s,
+            Response::Status(s) => *s,
             other => panic!("{other:?}"),
         }
     }
