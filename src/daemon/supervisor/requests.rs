@@ -726,10 +726,11 @@ impl Supervisor {
     ) -> Answer {
         let since = since_ms.map(|ms| now.wall - chrono::Duration::milliseconds(ms as i64));
         let mut chosen: Vec<Run> = Vec::new();
-        let mut slots: Vec<u32> = runs.iter().map(|r| r.slot).collect();
-        slots.dedup();
-        for slot in slots {
-            let of_slot: Vec<&Run> = runs.iter().filter(|r| r.slot == slot).collect();
+        // Runs come grouped by session key (role, then slot).
+        let mut keys: Vec<&str> = runs.iter().map(|r| r.key.as_str()).collect();
+        keys.dedup();
+        for key in keys {
+            let of_slot: Vec<&Run> = runs.iter().filter(|r| r.key == key).collect();
             let current = of_slot
                 .iter()
                 .filter(|r| r.live)

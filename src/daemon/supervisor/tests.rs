@@ -1860,3 +1860,23 @@ fn status_lists_frozen_roles_and_a_missing_tmux_worst_first() {
     let st = h.status();
     assert_eq!(st.problems[0].kind, crate::view::ProblemKind::TmuxDown);
 }
+
+/// Regression: the runs of a team were grouped by slot number across its
+/// roles, so `logs TEAM` showed one of `a-0` and `b-0`.
+#[test]
+fn logs_of_a_team_show_every_session_of_every_role() {
+    let mut h = H::new();
+    h.apply(team(vec![role("a", 1), role("b", 2)]));
+    h.start_all();
+    let Response::Logs(chunks) = h.ask(Request::LogRead {
+        key: "squad".into(),
+        lines: 5,
+        previous: false,
+        since_ms: None,
+        cursors: Vec::new(),
+    }) else {
+        panic!()
+    };
+    let keys: Vec<String> = chunks.into_iter().map(|c| c.key).collect();
+    assert_eq!(keys, ["demo/squad/a-0", "demo/squad/b-0", "demo/squad/b-1"]);
+}
