@@ -186,7 +186,7 @@ impl Supervisor {
     fn apply(&mut self, team: TeamSpec, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
         let team_key = team.key();
         if !force {
-            self.refuse_other_owner(&team_key, source.as_deref(), "apply")?;
+            self.refuse_other_owner(&team_key, source.as_deref(), "run")?;
         }
         let old = self.world.teams.get(&team_key).map(|t| &t.spec);
         if reconcile::diff(old, &team)

@@ -1670,7 +1670,7 @@ fn another_file_declaring_the_same_team_is_refused_unless_forced() {
     ));
     let e = refused(apply(&mut h, "/t/b.ron", false));
     assert!(e.contains("team demo/squad belongs to /t/a.ron"), "{e}");
-    assert!(e.contains("--force"), "{e}");
+    assert!(e.contains("`marvel run /t/b.ron --force`"), "{e}");
     assert!(matches!(
         apply(&mut h, "/t/b.ron", true),
         Response::Applied { .. }
