@@ -307,7 +307,7 @@ impl World {
                     message: format!(
                         "role {key} is frozen ({reason}); a shift would start nothing"
                     ),
-                    help: Some(format!("run `marvel reset role {key}` first")),
+                    help: Some(format!("run `marvel reset role {key}` to restart it")),
                 });
             }
         }
@@ -784,7 +784,7 @@ mod tests {
         assert!(err.message.contains("is frozen"), "{err:?}");
         assert_eq!(
             err.help.as_deref(),
-            Some("run `marvel reset role demo/squad/w` first")
+            Some("run `marvel reset role demo/squad/w` to restart it")
         );
     }
 

@@ -414,10 +414,9 @@ impl Supervisor {
             .map(|r| r.to_string())
             .collect();
         let mut msg = format!("started {}", started.join(", "));
-        if !frozen.is_empty() {
+        for role in frozen {
             msg.push_str(&format!(
-                "; frozen, so nothing is spawned: {} (`marvel reset role KEY` to restart it)",
-                frozen.join(", ")
+                "\n{role} is frozen, so nothing is spawned: run `marvel reset role {role}` to restart it"
             ));
         }
         Ok(Some(Response::Done(msg)))

@@ -1880,3 +1880,39 @@ fn logs_of_a_team_show_every_session_of_every_role() {
     let keys: Vec<String> = chunks.into_iter().map(|c| c.key).collect();
     assert_eq!(keys, ["demo/squad/a-0", "demo/squad/b-0", "demo/squad/b-1"]);
 }
+
+#[test]
+fn logs_since_picks_the_runs_alive_within_the_span() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let first = h.start_all().remove(0).uid;
+    h.logs.insert(first, vec!["one".into()]);
+    h.ask(Request::Kill { key: "w-0".into() });
+    h.run_jobs();
+    let second = h.start_all().remove(0).uid;
+    h.logs.insert(second, vec!["two".into()]);
+    h.advance(60_000);
+    let read = |h: &mut H, since_ms: Option<u64>| -> Vec<u64> {
+        match h.ask(Request::LogRead {
+            key: "w-0".into(),
+            lines: 10,
+            previous: false,
+            since_ms,
+            cursors: Vec::new(),
+        }) {
+            Response::Logs(chunks) => chunks.into_iter().map(|c| c.uid).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(read(&mut h, None), [second], "the current run only");
+    assert_eq!(
+        read(&mut h, Some(120_000)),
+        [first, second],
+        "both ran then"
+    );
+    assert_eq!(
+        read(&mut h, Some(30_000)),
+        [second],
+        "the first ended before"
+    );
+}
