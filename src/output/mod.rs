@@ -1090,4 +1090,56 @@ demo/squad   Ready   2       3/3     2h    -
             "demo/squad/worker removed"
         );
     }
+
+    #[test]
+    fn ctx_shows_only_when_a_session_reports_it_and_wide_adds_columns() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
+        let b = session("demo/squad/worker-1", SessionState::Running);
+        let plain = sessions_table(&[a.clone(), b.clone()], now, false, false);
+        assert!(!plain.contains("CTX"), "{plain}");
+        a.context_pct = Some(42);
+        let with = sessions_table(&[a, b], now, false, false);
+        assert!(
+            with.starts_with("SESSION   ") && with.contains(" CTX "),
+            "{with}"
+        );
+        assert!(with.contains(" 42% "), "{with}");
+        let r = role(RoleState::Ready);
+        assert!(!roles_table(std::slice::from_ref(&r), now, false, false).contains("COMMAND"));
+        let wide = roles_table(&[r], now, true, false);
+        assert!(
+            wide.contains("RESTART ") && wide.contains("COMMAND"),
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn events_are_dated_once_they_reach_past_today_or_span_a_day() {
+        let ev = |at: &str| EventView {
+            seq: 1,
+            at: t(at),
+            kind: crate::view::EventKind::Crashed,
+            key: "k".into(),
+            message: "m".into(),
+        };
+        let now = t(NOW);
+        let utc = chrono::Utc;
+        assert!(!needs_dates(
+            &[ev("2025-01-02T08:00:00Z"), ev(NOW)],
+            now,
+            &utc
+        ));
+        assert!(needs_dates(
+            &[ev("2025-01-01T23:00:00Z"), ev(NOW)],
+            now,
+            &utc
+        ));
+        assert!(!needs_dates(&[], now, &utc));
+        let line = event_line_dated(&ev(NOW), now, &utc, false, true);
+        assert!(
+            line.starts_with("2025-01-02 12:00:00.000  crashed"),
+            "{line}"
+        );
+    }
 }

@@ -1586,6 +1586,8 @@ fn stop_stops_the_sessions_uncharged_and_start_brings_them_back_after_a_restart(
     };
     assert_eq!(roles[0].state.as_str(), "stopped", "{roles:?}");
     assert!(done(h.ask(Request::StopRoles { key: "w".into() })).contains("already stopped"));
+    let e = refused(h.ask(Request::Restart { key: "w".into() }));
+    assert!(e.contains("run `marvel start demo/squad/w`"), "{e}");
     let msg = done(h.ask(Request::StartRoles {
         key: "squad".into(),
     }));
