@@ -17,3 +17,4 @@ mod shim;
 mod statedir;
 mod stress;
 mod validation;
+mod verbs;
