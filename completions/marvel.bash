@@ -70,6 +70,9 @@ _marvel() {
             marvel,status)
                 cmd="marvel__subcmd__status"
                 ;;
+            marvel,top)
+                cmd="marvel__subcmd__top"
+                ;;
             marvel__subcmd__daemon,help)
                 cmd="marvel__subcmd__daemon__subcmd__help"
                 ;;
@@ -154,6 +157,9 @@ _marvel() {
             marvel__subcmd__help,status)
                 cmd="marvel__subcmd__help__subcmd__status"
                 ;;
+            marvel__subcmd__help,top)
+                cmd="marvel__subcmd__help__subcmd__top"
+                ;;
             marvel__subcmd__help__subcmd__daemon,run)
                 cmd="marvel__subcmd__help__subcmd__daemon__subcmd__run"
                 ;;
@@ -185,7 +191,7 @@ _marvel() {
 
     case "${cmd}" in
         marvel)
-            opts="-h -V --state-dir --no-color --help --version run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
+            opts="-h -V --state-dir --no-color --help --version run get describe inject capture logs reset scale shift kill delete attach events top heartbeat status daemon completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -569,7 +575,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__help)
-            opts="run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
+            opts="run get describe inject capture logs reset scale shift kill delete attach events top heartbeat status daemon completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -890,6 +896,20 @@ _marvel() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        marvel__subcmd__help__subcmd__top)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         marvel__subcmd__inject)
             opts="-e -k -h --enter --keys --state-dir --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1111,6 +1131,24 @@ _marvel() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__top)
+            opts="-h --state-dir --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -19,6 +19,7 @@ pub mod run;
 pub mod scale;
 pub mod shift;
 pub mod status;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -75,6 +76,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Delete(args) => delete::run(args, ctx),
         Command::Attach(args) => attach::run(args, ctx),
         Command::Events(args) => events::run(args, ctx),
+        Command::Top(args) => top::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Daemon(args) => daemon::run(args, ctx),
         Command::Completions(args) => completions::run(args, ctx),
