@@ -193,10 +193,15 @@ impl App {
             // A burst (200 sessions created at once) is merged before the
             // next frame.
             for msg in std::iter::once(first).chain(rx.try_iter()) {
-                match self.handle(msg, screen, input)? {
+                match self.handle(msg) {
                     Flow::Quit => return Ok(()),
                     Flow::Redraw => dirty = true,
                     Flow::Same => {}
+                    Flow::Attach(key) => {
+                        let footer = self.attach(&key, screen, input);
+                        self.ui.footer = Some(footer);
+                        dirty = true;
+                    }
                 }
             }
         }
@@ -217,20 +222,18 @@ impl App {
         Ok(())
     }
 
-    fn handle(&mut self, msg: Msg, screen: &mut Screen, input: &Input) -> Result<Flow> {
+    /// Merges one message; what the loop does next.
+    fn handle(&mut self, msg: Msg) -> Flow {
         match msg {
             Msg::Input(Event::Key(key)) => match self.ui.key(key, &self.model) {
-                Some(Effect::Quit) => return Ok(Flow::Quit),
-                Some(Effect::Act(Action::Attach(key))) => {
-                    let footer = self.attach(&key, screen, input);
-                    self.ui.footer = Some(footer);
-                }
+                Some(Effect::Quit) => return Flow::Quit,
+                Some(Effect::Act(Action::Attach(key))) => return Flow::Attach(key),
                 Some(Effect::Act(action)) => self.act(action),
                 None => {}
             },
             Msg::Input(Event::Paste(text)) => self.ui.paste(&text),
             Msg::Input(Event::Resize(..)) => {}
-            Msg::Input(_) => return Ok(Flow::Same),
+            Msg::Input(_) => return Flow::Same,
             Msg::Stream(Stream::Connected(backlog)) => {
                 self.model.link = Link::Up;
                 self.model.backlog(backlog);
@@ -247,7 +250,7 @@ impl App {
             Msg::Stream(Stream::Down(why)) => {
                 let down = Link::Down(why);
                 if self.model.link == down {
-                    return Ok(Flow::Same);
+                    return Flow::Same;
                 }
                 self.model.link = down;
             }
@@ -265,7 +268,7 @@ impl App {
                 self.capturing = false;
                 let preview = Preview { uid, screen };
                 if self.preview.as_ref() == Some(&preview) {
-                    return Ok(Flow::Same);
+                    return Flow::Same;
                 }
                 self.preview = Some(preview);
             }
@@ -277,9 +280,9 @@ impl App {
                 // What was typed shows at once.
                 self.last_capture = None;
             }
-            Msg::Signal => return Ok(Flow::Quit),
+            Msg::Signal => return Flow::Quit,
         }
-        Ok(Flow::Redraw)
+        Flow::Redraw
     }
 
     /// Sends what is due: the listings events asked for (one batch at a
@@ -408,10 +411,14 @@ impl App {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Quit,
     Redraw,
+    /// Nothing shown changed.
     Same,
+    /// Leave the dashboard for this session's pane (it needs the terminal).
+    Attach(String),
 }
 
 /// An error in one line, as the footer and header show it.
@@ -751,4 +758,169 @@ fn leave() -> io::Result<()> {
         cursor::Show
     )?;
     raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Paths;
+    use crate::top::model::tests::{NOW, event, picture};
+    use crate::top::model::{Parts, RowId};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    fn app() -> (App, Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel();
+        let app = App {
+            target: Target {
+                paths: Paths {
+                    root: "/nonexistent/marvel".into(),
+                },
+                tmux_socket: None,
+            },
+            place: String::new(),
+            colour: false,
+            model: picture(),
+            ui: Ui::default(),
+            preview: None,
+            needs: Needs::default(),
+            fetching: false,
+            capturing: false,
+            last_capture: None,
+            last_heartbeats: Instant::now(),
+            tx,
+        };
+        (app, rx)
+    }
+
+    fn select(app: &mut App, key: &str) {
+        let rows = app.model.rows("");
+        app.ui.selected = rows.iter().find(|r| r.id().key() == key).map(|r| r.id());
+    }
+
+    fn key(code: KeyCode) -> Msg {
+        Msg::Input(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    }
+
+    /// Regression: the time the preview was due and the time the loop
+    /// looked were read from the clock apart, so a due read was never
+    /// sent and the loop spun without sleeping.
+    #[test]
+    fn the_selected_screen_is_read_at_once_then_every_half_second() {
+        let (mut app, _rx) = app();
+        let (fetcher, _f) = mpsc::channel();
+        let (capturer, captures) = mpsc::channel();
+        select(&mut app, "demo/squad/worker-0");
+        let now = Instant::now();
+        assert_eq!(app.capture_due(now), Some(now));
+        app.ask(&fetcher, &capturer, now);
+        assert_eq!(
+            captures.try_recv().unwrap(),
+            (1, "demo/squad/worker-0".into())
+        );
+        // One read at a time.
+        assert_eq!(app.capture_due(now), None);
+        app.capturing = false;
+        assert_eq!(app.capture_due(now), Some(now + PREVIEW_EVERY));
+        app.ask(&fetcher, &capturer, now + PREVIEW_EVERY / 2);
+        assert!(captures.try_recv().is_err());
+        app.ask(&fetcher, &capturer, now + PREVIEW_EVERY);
+        assert!(captures.try_recv().is_ok());
+        // Another session: at once. A crashed one has no screen to read.
+        app.capturing = false;
+        select(&mut app, "demo/squad/worker-1");
+        assert_eq!(app.capture_due(now), Some(now));
+        select(&mut app, "demo/ops/cron-0");
+        assert_eq!(app.capture_due(now), None);
+        // Nor does anything while the daemon is away.
+        select(&mut app, "demo/squad/worker-1");
+        app.model.link = Link::Down("gone".into());
+        assert_eq!(app.capture_due(now), None);
+    }
+
+    #[test]
+    fn events_ask_for_their_team_one_batch_at_a_time() {
+        let (mut app, _rx) = app();
+        let (fetcher, batches) = mpsc::channel();
+        let (capturer, _c) = mpsc::channel();
+        let crash = event(9, NOW, EventKind::Crashed, "demo/squad/worker-0", "exit 1");
+        assert_eq!(
+            app.handle(Msg::Stream(Stream::Event(crash.clone()))),
+            Flow::Redraw
+        );
+        let now = Instant::now();
+        app.ask(&fetcher, &capturer, now);
+        let squad = Scope::Team("demo/squad".into());
+        assert_eq!(
+            batches.try_recv().unwrap(),
+            [Fetch::Views(squad.clone(), Parts::ALL)]
+        );
+        // Seen already: nothing to ask. A new one waits for the batch out.
+        app.handle(Msg::Stream(Stream::Event(crash)));
+        let health = event(10, NOW, EventKind::Unhealthy, "demo/squad/worker-1", "");
+        app.handle(Msg::Stream(Stream::Event(health)));
+        app.ask(&fetcher, &capturer, now);
+        assert!(batches.try_recv().is_err());
+        app.handle(Msg::Fetched(Ok(Vec::new())));
+        app.ask(&fetcher, &capturer, now);
+        assert_eq!(
+            batches.try_recv().unwrap(),
+            [Fetch::Views(squad, Parts::SESSIONS)]
+        );
+        // A reconnection lists everything again.
+        app.handle(Msg::Fetched(Ok(Vec::new())));
+        app.handle(Msg::Stream(Stream::Connected(Vec::new())));
+        app.ask(&fetcher, &capturer, now);
+        assert_eq!(batches.try_recv().unwrap(), Needs::everything().fetches());
+    }
+
+    #[test]
+    fn the_daemon_going_away_is_said_once() {
+        let (mut app, _rx) = app();
+        let down = || Msg::Stream(Stream::Down("no daemon is running".into()));
+        assert_eq!(app.handle(down()), Flow::Redraw);
+        assert_eq!(app.model.link, Link::Down("no daemon is running".into()));
+        assert_eq!(app.handle(down()), Flow::Same);
+        // Nothing is asked of a daemon that is not there.
+        let (fetcher, batches) = mpsc::channel();
+        let (capturer, _c) = mpsc::channel();
+        app.needs.merge(Needs::sessions());
+        app.ask(&fetcher, &capturer, Instant::now());
+        assert!(batches.try_recv().is_err());
+    }
+
+    #[test]
+    fn keys_act_or_attach_and_answers_land_in_the_footer() {
+        let (mut app, _rx) = app();
+        select(&mut app, "demo/squad/worker-0");
+        assert_eq!(
+            app.handle(key(KeyCode::Enter)),
+            Flow::Attach("demo/squad/worker-0".into())
+        );
+        assert_eq!(app.handle(key(KeyCode::Char('q'))), Flow::Quit);
+        assert_eq!(app.handle(Msg::Signal), Flow::Quit);
+        app.handle(Msg::Done {
+            result: Err(Error::refused("session x is crashed", Some("try y".into()))),
+        });
+        assert_eq!(
+            app.ui.footer,
+            Some(Footer::error("session x is crashed; try y"))
+        );
+        let screen = Msg::Captured {
+            uid: 1,
+            screen: Ok("$ ".into()),
+        };
+        assert_eq!(app.handle(screen), Flow::Redraw);
+        let same = Msg::Captured {
+            uid: 1,
+            screen: Ok("$ ".into()),
+        };
+        assert_eq!(app.handle(same), Flow::Same);
+        assert_eq!(
+            app.ui.selected,
+            Some(RowId::Session {
+                key: "demo/squad/worker-0".into(),
+                uid: 1
+            })
+        );
+    }
 }

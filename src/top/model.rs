@@ -433,6 +433,7 @@ impl Model {
                         children.push(Row {
                             depth: 2,
                             hit: session_hit,
+                            context: false,
                             item: Item::Session { view: s, role },
                         });
                     }
@@ -442,6 +443,7 @@ impl Model {
                     below.push(Row {
                         depth: 1,
                         hit: role_hit,
+                        context: !(filter.is_empty() || team_hit || role_hit),
                         item: Item::Role {
                             key: key.clone(),
                             name,
@@ -455,6 +457,7 @@ impl Model {
                 rows.push(Row {
                     depth: 0,
                     hit: team_hit,
+                    context: !(filter.is_empty() || team_hit),
                     item: Item::Team { key: team, view },
                 });
                 rows.append(&mut below);
@@ -577,6 +580,8 @@ pub struct Row<'a> {
     pub depth: u8,
     /// Its own key matches the filter (not only one above or below it).
     pub hit: bool,
+    /// It shows only because a row under it matches the filter.
+    pub context: bool,
     pub item: Item<'a>,
 }
 
@@ -1024,8 +1029,8 @@ pub(crate) mod tests {
             ["demo/squad", "  demo/squad/flaky", "    demo/squad/flaky-0"]
         );
         assert_eq!(
-            rows.iter().map(|r| r.hit).collect::<Vec<_>>(),
-            [false, true, true]
+            rows.iter().map(|r| (r.hit, r.context)).collect::<Vec<_>>(),
+            [(false, true), (true, false), (true, false)]
         );
         assert_eq!(ids(&m.rows("ops")).len(), 3);
         assert!(m.rows("nothing-like-it").is_empty());

@@ -151,13 +151,14 @@ impl Ui {
     }
 
     /// After the filter changed: stay on the selected row if it still
-    /// shows, else go to the first row that matches by itself.
+    /// matches (by itself or under a match), else go to the first row
+    /// that matches by itself.
     fn refilter(&mut self, model: &Model) {
         let rows = model.rows(&self.filter);
         let shown = self
             .selected
             .as_ref()
-            .is_some_and(|sel| rows.iter().any(|r| r.id() == *sel));
+            .is_some_and(|sel| rows.iter().any(|r| r.id() == *sel && !r.context));
         if !shown {
             self.selected = rows.iter().find(|r| r.hit).or(rows.first()).map(Row::id);
         }
@@ -461,6 +462,12 @@ mod tests {
         press(&mut ui, &m, KeyCode::Esc);
         assert_eq!(ui.filter, "");
         assert_eq!(ui.selected, Some(RowId::Role("demo/squad/flaky".into())));
+        // A team row that shows only because a role under it matches is
+        // left for that role.
+        select(&mut ui, &m, "demo/squad");
+        press(&mut ui, &m, KeyCode::Char('/'));
+        typed(&mut ui, &m, "worker");
+        assert_eq!(ui.selected, Some(RowId::Role("demo/squad/worker".into())));
     }
 
     #[test]

@@ -16,4 +16,5 @@ mod shift;
 mod shim;
 mod statedir;
 mod stress;
+mod top;
 mod validation;
