@@ -52,8 +52,8 @@ pub enum Col {
 }
 
 const COLS: [(Col, &str, u16); 8] = [
-    (Col::State, "STATE", 14),
-    (Col::Health, "HEALTH", 13),
+    (Col::State, "STATE", 16),
+    (Col::Health, "HEALTH", 12),
     (Col::Restarts, "RESTARTS", 12),
     (Col::Crashes, "CRASHES", 14),
     (Col::Ctx, "CTX", 4),
@@ -63,7 +63,7 @@ const COLS: [(Col, &str, u16); 8] = [
 ];
 
 /// NAME never gets narrower than this while another column is shown.
-const NAME_MIN: u16 = 18;
+const NAME_MIN: u16 = 17;
 /// Room for a typical session key in the events strip.
 const KEY_WIDTH: usize = 28;
 /// From this width on, the preview sits beside the table, not under it.
@@ -161,7 +161,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui, ctx: &Ctx)
         (Link::Up, Some(s)) => badge(
             Look::Running,
             format!(
-                "up {} (pid {})",
+                "up {}, pid {}",
                 output::age(s.daemon.started_at, ctx.now),
                 s.daemon.pid
             ),
@@ -179,7 +179,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui, ctx: &Ctx)
         let version = t
             .version
             .as_deref()
-            .map(|v| format!(" ({})", output::escape_line(v)))
+            .map(|v| format!(" {}", output::escape_line(v.trim_start_matches("tmux "))))
             .unwrap_or_default();
         first.push(match t.state {
             TmuxState::Up => badge(Look::Running, format!("up{version}")),
