@@ -93,6 +93,7 @@ pub fn run(target: Target, colour: bool) -> Result<i32> {
     match rx.recv_timeout(START_DEADLINE) {
         Ok(Msg::Stream(Stream::Connected(backlog))) => model.backlog(backlog),
         Ok(Msg::Stream(Stream::Failed(e))) => return Err(e),
+        Ok(Msg::Stream(Stream::Down(why))) => return Err(Error::daemon(why)),
         Ok(_) | Err(_) => {
             return Err(Error::daemon(format!(
                 "the daemon did not answer within {} s",
