@@ -107,6 +107,8 @@ pub enum Command {
     Attach(commands::attach::Args),
     /// Show the event log: crashes, backoffs, freezes, resets
     Events(commands::events::Args),
+    /// A live dashboard of every team: see, attach, type, reset, restart
+    Top(commands::top::Args),
     /// Report from inside a session's pane that its program is alive
     Heartbeat(commands::heartbeat::Args),
     /// Show daemon and tmux health
@@ -300,6 +302,7 @@ mod tests {
         help_delete_team: ["delete", "team"];
         help_attach: ["attach"];
         help_events: ["events"];
+        help_top: ["top"];
         help_status: ["status"];
         help_daemon: ["daemon"];
         help_daemon_run: ["daemon", "run"];

@@ -25,6 +25,7 @@ pub mod shift;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -86,6 +87,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Diff(args) => diff::run(args, ctx),
         Command::Attach(args) => attach::run(args, ctx),
         Command::Events(args) => events::run(args, ctx),
+        Command::Top(args) => top::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Daemon(args) => daemon::run(args, ctx),
         Command::Completions(args) => completions::run(args, ctx),
