@@ -9,6 +9,7 @@
 //! - [`daemon`]: the one loop that owns all state, its socket and its store.
 //! - [`client`], [`proto`], [`view`]: how commands talk to the daemon.
 //! - [`cli`], [`commands`], [`output`]: the command line.
+//! - [`top`]: the live dashboard (`marvel top`).
 //! - [`error`], [`paths`]: one error type; where files live.
 //! - [`statedir`], [`lock`]: the state directory as a place only its user
 //!   controls, and the one daemon that owns it.
@@ -27,4 +28,5 @@ pub mod proto;
 pub mod shim;
 pub mod statedir;
 pub mod substrate;
+pub mod top;
 pub mod view;

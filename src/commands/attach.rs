@@ -4,6 +4,7 @@
 //! here from this command's own environment, so nothing received over the
 //! socket is ever run.
 
+use clap_complete::engine::ArgValueCandidates;
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -26,7 +27,7 @@ client switches instead. Outside tmux, attach needs a terminal: without one
 it exits with code 5.")]
 pub struct Args {
     /// A session or a team, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::teams_sessions_keys))]
     pub key: String,
 }
 

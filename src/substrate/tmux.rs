@@ -1036,6 +1036,10 @@ pub(crate) mod tests {
         }
     }
 
+    /// How long a condition may take before a test fails (a hang, not
+    /// slowness: far above any normal wait, even on a loaded machine).
+    pub const WAIT: Duration = Duration::from_secs(20);
+
     /// Polls `f` until it returns `Some`, failing the test at the deadline.
     pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
@@ -1095,7 +1099,7 @@ pub(crate) mod tests {
         r.cwd = Some(cwd.clone());
         let s = srv.tmux.spawn(&r).unwrap();
         let want = format!("[$HOME][a b;][;][-x][v 1][{}]", cwd.display());
-        wait_for("printed args", Duration::from_secs(5), || {
+        wait_for("printed args", WAIT, || {
             let text = srv.tmux.capture(&s.pane, 0).unwrap();
             text.contains(&want).then_some(())
         });
@@ -1113,7 +1117,7 @@ pub(crate) mod tests {
             .tmux
             .spawn(&req("marvel/ws/team/one-0", &[prog.to_str().unwrap()]))
             .unwrap();
-        wait_for("output", Duration::from_secs(5), || {
+        wait_for("output", WAIT, || {
             let text = srv.tmux.capture(&s.pane, 0).unwrap();
             text.contains("single-word-ran").then_some(())
         });
@@ -1150,7 +1154,7 @@ pub(crate) mod tests {
         srv.tmux.kill_server().unwrap();
         // While the server is still exiting, a query can fail with "server
         // exited unexpectedly": unknown, not absent. Then it is NoServer.
-        wait_for("no server", Duration::from_secs(5), || {
+        wait_for("no server", WAIT, || {
             (srv.tmux.list() == Ok(Observation::NoServer)).then_some(())
         });
         srv.tmux.kill(&s.pane).unwrap();
@@ -1185,7 +1189,7 @@ pub(crate) mod tests {
                 &["sh", "-c", "seq 1 120; echo last-line; exec sleep 30"],
             ))
             .unwrap();
-        let text = wait_for("last line", Duration::from_secs(5), || {
+        let text = wait_for("last line", WAIT, || {
             let t = srv.tmux.capture(&s.pane, 200).unwrap();
             t.contains("last-line").then_some(t)
         });
@@ -1208,14 +1212,14 @@ pub(crate) mod tests {
         srv.tmux
             .send_keys(&s.pane, &["w".into(), "o".into(), "Enter".into()])
             .unwrap();
-        wait_for("echoed text", Duration::from_secs(5), || {
+        wait_for("echoed text", WAIT, || {
             let t = srv.tmux.capture(&s.pane, 0).unwrap();
             // Typed, echoed by the terminal, then printed again by cat.
             (t.matches("-n hello; Enter C-c;\n").count() == 2 && t.matches("wo\n").count() == 2)
                 .then_some(())
         });
         srv.tmux.send_keys(&s.pane, &["C-c".into()]).unwrap();
-        wait_for("cat ended by C-c", Duration::from_secs(5), || {
+        wait_for("cat ended by C-c", WAIT, || {
             panes(&srv.tmux)
                 .iter()
                 .any(|p| p.pane == s.pane && p.dead)
@@ -1393,14 +1397,14 @@ pub(crate) mod tests {
         // The second program ends once tmux has its output (a program that
         // exits at once may be reaped before tmux reads what it printed):
         // its pane stays, dead, with its screen.
-        wait_for("the output", Duration::from_secs(5), || {
+        wait_for("the output", WAIT, || {
             srv.tmux
                 .capture(&b.pane, 100)
                 .ok()
                 .filter(|s| s.contains("second"))
         });
         srv.tmux.send_text(&b.pane, "", true).unwrap();
-        let dead = wait_for("the pane to die", Duration::from_secs(5), || {
+        let dead = wait_for("the pane to die", WAIT, || {
             panes(&srv.tmux)
                 .into_iter()
                 .find(|p| p.pane == b.pane && p.dead && p.dead_status.is_some())

@@ -335,7 +335,8 @@ pub(super) fn decorations(
                 RoleState::Frozen => "❄",
                 RoleState::Backoff => "↻",
                 RoleState::Ready => "✓",
-                RoleState::Succeeded => "■",
+                RoleState::Succeeded | RoleState::Stopped => "■",
+                RoleState::Failed => "✗",
                 RoleState::Progressing => "…",
             };
             for d in windows.values_mut() {
