@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{
     Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
-    SubstrateError,
+    SubstrateError, WindowRef,
 };
 
 /// One call made through the [`Substrate`] trait, in order.
@@ -394,10 +394,19 @@ impl Substrate for FakeSubstrate {
                 if !st.session_exists(session) {
                     return refused(format!("can't find session: {session}"));
                 }
-                if let Some(w) = after
-                    && st.window_session(w).is_none()
-                {
-                    return refused(format!("can't find window: {w}"));
+                match after {
+                    Some(WindowRef::Id(w)) if st.window_session(w).is_none() => {
+                        return refused(format!("can't find window: {w}"));
+                    }
+                    Some(WindowRef::Name(n))
+                        if !st
+                            .panes
+                            .values()
+                            .any(|p| p.session_name == *session && p.window_name == *n) =>
+                    {
+                        return refused(format!("can't find window: {n}"));
+                    }
+                    _ => {}
                 }
                 let window = st.new_window();
                 Ok(st.new_pane(

@@ -23,11 +23,11 @@ pub enum Place {
         team: String,
         status_left: String,
     },
-    /// A new window of the team's session, after window `after` (a window
-    /// id) if given, else at the end.
+    /// A new window of the team's session, after window `after` if given,
+    /// else at the end.
     NewWindow {
         session: String,
-        after: Option<String>,
+        after: Option<WindowRef>,
     },
     /// A new pane in window `window` (an id): a successor beside its
     /// predecessor, or another session of a tiled role. It becomes the
@@ -36,6 +36,14 @@ pub enum Place {
     /// Again in pane `pane`: after a crash (the pane is dead and shows its
     /// last screen), or in place of a program stopped to be replaced.
     Respawn { pane: String },
+}
+
+/// A window to place another after: one that exists (its id), or one made
+/// earlier in the same series of placements (its name in the session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowRef {
+    Id(String),
+    Name(String),
 }
 
 /// Everything needed to start one session's program in a pane.

@@ -14,7 +14,7 @@ use tmux_interface as ti;
 
 use super::{
     Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
-    SubstrateError,
+    SubstrateError, WindowRef,
 };
 
 /// Environment variable naming the tmux server (`tmux -L NAME`) marvel uses.
@@ -219,9 +219,14 @@ impl Tmux {
                 c.name("new-window");
                 c.push_flag("-d");
                 match after {
-                    Some(window) => {
+                    Some(WindowRef::Id(window)) => {
                         c.push_flag("-a");
                         c.push_option("-t", target_window(window)?.to_string());
+                    }
+                    Some(WindowRef::Name(name)) => {
+                        check_name("window name", name)?;
+                        c.push_flag("-a");
+                        c.push_option("-t", format!("={session}:={name}"));
                     }
                     None => {
                         c.push_option("-t", exact_session(session));

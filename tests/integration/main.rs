@@ -19,3 +19,4 @@ mod stress;
 mod top;
 mod validation;
 mod verbs;
+mod workspace;

@@ -16,7 +16,7 @@ use crate::domain::state::{ExitDetail, Session, SessionState};
 use crate::domain::world::sim::{role, team};
 use crate::proto::{Filter, Kind};
 use crate::substrate::fake::{Call, FakeSubstrate};
-use crate::substrate::{Place, SubstrateError};
+use crate::substrate::{Place, SubstrateError, WindowRef};
 
 fn t0() -> Time {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -1161,11 +1161,11 @@ fn a_window_gone_unnoticed_is_learned_from_tmux_refusal_and_charges_nobody() {
         [
             Place::NewWindow {
                 session: "demo-squad".into(),
-                after: w.window.clone()
+                after: w.window.clone().map(WindowRef::Id)
             },
             Place::NewWindow {
                 session: "demo-squad".into(),
-                after: a.window.clone()
+                after: a.window.clone().map(WindowRef::Id)
             }
         ],
         "{places:?}"

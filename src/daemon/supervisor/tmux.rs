@@ -17,7 +17,9 @@ use crate::domain::policy::Curve;
 use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
-use crate::substrate::{Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError};
+use crate::substrate::{
+    Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError, WindowRef,
+};
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
@@ -404,7 +406,7 @@ impl Supervisor {
             Err(SubstrateError::Refused(why)) => Some(why.as_str()),
             _ => None,
         };
-        self.placement_done(&place, uid, result.is_ok(), refused);
+        self.placement_done(&place, uid, result.is_ok(), refused, now);
         let live = self
             .world
             .sessions
@@ -456,7 +458,15 @@ impl Supervisor {
 
     /// What a placement's outcome teaches about the workspace.
     /// `refused` holds tmux's words when it refused the placement.
-    fn placement_done(&mut self, place: &Place, uid: u64, ok: bool, refused: Option<&str>) {
+    fn placement_done(
+        &mut self,
+        place: &Place,
+        uid: u64,
+        ok: bool,
+        refused: Option<&str>,
+        now: Now,
+    ) {
+        self.ws.placing.remove(&uid);
         let Some(key) = self.world.sessions.get(&uid).map(|s| s.key.clone()) else {
             return;
         };
@@ -466,6 +476,14 @@ impl Supervisor {
             Place::NewSession { session, .. } => {
                 self.ws.creating.remove(&team);
                 if ok {
+                    let base = workspace::base_session_name(&team);
+                    if *session != base {
+                        let msg = format!(
+                            "tmux session name {base} is taken: team {team} is in tmux session {session}"
+                        );
+                        self.log(msg.clone());
+                        self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                    }
                     self.ws.teams.insert(team, session.clone());
                 } else {
                     // Someone took the name meanwhile: not ours to use.
@@ -475,7 +493,7 @@ impl Supervisor {
             Place::NewWindow { after, .. } if !ok => {
                 if why.contains("can't find session") {
                     self.ws.teams.remove(&team);
-                } else if let Some(window) =
+                } else if let Some(WindowRef::Id(window)) =
                     after.as_ref().filter(|_| why.contains("can't find window"))
                 {
                     self.ws.gone_windows.insert(window.clone());

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::domain::key::{RoleKey, SessionKey, TeamKey};
 use crate::domain::spec::{Layout, RoleSpec};
 use crate::domain::state::{Exit, ExitDetail, Session, SessionState, Time, World};
-use crate::substrate::{Decoration, Place};
+use crate::substrate::{Decoration, Place, WindowRef};
 
 /// A pane whose session was stopped in this step: a replacement of the
 /// same slot in the same step takes it over, else it is removed.
@@ -51,6 +51,9 @@ pub(super) struct Workspace {
     /// Windows marvel still knows of that tmux no longer has (learned from
     /// a listing or a refusal): nothing is placed beside or after them.
     pub gone_windows: BTreeSet<String>,
+    /// New windows asked for and not made yet, by uid: their slot and
+    /// name, so that windows asked for after them go after them.
+    pub placing: BTreeMap<u64, (SessionKey, String)>,
 }
 
 /// Tries of a spawn that failed on a stale picture of the workspace,
@@ -68,17 +71,14 @@ impl Workspace {
         self.shown.clear();
         self.lines.clear();
         self.gone_windows.clear();
+        self.placing.clear();
     }
 
     /// The name a team's tmux session gets: the team's, or workspace and
     /// team outside the default workspace, with a number added when
     /// someone else has that name already.
     pub fn session_name(&self, team: &TeamKey) -> String {
-        let base = if team.workspace == crate::domain::spec::DEFAULT_WORKSPACE {
-            team.team.clone()
-        } else {
-            format!("{}-{}", team.workspace, team.team)
-        };
+        let base = base_session_name(team);
         let used = |n: &str| self.taken.contains(n) || self.teams.values().any(|s| s == n);
         if !used(&base) {
             return base;
@@ -87,6 +87,16 @@ impl Workspace {
             .map(|i| format!("{base}-{i}"))
             .find(|n| !used(n))
             .expect("some number is free")
+    }
+}
+
+/// The name a team's tmux session gets when nobody else has it: the
+/// team's, or workspace and team outside the default workspace.
+pub(super) fn base_session_name(team: &TeamKey) -> String {
+    if team.workspace == crate::domain::spec::DEFAULT_WORKSPACE {
+        team.team.clone()
+    } else {
+        format!("{}-{}", team.workspace, team.team)
     }
 }
 
@@ -172,12 +182,15 @@ pub(super) fn place(
     }
     match ws.teams.get(&team) {
         Some(session) => {
-            let after = window_before(world, s, &ws.gone_windows);
+            let after = window_before(world, ws, s);
             let place = Place::NewWindow {
                 session: session.clone(),
                 after,
             };
-            Some((place, session.clone()))
+            let session = session.clone();
+            ws.placing
+                .insert(s.uid, (key.clone(), window_name(key, spec)));
+            Some((place, session))
         }
         None if ws.creating.contains(&team) => {
             ws.tiling.remove(&role);
@@ -186,6 +199,8 @@ pub(super) fn place(
         None => {
             let session = ws.session_name(&team);
             ws.creating.insert(team.clone());
+            ws.placing
+                .insert(s.uid, (key.clone(), window_name(key, spec)));
             let place = Place::NewSession {
                 session: session.clone(),
                 team: team.to_string(),
@@ -197,8 +212,9 @@ pub(super) fn place(
 }
 
 /// The window that a new window for `s` goes after, so that windows stay
-/// in role and slot order: the window of the nearest earlier slot.
-fn window_before(world: &World, s: &Session, gone: &BTreeSet<String>) -> Option<String> {
+/// in role and slot order: the window of the nearest earlier slot, made or
+/// asked for.
+fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef> {
     let team = s.key.team();
     let record = world.teams.get(&team)?;
     let order = |k: &SessionKey| {
@@ -214,14 +230,20 @@ fn window_before(world: &World, s: &Session, gone: &BTreeSet<String>) -> Option<
         .sessions
         .values()
         .filter(|o| o.state.is_live() && o.key.team() == team && o.uid != s.uid)
-        .filter_map(|o| o.window.clone().map(|w| (order(&o.key), w)));
+        .filter_map(|o| Some((order(&o.key), WindowRef::Id(o.window.clone()?))));
     let kept = world
         .kept
         .iter()
         .filter(|(k, _)| k.team() == team)
-        .map(|(k, p)| (order(k), p.window.clone()));
+        .map(|(k, p)| (order(k), WindowRef::Id(p.window.clone())));
+    let placing = ws
+        .placing
+        .iter()
+        .filter(|(uid, (k, _))| **uid != s.uid && k.team() == team)
+        .map(|(_, (k, name))| (order(k), WindowRef::Name(name.clone())));
     live.chain(kept)
-        .filter(|(o, w)| *o < me && !gone.contains(w))
+        .chain(placing)
+        .filter(|(o, w)| *o < me && !matches!(w, WindowRef::Id(id) if ws.gone_windows.contains(id)))
         .max_by_key(|(o, _)| *o)
         .map(|(_, w)| w)
 }
@@ -232,6 +254,20 @@ fn live_status(s: &Session, unhealthy: bool) -> &'static str {
         (SessionState::Pending, _) => "…",
         (_, true) => "!",
         _ => "✓",
+    }
+}
+
+/// How much a window status says something is wrong, to show the worst
+/// of a window's panes.
+fn rank(status: &str) -> u8 {
+    match status.chars().next() {
+        Some('❄') => 6,
+        Some('✗') => 5,
+        Some('↻') => 4,
+        Some('!') => 3,
+        Some('…') => 2,
+        Some('■') => 1,
+        _ => 0,
     }
 }
 
@@ -304,14 +340,16 @@ pub(super) fn decorations(
         let Some(spec) = world.role_spec(role) else {
             continue;
         };
+        // A window shows the status of its worst pane (a tiled role's
+        // window has several).
         let mut status = |window: &String, text: String| {
-            windows.insert(
-                window.clone(),
-                Decoration {
-                    window: window.clone(),
-                    status: text,
-                },
-            );
+            let d = windows.entry(window.clone()).or_insert_with(|| Decoration {
+                window: window.clone(),
+                status: String::new(),
+            });
+            if d.status.is_empty() || rank(&text) > rank(&d.status) {
+                d.status = text;
+            }
         };
         for s in world.sessions.values().filter(|s| s.key.is_of(role)) {
             let Some(window) = &s.window else {
@@ -327,30 +365,6 @@ pub(super) fn decorations(
             let (line, text) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
             status(&k.window, text);
             lines.insert(k.uid, line);
-        }
-        if spec.layout == Layout::Tiled {
-            // One window for the role: its status is the role's.
-            use crate::domain::world::RoleState;
-            let short = match world.role_state(role, now) {
-                RoleState::Frozen => "❄",
-                RoleState::Backoff => "↻",
-                RoleState::Ready => "✓",
-                RoleState::Succeeded | RoleState::Stopped => "■",
-                RoleState::Failed => "✗",
-                RoleState::Progressing => "…",
-            };
-            for d in windows.values_mut() {
-                let of_role =
-                    world.sessions.values().any(|s| {
-                        s.key.is_of(role) && s.window.as_deref() == Some(d.window.as_str())
-                    }) || world
-                        .kept
-                        .iter()
-                        .any(|(k, p)| k.is_of(role) && p.window == d.window);
-                if of_role {
-                    d.status = short.into();
-                }
-            }
         }
     }
     (windows, lines)

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod viewer;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_marvel");
