@@ -374,7 +374,7 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                 });
             }
             Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
-            Output::Prune { live, shown } => store::prune(&self.paths, &live, &shown),
+            Output::Prune { live, kept, shown } => store::prune(&self.paths, &live, &kept, &shown),
             Output::Log(line) => log(&line),
             Output::Signal {
                 pid,

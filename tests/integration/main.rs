@@ -4,6 +4,7 @@
 mod support;
 
 mod crashloop;
+mod cwd;
 mod dry_run;
 mod errors;
 mod escapes;

@@ -263,3 +263,57 @@ fn a_crashed_sessions_pane_can_be_attached_while_its_slot_waits() {
     assert!(screen.contains("crash-screen"), "{screen}");
     assert_eq!(Viewer::clients(&env), [format!("t-squad {pane}")]);
 }
+
+/// A daemon of the version that gave each spawn a tmux session of its own
+/// left this layout behind: its agents are adopted where they are, and
+/// each moves into its team's session at its next restart.
+#[test]
+fn panes_of_the_one_session_per_spawn_layout_are_adopted_then_replaced_in_the_team_session() {
+    let env = Env::new();
+    let sleep = r#"["sh", "-c", "exec sleep 600"]"#;
+    let file = env.manifest("team.ron", &team("squad", &role("worker", 1, sleep, "")));
+    env.ok(&["run", &file, "--wait"]);
+    let agent = env.wait_running("t/squad/worker", 1).remove(0);
+    let (first, pane, pid) = (
+        uid(&agent),
+        agent["pane"].as_str().unwrap().to_string(),
+        agent["pid"].as_u64().unwrap(),
+    );
+    env.ok(&["daemon", "stop"]);
+
+    // The old layout: a tmux session named after the spawn, panes with
+    // only the owner tag, sessions in the state file without a window.
+    let old = format!("marvel/t/squad/worker-0/{first}");
+    let tmux = |args: &[&str]| {
+        let out = env.tmux(args);
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+    };
+    tmux(&["rename-session", "-t", "=t-squad", &old]);
+    tmux(&["set-option", "-u", "-t", &old, "@marvel-team"]);
+    tmux(&["set-option", "-p", "-u", "-t", &pane, "@marvel-key"]);
+    tmux(&["set-option", "-p", "-u", "-t", &pane, "@marvel-uid"]);
+    let path = env.state_dir().join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let session = &mut state["world"]["sessions"][first.to_string()];
+    session["tmux_session"] = Value::String(old.clone());
+    session.as_object_mut().unwrap().remove("window");
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    // Adopted as it is: same pane, same program.
+    let adopted = env.wait("the adoption", |e| e.events("adopted").pop());
+    assert_eq!(adopted["message"], "re-adopted 1 running panes");
+    let again = env.wait_running("t/squad/worker", 1).remove(0);
+    assert_eq!((uid(&again), again["pid"].as_u64()), (first, Some(pid)));
+    assert_eq!(again["tmux_session"], old.as_str());
+
+    // Its next run is in the team's session; the old session goes.
+    crate::support::signal(pid as u32, libc::SIGKILL);
+    let next = next_run(&env, "t/squad/worker", first);
+    assert_eq!(next["tmux_session"], "t-squad");
+    env.wait("only the team's session", |e| {
+        let out = e.tmux(&["list-sessions", "-F", "#{session_name}"]);
+        (String::from_utf8_lossy(&out.stdout) == "t-squad\n").then_some(())
+    });
+    let windows = env.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_name}"]);
+    assert_eq!(String::from_utf8_lossy(&windows.stdout), "worker-0\n");
+}

@@ -112,10 +112,12 @@ pub enum Output {
     ReplyLogs { id: RequestId, reads: Vec<LogRead> },
     /// The exit record of a session that ended is no longer needed.
     RemoveExitRecord(u64),
-    /// Remove exit records of sessions that are not live, and logs of
-    /// sessions that are not shown any more.
+    /// Remove exit records of sessions that are not live, the lines of
+    /// panes that are not kept, and logs of sessions that are not shown
+    /// any more.
     Prune {
         live: BTreeSet<u64>,
+        kept: BTreeSet<u64>,
         shown: BTreeSet<u64>,
     },
     /// A line for the daemon's log.
@@ -547,7 +549,8 @@ impl Supervisor {
         }
         let shown = self.world.uids_with_logs();
         let live = self.live_uids().into_iter().collect();
-        self.out.push(Output::Prune { live, shown });
+        let kept = self.world.kept.values().map(|k| k.uid).collect();
+        self.out.push(Output::Prune { live, kept, shown });
     }
 
     /// Plans and carries out the plan's effects.
