@@ -7,6 +7,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+/// The pid the fake tmux server says it has.
+pub const FAKE_SERVER_PID: u32 = 4000;
+
 use super::{
     Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
     SubstrateError, WindowRef,
@@ -332,6 +335,7 @@ impl State {
             pane,
             pane_pid: pid,
             window: window.to_string(),
+            server_pid: Some(FAKE_SERVER_PID),
         }
     }
 
@@ -446,6 +450,7 @@ impl Substrate for FakeSubstrate {
                     pane: pane.clone(),
                     pane_pid: pid,
                     window: p.window.clone(),
+                    server_pid: Some(FAKE_SERVER_PID),
                 })
             }
         }
@@ -481,7 +486,7 @@ impl Substrate for FakeSubstrate {
                     dead: p.dead.is_some(),
                     dead_status: p.dead.and_then(|d| d.0),
                     dead_signal: p.dead.and_then(|d| d.1),
-                    server_pid: Some(4000),
+                    server_pid: Some(FAKE_SERVER_PID),
                 })
                 .collect(),
         ))

@@ -79,6 +79,8 @@ pub struct Spawned {
     pub pane_pid: u32,
     /// tmux window id, such as `@3`.
     pub window: String,
+    /// pid of the tmux server, the shim's parent.
+    pub server_pid: Option<u32>,
 }
 
 /// One pane as listed by the server.

@@ -42,7 +42,7 @@ const PER_SPAWN_ALLOWANCE: Duration = Duration::from_millis(20);
 /// the fields before it.
 const LIST_FORMAT: &str = "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_id}\t#{pid}\t#{@marvel-uid}\t#{@marvel-key}\t#{@marvel-team}\t#{@marvel}\t#{session_name}";
 /// What each spawned pane prints once all its commands have run.
-const SPAWNED_FORMAT: &str = "#{pane_id} #{pane_pid} #{window_id}";
+const SPAWNED_FORMAT: &str = "#{pane_id} #{pane_pid} #{window_id} #{pid}";
 /// A window's name and marvel's word on it, in the status line.
 const WINDOW_STATUS: &str =
     "#I:#W#{?#{@marvel-status}, #{@marvel-status},}#{?window_flags,#{window_flags},}";
@@ -928,6 +928,7 @@ fn parse_spawned(line: &str) -> Option<Spawned> {
     let pane = f.next()?;
     let pid = f.next()?;
     let window = f.next()?;
+    let server_pid = f.next().and_then(|p| p.parse().ok());
     if !pane.starts_with('%') || !window.starts_with('@') {
         return None;
     }
@@ -935,6 +936,7 @@ fn parse_spawned(line: &str) -> Option<Spawned> {
         pane: pane.to_string(),
         pane_pid: pid.parse().ok()?,
         window: window.to_string(),
+        server_pid,
     })
 }
 
@@ -1399,6 +1401,8 @@ pub(crate) mod tests {
         let a = results[0].clone().unwrap();
         let b = results[1].clone().unwrap();
         assert_ne!(a.window, b.window);
+        // The server is the shims' parent, told with every spawn.
+        assert_eq!(a.server_pid, Some(srv.tmux.server_pid().unwrap()));
         // The second program ends once tmux has its output (a program that
         // exits at once may be reaped before tmux reads what it printed):
         // its pane stays, dead, with its screen.

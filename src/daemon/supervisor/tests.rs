@@ -2048,3 +2048,74 @@ fn logs_since_picks_the_runs_alive_within_the_span() {
         "the first ended before"
     );
 }
+
+/// What a person attached to the team sees: each window's status, and the
+/// line a kept pane's shim draws, through a crash, a freeze and a reset.
+#[test]
+fn windows_and_kept_panes_say_what_happened_and_what_comes_next() {
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.max_restarts = Some(1);
+    h.apply(team(vec![w]));
+    let first = h.start_all().remove(0);
+    let pane = first.pane.clone().unwrap();
+    let status = |h: &H| h.tmux.pane(&pane).and_then(|p| p.status);
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+
+    h.advance(1500);
+    let id = h.exited(first.uid, Some(3), None, false);
+    h.run_jobs();
+    assert!(
+        matches!(&h.replies[&id], Response::Linger(l) if l == "crashed: exit 3 after 1.5s — restart at 12:00:01"),
+        "{:?}",
+        h.replies[&id]
+    );
+    assert_eq!(status(&h).as_deref(), Some("↻"));
+
+    // The backoff ends: the same pane runs again.
+    h.until_wake();
+    h.run_jobs();
+    let second = h.start_all().remove(0);
+    assert_eq!(second.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+
+    // A second crash within the window freezes the role: the kept pane
+    // says so and what to do.
+    let id = h.exited(second.uid, Some(4), None, false);
+    h.run_jobs();
+    assert!(
+        matches!(&h.replies[&id], Response::Linger(l) if l == "frozen: 2 crashes in 1m, last: exit 4 — marvel reset role demo/squad/w"),
+        "{:?}",
+        h.replies[&id]
+    );
+    assert_eq!(status(&h).as_deref(), Some("❄"));
+
+    // Reset: running again in the same pane.
+    h.ask(Request::Reset { key: "w".into() });
+    let third = h.start_all().remove(0);
+    assert_eq!(third.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+}
+
+/// A kept pane's line follows its role: when the role freezes because of
+/// another slot, the shim is sent the new line.
+#[test]
+fn a_kept_panes_line_is_redrawn_when_its_role_changes() {
+    let mut h = H::new();
+    let mut w = role("w", 2);
+    w.max_restarts = Some(1);
+    h.apply(team(vec![w]));
+    let both = h.start_all();
+    h.exited(both[0].uid, Some(3), None, false);
+    h.run_jobs();
+    h.exited(both[1].uid, Some(5), None, false);
+    h.run_jobs();
+    let line = h
+        .lines
+        .get(&both[0].uid)
+        .expect("a line sent to slot 0's shim");
+    assert!(
+        line.starts_with("frozen: 2 crashes in 1m, last: exit 5"),
+        "{line}"
+    );
+}

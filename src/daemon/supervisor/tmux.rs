@@ -530,6 +530,9 @@ impl Supervisor {
 
     /// A pending session's pane is known.
     fn placed(&mut self, uid: u64, key: &SessionKey, sp: Spawned, now: Now) {
+        if sp.server_pid.is_some() {
+            self.ws.server_pid = sp.server_pid;
+        }
         // The slot's kept pane now runs this session.
         if self.world.kept.get(key).is_some_and(|k| k.pane == sp.pane) {
             self.world.kept.remove(key);
@@ -704,6 +707,7 @@ impl Supervisor {
                         pane: p.pane.clone(),
                         pane_pid: p.pane_pid,
                         window: p.window.clone(),
+                        server_pid: p.server_pid,
                     };
                     self.placed(uid, &key, sp, now);
                     if p.uid.is_none()

@@ -314,16 +314,13 @@ fn dead_decoration(
         };
         return (format!("ended: {what} — not restarted{how}"), status.into());
     }
-    match history.and_then(|h| h.next_restart_at) {
-        Some(at) => {
-            let at = clock(at, offset);
-            (
-                format!("crashed: {what} — restart at {at}"),
-                format!("↻ {at}"),
-            )
-        }
-        None => (format!("crashed: {what} — restarting"), "↻".into()),
-    }
+    // The window's status stays short (the status bar is shared by every
+    // window); the pane's line says when.
+    let line = match history.and_then(|h| h.next_restart_at) {
+        Some(at) => format!("crashed: {what} — restart at {}", clock(at, offset)),
+        None => format!("crashed: {what} — restarting"),
+    };
+    (line, "↻".into())
 }
 
 /// What the panes of `roles` show now: each window's status (by window
