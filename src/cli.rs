@@ -36,7 +36,8 @@ Exit codes:
   0  success                 4  not found
   1  failure                 5  refused (for example a frozen role)
   2  usage error             6  daemon unavailable
-  3  invalid manifest        7  tmux unavailable";
+  3  invalid manifest        7  tmux unavailable
+  8  partial: with --all-contexts, some contexts did not answer";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +60,16 @@ pub struct Cli {
         help_heading = "Global Options"
     )]
     pub state_dir: Option<PathBuf>,
+
+    /// Talk to this context's daemon (see marvel context) [default: the current one]
+    #[arg(
+        long,
+        global = true,
+        env = "MARVEL_CONTEXT",
+        value_name = "NAME",
+        help_heading = "Global Options"
+    )]
+    pub context: Option<String>,
 
     /// Never colour the output (NO_COLOR is honoured too)
     #[arg(long, global = true, help_heading = "Global Options")]
@@ -102,6 +113,8 @@ pub enum Command {
     Status(commands::status::Args),
     /// Run or stop the daemon
     Daemon(commands::daemon::Args),
+    /// Name marvel daemons on other hosts (over ssh) and pick one
+    Context(commands::context::Args),
     /// Print a shell completion script
     Completions(commands::completions::Args),
 }
@@ -288,6 +301,12 @@ mod tests {
         help_daemon: ["daemon"];
         help_daemon_run: ["daemon", "run"];
         help_daemon_stop: ["daemon", "stop"];
+        help_daemon_dial_stdio: ["daemon", "dial-stdio"];
+        help_context: ["context"];
+        help_context_add: ["context", "add"];
+        help_context_ls: ["context", "ls"];
+        help_context_use: ["context", "use"];
+        help_context_rm: ["context", "rm"];
         help_completions: ["completions"];
     }
 

@@ -1,5 +1,7 @@
-//! `marvel daemon run|stop`: the daemon in the foreground (for systemd units
-//! and debugging), and stopping it. Stopping never stops the panes.
+//! `marvel daemon run|stop|dial-stdio`: the daemon in the foreground (for
+//! systemd units and debugging), stopping it, and the relay ssh contexts
+//! reach it through. Stopping never stops the panes. These act on this
+//! host's daemon, whatever the context.
 
 use std::time::{Duration, Instant};
 
@@ -35,13 +37,25 @@ panes that are still alive and records the ones that died meanwhile. A
 daemon whose socket was removed is found through its lock and sent SIGTERM,
 which it takes as the same request.")]
     Stop,
+    /// Relay the daemon's protocol over standard input and output (what an ssh context runs)
+    #[command(after_help = "\
+Another host runs this over ssh (ssh HOST marvel daemon dial-stdio) to reach
+this host's daemon, started first if none runs, with the same checks as any
+command. It writes one greeting line (its version and protocol) and then
+relays bytes until either side ends. It is not meant to be typed.")]
+    DialStdio {
+        /// Do not start a daemon when none runs (say so in the greeting)
+        #[arg(long)]
+        no_start: bool,
+    },
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let target = ctx.target()?;
+    let target = ctx.local()?;
     match args.action {
         Action::Run => daemon::run_foreground(&target)?,
         Action::Stop => stop(&target, ctx)?,
+        Action::DialStdio { no_start } => return client::dial::serve(&target, !no_start),
     }
     Ok(exit::OK)
 }
@@ -55,7 +69,7 @@ const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 /// request. Then waits until it has released its lock: it is gone, and a
 /// new one can start at once.
 fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
-    let message = match client::call_running(target, Request::Stop)? {
+    let message = match client::local::call_running(target, Request::Stop)? {
         Some(Response::Done(message)) => message,
         Some(other) => return Err(unexpected(&other)),
         None => {

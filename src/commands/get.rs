@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::cli::{ListFormat, Resource};
-use crate::client;
-use crate::commands::{Ctx, unexpected};
+use crate::cli::{ListFormat, Resource, parse_duration};
+use crate::client::{self, Endpoint as Target};
+use crate::commands::{Ctx, fleet, unexpected};
 use crate::domain::spec::Name;
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 
 /// How often `--watch` redraws.
@@ -24,7 +23,8 @@ Examples:
   marvel get sessions                   every session, live and crashed
   marvel get roles --team demo/squad    one team's roles: backoff, budget, frozen
   marvel get sessions -o json           a JSON array for scripts
-  marvel get sessions -w                redraw every second until Ctrl-C")]
+  marvel get sessions -w                redraw every second until Ctrl-C
+  marvel get sessions -A                every context's sessions (this host and ssh hosts)")]
 pub struct Args {
     /// What to list
     #[arg(
@@ -49,6 +49,20 @@ pub struct Args {
     /// Only this team (a name, or a workspace/team key)
     #[arg(long, value_name = "TEAM")]
     pub team: Option<String>,
+
+    /// Ask every context at once and add a CONTEXT column; exit 8 if some did not answer
+    #[arg(short = 'A', long, conflicts_with = "watch")]
+    pub all_contexts: bool,
+
+    /// With --all-contexts: how long each context may take to answer
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = fleet::DEFAULT_TIMEOUT,
+        value_parser = parse_duration,
+        requires = "all_contexts"
+    )]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
@@ -56,6 +70,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         kind: args.resource.into(),
         filter: filter(args.workspace.as_deref(), args.team.as_deref())?,
     };
+    if args.all_contexts {
+        return fleet::get(ctx, req, args.output, args.timeout);
+    }
     let target = ctx.target()?;
     if args.watch {
         return watch(&target, &req, &args, ctx);

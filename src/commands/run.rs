@@ -8,13 +8,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cli::parse_duration;
-use crate::client;
+use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
 use crate::domain::spec::{Health, RoleSpec, TeamSpec};
 use crate::error::{Error, Result, exit};
 use crate::manifest;
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 use crate::view::{RoleState, RoleView};
 

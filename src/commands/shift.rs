@@ -6,11 +6,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::parse_duration;
-use crate::client;
+use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 use crate::view::{ShiftState, ShiftView};
 
