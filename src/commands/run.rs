@@ -55,12 +55,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let team = manifest::load(&args.file)?;
+    let target = ctx.target()?;
+    // For another host the file is read and checked here, and its paths
+    // are that host's.
+    let team = match &target {
+        Target::Local(_) => manifest::load(&args.file)?,
+        Target::Ssh(r) => manifest::load_for_host(&args.file, &r.host.url.host)?,
+    };
     if args.dry_run {
+        if let Target::Ssh(r) = &target {
+            ctx.out.print(&format!(
+                "for context {}: paths are {}'s, programs are looked up on its PATH when they start",
+                r.describe(),
+                r.host.url.host
+            ))?;
+        }
         ctx.out.print(&dry_run(&team))?;
         return Ok(exit::OK);
     }
-    let target = ctx.target()?;
     let roles = match client::call(&target, Request::Apply { team: team.clone() })? {
         Response::Applied { roles, .. } => roles,
         other => return Err(unexpected(&other)),

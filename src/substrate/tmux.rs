@@ -133,7 +133,10 @@ impl Tmux {
 
     /// The `tmux` invocation for a command sequence, as a ready `Command`.
     fn command(&self, cmds: &[TmuxCommand<'_>]) -> Command {
-        let mut t = ti::Tmux::new();
+        // `-u`: without a UTF-8 locale (a daemon started by cron, a bare
+        // systemd unit or over ssh) tmux prints every tab in a `-F` format
+        // as `_`, and no listed pane could be parsed: each would look gone.
+        let mut t = ti::Tmux::new().force_utf8();
         if let Some(name) = &self.socket_name {
             t = t.socket_name(name.as_str());
         }
@@ -865,6 +868,33 @@ pub(crate) mod tests {
         assert_eq!(p.pane_pid, s.pane_pid);
         assert!(!p.dead);
         assert_eq!((p.dead_status, p.dead_signal), (None, None));
+    }
+
+    /// A daemon started without a UTF-8 locale (over ssh with no LANG, from
+    /// cron, by a bare systemd unit) still sees its panes: tmux would print
+    /// the listing's tabs as `_` and every pane would look gone.
+    #[test]
+    fn panes_are_listed_whatever_the_locale() {
+        let srv = TestServer::new();
+        let s = srv
+            .tmux
+            .spawn(&req("marvel/ws/team/locale-0", &["sleep", "30"]))
+            .unwrap();
+        let list = ti::ListPanes::new().all().format(LIST_FORMAT).build();
+        let out = srv
+            .tmux
+            .command(&[list])
+            .env_remove("LANG")
+            .env_remove("LC_CTYPE")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let listed = parse_list(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            listed.iter().any(|p| p.pane == s.pane),
+            "{:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     #[test]

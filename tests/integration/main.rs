@@ -11,6 +11,7 @@ mod fuzz;
 mod health;
 mod lifecycle;
 mod reliability;
+mod remote;
 mod server;
 mod shift;
 mod shim;
