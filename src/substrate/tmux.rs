@@ -131,12 +131,22 @@ impl Tmux {
         }
     }
 
-    /// The `tmux` invocation for a command sequence, as a ready `Command`.
+    /// The `tmux` invocation for a command sequence whose output marvel
+    /// reads, as a ready `Command`.
     fn command(&self, cmds: &[TmuxCommand<'_>]) -> Command {
         // `-u`: without a UTF-8 locale (a daemon started by cron, a bare
         // systemd unit or over ssh) tmux prints every tab in a `-F` format
         // as `_`, and no listed pane could be parsed: each would look gone.
-        let mut t = ti::Tmux::new().force_utf8();
+        self.invocation(cmds, true)
+    }
+
+    /// The `tmux` invocation for a command sequence; `utf8` forces UTF-8
+    /// output (not for a client on the user's terminal, whose locale rules).
+    fn invocation(&self, cmds: &[TmuxCommand<'_>], utf8: bool) -> Command {
+        let mut t = ti::Tmux::new();
+        if utf8 {
+            t = t.force_utf8();
+        }
         if let Some(name) = &self.socket_name {
             t = t.socket_name(name.as_str());
         }
@@ -524,7 +534,7 @@ impl Substrate for Tmux {
 impl Tmux {
     /// The full argv (binary first) of a one-command invocation.
     fn argv(&self, cmd: TmuxCommand<'_>) -> Vec<String> {
-        let command = self.command(&[cmd]);
+        let command = self.invocation(&[cmd], false);
         std::iter::once(command.get_program())
             .chain(command.get_args())
             .map(|a| a.to_string_lossy().into_owned())

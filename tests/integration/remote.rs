@@ -129,12 +129,10 @@ fn every_command_works_through_ssh() {
     let described = f.rem(&["describe", "session", "worker-0"]);
     assert!(described.contains("t/squad/worker-0"), "{described}");
 
-    eprintln!("BEFORE INJECT {}", f.there.dump());
     let typed = f.rem(&["inject", "worker-0", "echo", "marker-42", "--enter"]);
     assert!(typed.contains("typed 14 bytes into t/squad/worker-0"), "{typed}");
     f.here.wait("the typed line in the remote session's log", |e| {
         let out = e.run(&["logs", "worker-0", "--context", "rem"]);
-        eprintln!("LOGS {:?} {:?} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), f.there.dump());
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l == "marker-42")
