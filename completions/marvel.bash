@@ -25,6 +25,9 @@ _marvel() {
             marvel,completions)
                 cmd="marvel__subcmd__completions"
                 ;;
+            marvel,context)
+                cmd="marvel__subcmd__context"
+                ;;
             marvel,daemon)
                 cmd="marvel__subcmd__daemon"
                 ;;
@@ -70,6 +73,39 @@ _marvel() {
             marvel,status)
                 cmd="marvel__subcmd__status"
                 ;;
+            marvel__subcmd__context,add)
+                cmd="marvel__subcmd__context__subcmd__add"
+                ;;
+            marvel__subcmd__context,help)
+                cmd="marvel__subcmd__context__subcmd__help"
+                ;;
+            marvel__subcmd__context,ls)
+                cmd="marvel__subcmd__context__subcmd__ls"
+                ;;
+            marvel__subcmd__context,rm)
+                cmd="marvel__subcmd__context__subcmd__rm"
+                ;;
+            marvel__subcmd__context,use)
+                cmd="marvel__subcmd__context__subcmd__use"
+                ;;
+            marvel__subcmd__context__subcmd__help,add)
+                cmd="marvel__subcmd__context__subcmd__help__subcmd__add"
+                ;;
+            marvel__subcmd__context__subcmd__help,help)
+                cmd="marvel__subcmd__context__subcmd__help__subcmd__help"
+                ;;
+            marvel__subcmd__context__subcmd__help,ls)
+                cmd="marvel__subcmd__context__subcmd__help__subcmd__ls"
+                ;;
+            marvel__subcmd__context__subcmd__help,rm)
+                cmd="marvel__subcmd__context__subcmd__help__subcmd__rm"
+                ;;
+            marvel__subcmd__context__subcmd__help,use)
+                cmd="marvel__subcmd__context__subcmd__help__subcmd__use"
+                ;;
+            marvel__subcmd__daemon,dial-stdio)
+                cmd="marvel__subcmd__daemon__subcmd__dial__subcmd__stdio"
+                ;;
             marvel__subcmd__daemon,help)
                 cmd="marvel__subcmd__daemon__subcmd__help"
                 ;;
@@ -78,6 +114,9 @@ _marvel() {
                 ;;
             marvel__subcmd__daemon,stop)
                 cmd="marvel__subcmd__daemon__subcmd__stop"
+                ;;
+            marvel__subcmd__daemon__subcmd__help,dial-stdio)
+                cmd="marvel__subcmd__daemon__subcmd__help__subcmd__dial__subcmd__stdio"
                 ;;
             marvel__subcmd__daemon__subcmd__help,help)
                 cmd="marvel__subcmd__daemon__subcmd__help__subcmd__help"
@@ -108,6 +147,9 @@ _marvel() {
                 ;;
             marvel__subcmd__help,completions)
                 cmd="marvel__subcmd__help__subcmd__completions"
+                ;;
+            marvel__subcmd__help,context)
+                cmd="marvel__subcmd__help__subcmd__context"
                 ;;
             marvel__subcmd__help,daemon)
                 cmd="marvel__subcmd__help__subcmd__daemon"
@@ -154,6 +196,21 @@ _marvel() {
             marvel__subcmd__help,status)
                 cmd="marvel__subcmd__help__subcmd__status"
                 ;;
+            marvel__subcmd__help__subcmd__context,add)
+                cmd="marvel__subcmd__help__subcmd__context__subcmd__add"
+                ;;
+            marvel__subcmd__help__subcmd__context,ls)
+                cmd="marvel__subcmd__help__subcmd__context__subcmd__ls"
+                ;;
+            marvel__subcmd__help__subcmd__context,rm)
+                cmd="marvel__subcmd__help__subcmd__context__subcmd__rm"
+                ;;
+            marvel__subcmd__help__subcmd__context,use)
+                cmd="marvel__subcmd__help__subcmd__context__subcmd__use"
+                ;;
+            marvel__subcmd__help__subcmd__daemon,dial-stdio)
+                cmd="marvel__subcmd__help__subcmd__daemon__subcmd__dial__subcmd__stdio"
+                ;;
             marvel__subcmd__help__subcmd__daemon,run)
                 cmd="marvel__subcmd__help__subcmd__daemon__subcmd__run"
                 ;;
@@ -185,13 +242,17 @@ _marvel() {
 
     case "${cmd}" in
         marvel)
-            opts="-h -V --state-dir --no-color --help --version run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
+            opts="-h -V --state-dir --context --no-color --help --version run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon context completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -203,13 +264,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__attach)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -221,13 +286,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__capture)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -239,13 +308,231 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__completions)
-            opts="-h --state-dir --no-color --help bash elvish fish powershell zsh"
+            opts="-h --state-dir --context --no-color --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context)
+            opts="-h --state-dir --context --no-color --help add ls use rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__add)
+            opts="-h --remote-path --remote-env --connect-timeout --no-share --force --state-dir --context --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --remote-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help)
+            opts="add ls use rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__help__subcmd__use)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__ls)
+            opts="-o -h --output --state-dir --context --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__rm)
+            opts="-h --state-dir --context --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__context__subcmd__use)
+            opts="-h --state-dir --context --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -257,13 +544,39 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__daemon)
-            opts="-h --state-dir --no-color --help run stop help"
+            opts="-h --state-dir --context --no-color --help run stop dial-stdio help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__daemon__subcmd__dial__subcmd__stdio)
+            opts="-h --no-start --state-dir --context --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -275,8 +588,22 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__daemon__subcmd__help)
-            opts="run stop help"
+            opts="run stop dial-stdio help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__daemon__subcmd__help__subcmd__dial__subcmd__stdio)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -331,13 +658,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__daemon__subcmd__run)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -349,13 +680,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__daemon__subcmd__stop)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -367,13 +702,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__delete)
-            opts="-h --state-dir --no-color --help team help"
+            opts="-h --state-dir --context --no-color --help team help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -427,13 +766,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__delete__subcmd__team)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -445,7 +788,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__describe)
-            opts="-o -h --output --state-dir --no-color --help session role team"
+            opts="-o -h --output --state-dir --context --no-color --help session role team"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,6 +806,10 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -471,7 +818,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__events)
-            opts="-f -o -h --follow --key --kind --limit --output --state-dir --no-color --help"
+            opts="-f -o -A -h --follow --key --kind --limit --output --all-contexts --timeout --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -497,7 +844,15 @@ _marvel() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -509,7 +864,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__get)
-            opts="-o -w -h --output --watch --workspace --team --state-dir --no-color --help sessions roles teams"
+            opts="-o -w -A -h --output --watch --workspace --team --all-contexts --timeout --state-dir --context --no-color --help sessions roles teams"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -531,7 +886,15 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -543,7 +906,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__heartbeat)
-            opts="-h --context-pct --note --state-dir --no-color --help"
+            opts="-h --context-pct --note --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -561,6 +924,10 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -569,7 +936,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__help)
-            opts="run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon completions help"
+            opts="run get describe inject capture logs reset scale shift kill delete attach events heartbeat status daemon context completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -624,9 +991,93 @@ _marvel() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        marvel__subcmd__help__subcmd__daemon)
-            opts="run stop"
+        marvel__subcmd__help__subcmd__context)
+            opts="add ls use rm"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__context__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__context__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__context__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__context__subcmd__use)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__daemon)
+            opts="run stop dial-stdio"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        marvel__subcmd__help__subcmd__daemon__subcmd__dial__subcmd__stdio)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -891,13 +1342,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__inject)
-            opts="-e -k -h --enter --keys --state-dir --no-color --help"
+            opts="-e -k -h --enter --keys --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -909,13 +1364,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__kill)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -927,7 +1386,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__logs)
-            opts="-n -h --lines --raw --state-dir --no-color --help"
+            opts="-n -h --lines --raw --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -945,6 +1404,10 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -953,13 +1416,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__reset)
-            opts="-h --state-dir --no-color --help role help"
+            opts="-h --state-dir --context --no-color --help role help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1013,13 +1480,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__reset__subcmd__role)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1031,7 +1502,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__run)
-            opts="-h --wait --timeout --dry-run --state-dir --no-color --help"
+            opts="-h --wait --timeout --dry-run --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1045,6 +1516,10 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1053,13 +1528,17 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__scale)
-            opts="-h --state-dir --no-color --help"
+            opts="-h --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1071,7 +1550,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__shift)
-            opts="-h --role --wait --abort --timeout --state-dir --no-color --help"
+            opts="-h --role --wait --abort --timeout --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1089,6 +1568,10 @@ _marvel() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --context)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1097,7 +1580,7 @@ _marvel() {
             return 0
             ;;
         marvel__subcmd__status)
-            opts="-o -h --output --state-dir --no-color --help"
+            opts="-o -h --output --state-dir --context --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1112,6 +1595,10 @@ _marvel() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

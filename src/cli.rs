@@ -29,6 +29,7 @@ Examples:
   marvel get roles -w                     watch backoff and frozen roles
   marvel inject worker-0 'exit' --enter   type into a pane
   marvel reset role demo/squad/worker     un-freeze a role that kept crashing
+  marvel get sessions -A                  every context's sessions (see marvel context)
 
 Keys are paths (demo/squad/worker-0); any unambiguous suffix works (worker-0).
 
@@ -66,6 +67,7 @@ pub struct Cli {
         long,
         global = true,
         env = "MARVEL_CONTEXT",
+        hide_env_values = true,
         value_name = "NAME",
         help_heading = "Global Options"
     )]

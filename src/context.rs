@@ -59,7 +59,8 @@ pub struct SshUrl {
 
 impl SshUrl {
     pub fn parse(s: &str) -> std::result::Result<SshUrl, String> {
-        let example = "write it as ssh://[user@]host[:port], for example ssh://me@build.example:2222";
+        let example =
+            "write it as ssh://[user@]host[:port], for example ssh://me@build.example:2222";
         let rest = s
             .strip_prefix("ssh://")
             .ok_or_else(|| format!("{s:?} is not an ssh:// address; {example}"))?;
@@ -76,8 +77,9 @@ impl SshUrl {
         let word = |w: &str, extra: &[char]| {
             !w.is_empty()
                 && !w.starts_with('-')
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c))
+                && w.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
+                })
         };
         if let Some(u) = user
             && !word(u, &[])
@@ -104,14 +106,25 @@ impl SshUrl {
                 None => (hostport, None),
             }
         };
-        if !word(host, if hostport.starts_with('[') { &[':'] } else { &[] }) {
+        if !word(
+            host,
+            if hostport.starts_with('[') {
+                &[':']
+            } else {
+                &[]
+            },
+        ) {
             return Err(format!("{s:?}: {host:?} is not a host name; {example}"));
         }
         let port = match port {
             None => None,
             Some(p) => match p.parse::<u16>() {
                 Ok(n) if n > 0 => Some(n),
-                _ => return Err(format!("{s:?}: the port {p:?} must be a number from 1 to 65535")),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: the port {p:?} must be a number from 1 to 65535"
+                    ));
+                }
             },
         };
         Ok(SshUrl {
@@ -331,9 +344,7 @@ impl Contexts {
             Some(t) => t,
             None => return Ok(Contexts::default()),
         };
-        Contexts::parse(&text).map_err(|m| {
-            Error::other(format!("{}: {m}", path.display()))
-        })
+        Contexts::parse(&text).map_err(|m| Error::other(format!("{}: {m}", path.display())))
     }
 
     /// Parses and checks the file's text.
@@ -342,7 +353,9 @@ impl Contexts {
         for (name, host) in &c.contexts {
             check_name(name)?;
             if name == LOCAL {
-                return Err(format!("{LOCAL:?} is built in and cannot be a host context"));
+                return Err(format!(
+                    "{LOCAL:?} is built in and cannot be a host context"
+                ));
             }
             host.check().map_err(|m| format!("context {name}: {m}"))?;
         }
@@ -559,7 +572,8 @@ mod tests {
         let mut c = Contexts::default();
         let mut h = Host::new(SshUrl::parse("ssh://me@build:2222").unwrap());
         h.remote_path = Some("/opt/marvel/bin/marvel".into());
-        h.remote_env.insert("MARVEL_HOME".into(), "/srv/marvel".into());
+        h.remote_env
+            .insert("MARVEL_HOME".into(), "/srv/marvel".into());
         h.connect_timeout = Some(Timeout::new(Duration::from_secs(5)).unwrap());
         h.share = false;
         c.contexts.insert("build".into(), h);
@@ -567,7 +581,10 @@ mod tests {
             .insert("gpu".into(), Host::new(SshUrl::parse("ssh://gpu").unwrap()));
         c.current = Some("build".into());
         let text = c.render();
-        assert!(text.contains(r#"remote_path: "/opt/marvel/bin/marvel""#), "{text}");
+        assert!(
+            text.contains(r#"remote_path: "/opt/marvel/bin/marvel""#),
+            "{text}"
+        );
         assert!(!text.contains("Some("), "{text}");
         assert_eq!(Contexts::parse(&text).unwrap(), c);
         let by_hand = r#"(contexts: {"b": (url: "ssh://b", connect_timeout: "3s")})"#;
@@ -580,7 +597,10 @@ mod tests {
     fn a_bad_file_says_what_is_wrong() {
         for (text, says) in [
             (r#"(contexts: {"b": (url: "b")})"#, "not an ssh:// address"),
-            (r#"(contexts: {"b": (url: "ssh://b", colour: 1)})"#, "colour"),
+            (
+                r#"(contexts: {"b": (url: "ssh://b", colour: 1)})"#,
+                "colour",
+            ),
             (r#"(contexts: {"local": (url: "ssh://b")})"#, "built in"),
             (r#"(current: "gone")"#, "not defined"),
             (

@@ -97,7 +97,11 @@ pub fn call(
 /// Sends a streaming request and hands each answer to `on` until it
 /// returns `false` or the daemon there ends the stream. A connection that
 /// breaks is an error that says so.
-pub fn follow(r: &Remote, req: &Request, on: &mut dyn FnMut(Response) -> Result<bool>) -> Result<()> {
+pub fn follow(
+    r: &Remote,
+    req: &Request,
+    on: &mut dyn FnMut(Response) -> Result<bool>,
+) -> Result<()> {
     let Some(mut s) = Session::open(r, req, true, None)? else {
         return Err(Error::daemon(format!("{} started no daemon", r.describe())));
     };
@@ -418,7 +422,10 @@ fn from_host(e: Error, r: &Remote) -> Error {
     let host = r.shown_host();
     match e {
         Error::DaemonUnavailable { message } => Error::unreachable(
-            format!("the daemon on {} cannot be started: {message}", r.describe()),
+            format!(
+                "the daemon on {} cannot be started: {message}",
+                r.describe()
+            ),
             format!(
                 "run `ssh {} {} status` to see more; its log is daemon.log in its state directory",
                 r.host.url.destination(),
@@ -471,15 +478,21 @@ fn diagnose(r: &Remote, code: Option<i32>, stderr: &str) -> Error {
             )
         } else if code == Some(126) {
             (
-                format!("cannot run `{}` on {}: {said}", r.host.program(), r.describe()),
-                "check that the file is executable there (chmod +x), or fix --remote-path".to_string(),
+                format!(
+                    "cannot run `{}` on {}: {said}",
+                    r.host.program(),
+                    r.describe()
+                ),
+                "check that the file is executable there (chmod +x), or fix --remote-path"
+                    .to_string(),
             )
         } else {
             (
                 format!(
                     "marvel on {} ended{} before answering: {said}",
                     r.describe(),
-                    code.map(|c| format!(" with status {c}")).unwrap_or_default()
+                    code.map(|c| format!(" with status {c}"))
+                        .unwrap_or_default()
                 ),
                 format!(
                     "run `ssh {dest} {} daemon dial-stdio` to see what it says",
@@ -500,7 +513,9 @@ fn diagnose(r: &Remote, code: Option<i32>, stderr: &str) -> Error {
                 "ssh refused {}: its host key is not known, and marvel runs ssh in batch mode, which never asks",
                 r.describe()
             ),
-            format!("connect once with `ssh {dest}` and check the key it shows (or add it with ssh-keyscan), then try again"),
+            format!(
+                "connect once with `ssh {dest}` and check the key it shows (or add it with ssh-keyscan), then try again"
+            ),
         )
     } else if has("Permission denied") || has("Too many authentication failures") {
         (
@@ -560,7 +575,10 @@ fn missing_ssh(program: &OsString, e: &io::Error) -> Error {
 
 /// The ssh program and its extra words: `MARVEL_SSH_COMMAND`, else `ssh`.
 fn ssh_words() -> Result<Vec<OsString>> {
-    match std::env::var(SSH_COMMAND_ENV).ok().filter(|v| !v.trim().is_empty()) {
+    match std::env::var(SSH_COMMAND_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
         None => Ok(vec!["ssh".into()]),
         Some(v) => match shlex::split(&v) {
             Some(words) if !words.is_empty() => Ok(words.into_iter().map(Into::into).collect()),
@@ -635,12 +653,7 @@ fn settings(g: &str) -> Settings {
 /// The ssh command line up to the destination: the user's program and
 /// words, batch mode and a connect timeout, no tty, no forwarding, and the
 /// connection sharing and keep-alives the user's config does not set.
-fn options(
-    words: &[OsString],
-    r: &Remote,
-    s: &Settings,
-    batch: bool,
-) -> Result<Vec<OsString>> {
+fn options(words: &[OsString], r: &Remote, s: &Settings, batch: bool) -> Result<Vec<OsString>> {
     let mut argv: Vec<OsString> = words.to_vec();
     let mut opt = |o: String| {
         argv.push("-o".into());
@@ -721,9 +734,7 @@ fn control_dir() -> Result<PathBuf> {
                     m.uid(),
                     m.permissions().mode() & 0o7777
                 ),
-                format!(
-                    "remove it so that marvel makes it again (mode 0700), set XDG_RUNTIME_DIR to a directory of your own, or add the context with --no-share"
-                ),
+                "remove it so that marvel makes it again (mode 0700), set XDG_RUNTIME_DIR to a directory of your own, or add the context with --no-share",
             ));
         }
     }
@@ -821,7 +832,9 @@ mod tests {
     }
 
     fn text(argv: &[OsString]) -> Vec<String> {
-        argv.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -842,7 +855,8 @@ mod tests {
             "marvel daemon dial-stdio"
         );
         h.remote_path = Some("/opt/my tools/marvel".into());
-        h.remote_env.insert("MARVEL_HOME".into(), "/srv/m; rm -rf /".into());
+        h.remote_env
+            .insert("MARVEL_HOME".into(), "/srv/m; rm -rf /".into());
         assert_eq!(
             remote_command(&h, &["attach", "w-0"]).unwrap(),
             "env 'MARVEL_HOME=/srv/m; rm -rf /' '/opt/my tools/marvel' attach w-0"
@@ -864,10 +878,14 @@ mod tests {
             own_keepalive: true,
         };
         r.host.share = true;
-        let argv = text(&options(&["ssh".into(), "-F".into(), "cfg".into()], &r, &own, true).unwrap());
+        let argv =
+            text(&options(&["ssh".into(), "-F".into(), "cfg".into()], &r, &own, true).unwrap());
         assert_eq!(&argv[..3], ["ssh", "-F", "cfg"]);
         assert!(!argv.iter().any(|a| a.starts_with("Control")), "{argv:?}");
-        assert!(!argv.iter().any(|a| a.starts_with("ServerAlive")), "{argv:?}");
+        assert!(
+            !argv.iter().any(|a| a.starts_with("ServerAlive")),
+            "{argv:?}"
+        );
     }
 
     #[test]
@@ -892,22 +910,78 @@ mod tests {
     #[test]
     fn each_ssh_failure_is_one_error_with_a_hint() {
         let cases = [
-            (Some(255), "Host key verification failed.\r\n", "host key is not known", "connect once with `ssh me@build`"),
-            (Some(255), "@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n", "host key has changed", "ssh-keygen -R build"),
-            (Some(255), "me@127.0.0.1: Permission denied (publickey).\r\n", "could not log in", "ssh-agent"),
-            (Some(255), "ssh: connect to host build port 2222: Connection refused\r\n", "cannot connect", "sshd listens"),
-            (Some(255), "ssh: connect to host build port 2222: Connection timed out\r\n", "cannot connect", "sshd listens"),
-            (Some(255), "ssh: Could not resolve hostname build: Name or service not known\r\n", "cannot resolve", "marvel context ls"),
-            (Some(127), "bash: line 1: marvel: command not found\n", "is not on the PATH", "--remote-path /path/to/marvel --force"),
-            (Some(127), "sh: 1: /opt/marvel: not found\n", "is not on the PATH", "marvel context add build ssh://me@build:2222"),
-            (Some(2), "error: unrecognized subcommand 'dial-stdio'\n\nUsage: marvel daemon <COMMAND>\n", "too old", "upgrade marvel on build"),
-            (Some(3), "boom\n", "ended with status 3 before answering: boom", "daemon dial-stdio"),
+            (
+                Some(255),
+                "Host key verification failed.\r\n",
+                "host key is not known",
+                "connect once with `ssh me@build`",
+            ),
+            (
+                Some(255),
+                "@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n",
+                "host key has changed",
+                "ssh-keygen -R build",
+            ),
+            (
+                Some(255),
+                "me@127.0.0.1: Permission denied (publickey).\r\n",
+                "could not log in",
+                "ssh-agent",
+            ),
+            (
+                Some(255),
+                "ssh: connect to host build port 2222: Connection refused\r\n",
+                "cannot connect",
+                "sshd listens",
+            ),
+            (
+                Some(255),
+                "ssh: connect to host build port 2222: Connection timed out\r\n",
+                "cannot connect",
+                "sshd listens",
+            ),
+            (
+                Some(255),
+                "ssh: Could not resolve hostname build: Name or service not known\r\n",
+                "cannot resolve",
+                "marvel context ls",
+            ),
+            (
+                Some(127),
+                "bash: line 1: marvel: command not found\n",
+                "is not on the PATH",
+                "--remote-path /path/to/marvel --force",
+            ),
+            (
+                Some(127),
+                "sh: 1: /opt/marvel: not found\n",
+                "is not on the PATH",
+                "marvel context add build ssh://me@build:2222",
+            ),
+            (
+                Some(2),
+                "error: unrecognized subcommand 'dial-stdio'\n\nUsage: marvel daemon <COMMAND>\n",
+                "too old",
+                "upgrade marvel on build",
+            ),
+            (
+                Some(3),
+                "boom\n",
+                "ended with status 3 before answering: boom",
+                "daemon dial-stdio",
+            ),
         ];
         for (code, stderr, message, help) in cases {
             let e = said(code, stderr);
             let (first, second) = e.split_once('\n').unwrap();
-            assert!(first.starts_with("error: ") && first.contains(message), "{stderr:?}: {e}");
-            assert!(second.starts_with("help: ") && second.contains(help), "{stderr:?}: {e}");
+            assert!(
+                first.starts_with("error: ") && first.contains(message),
+                "{stderr:?}: {e}"
+            );
+            assert!(
+                second.starts_with("help: ") && second.contains(help),
+                "{stderr:?}: {e}"
+            );
             assert!(!second.contains('\n'), "one line of help: {e}");
         }
     }
@@ -918,10 +992,21 @@ mod tests {
         let ours = env!("CARGO_PKG_VERSION");
         let old = version_mismatch(&r, "0.0.1", u64::from(PROTOCOL_VERSION) - 1).to_string();
         assert!(old.contains("runs marvel 0.0.1 (protocol"), "{old}");
-        assert!(old.contains(&format!("this is marvel {ours} (protocol {PROTOCOL_VERSION})")), "{old}");
-        assert!(old.contains(&format!("help: upgrade marvel on build to {ours}")), "{old}");
+        assert!(
+            old.contains(&format!(
+                "this is marvel {ours} (protocol {PROTOCOL_VERSION})"
+            )),
+            "{old}"
+        );
+        assert!(
+            old.contains(&format!("help: upgrade marvel on build to {ours}")),
+            "{old}"
+        );
         let new = version_mismatch(&r, "9.0.0", 99).to_string();
-        assert!(new.contains("help: upgrade marvel here to 9.0.0 or later"), "{new}");
+        assert!(
+            new.contains("help: upgrade marvel here to 9.0.0 or later"),
+            "{new}"
+        );
         let e = greeting(r#"{"marvel":"9.0.0","protocol":99,"future":{"x":1}}"#, &r).unwrap_err();
         assert!(e.to_string().contains("protocol 99"), "{e}");
     }

@@ -146,7 +146,10 @@ fn add(name: &str, host: Host, force: bool, ctx: &Ctx) -> Result<i32> {
     let mut all = Contexts::load()?;
     if all.contexts.contains_key(name) && !force {
         return Err(Error::refused(
-            format!("a context called {name} exists ({})", all.contexts[name].url),
+            format!(
+                "a context called {name} exists ({})",
+                all.contexts[name].url
+            ),
             Some(format!(
                 "add --force to replace it, or `marvel context rm {name}` first"
             )),
@@ -217,7 +220,11 @@ fn table(entries: &[Entry]) -> String {
     let rows = entries
         .iter()
         .map(|e| {
-            let env: Vec<String> = e.remote_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let env: Vec<String> = e
+                .remote_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             vec![
                 Cell::new(if e.current { "*" } else { "" }),
                 Cell::new(e.name),
@@ -240,7 +247,11 @@ fn use_(name: &str, ctx: &Ctx) -> Result<i32> {
     all.current = (name != LOCAL).then(|| name.to_string());
     all.save()?;
     ctx.out.print(&format!("current context: {name}"))?;
-    if let Some(env) = ctx.context.as_deref().filter(|c| !c.is_empty() && *c != name) {
+    if let Some(env) = ctx
+        .context
+        .as_deref()
+        .filter(|c| !c.is_empty() && *c != name)
+    {
         ctx.out.note(&format!(
             "note: {} is set to {env}, which wins over the current context in this shell",
             context::CONTEXT_ENV

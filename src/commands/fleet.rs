@@ -50,12 +50,12 @@ pub fn get(ctx: &Ctx, req: Request, format: ListFormat, within: Duration) -> Res
                 crate::proto::Kind::Sessions => listing(ctx, sessions, json, "sessions", |v| {
                     output::sessions_table(v, now, wide, colour)
                 })?,
-                crate::proto::Kind::Roles => {
-                    listing(ctx, roles, json, "roles", |v| output::roles_table(v, now, colour))?
-                }
-                crate::proto::Kind::Teams => {
-                    listing(ctx, teams, json, "teams", |v| output::teams_table(v, now, colour))?
-                }
+                crate::proto::Kind::Roles => listing(ctx, roles, json, "roles", |v| {
+                    output::roles_table(v, now, colour)
+                })?,
+                crate::proto::Kind::Teams => listing(ctx, teams, json, "teams", |v| {
+                    output::teams_table(v, now, colour)
+                })?,
             },
             _ => unreachable!("fleet::get is given a Get request"),
         }
@@ -95,8 +95,8 @@ fn listing<T: Serialize>(
 
 /// `item` as a JSON object with a `context` field.
 fn with_context<T: Serialize>(item: &T, context: &str) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(item)
-        .map_err(|e| Error::other(format!("cannot encode JSON: {e}")))?;
+    let mut v =
+        serde_json::to_value(item).map_err(|e| Error::other(format!("cannot encode JSON: {e}")))?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("context".into(), context.into());
     }

@@ -153,15 +153,28 @@ mod tests {
         .unwrap();
         let e = load_for_host(&file, "build").unwrap_err().to_string();
         assert!(
-            e.starts_with(&format!("error: {}:4:47: roles[0].cwd: work is relative", file.display())),
+            e.starts_with(&format!(
+                "error: {}:4:47: roles[0].cwd: work is relative",
+                file.display()
+            )),
             "{e}"
         );
-        assert!(e.contains("help: give the absolute path of the directory on build"), "{e}");
+        assert!(
+            e.contains("help: give the absolute path of the directory on build"),
+            "{e}"
+        );
         std::fs::write(&file, one_role(r#"Role(name: "w", command: ["./agent"])"#)).unwrap();
         let e = load_for_host(&file, "build").unwrap_err().to_string();
-        assert!(e.contains("roles[0].command[0]: ./agent is a relative path"), "{e}");
+        assert!(
+            e.contains("roles[0].command[0]: ./agent is a relative path"),
+            "{e}"
+        );
         // Every other rule still holds.
-        std::fs::write(&file, one_role(r#"Role(name: "w", command: ["sh"], replicas: 0)"#)).unwrap();
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], replicas: 0)"#),
+        )
+        .unwrap();
         assert!(load_for_host(&file, "build").is_err());
     }
 
