@@ -63,7 +63,13 @@ impl Bench {
 
     fn ssh(&self, shared: bool) -> Command {
         let mut c = Command::new("ssh");
-        c.args(["-F", &self.dir_of("ssh_config"), "-o", "BatchMode=yes", "-T"]);
+        c.args([
+            "-F",
+            &self.dir_of("ssh_config"),
+            "-o",
+            "BatchMode=yes",
+            "-T",
+        ]);
         if shared {
             let control = self.dir.path().join("run/bench-%C");
             c.args([
@@ -93,23 +99,31 @@ impl Drop for Bench {
     }
 }
 
-/// Wall time of `make()` run to completion, `RUNS` times after a warm-up.
-fn measure(what: &str, mut make: impl FnMut() -> Command) -> Vec<f64> {
-    for _ in 0..3 {
+/// Wall times in ms of each variant, `RUNS` times after a warm-up. The
+/// variants take turns, so that load from elsewhere weighs on all alike.
+fn measure(variants: &mut [(&str, Box<dyn FnMut() -> Command + '_>)]) -> Vec<Vec<f64>> {
+    let once = |what: &str, make: &mut dyn FnMut() -> Command| {
+        let start = Instant::now();
         let out = make().output().expect("run");
+        let took = start.elapsed();
         assert!(out.status.success(), "{what}: {out:?}");
+        took.as_secs_f64() * 1000.0
+    };
+    for (what, make) in variants.iter_mut() {
+        for _ in 0..3 {
+            once(what, make);
+        }
     }
-    let mut ms: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            let out = make().output().expect("run");
-            let took = start.elapsed();
-            assert!(out.status.success(), "{what}: {out:?}");
-            took.as_secs_f64() * 1000.0
-        })
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    ms
+    let mut all = vec![Vec::new(); variants.len()];
+    for _ in 0..RUNS {
+        for (i, (what, make)) in variants.iter_mut().enumerate() {
+            all[i].push(once(what, make));
+        }
+    }
+    for ms in &mut all {
+        ms.sort_by(f64::total_cmp);
+    }
+    all
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -161,21 +175,34 @@ fn main() {
         }
         b.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
-    let rows = [
-        ("local", "get sessions on the daemon's socket", measure("local", || b.marvel(&["get", "sessions"]))),
-        (
-            "ssh_shared",
-            "get sessions over ssh, shared connection",
-            measure("shared", || b.marvel(&["get", "sessions", "--context", "shared"])),
-        ),
+    let labels = [
+        ("local", "get sessions on the daemon's socket"),
+        ("ssh_shared", "get sessions over ssh, shared connection"),
         (
             "ssh_unshared",
             "get sessions over ssh, new connection each time",
-            measure("unshared", || b.marvel(&["get", "sessions", "--context", "unshared"])),
         ),
-        ("ssh_true_shared", "ssh HOST true, shared connection", measure("ssh true shared", || b.ssh(true))),
-        ("ssh_true_unshared", "ssh HOST true, new connection", measure("ssh true", || b.ssh(false))),
+        ("ssh_true_shared", "ssh HOST true, shared connection"),
+        ("ssh_true_unshared", "ssh HOST true, new connection"),
     ];
+    let times = measure(&mut [
+        ("local", Box::new(|| b.marvel(&["get", "sessions"]))),
+        (
+            "shared",
+            Box::new(|| b.marvel(&["get", "sessions", "--context", "shared"])),
+        ),
+        (
+            "unshared",
+            Box::new(|| b.marvel(&["get", "sessions", "--context", "unshared"])),
+        ),
+        ("ssh true shared", Box::new(|| b.ssh(true))),
+        ("ssh true", Box::new(|| b.ssh(false))),
+    ]);
+    let rows: Vec<(&str, &str, Vec<f64>)> = labels
+        .iter()
+        .zip(times)
+        .map(|((k, w), t)| (*k, *w, t))
+        .collect();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("marvel get sessions, {SESSIONS} sessions, {RUNS} runs each (ms)\n");
     println!("{:<20} {:>8} {:>8}  what", "figure", "median", "p90");
