@@ -99,9 +99,12 @@ impl Drop for Bench {
     }
 }
 
+/// A name and how to make its command.
+type Variant<'a> = (&'static str, Box<dyn FnMut() -> Command + 'a>);
+
 /// Wall times in ms of each variant, `RUNS` times after a warm-up. The
 /// variants take turns, so that load from elsewhere weighs on all alike.
-fn measure(variants: &mut [(&str, Box<dyn FnMut() -> Command + '_>)]) -> Vec<Vec<f64>> {
+fn measure(variants: &mut [Variant<'_>]) -> Vec<Vec<f64>> {
     let once = |what: &str, make: &mut dyn FnMut() -> Command| {
         let start = Instant::now();
         let out = make().output().expect("run");
