@@ -84,7 +84,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a team manifest and apply it
+    #[command(alias = "up")]
     Run(commands::run::Args),
+    /// Show what running a team manifest would change
+    Diff(commands::diff::Args),
     /// List sessions, roles or teams
     Get(commands::get::Args),
     /// Show everything known about a session, role or team
@@ -105,10 +108,20 @@ pub enum Command {
     Kill(commands::kill::Args),
     /// Delete a team and stop its sessions
     Delete(commands::delete::Args),
+    /// Remove the team a manifest file declares
+    Down(commands::down::Args),
+    /// Stop a team's or role's sessions and keep them stopped
+    Stop(commands::stop::Args),
+    /// Start a stopped team or role again
+    Start(commands::start::Args),
+    /// Replace a session now, or a role's or team's sessions one at a time
+    Restart(commands::restart::Args),
     /// Open a session's pane in tmux
     Attach(commands::attach::Args),
     /// Show the event log: crashes, backoffs, freezes, resets
     Events(commands::events::Args),
+    /// A live dashboard of every team: see, attach, type, reset, restart
+    Top(commands::top::Args),
     /// Report from inside a session's pane that its program is alive
     Heartbeat(commands::heartbeat::Args),
     /// Show daemon and tmux health
@@ -187,9 +200,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses `args`, runs the command and returns the process exit code. An
 /// error is printed here and only here, once, to stderr.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
+            if let Some(text) = crate::commands::advice::misuse(&e, &args) {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+                return e.exit_code();
+            }
             // Help and version go to stdout and exit 0; misuse exits 2.
             let _ = e.print();
             return e.exit_code();
@@ -299,16 +317,24 @@ mod tests {
         help_delete_team: ["delete", "team"];
         help_attach: ["attach"];
         help_events: ["events"];
+        help_top: ["top"];
         help_status: ["status"];
         help_daemon: ["daemon"];
         help_daemon_run: ["daemon", "run"];
         help_daemon_stop: ["daemon", "stop"];
+        help_daemon_install: ["daemon", "install"];
+        help_daemon_uninstall: ["daemon", "uninstall"];
         help_daemon_dial_stdio: ["daemon", "dial-stdio"];
         help_context: ["context"];
         help_context_add: ["context", "add"];
         help_context_ls: ["context", "ls"];
         help_context_use: ["context", "use"];
         help_context_rm: ["context", "rm"];
+        help_stop: ["stop"];
+        help_start: ["start"];
+        help_restart: ["restart"];
+        help_down: ["down"];
+        help_diff: ["diff"];
         help_completions: ["completions"];
     }
 

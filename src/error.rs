@@ -51,7 +51,13 @@ pub enum Error {
         help: Option<String>,
     },
     /// No resource of kind `kind` is named `key`.
-    NotFound { kind: String, key: String },
+    NotFound {
+        kind: String,
+        key: String,
+        /// A did-you-mean, or where to look.
+        #[serde(default)]
+        help: Option<String>,
+    },
     /// `key` names more than one resource.
     Ambiguous {
         kind: String,
@@ -99,7 +105,16 @@ impl Error {
         Error::NotFound {
             kind: kind.to_string(),
             key: key.into(),
+            help: None,
         }
+    }
+
+    /// Adds advice to a not-found or refused error (others are unchanged).
+    pub fn with_help(mut self, advice: impl Into<String>) -> Error {
+        if let Error::NotFound { help, .. } | Error::Refused { help, .. } = &mut self {
+            *help = Some(advice.into());
+        }
+        self
     }
 
     pub fn other(message: impl Into<String>) -> Error {
@@ -185,7 +200,13 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::NotFound { kind, key } => write!(f, "error: no {kind} matches {key:?}"),
+            Error::NotFound { kind, key, help } => {
+                write!(f, "error: no {kind} matches {key:?}")?;
+                if let Some(help) = help {
+                    write!(f, "\nhelp: {help}")?;
+                }
+                Ok(())
+            }
             Error::Ambiguous {
                 kind,
                 key,

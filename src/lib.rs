@@ -10,6 +10,7 @@
 //! - [`client`], [`proto`], [`view`]: how commands talk to the daemon, on
 //!   this host or, over ssh, on another ([`context`] says which).
 //! - [`cli`], [`commands`], [`output`]: the command line.
+//! - [`top`]: the live dashboard (`marvel top`).
 //! - [`error`], [`paths`]: one error type; where files live.
 //! - [`statedir`], [`lock`]: the state directory as a place only its user
 //!   controls, and the one daemon that owns it.
@@ -29,4 +30,5 @@ pub mod proto;
 pub mod shim;
 pub mod statedir;
 pub mod substrate;
+pub mod top;
 pub mod view;

@@ -8,5 +8,7 @@ fn main() {
     if let Some(code) = marvel::shim::dispatch(&args) {
         std::process::exit(code);
     }
+    // A shell asking for completions (`COMPLETE=bash marvel -- ...`).
+    marvel::commands::completions::answer_shell();
     std::process::exit(marvel::cli::run(args));
 }

@@ -34,11 +34,22 @@ pub enum Kind {
     Teams,
 }
 
-/// Narrows a listing to a workspace and/or team (names, not keys).
+/// Narrows a listing to a workspace and/or team (names, not keys), and
+/// to the given keys (each a session, role or team key, or a suffix).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     pub workspace: Option<String>,
     pub team: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// Where a reader of a session's output log got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub uid: u64,
+    /// Bytes of the log read so far (of the log and its rotated half).
+    pub offset: u64,
 }
 
 /// Narrows `events`.
@@ -76,9 +87,59 @@ pub enum ShimReport {
 pub enum Request {
     /// Is the daemon there, and which version is it?
     Ping,
-    /// Apply a validated team; answered with one line per role.
+    /// Apply a validated team; answered with one line per role. `source`
+    /// is the manifest's absolute path: a team belongs to the file that
+    /// declared it, and another file is refused unless `force`.
     Apply {
         team: TeamSpec,
+        #[serde(default)]
+        source: Option<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    /// What applying `team` would do, changing nothing (`run --dry-run`,
+    /// `diff`); answered with [`Response::Planned`].
+    Plan {
+        team: TeamSpec,
+        #[serde(default)]
+        source: Option<String>,
+    },
+    /// Remove the team a manifest declares (`down`): as `Delete`, but
+    /// refused when another file owns the team, unless `force`.
+    Down {
+        team: String,
+        #[serde(default)]
+        source: Option<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    /// Stop a team's or role's sessions and keep the declaration.
+    StopRoles {
+        key: String,
+    },
+    /// Start a stopped team or role again.
+    StartRoles {
+        key: String,
+    },
+    /// Replace a session now, or a role's or team's sessions one at a
+    /// time, new before old. Never a crash.
+    Restart {
+        key: String,
+    },
+    /// Output of sessions (one, a role's or a team's): the last `lines`
+    /// lines of each, or what was written after each cursor's offset.
+    LogRead {
+        key: String,
+        lines: usize,
+        /// The run before the current one, instead of the current.
+        #[serde(default)]
+        previous: bool,
+        /// Only runs that were alive within this many milliseconds.
+        #[serde(default)]
+        since_ms: Option<u64>,
+        /// Runs read before: only what came after is sent.
+        #[serde(default)]
+        cursors: Vec<LogCursor>,
     },
     Get {
         kind: Kind,
@@ -97,10 +158,6 @@ pub enum Request {
     },
     Capture {
         key: String,
-    },
-    Logs {
-        key: String,
-        lines: usize,
     },
     Reset {
         key: String,
@@ -153,14 +210,42 @@ pub enum Request {
     },
 }
 
-/// One line of what `apply` did to a role.
+/// One line of what `apply` did (or, in a plan, would do) to a role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleChangeView {
     pub key: String,
     pub change: Change,
     pub detail: String,
-    /// Set when the role is frozen and will not spawn.
+    /// Set when the role is frozen and will not spawn. In a plan: the
+    /// role is frozen now, and the change un-freezes it when `unfreezes`.
     pub frozen_reason: Option<String>,
+    /// The manifest fields that changed.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Sessions replaced (a template change) or stopped (a removal).
+    #[serde(default)]
+    pub sessions: u32,
+    /// The change clears the role's crash-loop history and frozen state.
+    #[serde(default)]
+    pub unfreezes: bool,
+    /// The role is stopped (`marvel stop`): nothing of it runs.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// Some output of one session run, for `logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The session key.
+    pub key: String,
+    pub uid: u64,
+    /// Complete lines, cleaned of terminal control sequences that move
+    /// the cursor (other control characters are the client's to escape).
+    pub lines: Vec<String>,
+    /// Where the next read of this run starts.
+    pub offset: u64,
+    /// The run has ended (its log will not grow).
+    pub ended: bool,
 }
 
 /// What `apply` did to a role.
@@ -174,7 +259,9 @@ pub enum Change {
     Unchanged,
     /// Only its replica count changed.
     Scaled,
-    /// Its spec changed: its sessions are replaced.
+    /// Policy fields changed: applied in place, sessions keep running.
+    Updated,
+    /// Its program changed (command, env, cwd): its sessions are replaced.
     Replaced,
     Removed,
 }
@@ -189,7 +276,20 @@ pub enum Response {
     Applied {
         team: String,
         roles: Vec<RoleChangeView>,
+        /// Why tmux cannot start the sessions now, when it cannot.
+        #[serde(default)]
+        tmux_down: Option<String>,
     },
+    /// What applying a team would do. `owner` names the manifest that owns
+    /// the team when it is another file than the one planned.
+    Planned {
+        team: String,
+        exists: bool,
+        owner: Option<String>,
+        roles: Vec<RoleChangeView>,
+    },
+    /// Output of session runs, in the order they are to be printed.
+    Logs(Vec<LogChunk>),
     Sessions(Vec<SessionView>),
     Roles(Vec<RoleView>),
     Teams(Vec<TeamView>),
@@ -203,7 +303,7 @@ pub enum Response {
         dropped: u64,
     },
     Events(Vec<EventView>),
-    Status(StatusView),
+    Status(Box<StatusView>),
     /// Where a live session is in tmux: its session name and pane id.
     AttachTarget {
         tmux_session: String,
@@ -246,7 +346,12 @@ mod tests {
                     change: Change::Created,
                     detail: "3 replicas".into(),
                     frozen_reason: None,
+                    fields: Vec::new(),
+                    sessions: 0,
+                    unfreezes: false,
+                    stopped: false,
                 }],
+                tmux_down: None,
             },
             Response::Event(event.clone()),
             Response::Events(vec![event]),
@@ -534,7 +639,7 @@ mod request_tests {
                 }
             },
             |line| match decode(line) {
-                Ok(Request::Apply { team }) => assert_valid(&team),
+                Ok(Request::Apply { team, .. }) => assert_valid(&team),
                 Ok(other) => panic!("an apply decoded as {other:?}"),
                 Err(_) => {}
             },

@@ -119,8 +119,10 @@ pub enum TeamState {
     /// Every role is ready or has succeeded.
     Ready,
     Progressing,
-    /// A role is in backoff or frozen.
+    /// A role is in backoff, frozen or failed.
     Degraded,
+    /// Every role is stopped.
+    Stopped,
 }
 
 impl TeamState {
@@ -319,6 +321,75 @@ pub struct TmuxView {
 pub struct StatusView {
     pub daemon: DaemonView,
     pub tmux: TmuxView,
+    /// What needs attention, worst first; empty when all is well.
+    #[serde(default)]
+    pub problems: Vec<ProblemView>,
+}
+
+/// A kind of problem `status` reports, from the worst down. Its
+/// kebab-case name is `kind` in `status -o json`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum ProblemKind {
+    /// tmux is missing, down or does not answer: nothing can be started.
+    TmuxDown,
+    /// A role spent its restart budget: nothing is spawned until a reset.
+    Frozen,
+    /// A replica of a `restart: Never` role failed.
+    Failed,
+    /// The state file cannot be written: supervising from memory.
+    NotPersisted,
+    /// The event log cannot be written.
+    EventLog,
+    /// A session missed its heartbeats.
+    Unhealthy,
+    /// A role waits out a crash-loop backoff.
+    Backoff,
+}
+
+impl ProblemKind {
+    /// The exit code of `marvel status` when this is the worst problem:
+    /// 7 for tmux, 5 for a role that waits for a person, 1 for the rest.
+    pub fn exit_code(self) -> i32 {
+        use crate::error::exit;
+        match self {
+            ProblemKind::TmuxDown => exit::TMUX_UNAVAILABLE,
+            ProblemKind::Frozen | ProblemKind::Failed => exit::REFUSED,
+            ProblemKind::NotPersisted
+            | ProblemKind::EventLog
+            | ProblemKind::Unhealthy
+            | ProblemKind::Backoff => exit::FAILURE,
+        }
+    }
+}
+
+/// One problem, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemView {
+    pub kind: ProblemKind,
+    /// The role or session it is about; empty for the daemon and tmux.
+    pub key: String,
+    pub message: String,
+    pub hint: String,
+    /// When it ends or began, where that matters: a backoff's restart, an
+    /// unhealthy session's last heartbeat.
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// What `describe` returns: one resource's record (exactly what
@@ -383,6 +454,7 @@ mod tests {
         same_names::<ShiftState>();
         same_names::<TmuxState>();
         same_names::<EventKind>();
+        same_names::<ProblemKind>();
         assert_eq!(SessionState::Crashed.as_str(), "crashed");
         assert_eq!(RoleState::Backoff.to_string(), "backoff");
         assert_eq!(

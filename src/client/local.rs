@@ -47,7 +47,8 @@ fn repeatable(req: &Request) -> bool {
             | Request::Describe { .. }
             | Request::Status
             | Request::Events { follow: false, .. }
-            | Request::Logs { .. }
+            | Request::LogRead { .. }
+            | Request::Plan { .. }
             | Request::Capture { .. }
             | Request::Apply { .. }
     )

@@ -3,6 +3,7 @@
 //! tmux command is built here from this command's own environment, so
 //! nothing received over the socket is ever run.
 
+use clap_complete::engine::ArgValueCandidates;
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -23,7 +24,7 @@ client switches to the session instead. Outside tmux, attach needs a
 terminal: without one it exits with code 5.")]
 pub struct Args {
     /// The session, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::sessions_keys))]
     pub key: String,
 }
 

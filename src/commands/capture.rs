@@ -5,6 +5,7 @@ use crate::commands::{Ctx, unexpected};
 use crate::error::{Result, exit};
 use crate::output;
 use crate::proto::{Request, Response};
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -13,7 +14,7 @@ characters are shown escaped (ESC as \\e, others as ^X).
 See also: marvel logs KEY (everything it printed, across the screen's edge).")]
 pub struct Args {
     /// The session, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::sessions_keys))]
     pub key: String,
 }
 

@@ -1,12 +1,26 @@
 //! `marvel completions SHELL`: the completion script for a shell. The
 //! scripts for bash, zsh and fish are also kept in `completions/`.
+//!
+//! The script asks the `marvel` binary itself (clap_complete's dynamic
+//! completion), which completes verbs and flags from its own command tree
+//! and team, role and session keys from the running daemon. With no
+//! daemon answering, keys are simply not offered: completion never starts
+//! a daemon. `--static` prints a script that needs no binary at run time
+//! and completes verbs and flags only.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
+use clap_complete::engine::CompletionCandidate;
 
 use crate::cli::Cli;
+use crate::client;
 use crate::commands::Ctx;
 use crate::error::{Result, exit};
+use crate::paths::Target;
+use crate::proto::{Filter, Kind, Request, Response};
+
+/// The variable the dynamic script sets when it asks the binary.
+pub const COMPLETE_ENV: &str = "COMPLETE";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -18,18 +32,109 @@ pub struct Args {
     /// The shell to complete for
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: Shell,
+
+    /// A script that completes verbs and flags only, without asking marvel
+    #[arg(long = "static")]
+    pub static_only: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    ctx.out.print_raw(&script(args.shell))?;
+    let text = if args.static_only {
+        static_script(args.shell)
+    } else {
+        script(args.shell)
+    };
+    ctx.out.print_raw(&text)?;
     Ok(exit::OK)
 }
 
-/// The completion script for `shell`.
+/// The dynamic completion script for `shell`: it asks `marvel`.
 pub fn script(shell: Shell) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let name = shell.to_string();
+    let shells = clap_complete::env::Shells::builtins();
+    if let Some(completer) = shells.completer(&name) {
+        let _ = completer.write_registration(COMPLETE_ENV, "marvel", "marvel", "marvel", &mut buf);
+    }
+    buf
+}
+
+/// The static script for `shell`: verbs and flags, no keys.
+pub fn static_script(shell: Shell) -> Vec<u8> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "marvel", &mut buf);
     buf
+}
+
+/// Answers a completion request from a shell (`COMPLETE=bash marvel --
+/// ...`) and exits; does nothing otherwise.
+pub fn answer_shell() {
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_ENV)
+        .complete();
+}
+
+/// Keys of these kinds from the running daemon: each full key, and its
+/// shortest suffix when that names it alone. Nothing when no daemon runs.
+fn keys(kinds: &[Kind]) -> Vec<CompletionCandidate> {
+    let Ok(target) = Target::resolve(None) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for &kind in kinds {
+        let req = Request::Get {
+            kind,
+            filter: Filter::default(),
+        };
+        match client::local::call_running(&target, req) {
+            Ok(Some(Response::Sessions(v))) => keys.extend(v.into_iter().map(|s| s.key)),
+            Ok(Some(Response::Roles(v))) => keys.extend(v.into_iter().map(|r| r.key)),
+            Ok(Some(Response::Teams(v))) => keys.extend(v.into_iter().map(|t| t.key)),
+            _ => return Vec::new(),
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    candidates(&keys)
+}
+
+/// Full keys and their unique last parts, for the shell to filter.
+fn candidates(keys: &[String]) -> Vec<CompletionCandidate> {
+    let mut out: Vec<String> = keys.to_vec();
+    for k in keys {
+        let last = k.rsplit('/').next().unwrap_or(k);
+        if keys
+            .iter()
+            .filter(|o| crate::domain::key::matches_suffix(o, last))
+            .count()
+            == 1
+        {
+            out.push(last.to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out.into_iter().map(CompletionCandidate::new).collect()
+}
+
+pub fn sessions_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Sessions])
+}
+
+pub fn roles_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Roles])
+}
+
+pub fn teams_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Teams])
+}
+
+pub fn teams_roles_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Teams, Kind::Roles])
+}
+
+pub fn any_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Teams, Kind::Roles, Kind::Sessions])
 }
 
 #[cfg(test)]
@@ -66,8 +171,45 @@ mod tests {
     }
 
     #[test]
-    fn scripts_complete_the_verbs_but_not_the_pane_helpers() {
+    fn the_script_asks_marvel_and_the_engine_completes_verbs_from_the_tree() {
         let bash = String::from_utf8(script(Shell::Bash)).unwrap();
+        assert!(bash.contains("COMPLETE=\"bash\""), "{bash}");
+        let mut cmd = Cli::command();
+        let words = ["marvel", "res"].map(std::ffi::OsString::from).to_vec();
+        let found: Vec<String> = clap_complete::engine::complete(&mut cmd, words, 1, None)
+            .unwrap()
+            .iter()
+            .map(|c| c.get_value().to_string_lossy().into_owned())
+            .collect();
+        assert!(found.contains(&"reset".to_string()), "{found:?}");
+        assert!(found.contains(&"restart".to_string()), "{found:?}");
+    }
+
+    #[test]
+    fn keys_are_offered_whole_and_by_their_unique_last_part() {
+        let keys = [
+            "demo/a/worker-0".to_string(),
+            "demo/b/worker-0".to_string(),
+            "demo/b/lead-0".to_string(),
+        ];
+        let got: Vec<String> = candidates(&keys)
+            .iter()
+            .map(|c| c.get_value().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "demo/a/worker-0",
+                "demo/b/lead-0",
+                "demo/b/worker-0",
+                "lead-0"
+            ]
+        );
+    }
+
+    #[test]
+    fn scripts_complete_the_verbs_but_not_the_pane_helpers() {
+        let bash = String::from_utf8(static_script(Shell::Bash)).unwrap();
         for verb in [
             "run", "get", "describe", "inject", "reset", "events", "status",
         ] {

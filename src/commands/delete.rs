@@ -1,6 +1,7 @@
 //! `marvel delete team KEY`: forget a team and stop its sessions.
 
 use clap::Subcommand;
+use clap_complete::engine::ArgValueCandidates;
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -21,7 +22,7 @@ Examples:
   marvel delete team squad")]
     Team {
         /// The team, or any unambiguous suffix of its key
-        #[arg(value_name = "KEY")]
+        #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::teams_keys))]
         key: String,
     },
 }

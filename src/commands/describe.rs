@@ -2,6 +2,7 @@
 //! about one resource, with its recent events.
 
 use chrono::{Local, Utc};
+use clap_complete::engine::ArgValueCandidates;
 
 use crate::cli::{Format, Subject};
 use crate::client;
@@ -27,7 +28,7 @@ pub struct Args {
     pub subject: Subject,
 
     /// The key, or any unambiguous suffix of it
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub key: String,
 
     /// Output format

@@ -3,6 +3,7 @@
 
 use chrono::{Local, Utc};
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap_complete::engine::ArgValueCandidates;
 use strum::VariantArray as _;
 
 use std::time::Duration;
@@ -30,7 +31,7 @@ pub struct Args {
     pub follow: bool,
 
     /// Only events about this key or what lies under it (suffix allowed)
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
     pub key: Option<String>,
 
     /// Only events of this kind (repeat for several)
@@ -84,15 +85,29 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         return fleet::events(ctx, req, args.output, args.timeout);
     }
     let target = ctx.target()?;
+    // Dates on every line once the listing reaches past today or spans
+    // more than a day; a followed stream keeps what its first batch chose.
+    let dated = std::cell::Cell::new(None::<bool>);
     let show = |events: &[EventView]| -> Result<()> {
         let now = Utc::now();
+        let dated = match dated.get() {
+            Some(d) => d,
+            None => {
+                let d = output::needs_dates(events, now, &Local);
+                dated.set(Some(d));
+                d
+            }
+        };
         for e in events {
             match args.output {
                 Format::Json => ctx.out.json_line(e)?,
-                Format::Text => {
-                    ctx.out
-                        .print(&output::event_line(e, now, &Local, ctx.out.colour()))?
-                }
+                Format::Text => ctx.out.print(&output::event_line_dated(
+                    e,
+                    now,
+                    &Local,
+                    ctx.out.colour(),
+                    dated,
+                ))?,
             }
         }
         Ok(())

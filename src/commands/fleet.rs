@@ -51,10 +51,10 @@ pub fn get(ctx: &Ctx, req: Request, format: ListFormat, within: Duration) -> Res
                     output::sessions_table(v, now, wide, colour)
                 })?,
                 crate::proto::Kind::Roles => listing(ctx, roles, json, "roles", |v| {
-                    output::roles_table(v, now, colour)
+                    output::roles_table(v, now, wide, colour)
                 })?,
                 crate::proto::Kind::Teams => listing(ctx, teams, json, "teams", |v| {
-                    output::teams_table(v, now, colour)
+                    output::teams_table(v, now, wide, colour)
                 })?,
             },
             _ => unreachable!("fleet::get is given a Get request"),

@@ -1,8 +1,12 @@
 //! `marvel get sessions|roles|teams`: one listing as a table or JSON, once
 //! or redrawn every second with `--watch`.
 
+use clap_complete::engine::ArgValueCandidates;
+use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use chrono::{DateTime, Local, Utc};
 
@@ -21,10 +25,17 @@ const REFRESH: Duration = Duration::from_secs(1);
 #[command(after_help = "\
 Examples:
   marvel get sessions                   every session, live and crashed
+  marvel get sessions worker-0 lead     only these (any key under them)
   marvel get roles --team demo/squad    one team's roles: backoff, budget, frozen
   marvel get sessions -o json           a JSON array for scripts
   marvel get sessions -w                redraw every second until Ctrl-C
-  marvel get sessions -A                every context's sessions (this host and ssh hosts)")]
+  marvel get roles -w -o json           one JSON object per change, as it happens
+  marvel get sessions -A                every context's sessions (this host and ssh hosts)
+
+With -w on a terminal the table is redrawn every second. With -o json, or
+when the output is not a terminal, -w prints one JSON object per line for
+each session, role or team that appears or changes, and the last one seen,
+with \"deleted\": true, for each that goes.")]
 pub struct Args {
     /// What to list
     #[arg(
@@ -34,11 +45,15 @@ pub struct Args {
     )]
     pub resource: Resource,
 
+    /// Only these (a session, role or team key, or any suffix of one)
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::any_keys))]
+    pub keys: Vec<String>,
+
     /// Output format
     #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
     pub output: ListFormat,
 
-    /// Redraw every second until interrupted
+    /// Watch: redraw every second, or stream changes as JSON lines
     #[arg(short, long)]
     pub watch: bool,
 
@@ -68,7 +83,10 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let req = Request::Get {
         kind: args.resource.into(),
-        filter: filter(args.workspace.as_deref(), args.team.as_deref())?,
+        filter: Filter {
+            keys: args.keys.clone(),
+            ..filter(args.workspace.as_deref(), args.team.as_deref())?
+        },
     };
     if args.all_contexts {
         return fleet::get(ctx, req, args.output, args.timeout);
@@ -111,6 +129,7 @@ fn filter(workspace: Option<&str>, team: Option<&str>) -> Result<Filter> {
     Ok(Filter {
         workspace: check("--workspace", workspace)?,
         team: check("--team", team)?,
+        keys: Vec::new(),
     })
 }
 
@@ -136,16 +155,19 @@ fn render(resp: Response, format: ListFormat, now: DateTime<Utc>, colour: bool) 
         (Response::Sessions(v), _) => {
             Ok(Frame::Data(output::sessions_table(&v, now, wide, colour)))
         }
-        (Response::Roles(v), _) => Ok(Frame::Data(output::roles_table(&v, now, colour))),
-        (Response::Teams(v), _) => Ok(Frame::Data(output::teams_table(&v, now, colour))),
+        (Response::Roles(v), _) => Ok(Frame::Data(output::roles_table(&v, now, wide, colour))),
+        (Response::Teams(v), _) => Ok(Frame::Data(output::teams_table(&v, now, wide, colour))),
         (other, _) => Err(unexpected(&other)),
     }
 }
 
-/// Redraws until interrupted. The first listing may start the daemon; later
-/// ones do not, so that `marvel daemon stop` elsewhere is not undone — the
-/// watch waits for a daemon to come back instead.
+/// Redraws until interrupted, or streams changes. The first listing may
+/// start the daemon; later ones do not, so that `marvel daemon stop`
+/// elsewhere is not undone: the watch waits for a daemon to come back.
 fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> {
+    if args.output == ListFormat::Json || !ctx.out.stdout_is_terminal() {
+        return stream(target, req, ctx);
+    }
     let mut resp = Some(client::call(target, req.clone())?);
     loop {
         let now = Utc::now();
@@ -155,20 +177,81 @@ fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> 
             },
             None => "No daemon is running; waiting for one to start.".to_string(),
         };
-        if ctx.out.stdout_is_terminal() {
-            let header = format!(
-                "Every {}s: marvel get {}    {}",
-                REFRESH.as_secs(),
-                kind_name(args.resource.into()),
-                now.with_timezone(&Local).format("%H:%M:%S")
-            );
-            ctx.out.print(&format!("\x1b[2J\x1b[H{header}\n\n{body}"))?;
-        } else {
-            ctx.out.print(&format!("{body}\n"))?;
-        }
+        let header = format!(
+            "Every {}s: marvel get {}    {}",
+            REFRESH.as_secs(),
+            kind_name(args.resource.into()),
+            now.with_timezone(&Local).format("%H:%M:%S")
+        );
+        ctx.out.print(&format!("\x1b[2J\x1b[H{header}\n\n{body}"))?;
         thread::sleep(REFRESH);
         resp = client::call_running(target, req.clone())?;
     }
+}
+
+/// How often a stream looks for changes.
+const STREAM_POLL: Duration = Duration::from_millis(250);
+
+/// `-w` for scripts: one JSON object per line for each record that
+/// appears or changes, and the last one seen with `"deleted": true` for
+/// each that goes, as `kubectl get -w -o json` does.
+fn stream(target: &Target, req: &Request, ctx: &Ctx) -> Result<i32> {
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    let mut resp = Some(client::call(target, req.clone())?);
+    loop {
+        if let Some(resp) = resp {
+            let now: BTreeMap<String, Value> = records(resp)?
+                .into_iter()
+                .map(|v| (identity(&v), v))
+                .collect();
+            for line in changes(&seen, &now) {
+                ctx.out.json_line(&line)?;
+            }
+            seen = now;
+        }
+        thread::sleep(STREAM_POLL);
+        resp = client::call_running(target, req.clone())?;
+    }
+}
+
+/// The records of a listing as JSON values.
+fn records(resp: Response) -> Result<Vec<Value>> {
+    let json = |e: serde_json::Error| Error::other(format!("cannot encode a record: {e}"));
+    match resp {
+        Response::Sessions(v) => v.iter().map(serde_json::to_value).collect::<Result<_, _>>(),
+        Response::Roles(v) => v.iter().map(serde_json::to_value).collect::<Result<_, _>>(),
+        Response::Teams(v) => v.iter().map(serde_json::to_value).collect::<Result<_, _>>(),
+        other => return Err(unexpected(&other)),
+    }
+    .map_err(json)
+}
+
+/// What tells one record from another: its key, and for a session its
+/// uid too (a session and its successor share a key).
+fn identity(v: &Value) -> String {
+    match v.get("uid") {
+        Some(uid) => format!("{} {uid}", v["key"]),
+        None => v["key"].to_string(),
+    }
+}
+
+/// The lines a stream prints between two listings, in key order.
+fn changes(before: &BTreeMap<String, Value>, now: &BTreeMap<String, Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = now
+        .iter()
+        .filter(|(id, v)| before.get(*id) != Some(v))
+        .map(|(_, v)| v.clone())
+        .collect();
+    for (id, v) in before {
+        if !now.contains_key(id) {
+            let mut gone = v.clone();
+            if let Some(o) = gone.as_object_mut() {
+                o.insert("deleted".into(), Value::Bool(true));
+            }
+            out.push(gone);
+        }
+    }
+    out
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -189,14 +272,16 @@ mod tests {
             filter(None, Some("demo/squad")).unwrap(),
             Filter {
                 workspace: Some("demo".into()),
-                team: Some("squad".into())
+                team: Some("squad".into()),
+                keys: Vec::new(),
             }
         );
         assert_eq!(
             filter(Some("demo"), Some("squad")).unwrap(),
             Filter {
                 workspace: Some("demo".into()),
-                team: Some("squad".into())
+                team: Some("squad".into()),
+                keys: Vec::new(),
             }
         );
         assert_eq!(filter(None, None).unwrap(), Filter::default());
@@ -221,6 +306,33 @@ mod tests {
             render(Response::Teams(vec![]), ListFormat::Json, now, false).unwrap(),
             Frame::Data("[]".into())
         );
+    }
+
+    #[test]
+    fn a_stream_prints_what_appears_changes_or_goes_once() {
+        let rec = |key: &str, state: &str| serde_json::json!({"key": key, "state": state});
+        let map = |v: Vec<Value>| -> BTreeMap<String, Value> {
+            v.into_iter().map(|v| (identity(&v), v)).collect()
+        };
+        let a = map(vec![rec("t/s/a", "ready"), rec("t/s/b", "ready")]);
+        assert_eq!(changes(&BTreeMap::new(), &a).len(), 2);
+        assert!(
+            changes(&a, &a).is_empty(),
+            "nothing changed, nothing printed"
+        );
+        let b = map(vec![rec("t/s/a", "backoff")]);
+        let lines = changes(&a, &b);
+        assert_eq!(
+            lines,
+            vec![
+                rec("t/s/a", "backoff"),
+                serde_json::json!({"key": "t/s/b", "state": "ready", "deleted": true})
+            ]
+        );
+        // Sessions are told apart by uid: a successor is its own record.
+        let s1 = serde_json::json!({"key": "t/s/a-0", "uid": 1});
+        let s2 = serde_json::json!({"key": "t/s/a-0", "uid": 2});
+        assert_ne!(identity(&s1), identity(&s2));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::commands::Ctx;
 use crate::error::Result;
 use crate::proto::Request;
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -17,7 +18,7 @@ The words of TEXT are joined with single spaces. With --keys each word is a
 tmux key name (C-c, Enter, Escape, Up, F1, ...).")]
 pub struct Args {
     /// The session, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::sessions_keys))]
     pub key: String,
 
     /// What to type (or, with --keys, which keys to press)

@@ -2,6 +2,7 @@
 //! into a request and the response into output; none of them decides what
 //! the daemon owns.
 
+pub mod advice;
 pub mod attach;
 pub mod capture;
 pub mod completions;
@@ -9,6 +10,8 @@ pub mod context;
 pub mod daemon;
 pub mod delete;
 pub mod describe;
+pub mod diff;
+pub mod down;
 pub mod events;
 pub mod fleet;
 pub mod get;
@@ -17,10 +20,14 @@ pub mod inject;
 pub mod kill;
 pub mod logs;
 pub mod reset;
+pub mod restart;
 pub mod run;
 pub mod scale;
 pub mod shift;
+pub mod start;
 pub mod status;
+pub mod stop;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -90,8 +97,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Heartbeat(args) => heartbeat::run(args, ctx),
         Command::Kill(args) => kill::run(args, ctx),
         Command::Delete(args) => delete::run(args, ctx),
+        Command::Stop(args) => stop::run(args, ctx),
+        Command::Start(args) => start::run(args, ctx),
+        Command::Restart(args) => restart::run(args, ctx),
+        Command::Down(args) => down::run(args, ctx),
+        Command::Diff(args) => diff::run(args, ctx),
         Command::Attach(args) => attach::run(args, ctx),
         Command::Events(args) => events::run(args, ctx),
+        Command::Top(args) => top::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Daemon(args) => daemon::run(args, ctx),
         Command::Context(args) => context::run(args, ctx),
@@ -105,6 +118,8 @@ pub fn unexpected(resp: &Response) -> Error {
     let name = match resp {
         Response::Pong { .. } => "Pong",
         Response::Applied { .. } => "Applied",
+        Response::Planned { .. } => "Planned",
+        Response::Logs(_) => "Logs",
         Response::Sessions(_) => "Sessions",
         Response::Roles(_) => "Roles",
         Response::Teams(_) => "Teams",

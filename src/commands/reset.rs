@@ -2,6 +2,7 @@
 //! state, like `systemctl reset-failed`.
 
 use clap::Subcommand;
+use clap_complete::engine::ArgValueCandidates;
 
 use crate::commands::Ctx;
 use crate::error::Result;
@@ -25,7 +26,7 @@ Resetting a role that is not frozen only clears its history; doing it twice
 is harmless.")]
     Role {
         /// The role, or any unambiguous suffix of its key
-        #[arg(value_name = "KEY")]
+        #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::roles_keys))]
         key: String,
     },
 }

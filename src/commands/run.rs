@@ -3,7 +3,7 @@
 //! it is ready, frozen or out of time.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use crate::domain::spec::{Health, RoleSpec, TeamSpec};
 use crate::error::{Error, Result, exit};
 use crate::manifest;
 use crate::output;
-use crate::proto::{Filter, Kind, Request, Response};
-use crate::view::{RoleState, RoleView};
+use crate::proto::{Change, Filter, Kind, Request, Response, RoleChangeView};
+use crate::view::{RoleState, RoleView, TmuxState};
 
 /// How often `--wait` looks at the team.
 const POLL: Duration = Duration::from_millis(100);
@@ -27,9 +27,16 @@ Examples:
   marvel run team.ron --wait          and wait until every role is ready
   marvel run team.ron --dry-run       validate and show the team, apply nothing
 
-Applying the same file again changes nothing. A changed role is replaced
-(its crash-loop history cleared); a changed replica count only scales; a role
-removed from the file is stopped.")]
+Applying the same file again changes nothing. A changed command, env or cwd
+replaces the role's sessions, one at a time; any other change (backoff,
+budget, health, ...) applies in place, sessions keep running. Either clears
+the role's crash-loop history and un-freezes it. A changed replica count only
+scales; a role removed from the file is stopped. A team belongs to the file
+that declared it: another file declaring the same team is refused unless
+--force.
+
+--dry-run asks a running daemon what would change (as marvel diff does);
+with no daemon running it only validates the file.")]
 pub struct Args {
     /// Team manifest (RON)
     #[arg(value_name = "FILE")]
@@ -49,32 +56,31 @@ pub struct Args {
     )]
     pub timeout: Duration,
 
-    /// Validate and print what would be created, without the daemon or tmux
+    /// Show what applying would change, without changing anything
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
+
+    /// Take over a team that another manifest file declared
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let target = ctx.target()?;
-    // For another host the file is read and checked here, and its paths
-    // are that host's.
-    let team = match &target {
-        Target::Local(_) => manifest::load(&args.file)?,
-        Target::Ssh(r) => manifest::load_for_host(&args.file, &r.host.url.host)?,
-    };
+    let team = load(&target, &args.file)?;
+    let source = source_of(&args.file);
     if args.dry_run {
-        if let Target::Ssh(r) = &target {
-            ctx.out.print(&format!(
-                "for context {}: paths are {}'s, programs are looked up on its PATH when they start",
-                r.describe(),
-                r.host.url.host
-            ))?;
-        }
-        ctx.out.print(&dry_run(&team))?;
-        return Ok(exit::OK);
+        return plan(&target, &team, source, ctx);
     }
-    let roles = match client::call(&target, Request::Apply { team: team.clone() })? {
-        Response::Applied { roles, .. } => roles,
+    let req = Request::Apply {
+        team: team.clone(),
+        source,
+        force: args.force,
+    };
+    let (roles, tmux_down) = match client::call(&target, req)? {
+        Response::Applied {
+            roles, tmux_down, ..
+        } => (roles, tmux_down),
         other => return Err(unexpected(&other)),
     };
     for change in &roles {
@@ -86,6 +92,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         if let Some(reason) = &change.frozen_reason {
             ctx.out.note(&frozen_warning(&change.key, reason));
         }
+        if change.stopped && change.change != Change::Removed {
+            ctx.out.note(&format!(
+                "note: {} is stopped; `marvel start {}` runs it",
+                change.key, change.key
+            ));
+        }
+    }
+    if let Some(why) = &tmux_down {
+        ctx.out.note(&tmux_warning(why));
     }
     if args.wait {
         wait(&target, &team, args.timeout, ctx)
@@ -94,9 +109,135 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     }
 }
 
+/// Reads and validates the manifest for the daemon it goes to: for another
+/// host the file is read and checked here, but its paths and programs are
+/// that host's.
+pub fn load(target: &Target, file: &Path) -> Result<TeamSpec> {
+    match target {
+        Target::Local(_) => manifest::load(file),
+        Target::Ssh(r) => manifest::load_for_host(file, &r.host.url.host),
+    }
+}
+
+/// The manifest's absolute path, which the daemon records as the team's
+/// owner.
+pub fn source_of(file: &Path) -> Option<String> {
+    std::path::absolute(file)
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+fn tmux_warning(why: &str) -> String {
+    format!(
+        "warning: applied, but tmux is not available: {}; the sessions start once it is (`marvel status` for details)",
+        output::escape_line(why)
+    )
+}
+
+/// `--dry-run` and `marvel diff`: the plan against what runs, or, with no
+/// daemon running, the validated team alone.
+pub fn plan(target: &Target, team: &TeamSpec, source: Option<String>, ctx: &Ctx) -> Result<i32> {
+    if let Target::Ssh(r) = target {
+        ctx.out.print(&format!(
+            "for context {}: paths are {}'s, programs are looked up on its PATH when they start",
+            r.describe(),
+            r.host.url.host
+        ))?;
+    }
+    let req = Request::Plan {
+        team: team.clone(),
+        source,
+    };
+    match client::call_running(target, req)? {
+        None => {
+            ctx.out.print(&dry_run(team))?;
+            ctx.out.note(
+                "no daemon is running: the file is valid; there is nothing to compare it with",
+            );
+        }
+        Some(Response::Planned {
+            team: key,
+            exists,
+            owner,
+            roles,
+        }) => {
+            ctx.out
+                .print(&plan_text(&key, exists, owner.as_deref(), &roles))?;
+        }
+        Some(other) => return Err(unexpected(&other)),
+    }
+    Ok(exit::OK)
+}
+
+/// The plan, one line per role: what would happen and why.
+fn plan_text(team: &str, exists: bool, owner: Option<&str>, roles: &[RoleChangeView]) -> String {
+    let mut s = String::new();
+    let n = roles
+        .iter()
+        .filter(|r| r.change != Change::Unchanged)
+        .count();
+    let _ = writeln!(
+        s,
+        "team {team}: {} (dry run, nothing applied)",
+        match (exists, n) {
+            (false, _) => "not applied yet, would be created".to_string(),
+            (true, 0) => "no changes".to_string(),
+            (true, 1) => "1 role would change".to_string(),
+            (true, n) => format!("{n} roles would change"),
+        }
+    );
+    if let Some(owner) = owner {
+        let _ = writeln!(
+            s,
+            "refused: the team belongs to {}; --force would take it over",
+            output::escape_line(owner)
+        );
+    }
+    let width = roles.iter().map(|r| r.key.len()).max().unwrap_or(0);
+    for r in roles {
+        let action = match r.change {
+            Change::Created => "create".to_string(),
+            Change::Unchanged => "unchanged".to_string(),
+            Change::Scaled => format!("scale {}", r.detail),
+            Change::Updated => format!("update in place ({})", r.fields.join(", ")),
+            Change::Replaced => format!(
+                "replace {} ({})",
+                plural(r.sessions, "session"),
+                r.fields.join(", ")
+            ),
+            Change::Removed => format!("remove (stops {})", plural(r.sessions, "session")),
+        };
+        let mut line = format!("  {:<width$}  {action}", r.key);
+        if r.unfreezes {
+            line.push_str(&format!(
+                "; un-freezes it ({})",
+                output::frozen_reason(r.frozen_reason.as_deref())
+            ));
+        } else if let Some(reason) = r
+            .frozen_reason
+            .as_ref()
+            .filter(|_| r.change != Change::Removed)
+        {
+            line.push_str(&format!(
+                "; stays frozen ({})",
+                output::frozen_reason(Some(reason))
+            ));
+        }
+        if r.stopped {
+            line.push_str("; stopped");
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    s
+}
+
+fn plural(n: u32, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 fn frozen_warning(key: &str, reason: &str) -> String {
     format!(
-        "warning: {key} is frozen ({}); nothing will be spawned for it\nhelp: run marvel reset role {key}",
+        "warning: {key} is frozen ({}); nothing will be spawned for it\nhelp: run `marvel reset role {key}` to restart it",
         output::frozen_reason(Some(reason))
     )
 }
@@ -110,6 +251,7 @@ fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Resul
         filter: Filter {
             workspace: Some(team.workspace.to_string()),
             team: Some(team.name.to_string()),
+            keys: Vec::new(),
         },
     };
     let mut shown = String::new();
@@ -126,10 +268,30 @@ fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Resul
             Readiness::Frozen { key, reason } => {
                 return Err(Error::refused(
                     format!("{key} is frozen: {reason}"),
-                    Some(format!("run marvel reset role {key}")),
+                    Some(format!("run `marvel reset role {key}` to restart it")),
+                ));
+            }
+            Readiness::Failed { key, reason } => {
+                return Err(Error::refused(
+                    format!("{key} failed: {reason}; it is not replaced (restart: Never)"),
+                    Some(format!(
+                        "`marvel logs {key}` shows what it printed; run `marvel reset role {key}` to restart it"
+                    )),
+                ));
+            }
+            Readiness::Stopped { key } => {
+                return Err(Error::refused(
+                    format!("{key} is stopped"),
+                    Some(format!("run `marvel start {key}` to run it")),
                 ));
             }
             Readiness::Waiting(progress) => {
+                if let Some(why) = tmux_down(target)? {
+                    return Err(Error::tmux(format!(
+                        "{} cannot come up: {why} (`marvel status` for details)",
+                        team.key()
+                    )));
+                }
                 if Instant::now() >= deadline {
                     return Err(Error::other(format!(
                         "timed out after {} waiting for {}: {progress}",
@@ -148,12 +310,32 @@ fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Resul
     }
 }
 
+/// Why tmux cannot start sessions now, if it cannot.
+fn tmux_down(target: &Target) -> Result<Option<String>> {
+    Ok(match client::call_running(target, Request::Status)? {
+        Some(Response::Status(s)) if matches!(s.tmux.state, TmuxState::Down) => {
+            Some(s.tmux.last_error.map_or_else(
+                || "tmux is down".to_string(),
+                |e| format!("tmux is down ({e})"),
+            ))
+        }
+        _ => None,
+    })
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Readiness {
     Ready,
     Frozen {
         key: String,
         reason: String,
+    },
+    Failed {
+        key: String,
+        reason: String,
+    },
+    Stopped {
+        key: String,
     },
     /// What is not ready yet, as `worker 1/2 running (backoff after exit 1)`.
     Waiting(String),
@@ -180,6 +362,13 @@ fn readiness(team: &TeamSpec, roles: &[RoleView]) -> Readiness {
                     key,
                 };
             }
+            RoleState::Failed => {
+                return Readiness::Failed {
+                    reason: output::exit_text(role.last_exit.as_ref()),
+                    key,
+                };
+            }
+            RoleState::Stopped => return Readiness::Stopped { key },
             state @ (RoleState::Progressing | RoleState::Backoff) => {
                 let after = match (&role.last_exit, state) {
                     (Some(exit), RoleState::Backoff) => {
@@ -364,7 +553,7 @@ role demo/squad/lead
     fn frozen_warnings_name_the_reset() {
         assert_eq!(
             frozen_warning("demo/squad/worker", "6 crashes in 10m, last: exit 1"),
-            "warning: demo/squad/worker is frozen (6 crashes in 10m, last: exit 1); nothing will be spawned for it\nhelp: run marvel reset role demo/squad/worker"
+            "warning: demo/squad/worker is frozen (6 crashes in 10m, last: exit 1); nothing will be spawned for it\nhelp: run `marvel reset role demo/squad/worker` to restart it"
         );
     }
 

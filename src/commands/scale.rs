@@ -4,6 +4,7 @@ use crate::commands::Ctx;
 use crate::domain::spec::MAX_REPLICAS;
 use crate::error::Result;
 use crate::proto::Request;
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -16,7 +17,7 @@ frozen role (see marvel reset role), and is refused while the team shifts.
 The next marvel run of the team's file sets the count back to the file's.")]
 pub struct Args {
     /// The role, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::roles_keys))]
     pub key: String,
 
     /// The number of replicas to keep

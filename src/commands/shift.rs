@@ -2,6 +2,7 @@
 //! a fresh one, one at a time, never below the desired count; `--wait`
 //! follows it to its end, `--abort` stops it where it is.
 
+use clap_complete::engine::ArgValueCandidates;
 use std::thread;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ sessions not yet replaced keep running. While a team shifts, scaling or
 changing it is refused.")]
 pub struct Args {
     /// The team, or any unambiguous suffix of its key
-    #[arg(value_name = "TEAM")]
+    #[arg(value_name = "TEAM", add = ArgValueCandidates::new(crate::commands::completions::teams_keys))]
     pub team: String,
 
     /// Only this role of the team (its name)
@@ -102,6 +103,7 @@ fn follow(target: &Target, team: &str, started: ShiftView, ctx: &Ctx) -> Result<
         filter: Filter {
             workspace: Some(workspace.to_string()),
             team: Some(name.to_string()),
+            keys: Vec::new(),
         },
     };
     let mut shown = String::new();

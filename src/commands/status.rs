@@ -1,4 +1,5 @@
-//! `marvel status`: daemon and tmux health. Never starts a daemon.
+//! `marvel status`: daemon and tmux health, and every problem that needs
+//! attention, the worst deciding the exit code. Never starts a daemon.
 
 use std::fmt::Write as _;
 
@@ -10,13 +11,19 @@ use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
 use crate::output::{self, Tint};
 use crate::proto::{Request, Response};
-use crate::view::{StatusView, TmuxState};
+use crate::view::{ProblemKind, StatusView, TmuxState};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Exits 0 when the daemon runs and tmux is reachable, 6 when no daemon runs,
-and 7 when the daemon runs but tmux is down or its server does not answer
-(the daemon keeps retrying).")]
+Lists what needs attention, worst first, each with a hint: tmux down, frozen
+or failed roles, a state file that cannot be written, unhealthy sessions,
+roles in backoff. The worst decides the exit code:
+  0  all is well
+  1  degraded: a role in backoff, an unhealthy session, or the state or
+     event log not written (marvel keeps supervising)
+  5  a role is frozen or failed: it waits for marvel reset role
+  6  no daemon runs
+  7  tmux is down or its server does not answer (the daemon keeps retrying)")]
 pub struct Args {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
@@ -26,7 +33,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let target = ctx.target()?;
     let status = match client::call_running(&target, Request::Status)? {
-        Some(Response::Status(status)) => status,
+        Some(Response::Status(status)) => *status,
         Some(other) => return Err(unexpected(&other)),
         None => {
             return Err(Error::daemon(format!(
@@ -43,13 +50,19 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             text(&status, Utc::now(), ctx.out.colour())
         ))?,
     }
-    Ok(
-        if matches!(status.tmux.state, TmuxState::Down | TmuxState::Degraded) {
-            exit::TMUX_UNAVAILABLE
-        } else {
-            exit::OK
-        },
-    )
+    Ok(exit_code(&status))
+}
+
+/// The worst problem's code; 0 when there is none.
+fn exit_code(s: &StatusView) -> i32 {
+    if matches!(s.tmux.state, TmuxState::Down | TmuxState::Degraded) {
+        return exit::TMUX_UNAVAILABLE;
+    }
+    s.problems
+        .iter()
+        .map(|p| p.kind)
+        .min()
+        .map_or(exit::OK, |k| k.exit_code())
 }
 
 /// The status as JSON, with the context it came from (`"context": "local"`).
@@ -136,6 +149,41 @@ fn text(s: &StatusView, now: DateTime<Utc>, colour: bool) -> String {
     if let Some(err) = &t.last_error {
         let _ = writeln!(out, "        last error: {}", output::escape_line(err));
     }
+    let n = s.problems.len() as u32;
+    if n == 0 {
+        if !matches!(t.state, TmuxState::Down | TmuxState::Degraded) {
+            let _ = writeln!(
+                out,
+                "state   {}",
+                output::paint("ok", Some(Tint::Green), colour)
+            );
+        }
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "state   {} ({})",
+        output::paint("degraded", Some(Tint::Red), colour),
+        plural(n, "problem")
+    );
+    for p in &s.problems {
+        let when = match (p.kind, p.at) {
+            (ProblemKind::Backoff, Some(at)) => output::until(at, now)
+                .map_or_else(String::new, |left| format!(" (restart in {left})")),
+            (ProblemKind::Unhealthy, Some(at)) => {
+                format!(" (last heartbeat {} ago)", output::age(at, now))
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<13} {}{when}\n  {:<13} help: {}",
+            output::paint(p.kind.into(), Some(Tint::Red), colour),
+            output::escape_line(&p.message),
+            "",
+            output::escape_line(&p.hint)
+        );
+    }
     out
 }
 
@@ -171,6 +219,7 @@ mod tests {
                 next_retry_at: None,
                 consecutive_failures: 0,
             },
+            problems: Vec::new(),
         }
     }
 
@@ -184,8 +233,41 @@ daemon  running (pid 4242, up 3m, marvel 0.1.0, protocol 1)
         socket     /home/u/.local/share/marvel/marvel.sock
         1 team, 3 sessions
 tmux    up (tmux 3.3a, socket marvel-test)
+state   ok
 "
         );
+        assert_eq!(exit_code(&status(TmuxState::Up)), 0);
+    }
+
+    #[test]
+    fn problems_are_listed_with_a_hint_and_the_worst_decides_the_code() {
+        let problem = |kind, key: &str| crate::view::ProblemView {
+            kind,
+            key: key.into(),
+            message: format!("role {key} is {kind}"),
+            hint: format!("run `marvel reset role {key}` to restart it"),
+            at: None,
+        };
+        let mut s = status(TmuxState::Up);
+        s.problems = vec![problem(ProblemKind::Backoff, "t/s/b")];
+        assert_eq!(exit_code(&s), 1);
+        s.problems.insert(0, problem(ProblemKind::Frozen, "t/s/a"));
+        assert_eq!(exit_code(&s), 5);
+        let text = text(&s, t("2025-01-02T12:00:00Z"), false);
+        assert!(
+            text.ends_with(
+                "\
+state   degraded (2 problems)
+  frozen        role t/s/a is frozen
+                help: run `marvel reset role t/s/a` to restart it
+  backoff       role t/s/b is backoff
+                help: run `marvel reset role t/s/b` to restart it
+"
+            ),
+            "{text}"
+        );
+        s.tmux.state = TmuxState::Down;
+        assert_eq!(exit_code(&s), 7);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::domain::event::Event;
-use crate::domain::key::matches_suffix;
 use crate::domain::state::Time;
 use crate::proto::EventFilter;
 use crate::view::EventView;
@@ -540,28 +539,10 @@ pub fn matches(filter: &EventFilter, ev: &EventView) -> bool {
     if !filter.kinds.is_empty() && !filter.kinds.contains(&ev.kind) {
         return false;
     }
-    match &filter.key {
-        None => true,
-        Some(q) => {
-            let q = q.trim_matches('/');
-            let mut prefix = String::new();
-            ev.key.split('/').any(|part| {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(part);
-                matches_suffix(&prefix, q)
-            }) || role_of_session(&ev.key).is_some_and(|r| matches_suffix(&r, q))
-        }
-    }
-}
-
-/// `demo/squad/worker-0` → `demo/squad/worker`, so a role filter sees its
-/// sessions' events.
-fn role_of_session(key: &str) -> Option<String> {
-    key.parse::<crate::domain::key::SessionKey>()
-        .ok()
-        .map(|k| k.role().to_string())
+    filter
+        .key
+        .as_deref()
+        .is_none_or(|q| crate::domain::key::under(&ev.key, q))
 }
 
 #[cfg(test)]

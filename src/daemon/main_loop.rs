@@ -15,7 +15,7 @@ use chrono::Utc;
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::paths::{Paths, Target};
-use crate::proto::Response;
+use crate::proto::{LogChunk, Response};
 use crate::statedir;
 use crate::substrate::Substrate;
 
@@ -24,7 +24,9 @@ use super::events::{EventFile, FollowTx, Followers};
 use super::guard;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
-use super::supervisor::{Input, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor};
+use super::supervisor::{
+    Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor,
+};
 use super::worker::{self, Worker};
 
 /// Everything the loop receives.
@@ -363,23 +365,11 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                     lines: self.log_tail(uid, MARKER_LINES),
                 });
             }
-            Output::ReplyLogTail {
-                id,
-                uid,
-                lines,
-                fallback,
-            } => {
-                let mut text = self.log_tail(uid, lines);
-                if text.is_empty() {
-                    text = fallback;
-                }
-                let mut out = text.join("\n");
-                if !out.is_empty() {
-                    out.push('\n');
-                }
+            Output::ReplyLogs { id, reads } => {
+                let chunks = reads.into_iter().map(|r| self.log_chunk(r)).collect();
                 return self.carry_out(Output::Reply {
                     id,
-                    response: Response::Text(out),
+                    response: Response::Logs(chunks),
                 });
             }
             Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
@@ -389,6 +379,35 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
             Output::Exit => self.exit = true,
         }
         None
+    }
+
+    /// One run's output for `logs`: its last lines with where the log ends
+    /// now, or what came after the reader's offset. Like [`Self::log_tail`],
+    /// a reader that fails on hostile output costs the lines, not the daemon.
+    fn log_chunk(&self, r: LogRead) -> LogChunk {
+        let paths = &self.paths;
+        let read = std::panic::catch_unwind(|| match r.from {
+            None => {
+                let end = store::log_end(paths, r.uid);
+                (store::log_tail(paths, r.uid, r.lines), end)
+            }
+            Some(offset) => store::log_since(paths, r.uid, offset, r.ended),
+        });
+        let (mut lines, offset) = read.unwrap_or_else(|_| {
+            log(&format!("cannot read the output log of uid {}", r.uid));
+            (Vec::new(), r.from.unwrap_or(0))
+        });
+        if lines.is_empty() && r.from.is_none() {
+            let skip = r.fallback.len().saturating_sub(r.lines);
+            lines = r.fallback[skip..].to_vec();
+        }
+        LogChunk {
+            key: r.key,
+            uid: r.uid,
+            lines,
+            offset,
+            ended: r.ended,
+        }
     }
 
     /// A session log's last lines. The log is the program's output, which

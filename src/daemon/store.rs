@@ -158,6 +158,64 @@ pub fn log_tail(paths: &Paths, uid: u64, n: usize) -> Vec<String> {
     crate::shim::tail_lines(&paths.session_log(uid), n)
 }
 
+/// How much of one read of a growing log is taken at most: a follower
+/// that falls further behind skips ahead.
+const LOG_CHUNK: u64 = 1 << 20;
+
+/// Where a session log ends now: the next read starts there.
+pub fn log_end(paths: &Paths, uid: u64) -> u64 {
+    std::fs::metadata(paths.session_log(uid)).map_or(0, |m| m.len())
+}
+
+/// What session `uid` printed after `offset` (a position in its log, as
+/// [`log_end`] gives it): its complete lines, cleaned for reading, and
+/// where the next read starts. A log that rotated since (it is shorter
+/// than `offset`) is read on from its rotated half. A partial last line
+/// waits for its end unless the run `ended`.
+pub fn log_since(paths: &Paths, uid: u64, offset: u64, ended: bool) -> (Vec<String>, u64) {
+    let path = paths.session_log(uid);
+    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+    // Rotated since: the rest of the old half comes first, whole (it no
+    // longer grows), and the new file is read from its start.
+    let (mut bytes, start) = if len < offset {
+        (
+            read_range(&crate::shim::rotated(&path), offset, LOG_CHUNK),
+            0,
+        )
+    } else {
+        (Vec::new(), offset.max(len.saturating_sub(LOG_CHUNK)))
+    };
+    let old = bytes.len();
+    bytes.extend(read_range(&path, start, LOG_CHUNK));
+    let taken = if ended {
+        bytes.len()
+    } else {
+        bytes[old..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(old, |i| old + i + 1)
+    };
+    bytes.truncate(taken);
+    let next = start + (taken - old) as u64;
+    let mut lines = crate::shim::clean_lines(&bytes);
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    (lines, next)
+}
+
+/// Up to `max` bytes of a file from `from`; nothing if it cannot be read.
+fn read_range(path: &Path, from: u64, max: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(from)).is_ok()
+    {
+        let _ = f.take(max).read_to_end(&mut bytes);
+    }
+    bytes
+}
+
 /// Linux's id of the current boot; `None` where there is none.
 fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -257,6 +315,33 @@ mod tests {
         assert!(logs.join("5.log").is_symlink() && exits.join("5.json").is_symlink());
         assert!(logs.join("6.log").is_dir());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_log_is_read_on_from_an_offset_whole_lines_only_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(paths.logs_dir()).unwrap();
+        let log = paths.session_log(7);
+        std::fs::write(&log, "one\ntwo\nthr").unwrap();
+        let (lines, at) = log_since(&paths, 7, 0, false);
+        assert_eq!(lines, ["one", "two"]);
+        assert_eq!(at, 8, "the partial line waits");
+        std::fs::write(&log, "one\ntwo\nthree\nfour\n").unwrap();
+        let (lines, at) = log_since(&paths, 7, at, false);
+        assert_eq!((lines, at), (vec!["three".into(), "four".into()], 19));
+        assert_eq!(log_since(&paths, 7, at, false), (Vec::new(), 19));
+        // The logger rotates: the old half, then the new file from 0.
+        std::fs::write(&log, "one\ntwo\nthree\nfour\nfive\n").unwrap();
+        std::fs::rename(&log, crate::shim::rotated(&log)).unwrap();
+        std::fs::write(&log, "six\nsev").unwrap();
+        let (lines, at) = log_since(&paths, 7, 19, false);
+        assert_eq!((lines, at), (vec!["five".into(), "six".into()], 4));
+        // A run that ended gives its last partial line too.
+        assert_eq!(log_since(&paths, 7, at, true), (vec!["sev".into()], 7));
+        assert_eq!(log_end(&paths, 7), 7);
     }
 
     #[test]

@@ -3,15 +3,15 @@
 //! does (`crate::output`).
 
 use crate::domain::health::{self, HealthState};
-use crate::domain::key::{RoleKey, TeamKey};
+use crate::domain::key::{self, RoleKey, TeamKey};
 use crate::domain::policy;
 use crate::domain::reconcile;
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, Time, World};
 use crate::domain::world::RoleState;
 use crate::proto::Filter;
 use crate::view::{
-    DescribeView, EventView, ExitView, RoleDescription, RoleView, SessionDescription, SessionView,
-    ShiftView, TeamDescription, TeamState, TeamView,
+    DescribeView, EventView, ExitView, ProblemKind, ProblemView, RoleDescription, RoleView,
+    SessionDescription, SessionView, ShiftView, TeamDescription, TeamState, TeamView,
 };
 
 fn exit_view(e: &Exit) -> ExitView {
@@ -26,6 +26,72 @@ fn exit_view(e: &Exit) -> ExitView {
 fn passes(filter: &Filter, workspace: &str, team: &str) -> bool {
     filter.workspace.as_deref().is_none_or(|w| w == workspace)
         && filter.team.as_deref().is_none_or(|t| t == team)
+}
+
+/// Does `key` pass the filter's keys: it is one of them or lies under one.
+fn passes_keys(filter: &Filter, key: &str) -> bool {
+    filter.keys.is_empty() || filter.keys.iter().any(|q| key::under(key, q))
+}
+
+/// The problems `status` reports about roles and sessions: frozen,
+/// failed, in backoff, unhealthy (the daemon's and tmux's own are the
+/// caller's).
+pub fn problems(world: &World, now: Time) -> Vec<ProblemView> {
+    let mut out = Vec::new();
+    for key in world.role_keys() {
+        let Some(r) = role(world, &key, now) else {
+            continue;
+        };
+        let last = r
+            .last_exit
+            .as_ref()
+            .map_or_else(String::new, |e| format!(", last: {}", e.reason));
+        let (kind, message, hint) = match r.state {
+            RoleState::Frozen => (
+                ProblemKind::Frozen,
+                format!(
+                    "role {key} is frozen: {}",
+                    r.frozen_reason.clone().unwrap_or_default()
+                ),
+                format!("run `marvel reset role {key}` to restart it"),
+            ),
+            RoleState::Failed => (
+                ProblemKind::Failed,
+                format!("role {key} failed and is not replaced (restart: Never){last}"),
+                format!(
+                    "`marvel logs {key}` shows what it printed; run `marvel reset role {key}` to restart it"
+                ),
+            ),
+            RoleState::Backoff => (
+                ProblemKind::Backoff,
+                format!("role {key} is in crash-loop backoff{last}"),
+                format!("`marvel logs {key}` shows what it printed"),
+            ),
+            _ => continue,
+        };
+        out.push(ProblemView {
+            kind,
+            key: key.to_string(),
+            message,
+            hint,
+            at: r.next_restart_at,
+        });
+    }
+    for s in world.sessions.values() {
+        if session_health(world, s, now) == Some(HealthState::Unhealthy) {
+            out.push(ProblemView {
+                kind: ProblemKind::Unhealthy,
+                key: s.key.to_string(),
+                message: format!("session {} misses its heartbeats", s.key),
+                hint: format!(
+                    "`marvel attach {}` to look at it; it is restarted once its heartbeats go stale",
+                    s.key
+                ),
+                at: s.last_heartbeat_at,
+            });
+        }
+    }
+    out
 }
 
 pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
@@ -112,6 +178,7 @@ pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
         .all_session_records()
         .into_iter()
         .filter(|s| passes(filter, &s.key.workspace, &s.key.team))
+        .filter(|s| passes_keys(filter, &s.key.to_string()))
         .map(|s| {
             let role = s.key.role();
             let state = *role_states
@@ -158,6 +225,7 @@ pub fn roles(world: &World, filter: &Filter, now: Time) -> Vec<RoleView> {
         .role_keys()
         .iter()
         .filter(|k| passes(filter, &k.workspace, &k.team))
+        .filter(|k| passes_keys(filter, &k.to_string()))
         .filter_map(|k| role(world, k, now))
         .collect()
 }
@@ -170,15 +238,21 @@ pub fn team(world: &World, key: &TeamKey, now: Time) -> Option<TeamView> {
         .iter()
         .filter_map(|r| role(world, &record.spec.role_key(r), now))
         .collect();
-    let state = if roles
-        .iter()
-        .all(|r| matches!(r.state, RoleState::Ready | RoleState::Succeeded))
-    {
+    let state = if roles.iter().all(|r| r.state == RoleState::Stopped) {
+        TeamState::Stopped
+    } else if roles.iter().all(|r| {
+        matches!(
+            r.state,
+            RoleState::Ready | RoleState::Succeeded | RoleState::Stopped
+        )
+    }) {
         TeamState::Ready
-    } else if roles
-        .iter()
-        .any(|r| matches!(r.state, RoleState::Frozen | RoleState::Backoff))
-    {
+    } else if roles.iter().any(|r| {
+        matches!(
+            r.state,
+            RoleState::Frozen | RoleState::Backoff | RoleState::Failed
+        )
+    }) {
         TeamState::Degraded
     } else {
         TeamState::Progressing
@@ -201,6 +275,7 @@ pub fn teams(world: &World, filter: &Filter, now: Time) -> Vec<TeamView> {
         .teams
         .keys()
         .filter(|k| passes(filter, &k.workspace, &k.team))
+        .filter(|k| passes_keys(filter, &k.to_string()))
         .filter_map(|k| team(world, k, now))
         .collect()
 }
@@ -255,6 +330,7 @@ pub fn describe_team(
     let filter = Filter {
         workspace: Some(team.workspace.clone()),
         team: Some(team.team.clone()),
+        keys: Vec::new(),
     };
     Some(DescribeView::Team(TeamDescription {
         roles: roles(world, &filter, now),

@@ -208,6 +208,15 @@ pub fn ready(s: &Session, role: &RoleSpec, watching_since: Option<Time>, now: Ti
         && check(s, role, watching_since, now).is_none_or(|c| c.state == HealthState::Healthy)
 }
 
+/// Has a running session come up, as `run --wait` and a `ready` role
+/// mean it: running for the role's `ready_after`, and, for a role with a
+/// heartbeat check, it has sent its first heartbeat. Unlike [`ready`], a
+/// later missed heartbeat does not undo it: that is the session's health.
+pub fn came_up(s: &Session, role: &RoleSpec, now: Time) -> bool {
+    ready_at(s, role).is_some_and(|at| now >= at)
+        && (role.health.is_none() || s.last_heartbeat_at.is_some())
+}
+
 /// Why a heartbeat was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeartbeatError {

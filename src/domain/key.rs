@@ -224,9 +224,79 @@ pub fn lookup<'a, K: fmt::Display + 'a>(
     }
 }
 
+/// True when `key` lies under what `query` names: `query` names the key
+/// itself or one of its parents by suffix (`squad` is over
+/// `demo/squad/worker-0`), or the role of a session key.
+pub fn under(key: &str, query: &str) -> bool {
+    let query = query.trim_matches('/');
+    let mut prefix = String::new();
+    key.split('/').any(|part| {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        matches_suffix(&prefix, query)
+    }) || key
+        .parse::<SessionKey>()
+        .is_ok_and(|k| matches_suffix(&k.role().to_string(), query))
+}
+
+/// The key most like `query`, to suggest for a key that names nothing:
+/// each candidate is compared by its every suffix at a `/`, and the
+/// suggestion is given in the form compared (`worker-0` for `worker-9`
+/// when that names one key), or not at all when nothing is close.
+pub fn suggest<'a>(query: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let query = query.trim_matches('/');
+    let mut best: Option<(f64, String)> = None;
+    let all: Vec<&str> = candidates.into_iter().collect();
+    for key in &all {
+        let parts: Vec<&str> = key.split('/').collect();
+        for start in 0..parts.len() {
+            let suffix = parts[start..].join("/");
+            // Give the short form only when it names one key.
+            let unique = all.iter().filter(|k| matches_suffix(k, &suffix)).count() == 1;
+            let shown = if unique {
+                suffix.clone()
+            } else {
+                key.to_string()
+            };
+            let score = strsim::jaro_winkler(query, &suffix);
+            if score >= 0.8 && best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, shown));
+            }
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_lies_under_itself_its_parents_and_its_role() {
+        assert!(under("demo/squad/worker-0", "worker-0"));
+        assert!(under("demo/squad/worker-0", "worker"));
+        assert!(under("demo/squad/worker-0", "squad"));
+        assert!(under("demo/squad/worker-0", "demo/squad"));
+        assert!(!under("demo/squad/worker-0", "worker-1"));
+        assert!(!under("demo/squad/worker-0", "orker"));
+        assert!(!under("demo/squad/lead", "worker"));
+    }
+
+    #[test]
+    fn suggestions_are_close_keys_in_their_shortest_unique_form() {
+        let keys = [
+            "demo/squad/worker-0",
+            "demo/squad/worker-1",
+            "demo/squad/lead",
+        ];
+        assert_eq!(suggest("wroker-0", keys), Some("worker-0".into()));
+        assert_eq!(suggest("laed", keys), Some("lead".into()));
+        assert_eq!(suggest("squad/leda", keys), Some("squad/lead".into()));
+        assert_eq!(suggest("zzzzzz", keys), None);
+        assert_eq!(suggest("x", []), None);
+    }
 
     fn sk(s: &str) -> SessionKey {
         s.parse().unwrap()

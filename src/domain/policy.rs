@@ -111,6 +111,7 @@ pub fn on_death(
         }
         RestartPolicy::Never => {
             h.done_slots.insert(slot);
+            h.failed_slots.insert(slot);
             h.last_crash_at = Some(now);
             return Verdict::NotReplaced;
         }
@@ -165,12 +166,15 @@ pub fn may_spawn(h: &RoleHistory, now: Time) -> bool {
 
 /// Clears everything a manual `reset role` or a template change clears: the
 /// crash count, the backoff, the frozen state, the marker and finished slots.
-/// Idempotent. Returns whether there was anything to clear.
+/// Whether the role is stopped and the runs kept for their logs are not
+/// crash-loop history: they stay. Idempotent. Returns whether there was
+/// anything to clear.
 pub fn reset(h: &mut RoleHistory) -> bool {
     let had = has_history(h) || h.marker.is_some() || !h.done_slots.is_empty() || h.restarts > 0;
-    let generation = h.generation;
     *h = RoleHistory {
-        generation,
+        generation: h.generation,
+        stopped: h.stopped,
+        past: std::mem::take(&mut h.past),
         ..RoleHistory::default()
     };
     had
@@ -459,6 +463,10 @@ mod tests {
         assert_eq!(crash(&mut h, &r, 0), Verdict::NotReplaced);
         assert_eq!(h.restarts, 0);
         assert!(h.done_slots.contains(&0));
+        assert!(
+            h.failed_slots.contains(&0),
+            "a failure under Never is kept as such"
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum StopReason {
     /// Another session holds its slot (a replacement that was not needed
     /// any more, for example after a shift ended).
     Superfluous,
+    /// Its role was stopped on request (`marvel stop`).
+    RoleStopped,
 }
 
 impl StopReason {
@@ -36,6 +38,7 @@ impl StopReason {
             StopReason::RoleRemoved => "role removed",
             StopReason::Replaced => "replaced: its successor is ready",
             StopReason::Superfluous => "not needed: another session holds its slot",
+            StopReason::RoleStopped => "stopped on request (not a crash)",
         }
     }
 }
@@ -148,7 +151,7 @@ fn apply(world: &mut World, intent: Intent, now: Time, rng: &mut impl Rng, plan:
             plan.effects.push(Effect::Spawn { uid });
         }
         Intent::Stop { uid, reason } => {
-            if let Some(session) = world.stop(uid) {
+            if let Some(session) = world.stop(uid, now) {
                 // Its successor has the same key: say which one stops.
                 let why = match reason {
                     StopReason::Replaced | StopReason::Superfluous => {
@@ -280,6 +283,14 @@ pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -
         .sessions
         .values()
         .filter(|s| s.state.is_live() && in_role(s, key));
+    if h.stopped {
+        // A stopped role keeps nothing running and wants nothing.
+        let stops = live.map(|s| (s.uid, StopReason::RoleStopped)).collect();
+        return Layout {
+            stops,
+            ..Layout::default()
+        };
+    }
     for s in live {
         by_slot.entry(s.key.slot).or_default().push(s);
     }
@@ -496,13 +507,33 @@ fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mu
 pub enum RoleChange {
     Created,
     Unchanged,
+    /// Only `replicas` changed.
     Scaled {
         from: u32,
         to: u32,
     },
-    /// The template changed: replicas are replaced, history cleared.
-    Replaced,
+    /// Policy fields changed (and perhaps `replicas`): applied to the
+    /// running sessions in place, crash-loop history cleared.
+    Updated {
+        fields: Vec<&'static str>,
+    },
+    /// The program changed (`command`, `env`, `cwd`): replicas are
+    /// replaced, history cleared.
+    Replaced {
+        fields: Vec<&'static str>,
+    },
     Removed,
+}
+
+impl RoleChange {
+    /// Whether the change clears the role's crash-loop history (and so
+    /// un-freezes it).
+    pub fn clears_history(&self) -> bool {
+        matches!(
+            self,
+            RoleChange::Updated { .. } | RoleChange::Replaced { .. }
+        )
+    }
 }
 
 /// Compares a stored team with a newly applied one, role by role, in the new
@@ -513,12 +544,21 @@ pub fn diff(old: Option<&TeamSpec>, new: &TeamSpec) -> Vec<(RoleKey, RoleChange)
         let key = new.role_key(role);
         let change = match old.and_then(|o| o.role(role.name.as_str())) {
             None => RoleChange::Created,
-            Some(prev) if !prev.same_template(role) => RoleChange::Replaced,
-            Some(prev) if prev.replicas != role.replicas => RoleChange::Scaled {
-                from: prev.replicas.get(),
-                to: role.replicas.get(),
-            },
-            Some(_) => RoleChange::Unchanged,
+            Some(prev) => {
+                let fields = prev.changed_fields(role);
+                if !prev.same_template(role) {
+                    RoleChange::Replaced { fields }
+                } else if fields.iter().any(|f| *f != "replicas") {
+                    RoleChange::Updated { fields }
+                } else if !fields.is_empty() {
+                    RoleChange::Scaled {
+                        from: prev.replicas.get(),
+                        to: role.replicas.get(),
+                    }
+                } else {
+                    RoleChange::Unchanged
+                }
+            }
         };
         out.push((key, change));
     }
@@ -611,7 +651,7 @@ mod properties {
                     }
                     Op::Kill { role, slot } => {
                         let uid = sim.live(ROLES[role]).iter().find(|s| s.key.slot == slot).map(|s| s.uid);
-                        if let Some(uid) = uid { sim.world.stop(uid); }
+                        if let Some(uid) = uid { sim.world.stop(uid, sim.now); }
                     }
                     Op::StartPending => sim.start_pending(),
                 }

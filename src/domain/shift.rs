@@ -307,7 +307,7 @@ impl World {
                     message: format!(
                         "role {key} is frozen ({reason}); a shift would start nothing"
                     ),
-                    help: Some(format!("run `marvel reset role {key}` first")),
+                    help: Some(format!("run `marvel reset role {key}` to restart it")),
                 });
             }
         }
@@ -784,7 +784,7 @@ mod tests {
         assert!(err.message.contains("is frozen"), "{err:?}");
         assert_eq!(
             err.help.as_deref(),
-            Some("run `marvel reset role demo/squad/w` first")
+            Some("run `marvel reset role demo/squad/w` to restart it")
         );
     }
 
@@ -1007,7 +1007,7 @@ mod properties {
                     Op::Kill { role, pick } => {
                         let live = live_of(&sim, ROLES[role]);
                         if !live.is_empty() {
-                            sim.world.stop(live[pick % live.len()].uid);
+                            sim.world.stop(live[pick % live.len()].uid, sim.now);
                         }
                     }
                     Op::Abort => { sim.world.abort_shift(&team_key(), "test", sim.now); }

@@ -811,19 +811,45 @@ impl RoleSpec {
         .expect("a short command fits")
     }
 
-    /// True when the two specs run the same program the same way, so that
-    /// only `replicas` and how replacements are paced (`ready_after`,
-    /// `shift_last`) may differ. A template change replaces the replicas
-    /// and clears the role's crash-loop history.
+    /// The fields that differ between the two specs, by their manifest
+    /// names, in manifest order.
+    pub fn changed_fields(&self, other: &RoleSpec) -> Vec<&'static str> {
+        let checks: [(&'static str, bool); 12] = [
+            ("replicas", self.replicas != other.replicas),
+            ("command", self.command != other.command),
+            ("env", self.env != other.env),
+            ("cwd", self.cwd != other.cwd),
+            ("restart", self.restart != other.restart),
+            ("backoff", self.backoff != other.backoff),
+            ("max_restarts", self.max_restarts != other.max_restarts),
+            ("window", self.window != other.window),
+            ("reset_after", self.reset_after != other.reset_after),
+            ("health", self.health != other.health),
+            ("ready_after", self.ready_after != other.ready_after),
+            ("shift_last", self.shift_last != other.shift_last),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// True when the two specs start the same program the same way: only
+    /// `replicas` and policy fields (how crashes are handled, how
+    /// replacements are paced) may differ. A change of a [`TEMPLATE_FIELDS`]
+    /// field replaces the role's sessions; a policy change applies in place.
     pub fn same_template(&self, other: &RoleSpec) -> bool {
-        RoleSpec {
-            replicas: other.replicas,
-            ready_after: other.ready_after,
-            shift_last: other.shift_last,
-            ..self.clone()
-        } == *other
+        self.changed_fields(other)
+            .iter()
+            .all(|f| !TEMPLATE_FIELDS.contains(f))
     }
 }
+
+/// The fields that decide the running program itself: changing one
+/// replaces the role's sessions. Every other field but `replicas` is
+/// policy, applied to running sessions in place.
+pub const TEMPLATE_FIELDS: &[&str] = &["command", "env", "cwd"];
 
 /// One team: the unit a manifest file declares and `marvel run` applies.
 /// Built only from [`TeamParts`] (or by decoding them): at least one role,
@@ -1034,18 +1060,47 @@ mod tests {
     }
 
     #[test]
-    fn only_replicas_may_change_without_a_new_template() {
+    fn only_the_program_command_env_and_cwd_make_a_new_template() {
         let a = RoleSpec::with_defaults("w", 1, &["sh"]);
         let mut b = a.clone();
         b.replicas = Replicas::new(9).unwrap();
-        assert!(a.same_template(&b));
         b.shift_last = true;
-        assert!(
-            a.same_template(&b),
-            "shift order is not part of the template"
+        b.max_restarts = Some(1);
+        b.window = NonZeroSpan::from_secs(5);
+        b.reset_after = NonZeroSpan::from_secs(5);
+        b.ready_after = Span::from_secs(3);
+        b.restart = RestartPolicy::Never;
+        b.health = Some(Health::Heartbeat {
+            timeout: NonZeroSpan::from_secs(9),
+            failures: Failures::new(1).unwrap(),
+        });
+        assert!(a.same_template(&b), "policy fields apply in place");
+        assert_eq!(
+            a.changed_fields(&b),
+            [
+                "replicas",
+                "restart",
+                "max_restarts",
+                "window",
+                "reset_after",
+                "health",
+                "ready_after",
+                "shift_last"
+            ]
         );
-        b.command = Command::new(["sh", "-c"]).unwrap();
-        assert!(!a.same_template(&b));
+        for change in [
+            |r: &mut RoleSpec| r.command = Command::new(["sh", "-c"]).unwrap(),
+            |r: &mut RoleSpec| {
+                r.env.insert("K".into(), "V".into()).unwrap();
+            },
+            |r: &mut RoleSpec| r.cwd = Some(Cwd::new("/tmp").unwrap()),
+        ] {
+            let mut c = a.clone();
+            change(&mut c);
+            assert!(!a.same_template(&c), "{:?}", a.changed_fields(&c));
+            assert_eq!(a.changed_fields(&c).len(), 1);
+        }
+        assert!(a.changed_fields(&a).is_empty());
     }
 
     #[test]
@@ -1372,6 +1427,18 @@ mod tests {
         // Written back the same, but for fields added since (with defaults).
         let mut back = serde_json::to_value(&world).unwrap();
         back.as_object_mut().unwrap().remove("uid_reserved");
+        for h in back["roles"].as_object_mut().unwrap().values_mut() {
+            let h = h.as_object_mut().unwrap();
+            assert_eq!(h.remove("stopped"), Some(Value::Bool(false)));
+            assert_eq!(h.remove("failed_slots"), Some(json!([])));
+            assert_eq!(h.remove("past"), Some(json!({})));
+        }
+        for t in back["teams"].as_object_mut().unwrap().values_mut() {
+            assert_eq!(
+                t.as_object_mut().unwrap().remove("source"),
+                Some(Value::Null)
+            );
+        }
         assert_eq!(back, file["world"]);
     }
 }

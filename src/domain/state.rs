@@ -4,6 +4,7 @@
 //! `world`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -238,6 +239,48 @@ pub struct RoleHistory {
     pub slot_restarts: BTreeMap<u32, u32>,
     /// Slots that ended for good (`OnFailure` success, `Never`): not refilled.
     pub done_slots: BTreeSet<u32>,
+    /// Of the done slots, those whose program failed under `Never`: the
+    /// role is `failed`, not `succeeded`.
+    #[serde(default)]
+    pub failed_slots: BTreeSet<u32>,
+    /// Stopped on request (`marvel stop`): its sessions are stopped and
+    /// none is spawned until `marvel start`; the declaration is kept.
+    #[serde(default)]
+    pub stopped: bool,
+    /// The runs of each slot that ended, newest last, at most
+    /// [`PAST_RUNS`]: their output logs stay for `marvel logs --previous`.
+    #[serde(default)]
+    pub past: BTreeMap<u32, Vec<PastRun>>,
+}
+
+/// How many ended runs of a slot keep their output log.
+pub const PAST_RUNS: usize = 2;
+
+/// One ended run of a replica slot, for `marvel logs --previous`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastRun {
+    pub uid: u64,
+    pub started_at: Option<Time>,
+    pub ended_at: Time,
+}
+
+impl RoleHistory {
+    /// Remembers that `s` ended at `at` (once per uid), forgetting the
+    /// oldest run of its slot beyond [`PAST_RUNS`].
+    pub fn remember_run(&mut self, s: &Session, at: Time) {
+        let runs = self.past.entry(s.key.slot).or_default();
+        if runs.iter().any(|r| r.uid == s.uid) {
+            return;
+        }
+        runs.push(PastRun {
+            uid: s.uid,
+            started_at: s.started_at,
+            ended_at: at,
+        });
+        runs.sort_by_key(|r| r.uid);
+        let excess = runs.len().saturating_sub(PAST_RUNS);
+        runs.drain(..excess);
+    }
 }
 
 /// An applied team and when it was applied.
@@ -245,6 +288,11 @@ pub struct RoleHistory {
 pub struct TeamRecord {
     pub spec: TeamSpec,
     pub applied_at: Time,
+    /// The manifest file that declared the team (absolute), when it came
+    /// from one: another file declaring the same team is refused unless
+    /// forced. Absent in state files from before it was recorded.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
 }
 
 /// Everything the daemon knows, in one value.
@@ -346,6 +394,16 @@ impl World {
         role: &'a RoleKey,
     ) -> impl Iterator<Item = &'a Session> + 'a {
         self.sessions.values().filter(move |s| s.key.is_of(role))
+    }
+
+    /// Uids whose output logs are still wanted: every record `get` shows
+    /// and the ended runs kept for `logs --previous`.
+    pub fn uids_with_logs(&self) -> BTreeSet<u64> {
+        let mut uids: BTreeSet<u64> = self.all_session_records().iter().map(|s| s.uid).collect();
+        for h in self.roles.values() {
+            uids.extend(h.past.values().flatten().map(|r| r.uid));
+        }
+        uids
     }
 
     /// Every key a `get sessions` would show: live, succeeded and markers.

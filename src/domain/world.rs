@@ -8,6 +8,9 @@ use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy::{self, Verdict};
 use crate::domain::reconcile::{self, RoleChange};
 use crate::domain::spec::{Replicas, RoleSpec, TeamSpec};
+use std::path::{Path, PathBuf};
+
+use crate::domain::health;
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
 
 /// The tmux session name of one spawn: `marvel/<session key>/<uid>`. The
@@ -32,11 +35,18 @@ impl World {
             .collect()
     }
 
-    /// Applies a team. Unchanged roles are untouched; a changed template
-    /// clears the role's history (un-freezing it) and starts a new
-    /// generation; removed roles lose their history at once and their
-    /// sessions are stopped by the next plan.
-    pub fn apply(&mut self, team: TeamSpec, now: Time) -> (Vec<(RoleKey, RoleChange)>, Vec<Event>) {
+    /// Applies a team declared by the manifest `source` (if it came from
+    /// one). Unchanged roles are untouched; a policy change clears the
+    /// role's history (un-freezing it) and leaves its sessions running; a
+    /// changed template clears it too and starts a new generation, whose
+    /// sessions replace the old ones; removed roles lose their history at
+    /// once and their sessions are stopped by the next plan.
+    pub fn apply(
+        &mut self,
+        team: TeamSpec,
+        source: Option<PathBuf>,
+        now: Time,
+    ) -> (Vec<(RoleKey, RoleChange)>, Vec<Event>) {
         let key = team.key();
         let old = self.teams.get(&key).map(|t| &t.spec);
         let changes = reconcile::diff(old, &team);
@@ -49,16 +59,22 @@ impl World {
                     h.generation += 1;
                     events.push(Event::new(now, EventKind::Applied, role, "role created"));
                 }
-                RoleChange::Replaced => {
+                RoleChange::Updated { fields } | RoleChange::Replaced { fields } => {
+                    let replaced = matches!(change, RoleChange::Replaced { .. });
                     let h = self.roles.entry(role.clone()).or_default();
                     let was_frozen = h.frozen.is_some();
                     policy::reset(h);
-                    h.generation += 1;
-                    let msg = if was_frozen {
-                        "spec changed: replicas will be replaced; crash-loop history cleared, role un-frozen"
+                    let what = if replaced {
+                        h.generation += 1;
+                        "replicas will be replaced"
                     } else {
-                        "spec changed: replicas will be replaced; crash-loop history cleared"
+                        "applied in place, sessions keep running"
                     };
+                    let unfrozen = if was_frozen { ", role un-frozen" } else { "" };
+                    let msg = format!(
+                        "changed {}: {what}; crash-loop history cleared{unfrozen}",
+                        fields.join(", ")
+                    );
                     events.push(Event::new(now, EventKind::Applied, role, msg));
                 }
                 RoleChange::Scaled { from, to } => {
@@ -81,17 +97,56 @@ impl World {
                 RoleChange::Unchanged => {}
             }
         }
-        let unchanged = old.is_some_and(|o| *o == team);
-        if !unchanged {
-            self.teams.insert(
-                key,
-                TeamRecord {
-                    spec: team,
-                    applied_at: now,
-                },
-            );
+        match self.teams.get_mut(&key) {
+            Some(t) if t.spec == team => {
+                if source.is_some() {
+                    t.source = source;
+                }
+            }
+            _ => {
+                let source = source.or_else(|| self.teams.get(&key).and_then(|t| t.source.clone()));
+                self.teams.insert(
+                    key,
+                    TeamRecord {
+                        spec: team,
+                        applied_at: now,
+                        source,
+                    },
+                );
+            }
         }
         (changes, events)
+    }
+
+    /// The manifest file that owns team `key`, when it is another than
+    /// `source`: a team belongs to the file that declared it.
+    pub fn owned_elsewhere(&self, key: &TeamKey, source: Option<&Path>) -> Option<&Path> {
+        let owner = self.teams.get(key)?.source.as_deref()?;
+        source.filter(|s| *s != owner).map(|_| owner)
+    }
+
+    /// Stops or starts a role on request: a stopped role keeps its
+    /// declaration and history, its sessions are stopped by the next plan
+    /// (never a crash) and nothing is spawned for it until it is started.
+    /// Returns the event, or `None` when it already was so.
+    pub fn set_stopped(&mut self, key: &RoleKey, stopped: bool, now: Time) -> Option<Event> {
+        self.role_spec(key)?;
+        let h = self.roles.entry(key.clone()).or_default();
+        if h.stopped == stopped {
+            return None;
+        }
+        h.stopped = stopped;
+        let msg = if stopped {
+            "role stopped on request: its sessions stop, none is started until `marvel start`"
+        } else {
+            "role started on request"
+        };
+        Some(Event::new(now, EventKind::Stopped, key, msg))
+    }
+
+    /// Whether role `key` is stopped on request.
+    pub fn is_stopped(&self, key: &RoleKey) -> bool {
+        self.roles.get(key).is_some_and(|h| h.stopped)
     }
 
     /// Removes a team: its roles' histories and markers go at once, its
@@ -229,6 +284,7 @@ impl World {
             )];
         };
         let h = self.roles.entry(role_key.clone()).or_default();
+        h.remember_run(&s, exit.at.min(now));
         // The backoff and the budget window count from the instant of death,
         // not from when the daemon heard of it (it may have been away).
         let died = exit.at.min(now);
@@ -335,8 +391,12 @@ impl World {
 
     /// Stops a live session on request (kill, scale-down, removal): it is
     /// forgotten without any charge to its role.
-    pub fn stop(&mut self, uid: u64) -> Option<Session> {
-        self.sessions.remove(&uid)
+    pub fn stop(&mut self, uid: u64, now: Time) -> Option<Session> {
+        let s = self.sessions.remove(&uid)?;
+        if let Some(h) = self.roles.get_mut(&s.key.role()) {
+            h.remember_run(&s, now);
+        }
+        Some(s)
     }
 
     pub fn forgive(&mut self, role: &RoleKey, now: Time) -> Option<Event> {
@@ -371,14 +431,25 @@ impl World {
         let Some(spec) = self.role_spec(key) else {
             return RoleState::Progressing;
         };
+        if h.stopped || spec.replicas.get() == 0 {
+            return RoleState::Stopped;
+        }
         if h.frozen.is_some() {
             return RoleState::Frozen;
+        }
+        if !h.failed_slots.is_empty() {
+            return RoleState::Failed;
         }
         let lay = reconcile::layout(self, key, spec, now);
         if lay.wanted == 0 {
             return RoleState::Succeeded;
         }
-        if lay.settled() {
+        if lay.settled()
+            && lay
+                .occupants
+                .values()
+                .all(|s| health::came_up(s, spec, now))
+        {
             return RoleState::Ready;
         }
         if h.next_restart_at.is_some_and(|t| t > now) {
@@ -416,6 +487,10 @@ pub enum RoleState {
     Frozen,
     /// Nothing left to run: every replica succeeded.
     Succeeded,
+    /// A replica of a `restart: Never` role failed and is not replaced.
+    Failed,
+    /// Stopped on request (`marvel stop`), or scaled to 0: nothing runs.
+    Stopped,
 }
 
 impl RoleState {
@@ -525,7 +600,7 @@ pub(crate) mod sim {
         }
 
         pub fn apply(&mut self, team: TeamSpec) -> Vec<(RoleKey, RoleChange)> {
-            let (changes, ev) = self.world.apply(team, self.now);
+            let (changes, ev) = self.world.apply(team, None, self.now);
             self.events.extend(ev);
             changes
         }
@@ -630,7 +705,7 @@ mod tests {
     use super::sim::*;
     use super::*;
     use crate::domain::reconcile::{Intent, StopReason, intents};
-    use crate::domain::spec::{Command, RestartPolicy};
+    use crate::domain::spec::{Backoff, Command, Factor, Jitter, NonZeroSpan, RestartPolicy, Span};
     use crate::domain::state::ExitDetail;
 
     fn spawns(actions: &[Intent]) -> usize {
@@ -794,7 +869,12 @@ mod tests {
         let mut changed = role("w", 3);
         changed.command = Command::new(["bash"]).unwrap();
         let changes = sim.apply(team(vec![changed]));
-        assert_eq!(changes[0].1, RoleChange::Replaced);
+        assert_eq!(
+            changes[0].1,
+            RoleChange::Replaced {
+                fields: vec!["command"]
+            }
+        );
         assert!(sim.history("w").frozen.is_none());
         assert!(spawns(&sim.settle()) >= 1);
     }
@@ -866,7 +946,7 @@ mod tests {
         sim.apply(team(vec![role("w", 2)]));
         sim.settle();
         let uid = sim.uid_in_slot("w", 1);
-        sim.world.stop(uid);
+        sim.world.stop(uid, sim.now);
         assert_eq!(spawns(&sim.settle()), 1);
         assert_eq!(sim.history("w").restarts, 0);
         assert_ne!(sim.uid_in_slot("w", 1), uid);
@@ -1064,7 +1144,7 @@ mod tests {
         sim.settle();
         // Slot 0 is replaced after a kill: it is now the newest.
         let middle = sim.uid_in_slot("w", 1);
-        sim.world.stop(sim.uid_in_slot("w", 0));
+        sim.world.stop(sim.uid_in_slot("w", 0), sim.now);
         sim.settle();
         sim.world
             .scale(&sim.rk("w"), Replicas::new(1).unwrap(), sim.now);
@@ -1106,6 +1186,191 @@ mod tests {
             sim.world.role_state(&sim.rk("job"), sim.now),
             RoleState::Ready
         );
+    }
+
+    #[test]
+    fn a_policy_edit_applies_in_place_and_unfreezes_a_template_edit_replaces() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2)]));
+        sim.settle();
+        let uids: Vec<u64> = sim.live("w").iter().map(|s| s.uid).collect();
+        for _ in 0..4 {
+            sim.die("w", 0, 1);
+            sim.now = sim.history("w").next_restart_at.unwrap_or(sim.now);
+            sim.settle();
+        }
+        assert!(sim.history("w").frozen.is_some());
+        let survivor = sim.uid_in_slot("w", 1);
+        assert_eq!(survivor, uids[1]);
+        // Policy only: no session is replaced, the history goes.
+        let mut edited = role("w", 2);
+        edited.max_restarts = Some(9);
+        edited.backoff = Backoff::new(
+            NonZeroSpan::from_millis(50),
+            Span::from_millis(800),
+            Factor::new(2.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
+        let changes = sim.apply(team(vec![edited.clone()]));
+        assert_eq!(
+            changes[0].1,
+            RoleChange::Updated {
+                fields: vec!["backoff", "max_restarts"]
+            }
+        );
+        let h = sim.history("w");
+        assert!(h.frozen.is_none() && h.crashes.is_empty() && h.marker.is_none());
+        let acts = sim.settle();
+        assert!(
+            acts.iter()
+                .all(|a| matches!(a, Intent::Spawn { slot: 0, .. })),
+            "only the dead slot is filled: {acts:?}"
+        );
+        assert_eq!(sim.uid_in_slot("w", 1), survivor, "same session, same uid");
+        // The program changes: every session is replaced.
+        let mut replaced = edited;
+        replaced.env.insert("K".into(), "V".into()).unwrap();
+        let changes = sim.apply(team(vec![replaced]));
+        assert_eq!(
+            changes[0].1,
+            RoleChange::Replaced {
+                fields: vec!["env"]
+            }
+        );
+        sim.settle();
+        sim.settle();
+        assert!(sim.live("w").iter().all(|s| s.uid > survivor));
+    }
+
+    #[test]
+    fn a_stopped_role_stops_its_sessions_uncharged_and_stays_stopped_until_started() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2), role("other", 1)]));
+        sim.settle();
+        let ev = sim.world.set_stopped(&sim.rk("w"), true, sim.now).unwrap();
+        assert_eq!(ev.kind, EventKind::Stopped);
+        assert!(sim.world.set_stopped(&sim.rk("w"), true, sim.now).is_none());
+        let acts = sim.settle();
+        assert_eq!(
+            acts.iter()
+                .filter(|a| matches!(
+                    a,
+                    Intent::Stop {
+                        reason: StopReason::RoleStopped,
+                        ..
+                    }
+                ))
+                .count(),
+            2
+        );
+        assert!(sim.live("w").is_empty());
+        assert_eq!(sim.live("other").len(), 1, "other roles are not touched");
+        assert_eq!(sim.history("w").restarts, 0, "no budget charged");
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Stopped
+        );
+        assert!(sim.at(100_000).settle().is_empty(), "nothing spawns");
+        // It survives a restart of the daemon: it is in the saved world.
+        let saved: World =
+            serde_json::from_str(&serde_json::to_string(&sim.world).unwrap()).unwrap();
+        assert!(saved.is_stopped(&sim.rk("w")));
+        // A reset or a re-apply does not start it; `start` does.
+        sim.world.reset_role(&sim.rk("w"), sim.now);
+        sim.apply(team(vec![role("w", 2), role("other", 1)]));
+        assert!(sim.settle().is_empty());
+        sim.world.set_stopped(&sim.rk("w"), false, sim.now).unwrap();
+        assert_eq!(spawns(&sim.settle()), 2);
+    }
+
+    #[test]
+    fn scaled_to_zero_is_stopped_and_a_failure_under_never_is_failed() {
+        let mut sim = Sim::new();
+        let mut once = role("once", 1);
+        once.restart = RestartPolicy::Never;
+        sim.apply(team(vec![role("w", 1), once]));
+        sim.settle();
+        sim.world
+            .scale(&sim.rk("w"), Replicas::new(0).unwrap(), sim.now);
+        sim.settle();
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Stopped,
+            "never succeeded"
+        );
+        sim.die("once", 0, 3);
+        assert_eq!(
+            sim.world.role_state(&sim.rk("once"), sim.now),
+            RoleState::Failed
+        );
+        sim.world.reset_role(&sim.rk("once"), sim.now);
+        sim.settle();
+        assert_eq!(
+            sim.world.role_state(&sim.rk("once"), sim.now),
+            RoleState::Ready
+        );
+    }
+
+    #[test]
+    fn a_role_is_ready_once_each_session_ran_for_ready_after() {
+        let mut sim = Sim::new();
+        let mut w = role("w", 1);
+        w.ready_after = Span::from_millis(500);
+        sim.apply(team(vec![w]));
+        sim.settle();
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), sim.now),
+            RoleState::Progressing
+        );
+        assert_eq!(
+            sim.world.role_state(&sim.rk("w"), t(499)),
+            RoleState::Progressing
+        );
+        assert_eq!(sim.world.role_state(&sim.rk("w"), t(500)), RoleState::Ready);
+        // A program that exits after 300 ms never was ready.
+        sim.at(300).die("w", 0, 0);
+        assert_ne!(sim.world.role_state(&sim.rk("w"), t(600)), RoleState::Ready);
+    }
+
+    #[test]
+    fn a_team_belongs_to_the_file_that_declared_it() {
+        let mut sim = Sim::new();
+        let a = PathBuf::from("/teams/a.ron");
+        let b = PathBuf::from("/teams/b.ron");
+        sim.world
+            .apply(team(vec![role("w", 1)]), Some(a.clone()), sim.now);
+        let key = team(vec![role("w", 1)]).key();
+        assert_eq!(sim.world.owned_elsewhere(&key, Some(&b)), Some(a.as_path()));
+        assert_eq!(sim.world.owned_elsewhere(&key, Some(&a)), None);
+        assert_eq!(sim.world.owned_elsewhere(&key, None), None);
+        // Taken over (forced), it belongs to the new file.
+        sim.world
+            .apply(team(vec![role("w", 1)]), Some(b.clone()), sim.now);
+        assert_eq!(sim.world.owned_elsewhere(&key, Some(&a)), Some(b.as_path()));
+    }
+
+    #[test]
+    fn the_runs_before_the_current_one_are_kept_for_their_logs() {
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 1)]));
+        sim.settle();
+        let first = sim.uid_in_slot("w", 0);
+        sim.world.stop(first, sim.now);
+        sim.settle();
+        let second = sim.uid_in_slot("w", 0);
+        sim.at(10).die("w", 0, 1);
+        sim.at(1000).settle();
+        let third = sim.uid_in_slot("w", 0);
+        sim.world.stop(third, sim.now);
+        sim.settle();
+        let past: Vec<u64> = sim.history("w").past[&0].iter().map(|r| r.uid).collect();
+        assert_eq!(past, [second, third], "the newest two, oldest first");
+        assert!(sim.world.uids_with_logs().contains(&second));
+        assert!(!sim.world.uids_with_logs().contains(&first));
+        // A reset keeps them: they are output, not crash-loop history.
+        sim.world.reset_role(&sim.rk("w"), sim.now);
+        assert_eq!(sim.history("w").past[&0].len(), 2);
     }
 
     #[test]

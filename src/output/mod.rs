@@ -167,7 +167,8 @@ impl Tinted for RoleState {
             RoleState::Ready => Some(Tint::Green),
             RoleState::Progressing | RoleState::Backoff => Some(Tint::Yellow),
             RoleState::Frozen => Some(Tint::Magenta),
-            RoleState::Succeeded => None,
+            RoleState::Failed => Some(Tint::Red),
+            RoleState::Succeeded | RoleState::Stopped => None,
         }
     }
 }
@@ -181,6 +182,7 @@ impl Tinted for TeamState {
             TeamState::Ready => Some(Tint::Green),
             TeamState::Progressing => Some(Tint::Yellow),
             TeamState::Degraded => Some(Tint::Red),
+            TeamState::Stopped => None,
         }
     }
 }
@@ -424,9 +426,13 @@ pub fn sessions_table(
     wide: bool,
     colour: bool,
 ) -> String {
-    let mut header = vec![
-        "SESSION", "STATE", "HEALTH", "RESTARTS", "AGE", "PANE", "PID", "EXIT",
-    ];
+    let mut header = vec!["SESSION", "STATE", "HEALTH"];
+    // Only when some program reports how full its context is.
+    let ctx = sessions.iter().any(|s| s.context_pct.is_some());
+    if ctx {
+        header.push("CTX");
+    }
+    header.extend(["RESTARTS", "AGE", "PANE", "PID", "EXIT"]);
     if wide {
         header.extend(["ROLE", "TMUX SESSION", "STARTED"]);
     }
@@ -438,12 +444,17 @@ pub fn sessions_table(
                 Cell::new(&s.key),
                 state_cell(s.state, colour),
                 Cell::new(health(s, now)),
+            ];
+            if ctx {
+                row.push(Cell::new(or_dash(s.context_pct.map(|p| format!("{p}%")))));
+            }
+            row.extend([
                 Cell::new(restarts(s.restarts, s.last_restart_at, now)),
                 Cell::new(age(s.created_at, now)),
                 Cell::new(or_dash(s.pane.as_ref())),
                 Cell::new(or_dash(s.pid)),
                 Cell::new(exit_text(s.exit.as_ref())),
-            ];
+            ]);
             if wide {
                 row.extend([
                     Cell::new(format!("{}/{}/{}", s.workspace, s.team, s.role)),
@@ -458,48 +469,73 @@ pub fn sessions_table(
     table(&header, rows, colour)
 }
 
-/// `get roles`.
-pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, colour: bool) -> String {
-    let header = [
+/// `get roles`; `wide` adds RESTART (the policy), BUDGET WINDOW and
+/// COMMAND.
+pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, wide: bool, colour: bool) -> String {
+    let mut header = vec![
         "ROLE",
         "STATE",
         "READY",
         "RESTARTS",
         "WINDOW",
         "NEXT RESTART",
-        "REASON",
     ];
+    if wide {
+        header.extend(["RESTART", "BUDGET WINDOW", "COMMAND"]);
+    }
+    header.push("REASON");
     let rows = roles
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 Cell::new(&r.key),
                 state_cell(r.state, colour),
                 Cell::new(format!("{}/{}", r.running, r.desired)),
                 Cell::new(restarts(r.restarts, r.last_restart_at, now)),
                 Cell::new(window(r.crashes_in_window, r.max_restarts)),
                 Cell::new(role_next_restart(r, now)),
-                Cell::new(role_reason(r)),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    Cell::new(format!("{:?}", r.restart)),
+                    Cell::new(humantime::format_duration(
+                        std::time::Duration::from_millis(r.window_ms),
+                    )),
+                    Cell::new(shell_words(&r.command)),
+                ]);
+            }
+            row.push(Cell::new(role_reason(r)));
+            row
         })
         .collect();
     table(&header, rows, colour)
 }
 
-/// `get teams`.
-pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, colour: bool) -> String {
-    let header = ["TEAM", "STATE", "ROLES", "READY", "AGE", "SHIFT"];
+/// `get teams`; `wide` adds WORKSPACE and APPLIED (when, in local time).
+pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, wide: bool, colour: bool) -> String {
+    let mut header = vec!["TEAM", "STATE", "ROLES", "READY", "AGE"];
+    if wide {
+        header.extend(["WORKSPACE", "APPLIED"]);
+    }
+    header.push("SHIFT");
     let rows = teams
         .iter()
         .map(|t| {
-            vec![
+            let mut row = vec![
                 Cell::new(&t.key),
                 state_cell(t.state, colour),
                 Cell::new(t.roles),
                 Cell::new(format!("{}/{}", t.running, t.desired)),
                 Cell::new(age(t.applied_at, now)),
-                Cell::new(shift(t.shift.as_ref(), now)),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    Cell::new(&t.workspace),
+                    Cell::new(clock(t.applied_at, now, &chrono::Local)),
+                ]);
+            }
+            row.push(Cell::new(shift(t.shift.as_ref(), now)));
+            row
         })
         .collect();
     table(&header, rows, colour)
@@ -511,8 +547,34 @@ pub fn clock<Tz: TimeZone>(at: DateTime<Utc>, now: DateTime<Utc>, tz: &Tz) -> St
 where
     Tz::Offset: std::fmt::Display,
 {
+    clock_dated(at, now, tz, false)
+}
+
+/// Whether a list of events needs dates on every line: it reaches back
+/// before today, or spans more than a day.
+pub fn needs_dates<Tz: TimeZone>(events: &[EventView], now: DateTime<Utc>, tz: &Tz) -> bool {
+    let today = now.with_timezone(tz).date_naive();
+    let (Some(first), Some(last)) = (
+        events.iter().map(|e| e.at).min(),
+        events.iter().map(|e| e.at).max(),
+    ) else {
+        return false;
+    };
+    first.with_timezone(tz).date_naive() != today || last - first > TimeDelta::days(1)
+}
+
+/// [`clock`], with the date always shown when `dated`.
+pub fn clock_dated<Tz: TimeZone>(
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: &Tz,
+    dated: bool,
+) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
     let local = at.with_timezone(tz);
-    if local.date_naive() == now.with_timezone(tz).date_naive() {
+    if !dated && local.date_naive() == now.with_timezone(tz).date_naive() {
         local.format("%H:%M:%S%.3f").to_string()
     } else {
         local.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
@@ -530,6 +592,20 @@ pub fn event_line<Tz: TimeZone>(e: &EventView, now: DateTime<Utc>, tz: &Tz, colo
 where
     Tz::Offset: std::fmt::Display,
 {
+    event_line_dated(e, now, tz, colour, false)
+}
+
+/// [`event_line`], with the date on the line when `dated`.
+pub fn event_line_dated<Tz: TimeZone>(
+    e: &EventView,
+    now: DateTime<Utc>,
+    tz: &Tz,
+    colour: bool,
+    dated: bool,
+) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
     let kind = e.kind.as_str();
     let kind_pad = " ".repeat(KIND_WIDTH.saturating_sub(kind.len()));
     let key = if e.key.is_empty() {
@@ -539,7 +615,7 @@ where
     };
     format!(
         "{}  {}{kind_pad}  {key:<KEY_WIDTH$}  {}",
-        clock(e.at, now, tz),
+        clock_dated(e.at, now, tz, dated),
         painted(e.kind, colour),
         escape_line(&e.message)
     )
@@ -578,13 +654,14 @@ pub fn shell_words(argv: &[String]) -> String {
 }
 
 /// What `apply` did to a role, as a sentence: `demo/squad/worker created
-/// (2 replicas)`, `... scaled 2 → 3`, `... replaced (spec changed)`,
-/// `... unchanged`.
+/// (2 replicas)`, `... scaled 2 → 3`, `... updated in place (backoff
+/// changed)`, `... replaced (command changed)`, `... unchanged`.
 pub fn change_line(key: &str, change: Change, detail: &str) -> String {
     let detail = escape_line(detail);
     match (change, detail.as_ref()) {
         (change, "") => format!("{key} {change}"),
         (Change::Scaled, detail) => format!("{key} scaled {detail}"),
+        (Change::Updated, detail) => format!("{key} updated in place ({detail})"),
         (change, detail) => format!("{key} {change} ({detail})"),
     }
 }
@@ -813,7 +890,7 @@ demo/squad/worker-1   Crashed   -                  0            3m    -      -  
         r.crashes_in_window = 6;
         r.frozen_reason = Some("6 crashes in 10m, last: exit 1".into());
         assert_eq!(
-            roles_table(&[r], now, false),
+            roles_table(&[r], now, false, false),
             "\
 ROLE                STATE    READY   RESTARTS     WINDOW   NEXT RESTART   REASON
 demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 crashes in 10m, last: exit 1
@@ -831,7 +908,7 @@ demo/squad/worker   Frozen   1/2     6 (1m ago)   6/5      -              6 cras
             shift: None,
         };
         assert_eq!(
-            teams_table(std::slice::from_ref(&team), now, false),
+            teams_table(std::slice::from_ref(&team), now, false, false),
             "\
 TEAM         STATE   ROLES   READY   AGE   SHIFT
 demo/squad   Ready   2       3/3     2h    -
@@ -850,7 +927,8 @@ demo/squad   Ready   2       3/3     2h    -
             reason: None,
         });
         assert!(
-            teams_table(std::slice::from_ref(&team), now, false).ends_with("2h    worker 1/3\n")
+            teams_table(std::slice::from_ref(&team), now, false, false)
+                .ends_with("2h    worker 1/3\n")
         );
         let shift_view = team.shift.as_mut().unwrap();
         shift_view.state = ShiftState::Failed;
@@ -929,7 +1007,7 @@ demo/squad   Ready   2       3/3     2h    -
         let texts = [
             sessions_table(std::slice::from_ref(&s), now, true, false),
             sessions_table(std::slice::from_ref(&s), now, false, true),
-            roles_table(&[r, backoff], now, false),
+            roles_table(&[r, backoff], now, false, false),
             event_line(&e, now, &Utc, false),
             change_line("demo/squad/worker", Change::Replaced, HOSTILE),
             shell_words(&[HOSTILE.to_string()]),
@@ -1010,6 +1088,58 @@ demo/squad   Ready   2       3/3     2h    -
         assert_eq!(
             change_line(key, Change::Removed, ""),
             "demo/squad/worker removed"
+        );
+    }
+
+    #[test]
+    fn ctx_shows_only_when_a_session_reports_it_and_wide_adds_columns() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
+        let b = session("demo/squad/worker-1", SessionState::Running);
+        let plain = sessions_table(&[a.clone(), b.clone()], now, false, false);
+        assert!(!plain.contains("CTX"), "{plain}");
+        a.context_pct = Some(42);
+        let with = sessions_table(&[a, b], now, false, false);
+        assert!(
+            with.starts_with("SESSION   ") && with.contains(" CTX "),
+            "{with}"
+        );
+        assert!(with.contains(" 42% "), "{with}");
+        let r = role(RoleState::Ready);
+        assert!(!roles_table(std::slice::from_ref(&r), now, false, false).contains("COMMAND"));
+        let wide = roles_table(&[r], now, true, false);
+        assert!(
+            wide.contains("RESTART ") && wide.contains("COMMAND"),
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn events_are_dated_once_they_reach_past_today_or_span_a_day() {
+        let ev = |at: &str| EventView {
+            seq: 1,
+            at: t(at),
+            kind: crate::view::EventKind::Crashed,
+            key: "k".into(),
+            message: "m".into(),
+        };
+        let now = t(NOW);
+        let utc = chrono::Utc;
+        assert!(!needs_dates(
+            &[ev("2025-01-02T08:00:00Z"), ev(NOW)],
+            now,
+            &utc
+        ));
+        assert!(needs_dates(
+            &[ev("2025-01-01T23:00:00Z"), ev(NOW)],
+            now,
+            &utc
+        ));
+        assert!(!needs_dates(&[], now, &utc));
+        let line = event_line_dated(&ev(NOW), now, &utc, false, true);
+        assert!(
+            line.starts_with("2025-01-02 12:00:00.000  crashed"),
+            "{line}"
         );
     }
 }

@@ -13,14 +13,20 @@ fn unknown_and_crashed_sessions_and_unknown_roles_are_clear_errors() {
     });
 
     let err = env.fails(&["inject", "nope-0", "hello"], 4);
-    assert_eq!(err.trim(), "error: no session matches \"nope-0\"");
+    assert_eq!(
+        err.lines().next(),
+        Some("error: no session matches \"nope-0\"")
+    );
     let err = env.fails(&["inject", "worker-0", "hello"], 5);
     assert!(
         err.starts_with("error: session t/squad/worker-0 is crashed (exit 7): it has no pane"),
         "{err}"
     );
     let err = env.fails(&["reset", "role", "nobody"], 4);
-    assert_eq!(err.trim(), "error: no role matches \"nobody\"");
+    assert_eq!(
+        err.lines().next(),
+        Some("error: no role matches \"nobody\"")
+    );
 }
 
 #[test]

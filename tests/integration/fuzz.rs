@@ -85,6 +85,10 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
     let file = env.manifest("team.ron", &team("squad", &role("worker", 2, sleep, "")));
     env.ok(&["run", &file]);
     let running = env.wait_running("t/squad/worker", 2);
+    // Ready (each ran its ready_after), so that nothing changes by itself.
+    env.wait("the role ready", |e| {
+        (e.role("t/squad/worker")["state"] == "ready").then_some(())
+    });
     let before = snapshot(&env);
     let daemon = env.daemon_pid();
 
@@ -100,7 +104,11 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
     let seeds: Vec<Vec<u8>> = [
         Request::Ping,
         Request::Status,
-        Request::Apply { team },
+        Request::Apply {
+            team,
+            source: None,
+            force: false,
+        },
         Request::Get {
             kind: Kind::Sessions,
             filter: Filter::default(),

@@ -17,4 +17,6 @@ mod shift;
 mod shim;
 mod statedir;
 mod stress;
+mod top;
 mod validation;
+mod verbs;

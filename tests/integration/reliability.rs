@@ -290,9 +290,12 @@ fn killing_the_tmux_server_charges_nobody_and_the_team_comes_back() {
         "the daemon lives on"
     );
     for key in ["t/squad/a", "t/squad/b"] {
-        let r = env.role(key);
+        // Ready once each new program ran its ready_after.
+        let r = env.wait(&format!("{key} ready"), |e| {
+            let r = e.role(key);
+            (r["state"] == "ready").then_some(r)
+        });
         assert_eq!(r["restarts"], 0, "{r}\n{}", env.dump());
-        assert_eq!(r["state"], "ready", "{r}\n{}", env.dump());
         assert_eq!(r["frozen_reason"], Value::Null, "{r}");
     }
     let crashed = env.events("crashed");

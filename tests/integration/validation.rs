@@ -50,6 +50,10 @@ fn a_team_or_heartbeat_that_breaks_a_rule_is_refused_over_the_socket() {
     let file = env.manifest("team.ron", &team("squad", &role("worker", 1, sleep, "")));
     env.ok(&["run", &file]);
     env.wait_running("t/squad/worker", 1);
+    // Ready (it ran its ready_after), so that nothing changes by itself.
+    env.wait("the role ready", |e| {
+        (e.role("t/squad/worker")["state"] == "ready").then_some(())
+    });
     let before = snapshot(&env);
     let daemon = env.daemon_pid();
     let valid = serde_json::to_value(marvel::manifest::load(file.as_ref()).unwrap()).unwrap();

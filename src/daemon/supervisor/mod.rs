@@ -107,14 +107,8 @@ pub enum Output {
     /// Read the last lines of a session's output log; comes back as
     /// `LogTail`.
     ReadLogTail { uid: u64 },
-    /// Answer request `id` with the last `lines` lines of session `uid`'s
-    /// output log, or with `fallback` when the log holds nothing.
-    ReplyLogTail {
-        id: RequestId,
-        uid: u64,
-        lines: usize,
-        fallback: Vec<String>,
-    },
+    /// Answer request `id` with output of session runs, read in order.
+    ReplyLogs { id: RequestId, reads: Vec<LogRead> },
     /// The exit record of a session that ended is no longer needed.
     RemoveExitRecord(u64),
     /// Remove exit records of sessions that are not live, and logs of
@@ -129,6 +123,21 @@ pub enum Output {
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
     Exit,
+}
+
+/// One session run's output to read for `logs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// The session key.
+    pub key: String,
+    pub uid: u64,
+    /// `None`: its last `lines` lines; `Some(offset)`: what came after.
+    pub from: Option<u64>,
+    pub lines: usize,
+    /// The run has ended: its last partial line is complete.
+    pub ended: bool,
+    /// What to show when its log holds nothing (a marker's last lines).
+    pub fallback: Vec<String>,
 }
 
 /// What the supervisor knows of its surroundings, fixed for its life.
@@ -475,12 +484,7 @@ impl Supervisor {
         if self.tmux_ready(now) && self.tmux.listing.is_none() {
             self.list_now(now);
         }
-        let shown = self
-            .world
-            .all_session_records()
-            .iter()
-            .map(|s| s.uid)
-            .collect();
+        let shown = self.world.uids_with_logs();
         let live = self.live_uids().into_iter().collect();
         self.out.push(Output::Prune { live, shown });
     }

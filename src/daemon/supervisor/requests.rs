@@ -2,6 +2,7 @@
 //! each. A handler answers at once (`Ok(Some)`), refuses (`Err`), or leaves
 //! the answer to a tmux job's outcome (`Ok(None)`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::domain::Rng;
@@ -13,15 +14,15 @@ use crate::domain::spec::TeamSpec;
 use crate::domain::state::{Heartbeat, Session, SessionState};
 use crate::error::{Error, Result};
 use crate::proto::{
-    Change, EventFilter, Filter, Kind, PROTOCOL_VERSION, Request, Response, RoleChangeView,
-    ShimReport,
+    Change, EventFilter, Filter, Kind, LogCursor, PROTOCOL_VERSION, Request, Response,
+    RoleChangeView, ShimReport,
 };
-use crate::view::{DaemonView, StatusView};
+use crate::view::{DaemonView, ProblemKind, ProblemView, StatusView, TmuxState};
 
 use super::super::views;
 use super::super::worker::Job;
 use super::tmux::Then;
-use super::{EarlyExit, Now, Output, RequestId, Supervisor, exit_from_report};
+use super::{EarlyExit, LogRead, Now, Output, RequestId, Supervisor, exit_from_report};
 
 /// What a handler comes to.
 type Answer = Result<Option<Response>>;
@@ -44,8 +45,28 @@ impl Supervisor {
                 pid: self.setup.pid,
             })),
             Request::Shim(report) => self.shim_report(id, report, now, rng),
-            Request::Apply { team } => self.apply(team, now),
-            Request::Get { kind, filter } => Ok(Some(self.get(kind, &filter, now))),
+            Request::Apply {
+                team,
+                source,
+                force,
+            } => self.apply(team, source.map(PathBuf::from), force, now),
+            Request::Plan { team, source } => self.plan(&team, source.map(PathBuf::from), now),
+            Request::Down {
+                team,
+                source,
+                force,
+            } => self.down(&team, source.map(PathBuf::from), force, now),
+            Request::StopRoles { key } => self.stop_roles(&key, now),
+            Request::StartRoles { key } => self.start_roles(&key, now),
+            Request::Restart { key } => self.restart(&key, now),
+            Request::LogRead {
+                key,
+                lines,
+                previous,
+                since_ms,
+                cursors,
+            } => self.log_read(id, &key, lines, previous, since_ms, &cursors, now),
+            Request::Get { kind, filter } => self.get(kind, &filter, now),
             Request::Describe { kind, key } => self.describe(kind, &key, now),
             Request::Inject {
                 key,
@@ -54,7 +75,6 @@ impl Supervisor {
                 keys,
             } => self.inject(id, &key, text, enter, keys, now),
             Request::Capture { key } => self.capture(id, &key, now),
-            Request::Logs { key, lines } => self.logs(id, &key, lines),
             Request::Reset { key } => self.reset(&key, now),
             Request::Scale { key, replicas } => self.scale(&key, replicas, now),
             Request::Kill { key } => self.kill(&key, now),
@@ -163,8 +183,11 @@ impl Supervisor {
         }
     }
 
-    fn apply(&mut self, team: TeamSpec, now: Now) -> Answer {
+    fn apply(&mut self, team: TeamSpec, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
         let team_key = team.key();
+        if !force {
+            self.refuse_other_owner(&team_key, source.as_deref(), "run")?;
+        }
         let old = self.world.teams.get(&team_key).map(|t| &t.spec);
         if reconcile::diff(old, &team)
             .iter()
@@ -172,43 +195,284 @@ impl Supervisor {
         {
             self.refuse_while_shifting(&team_key, &format!("apply changes to {team_key}"))?;
         }
-        let (changes, evs) = self.world.apply(team, now.wall);
+        let (changes, evs) = self.world.apply(team, source, now.wall);
         self.emit_all(evs);
         self.dirty = true;
         let roles = changes
             .into_iter()
-            .map(|(key, change)| {
-                let spec = self.world.role_spec(&key);
-                let (change, detail) = match change {
-                    RoleChange::Created => (
-                        Change::Created,
-                        replicas_text(spec.map_or(0, |s| s.replicas.get())),
-                    ),
-                    RoleChange::Unchanged => (Change::Unchanged, String::new()),
-                    RoleChange::Scaled { from, to } => (Change::Scaled, format!("{from} → {to}")),
-                    RoleChange::Replaced => (Change::Replaced, "spec changed".into()),
-                    RoleChange::Removed => (Change::Removed, String::new()),
-                };
-                RoleChangeView {
-                    frozen_reason: self.world.frozen_reason(&key).map(str::to_string),
-                    key: key.to_string(),
-                    change,
-                    detail,
-                }
-            })
+            .map(|(key, change)| self.change_view(&key, &change, now, false))
             .collect();
+        let tmux_down = (!self.tmux_ready(now))
+            .then(|| self.tmux_view(now))
+            .filter(|t| matches!(t.state, TmuxState::Down | TmuxState::Degraded))
+            .map(|t| match t.last_error {
+                Some(e) => e,
+                None => format!("tmux is {}", t.state),
+            });
         Ok(Some(Response::Applied {
             team: team_key.to_string(),
+            roles,
+            tmux_down,
+        }))
+    }
+
+    /// What applying `team` would do, changing nothing.
+    fn plan(&mut self, team: &TeamSpec, source: Option<PathBuf>, now: Now) -> Answer {
+        let key = team.key();
+        let record = self.world.teams.get(&key);
+        let changes = reconcile::diff(record.map(|t| &t.spec), team);
+        let roles = changes
+            .iter()
+            .map(|(role, change)| self.change_view(role, change, now, true))
+            .collect();
+        Ok(Some(Response::Planned {
+            team: key.to_string(),
+            exists: record.is_some(),
+            owner: self
+                .world
+                .owned_elsewhere(&key, source.as_deref())
+                .map(|p| p.display().to_string()),
             roles,
         }))
     }
 
-    fn get(&self, kind: Kind, filter: &Filter, now: Now) -> Response {
-        match kind {
+    /// One role's line of an apply or a plan. In a plan the world is as
+    /// before the change.
+    fn change_view(
+        &self,
+        key: &RoleKey,
+        change: &RoleChange,
+        now: Now,
+        planning: bool,
+    ) -> RoleChangeView {
+        let spec = self.world.role_spec(key);
+        let live = || {
+            self.world
+                .role_sessions(key)
+                .filter(|s| s.state.is_live())
+                .count() as u32
+        };
+        let frozen_reason = self.world.frozen_reason(key).map(str::to_string);
+        let (kind, detail, fields, sessions) = match change {
+            RoleChange::Created => {
+                let n = match (planning, spec) {
+                    (false, Some(s)) => s.replicas.get(),
+                    _ => 0,
+                };
+                (Change::Created, replicas_text(n), Vec::new(), 0)
+            }
+            RoleChange::Unchanged => (Change::Unchanged, String::new(), Vec::new(), 0),
+            RoleChange::Scaled { from, to } => (
+                Change::Scaled,
+                format!("{from} → {to}"),
+                vec!["replicas".to_string()],
+                0,
+            ),
+            RoleChange::Updated { fields } => (
+                Change::Updated,
+                format!("{} changed", fields.join(", ")),
+                fields.iter().map(|f| f.to_string()).collect(),
+                0,
+            ),
+            RoleChange::Replaced { fields } => (
+                Change::Replaced,
+                format!("{} changed", fields.join(", ")),
+                fields.iter().map(|f| f.to_string()).collect(),
+                live(),
+            ),
+            RoleChange::Removed => (Change::Removed, String::new(), Vec::new(), live()),
+        };
+        let _ = now;
+        RoleChangeView {
+            key: key.to_string(),
+            change: kind,
+            detail,
+            unfreezes: planning && change.clears_history() && frozen_reason.is_some(),
+            frozen_reason,
+            fields,
+            sessions,
+            stopped: self.world.is_stopped(key),
+        }
+    }
+
+    /// A team belongs to the manifest that declared it: refuses to change
+    /// it from another file.
+    fn refuse_other_owner(&self, team: &TeamKey, source: Option<&Path>, verb: &str) -> Result<()> {
+        let Some(owner) = self.world.owned_elsewhere(team, source) else {
+            return Ok(());
+        };
+        let file = source.map_or_else(String::new, |s| s.display().to_string());
+        Err(Error::refused(
+            format!(
+                "team {team} belongs to {}, not to {file}: it was applied from that file",
+                owner.display()
+            ),
+            Some(format!(
+                "rename the team in {file}, or run `marvel {verb} {file} --force` to take it over"
+            )),
+        ))
+    }
+
+    /// `marvel down FILE`: removes exactly the team the file declares.
+    fn down(&mut self, team: &str, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
+        let key: TeamKey = team.parse().map_err(Error::usage)?;
+        if !self.world.teams.contains_key(&key) {
+            return Ok(Some(Response::Done(format!(
+                "team {key} is not applied; nothing to remove"
+            ))));
+        }
+        if !force {
+            self.refuse_other_owner(&key, source.as_deref(), "down")?;
+        }
+        let n = self
+            .world
+            .sessions
+            .values()
+            .filter(|s| s.state.is_live() && s.key.team() == key)
+            .count();
+        if let Some(ev) = self.world.delete_team(&key, now.wall) {
+            self.emit(ev);
+        }
+        self.dirty = true;
+        Ok(Some(Response::Done(format!(
+            "team {key} removed ({} stopped)",
+            count(n as u32, "session")
+        ))))
+    }
+
+    /// The roles a lifecycle verb acts on: a role, or every role of a team.
+    fn roles_of(&self, verb: &str, query: &str) -> Result<Vec<RoleKey>> {
+        match self.find_any(query)? {
+            Found::Role(r) => Ok(vec![r]),
+            Found::Team(t) => Ok(self
+                .world
+                .role_keys()
+                .into_iter()
+                .filter(|r| r.team() == t)
+                .collect()),
+            Found::Session(s) => Err(Error::usage(format!(
+                "{query} is a session; {verb} its role {}{}",
+                short_role(query, &s.key),
+                if verb == "stop" {
+                    format!(", or replace it with `marvel restart {query}`")
+                } else {
+                    String::new()
+                }
+            ))),
+        }
+    }
+
+    /// `marvel stop TEAM|ROLE`: its sessions stop (not a crash, nothing
+    /// charged) and stay stopped, across daemon restarts, until started.
+    fn stop_roles(&mut self, query: &str, now: Now) -> Answer {
+        let roles = self.roles_of("stop", query)?;
+        if let Some(team) = roles.first().map(RoleKey::team) {
+            self.refuse_while_shifting(&team, &format!("stop {query}"))?;
+        }
+        let live = |w: &crate::domain::state::World, r: &RoleKey| {
+            w.role_sessions(r).filter(|s| s.state.is_live()).count() as u32
+        };
+        let mut stopped = Vec::new();
+        let mut sessions = 0;
+        for role in &roles {
+            sessions += live(&self.world, role);
+            if let Some(ev) = self.world.set_stopped(role, true, now.wall) {
+                self.emit(ev);
+                stopped.push(role.to_string());
+            }
+        }
+        self.dirty = true;
+        if stopped.is_empty() {
+            return Ok(Some(Response::Done(format!("{query}: already stopped"))));
+        }
+        Ok(Some(Response::Done(format!(
+            "stopped {} ({} stopping, not a crash); `marvel start {query}` runs it again",
+            stopped.join(", "),
+            count(sessions, "session")
+        ))))
+    }
+
+    /// `marvel start TEAM|ROLE`: a stopped role runs again.
+    fn start_roles(&mut self, query: &str, now: Now) -> Answer {
+        let roles = self.roles_of("start", query)?;
+        let mut started = Vec::new();
+        for role in &roles {
+            if let Some(ev) = self.world.set_stopped(role, false, now.wall) {
+                self.emit(ev);
+                started.push(role.to_string());
+            }
+        }
+        self.dirty = true;
+        if started.is_empty() {
+            return Ok(Some(Response::Done(format!(
+                "{query}: not stopped; nothing to start"
+            ))));
+        }
+        let frozen: Vec<String> = roles
+            .iter()
+            .filter(|r| self.world.frozen_reason(r).is_some())
+            .map(|r| r.to_string())
+            .collect();
+        let mut msg = format!("started {}", started.join(", "));
+        for role in frozen {
+            msg.push_str(&format!(
+                "\n{role} is frozen, so nothing is spawned: run `marvel reset role {role}` to restart it"
+            ));
+        }
+        Ok(Some(Response::Done(msg)))
+    }
+
+    /// `marvel restart KEY`: a session is replaced now, as `kill` does
+    /// (never a crash); a role or team is replaced one session at a time,
+    /// new before old, by a shift.
+    fn restart(&mut self, query: &str, now: Now) -> Answer {
+        match self.find_any(query)? {
+            Found::Session(_) => {
+                let done = self.stop_session(query, "restarted on request (not a crash)", now)?;
+                Ok(Some(Response::Done(format!(
+                    "{done} restarting (not a crash)"
+                ))))
+            }
+            found => {
+                let (team, role) = match found {
+                    Found::Role(r) => (r.team(), Some(r.role.clone())),
+                    Found::Team(t) => (t, None),
+                    Found::Session(_) => unreachable!("handled above"),
+                };
+                let roles: Vec<RoleKey> = match &role {
+                    Some(r) => {
+                        vec![team.role(&crate::domain::spec::Name::new(r).map_err(Error::usage)?)]
+                    }
+                    None => self
+                        .world
+                        .role_keys()
+                        .into_iter()
+                        .filter(|r| r.team() == team)
+                        .collect(),
+                };
+                if let Some(r) = roles.iter().find(|r| self.world.is_stopped(r)) {
+                    return Err(Error::refused(
+                        format!("cannot restart {query}: role {r} is stopped"),
+                        Some(format!("run `marvel start {r}` to run it again")),
+                    ));
+                }
+                self.start_shift(&team.to_string(), role.as_deref(), RESTART_TIMEOUT, now)
+            }
+        }
+    }
+
+    fn get(&self, kind: Kind, filter: &Filter, now: Now) -> Answer {
+        // A key that names nothing is an error, with a suggestion.
+        for q in &filter.keys {
+            if let Err(e @ Error::NotFound { .. }) = self.find_any(q) {
+                return Err(e);
+            }
+        }
+        Ok(Some(match kind {
             Kind::Sessions => Response::Sessions(views::sessions(&self.world, filter, now.wall)),
             Kind::Roles => Response::Roles(views::roles(&self.world, filter, now.wall)),
             Kind::Teams => Response::Teams(views::teams(&self.world, filter, now.wall)),
-        }
+        }))
     }
 
     fn describe(&self, kind: Kind, key: &str, now: Now) -> Answer {
@@ -308,19 +572,6 @@ impl Supervisor {
         }
     }
 
-    /// The log is read by the main loop; a session that printed nothing
-    /// there falls back to its recorded last lines.
-    fn logs(&mut self, id: RequestId, key: &str, lines: usize) -> Answer {
-        let s = self.find_session(key)?;
-        self.out.push(Output::ReplyLogTail {
-            id,
-            uid: s.uid,
-            lines,
-            fallback: s.last_output.clone(),
-        });
-        Ok(None)
-    }
-
     fn reset(&mut self, key: &str, now: Now) -> Answer {
         let role = self.find_role(key)?;
         let ev = self.world.reset_role(&role, now.wall);
@@ -340,7 +591,22 @@ impl Supervisor {
                 crate::domain::spec::MAX_REPLICAS
             )));
         }
-        let role = self.find_role(key)?;
+        let role = self.find_role_for("scale", key)?;
+        let from = self.world.role_spec(&role).map_or(0, |s| s.replicas.get());
+        let frozen = self.world.frozen_reason(&role).map(str::to_string);
+        if from == replicas {
+            return match frozen {
+                Some(reason) => Err(frozen_error(
+                    &role,
+                    &reason,
+                    &format!("{role} unchanged at {}, and", replicas_text(from)),
+                )),
+                None => Ok(Some(Response::Done(format!(
+                    "{role} unchanged at {}",
+                    replicas_text(from)
+                )))),
+            };
+        }
         self.refuse_while_shifting(&role.team(), &format!("scale {role}"))?;
         let to = crate::domain::spec::Replicas::new(replicas).map_err(Error::usage)?;
         let (from, ev) = self
@@ -349,7 +615,7 @@ impl Supervisor {
             .ok_or_else(|| Error::not_found("role", key))?;
         self.emit(ev);
         self.dirty = true;
-        if let Some(reason) = self.world.frozen_reason(&role).map(str::to_string)
+        if let Some(reason) = frozen
             && replicas > from
         {
             return Err(frozen_error(
@@ -358,21 +624,179 @@ impl Supervisor {
                 &format!("scaled {role} from {from} to {replicas} replicas, but"),
             ));
         }
+        let stopped = if replicas == 0 {
+            "; stopped until scaled up again"
+        } else if self.world.is_stopped(&role) {
+            "; the role is stopped (`marvel start` runs it)"
+        } else {
+            ""
+        };
         Ok(Some(Response::Done(format!(
-            "{role} scaled from {from} to {replicas} replicas"
+            "{role} scaled from {from} to {replicas} replicas{stopped}"
         ))))
     }
 
-    /// Stops a session on purpose: replaced at once, never a crash. A
-    /// session still waiting for its pane needs no tmux to stop.
+    /// `logs`: the runs to read for a session, a role or a team, in
+    /// order: per slot, its current run (the newest live one, else the
+    /// newest that ended), or the one before it with `previous`, or every
+    /// kept run alive within `since`. A cursor says how much of a run was
+    /// read already.
+    #[allow(clippy::too_many_arguments)]
+    fn log_read(
+        &mut self,
+        id: RequestId,
+        query: &str,
+        lines: usize,
+        previous: bool,
+        since_ms: Option<u64>,
+        cursors: &[LogCursor],
+        now: Now,
+    ) -> Answer {
+        let roles: Vec<RoleKey> = match self.find_any(query)? {
+            Found::Team(t) => self
+                .world
+                .role_keys()
+                .into_iter()
+                .filter(|r| r.team() == t)
+                .collect(),
+            Found::Role(r) => vec![r],
+            Found::Session(s) => {
+                let runs = self.runs_of(&s.key.role(), Some(s.key.slot));
+                return self.read_runs(id, query, runs, lines, previous, since_ms, cursors, now);
+            }
+        };
+        let mut runs = Vec::new();
+        for role in roles {
+            runs.extend(self.runs_of(&role, None));
+        }
+        self.read_runs(id, query, runs, lines, previous, since_ms, cursors, now)
+    }
+
+    /// Every kept run of a role's slots (or of one slot), by slot then uid.
+    fn runs_of(&self, role: &RoleKey, slot: Option<u32>) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
+        for s in self.world.all_session_records() {
+            if s.key.is_of(role) && slot.is_none_or(|n| n == s.key.slot) {
+                runs.push(Run {
+                    key: s.key.to_string(),
+                    slot: s.key.slot,
+                    uid: s.uid,
+                    live: s.state.is_live(),
+                    ended_at: s.exit.as_ref().map(|e| e.at),
+                    fallback: s.last_output.clone(),
+                });
+            }
+        }
+        if let Some(h) = self.world.roles.get(role) {
+            for (n, past) in &h.past {
+                if slot.is_some_and(|s| s != *n) {
+                    continue;
+                }
+                for r in past {
+                    if runs.iter().any(|x| x.uid == r.uid) {
+                        continue;
+                    }
+                    runs.push(Run {
+                        key: role.session(*n).to_string(),
+                        slot: *n,
+                        uid: r.uid,
+                        live: false,
+                        ended_at: Some(r.ended_at),
+                        fallback: Vec::new(),
+                    });
+                }
+            }
+        }
+        runs.sort_by_key(|r| (r.slot, r.uid));
+        runs
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_runs(
+        &mut self,
+        id: RequestId,
+        query: &str,
+        runs: Vec<Run>,
+        lines: usize,
+        previous: bool,
+        since_ms: Option<u64>,
+        cursors: &[LogCursor],
+        now: Now,
+    ) -> Answer {
+        let since = since_ms.map(|ms| now.wall - chrono::Duration::milliseconds(ms as i64));
+        let mut chosen: Vec<Run> = Vec::new();
+        // Runs come grouped by session key (role, then slot).
+        let mut keys: Vec<&str> = runs.iter().map(|r| r.key.as_str()).collect();
+        keys.dedup();
+        for key in keys {
+            let of_slot: Vec<&Run> = runs.iter().filter(|r| r.key == key).collect();
+            let current = of_slot
+                .iter()
+                .filter(|r| r.live)
+                .max_by_key(|r| r.uid)
+                .or_else(|| of_slot.iter().max_by_key(|r| r.uid))
+                .map(|r| r.uid);
+            let Some(current) = current else { continue };
+            if previous {
+                if let Some(r) = of_slot
+                    .iter()
+                    .filter(|r| r.uid < current)
+                    .max_by_key(|r| r.uid)
+                {
+                    chosen.push((*r).clone());
+                }
+                continue;
+            }
+            for r in of_slot {
+                let alive_since =
+                    since.is_some_and(|t| r.live || r.ended_at.is_some_and(|e| e >= t));
+                if r.uid == current && since.is_none_or(|_| alive_since)
+                    || r.uid < current && alive_since
+                {
+                    chosen.push(r.clone());
+                }
+            }
+        }
+        if chosen.is_empty() && previous {
+            return Err(Error::not_found("earlier run", query).with_help(
+                "marvel keeps the output of the two runs before the current one of each slot; this one has none",
+            ));
+        }
+        let reads = chosen
+            .into_iter()
+            .map(|r| {
+                let from = cursors.iter().find(|c| c.uid == r.uid).map(|c| c.offset);
+                LogRead {
+                    key: r.key,
+                    uid: r.uid,
+                    from,
+                    lines,
+                    ended: !r.live,
+                    fallback: r.fallback,
+                }
+            })
+            .collect();
+        self.out.push(Output::ReplyLogs { id, reads });
+        Ok(None)
+    }
+
+    /// Stops a session on purpose: replaced at once, never a crash.
     fn kill(&mut self, key: &str, now: Now) -> Answer {
+        let done = self.stop_session(key, "killed on request (not a crash)", now)?;
+        Ok(Some(Response::Done(format!("{done} killed"))))
+    }
+
+    /// Stops one session on purpose (`kill`, `restart`): the reconciler
+    /// replaces it at once, and its role is not charged. A session still
+    /// waiting for its pane needs no tmux to stop. Returns its key.
+    fn stop_session(&mut self, key: &str, why: &str, now: Now) -> Result<String> {
         let s = self.find_session(key)?;
         let s = if s.state.is_live() && s.pane.is_none() {
             s
         } else {
             self.live_session(key, now)?
         };
-        let Some(stopped) = self.world.stop(s.uid) else {
+        let Some(stopped) = self.world.stop(s.uid, now.wall) else {
             return Err(Error::not_found("session", key));
         };
         self.unsettled.remove(&stopped.uid);
@@ -381,14 +805,9 @@ impl Supervisor {
             self.kill_pane(pane, stopped.key.to_string(), now);
         }
         self.out.push(Output::RemoveExitRecord(stopped.uid));
-        self.emit(Event::new(
-            now.wall,
-            EventKind::Killed,
-            &stopped.key,
-            "killed on request (not a crash)",
-        ));
+        self.emit(Event::new(now.wall, EventKind::Killed, &stopped.key, why));
         self.dirty = true;
-        Ok(Some(Response::Done(format!("{} killed", stopped.key))))
+        Ok(stopped.key.to_string())
     }
 
     fn delete(&mut self, key: &str, now: Now) -> Answer {
@@ -421,7 +840,49 @@ impl Supervisor {
 
     fn status(&self, now: Now) -> Response {
         let failing = self.persist_view();
-        Response::Status(StatusView {
+        let tmux = self.tmux_view(now);
+        let mut problems = Vec::new();
+        if matches!(tmux.state, TmuxState::Down | TmuxState::Degraded) {
+            problems.push(ProblemView {
+                kind: ProblemKind::TmuxDown,
+                key: String::new(),
+                message: format!(
+                    "tmux is {}{}: no session can be started or reached",
+                    tmux.state,
+                    tmux.last_error
+                        .as_ref()
+                        .map_or_else(String::new, |e| format!(" ({e})"))
+                ),
+                hint: "install tmux, or check that its server answers; marvel retries on its own"
+                    .into(),
+                at: tmux.next_retry_at,
+            });
+        }
+        if let Some((e, since)) = &failing {
+            problems.push(ProblemView {
+                kind: ProblemKind::NotPersisted,
+                key: String::new(),
+                message: format!("the state is not persisted ({e}): supervising from memory"),
+                hint: format!(
+                    "free space in {}; marvel writes the state again as soon as it can",
+                    self.setup.paths.root.display()
+                ),
+                at: Some(*since),
+            });
+        }
+        if let Some((e, since)) = &self.event_log_failure {
+            problems.push(ProblemView {
+                kind: ProblemKind::EventLog,
+                key: String::new(),
+                message: format!("the event log is not written ({e}): events are kept in memory"),
+                hint: format!("free space in {}", self.setup.paths.root.display()),
+                at: Some(*since),
+            });
+        }
+        problems.extend(views::problems(&self.world, now.wall));
+        problems.sort_by_key(|p| p.kind);
+        Response::Status(Box::new(StatusView {
+            problems,
             daemon: DaemonView {
                 pid: self.setup.pid,
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -435,8 +896,8 @@ impl Supervisor {
                 persist_failing_since: failing.map(|(_, t)| t),
                 event_log_error: self.event_log_failure.as_ref().map(|(e, _)| e.clone()),
             },
-            tmux: self.tmux_view(now),
-        })
+            tmux,
+        }))
     }
 
     /// `marvel heartbeat`. Not persisted on its own: heartbeat times are
@@ -529,11 +990,15 @@ impl Supervisor {
     }
 
     /// Any session record (live, succeeded or a crashed marker); a live one
-    /// wins when several share the key.
+    /// wins when several share the key. A key of a role or team is
+    /// refused with what it names.
     fn find_session(&self, query: &str) -> Result<Session> {
         let records = self.world.all_session_records();
         let keys: Vec<SessionKey> = records.iter().map(|s| s.key.clone()).collect();
-        let key = resolve("session", query, &keys)?;
+        let key = match resolve("session", query, &keys) {
+            Ok(k) => k,
+            Err(e) => return Err(self.wrong_kind(query, "session", "").unwrap_or(e)),
+        };
         let mut matching: Vec<&Session> = records.into_iter().filter(|s| s.key == key).collect();
         matching.sort_by_key(|s| (s.state.is_live(), s.uid));
         Ok((*matching.last().expect("resolved key has a record")).clone())
@@ -566,14 +1031,186 @@ impl Supervisor {
     }
 
     fn find_role(&self, query: &str) -> Result<RoleKey> {
+        self.find_role_for("", query)
+    }
+
+    /// A role for `verb`: a session's or a team's key is refused with what
+    /// it names.
+    fn find_role_for(&self, verb: &str, query: &str) -> Result<RoleKey> {
         let keys = self.world.role_keys();
-        resolve("role", query, &keys)
+        resolve("role", query, &keys).map_err(|e| self.wrong_kind(query, "role", verb).unwrap_or(e))
     }
 
     fn find_team(&self, query: &str) -> Result<TeamKey> {
         let keys: Vec<TeamKey> = self.world.teams.keys().cloned().collect();
-        resolve("team", query, &keys)
+        resolve("team", query, &keys).map_err(|e| self.wrong_kind(query, "team", "").unwrap_or(e))
     }
+
+    /// Any key: a team, a role or a session. An exact full key wins, then
+    /// a suffix that names one resource of one kind.
+    fn find_any(&self, query: &str) -> Result<Found> {
+        let teams: Vec<TeamKey> = self.world.teams.keys().cloned().collect();
+        let roles = self.world.role_keys();
+        let sessions: Vec<SessionKey> = self
+            .world
+            .all_session_records()
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
+        let team = key::lookup(query, &teams);
+        let role = key::lookup(query, &roles);
+        let session = key::lookup(query, &sessions);
+        let exact = |k: &dyn std::fmt::Display| k.to_string() == query.trim_matches('/');
+        match (&team, &role, &session) {
+            (Ok(t), _, _) if exact(t) => return Ok(Found::Team((*t).clone())),
+            (_, Ok(r), _) if exact(r) => return Ok(Found::Role((*r).clone())),
+            (_, _, Ok(s)) if exact(s) => {
+                return Ok(Found::Session(Box::new(self.find_session(&s.to_string())?)));
+            }
+            _ => {}
+        }
+        let mut candidates: Vec<String> = Vec::new();
+        for r in [
+            &team.as_ref().map(|k| k.to_string()),
+            &role.as_ref().map(|k| k.to_string()),
+            &session.as_ref().map(|k| k.to_string()),
+        ] {
+            match r {
+                Ok(k) => candidates.push(k.clone()),
+                Err(LookupError::Ambiguous(c)) => candidates.extend(c.iter().cloned()),
+                Err(LookupError::NotFound) => {}
+            }
+        }
+        match candidates.len() {
+            0 => Err(self.not_found("team, role or session", query)),
+            1 => Ok(if let Ok(t) = team {
+                Found::Team(t.clone())
+            } else if let Ok(r) = role {
+                Found::Role(r.clone())
+            } else {
+                Found::Session(Box::new(self.find_session(&candidates[0])?))
+            }),
+            _ => {
+                candidates.sort();
+                Err(Error::Ambiguous {
+                    kind: "key".into(),
+                    key: query.to_string(),
+                    candidates,
+                })
+            }
+        }
+    }
+
+    /// Not found, with the closest existing key as a suggestion.
+    fn not_found(&self, kind: &str, query: &str) -> Error {
+        let mut keys: Vec<String> = self.world.teams.keys().map(|k| k.to_string()).collect();
+        keys.extend(self.world.role_keys().iter().map(|k| k.to_string()));
+        keys.extend(
+            self.world
+                .all_session_records()
+                .iter()
+                .map(|s| s.key.to_string()),
+        );
+        let e = Error::not_found(kind, query);
+        match key::suggest(query, keys.iter().map(String::as_str)) {
+            Some(k) => e.with_help(format!("did you mean `{k}`?")),
+            None if keys.is_empty() => {
+                e.with_help("nothing is applied yet: `marvel run FILE` applies a team")
+            }
+            None => e.with_help("`marvel get sessions` lists the keys"),
+        }
+    }
+
+    /// When `query` names something other than a `wanted`, what it names
+    /// and what to do instead; a did-you-mean when it names nothing.
+    fn wrong_kind(&self, query: &str, wanted: &str, verb: &str) -> Option<Error> {
+        let found = match self.find_any(query) {
+            Ok(f) => f,
+            Err(e @ Error::Ambiguous { .. }) => return Some(e),
+            Err(_) => return Some(self.not_found(wanted, query)),
+        };
+        let roles_of = |t: &TeamKey| -> Vec<String> {
+            self.world
+                .role_keys()
+                .into_iter()
+                .filter(|r| r.team() == *t)
+                .map(|r| r.role)
+                .collect()
+        };
+        let msg = match (found, wanted) {
+            (Found::Role(r), "session") => {
+                let mut slots: Vec<u32> = self
+                    .world
+                    .all_session_records()
+                    .iter()
+                    .filter(|s| s.key.is_of(&r))
+                    .map(|s| s.key.slot)
+                    .collect();
+                slots.dedup();
+                let names: Vec<String> = slots.iter().map(|n| format!("{query}-{n}")).collect();
+                if names.is_empty() {
+                    format!("{query} is a role, and it has no sessions now")
+                } else {
+                    format!("{query} is a role; its sessions are {}", names.join(", "))
+                }
+            }
+            (Found::Team(t), "session" | "role") => {
+                format!(
+                    "{query} is a team; its roles are {}",
+                    roles_of(&t).join(", ")
+                )
+            }
+            (Found::Session(s), "role") => {
+                let role = short_role(query, &s.key);
+                if verb.is_empty() {
+                    format!("{query} is a session; its role is {role}")
+                } else {
+                    format!("{query} is a session; {verb} its role {role}")
+                }
+            }
+            (Found::Session(s), "team") => {
+                format!("{query} is a session of team {}", s.key.team())
+            }
+            (Found::Role(r), "team") => format!("{query} is a role of team {}", r.team()),
+            _ => return None,
+        };
+        Some(Error::usage(msg))
+    }
+}
+
+/// What a key names.
+enum Found {
+    Team(TeamKey),
+    Role(RoleKey),
+    Session(Box<Session>),
+}
+
+/// A run of a session slot, for `logs`.
+#[derive(Debug, Clone)]
+struct Run {
+    key: String,
+    slot: u32,
+    uid: u64,
+    live: bool,
+    ended_at: Option<crate::domain::state::Time>,
+    fallback: Vec<String>,
+}
+
+/// How long `restart ROLE|TEAM` gives its shift.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The role of session `key`, written as the user wrote the session
+/// (`shell` for `shell-0`, `demo/shell` for `demo/shell-0`).
+fn short_role(query: &str, key: &SessionKey) -> String {
+    let suffix = format!("-{}", key.slot);
+    match query.trim_matches('/').strip_suffix(&suffix) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => key.role().to_string(),
+    }
+}
+
+fn count(n: u32, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn resolve<K: Clone + std::fmt::Display>(kind: &str, query: &str, keys: &[K]) -> Result<K> {

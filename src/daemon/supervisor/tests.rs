@@ -169,11 +169,21 @@ impl H {
                         let lines = self.logs.get(&uid).cloned().unwrap_or_default();
                         inputs.push_back(Input::LogTail { uid, lines });
                     }
-                    Output::ReplyLogTail {
-                        id, uid, fallback, ..
-                    } => {
-                        let lines = self.logs.get(&uid).cloned().unwrap_or(fallback);
-                        self.replies.insert(id, Response::Text(lines.join("\n")));
+                    Output::ReplyLogs { id, reads } => {
+                        let chunks = reads
+                            .into_iter()
+                            .map(|r| {
+                                let lines = self.logs.get(&r.uid).cloned().unwrap_or(r.fallback);
+                                crate::proto::LogChunk {
+                                    key: r.key,
+                                    uid: r.uid,
+                                    offset: lines.len() as u64,
+                                    lines,
+                                    ended: r.ended,
+                                }
+                            })
+                            .collect();
+                        self.replies.insert(id, Response::Logs(chunks));
                     }
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
@@ -235,7 +245,11 @@ impl H {
     }
 
     pub fn apply(&mut self, team: TeamSpec) {
-        let r = self.ask(Request::Apply { team });
+        let r = self.ask(Request::Apply {
+            team,
+            source: None,
+            force: false,
+        });
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
     }
 
@@ -317,7 +331,7 @@ impl H {
 
     pub fn status(&mut self) -> crate::view::StatusView {
         match self.ask(Request::Status) {
-            Response::Status(s) => s,
+            Response::Status(s) => *s,
             other => panic!("{other:?}"),
         }
     }
@@ -382,6 +396,8 @@ fn sessions_are_pending_from_the_moment_apply_is_answered_even_before_tmux_answe
     assert_eq!(h.jobs.len(), 1);
     let id = h.send(Request::Apply {
         team: team(vec![role("w", 2)]),
+        source: None,
+        force: false,
     });
     assert!(matches!(h.replies[&id], Response::Applied { .. }));
     let Response::Sessions(v) = h.ask_now(Request::Get {
@@ -596,6 +612,8 @@ fn scaling_or_changing_a_shifting_team_is_refused_until_it_ends() {
     );
     refused(h.ask(Request::Apply {
         team: team(vec![role("w", 3)]),
+        source: None,
+        force: false,
     }));
     refused(h.ask(Request::Shift {
         team: "squad".into(),
@@ -937,7 +955,7 @@ fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
 impl H {
     fn status_now(&mut self) -> crate::view::StatusView {
         match self.ask_now(Request::Status) {
-            Response::Status(s) => s,
+            Response::Status(s) => *s,
             other => panic!("{other:?}"),
         }
     }
@@ -984,7 +1002,11 @@ fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
 
 impl H {
     fn apply_now(&mut self, team: TeamSpec) {
-        let r = self.ask_now(Request::Apply { team });
+        let r = self.ask_now(Request::Apply {
+            team,
+            source: None,
+            force: false,
+        });
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
     }
 }
@@ -1514,4 +1536,385 @@ fn a_role_reset_or_deleted_team_leaves_no_queue_behind() {
         key: "squad".into(),
     });
     assert!(h.sup.tmux.queue.is_empty());
+}
+
+fn done(r: Response) -> String {
+    match r {
+        Response::Done(m) => m,
+        other => panic!("not done: {other:?}"),
+    }
+}
+
+fn usage(r: Response) -> String {
+    match r {
+        Response::Error(e) => {
+            assert_eq!(e.code(), crate::error::exit::USAGE, "{e}");
+            e.to_string()
+        }
+        other => panic!("not a usage error: {other:?}"),
+    }
+}
+
+#[test]
+fn stop_stops_the_sessions_uncharged_and_start_brings_them_back_after_a_restart() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2), role("other", 1)]));
+    h.start_all();
+    let msg = done(h.ask(Request::StopRoles { key: "w".into() }));
+    assert!(
+        msg.starts_with("stopped demo/squad/w (2 sessions stopping"),
+        "{msg}"
+    );
+    assert_eq!(h.live().len(), 1, "only the other role runs");
+    assert_eq!(
+        h.tmux.panes().len(),
+        1,
+        "the panes went through the reconciler"
+    );
+    assert!(h.kinds().contains(&"stopped"));
+    assert!(!h.kinds().contains(&"crashed"));
+    assert_eq!(h.role_history().restarts, 0);
+    // Stopped across a daemon restart.
+    let mut h = h.restart();
+    h.run_jobs();
+    assert_eq!(h.live().len(), 1);
+    let Response::Roles(roles) = h.ask(Request::Get {
+        kind: Kind::Roles,
+        filter: Filter::default(),
+    }) else {
+        panic!()
+    };
+    assert_eq!(roles[0].state.as_str(), "stopped", "{roles:?}");
+    assert!(done(h.ask(Request::StopRoles { key: "w".into() })).contains("already stopped"));
+    let e = refused(h.ask(Request::Restart { key: "w".into() }));
+    assert!(e.contains("run `marvel start demo/squad/w`"), "{e}");
+    let msg = done(h.ask(Request::StartRoles {
+        key: "squad".into(),
+    }));
+    assert_eq!(msg, "started demo/squad/w");
+    assert_eq!(h.live().len(), 3);
+    // A session is not what stop takes.
+    let e = usage(h.ask(Request::StopRoles { key: "w-0".into() }));
+    assert!(e.contains("w-0 is a session; stop its role w"), "{e}");
+}
+
+#[test]
+fn restart_of_a_session_replaces_it_now_without_a_crash_and_of_a_role_shifts() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let before = h.start_all();
+    let msg = done(h.ask(Request::Restart { key: "w-0".into() }));
+    assert_eq!(msg, "demo/squad/w-0 restarting (not a crash)");
+    let after = h.live();
+    assert_eq!(after.len(), 2);
+    assert!(!after.iter().any(|s| s.uid == before[0].uid));
+    assert_eq!(h.role_history().restarts, 0);
+    assert!(h.role_history().marker.is_none());
+    h.start_all();
+    match h.ask(Request::Restart { key: "w".into() }) {
+        Response::Shift { shift, .. } => assert_eq!(shift.total, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_policy_edit_keeps_each_session_its_uid_and_pid_and_unfreezes() {
+    let mut h = H::new();
+    let w = role("w", 1);
+    h.apply(team(vec![w.clone()]));
+    let s = h.start_all().remove(0);
+    let mut edited = w.clone();
+    edited.max_restarts = Some(9);
+    let r = h.ask(Request::Apply {
+        team: team(vec![edited.clone()]),
+        source: None,
+        force: false,
+    });
+    let Response::Applied { roles, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(roles[0].change, crate::proto::Change::Updated);
+    assert_eq!(roles[0].fields, ["max_restarts"]);
+    let now = h.live();
+    assert_eq!(now.len(), 1);
+    assert_eq!((now[0].uid, now[0].pid), (s.uid, s.pid), "same session");
+    // A plan of a command change says how many sessions it replaces.
+    let mut changed = edited;
+    changed.command = crate::domain::spec::Command::new(["bash"]).unwrap();
+    let Response::Planned { roles, exists, .. } = h.ask(Request::Plan {
+        team: team(vec![changed]),
+        source: None,
+    }) else {
+        panic!()
+    };
+    assert!(exists);
+    assert_eq!(roles[0].change, crate::proto::Change::Replaced);
+    assert_eq!(
+        (roles[0].sessions, roles[0].fields.clone()),
+        (1, vec!["command".to_string()])
+    );
+    assert_eq!(h.live()[0].uid, s.uid, "a plan changes nothing");
+}
+
+#[test]
+fn another_file_declaring_the_same_team_is_refused_unless_forced() {
+    let mut h = H::new();
+    let apply = |h: &mut H, file: &str, force: bool| {
+        h.ask(Request::Apply {
+            team: team(vec![role("w", 1)]),
+            source: Some(file.into()),
+            force,
+        })
+    };
+    assert!(matches!(
+        apply(&mut h, "/t/a.ron", false),
+        Response::Applied { .. }
+    ));
+    let e = refused(apply(&mut h, "/t/b.ron", false));
+    assert!(e.contains("team demo/squad belongs to /t/a.ron"), "{e}");
+    assert!(e.contains("`marvel run /t/b.ron --force`"), "{e}");
+    assert!(matches!(
+        apply(&mut h, "/t/b.ron", true),
+        Response::Applied { .. }
+    ));
+    let e = refused(h.ask(Request::Down {
+        team: "demo/squad".into(),
+        source: Some("/t/a.ron".into()),
+        force: false,
+    }));
+    assert!(e.contains("belongs to /t/b.ron"), "{e}");
+    let msg = done(h.ask(Request::Down {
+        team: "demo/squad".into(),
+        source: Some("/t/b.ron".into()),
+        force: false,
+    }));
+    assert_eq!(msg, "team demo/squad removed (1 session stopped)");
+    assert!(h.live().is_empty());
+}
+
+#[test]
+fn scale_to_the_same_count_is_unchanged_and_says_a_frozen_role_is_frozen() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    h.start_all();
+    let events = h.events.len();
+    assert_eq!(
+        done(h.ask(Request::Scale {
+            key: "w".into(),
+            replicas: 2
+        })),
+        "demo/squad/w unchanged at 2 replicas"
+    );
+    assert_eq!(h.events.len(), events, "no event for nothing");
+    let e = usage(h.ask(Request::Scale {
+        key: "w-0".into(),
+        replicas: 3,
+    }));
+    assert!(e.contains("w-0 is a session; scale its role w"), "{e}");
+    let msg = done(h.ask(Request::Scale {
+        key: "w".into(),
+        replicas: 0,
+    }));
+    assert!(msg.contains("stopped until scaled up again"), "{msg}");
+    // Freeze a one-replica role, then scale it to what it has.
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.max_restarts = Some(0);
+    h.apply(team(vec![w]));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(1), None, false);
+    h.run_jobs();
+    let e = refused(h.ask(Request::Scale {
+        key: "w".into(),
+        replicas: 1,
+    }));
+    assert!(
+        e.contains("unchanged at 1 replica, and role demo/squad/w is frozen"),
+        "{e}"
+    );
+    assert!(
+        e.contains("run `marvel reset role demo/squad/w` to restart it"),
+        "{e}"
+    );
+}
+
+#[test]
+fn logs_show_the_current_run_the_previous_one_and_every_session_of_a_role() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let first = h.start_all();
+    let uid0 = first.iter().find(|s| s.key.slot == 0).unwrap().uid;
+    h.logs.insert(uid0, vec!["old run".into()]);
+    h.ask(Request::Kill { key: "w-0".into() });
+    h.run_jobs();
+    let now = h.start_all();
+    let new0 = now.iter().find(|s| s.key.slot == 0).unwrap().uid;
+    h.logs.insert(new0, vec!["new run".into()]);
+    let read = |h: &mut H, key: &str, previous: bool| -> Vec<(String, Vec<String>)> {
+        match h.ask(Request::LogRead {
+            key: key.into(),
+            lines: 10,
+            previous,
+            since_ms: None,
+            cursors: Vec::new(),
+        }) {
+            Response::Logs(chunks) => chunks.into_iter().map(|c| (c.key, c.lines)).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        read(&mut h, "w-0", false),
+        [("demo/squad/w-0".to_string(), vec!["new run".to_string()])]
+    );
+    assert_eq!(
+        read(&mut h, "w-0", true),
+        [("demo/squad/w-0".to_string(), vec!["old run".to_string()])]
+    );
+    let role = read(&mut h, "w", false);
+    assert_eq!(role.len(), 2);
+    assert_eq!(role[1].0, "demo/squad/w-1");
+    let e = h.ask(Request::LogRead {
+        key: "w-1".into(),
+        lines: 10,
+        previous: true,
+        since_ms: None,
+        cursors: Vec::new(),
+    });
+    assert!(
+        matches!(e, Response::Error(ref e) if e.code() == crate::error::exit::NOT_FOUND),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn keys_of_the_wrong_kind_say_what_they_are_and_unknown_keys_get_a_suggestion() {
+    let mut h = H::new();
+    h.apply(team(vec![role("shell", 2)]));
+    h.start_all();
+    let e = usage(h.ask(Request::Capture {
+        key: "shell".into(),
+    }));
+    assert!(
+        e.contains("shell is a role; its sessions are shell-0, shell-1"),
+        "{e}"
+    );
+    let e = h.ask(Request::Kill {
+        key: "shel-0".into(),
+    });
+    let Response::Error(e) = e else { panic!() };
+    assert_eq!(e.code(), crate::error::exit::NOT_FOUND);
+    assert!(e.to_string().contains("did you mean `shell-0`?"), "{e}");
+    let e = usage(h.ask(Request::Reset {
+        key: "squad".into(),
+    }));
+    assert!(e.contains("squad is a team; its roles are shell"), "{e}");
+    let e = h.ask(Request::Get {
+        kind: Kind::Sessions,
+        filter: Filter {
+            keys: vec!["nope-0".into()],
+            ..Filter::default()
+        },
+    });
+    assert!(matches!(e, Response::Error(_)), "{e:?}");
+    let Response::Sessions(v) = h.ask(Request::Get {
+        kind: Kind::Sessions,
+        filter: Filter {
+            keys: vec!["shell-1".into()],
+            ..Filter::default()
+        },
+    }) else {
+        panic!()
+    };
+    assert_eq!(v.len(), 1);
+}
+
+#[test]
+fn status_lists_frozen_roles_and_a_missing_tmux_worst_first() {
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.max_restarts = Some(0);
+    h.apply(team(vec![w]));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(1), None, false);
+    h.run_jobs();
+    let st = h.status();
+    assert_eq!(st.problems.len(), 1, "{:?}", st.problems);
+    assert_eq!(st.problems[0].kind, crate::view::ProblemKind::Frozen);
+    assert!(
+        st.problems[0]
+            .hint
+            .contains("marvel reset role demo/squad/w")
+    );
+    let mut h = H::blank();
+    h.tmux
+        .fail_next(SubstrateError::Missing("tmux: not found".into()));
+    h.restore(Loaded::Fresh, Vec::new());
+    h.run_jobs();
+    let r = h.ask(Request::Apply {
+        team: team(vec![role("w", 1)]),
+        source: None,
+        force: false,
+    });
+    let Response::Applied { tmux_down, .. } = r else {
+        panic!()
+    };
+    assert!(tmux_down.is_some_and(|e| e.contains("not found")));
+    let st = h.status();
+    assert_eq!(st.problems[0].kind, crate::view::ProblemKind::TmuxDown);
+}
+
+/// Regression: the runs of a team were grouped by slot number across its
+/// roles, so `logs TEAM` showed one of `a-0` and `b-0`.
+#[test]
+fn logs_of_a_team_show_every_session_of_every_role() {
+    let mut h = H::new();
+    h.apply(team(vec![role("a", 1), role("b", 2)]));
+    h.start_all();
+    let Response::Logs(chunks) = h.ask(Request::LogRead {
+        key: "squad".into(),
+        lines: 5,
+        previous: false,
+        since_ms: None,
+        cursors: Vec::new(),
+    }) else {
+        panic!()
+    };
+    let keys: Vec<String> = chunks.into_iter().map(|c| c.key).collect();
+    assert_eq!(keys, ["demo/squad/a-0", "demo/squad/b-0", "demo/squad/b-1"]);
+}
+
+#[test]
+fn logs_since_picks_the_runs_alive_within_the_span() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let first = h.start_all().remove(0).uid;
+    h.logs.insert(first, vec!["one".into()]);
+    h.ask(Request::Kill { key: "w-0".into() });
+    h.run_jobs();
+    let second = h.start_all().remove(0).uid;
+    h.logs.insert(second, vec!["two".into()]);
+    h.advance(60_000);
+    let read = |h: &mut H, since_ms: Option<u64>| -> Vec<u64> {
+        match h.ask(Request::LogRead {
+            key: "w-0".into(),
+            lines: 10,
+            previous: false,
+            since_ms,
+            cursors: Vec::new(),
+        }) {
+            Response::Logs(chunks) => chunks.into_iter().map(|c| c.uid).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(read(&mut h, None), [second], "the current run only");
+    assert_eq!(
+        read(&mut h, Some(120_000)),
+        [first, second],
+        "both ran then"
+    );
+    assert_eq!(
+        read(&mut h, Some(30_000)),
+        [second],
+        "the first ended before"
+    );
 }
