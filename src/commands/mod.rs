@@ -67,7 +67,12 @@ impl Ctx {
     /// Sends `req`, starting the daemon if needed, and prints the one-line
     /// acknowledgement most verbs answer with.
     pub fn acknowledge(&self, req: Request) -> Result<i32> {
-        match client::call(&self.target()?, req)? {
+        self.acknowledge_at(&self.target()?, req)
+    }
+
+    /// [`Ctx::acknowledge`], to a daemon already chosen.
+    pub fn acknowledge_at(&self, target: &Endpoint, req: Request) -> Result<i32> {
+        match client::call(target, req)? {
             Response::Done(message) => {
                 self.out.print(&message)?;
                 Ok(exit::OK)
