@@ -64,6 +64,12 @@ impl Remote {
     }
 }
 
+/// How long opening a session may take before ssh's own timeouts end it:
+/// the connect timeout, then the greeting.
+pub fn greeting_deadline(r: &Remote) -> Duration {
+    r.host.connect_timeout() + GREETING_GRACE
+}
+
 /// Sends one request and returns the answer. With `start` false, a host
 /// where no daemon runs answers `None` and starts none. `deadline` bounds
 /// the whole exchange (a fan-out's per-host timeout).
@@ -131,15 +137,22 @@ pub fn follow(
 /// Replaces this process with `ssh -t HOST marvel attach KEY`: the remote
 /// marvel opens the pane in its own tmux, on this terminal.
 pub fn attach(r: &Remote, key: &str) -> Result<i32> {
+    let argv = attach_argv(r, key)?;
+    let (program, rest) = argv.split_first().expect("ssh argv has a program");
+    let err = Command::new(program).args(rest).exec();
+    Err(missing_ssh(program, &err))
+}
+
+/// `ssh -t HOST marvel attach KEY`, for a caller that runs it as a child
+/// (the dashboard, which comes back when the user detaches).
+pub fn attach_argv(r: &Remote, key: &str) -> Result<Vec<OsString>> {
     let words = ssh_words()?;
     let settings = probe(&words, r)?;
     let mut argv = options(&words, r, &settings, false)?;
     argv.push("-t".into());
     argv.extend(destination(r));
     argv.push(remote_command(&r.host, &["attach", key])?.into());
-    let (program, rest) = argv.split_first().expect("ssh argv has a program");
-    let err = Command::new(program).args(rest).exec();
-    Err(missing_ssh(program, &err))
+    Ok(argv)
 }
 
 /// One running `ssh … marvel daemon dial-stdio`, greeted.
@@ -208,7 +221,7 @@ impl<'a> Session<'a> {
             started,
             status: None,
         };
-        let greet_by = started + r.host.connect_timeout() + GREETING_GRACE;
+        let greet_by = started + greeting_deadline(r);
         let by = deadline.map_or(greet_by, |d| d.min(greet_by));
         let line = match s.out.line(Some(by)) {
             Ok(Some(line)) => line,

@@ -22,5 +22,5 @@ code 5. NO_COLOR and --no-color turn colours off.")]
 pub struct Args {}
 
 pub fn run(_args: Args, ctx: &Ctx) -> Result<i32> {
-    crate::top::run(ctx.local()?, ctx.out.colour())
+    crate::top::run(ctx.target()?, ctx.out.colour())
 }

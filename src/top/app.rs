@@ -5,6 +5,7 @@
 //! and otherwise sleeps. The daemon is listed in full on start and after
 //! every reconnection; in between, each event asks only for its team.
 
+use std::ffi::OsString;
 use std::io::{self, IsTerminal, Stdout};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,12 +23,11 @@ use ratatui::backend::CrosstermBackend;
 use super::model::{CRASHES_READ, EVENTS_KEPT, Fetch, Fetched, Link, Model, Needs, Scope, live};
 use super::ui::{Action, Effect, Footer, Ui};
 use super::view::{self, Ctx, Preview};
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::commands::attach::attach_argv;
 use crate::commands::unexpected;
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{EventFilter, Kind, Request, Response};
 use crate::substrate::tmux::Tmux;
 use crate::view::{EventKind, EventView};
@@ -75,7 +75,7 @@ enum Stream {
 }
 
 /// Runs the dashboard until `q`; the daemon is started if none runs.
-pub fn run(target: Target, colour: bool) -> Result<i32> {
+pub fn run(target: Endpoint, colour: bool) -> Result<i32> {
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
         return Err(Error::refused(
             "top needs a terminal, and its standard input or output is not one",
@@ -90,14 +90,20 @@ pub fn run(target: Target, colour: bool) -> Result<i32> {
     let mut model = Model::default();
     // The stream is open before the first listing, so no change falls
     // between the two.
-    match rx.recv_timeout(START_DEADLINE) {
+    let start_deadline = match &target {
+        Endpoint::Local(_) => START_DEADLINE,
+        // ssh reports its own failure, with its reason, within this.
+        Endpoint::Ssh(r) => client::ssh::greeting_deadline(r) + START_DEADLINE,
+    };
+    match rx.recv_timeout(start_deadline) {
         Ok(Msg::Stream(Stream::Connected(backlog))) => model.backlog(backlog),
         Ok(Msg::Stream(Stream::Failed(e))) => return Err(e),
         Ok(Msg::Stream(Stream::Down(why))) => return Err(Error::daemon(why)),
         Ok(_) | Err(_) => {
             return Err(Error::daemon(format!(
-                "the daemon did not answer within {} s",
-                START_DEADLINE.as_secs()
+                "the daemon of context {} did not answer within {} s",
+                target.describe(),
+                start_deadline.as_secs()
             )));
         }
     }
@@ -139,7 +145,7 @@ pub fn run(target: Target, colour: bool) -> Result<i32> {
 }
 
 struct App {
-    target: Target,
+    target: Endpoint,
     place: String,
     colour: bool,
     model: Model,
@@ -352,25 +358,36 @@ impl App {
 
     /// `enter`: inside tmux on the same server, switches the client to the
     /// session and stays; otherwise leaves the dashboard for `tmux attach`
-    /// and comes back when the user detaches.
+    /// (on another host's context, `ssh -t HOST marvel attach KEY`) and
+    /// comes back when the user detaches.
     fn attach(&mut self, key: &str, screen: &mut Screen, input: &Input) -> Footer {
-        let found =
-            match client::local::call_running(&self.target, Request::Attach { key: key.into() }) {
-                Ok(Some(Response::AttachTarget { tmux_session, pane })) => Ok((tmux_session, pane)),
-                Ok(Some(other)) => Err(unexpected(&other)),
-                Ok(None) => Err(no_daemon()),
-                Err(e) => Err(e),
-            };
-        let tmux = Tmux::new(self.target.tmux_socket.clone(), Duration::from_secs(5));
-        let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
-        let argv = match found.and_then(|(s, p)| attach_argv(&tmux, inside, &s, &p)) {
+        // The daemon says first whether the session has a pane to open.
+        let found = match client::call_running(&self.target, Request::Attach { key: key.into() }) {
+            Ok(Some(Response::AttachTarget { tmux_session, pane })) => Ok((tmux_session, pane)),
+            Ok(Some(other)) => Err(unexpected(&other)),
+            Ok(None) => Err(no_daemon()),
+            Err(e) => Err(e),
+        };
+        let (argv, inside) = match &self.target {
+            Endpoint::Local(t) => {
+                let tmux = Tmux::new(t.tmux_socket.clone(), Duration::from_secs(5));
+                let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
+                let argv = found
+                    .and_then(|(s, p)| attach_argv(&tmux, inside, &s, &p))
+                    .map(|v| v.into_iter().map(OsString::from).collect());
+                (argv, inside)
+            }
+            Endpoint::Ssh(r) => (found.and_then(|_| client::ssh::attach_argv(r, key)), false),
+        };
+        let argv = match argv {
             Ok(argv) => argv,
             Err(e) => return Footer::error(error_line(&e)),
         };
         let (program, rest) = argv
             .split_first()
-            .expect("tmux argv starts with the binary");
-        let mut cmd = Command::new(program);
+            .expect("an attach argv starts with its program");
+        let program = program.to_string_lossy().into_owned();
+        let mut cmd = Command::new(&program);
         cmd.args(rest);
         if inside {
             return match cmd.output() {
@@ -393,6 +410,11 @@ impl App {
             .stdin(Stdio::inherit())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Over ssh the far tmux draws through ssh's stdout.
+        let remote = matches!(self.target, Endpoint::Ssh(_));
+        if remote {
+            cmd.stdout(Stdio::inherit());
+        }
         input.pause();
         let left = screen.suspend();
         let ran = cmd.output();
@@ -404,7 +426,8 @@ impl App {
         match ran {
             Ok(out) if out.status.success() => Footer::ok(format!("back from {key}")),
             Ok(out) => Footer::error(format!(
-                "tmux attach to {key} failed ({}): {}",
+                "{} to {key} failed ({}): {}",
+                if remote { "ssh attach" } else { "tmux attach" },
                 out.status,
                 output::escape_line(String::from_utf8_lossy(&out.stderr).trim())
             )),
@@ -434,8 +457,13 @@ fn no_daemon() -> Error {
     Error::daemon("no daemon is running")
 }
 
-/// `host:~/state-dir`: which daemon this dashboard shows.
-fn place(target: &Target) -> String {
+/// Which daemon this dashboard shows: `host:~/state-dir` on this host,
+/// the context (`build (ssh://me@build.example)`) on another.
+fn place(target: &Endpoint) -> String {
+    let target = match target {
+        Endpoint::Local(t) => t,
+        Endpoint::Ssh(r) => return r.describe(),
+    };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -454,7 +482,7 @@ fn place(target: &Target) -> String {
 /// Follows the event log, reconnecting when the daemon goes away. Only
 /// the first connection may start a daemon: after that one that was
 /// stopped stays stopped until something else starts it.
-fn follow(target: &Target, tx: &Sender<Msg>) {
+fn follow(target: &Endpoint, tx: &Sender<Msg>) {
     let req = Request::Events {
         filter: EventFilter {
             limit: Some(EVENTS_KEPT),
@@ -469,7 +497,7 @@ fn follow(target: &Target, tx: &Sender<Msg>) {
         if !first {
             thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(2));
-            match client::local::call_running(target, Request::Ping) {
+            match client::call_running(target, Request::Ping) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     if !send(Stream::Down("no daemon is running".into())) {
@@ -487,7 +515,7 @@ fn follow(target: &Target, tx: &Sender<Msg>) {
         }
         let mut connected = false;
         let mut open = true;
-        let result = client::local::follow(target, req.clone(), &mut |resp| {
+        let result = client::follow(target, req.clone(), &mut |resp| {
             let msg = match resp {
                 Response::Events(evs) => {
                     connected = true;
@@ -525,8 +553,8 @@ fn follow(target: &Target, tx: &Sender<Msg>) {
 /// answer to the loop.
 fn worker<T: Send + 'static>(
     tx: Sender<Msg>,
-    target: &Target,
-    job: impl Fn(&Target, T) -> Msg + Send + 'static,
+    target: &Endpoint,
+    job: impl Fn(&Endpoint, T) -> Msg + Send + 'static,
 ) -> Sender<T> {
     let (orders, rx) = mpsc::channel::<T>();
     let target = target.clone();
@@ -541,8 +569,8 @@ fn worker<T: Send + 'static>(
 }
 
 /// Asks each question of `batch`, in order, of a running daemon.
-fn fetch_all(target: &Target, batch: &[Fetch]) -> Result<Vec<Fetched>> {
-    let ask = |req: Request| match client::local::call_running(target, req)? {
+fn fetch_all(target: &Endpoint, batch: &[Fetch]) -> Result<Vec<Fetched>> {
+    let ask = |req: Request| match client::call_running(target, req)? {
         Some(resp) => Ok(resp),
         None => Err(no_daemon()),
     };
@@ -592,8 +620,8 @@ fn fetch_all(target: &Target, batch: &[Fetch]) -> Result<Vec<Fetched>> {
 }
 
 /// What a session's pane shows now, through the daemon.
-fn capture(target: &Target, key: String) -> std::result::Result<String, String> {
-    match client::local::call_running(target, Request::Capture { key }) {
+fn capture(target: &Endpoint, key: String) -> std::result::Result<String, String> {
+    match client::call_running(target, Request::Capture { key }) {
         Ok(Some(Response::Text(text))) => Ok(text),
         Ok(Some(other)) => Err(error_line(&unexpected(&other))),
         Ok(None) => Err(error_line(&no_daemon())),
@@ -602,7 +630,7 @@ fn capture(target: &Target, key: String) -> std::result::Result<String, String> 
 }
 
 /// One action as the CLI would send it; the daemon's answer in a line.
-fn request(target: &Target, action: Action) -> Result<String> {
+fn request(target: &Endpoint, action: Action) -> Result<String> {
     let req = match action {
         Action::Reset(key) => Request::Reset { key },
         Action::Kill(key) => Request::Kill { key },
@@ -619,7 +647,7 @@ fn request(target: &Target, action: Action) -> Result<String> {
         },
         Action::Attach(_) => unreachable!("attach runs in the loop: it needs the terminal"),
     };
-    match client::local::call_running(target, req)? {
+    match client::call_running(target, req)? {
         Some(Response::Done(text)) => Ok(output::escape_line(&text).into_owned()),
         Some(Response::Shift { team, shift }) => Ok(format!(
             "{team} shift started: {} ({} sessions, one at a time)",
@@ -765,7 +793,7 @@ fn leave() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Paths;
+    use crate::paths::{Paths, Target};
     use crate::top::model::tests::{NOW, event, picture};
     use crate::top::model::{Parts, RowId};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -773,12 +801,12 @@ mod tests {
     fn app() -> (App, Receiver<Msg>) {
         let (tx, rx) = mpsc::channel();
         let app = App {
-            target: Target {
+            target: Endpoint::Local(Target {
                 paths: Paths {
                     root: "/nonexistent/marvel".into(),
                 },
                 tmux_socket: None,
-            },
+            }),
             place: String::new(),
             colour: false,
             model: picture(),
@@ -806,6 +834,24 @@ mod tests {
     /// Regression: the time the preview was due and the time the loop
     /// looked were read from the clock apart, so a due read was never
     /// sent and the loop spun without sleeping.
+    #[test]
+    fn the_header_names_another_hosts_context() {
+        use crate::client::ssh::Remote;
+        use crate::context::{Host, SshUrl};
+        let remote = Endpoint::Ssh(Remote {
+            context: "build".into(),
+            host: Host::new(SshUrl::parse("ssh://me@build.example:2222").unwrap()),
+        });
+        assert_eq!(place(&remote), "build (ssh://me@build.example:2222)");
+        let local = Endpoint::Local(Target {
+            paths: Paths {
+                root: "/srv/marvel".into(),
+            },
+            tmux_socket: None,
+        });
+        assert!(place(&local).ends_with("/srv/marvel"), "{}", place(&local));
+    }
+
     #[test]
     fn the_selected_screen_is_read_at_once_then_every_half_second() {
         let (mut app, _rx) = app();

@@ -625,6 +625,69 @@ fn attach_through_ssh_opens_the_remote_pane_on_this_terminal() {
         });
 }
 
+#[test]
+fn top_through_ssh_names_the_context_follows_its_events_and_attaches_there() {
+    use crate::top::{Term, dashboard, row};
+    let f = Fleet::new();
+    // A backoff long enough for the dashboard to show it.
+    let file = f.there.manifest(
+        "team.ron",
+        &team(
+            "squad",
+            &format!(
+                r#"Role(name: "worker", command: {SH}, ready_after: "100ms",
+                        backoff: (initial: "2s", max: "2s", jitter: 0.0)),"#
+            ),
+        ),
+    );
+    f.there.ok(&["run", &file]);
+    f.there.wait_running("t/squad/worker", 1);
+
+    let term = Term::new(&f.here);
+    term.type_line(&format!("'{BIN}' top --context rem"));
+    let header = format!("rem ({})", f.sshd.url());
+    let screen = term.wait(&f.there, "the remote dashboard", DEADLINE, |s| {
+        dashboard(s) && row(s, "worker-0").is_some_and(|r| r.contains("● running"))
+    });
+    let first = screen.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("daemon ● up") && first.ends_with(&header),
+        "{screen}"
+    );
+
+    // What happens there shows here, through the event stream over ssh.
+    f.there.ok(&["inject", "worker-0", "exit 3", "--enter"]);
+    term.wait(&f.there, "the crash there", DEADLINE, |s| {
+        row(s, "worker-0").is_some_and(|r| r.contains("◷ backoff"))
+    });
+    f.there.wait_running("t/squad/worker", 1);
+    term.wait(&f.there, "the replacement", DEADLINE, |s| {
+        row(s, "worker-0").is_some_and(|r| r.contains("● running"))
+    });
+
+    // enter opens the pane in that host's tmux (ssh -t), and the dashboard
+    // comes back when the client detaches.
+    term.keys(&["Enter"]);
+    f.there.wait("a client on the remote session", |e| {
+        let out = e.tmux(&["list-clients", "-F", "#{client_session}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|s| s.starts_with("marvel/t/squad/worker-0/"))
+            .then_some(())
+    });
+    let clients = f.there.tmux(&["list-clients", "-F", "#{client_name}"]);
+    for client in String::from_utf8_lossy(&clients.stdout).lines() {
+        f.there.tmux(&["detach-client", "-t", client]);
+    }
+    term.wait(&f.there, "the dashboard again", DEADLINE, |s| {
+        dashboard(s) && s.contains("back from t/squad/worker-0")
+    });
+    term.keys(&["q"]);
+    term.wait(&f.there, "the shell again", DEADLINE, |s| !dashboard(s));
+    // It ran there only.
+    assert!(f.here.sessions().is_empty());
+}
+
 fn shlex_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
