@@ -626,6 +626,97 @@ fn attach_through_ssh_opens_the_remote_pane_on_this_terminal() {
 }
 
 #[test]
+fn logs_follow_stop_start_restart_diff_and_down_work_through_ssh() {
+    let f = Fleet::new();
+    let file = f
+        .here
+        .manifest("team.ron", &team("squad", &role("worker", 1, SH, "")));
+    // No daemon there yet: diff only checks the file, and names the host.
+    let plan = f.rem(&["diff", &file]);
+    assert!(
+        plan.starts_with(&format!(
+            "for context rem ({}): paths are 127.0.0.1's",
+            f.sshd.url()
+        )),
+        "{plan}"
+    );
+    f.rem(&["run", &file, "--wait"]);
+    f.there.wait_running("t/squad/worker", 1);
+    let plan = f.rem(&["diff", &file]);
+    assert!(
+        plan.contains("team t/squad: no changes (dry run, nothing applied)"),
+        "{plan}"
+    );
+
+    // logs -f: a line written there arrives here, and so does the run
+    // that replaces it.
+    let mut child = f
+        .here
+        .cmd(&["logs", "worker-0", "-f", "--context", "rem"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    f.there
+        .ok(&["inject", "worker-0", "echo", "written-there-1", "--enter"]);
+    expect_line(&out, "the line written there", |l| l == "written-there-1");
+    let restarted = f.rem(&["restart", "worker-0"]);
+    assert!(
+        restarted.contains("t/squad/worker-0 restarting"),
+        "{restarted}"
+    );
+    expect_line(&err, "the restart", |l| {
+        l.starts_with("--- t/squad/worker-0 restarted (uid ")
+    });
+    f.there.wait_running("t/squad/worker", 1);
+    f.there
+        .ok(&["inject", "worker-0", "echo", "written-there-2", "--enter"]);
+    expect_line(&out, "the new run's line", |l| l == "written-there-2");
+    let _ = child.kill();
+    let _ = child.wait();
+    // -p: the run before the restart.
+    let previous = f.rem(&["logs", "worker-0", "-p"]);
+    assert!(
+        previous.lines().any(|l| l == "written-there-1"),
+        "{previous}"
+    );
+
+    // stop and start, through ssh, act there.
+    let stopped = f.rem(&["stop", "worker"]);
+    assert!(stopped.contains("stopped t/squad/worker"), "{stopped}");
+    f.there.wait("the role stopped there", |e| {
+        (e.role("t/squad/worker")["state"] == "stopped" && e.panes().is_empty()).then_some(())
+    });
+    assert_eq!(f.rem_json(&["get", "roles"])[0]["state"], "stopped");
+    let started = f.rem(&["start", "worker"]);
+    assert!(started.contains("started t/squad/worker"), "{started}");
+    f.there.wait_running("t/squad/worker", 1);
+
+    // down and diff check the file for that host, as run does: a relative
+    // cwd would name a directory here.
+    let relative = f.here.manifest(
+        "relative.ron",
+        &team("squad", &role("worker", 1, SH, r#"cwd: "work","#)),
+    );
+    for verb in ["down", "diff"] {
+        let err = f.here.fails(&[verb, &relative, "--context", "rem"], 3);
+        assert!(
+            err.contains("roles[0].cwd: work is relative"),
+            "{verb}: {err}"
+        );
+    }
+    f.there.wait_running("t/squad/worker", 1);
+    let down = f.rem(&["down", &file]);
+    assert!(down.contains("t/squad"), "{down}");
+    f.there.wait("the team gone there", |e| {
+        (e.sessions().is_empty() && e.json(&["get", "teams"]) == Value::Array(vec![])).then_some(())
+    });
+    assert!(f.here.sessions().is_empty());
+}
+
+#[test]
 fn top_through_ssh_names_the_context_follows_its_events_and_attaches_there() {
     use crate::top::{Term, dashboard, row};
     let f = Fleet::new();
