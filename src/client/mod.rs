@@ -100,6 +100,15 @@ pub fn call_running(e: &Endpoint, req: Request) -> Result<Option<Response>> {
     }
 }
 
+/// [`call_running`], with the whole exchange over ssh bounded by
+/// `deadline`.
+pub fn call_running_by(e: &Endpoint, req: Request, deadline: Instant) -> Result<Option<Response>> {
+    match e {
+        Endpoint::Local(t) => local::call_running(t, req),
+        Endpoint::Ssh(r) => ssh::call(r, &req, false, Some(deadline)),
+    }
+}
+
 /// Sends a streaming request (such as `events --follow`) and hands each
 /// response to `on` until it returns `false` or the daemon hangs up.
 pub fn follow(

@@ -779,6 +779,42 @@ fn top_through_ssh_names_the_context_follows_its_events_and_attaches_there() {
     assert!(f.here.sessions().is_empty());
 }
 
+#[test]
+fn completion_offers_the_keys_of_the_context_being_talked_to() {
+    let f = Fleet::new();
+    let file = f
+        .there
+        .manifest("team.ron", &team("away", &role("b", 1, SH, "")));
+    f.there.ok(&["run", &file]);
+    f.there.wait_running("t/away/b", 1);
+    let complete = |words: &[&str], context_env: Option<&str>| -> String {
+        let mut cmd = f.here.cmd(&["--"]);
+        cmd.args(words)
+            .env("COMPLETE", "bash")
+            .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+            .env("_CLAP_IFS", "\n");
+        if let Some(c) = context_env {
+            cmd.env("MARVEL_CONTEXT", c);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    for (words, env) in [
+        (&["marvel", "logs", "--context", "rem", ""][..], None),
+        (&["marvel", "--context=rem", "stop", ""][..], None),
+        (&["marvel", "restart", ""][..], Some("rem")),
+    ] {
+        let keys = complete(words, env);
+        assert!(
+            keys.lines().any(|l| l == "t/away/b-0" || l == "t/away/b"),
+            "{words:?}: {keys}"
+        );
+    }
+    // This host's daemon has none of them, and none is started for it.
+    let here = complete(&["marvel", "logs", ""], None);
+    assert!(!here.contains("t/away"), "{here}");
+    assert!(!f.here.state_dir().join("marvel.sock").exists());
+}
+
 fn shlex_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
