@@ -8,12 +8,15 @@ pub mod local;
 pub mod ssh;
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::context::{self, Contexts, LOCAL, Selected};
 use crate::error::{Error, Result};
 use crate::paths::Target;
 use crate::proto::{Request, Response};
+
+/// The shortest pause between the asks of a poll over ssh.
+const SSH_POLL: Duration = Duration::from_secs(1);
 
 /// The daemon a command talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,17 @@ impl Endpoint {
         match self {
             Endpoint::Local(_) => LOCAL.to_string(),
             Endpoint::Ssh(r) => r.describe(),
+        }
+    }
+
+    /// How long a command that polls (`logs -f`, `get -w`, `--wait`)
+    /// waits between asks: `here` on this host; at least a second on
+    /// another, where each ask is an ssh command (a login shell and a
+    /// relay) that costs a few hundred milliseconds.
+    pub fn poll_every(&self, here: Duration) -> Duration {
+        match self {
+            Endpoint::Local(_) => here,
+            Endpoint::Ssh(_) => here.max(SSH_POLL),
         }
     }
 
@@ -125,4 +139,32 @@ pub fn follow(
 /// The far end said it had no daemon, though it was to start one.
 fn not_started(r: &ssh::Remote) -> Error {
     Error::daemon(format!("{} started no daemon", r.describe()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Host, SshUrl};
+    use crate::paths::Paths;
+
+    #[test]
+    fn polls_over_ssh_wait_at_least_a_second() {
+        let here = Endpoint::Local(Target {
+            paths: Paths {
+                root: "/srv/marvel".into(),
+            },
+            tmux_socket: None,
+        });
+        let there = Endpoint::Ssh(ssh::Remote {
+            context: "build".into(),
+            host: Host::new(SshUrl::parse("ssh://build").unwrap()),
+        });
+        let fast = Duration::from_millis(100);
+        assert_eq!(here.poll_every(fast), fast);
+        assert_eq!(there.poll_every(fast), SSH_POLL);
+        assert_eq!(
+            there.poll_every(Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
 }

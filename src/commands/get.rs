@@ -189,7 +189,7 @@ fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> 
     }
 }
 
-/// How often a stream looks for changes.
+/// How often a stream looks for changes (over ssh, less often).
 const STREAM_POLL: Duration = Duration::from_millis(250);
 
 /// `-w` for scripts: one JSON object per line for each record that
@@ -209,7 +209,7 @@ fn stream(target: &Target, req: &Request, ctx: &Ctx) -> Result<i32> {
             }
             seen = now;
         }
-        thread::sleep(STREAM_POLL);
+        thread::sleep(target.poll_every(STREAM_POLL));
         resp = client::call_running(target, req.clone())?;
     }
 }

@@ -14,11 +14,8 @@ use crate::error::{Result, exit};
 use crate::output::{self, Tint};
 use crate::proto::{LogChunk, LogCursor, Request, Response};
 
-/// How often `--follow` asks this host's daemon for new output.
+/// How often `--follow` asks for new output (over ssh, less often).
 const POLL: Duration = Duration::from_millis(200);
-/// How often it asks another host's: each ask there is an ssh command
-/// (a login shell and a relay), costing a few hundred milliseconds.
-const POLL_SSH: Duration = Duration::from_secs(1);
 
 /// Lines a follower takes of a run that started since it last looked:
 /// all of it, within what the daemon reads at once.
@@ -79,10 +76,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         return Ok(exit::OK);
     }
     let mut cursors: BTreeMap<u64, u64> = first.iter().map(|c| (c.uid, c.offset)).collect();
-    let every = match target {
-        Target::Local(_) => POLL,
-        Target::Ssh(_) => POLL_SSH,
-    };
+    let every = target.poll_every(POLL);
     loop {
         thread::sleep(every);
         let known: Vec<LogCursor> = cursors

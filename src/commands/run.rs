@@ -306,7 +306,7 @@ fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Resul
                 }
             }
         }
-        thread::sleep(POLL);
+        thread::sleep(target.poll_every(POLL));
     }
 }
 

@@ -137,7 +137,7 @@ fn follow(target: &Target, team: &str, started: ShiftView, ctx: &Ctx) -> Result<
             }
             Some(Err(e)) => return Err(e),
         }
-        thread::sleep(POLL);
+        thread::sleep(target.poll_every(POLL));
     }
 }
 

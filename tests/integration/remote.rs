@@ -690,9 +690,24 @@ fn logs_follow_stop_start_restart_diff_and_down_work_through_ssh() {
         (e.role("t/squad/worker")["state"] == "stopped" && e.panes().is_empty()).then_some(())
     });
     assert_eq!(f.rem_json(&["get", "roles"])[0]["state"], "stopped");
+    // get -w streams what changes there: the started session.
+    let mut watch = f
+        .here
+        .cmd(&["get", "sessions", "-w", "-o", "json", "--context", "rem"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let changes = lines_of(watch.stdout.take().unwrap());
     let started = f.rem(&["start", "worker"]);
     assert!(started.contains("started t/squad/worker"), "{started}");
     f.there.wait_running("t/squad/worker", 1);
+    expect_line(&changes, "the running session, streamed", |l| {
+        serde_json::from_str::<Value>(l)
+            .is_ok_and(|v| v["key"] == "t/squad/worker-0" && v["state"] == "running")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     // down and diff check the file for that host, as run does: a relative
     // cwd would name a directory here.
