@@ -400,6 +400,16 @@ fn contexts_are_added_used_listed_and_removed() {
     assert_eq!(sessions[0]["key"], "t/away/b-0");
     let status = f.here.ok(&["status"]);
     assert!(status.starts_with("context rem (ssh://"), "{status}");
+    // The systemd unit is always for this host's daemon.
+    let unit = f.here.ok(&["daemon", "install", "--print"]);
+    assert!(
+        unit.contains(&format!("MARVEL_HOME={}", f.here.state_dir().display())),
+        "{unit}"
+    );
+    assert!(
+        !unit.contains(&f.there.state_dir().display().to_string()),
+        "{unit}"
+    );
     // --context and MARVEL_CONTEXT win over the current context.
     f.here.ok(&["get", "sessions", "--context", "local"]);
     assert!(
