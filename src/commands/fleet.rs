@@ -3,11 +3,12 @@
 //! thread within its own deadline; one that does not answer is named on
 //! stderr with its reason and does not fail the others (exit 8, partial).
 
+use std::cell::Cell;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{Local, Utc};
+use chrono::{DateTime, Local, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::cli::{Format, ListFormat};
@@ -199,28 +200,37 @@ pub fn events(ctx: &Ctx, req: Request, format: Format, within: Duration) -> Resu
     };
     let targets = ctx.all_targets()?;
     let width = targets.iter().map(|t| t.context().len()).max().unwrap_or(0);
-    let show = |name: &str, e: &EventView| -> Result<()> {
+    // Decided on the first batch (the merged history), kept after.
+    let dated = Cell::new(None::<bool>);
+    let show = |batch: &Batch| -> Result<()> {
         match format {
-            Format::Json => ctx.out.json_line(&with_context(e, name)?),
-            Format::Text => ctx.out.print(&format!(
-                "{name:<width$}  {}",
-                output::event_line(e, Utc::now(), &Local, ctx.out.colour())
-            )),
+            Format::Json => {
+                for (name, e) in batch {
+                    ctx.out.json_line(&with_context(e, name)?)?;
+                }
+            }
+            Format::Text => {
+                let colour = ctx.out.colour();
+                for line in text_lines(batch, width, Utc::now(), &Local, colour, &dated) {
+                    ctx.out.print(&line)?;
+                }
+            }
         }
+        Ok(())
     };
     if !follow {
         let names: Vec<String> = targets.iter().map(|t| t.context().to_string()).collect();
         let mut all = Vec::new();
         let mut failed = Vec::new();
         let mut answered = 0;
-        for (name, answer) in names.into_iter().zip(ask_all(targets, &req, within)) {
+        for (i, answer) in ask_all(targets, &req, within).into_iter().enumerate() {
             match answer {
                 Ok(Response::Events(v)) => {
                     answered += 1;
-                    all.extend(v.into_iter().map(|e| (name.clone(), e)));
+                    all.extend(v.into_iter().map(|e| (i, e)));
                 }
-                Ok(other) => failed.push((name, unexpected(&other))),
-                Err(e) => failed.push((name, e)),
+                Ok(other) => failed.push((names[i].clone(), unexpected(&other))),
+                Err(e) => failed.push((names[i].clone(), e)),
             }
         }
         all.sort_by_key(|(_, e)| e.at);
@@ -228,12 +238,55 @@ pub fn events(ctx: &Ctx, req: Request, format: Format, within: Duration) -> Resu
         if all.is_empty() && answered > 0 && format == Format::Text {
             ctx.out.note("No events found.");
         }
-        for (name, e) in &all[skip..] {
-            show(name, e)?;
-        }
+        show(&named(&names, all.into_iter().skip(skip)))?;
         return conclude(ctx, answered, failed);
     }
     follow_all(ctx, targets, req, within, &show)
+}
+
+/// A batch of events as text, each line led by its context, dated as
+/// `events` dates them: whether lines carry their date is decided on the
+/// first batch (into `dated`) and kept for the batches after.
+fn text_lines<Tz: TimeZone>(
+    batch: &Batch,
+    width: usize,
+    now: DateTime<Utc>,
+    tz: &Tz,
+    colour: bool,
+    dated: &Cell<Option<bool>>,
+) -> Vec<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let dated = match dated.get() {
+        Some(d) => d,
+        None => {
+            let events: Vec<EventView> = batch.iter().map(|(_, e)| e.clone()).collect();
+            let d = output::needs_dates(&events, now, tz);
+            dated.set(Some(d));
+            d
+        }
+    };
+    batch
+        .iter()
+        .map(|(name, e)| {
+            format!(
+                "{name:<width$}  {}",
+                output::event_line_dated(e, now, tz, colour, dated)
+            )
+        })
+        .collect()
+}
+
+/// Events, each with the name of its context.
+type Batch<'a> = [(&'a str, EventView)];
+
+/// Events by context index, as the batch `show` prints.
+fn named(
+    names: &[String],
+    events: impl Iterator<Item = (usize, EventView)>,
+) -> Vec<(&str, EventView)> {
+    events.map(|(i, e)| (names[i].as_str(), e)).collect()
 }
 
 enum Msg {
@@ -249,7 +302,7 @@ fn follow_all(
     targets: Vec<Endpoint>,
     req: Request,
     within: Duration,
-    show: &dyn Fn(&str, &EventView) -> Result<()>,
+    show: &dyn Fn(&Batch) -> Result<()>,
 ) -> Result<i32> {
     let names: Vec<String> = targets.iter().map(|t| t.context().to_string()).collect();
     let (tx, rx) = mpsc::channel();
@@ -277,9 +330,7 @@ fn follow_all(
         if !live && (now >= history_by || (0..n).all(|i| greeted[i] || ended[i])) {
             live = true;
             backlog.sort_by_key(|(_, e)| e.at);
-            for (i, e) in backlog.drain(..) {
-                show(&names[i], &e)?;
-            }
+            show(&named(&names, backlog.drain(..)))?;
         }
         if live {
             // Everything due goes out, and with it whatever happened before.
@@ -288,9 +339,7 @@ fn follow_all(
                 .iter()
                 .rposition(|(got, _, _)| *got + REORDER_WINDOW <= now)
                 .map_or(0, |j| j + 1);
-            for (_, i, e) in pending.drain(..due) {
-                show(&names[i], &e)?;
-            }
+            show(&named(&names, pending.drain(..due).map(|(_, i, e)| (i, e))))?;
         }
         if ended.iter().all(|&e| e) && pending.is_empty() && live {
             break;
@@ -301,13 +350,9 @@ fn follow_all(
             Err(RecvTimeoutError::Disconnected) => {
                 // Every follower is done: what is held goes out.
                 backlog.sort_by_key(|(_, e)| e.at);
-                for (i, e) in backlog.drain(..) {
-                    show(&names[i], &e)?;
-                }
+                show(&named(&names, backlog.drain(..)))?;
                 pending.sort_by_key(|(_, _, e)| e.at);
-                for (_, i, e) in pending.drain(..) {
-                    show(&names[i], &e)?;
-                }
+                show(&named(&names, pending.drain(..).map(|(_, i, e)| (i, e))))?;
                 break;
             }
         };
@@ -362,6 +407,59 @@ fn follow_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_contexts_events_are_dated_when_the_first_batch_reaches_past_today() {
+        let ev = |at: &str| EventView {
+            seq: 1,
+            at: at.parse().unwrap(),
+            kind: crate::view::EventKind::Crashed,
+            key: "t/s/w-0".into(),
+            message: "exit 1".into(),
+        };
+        let now: DateTime<Utc> = "2025-01-02T12:00:00Z".parse().unwrap();
+        let dated = Cell::new(None);
+        let history = [
+            ("local", ev("2025-01-01T23:00:00Z")),
+            ("build", ev("2025-01-02T11:00:00Z")),
+        ];
+        let lines = text_lines(&history, 5, now, &Utc, false, &dated);
+        assert!(
+            lines[0].starts_with("local  2025-01-01 23:00:00.000  crashed"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("build  2025-01-02 11:00:00.000  crashed"),
+            "{lines:?}"
+        );
+        // A followed stream keeps the first batch's choice.
+        let live = text_lines(
+            &[("build", ev("2025-01-02T11:59:00Z"))],
+            5,
+            now,
+            &Utc,
+            false,
+            &dated,
+        );
+        assert!(
+            live[0].starts_with("build  2025-01-02 11:59:00.000"),
+            "{live:?}"
+        );
+        // Today only: times alone, as `events` prints them.
+        let today = Cell::new(None);
+        let lines = text_lines(
+            &[("local", ev("2025-01-02T11:00:00Z"))],
+            5,
+            now,
+            &Utc,
+            false,
+            &today,
+        );
+        assert!(
+            lines[0].starts_with("local  11:00:00.000  crashed"),
+            "{lines:?}"
+        );
+    }
 
     #[test]
     fn the_context_column_leads_every_row() {
