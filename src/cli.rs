@@ -29,6 +29,7 @@ Examples:
   marvel get roles -w                     watch backoff and frozen roles
   marvel inject worker-0 'exit' --enter   type into a pane
   marvel reset role demo/squad/worker     un-freeze a role that kept crashing
+  marvel get sessions -A                  every context's sessions (see marvel context)
 
 Keys are paths (demo/squad/worker-0); any unambiguous suffix works (worker-0).
 
@@ -36,7 +37,8 @@ Exit codes:
   0  success                 4  not found
   1  failure                 5  refused (for example a frozen role)
   2  usage error             6  daemon unavailable
-  3  invalid manifest        7  tmux unavailable";
+  3  invalid manifest        7  tmux unavailable
+  8  partial: with --all-contexts, some contexts did not answer";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +61,17 @@ pub struct Cli {
         help_heading = "Global Options"
     )]
     pub state_dir: Option<PathBuf>,
+
+    /// Talk to this context's daemon (see marvel context) [default: the current one]
+    #[arg(
+        long,
+        global = true,
+        env = "MARVEL_CONTEXT",
+        hide_env_values = true,
+        value_name = "NAME",
+        help_heading = "Global Options"
+    )]
+    pub context: Option<String>,
 
     /// Never colour the output (NO_COLOR is honoured too)
     #[arg(long, global = true, help_heading = "Global Options")]
@@ -115,6 +128,8 @@ pub enum Command {
     Status(commands::status::Args),
     /// Run or stop the daemon
     Daemon(commands::daemon::Args),
+    /// Name marvel daemons on other hosts (over ssh) and pick one
+    Context(commands::context::Args),
     /// Print a shell completion script
     Completions(commands::completions::Args),
 }
@@ -309,6 +324,12 @@ mod tests {
         help_daemon_stop: ["daemon", "stop"];
         help_daemon_install: ["daemon", "install"];
         help_daemon_uninstall: ["daemon", "uninstall"];
+        help_daemon_dial_stdio: ["daemon", "dial-stdio"];
+        help_context: ["context"];
+        help_context_add: ["context", "add"];
+        help_context_ls: ["context", "ls"];
+        help_context_use: ["context", "use"];
+        help_context_rm: ["context", "rm"];
         help_stop: ["stop"];
         help_start: ["start"];
         help_restart: ["restart"];

@@ -25,6 +25,9 @@ pub mod exit {
     pub const DAEMON_UNAVAILABLE: i32 = 6;
     /// tmux is missing or its server cannot be reached.
     pub const TMUX_UNAVAILABLE: i32 = 7;
+    /// With `--all-contexts`: some contexts answered and are shown, others
+    /// did not (each is named with its reason on stderr).
+    pub const PARTIAL: i32 = 8;
 }
 
 /// Where in a manifest a problem is.
@@ -73,6 +76,9 @@ pub enum Error {
     Untrusted { message: String, help: String },
     /// tmux is missing, or its server does not answer.
     TmuxUnavailable { message: String },
+    /// Another host's daemon cannot be reached over ssh (or speaks another
+    /// protocol): what happened, and what to do.
+    Unreachable { message: String, help: String },
     /// A file or socket operation failed; `object` names the path.
     Io { object: String, message: String },
     /// Anything else.
@@ -130,6 +136,13 @@ impl Error {
         }
     }
 
+    pub fn unreachable(message: impl Into<String>, help: impl Into<String>) -> Error {
+        Error::Unreachable {
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+
     pub fn tmux(message: impl Into<String>) -> Error {
         Error::TmuxUnavailable {
             message: message.into(),
@@ -151,7 +164,9 @@ impl Error {
             Error::Manifest { .. } => exit::INVALID_MANIFEST,
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Refused { .. } => exit::REFUSED,
-            Error::DaemonUnavailable { .. } | Error::Untrusted { .. } => exit::DAEMON_UNAVAILABLE,
+            Error::DaemonUnavailable { .. }
+            | Error::Untrusted { .. }
+            | Error::Unreachable { .. } => exit::DAEMON_UNAVAILABLE,
             Error::TmuxUnavailable { .. } => exit::TMUX_UNAVAILABLE,
             Error::Io { .. } | Error::Other { .. } => exit::FAILURE,
         }
@@ -218,7 +233,9 @@ impl fmt::Display for Error {
             Error::DaemonUnavailable { message } => {
                 write!(f, "error: daemon unavailable: {message}")
             }
-            Error::Untrusted { message, help } => write!(f, "error: {message}\nhelp: {help}"),
+            Error::Untrusted { message, help } | Error::Unreachable { message, help } => {
+                write!(f, "error: {message}\nhelp: {help}")
+            }
             Error::TmuxUnavailable { message } => write!(f, "error: tmux not ready: {message}"),
             Error::Io { object, message } => write!(f, "error: {object}: {message}"),
             Error::Other { message } => write!(f, "error: {message}"),

@@ -7,7 +7,8 @@
 //! - [`substrate`]: the tmux edge (trait, real tmux, fake for tests).
 //! - [`shim`]: the tiny supervisor that runs inside each pane.
 //! - [`daemon`]: the one loop that owns all state, its socket and its store.
-//! - [`client`], [`proto`], [`view`]: how commands talk to the daemon.
+//! - [`client`], [`proto`], [`view`]: how commands talk to the daemon, on
+//!   this host or, over ssh, on another ([`context`] says which).
 //! - [`cli`], [`commands`], [`output`]: the command line.
 //! - [`top`]: the live dashboard (`marvel top`).
 //! - [`error`], [`paths`]: one error type; where files live.
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod context;
 pub mod daemon;
 pub mod domain;
 pub mod error;

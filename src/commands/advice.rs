@@ -96,8 +96,20 @@ pub fn misuse(e: &clap::Error, args: &[OsString]) -> Option<String> {
 fn verb_path(words: &[String]) -> Vec<String> {
     let mut cmd = Cli::command();
     cmd.build();
+    // Global options that take a value (`--context NAME`, `--state-dir
+    // DIR`): their value is not a verb.
+    let valued: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set() && a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
     let mut path = Vec::new();
-    for w in words {
+    let mut words = words.iter();
+    while let Some(w) = words.next() {
+        if valued.contains(w) {
+            words.next();
+            continue;
+        }
         if w.starts_with('-') {
             continue;
         }
@@ -178,5 +190,24 @@ mod tests {
         );
         let text = said(&["get", "sessions", "--wach"]).unwrap();
         assert!(text.contains("did you mean --watch?"), "{text}");
+    }
+
+    /// Regression: the value of `--context` or `--state-dir` before the
+    /// verb was taken for an unknown verb, and the advice was about
+    /// `marvel` itself.
+    #[test]
+    fn the_value_of_a_global_option_is_not_taken_for_a_verb() {
+        let text = said(&["--context", "build", "get", "sessions", "-f"]).unwrap();
+        assert!(
+            text.starts_with("error: `marvel get` has no option -f\n"),
+            "{text}"
+        );
+        let text = said(&["--state-dir", "/tmp/s", "delete", "demo"]).unwrap();
+        assert!(
+            text.contains("did you mean `marvel delete team demo`?"),
+            "{text}"
+        );
+        let text = said(&["--context=build", "delete", "demo"]).unwrap();
+        assert!(text.contains("marvel delete team demo"), "{text}");
     }
 }

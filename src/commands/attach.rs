@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result};
 use crate::proto::{Request, Response};
@@ -32,7 +32,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let target = ctx.target()?;
+    let target = match ctx.target()? {
+        Endpoint::Local(t) => t,
+        // The marvel there attaches, on this terminal through `ssh -t`.
+        Endpoint::Ssh(remote) => {
+            if !std::io::stdin().is_terminal() {
+                return Err(no_terminal(&args.key));
+            }
+            return client::ssh::attach(&remote, &args.key);
+        }
+    };
     // Only builds command lines; never runs anything with this timeout.
     let tmux = Tmux::new(target.tmux_socket.clone(), Duration::from_secs(5));
     // A client already inside this tmux server switches to the session
@@ -42,7 +51,8 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     if !inside && !std::io::stdin().is_terminal() {
         return Err(no_terminal(&args.key));
     }
-    let (session, window, pane) = match client::call(&target, Request::Attach { key: args.key })? {
+    let req = Request::Attach { key: args.key };
+    let (session, window, pane) = match client::local::call(&target, req)? {
         Response::AttachTarget {
             tmux_session,
             window,

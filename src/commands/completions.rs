@@ -5,22 +5,29 @@
 //! completion), which completes verbs and flags from its own command tree
 //! and team, role and session keys from the running daemon. With no
 //! daemon answering, keys are simply not offered: completion never starts
-//! a daemon. `--static` prints a script that needs no binary at run time
+//! a daemon. The daemon asked is the one the command being completed would
+//! talk to: its `--context` and `--state-dir`, else the environment and the
+//! current context; another host's must answer within a few seconds. `--static` prints a script that needs no binary at run time
 //! and completes verbs and flags only.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_complete::engine::CompletionCandidate;
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use crate::cli::Cli;
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::commands::Ctx;
+use crate::context::CONTEXT_ENV;
 use crate::error::{Result, exit};
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 
 /// The variable the dynamic script sets when it asks the binary.
 pub const COMPLETE_ENV: &str = "COMPLETE";
+/// How long keys may take to come, over ssh: a shell waits on them.
+const KEYS_DEADLINE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -77,16 +84,17 @@ pub fn answer_shell() {
 /// Keys of these kinds from the running daemon: each full key, and its
 /// shortest suffix when that names it alone. Nothing when no daemon runs.
 fn keys(kinds: &[Kind]) -> Vec<CompletionCandidate> {
-    let Ok(target) = Target::resolve(None) else {
+    let Some(target) = completed_target() else {
         return Vec::new();
     };
+    let deadline = Instant::now() + KEYS_DEADLINE;
     let mut keys: Vec<String> = Vec::new();
     for &kind in kinds {
         let req = Request::Get {
             kind,
             filter: Filter::default(),
         };
-        match client::call_running(&target, req) {
+        match client::call_running_by(&target, req, deadline) {
             Ok(Some(Response::Sessions(v))) => keys.extend(v.into_iter().map(|s| s.key)),
             Ok(Some(Response::Roles(v))) => keys.extend(v.into_iter().map(|r| r.key)),
             Ok(Some(Response::Teams(v))) => keys.extend(v.into_iter().map(|t| t.key)),
@@ -96,6 +104,29 @@ fn keys(kinds: &[Kind]) -> Vec<CompletionCandidate> {
     keys.sort();
     keys.dedup();
     candidates(&keys)
+}
+
+/// The daemon the command being completed would talk to. The shell passes
+/// its words after `--`.
+fn completed_target() -> Option<Endpoint> {
+    let words: Vec<String> = std::env::args().skip_while(|a| a != "--").collect();
+    let context = flag(&words, "--context").or_else(|| std::env::var(CONTEXT_ENV).ok());
+    let state_dir = flag(&words, "--state-dir").map(PathBuf::from);
+    Endpoint::select(context.as_deref(), state_dir.as_deref()).ok()
+}
+
+/// The value of the last `--name VALUE` or `--name=VALUE` among `words`.
+fn flag(words: &[String], name: &str) -> Option<String> {
+    let mut found = None;
+    let mut words = words.iter();
+    while let Some(w) = words.next() {
+        if w == name {
+            found = words.next().cloned();
+        } else if let Some(v) = w.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_string());
+        }
+    }
+    found
 }
 
 /// Full keys and their unique last parts, for the shell to filter.
@@ -148,6 +179,21 @@ mod tests {
 
     /// The checked-in scripts must match what the binary generates.
     /// `MARVEL_UPDATE_COMPLETIONS=1 cargo test` rewrites them.
+    #[test]
+    fn the_completed_lines_context_and_state_dir_are_found() {
+        let words: Vec<String> = ["--", "marvel", "--context", "a", "logs", "--context=b", ""]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(flag(&words, "--context").as_deref(), Some("b"));
+        assert_eq!(flag(&words, "--state-dir"), None);
+        let words: Vec<String> = ["--", "marvel", "--state-dir", "/s", "get", "--context"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(flag(&words, "--state-dir").as_deref(), Some("/s"));
+        // Still being typed: no value yet.
+        assert_eq!(flag(&words, "--context"), None);
+    }
+
     #[test]
     fn checked_in_completions_are_current() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");

@@ -1,6 +1,8 @@
-//! `marvel daemon run|stop|install|uninstall`: the daemon in the
+//! `marvel daemon run|stop|install|uninstall|dial-stdio`: the daemon in the
 //! foreground (for systemd units and debugging), stopping it (never the
-//! panes), and the systemd user unit that starts it at boot.
+//! panes), the systemd user unit that starts it at boot, and the relay ssh
+//! contexts reach it through. These act on this host's daemon, whatever the
+//! context.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,13 +53,24 @@ the unit stops the daemon only: the panes keep running.")]
     },
     /// Remove the systemd user unit that `daemon install` wrote
     Uninstall,
+    /// Relay the daemon's protocol over standard input and output (what an ssh context runs)
+    #[command(after_help = "\
+Another host runs this over ssh (ssh HOST marvel daemon dial-stdio) to reach
+this host's daemon, started first if none runs, with the same checks as any
+command. It writes one greeting line (its version and protocol) and then
+relays bytes until either side ends. It is not meant to be typed.")]
+    DialStdio {
+        /// Do not start a daemon when none runs (say so in the greeting)
+        #[arg(long)]
+        no_start: bool,
+    },
 }
 
 /// The unit's file name.
 const UNIT: &str = "marvel.service";
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let target = ctx.target()?;
+    let target = ctx.local()?;
     match args.action {
         Action::Run => daemon::run_foreground(&target)?,
         Action::Stop => stop(&target, ctx)?,
@@ -92,6 +105,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
                 Err(e) => return Err(Error::io(&path, &e)),
             }
         }
+        Action::DialStdio { no_start } => return client::dial::serve(&target, !no_start),
     }
     Ok(exit::OK)
 }
@@ -164,7 +178,7 @@ const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 /// request. Then waits until it has released its lock: it is gone, and a
 /// new one can start at once.
 fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
-    let message = match client::call_running(target, Request::Stop)? {
+    let message = match client::local::call_running(target, Request::Stop)? {
         Some(Response::Done(message)) => message,
         Some(other) => return Err(unexpected(&other)),
         None => {

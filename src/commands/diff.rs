@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use crate::commands::Ctx;
-use crate::commands::run::{plan, source_of};
+use crate::commands::run::{load, plan, source_of};
 use crate::error::Result;
-use crate::manifest;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -24,6 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let team = manifest::load(&args.file)?;
-    plan(&ctx.target()?, &team, source_of(&args.file), ctx)
+    let target = ctx.target()?;
+    let team = load(&target, &args.file)?;
+    plan(&target, &team, source_of(&args.file), ctx)
 }

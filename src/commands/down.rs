@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use crate::commands::Ctx;
-use crate::commands::run::source_of;
+use crate::commands::run::{load, source_of};
 use crate::error::Result;
-use crate::manifest;
 use crate::proto::Request;
 
 #[derive(Debug, clap::Args)]
@@ -27,10 +26,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let team = manifest::load(&args.file)?;
-    ctx.acknowledge(Request::Down {
+    let target = ctx.target()?;
+    let team = load(&target, &args.file)?;
+    let req = Request::Down {
         team: team.key().to_string(),
         source: source_of(&args.file),
         force: args.force,
-    })
+    };
+    ctx.acknowledge_at(&target, req)
 }

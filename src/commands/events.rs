@@ -6,9 +6,11 @@ use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap_complete::engine::ArgValueCandidates;
 use strum::VariantArray as _;
 
-use crate::cli::Format;
+use std::time::Duration;
+
+use crate::cli::{Format, parse_duration};
 use crate::client;
-use crate::commands::{Ctx, unexpected};
+use crate::commands::{Ctx, fleet, unexpected};
 use crate::domain::event::EventKind;
 use crate::error::{Result, exit};
 use crate::output;
@@ -21,7 +23,8 @@ Examples:
   marvel events                         the recent history
   marvel events -f --key worker         follow one role's sessions
   marvel events --kind crashed --kind frozen --limit 20
-  marvel events -f -o json              one JSON object per line")]
+  marvel events -f -o json              one JSON object per line
+  marvel events -f -A                   every context's events, merged by time")]
 pub struct Args {
     /// Keep printing new events until interrupted
     #[arg(short, long)]
@@ -42,6 +45,20 @@ pub struct Args {
     /// Output format (json: one object per line)
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+
+    /// Every context's events in one stream, each with its context; exit 8 if some did not answer
+    #[arg(short = 'A', long)]
+    pub all_contexts: bool,
+
+    /// With --all-contexts: how long each context may take to answer
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = fleet::DEFAULT_TIMEOUT,
+        value_parser = parse_duration,
+        requires = "all_contexts"
+    )]
+    pub timeout: Duration,
 }
 
 /// Every kind by its name; `--help` and completions list them.
@@ -64,6 +81,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         },
         follow: args.follow,
     };
+    if args.all_contexts {
+        return fleet::events(ctx, req, args.output, args.timeout);
+    }
     let target = ctx.target()?;
     // Dates on every line once the listing reaches past today or spans
     // more than a day; a followed stream keeps what its first batch chose.

@@ -10,13 +10,12 @@ use serde_json::Value;
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::cli::{ListFormat, Resource};
-use crate::client;
-use crate::commands::{Ctx, unexpected};
+use crate::cli::{ListFormat, Resource, parse_duration};
+use crate::client::{self, Endpoint as Target};
+use crate::commands::{Ctx, fleet, unexpected};
 use crate::domain::spec::Name;
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 
 /// How often `--watch` redraws.
@@ -31,6 +30,7 @@ Examples:
   marvel get sessions -o json           a JSON array for scripts
   marvel get sessions -w                redraw every second until Ctrl-C
   marvel get roles -w -o json           one JSON object per change, as it happens
+  marvel get sessions -A                every context's sessions (this host and ssh hosts)
 
 With -w on a terminal the table is redrawn every second. With -o json, or
 when the output is not a terminal, -w prints one JSON object per line for
@@ -64,6 +64,20 @@ pub struct Args {
     /// Only this team (a name, or a workspace/team key)
     #[arg(long, value_name = "TEAM")]
     pub team: Option<String>,
+
+    /// Ask every context at once and add a CONTEXT column; exit 8 if some did not answer
+    #[arg(short = 'A', long, conflicts_with = "watch")]
+    pub all_contexts: bool,
+
+    /// With --all-contexts: how long each context may take to answer
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = fleet::DEFAULT_TIMEOUT,
+        value_parser = parse_duration,
+        requires = "all_contexts"
+    )]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
@@ -74,6 +88,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             ..filter(args.workspace.as_deref(), args.team.as_deref())?
         },
     };
+    if args.all_contexts {
+        return fleet::get(ctx, req, args.output, args.timeout);
+    }
     let target = ctx.target()?;
     if args.watch {
         return watch(&target, &req, &args, ctx);
@@ -172,7 +189,7 @@ fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> 
     }
 }
 
-/// How often a stream looks for changes.
+/// How often a stream looks for changes (over ssh, less often).
 const STREAM_POLL: Duration = Duration::from_millis(250);
 
 /// `-w` for scripts: one JSON object per line for each record that
@@ -192,7 +209,7 @@ fn stream(target: &Target, req: &Request, ctx: &Ctx) -> Result<i32> {
             }
             seen = now;
         }
-        thread::sleep(STREAM_POLL);
+        thread::sleep(target.poll_every(STREAM_POLL));
         resp = client::call_running(target, req.clone())?;
     }
 }

@@ -48,8 +48,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         ctx.state_dir.as_deref(),
         args,
     )?;
-    let target = ctx.target()?;
-    match client::call_running(&target, req)? {
+    // Always this host's daemon: the pane's program runs here.
+    let target = ctx.local()?;
+    match client::local::call_running(&target, req)? {
         Some(Response::Done(_)) => Ok(exit::OK),
         Some(other) => Err(unexpected(&other)),
         None => Err(Error::daemon(format!(

@@ -8,14 +8,13 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::parse_duration;
-use crate::client;
+use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Result, exit};
 use crate::output::{self, Tint};
-use crate::paths::Target;
 use crate::proto::{LogChunk, LogCursor, Request, Response};
 
-/// How often `--follow` asks for new output.
+/// How often `--follow` asks for new output (over ssh, less often).
 const POLL: Duration = Duration::from_millis(200);
 
 /// Lines a follower takes of a run that started since it last looked:
@@ -77,8 +76,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         return Ok(exit::OK);
     }
     let mut cursors: BTreeMap<u64, u64> = first.iter().map(|c| (c.uid, c.offset)).collect();
+    let every = target.poll_every(POLL);
     loop {
-        thread::sleep(POLL);
+        thread::sleep(every);
         let known: Vec<LogCursor> = cursors
             .iter()
             .map(|(&uid, &offset)| LogCursor { uid, offset })

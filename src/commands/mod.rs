@@ -6,12 +6,14 @@ pub mod advice;
 pub mod attach;
 pub mod capture;
 pub mod completions;
+pub mod context;
 pub mod daemon;
 pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod down;
 pub mod events;
+pub mod fleet;
 pub mod get;
 pub mod heartbeat;
 pub mod inject;
@@ -30,7 +32,7 @@ pub mod top;
 use std::path::PathBuf;
 
 use crate::cli::{Cli, Command};
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::error::{Error, Result, exit};
 use crate::output::Output;
 use crate::paths::Target;
@@ -39,19 +41,38 @@ use crate::proto::{Request, Response};
 /// What every user-facing verb gets: where the daemon is, and the sink.
 pub struct Ctx {
     pub state_dir: Option<PathBuf>,
+    /// `--context` / `MARVEL_CONTEXT`; `None`: the current context.
+    pub context: Option<String>,
     pub out: Output,
 }
 
 impl Ctx {
-    /// The daemon this invocation talks to.
-    pub fn target(&self) -> Result<Target> {
+    /// The daemon this invocation talks to: the context's, on this host or
+    /// over ssh on another.
+    pub fn target(&self) -> Result<Endpoint> {
+        Endpoint::select(self.context.as_deref(), self.state_dir.as_deref())
+    }
+
+    /// This host's daemon, whatever the context (for what only makes sense
+    /// here: running the daemon, a pane's heartbeat).
+    pub fn local(&self) -> Result<Target> {
         Target::resolve(self.state_dir.as_deref())
+    }
+
+    /// Every context's daemon, `local` first (`--all-contexts`).
+    pub fn all_targets(&self) -> Result<Vec<Endpoint>> {
+        Endpoint::all(self.state_dir.as_deref())
     }
 
     /// Sends `req`, starting the daemon if needed, and prints the one-line
     /// acknowledgement most verbs answer with.
     pub fn acknowledge(&self, req: Request) -> Result<i32> {
-        match client::call(&self.target()?, req)? {
+        self.acknowledge_at(&self.target()?, req)
+    }
+
+    /// [`Ctx::acknowledge`], to a daemon already chosen.
+    pub fn acknowledge_at(&self, target: &Endpoint, req: Request) -> Result<i32> {
+        match client::call(target, req)? {
             Response::Done(message) => {
                 self.out.print(&message)?;
                 Ok(exit::OK)
@@ -65,6 +86,7 @@ impl Ctx {
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let ctx = &Ctx {
         state_dir: cli.state_dir,
+        context: cli.context,
         out: Output::new(cli.no_color),
     };
     match cli.command {
@@ -90,6 +112,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Top(args) => top::run(args, ctx),
         Command::Status(args) => status::run(args, ctx),
         Command::Daemon(args) => daemon::run(args, ctx),
+        Command::Context(args) => context::run(args, ctx),
         Command::Completions(args) => completions::run(args, ctx),
     }
 }

@@ -8,13 +8,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cli::parse_duration;
-use crate::client;
+use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
 use crate::domain::spec::{Health, RoleSpec, TeamSpec};
 use crate::error::{Error, Result, exit};
 use crate::manifest;
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Change, Filter, Kind, Request, Response, RoleChangeView};
 use crate::view::{RoleState, RoleView, TmuxState};
 
@@ -67,9 +66,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
-    let team = manifest::load(&args.file)?;
-    let source = source_of(&args.file);
     let target = ctx.target()?;
+    let team = load(&target, &args.file)?;
+    let source = source_of(&args.file);
     if args.dry_run {
         return plan(&target, &team, source, ctx);
     }
@@ -110,6 +109,16 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     }
 }
 
+/// Reads and validates the manifest for the daemon it goes to: for another
+/// host the file is read and checked here, but its paths and programs are
+/// that host's.
+pub fn load(target: &Target, file: &Path) -> Result<TeamSpec> {
+    match target {
+        Target::Local(_) => manifest::load(file),
+        Target::Ssh(r) => manifest::load_for_host(file, &r.host.url.host),
+    }
+}
+
 /// The manifest's absolute path, which the daemon records as the team's
 /// owner.
 pub fn source_of(file: &Path) -> Option<String> {
@@ -128,6 +137,13 @@ fn tmux_warning(why: &str) -> String {
 /// `--dry-run` and `marvel diff`: the plan against what runs, or, with no
 /// daemon running, the validated team alone.
 pub fn plan(target: &Target, team: &TeamSpec, source: Option<String>, ctx: &Ctx) -> Result<i32> {
+    if let Target::Ssh(r) = target {
+        ctx.out.print(&format!(
+            "for context {}: paths are {}'s, programs are looked up on its PATH when they start",
+            r.describe(),
+            r.host.url.host
+        ))?;
+    }
     let req = Request::Plan {
         team: team.clone(),
         source,
@@ -290,7 +306,7 @@ fn wait(target: &Target, team: &TeamSpec, timeout: Duration, ctx: &Ctx) -> Resul
                 }
             }
         }
-        thread::sleep(POLL);
+        thread::sleep(target.poll_every(POLL));
     }
 }
 

@@ -7,11 +7,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::parse_duration;
-use crate::client;
+use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{Filter, Kind, Request, Response};
 use crate::view::{ShiftState, ShiftView};
 
@@ -138,7 +137,7 @@ fn follow(target: &Target, team: &str, started: ShiftView, ctx: &Ctx) -> Result<
             }
             Some(Err(e)) => return Err(e),
         }
-        thread::sleep(POLL);
+        thread::sleep(target.poll_every(POLL));
     }
 }
 

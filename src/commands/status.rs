@@ -38,15 +38,17 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         None => {
             return Err(Error::daemon(format!(
                 "no daemon is running for {}; any command that needs one starts it, or run marvel daemon run",
-                target.paths.root.display()
+                target.daemon_place()
             )));
         }
     };
     match args.output {
-        Format::Json => ctx.out.json(&status)?,
-        Format::Text => ctx
-            .out
-            .print(&text(&status, Utc::now(), ctx.out.colour()))?,
+        Format::Json => ctx.out.json(&with_context(&status, target.context())?)?,
+        Format::Text => ctx.out.print(&format!(
+            "context {}\n{}",
+            target.describe(),
+            text(&status, Utc::now(), ctx.out.colour())
+        ))?,
     }
     Ok(exit_code(&status))
 }
@@ -61,6 +63,16 @@ fn exit_code(s: &StatusView) -> i32 {
         .map(|p| p.kind)
         .min()
         .map_or(exit::OK, |k| k.exit_code())
+}
+
+/// The status as JSON, with the context it came from (`"context": "local"`).
+fn with_context(status: &StatusView, context: &str) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(status)
+        .map_err(|e| Error::other(format!("cannot encode JSON: {e}")))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("context".into(), context.into());
+    }
+    Ok(v)
 }
 
 fn plural(n: u32, what: &str) -> String {

@@ -18,7 +18,8 @@ States: ● running  ▲ unhealthy  ◌ starting  ◷ backoff  ✗ crashed
         ❄ frozen   ■ stopped
 Narrow terminals drop columns in this order: PANE, EXIT, AGE, CTX,
 CRASHES, RESTARTS, HEALTH. Needs a terminal: without one it exits with
-code 5. NO_COLOR and --no-color turn colours off.")]
+code 5. NO_COLOR and --no-color turn colours off. With --context, it shows
+that context's daemon, named in the header; enter attaches through ssh.")]
 pub struct Args {}
 
 pub fn run(_args: Args, ctx: &Ctx) -> Result<i32> {

@@ -35,6 +35,42 @@ pub fn load(path: &Path) -> Result<TeamSpec> {
     )
 }
 
+/// Reads and validates the manifest at `path` for the daemon of another
+/// host (`host` names it in messages): every rule but those about this
+/// machine, since the programs and directories it names are that host's.
+/// So a path must be absolute: a relative `cwd`, or a relative path to a
+/// program, would name a place on this machine. A program name without a
+/// `/` is looked up on that host's `PATH` when its pane starts.
+pub fn load_for_host(path: &Path, host: &str) -> Result<TeamSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+    let file = path.display().to_string();
+    let raw = schema::read(&text).map_err(|e| diagnose::ron_error(&file, &text, e))?;
+    for (i, role) in raw.roles.iter().enumerate() {
+        if let Some(cwd) = &role.cwd
+            && cwd.is_relative()
+        {
+            let refusal = validate::Refusal {
+                path: format!("roles[{i}].cwd"),
+                message: format!(
+                    "{} is relative, and the team goes to {host}: a relative cwd would name a directory on this machine",
+                    cwd.display()
+                ),
+                help: Some(format!("give the absolute path of the directory on {host}")),
+            };
+            return Err(diagnose::refusal(&file, &text, refusal));
+        }
+    }
+    let on_host = |cmd: &str| -> Result<(), String> {
+        if cmd.contains('/') && !cmd.starts_with('/') {
+            return Err(format!(
+                "{cmd} is a relative path, and the team goes to {host}: give the absolute path of the program on {host}, or a name to look up on its PATH"
+            ));
+        }
+        Ok(())
+    };
+    validate::team(raw, &on_host, None).map_err(|r| diagnose::refusal(&file, &text, r))
+}
+
 /// Parses and validates manifest `text` without touching the file system.
 /// `file` names the text in messages; `resolver` checks each role's program
 /// (`command[0]`) and says why it cannot be run. `cwd` is kept as written.
@@ -97,6 +133,50 @@ mod tests {
     }
 
     // --- accepted manifests ------------------------------------------------
+
+    #[test]
+    fn a_team_for_another_host_takes_only_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.ron");
+        // Programs are that host's: not looked up here.
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["no-such-agent-here"], cwd: "/srv/x")"#),
+        )
+        .unwrap();
+        let spec = load_for_host(&file, "build").unwrap();
+        assert_eq!(spec.roles[0].cwd.as_deref(), Some(Path::new("/srv/x")));
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], cwd: "work")"#),
+        )
+        .unwrap();
+        let e = load_for_host(&file, "build").unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "error: {}:4:47: roles[0].cwd: work is relative",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains("help: give the absolute path of the directory on build"),
+            "{e}"
+        );
+        std::fs::write(&file, one_role(r#"Role(name: "w", command: ["./agent"])"#)).unwrap();
+        let e = load_for_host(&file, "build").unwrap_err().to_string();
+        assert!(
+            e.contains("roles[0].command[0]: ./agent is a relative path"),
+            "{e}"
+        );
+        // Every other rule still holds.
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], replicas: 0)"#),
+        )
+        .unwrap();
+        assert!(load_for_host(&file, "build").is_err());
+    }
 
     #[test]
     fn a_minimal_role_gets_every_default() {

@@ -385,7 +385,7 @@ pub fn role_reason(r: &RoleView) -> String {
 
 /// A kubectl-like table: no lines, upper-case headers, three spaces between
 /// columns, no trailing blanks.
-fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
+pub fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
     if colour {

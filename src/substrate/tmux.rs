@@ -137,9 +137,22 @@ impl Tmux {
         }
     }
 
-    /// The `tmux` invocation for a command sequence, as a ready `Command`.
+    /// The `tmux` invocation for a command sequence whose output marvel
+    /// reads, as a ready `Command`.
     fn command(&self, cmds: &[TmuxCommand<'_>]) -> Command {
+        // `-u`: without a UTF-8 locale (a daemon started by cron, a bare
+        // systemd unit or over ssh) tmux prints every tab in a `-F` format
+        // as `_`, and no listed pane could be parsed: each would look gone.
+        self.invocation(cmds, true)
+    }
+
+    /// The `tmux` invocation for a command sequence; `utf8` forces UTF-8
+    /// output (not for a client on the user's terminal, whose locale rules).
+    fn invocation(&self, cmds: &[TmuxCommand<'_>], utf8: bool) -> Command {
         let mut t = ti::Tmux::new();
+        if utf8 {
+            t = t.force_utf8();
+        }
         if let Some(name) = &self.socket_name {
             t = t.socket_name(name.as_str());
         }
@@ -656,9 +669,10 @@ impl Tmux {
         )
     }
 
-    /// The full argv (binary first) of an invocation.
+    /// The full argv (binary first) of an invocation for a client on the
+    /// user's terminal (its locale rules).
     fn argv(&self, cmds: Vec<TmuxCommand<'_>>) -> Vec<String> {
-        let command = self.command(&cmds);
+        let command = self.invocation(&cmds, false);
         std::iter::once(command.get_program())
             .chain(command.get_args())
             .map(|a| a.to_string_lossy().into_owned())
@@ -1081,6 +1095,33 @@ pub(crate) mod tests {
         assert_eq!(p.pane_pid, s.pane_pid);
         assert!(!p.dead);
         assert_eq!((p.dead_status, p.dead_signal), (None, None));
+    }
+
+    /// A daemon started without a UTF-8 locale (over ssh with no LANG, from
+    /// cron, by a bare systemd unit) still sees its panes: tmux would print
+    /// the listing's tabs as `_` and every pane would look gone.
+    #[test]
+    fn panes_are_listed_whatever_the_locale() {
+        let srv = TestServer::new();
+        let s = srv
+            .tmux
+            .spawn(&req("marvel/ws/team/locale-0", &["sleep", "30"]))
+            .unwrap();
+        let list = ti::ListPanes::new().all().format(LIST_FORMAT).build();
+        let out = srv
+            .tmux
+            .command(&[list])
+            .env_remove("LANG")
+            .env_remove("LC_CTYPE")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let listed = parse_list(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            listed.iter().any(|p| p.pane == s.pane),
+            "{:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     #[test]

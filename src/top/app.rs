@@ -5,6 +5,7 @@
 //! and otherwise sleeps. The daemon is listed in full on start and after
 //! every reconnection; in between, each event asks only for its team.
 
+use std::ffi::OsString;
 use std::io::{self, IsTerminal, Stdout};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,12 +23,11 @@ use ratatui::backend::CrosstermBackend;
 use super::model::{CRASHES_READ, EVENTS_KEPT, Fetch, Fetched, Link, Model, Needs, Scope, live};
 use super::ui::{Action, Effect, Footer, Ui};
 use super::view::{self, Ctx, Preview};
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::commands::attach::attach_argv;
 use crate::commands::unexpected;
 use crate::error::{Error, Result, exit};
 use crate::output;
-use crate::paths::Target;
 use crate::proto::{EventFilter, Kind, Request, Response};
 use crate::substrate::tmux::Tmux;
 use crate::view::{EventKind, EventView};
@@ -75,7 +75,7 @@ enum Stream {
 }
 
 /// Runs the dashboard until `q`; the daemon is started if none runs.
-pub fn run(target: Target, colour: bool) -> Result<i32> {
+pub fn run(target: Endpoint, colour: bool) -> Result<i32> {
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
         return Err(Error::refused(
             "top needs a terminal, and its standard input or output is not one",
@@ -90,14 +90,20 @@ pub fn run(target: Target, colour: bool) -> Result<i32> {
     let mut model = Model::default();
     // The stream is open before the first listing, so no change falls
     // between the two.
-    match rx.recv_timeout(START_DEADLINE) {
+    let start_deadline = match &target {
+        Endpoint::Local(_) => START_DEADLINE,
+        // ssh reports its own failure, with its reason, within this.
+        Endpoint::Ssh(r) => client::ssh::greeting_deadline(r) + START_DEADLINE,
+    };
+    match rx.recv_timeout(start_deadline) {
         Ok(Msg::Stream(Stream::Connected(backlog))) => model.backlog(backlog),
         Ok(Msg::Stream(Stream::Failed(e))) => return Err(e),
         Ok(Msg::Stream(Stream::Down(why))) => return Err(Error::daemon(why)),
         Ok(_) | Err(_) => {
             return Err(Error::daemon(format!(
-                "the daemon did not answer within {} s",
-                START_DEADLINE.as_secs()
+                "the daemon of context {} did not answer within {} s",
+                target.describe(),
+                start_deadline.as_secs()
             )));
         }
     }
@@ -139,7 +145,7 @@ pub fn run(target: Target, colour: bool) -> Result<i32> {
 }
 
 struct App {
-    target: Target,
+    target: Endpoint,
     place: String,
     colour: bool,
     model: Model,
@@ -352,8 +358,10 @@ impl App {
 
     /// `enter`: inside tmux on the same server, switches the client to the
     /// session and stays; otherwise leaves the dashboard for `tmux attach`
-    /// and comes back when the user detaches.
+    /// (on another host's context, `ssh -t HOST marvel attach KEY`) and
+    /// comes back when the user detaches.
     fn attach(&mut self, key: &str, screen: &mut Screen, input: &Input) -> Footer {
+        // The daemon says first whether the session has a pane to open.
         let found = match client::call_running(&self.target, Request::Attach { key: key.into() }) {
             Ok(Some(Response::AttachTarget {
                 tmux_session,
@@ -364,18 +372,28 @@ impl App {
             Ok(None) => Err(no_daemon()),
             Err(e) => Err(e),
         };
-        let tmux = Tmux::new(self.target.tmux_socket.clone(), Duration::from_secs(5));
-        let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
-        let argv = match found
-            .and_then(|(s, w, p)| attach_argv(&tmux, inside, &s, w.as_deref(), p.as_deref()))
-        {
+        let (argv, inside) = match &self.target {
+            Endpoint::Local(t) => {
+                let tmux = Tmux::new(t.tmux_socket.clone(), Duration::from_secs(5));
+                let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
+                let argv = found
+                    .and_then(|(s, w, p)| {
+                        attach_argv(&tmux, inside, &s, w.as_deref(), p.as_deref())
+                    })
+                    .map(|v| v.into_iter().map(OsString::from).collect());
+                (argv, inside)
+            }
+            Endpoint::Ssh(r) => (found.and_then(|_| client::ssh::attach_argv(r, key)), false),
+        };
+        let argv = match argv {
             Ok(argv) => argv,
             Err(e) => return Footer::error(error_line(&e)),
         };
         let (program, rest) = argv
             .split_first()
-            .expect("tmux argv starts with the binary");
-        let mut cmd = Command::new(program);
+            .expect("an attach argv starts with its program");
+        let program = program.to_string_lossy().into_owned();
+        let mut cmd = Command::new(&program);
         cmd.args(rest);
         if inside {
             return match cmd.output() {
@@ -398,6 +416,11 @@ impl App {
             .stdin(Stdio::inherit())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Over ssh the far tmux draws through ssh's stdout.
+        let remote = matches!(self.target, Endpoint::Ssh(_));
+        if remote {
+            cmd.stdout(Stdio::inherit());
+        }
         input.pause();
         let left = screen.suspend();
         let ran = cmd.output();
@@ -409,7 +432,8 @@ impl App {
         match ran {
             Ok(out) if out.status.success() => Footer::ok(format!("back from {key}")),
             Ok(out) => Footer::error(format!(
-                "tmux attach to {key} failed ({}): {}",
+                "{} to {key} failed ({}): {}",
+                if remote { "ssh attach" } else { "tmux attach" },
                 out.status,
                 output::escape_line(String::from_utf8_lossy(&out.stderr).trim())
             )),
@@ -439,8 +463,13 @@ fn no_daemon() -> Error {
     Error::daemon("no daemon is running")
 }
 
-/// `host:~/state-dir`: which daemon this dashboard shows.
-fn place(target: &Target) -> String {
+/// Which daemon this dashboard shows: `host:~/state-dir` on this host,
+/// the context (`build (ssh://me@build.example)`) on another.
+fn place(target: &Endpoint) -> String {
+    let target = match target {
+        Endpoint::Local(t) => t,
+        Endpoint::Ssh(r) => return r.describe(),
+    };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -459,7 +488,7 @@ fn place(target: &Target) -> String {
 /// Follows the event log, reconnecting when the daemon goes away. Only
 /// the first connection may start a daemon: after that one that was
 /// stopped stays stopped until something else starts it.
-fn follow(target: &Target, tx: &Sender<Msg>) {
+fn follow(target: &Endpoint, tx: &Sender<Msg>) {
     let req = Request::Events {
         filter: EventFilter {
             limit: Some(EVENTS_KEPT),
@@ -530,8 +559,8 @@ fn follow(target: &Target, tx: &Sender<Msg>) {
 /// answer to the loop.
 fn worker<T: Send + 'static>(
     tx: Sender<Msg>,
-    target: &Target,
-    job: impl Fn(&Target, T) -> Msg + Send + 'static,
+    target: &Endpoint,
+    job: impl Fn(&Endpoint, T) -> Msg + Send + 'static,
 ) -> Sender<T> {
     let (orders, rx) = mpsc::channel::<T>();
     let target = target.clone();
@@ -546,7 +575,7 @@ fn worker<T: Send + 'static>(
 }
 
 /// Asks each question of `batch`, in order, of a running daemon.
-fn fetch_all(target: &Target, batch: &[Fetch]) -> Result<Vec<Fetched>> {
+fn fetch_all(target: &Endpoint, batch: &[Fetch]) -> Result<Vec<Fetched>> {
     let ask = |req: Request| match client::call_running(target, req)? {
         Some(resp) => Ok(resp),
         None => Err(no_daemon()),
@@ -597,7 +626,7 @@ fn fetch_all(target: &Target, batch: &[Fetch]) -> Result<Vec<Fetched>> {
 }
 
 /// What a session's pane shows now, through the daemon.
-fn capture(target: &Target, key: String) -> std::result::Result<String, String> {
+fn capture(target: &Endpoint, key: String) -> std::result::Result<String, String> {
     match client::call_running(target, Request::Capture { key }) {
         Ok(Some(Response::Text(text))) => Ok(text),
         Ok(Some(other)) => Err(error_line(&unexpected(&other))),
@@ -607,7 +636,7 @@ fn capture(target: &Target, key: String) -> std::result::Result<String, String> 
 }
 
 /// One action as the CLI would send it; the daemon's answer in a line.
-fn request(target: &Target, action: Action) -> Result<String> {
+fn request(target: &Endpoint, action: Action) -> Result<String> {
     let req = match action {
         Action::Reset(key) => Request::Reset { key },
         Action::Kill(key) => Request::Kill { key },
@@ -770,7 +799,7 @@ fn leave() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Paths;
+    use crate::paths::{Paths, Target};
     use crate::top::model::tests::{NOW, event, picture};
     use crate::top::model::{Parts, RowId};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -778,12 +807,12 @@ mod tests {
     fn app() -> (App, Receiver<Msg>) {
         let (tx, rx) = mpsc::channel();
         let app = App {
-            target: Target {
+            target: Endpoint::Local(Target {
                 paths: Paths {
                     root: "/nonexistent/marvel".into(),
                 },
                 tmux_socket: None,
-            },
+            }),
             place: String::new(),
             colour: false,
             model: picture(),
@@ -811,6 +840,24 @@ mod tests {
     /// Regression: the time the preview was due and the time the loop
     /// looked were read from the clock apart, so a due read was never
     /// sent and the loop spun without sleeping.
+    #[test]
+    fn the_header_names_another_hosts_context() {
+        use crate::client::ssh::Remote;
+        use crate::context::{Host, SshUrl};
+        let remote = Endpoint::Ssh(Remote {
+            context: "build".into(),
+            host: Host::new(SshUrl::parse("ssh://me@build.example:2222").unwrap()),
+        });
+        assert_eq!(place(&remote), "build (ssh://me@build.example:2222)");
+        let local = Endpoint::Local(Target {
+            paths: Paths {
+                root: "/srv/marvel".into(),
+            },
+            tmux_socket: None,
+        });
+        assert!(place(&local).ends_with("/srv/marvel"), "{}", place(&local));
+    }
+
     #[test]
     fn the_selected_screen_is_read_at_once_then_every_half_second() {
         let (mut app, _rx) = app();

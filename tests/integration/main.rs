@@ -12,6 +12,7 @@ mod fuzz;
 mod health;
 mod lifecycle;
 mod reliability;
+mod remote;
 mod server;
 mod shift;
 mod shim;

@@ -9,26 +9,31 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// The terminal `top` runs in.
-struct Term {
+pub struct Term {
     socket: String,
 }
 
 impl Term {
-    /// A 100×30 terminal running `sh`, which reaches `env`'s daemon.
-    fn new(env: &Env) -> Term {
+    /// A 100×30 terminal running `sh`, with `env`'s environment: its
+    /// daemon, tmux server and contexts.
+    pub fn new(env: &Env) -> Term {
         let term = Term {
             socket: format!("{}-ui", env.socket),
         };
-        let out = Command::new("tmux")
-            .args(["-L", &term.socket, "-f", "/dev/null"])
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &term.socket, "-f", "/dev/null"])
             .args(["new-session", "-d", "-x", "100", "-y", "30", "sh"])
             .env("MARVEL_HOME", env.state_dir())
             .env("MARVEL_TMUX_SOCKET", &env.socket)
+            .env("MARVEL_CONFIG", env.dir().join("config"))
+            .env_remove("MARVEL_CONTEXT")
             .env_remove("TMUX")
             .env_remove("NO_COLOR")
-            .current_dir(env.dir())
-            .output()
-            .expect("run tmux");
+            .current_dir(env.dir());
+        for (k, v) in &env.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run tmux");
         assert!(out.status.success(), "tmux new-session: {out:?}");
         term
     }
@@ -45,13 +50,13 @@ impl Term {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p"]).stdout).into_owned()
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys"];
         args.extend(keys);
         assert!(self.tmux(&args).status.success());
     }
 
-    fn type_line(&self, text: &str) {
+    pub fn type_line(&self, text: &str) {
         assert!(self.tmux(&["send-keys", "-l", text]).status.success());
         self.keys(&["Enter"]);
     }
@@ -63,7 +68,7 @@ impl Term {
 
     /// Reads the screen until `check` holds, for at most `within`;
     /// returns the screen that passed.
-    fn wait(
+    pub fn wait(
         &self,
         env: &Env,
         what: &str,
@@ -95,7 +100,7 @@ impl Drop for Term {
 }
 
 /// The table's row for `name` (a role or a session, as the tree shows it).
-fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+pub fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen
         .lines()
         .find(|l| l.starts_with("  ") && l.split_whitespace().next() == Some(name))
@@ -105,7 +110,7 @@ fn has_line(screen: &str, line: &str) -> bool {
     screen.lines().any(|l| l == line)
 }
 
-fn dashboard(screen: &str) -> bool {
+pub fn dashboard(screen: &str) -> bool {
     screen.lines().any(|l| l.starts_with("marvel top  daemon"))
 }
 

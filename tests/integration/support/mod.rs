@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -60,6 +62,9 @@ impl Env {
         c.args(args)
             .env("MARVEL_HOME", self.state_dir())
             .env("MARVEL_TMUX_SOCKET", &self.socket)
+            // Contexts of its own: never the user's.
+            .env("MARVEL_CONFIG", self.dir().join("config"))
+            .env_remove("MARVEL_CONTEXT")
             .env("NO_COLOR", "1")
             .env_remove("TMUX")
             .current_dir(self.dir());

@@ -1,7 +1,7 @@
-//! How commands reach the daemon: one request per connection over its Unix
-//! socket, starting the daemon in the background when none runs (as tmux
-//! starts its server). Racing clients start one daemon: a start lock
-//! serialises them, and the daemon's own lock settles the rest.
+//! This host's daemon: one request per connection over its Unix socket,
+//! starting the daemon in the background when none runs (as tmux starts its
+//! server). Racing clients start one daemon: a start lock serialises them,
+//! and the daemon's own lock settles the rest.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -23,10 +23,7 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Sends one request, starting the daemon first if none runs.
 pub fn call(t: &Target, req: Request) -> Result<Response> {
-    let stream = match connect(&t.paths)? {
-        Some(s) => s,
-        None => start(t)?,
-    };
+    let stream = connect_or_start(t)?;
     match exchange_once(stream, &req) {
         // The daemon went away while it was asked (its socket can still
         // take a connection for a moment after it was killed): a request
@@ -79,10 +76,7 @@ pub fn follow(
     req: Request,
     on: &mut dyn FnMut(Response) -> Result<bool>,
 ) -> Result<()> {
-    let stream = match connect(&t.paths)? {
-        Some(s) => s,
-        None => start(t)?,
-    };
+    let stream = connect_or_start(t)?;
     let mut reader = send(stream, &req, &t.paths)?;
     loop {
         let Some(resp) = read_response(&mut reader, &t.paths)? else {
@@ -94,6 +88,14 @@ pub fn follow(
         if !on(resp)? {
             return Ok(());
         }
+    }
+}
+
+/// Connects to the daemon, starting it first if none runs.
+pub fn connect_or_start(t: &Target) -> Result<UnixStream> {
+    match connect(&t.paths)? {
+        Some(s) => Ok(s),
+        None => start(t),
     }
 }
 
