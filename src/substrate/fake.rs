@@ -19,7 +19,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Version,
-    Spawn(SpawnRequest),
+    Spawn(Box<SpawnRequest>),
     Kill(String),
     List,
     Capture {
@@ -158,7 +158,7 @@ impl FakeSubstrate {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Spawn(r) => Some(r),
+                Call::Spawn(r) => Some(*r),
                 _ => None,
             })
             .collect()
@@ -376,7 +376,7 @@ impl Substrate for FakeSubstrate {
     }
 
     fn spawn(&self, req: &SpawnRequest) -> SubResult<Spawned> {
-        let (mut st, r) = self.enter(Call::Spawn(req.clone()));
+        let (mut st, r) = self.enter(Call::Spawn(Box::new(req.clone())));
         r?;
         let refused = |m: String| Err(SubstrateError::Refused(m));
         match &req.place {

@@ -1457,9 +1457,11 @@ pub(crate) mod tests {
         let dead = wait_for("the pane to die", WAIT, || {
             panes(&srv.tmux)
                 .into_iter()
-                .find(|p| p.pane == b.pane && p.dead && p.dead_status.is_some())
+                .find(|p| p.pane == b.pane && p.dead)
         });
-        assert_eq!(dead.dead_status, Some(3));
+        // tmux 3.3a sometimes does not reap a pane's child, and then has no
+        // status to tell (which is why the shim reports exits itself).
+        assert!(dead.dead_status.is_none_or(|s| s == 3), "{dead:?}");
         assert_eq!(
             (dead.key.as_deref(), dead.uid),
             (Some("ws/team/w-0"), Some(7))

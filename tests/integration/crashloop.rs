@@ -157,7 +157,7 @@ fn a_saturated_role_freezes_and_only_reset_or_a_spec_change_brings_it_back() {
         assert!(env.in_state("t/squad/worker", "pending").is_empty());
         assert_eq!(
             env.panes(),
-            [pane.clone()],
+            std::slice::from_ref(&pane),
             "a frozen role keeps its pane only"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -176,7 +176,7 @@ fn a_saturated_role_freezes_and_only_reset_or_a_spec_change_brings_it_back() {
         "{text}"
     );
     env.fails(&["run", &file, "--wait"], 5);
-    assert_eq!(env.panes(), [pane.clone()]);
+    assert_eq!(env.panes(), std::slice::from_ref(&pane));
 
     // Reset: spawns again at once (the program still crashes, so it
     // freezes again after its budget).

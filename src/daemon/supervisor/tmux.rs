@@ -17,9 +17,7 @@ use crate::domain::policy::Curve;
 use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
-use crate::substrate::{
-    Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError, WindowRef,
-};
+use crate::substrate::{Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError};
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
@@ -415,17 +413,13 @@ impl Supervisor {
             .map(|s| s.key.clone());
         let early = self.early_exits.remove(&uid);
         match (result, live) {
-            (Ok(sp), Some(key)) => {
-                self.ws.attempts.remove(&uid);
-                self.ws.no_split.remove(&uid);
-                self.placed(uid, &key, sp, now);
-            }
+            (Ok(sp), Some(key)) => self.placed(uid, &key, sp, now),
             // Stopped while its pane was being made.
             (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}"), now),
             // The workspace was not as believed (a pane or session gone, a
             // name taken, a window full): placed anew, a few times over.
             (Err(SubstrateError::Refused(why)), Some(key))
-                if early.is_none() && stale_placement(&why) && self.retry_placement(uid, &why) =>
+                if early.is_none() && stale_placement(&why) && self.retry_placement(uid) =>
             {
                 self.log(format!("placing {key} again: {why}"));
             }
@@ -433,7 +427,6 @@ impl Supervisor {
             // command, its directory), so it counts as a crash and backs
             // off like one, with tmux's words as the reason.
             (Err(SubstrateError::Refused(why)), Some(key)) if early.is_none() => {
-                self.ws.attempts.remove(&uid);
                 self.log(format!("spawn of {key} refused by tmux: {why}"));
                 let exit = Exit::detail(ExitDetail::SpawnRefused(why), now.wall);
                 self.record_death(uid, exit, now, rng);
@@ -450,6 +443,11 @@ impl Supervisor {
                 }
                 self.job_failed(&e, now, rng);
             }
+        }
+        if !self.tmux.queue.contains(&uid) {
+            // Placed, or given up on: its tries are done with.
+            self.ws.attempts.remove(&uid);
+            self.ws.plain.remove(&uid);
         }
         if let Some(early) = early {
             self.late_exit(uid, early, now, rng);
@@ -490,23 +488,14 @@ impl Supervisor {
                     self.ws.taken.insert(session.clone());
                 }
             }
-            Place::NewWindow { after, .. } if !ok => {
-                if why.contains("can't find session") {
-                    self.ws.teams.remove(&team);
-                } else if let Some(WindowRef::Id(window)) =
-                    after.as_ref().filter(|_| why.contains("can't find window"))
-                {
-                    self.ws.gone_windows.insert(window.clone());
-                }
+            Place::NewWindow { .. } if !ok && why.contains("can't find session") => {
+                self.ws.teams.remove(&team);
             }
-            Place::Split { window, .. } if !ok && why.contains("can't find window") => {
-                self.ws.gone_windows.insert(window.clone());
-            }
-            Place::Respawn { pane } if !ok => {
-                if self.world.kept.get(&key).is_some_and(|k| k.pane == *pane) {
-                    self.world.kept.remove(&key);
-                    self.dirty = true;
-                }
+            Place::Respawn { pane }
+                if !ok && self.world.kept.get(&key).is_some_and(|k| k.pane == *pane) =>
+            {
+                self.world.kept.remove(&key);
+                self.dirty = true;
             }
             _ => {}
         }
@@ -515,15 +504,15 @@ impl Supervisor {
 
     /// Queues a spawn whose placement failed on a stale picture, unless it
     /// failed so often already that it counts as refused.
-    fn retry_placement(&mut self, uid: u64, why: &str) -> bool {
+    fn retry_placement(&mut self, uid: u64) -> bool {
         let tries = self.ws.attempts.entry(uid).or_default();
         *tries += 1;
         if *tries >= workspace::PLACEMENT_TRIES {
             return false;
         }
-        if why.contains("space") {
-            self.ws.no_split.insert(uid);
-        }
+        // Placed the plainest way from now on: whatever it was to go beside
+        // or after may be gone again by the next try.
+        self.ws.plain.insert(uid);
         self.tmux.queue.push(uid);
         true
     }
@@ -743,16 +732,6 @@ impl Supervisor {
                     .ok()?;
                 Some((team, p.session_name.clone()))
             })
-            .collect();
-        let windows: HashSet<&str> = panes.iter().map(|p| p.window.as_str()).collect();
-        self.ws.gone_windows = self
-            .world
-            .sessions
-            .values()
-            .filter_map(|s| s.window.as_deref())
-            .chain(self.world.kept.values().map(|k| k.window.as_str()))
-            .filter(|w| !windows.contains(w))
-            .map(str::to_string)
             .collect();
         let listed: HashSet<&str> = panes.iter().map(|p| p.pane.as_str()).collect();
         let before = self.world.kept.len();

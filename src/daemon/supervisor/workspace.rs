@@ -37,9 +37,10 @@ pub(super) struct Workspace {
     /// Spawns tmux refused because the workspace was not as believed
     /// (a session or pane gone, a name taken): how often, by uid.
     pub attempts: BTreeMap<u64, u32>,
-    /// Spawns to place in a window of their own rather than beside another
-    /// pane (a window with no room left).
-    pub no_split: BTreeSet<u64>,
+    /// Spawns to place the plainest way, in a window of their own at the
+    /// end of the team's session: tmux refused a placement beside or after
+    /// another window (gone meanwhile, or with no room left).
+    pub plain: BTreeSet<u64>,
     /// What each window's status was last set to, by window id.
     pub shown: BTreeMap<String, String>,
     /// What each kept pane's shim was last told to show, by uid.
@@ -48,9 +49,6 @@ pub(super) struct Workspace {
     pub dirty: BTreeSet<RoleKey>,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
-    /// Windows marvel still knows of that tmux no longer has (learned from
-    /// a listing or a refusal): nothing is placed beside or after them.
-    pub gone_windows: BTreeSet<String>,
     /// New windows asked for and not made yet, by uid: their slot and
     /// name, so that windows asked for after them go after them.
     pub placing: BTreeMap<u64, (SessionKey, String)>,
@@ -58,7 +56,7 @@ pub(super) struct Workspace {
 
 /// Tries of a spawn that failed on a stale picture of the workspace,
 /// before it counts as refused.
-pub(super) const PLACEMENT_TRIES: u32 = 3;
+pub(super) const PLACEMENT_TRIES: u32 = 4;
 
 impl Workspace {
     /// Everything about tmux is forgotten (its server went away).
@@ -70,7 +68,6 @@ impl Workspace {
         self.vacated.clear();
         self.shown.clear();
         self.lines.clear();
-        self.gone_windows.clear();
         self.placing.clear();
     }
 
@@ -144,10 +141,10 @@ pub(super) fn place(
         .values()
         .filter(|o| o.state.is_live() && o.key.is_of(&role) && o.uid != s.uid)
         .collect();
-    let split = !ws.no_split.contains(&s.uid);
+    let plain = ws.plain.contains(&s.uid);
+    let split = !plain;
     // A successor starts beside the session it is to replace.
-    let here = |w: &Option<String>| w.as_ref().is_some_and(|w| !ws.gone_windows.contains(w));
-    if split && let Some(o) = others.iter().find(|o| o.key == *key && here(&o.window)) {
+    if split && let Some(o) = others.iter().find(|o| o.key == *key && o.window.is_some()) {
         let window = o.window.clone().expect("checked above");
         let tiled = spec.layout == Layout::Tiled;
         return Some((Place::Split { window, tiled }, o.tmux_session.clone()));
@@ -163,7 +160,7 @@ pub(super) fn place(
                     .filter(|(k, _)| k.is_of(&role))
                     .map(|(_, k)| (k.window.clone(), k.tmux_session.clone())),
             )
-            .find(|(w, _)| !ws.gone_windows.contains(w));
+            .next();
         match window {
             Some((window, session)) => {
                 return Some((
@@ -182,7 +179,11 @@ pub(super) fn place(
     }
     match ws.teams.get(&team) {
         Some(session) => {
-            let after = window_before(world, ws, s);
+            let after = if plain {
+                None
+            } else {
+                window_before(world, ws, s)
+            };
             let place = Place::NewWindow {
                 session: session.clone(),
                 after,
@@ -243,7 +244,7 @@ fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef
         .map(|(_, (k, name))| (order(k), WindowRef::Name(name.clone())));
     live.chain(kept)
         .chain(placing)
-        .filter(|(o, w)| *o < me && !matches!(w, WindowRef::Id(id) if ws.gone_windows.contains(id)))
+        .filter(|(o, _)| *o < me)
         .max_by_key(|(o, _)| *o)
         .map(|(_, w)| w)
 }
