@@ -297,11 +297,13 @@ fn finish(
 /// from `exits/<uid>.line` when the daemon wrote one.
 fn linger(paths: &Paths, uid: u64, mut line: String) {
     let file = paths.exits_dir().join(format!("{uid}.line"));
-    // A new line first: output the program left on the bottom row scrolls
-    // up instead of going under marvel's line.
+    // The end of the run for the log pipe, then a new line: output the
+    // program left on the bottom row scrolls up instead of going under
+    // marvel's line.
     {
         let mut out = io::stdout().lock();
-        if out.write_all(b"\r\n").and_then(|_| out.flush()).is_err() {
+        let start = [RUN_ENDED, b"\r\n"].concat();
+        if out.write_all(&start).and_then(|_| out.flush()).is_err() {
             return;
         }
     }
@@ -578,9 +580,18 @@ pub fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends stdin to `path` (mode 0600). A write that would take the file
-/// past `max_bytes` first moves it to `path.1` (replacing the older one),
-/// so the log never takes more than twice `max_bytes`.
+/// What the shim writes to its pane's terminal once the program has
+/// ended, before drawing marvel's line: an OSC of a number terminals do not
+/// use, so nothing shows, and the log pipe, which sees the pane's output in
+/// order, keeps nothing after it. What a lingering shim draws is marvel's,
+/// not the program's output.
+pub const RUN_ENDED: &[u8] = b"\x1b]7777;marvel-run-ended\x07";
+
+/// Appends stdin to `path` (mode 0600) up to [`RUN_ENDED`]. A write that
+/// would take the file past `max_bytes` first moves it to `path.1`
+/// (replacing the older one), so the log never takes more than twice
+/// `max_bytes`. Whatever happens to the file, stdin is read to its end, so
+/// the pane's output never waits for the log.
 pub fn run_logpipe(path: &Path, max_bytes: u64) -> i32 {
     match copy_rotating(&mut io::stdin().lock(), path, max_bytes.max(1)) {
         Ok(()) => 0,
@@ -599,11 +610,49 @@ fn open_log(dir: &Dir, name: &str) -> io::Result<(File, u64)> {
     Ok((f, size))
 }
 
+/// Finds [`RUN_ENDED`] in a stream read in pieces: how much of each piece
+/// is output, bytes held back while they may begin the marker, and whether
+/// it was seen.
+#[derive(Debug, Default)]
+struct EndMarker {
+    /// Bytes of a possible marker at the end of the last piece.
+    held: usize,
+    seen: bool,
+}
+
+impl EndMarker {
+    /// The output in `data` (after what was held back and turned out not
+    /// to be the marker), appended to `out`.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if self.seen {
+                return;
+            }
+            if b == RUN_ENDED[self.held] {
+                self.held += 1;
+                if self.held == RUN_ENDED.len() {
+                    self.seen = true;
+                }
+                continue;
+            }
+            // Not the marker after all: what was held is output. (The
+            // marker's first byte, ESC, occurs in it only there.)
+            out.extend_from_slice(&RUN_ENDED[..self.held]);
+            self.held = usize::from(b == RUN_ENDED[0]);
+            if self.held == 0 {
+                out.push(b);
+            }
+        }
+    }
+}
+
 fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()> {
     let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
     let rotated_name = format!("{name}.1");
-    let (mut file, mut size) = open_log(&dir, &name)?;
+    let mut log = open_log(&dir, &name).ok();
+    let mut marker = EndMarker::default();
     let mut buf = [0u8; 16 << 10];
+    let mut out = Vec::with_capacity(buf.len());
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -611,19 +660,47 @@ fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()>
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            if size > 0 && size + data.len() as u64 > max {
-                dir.rename(&name, &rotated_name)?;
-                (file, size) = open_log(&dir, &name)?;
-            }
-            // Only a chunk larger than the whole budget is split.
-            let take = data.len().min(max.saturating_sub(size).max(1) as usize);
-            file.write_all(&data[..take])?;
-            size += take as u64;
-            data = &data[take..];
+        out.clear();
+        marker.feed(&buf[..n], &mut out);
+        if out.is_empty() {
+            continue;
+        }
+        // A log that cannot be written (a full disk) loses this piece, not
+        // the pane: the next piece tries again.
+        if log.is_none() {
+            log = open_log(&dir, &name).ok();
+        }
+        if let Some((file, size)) = &mut log
+            && write_rotating(&dir, &name, &rotated_name, file, size, &out, max).is_err()
+        {
+            log = None;
         }
     }
+}
+
+/// Appends `data` to the log, moving it aside first when it would grow
+/// past `max`.
+fn write_rotating(
+    dir: &Dir,
+    name: &str,
+    rotated_name: &str,
+    file: &mut File,
+    size: &mut u64,
+    mut data: &[u8],
+    max: u64,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        if *size > 0 && *size + data.len() as u64 > max {
+            dir.rename(name, rotated_name)?;
+            (*file, *size) = open_log(dir, name)?;
+        }
+        // Only a chunk larger than the whole budget is split.
+        let take = data.len().min(max.saturating_sub(*size).max(1) as usize);
+        file.write_all(&data[..take])?;
+        *size += take as u64;
+        data = &data[take..];
+    }
+    Ok(())
 }
 
 /// The last `n` lines a session printed (its log and the rotated half),
@@ -841,6 +918,68 @@ mod tests {
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\n");
         copy_rotating(&mut &b"abc\n"[..], &log, 16).unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\nabc\n");
+    }
+
+    #[test]
+    fn logpipe_keeps_nothing_after_the_end_of_the_run_however_it_is_split() {
+        let mut input = b"last words\n\x1b[1mbold\x1b]7777;not the marker\x07\x1b]7777".to_vec();
+        input.extend_from_slice(RUN_ENDED);
+        input.extend_from_slice(b"\r\n crashed: exit 3 \x1b[0m");
+        let expected = b"last words\n\x1b[1mbold\x1b]7777;not the marker\x07\x1b]7777";
+        for piece in [1, 2, 3, 7, 16 << 10] {
+            let mut out = Vec::new();
+            let mut m = EndMarker::default();
+            for chunk in input.chunks(piece) {
+                m.feed(chunk, &mut out);
+            }
+            assert!(m.seen);
+            assert_eq!(out, expected, "in pieces of {piece}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("8.log");
+        copy_rotating(&mut &input[..], &log, 1 << 20).unwrap();
+        assert_eq!(fs::read(&log).unwrap(), expected);
+    }
+
+    /// Issue: a log that could not be written stopped the pipe, and then
+    /// the pane's output backed up. It is drained, and written again once
+    /// it can be.
+    #[test]
+    fn logpipe_drains_its_input_while_the_log_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("9.log");
+        // The log's place is taken by a directory: every write fails,
+        // until the directory goes after the 500th piece.
+        fs::create_dir(&log).unwrap();
+        struct Pieces {
+            left: usize,
+            blocker: PathBuf,
+        }
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.left == 0 {
+                    return Ok(0);
+                }
+                if self.left == 500 {
+                    fs::remove_dir(&self.blocker).unwrap();
+                }
+                self.left -= 1;
+                let line = format!("piece {}\n", self.left);
+                buf[..line.len()].copy_from_slice(line.as_bytes());
+                Ok(line.len())
+            }
+        }
+        let mut input = Pieces {
+            left: 1000,
+            blocker: log.clone(),
+        };
+        copy_rotating(&mut input, &log, 1 << 20).unwrap();
+        assert_eq!(input.left, 0, "read to the end");
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(
+            text.starts_with("piece 499\n") && text.ends_with("piece 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -187,8 +187,16 @@ fn top_shows_a_crash_at_once_unfreezes_filters_and_gives_the_terminal_back() {
     // `q` gives the terminal back as it was: the main screen with what
     // was on it, the cursor shown, the shell reading lines again.
     term.keys(&["q"]);
+    // The shell is back once it shows its prompt after the command line:
+    // text typed before would be echoed ahead of it.
     let screen = term.wait(&env, "the shell again", DEADLINE, |s| {
-        !dashboard(s) && has_line(s, "BEFORE-TOP")
+        !dashboard(s)
+            && has_line(s, "BEFORE-TOP")
+            && s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim_end)
+                == Some("#")
     });
     assert!(!screen.contains("events"), "{screen}");
     assert_eq!(term.format("#{alternate_on} #{cursor_flag}"), "0 1");

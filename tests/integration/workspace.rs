@@ -262,6 +262,9 @@ fn a_crashed_sessions_pane_can_be_attached_while_its_slot_waits() {
     let screen = viewer.wait(&env, "the dead pane", |s| s.contains("frozen: 1 crashes"));
     assert!(screen.contains("crash-screen"), "{screen}");
     assert_eq!(Viewer::clients(&env), [format!("t-squad {pane}")]);
+    // marvel's line is not the program's output: its log ends where the
+    // program did.
+    assert_eq!(env.ok(&["logs", "worker-0"]), "crash-screen\n");
 }
 
 /// A daemon of the version that gave each spawn a tmux session of its own
