@@ -838,7 +838,7 @@ impl RoleSpec {
     /// The fields that differ between the two specs, by their manifest
     /// names, in manifest order.
     pub fn changed_fields(&self, other: &RoleSpec) -> Vec<&'static str> {
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("replicas", self.replicas != other.replicas),
             ("command", self.command != other.command),
             ("env", self.env != other.env),
@@ -851,6 +851,7 @@ impl RoleSpec {
             ("health", self.health != other.health),
             ("ready_after", self.ready_after != other.ready_after),
             ("shift_last", self.shift_last != other.shift_last),
+            ("layout", self.layout != other.layout),
         ];
         checks
             .into_iter()
@@ -1098,6 +1099,7 @@ mod tests {
             timeout: NonZeroSpan::from_secs(9),
             failures: Failures::new(1).unwrap(),
         });
+        b.layout = Layout::Tiled;
         assert!(a.same_template(&b), "policy fields apply in place");
         assert_eq!(
             a.changed_fields(&b),
@@ -1109,7 +1111,8 @@ mod tests {
                 "reset_after",
                 "health",
                 "ready_after",
-                "shift_last"
+                "shift_last",
+                "layout"
             ]
         );
         for change in [
