@@ -74,12 +74,16 @@ pub enum ShimReport {
     },
     /// The user's program ended. `hangup` is set when the shim itself got
     /// SIGHUP (its terminal went away: the pane or the server was killed).
+    /// `failure` says why the program could not be started at all (its
+    /// working directory is gone, it cannot be run).
     Exited {
         uid: u64,
         code: Option<i32>,
         signal: Option<i32>,
         at: DateTime<Utc>,
         hangup: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
     },
 }
 
@@ -172,7 +176,7 @@ pub enum Request {
     Delete {
         key: String,
     },
-    /// Resolve a live session for `attach`: answered with
+    /// Resolve a session (or a team) for `attach`: answered with
     /// [`Response::AttachTarget`], data from which the client builds its
     /// own tmux command. The client never runs a command it is sent.
     Attach {
@@ -304,10 +308,14 @@ pub enum Response {
     },
     Events(Vec<EventView>),
     Status(Box<StatusView>),
-    /// Where a live session is in tmux: its session name and pane id.
+    /// Where a session is in tmux: its team's tmux session, and its window
+    /// and pane (none for a whole team).
     AttachTarget {
         tmux_session: String,
-        pane: String,
+        #[serde(default)]
+        window: Option<String>,
+        #[serde(default)]
+        pane: Option<String>,
     },
     /// A team's shift, as it stands after the request.
     Shift {
@@ -316,6 +324,9 @@ pub enum Response {
     },
     /// A plain acknowledgement with a one-line message.
     Done(String),
+    /// To a shim whose program ended: its pane is kept for the slot; stay
+    /// in it and show this line until the pane is respawned or removed.
+    Linger(String),
     Error(Error),
 }
 

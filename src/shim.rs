@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::paths::{EXITS, Paths, write_atomic};
-use crate::proto::{Envelope, PROTOCOL_VERSION, Request, ShimReport};
+use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response, ShimReport};
 use crate::statedir::{self, Dir};
 
 /// How long the shim waits for the daemon to take a `Started` report.
@@ -48,9 +48,18 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Set on SIGHUP: the pane's terminal went away.
 static HANGUP: AtomicBool = AtomicBool::new(false);
+/// Set on SIGWINCH while the shim stays in a kept pane: draw marvel's line
+/// again (the daemon writes a new one and sends SIGWINCH too).
+static REDRAW: AtomicBool = AtomicBool::new(false);
 
-/// The argv a pane runs: the shim around `command`.
-pub fn shim_argv(marvel_bin: &Path, uid: u64, state_dir: &Path, command: &[String]) -> Vec<String> {
+/// The argv a pane runs: the shim around `command`, started in `cwd`.
+pub fn shim_argv(
+    marvel_bin: &Path,
+    uid: u64,
+    state_dir: &Path,
+    cwd: Option<&Path>,
+    command: &[String],
+) -> Vec<String> {
     let mut argv = vec![
         marvel_bin.to_string_lossy().into_owned(),
         "shim".to_string(),
@@ -58,8 +67,12 @@ pub fn shim_argv(marvel_bin: &Path, uid: u64, state_dir: &Path, command: &[Strin
         uid.to_string(),
         "--state-dir".to_string(),
         state_dir.to_string_lossy().into_owned(),
-        "--".to_string(),
     ];
+    if let Some(cwd) = cwd {
+        argv.push("--cwd".to_string());
+        argv.push(cwd.to_string_lossy().into_owned());
+    }
+    argv.push("--".to_string());
     argv.extend(command.iter().cloned());
     argv
 }
@@ -75,8 +88,11 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         .collect();
     match args.get(1)?.as_bytes() {
         b"shim" => Some(match parse_shim_args(&rest) {
-            Ok((uid, dir, argv)) => run_shim(uid, &dir, &argv),
-            Err(m) => usage(&m, "shim --uid N --state-dir DIR -- PROGRAM [ARGS...]"),
+            Ok(args) => run_shim(&args),
+            Err(m) => usage(
+                &m,
+                "shim --uid N --state-dir DIR [--cwd DIR] -- PROGRAM [ARGS...]",
+            ),
         }),
         b"logpipe" => Some(match parse_logpipe_args(&rest) {
             Ok((file, max)) => run_logpipe(&file, max),
@@ -91,8 +107,18 @@ fn usage(message: &str, synopsis: &str) -> i32 {
     crate::error::exit::USAGE
 }
 
-fn parse_shim_args(args: &[String]) -> Result<(u64, PathBuf, Vec<String>), String> {
-    let (mut uid, mut dir) = (None, None);
+/// What `marvel shim` is asked to run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ShimArgs {
+    pub uid: u64,
+    pub state_dir: PathBuf,
+    /// Where the program starts; it must exist when it does.
+    pub cwd: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
+    let (mut uid, mut dir, mut cwd) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -103,13 +129,19 @@ fn parse_shim_args(args: &[String]) -> Result<(u64, PathBuf, Vec<String>), Strin
             "--state-dir" => {
                 dir = Some(PathBuf::from(it.next().ok_or("--state-dir needs a value")?))
             }
+            "--cwd" => cwd = Some(PathBuf::from(it.next().ok_or("--cwd needs a value")?)),
             "--" => break,
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     let argv: Vec<String> = it.cloned().collect();
     match (uid, dir) {
-        (Some(u), Some(d)) => Ok((u, d, argv)),
+        (Some(uid), Some(state_dir)) => Ok(ShimArgs {
+            uid,
+            state_dir,
+            cwd,
+            argv,
+        }),
         _ => Err("--uid and --state-dir are required".into()),
     }
 }
@@ -124,20 +156,39 @@ fn parse_logpipe_args(args: &[String]) -> Result<(PathBuf, u64), String> {
     }
 }
 
-/// Supervises `argv` in the current terminal and returns the exit code to
-/// leave with: the program's, or 128 + signal, like a shell.
-pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
+/// Supervises the program in the current terminal and returns the exit
+/// code to leave with: the program's, or 128 + signal, like a shell.
+pub fn run_shim(args: &ShimArgs) -> i32 {
+    let uid = args.uid;
     let paths = Paths {
-        root: state_dir.to_path_buf(),
+        root: args.state_dir.clone(),
     };
     install_handlers();
-    let Some(program) = argv.first() else {
+    let Some(program) = args.argv.first() else {
         eprintln!("marvel: no command to run");
-        return finish(&paths, uid, Some(127), None);
+        return finish(
+            &paths,
+            uid,
+            Some(127),
+            None,
+            Some("no command to run".into()),
+        );
     };
+    // A directory that vanished since the team was applied is the role's
+    // crash, said as such, never a silent start somewhere else.
+    if let Some(cwd) = &args.cwd
+        && !cwd.is_dir()
+    {
+        let why = format!("cwd missing: {}", cwd.display());
+        eprintln!("marvel: {why}");
+        return finish(&paths, uid, Some(127), None, Some(why));
+    }
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
-    cmd.args(&argv[1..]);
+    cmd.args(&args.argv[1..]);
+    if let Some(cwd) = &args.cwd {
+        cmd.current_dir(cwd);
+    }
     // SAFETY: only async-signal-safe calls (sigaction, sigprocmask, prctl,
     // getppid) between fork and exec.
     unsafe {
@@ -163,8 +214,9 @@ pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
             } else {
                 126
             };
-            eprintln!("marvel: cannot run {program}: {e}");
-            return finish(&paths, uid, Some(code), None);
+            let why = format!("cannot run {program}: {e}");
+            eprintln!("marvel: {why}");
+            return finish(&paths, uid, Some(code), None, Some(why));
         }
     };
     let pid = child.id() as libc::pid_t;
@@ -176,7 +228,7 @@ pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, early) };
     }
-    report(
+    let _ = report(
         &paths,
         uid,
         &ShimReport::Started {
@@ -187,33 +239,141 @@ pub fn run_shim(uid: u64, state_dir: &Path, argv: &[String]) -> i32 {
         STARTED_REPLY,
     );
     let (code, signal) = wait_child(pid);
-    finish(&paths, uid, code, signal)
+    finish(&paths, uid, code, signal, None)
 }
 
-/// Records and reports the program's end, and returns the shim's exit code.
-fn finish(paths: &Paths, uid: u64, code: Option<i32>, signal: Option<i32>) -> i32 {
+/// Records and reports the program's end, stays in the pane if marvel keeps
+/// it (showing the program's last screen and a line from marvel until the
+/// slot runs there again), and returns the shim's exit code.
+fn finish(
+    paths: &Paths,
+    uid: u64,
+    code: Option<i32>,
+    signal: Option<i32>,
+    failure: Option<String>,
+) -> i32 {
     let exited = ShimReport::Exited {
         uid,
         code,
         signal,
         at: Utc::now(),
         hangup: HANGUP.load(Ordering::SeqCst),
+        failure: failure.clone(),
     };
-    report(paths, uid, &exited, EXITED_REPLY);
-    match (code, signal) {
+    let answer = report(paths, uid, &exited, EXITED_REPLY);
+    let status = match (code, signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
         (None, None) => 1,
+    };
+    // With its terminal gone there is nothing to show; a daemon that said
+    // the pane is not kept has it removed.
+    if HANGUP.load(Ordering::SeqCst) {
+        return status;
+    }
+    match answer {
+        Some(Response::Linger(line)) => linger(paths, uid, line),
+        Some(_) => {}
+        None => {
+            // No daemon to ask: it will say more when it is back.
+            let how = failure.unwrap_or_else(|| match (code, signal) {
+                (_, Some(s)) => format!("signal {s}"),
+                (Some(c), None) => format!("exit {c}"),
+                (None, None) => "ended".into(),
+            });
+            linger(
+                paths,
+                uid,
+                format!("ended: {how} — marvel will say what comes next"),
+            );
+        }
+    }
+    status
+}
+
+/// Stays in the pane of a program that ended, drawing marvel's `line` on
+/// its bottom row, until the pane is killed or respawned (SIGHUP) or the
+/// shim is told to go (SIGTERM). SIGWINCH draws the line again, read anew
+/// from `exits/<uid>.line` when the daemon wrote one.
+fn linger(paths: &Paths, uid: u64, mut line: String) {
+    let file = paths.exits_dir().join(format!("{uid}.line"));
+    // The end of the run for the log pipe, then a new line: output the
+    // program left on the bottom row scrolls up instead of going under
+    // marvel's line.
+    {
+        let mut out = io::stdout().lock();
+        let start = [RUN_ENDED, b"\r\n"].concat();
+        if out.write_all(&start).and_then(|_| out.flush()).is_err() {
+            return;
+        }
+    }
+    // SAFETY: sigaction with a handler that only stores an atomic; signal
+    // masks are plain sets; sigsuspend waits for any unblocked signal.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = redraw as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
+            libc::sigaddset(&mut block, sig);
+        }
+        let mut waiting: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut waiting);
+        for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
+            libc::sigdelset(&mut waiting, sig);
+        }
+        loop {
+            if draw(&line).is_err() {
+                return;
+            }
+            // Blocked until here, so none is missed between check and wait.
+            loop {
+                libc::sigsuspend(&waiting);
+                if HANGUP.load(Ordering::SeqCst) || PENDING.swap(0, Ordering::SeqCst) != 0 {
+                    return;
+                }
+                if REDRAW.swap(false, Ordering::SeqCst) {
+                    break;
+                }
+            }
+            if let Ok(text) = crate::statedir::read(&file) {
+                line = String::from_utf8_lossy(&text).into_owned();
+            }
+        }
     }
 }
 
+extern "C" fn redraw(_: libc::c_int) {
+    REDRAW.store(true, Ordering::SeqCst);
+}
+
+/// Draws `line` on the bottom row of the terminal, in reverse video,
+/// keeping the cursor where it was. The text is marvel's; anything that is
+/// not printable is shown as `?` all the same.
+fn draw(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let size = rustix::termios::tcgetwinsize(&out)?;
+    let (rows, cols) = (size.ws_row.max(1), usize::from(size.ws_col.max(2)));
+    let text: String = line
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(cols - 2)
+        .collect();
+    write!(
+        out,
+        "\x1b7\x1b[{rows};1H\x1b[0m\x1b[2K\x1b[7m {text} \x1b[0m\x1b8"
+    )?;
+    out.flush()
+}
+
 /// Writes the report to the exit record first (the durable copy, for a
-/// daemon that is down), then offers it to the daemon. Failures are
-/// silent: the pane's terminal belongs to the program.
-fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
-    let Ok(json) = serde_json::to_vec(report) else {
-        return;
-    };
+/// daemon that is down), then offers it to the daemon, and returns its
+/// answer if one came. Failures are silent: the pane's terminal belongs to
+/// the program.
+fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Option<Response> {
+    let json = serde_json::to_vec(report).ok()?;
     let record = paths.exit_record(uid);
     if write_atomic(&record, &json).is_err() {
         // `exits/` may have been removed: make it again, inside a state
@@ -223,12 +383,12 @@ fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) {
             let _ = write_atomic(&record, &json);
         }
     }
-    let _ = notify(&paths.socket(), report, reply);
+    notify(&paths.socket(), report, reply).ok().flatten()
 }
 
 /// Sends one request line to the daemon and waits for one reply line, all
 /// within `timeout`.
-fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<()> {
+fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<Option<Response>> {
     let deadline = Instant::now() + timeout;
     let mut stream = connect(socket, timeout)?;
     let envelope = Envelope {
@@ -239,7 +399,8 @@ fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<(
     line.push(b'\n');
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(&line)?;
-    let mut buf = [0u8; 256];
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
     loop {
         let left = deadline
             .checked_duration_since(Instant::now())
@@ -247,9 +408,16 @@ fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<(
             .ok_or(ErrorKind::TimedOut)?;
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) if buf[..n].contains(&b'\n') => return Ok(()),
-            Ok(_) => {}
+            Ok(0) => return Ok(serde_json::from_slice(&answer).ok()),
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if let Some(end) = answer.iter().position(|&b| b == b'\n') {
+                    return Ok(serde_json::from_slice(&answer[..end]).ok());
+                }
+                if answer.len() > 64 << 10 {
+                    return Ok(None);
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -412,9 +580,18 @@ pub fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends stdin to `path` (mode 0600). A write that would take the file
-/// past `max_bytes` first moves it to `path.1` (replacing the older one),
-/// so the log never takes more than twice `max_bytes`.
+/// What the shim writes to its pane's terminal once the program has
+/// ended, before drawing marvel's line: an OSC of a number terminals do not
+/// use, so nothing shows, and the log pipe, which sees the pane's output in
+/// order, keeps nothing after it. What a lingering shim draws is marvel's,
+/// not the program's output.
+pub const RUN_ENDED: &[u8] = b"\x1b]7777;marvel-run-ended\x07";
+
+/// Appends stdin to `path` (mode 0600) up to [`RUN_ENDED`]. A write that
+/// would take the file past `max_bytes` first moves it to `path.1`
+/// (replacing the older one), so the log never takes more than twice
+/// `max_bytes`. Whatever happens to the file, stdin is read to its end, so
+/// the pane's output never waits for the log.
 pub fn run_logpipe(path: &Path, max_bytes: u64) -> i32 {
     match copy_rotating(&mut io::stdin().lock(), path, max_bytes.max(1)) {
         Ok(()) => 0,
@@ -433,11 +610,49 @@ fn open_log(dir: &Dir, name: &str) -> io::Result<(File, u64)> {
     Ok((f, size))
 }
 
+/// Finds [`RUN_ENDED`] in a stream read in pieces: how much of each piece
+/// is output, bytes held back while they may begin the marker, and whether
+/// it was seen.
+#[derive(Debug, Default)]
+struct EndMarker {
+    /// Bytes of a possible marker at the end of the last piece.
+    held: usize,
+    seen: bool,
+}
+
+impl EndMarker {
+    /// The output in `data` (after what was held back and turned out not
+    /// to be the marker), appended to `out`.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if self.seen {
+                return;
+            }
+            if b == RUN_ENDED[self.held] {
+                self.held += 1;
+                if self.held == RUN_ENDED.len() {
+                    self.seen = true;
+                }
+                continue;
+            }
+            // Not the marker after all: what was held is output. (The
+            // marker's first byte, ESC, occurs in it only there.)
+            out.extend_from_slice(&RUN_ENDED[..self.held]);
+            self.held = usize::from(b == RUN_ENDED[0]);
+            if self.held == 0 {
+                out.push(b);
+            }
+        }
+    }
+}
+
 fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()> {
     let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
     let rotated_name = format!("{name}.1");
-    let (mut file, mut size) = open_log(&dir, &name)?;
+    let mut log = open_log(&dir, &name).ok();
+    let mut marker = EndMarker::default();
     let mut buf = [0u8; 16 << 10];
+    let mut out = Vec::with_capacity(buf.len());
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -445,19 +660,47 @@ fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()>
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            if size > 0 && size + data.len() as u64 > max {
-                dir.rename(&name, &rotated_name)?;
-                (file, size) = open_log(&dir, &name)?;
-            }
-            // Only a chunk larger than the whole budget is split.
-            let take = data.len().min(max.saturating_sub(size).max(1) as usize);
-            file.write_all(&data[..take])?;
-            size += take as u64;
-            data = &data[take..];
+        out.clear();
+        marker.feed(&buf[..n], &mut out);
+        if out.is_empty() {
+            continue;
+        }
+        // A log that cannot be written (a full disk) loses this piece, not
+        // the pane: the next piece tries again.
+        if log.is_none() {
+            log = open_log(&dir, &name).ok();
+        }
+        if let Some((file, size)) = &mut log
+            && write_rotating(&dir, &name, &rotated_name, file, size, &out, max).is_err()
+        {
+            log = None;
         }
     }
+}
+
+/// Appends `data` to the log, moving it aside first when it would grow
+/// past `max`.
+fn write_rotating(
+    dir: &Dir,
+    name: &str,
+    rotated_name: &str,
+    file: &mut File,
+    size: &mut u64,
+    mut data: &[u8],
+    max: u64,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        if *size > 0 && *size + data.len() as u64 > max {
+            dir.rename(name, rotated_name)?;
+            (*file, *size) = open_log(dir, name)?;
+        }
+        // Only a chunk larger than the whole budget is split.
+        let take = data.len().min(max.saturating_sub(*size).max(1) as usize);
+        file.write_all(&data[..take])?;
+        *size += take as u64;
+        data = &data[take..];
+    }
+    Ok(())
 }
 
 /// The last `n` lines a session printed (its log and the rotated half),
@@ -678,6 +921,68 @@ mod tests {
     }
 
     #[test]
+    fn logpipe_keeps_nothing_after_the_end_of_the_run_however_it_is_split() {
+        let mut input = b"last words\n\x1b[1mbold\x1b]7777;not the marker\x07\x1b]7777".to_vec();
+        input.extend_from_slice(RUN_ENDED);
+        input.extend_from_slice(b"\r\n crashed: exit 3 \x1b[0m");
+        let expected = b"last words\n\x1b[1mbold\x1b]7777;not the marker\x07\x1b]7777";
+        for piece in [1, 2, 3, 7, 16 << 10] {
+            let mut out = Vec::new();
+            let mut m = EndMarker::default();
+            for chunk in input.chunks(piece) {
+                m.feed(chunk, &mut out);
+            }
+            assert!(m.seen);
+            assert_eq!(out, expected, "in pieces of {piece}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("8.log");
+        copy_rotating(&mut &input[..], &log, 1 << 20).unwrap();
+        assert_eq!(fs::read(&log).unwrap(), expected);
+    }
+
+    /// Issue: a log that could not be written stopped the pipe, and then
+    /// the pane's output backed up. It is drained, and written again once
+    /// it can be.
+    #[test]
+    fn logpipe_drains_its_input_while_the_log_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("9.log");
+        // The log's place is taken by a directory: every write fails,
+        // until the directory goes after the 500th piece.
+        fs::create_dir(&log).unwrap();
+        struct Pieces {
+            left: usize,
+            blocker: PathBuf,
+        }
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.left == 0 {
+                    return Ok(0);
+                }
+                if self.left == 500 {
+                    fs::remove_dir(&self.blocker).unwrap();
+                }
+                self.left -= 1;
+                let line = format!("piece {}\n", self.left);
+                buf[..line.len()].copy_from_slice(line.as_bytes());
+                Ok(line.len())
+            }
+        }
+        let mut input = Pieces {
+            left: 1000,
+            blocker: log.clone(),
+        };
+        copy_rotating(&mut input, &log, 1 << 20).unwrap();
+        assert_eq!(input.left, 0, "read to the end");
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(
+            text.starts_with("piece 499\n") && text.ends_with("piece 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tail_reads_across_the_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("2.log");
@@ -853,14 +1158,35 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (uid, dir, argv) = parse_shim_args(&args).unwrap();
+        let parsed = parse_shim_args(&args).unwrap();
         assert_eq!(
-            (uid, dir.as_path(), argv.as_slice()),
-            (7, Path::new("/s"), &args[5..])
+            parsed,
+            ShimArgs {
+                uid: 7,
+                state_dir: PathBuf::from("/s"),
+                cwd: None,
+                argv: args[5..].to_vec(),
+            }
         );
         assert!(parse_shim_args(&args[2..]).is_err());
-        let built = shim_argv(Path::new("/bin/marvel"), 7, Path::new("/s"), &args[5..]);
+        let built = shim_argv(
+            Path::new("/bin/marvel"),
+            7,
+            Path::new("/s"),
+            None,
+            &args[5..],
+        );
         assert_eq!(&built[2..], &args[..]);
+        let with_cwd = shim_argv(
+            Path::new("/bin/marvel"),
+            7,
+            Path::new("/s"),
+            Some(Path::new("/w")),
+            &args[5..],
+        );
+        let parsed = parse_shim_args(&with_cwd[2..]).unwrap();
+        assert_eq!(parsed.cwd, Some(PathBuf::from("/w")));
+        assert_eq!(parsed.argv, args[5..]);
         let lp: Vec<String> = ["--max-bytes", "10", "/f"]
             .iter()
             .map(|s| s.to_string())

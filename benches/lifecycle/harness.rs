@@ -319,9 +319,18 @@ impl Instance {
 
     /// The daemon's pid, starting it if it does not run (`status` reports
     /// a missing daemon rather than starting one; `get` starts it).
+    /// `status` exits non-zero when it reports problems (a crash loop is
+    /// one): its JSON is read whatever the exit code.
     pub fn daemon_pid(&self) -> u32 {
         self.ok(&["get", "teams"]);
-        let st = self.json(&["status"]);
+        let out = output_within(self.cmd(&["status", "-o", "json"]), DEADLINE)
+            .expect("marvel status did not finish");
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "marvel status printed bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         st["daemon"]["pid"].as_u64().expect("daemon pid") as u32
     }
 

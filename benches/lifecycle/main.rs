@@ -1,7 +1,7 @@
 //! The lifecycle benchmark: how fast marvel sees a death and respawns, and
 //! what it costs at hundreds of sessions.
 //!
-//!     cargo bench --bench lifecycle                 # full run (~5 min)
+//!     cargo bench --bench lifecycle                 # full run (~15 min)
 //!     cargo bench --bench lifecycle -- --peers      # and supervisord, pm2
 //!     MARVEL_BENCH_QUICK=1 cargo bench --bench lifecycle   # short sizes
 //!
@@ -11,6 +11,7 @@
 //! Ctrl-C. The figures are printed and written to
 //! `target/bench/lifecycle.json`; see BENCHMARKS.md.
 
+mod churn;
 mod harness;
 mod peers;
 mod phases;
@@ -26,7 +27,7 @@ use harness::{MARVEL, check_interrupt};
 use phases::{Marvel200, Plan};
 use report::{Report, fmt_num};
 
-const PHASES: [&str; 4] = ["bringup", "sessions", "sweep", "peers"];
+const PHASES: [&str; 5] = ["bringup", "sessions", "sweep", "churn", "peers"];
 
 struct Args {
     quick: bool,
@@ -180,6 +181,7 @@ fn main() {
         m200 = Some(phases::sessions_200(&plan, rep))
     });
     run("sweep", &mut rep, &mut |rep| phases::sweeps(&plan, rep));
+    run("churn", &mut rep, &mut |rep| churn::crash_loop(&plan, rep));
     run("peers", &mut rep, &mut |rep| {
         side_by_side(&plan, m200.clone(), &out_dir.join("peers"), rep)
     });

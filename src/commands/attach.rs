@@ -1,7 +1,8 @@
-//! `marvel attach KEY`: replace this process with a tmux client showing the
-//! session's pane. The daemon only says where the session is, as data; the
-//! tmux command is built here from this command's own environment, so
-//! nothing received over the socket is ever run.
+//! `marvel attach KEY`: replace this process with a tmux client showing a
+//! team's tmux session, with a session's window and pane selected. The
+//! daemon only says where things are, as data; the tmux command is built
+//! here from this command's own environment, so nothing received over the
+//! socket is ever run.
 
 use clap_complete::engine::ArgValueCandidates;
 use std::io::IsTerminal;
@@ -13,18 +14,20 @@ use crate::client::{self, Endpoint};
 use crate::commands::{Ctx, unexpected};
 use crate::error::{Error, Result};
 use crate::proto::{Request, Response};
-use crate::substrate::Substrate;
 use crate::substrate::tmux::Tmux;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Detach again with the tmux prefix key followed by d (C-b d by default);
-the program keeps running. Inside tmux (on the same server) the current
-client switches to the session instead. Outside tmux, attach needs a
-terminal: without one it exits with code 5.")]
+Each team has one tmux session, with a window per session. attach TEAM
+opens it; attach SESSION opens it at that session's window and pane. When
+marvel restarts a program it runs again in the same pane, so you stay
+attached. Detach with the tmux prefix key followed by d (C-b d by default);
+the programs keep running. Inside tmux (on the same server) the current
+client switches instead. Outside tmux, attach needs a terminal: without one
+it exits with code 5.")]
 pub struct Args {
-    /// The session, or any unambiguous suffix of its key
-    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::sessions_keys))]
+    /// A session or a team, or any unambiguous suffix of its key
+    #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::teams_sessions_keys))]
     pub key: String,
 }
 
@@ -49,11 +52,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         return Err(no_terminal(&args.key));
     }
     let req = Request::Attach { key: args.key };
-    let (session, pane) = match client::local::call(&target, req)? {
-        Response::AttachTarget { tmux_session, pane } => (tmux_session, pane),
+    let (session, window, pane) = match client::local::call(&target, req)? {
+        Response::AttachTarget {
+            tmux_session,
+            window,
+            pane,
+        } => (tmux_session, window, pane),
         other => return Err(unexpected(&other)),
     };
-    let argv = attach_argv(&tmux, inside, &session, &pane)?;
+    let argv = attach_argv(&tmux, inside, &session, window.as_deref(), pane.as_deref())?;
     let (program, rest) = argv
         .split_first()
         .expect("tmux argv starts with the binary");
@@ -71,16 +78,28 @@ fn no_terminal(key: &str) -> Error {
     )
 }
 
-/// The tmux command that shows `session` (attach, or switch when the
-/// caller is already a client of this server), after checking that what
-/// the daemon sent looks like a tmux session name and pane id.
-pub fn attach_argv(tmux: &Tmux, inside: bool, session: &str, pane: &str) -> Result<Vec<String>> {
+/// The tmux command that shows `session` with `window` and `pane` selected
+/// (attach, or switch when the caller is already a client of this server),
+/// after checking that what the daemon sent looks like a tmux session name,
+/// window id and pane id.
+pub fn attach_argv(
+    tmux: &Tmux,
+    inside: bool,
+    session: &str,
+    window: Option<&str>,
+    pane: Option<&str>,
+) -> Result<Vec<String>> {
     valid_session_name(session)?;
-    valid_pane_id(pane)?;
+    if let Some(w) = window {
+        valid_id(w, '@', "window")?;
+    }
+    if let Some(p) = pane {
+        valid_id(p, '%', "pane")?;
+    }
     Ok(if inside {
-        tmux.switch_argv(session)
+        tmux.switch_argv(session, window, pane)
     } else {
-        tmux.attach_argv(session)
+        tmux.attach_argv(session, window, pane)
     })
 }
 
@@ -95,14 +114,14 @@ fn valid_session_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A tmux pane id: `%` and digits.
-fn valid_pane_id(pane: &str) -> Result<()> {
-    match pane.strip_prefix('%') {
+/// A tmux window or pane id: `@` or `%` and digits.
+fn valid_id(id: &str, sigil: char, what: &str) -> Result<()> {
+    match id.strip_prefix(sigil) {
         Some(n) if !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(())
         }
         _ => Err(Error::other(format!(
-            "the daemon sent an invalid tmux pane id {pane:?}; nothing was run"
+            "the daemon sent an invalid tmux {what} id {id:?}; nothing was run"
         ))),
     }
 }
@@ -118,47 +137,50 @@ mod tests {
     #[test]
     fn the_command_is_built_here_for_the_exact_session() {
         assert_eq!(
-            attach_argv(&tmux(), false, "marvel/w/t/r-0", "%12").unwrap(),
+            attach_argv(&tmux(), false, "squad", Some("@3"), Some("%12")).unwrap(),
             [
                 "tmux",
                 "-L",
                 "sock",
                 "attach-session",
                 "-t",
-                "=marvel/w/t/r-0"
+                "=squad",
+                ";",
+                "select-window",
+                "-t",
+                "@3",
+                ";",
+                "select-pane",
+                "-t",
+                "%12"
             ]
         );
         assert_eq!(
-            attach_argv(&tmux(), true, "marvel/w/t/r-0", "%12").unwrap(),
-            [
-                "tmux",
-                "-L",
-                "sock",
-                "switch-client",
-                "-t",
-                "=marvel/w/t/r-0"
-            ]
+            attach_argv(&tmux(), true, "squad", None, None).unwrap(),
+            ["tmux", "-L", "sock", "switch-client", "-t", "=squad"]
         );
         // A name that looks like an option or a command stays one argument.
         assert_eq!(
-            attach_argv(&tmux(), false, "-x; run-shell rm", "%1").unwrap()[5],
+            attach_argv(&tmux(), false, "-x; run-shell rm", None, Some("%1")).unwrap()[5],
             "=-x; run-shell rm"
         );
     }
 
     #[test]
     fn odd_data_from_the_daemon_runs_nothing() {
-        for (session, pane) in [
-            ("", "%1"),
-            ("a\u{1b}]52;c;eA==\u{7}", "%1"),
-            ("a\nb", "%1"),
-            ("ok", ""),
-            ("ok", "%"),
-            ("ok", "12"),
-            ("ok", "%1 ; kill-server"),
-            ("ok", "%-1"),
+        for (session, window, pane) in [
+            ("", None, Some("%1")),
+            ("a\u{1b}]52;c;eA==\u{7}", None, Some("%1")),
+            ("a\nb", None, Some("%1")),
+            ("ok", None, Some("")),
+            ("ok", None, Some("%")),
+            ("ok", None, Some("12")),
+            ("ok", None, Some("%1 ; kill-server")),
+            ("ok", None, Some("%-1")),
+            ("ok", Some("%1"), None),
+            ("ok", Some("@1;kill-server"), None),
         ] {
-            let e = attach_argv(&tmux(), false, session, pane).unwrap_err();
+            let e = attach_argv(&tmux(), false, session, window, pane).unwrap_err();
             assert!(e.to_string().ends_with("; nothing was run"), "{e}");
         }
     }

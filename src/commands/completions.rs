@@ -160,6 +160,10 @@ pub fn teams_keys() -> Vec<CompletionCandidate> {
     keys(&[Kind::Teams])
 }
 
+pub fn teams_sessions_keys() -> Vec<CompletionCandidate> {
+    keys(&[Kind::Teams, Kind::Sessions])
+}
+
 pub fn teams_roles_keys() -> Vec<CompletionCandidate> {
     keys(&[Kind::Teams, Kind::Roles])
 }

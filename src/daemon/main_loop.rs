@@ -25,7 +25,7 @@ use super::guard;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{
-    Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Supervisor,
+    Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Signal, Supervisor,
 };
 use super::worker::{self, Worker};
 
@@ -100,6 +100,7 @@ pub fn run_foreground(t: &Target) -> Result<()> {
             .unwrap_or_default(),
         tmux_socket: t.tmux_socket.clone(),
         marvel_bin: std::env::current_exe().unwrap_or_else(|_| "marvel".into()),
+        utc_offset: *chrono::Local::now().offset(),
         cfg,
     };
     let mut main = MainLoop::new(setup, sub)?;
@@ -373,8 +374,31 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                 });
             }
             Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
-            Output::Prune { live, shown } => store::prune(&self.paths, &live, &shown),
+            Output::Prune { live, kept, shown } => store::prune(&self.paths, &live, &kept, &shown),
             Output::Log(line) => log(&line),
+            Output::Signal {
+                pid,
+                parent,
+                signal,
+            } => {
+                let signal = match signal {
+                    Signal::Term => rustix::process::Signal::TERM,
+                    Signal::Kill => rustix::process::Signal::KILL,
+                };
+                signal_child(pid, parent, signal);
+            }
+            Output::ShowLine {
+                uid,
+                pid,
+                parent,
+                line,
+            } => {
+                // The shim reads its line when told the window changed.
+                let path = self.paths.exits_dir().join(format!("{uid}.line"));
+                if crate::paths::write_atomic(&path, line.as_bytes()).is_ok() {
+                    signal_child(pid, parent, rustix::process::Signal::WINCH);
+                }
+            }
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }
@@ -419,6 +443,30 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
             log(&format!("cannot read the output log of uid {uid}"));
             Vec::new()
         })
+    }
+}
+
+/// The parent of process `pid`, from `/proc`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (in parentheses) may hold spaces: count from after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
+/// Sends `signal` to `pid` if it is still a child of `parent`: a pid that
+/// went to another process since is left alone.
+fn signal_child(pid: u32, parent: u32, signal: rustix::process::Signal) {
+    if parent_of(pid) != Some(parent) {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
     }
 }
 

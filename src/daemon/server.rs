@@ -809,6 +809,7 @@ mod tests {
             signal: None,
             at: Utc::now(),
             hangup: false,
+            failure: None,
         })
     }
 

@@ -125,7 +125,7 @@ pub fn replaying(paths: &Paths, uid: u64) -> PathBuf {
 /// neither directory grows without bound under a crash loop. Only files
 /// marvel made are removed: regular files of ours, under the exact names
 /// it gives them (`<uid>.json`, `<uid>.log`, `<uid>.log.1`).
-pub fn prune(paths: &Paths, live: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
+pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
     use crate::statedir::{Dir, Kind};
     // The uid in a name marvel made, in its canonical spelling only.
     let uid_in = |name: &str, suffixes: &[&str]| {
@@ -148,6 +148,7 @@ pub fn prune(paths: &Paths, live: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
         }
     };
     prune(&paths.exits_dir(), &[".json"], &|uid| live.contains(&uid));
+    prune(&paths.exits_dir(), &[".line"], &|uid| kept.contains(&uid));
     prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid| {
         shown.contains(&uid)
     });
@@ -282,6 +283,8 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         let (exits, logs) = (paths.exits_dir(), paths.logs_dir());
         std::fs::write(exits.join("9.json"), b"{}").unwrap();
+        std::fs::write(exits.join("9.line"), b"crashed").unwrap();
+        std::fs::write(exits.join("4.line"), b"frozen").unwrap();
         for made in ["9.log", "9.log.1"] {
             std::fs::write(logs.join(made), b"out").unwrap();
         }
@@ -300,10 +303,20 @@ mod tests {
         std::os::unix::fs::symlink(&victim, exits.join("5.json")).unwrap();
         std::fs::create_dir(logs.join("6.log")).unwrap();
 
-        prune(&paths, &BTreeSet::new(), &BTreeSet::new());
+        prune(
+            &paths,
+            &BTreeSet::new(),
+            &BTreeSet::from([4]),
+            &BTreeSet::new(),
+        );
 
+        assert!(
+            exits.join("4.line").exists(),
+            "the line of a kept pane stays"
+        );
         for made in [
             exits.join("9.json"),
+            exits.join("9.line"),
             logs.join("9.log"),
             logs.join("9.log.1"),
         ] {

@@ -109,6 +109,12 @@ fn session_with_role_state(
     let next = h
         .and_then(|h| h.next_restart_at)
         .filter(|t| *t > now && h.is_some_and(|h| h.frozen.is_none()));
+    // A live session's pane, or the pane that still shows an ended one.
+    let shown = s.state.is_live()
+        || world
+            .kept
+            .get(&s.key)
+            .is_some_and(|k| k.uid == s.uid && Some(&k.pane) == s.pane.as_ref());
     SessionView {
         key: s.key.to_string(),
         workspace: s.key.workspace.clone(),
@@ -116,7 +122,7 @@ fn session_with_role_state(
         role: s.key.role.clone(),
         slot: s.key.slot,
         state: s.state.into(),
-        pane: s.pane.clone().filter(|_| s.state.is_live()),
+        pane: s.pane.clone().filter(|_| shown),
         pid: s.pid.filter(|_| s.state.is_live()),
         restarts: s.restarts + u32::from(s.state == SessionState::Crashed),
         last_restart_at: if s.state == SessionState::Crashed {
@@ -131,7 +137,7 @@ fn session_with_role_state(
         next_restart_at: next,
         frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
         last_output: s.last_output.clone(),
-        tmux_session: Some(s.tmux_session.clone()).filter(|_| s.state.is_live()),
+        tmux_session: Some(s.tmux_session.clone()).filter(|_| shown),
         uid: s.uid,
         health: session_health(world, s, now).map(Into::into),
         last_heartbeat_at: s.last_heartbeat_at,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use crate::substrate::{Observation, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
+use crate::substrate::{
+    Decoration, Observation, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError,
+};
 
 /// Identifies a submitted job and its outcome.
 pub type JobId = u64;
@@ -43,6 +45,8 @@ pub enum Job {
         pane: String,
         keys: Vec<String>,
     },
+    /// What dead panes show and what windows' statuses say.
+    Decorate(Vec<Decoration>),
 }
 
 /// What a job came to, one variant per job.
@@ -84,6 +88,7 @@ impl Job {
             Job::Capture { pane, history } => Outcome::Captured(sub.capture(pane, *history)),
             Job::SendText { pane, text, enter } => Outcome::Sent(sub.send_text(pane, text, *enter)),
             Job::SendKeys { pane, keys } => Outcome::Sent(sub.send_keys(pane, keys)),
+            Job::Decorate(d) => Outcome::Sent(sub.decorate(d)),
         }
     }
 
@@ -98,7 +103,9 @@ impl Job {
             Job::Spawn(reqs) => Outcome::Spawned(vec![Err(err); reqs.len()]),
             Job::Kill(_) => Outcome::Killed(Err(err)),
             Job::Capture { .. } => Outcome::Captured(Err(err)),
-            Job::SendText { .. } | Job::SendKeys { .. } => Outcome::Sent(Err(err)),
+            Job::SendText { .. } | Job::SendKeys { .. } | Job::Decorate(_) => {
+                Outcome::Sent(Err(err))
+            }
         }
     }
 

@@ -88,7 +88,7 @@ pub enum Effect {
     /// one, is to go.
     Stopped { session: Session },
     /// A session recorded dead because its heartbeats went stale: its
-    /// last screen is worth keeping, then its pane is to go.
+    /// program is to be ended, and its last screen is worth keeping.
     Killed { session: Session },
 }
 
@@ -168,10 +168,11 @@ fn apply(world: &mut World, intent: Intent, now: Time, rng: &mut impl Rng, plan:
         Intent::Forgive { role } => plan.events.extend(world.forgive(&role, now)),
         Intent::Health { uid, state } => plan.events.extend(world.set_health(uid, state, now)),
         Intent::KillUnhealthy { uid } => {
-            let Some(session) = world.sessions.get(&uid).cloned() else {
+            let Some(mut session) = world.sessions.get(&uid).cloned() else {
                 return;
             };
             let exit = Exit::detail(ExitDetail::Unhealthy(health::HEARTBEAT_STALE.into()), now);
+            session.exit = Some(exit.clone());
             plan.events
                 .extend(world.on_exit(uid, exit, now, rng.jitter()));
             plan.effects.push(Effect::Killed { session });

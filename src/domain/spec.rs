@@ -692,8 +692,28 @@ pub struct RoleSpec {
     /// A rolling shift of the team replaces this role after the others
     /// (for example a supervisor that watches them).
     pub shift_last: bool,
+    /// How the role's sessions sit in the team's tmux session.
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
     #[serde(skip)]
     checked: Checked,
+}
+
+/// How a role's sessions are laid out in its team's tmux session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Layout {
+    /// One window per session, named after it (`worker-0`).
+    #[default]
+    Windows,
+    /// The role's sessions side by side as panes of one window, named after
+    /// the role.
+    Tiled,
+}
+
+impl Layout {
+    fn is_default(&self) -> bool {
+        *self == Layout::Windows
+    }
 }
 
 /// The fields of a [`RoleSpec`], each valid on its own; also its layout on
@@ -716,6 +736,8 @@ pub struct RoleParts {
     pub ready_after: Span,
     #[serde(default)]
     pub shift_last: bool,
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 fn default_ready_after() -> Span {
@@ -784,6 +806,7 @@ impl TryFrom<RoleParts> for RoleSpec {
             health: p.health,
             ready_after: p.ready_after,
             shift_last: p.shift_last,
+            layout: p.layout,
             checked: Checked,
         })
     }
@@ -807,6 +830,7 @@ impl RoleSpec {
             health: None,
             ready_after: DEFAULT_READY_AFTER,
             shift_last: false,
+            layout: Layout::Windows,
         })
         .expect("a short command fits")
     }
@@ -814,7 +838,7 @@ impl RoleSpec {
     /// The fields that differ between the two specs, by their manifest
     /// names, in manifest order.
     pub fn changed_fields(&self, other: &RoleSpec) -> Vec<&'static str> {
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("replicas", self.replicas != other.replicas),
             ("command", self.command != other.command),
             ("env", self.env != other.env),
@@ -827,6 +851,7 @@ impl RoleSpec {
             ("health", self.health != other.health),
             ("ready_after", self.ready_after != other.ready_after),
             ("shift_last", self.shift_last != other.shift_last),
+            ("layout", self.layout != other.layout),
         ];
         checks
             .into_iter()
@@ -1074,6 +1099,7 @@ mod tests {
             timeout: NonZeroSpan::from_secs(9),
             failures: Failures::new(1).unwrap(),
         });
+        b.layout = Layout::Tiled;
         assert!(a.same_template(&b), "policy fields apply in place");
         assert_eq!(
             a.changed_fields(&b),
@@ -1085,7 +1111,8 @@ mod tests {
                 "reset_after",
                 "health",
                 "ready_after",
-                "shift_last"
+                "shift_last",
+                "layout"
             ]
         );
         for change in [
@@ -1426,14 +1453,32 @@ mod tests {
         }
         // Written back the same, but for fields added since (with defaults).
         let mut back = serde_json::to_value(&world).unwrap();
-        back.as_object_mut().unwrap().remove("uid_reserved");
-        for h in back["roles"].as_object_mut().unwrap().values_mut() {
+        let top = back.as_object_mut().unwrap();
+        top.remove("uid_reserved");
+        assert_eq!(top.remove("kept"), Some(json!({})));
+        let no_window = |s: &mut Value| {
+            let window = s.as_object_mut().unwrap().remove("window");
+            assert_eq!(
+                window,
+                Some(Value::Null),
+                "a session of format 1 has no window"
+            );
+        };
+        top["sessions"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .for_each(no_window);
+        for h in top["roles"].as_object_mut().unwrap().values_mut() {
+            if let Some(marker) = h.get_mut("marker").filter(|m| !m.is_null()) {
+                no_window(marker);
+            }
             let h = h.as_object_mut().unwrap();
             assert_eq!(h.remove("stopped"), Some(Value::Bool(false)));
             assert_eq!(h.remove("failed_slots"), Some(json!([])));
             assert_eq!(h.remove("past"), Some(json!({})));
         }
-        for t in back["teams"].as_object_mut().unwrap().values_mut() {
+        for t in top["teams"].as_object_mut().unwrap().values_mut() {
             assert_eq!(
                 t.as_object_mut().unwrap().remove("source"),
                 Some(Value::Null)

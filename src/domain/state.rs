@@ -69,6 +69,9 @@ pub enum ExitDetail {
     /// tmux refused to create the pane (its words): the role's own doing,
     /// such as a directory or command tmux cannot use.
     SpawnRefused(String),
+    /// The program could not be started at all (its working directory is
+    /// gone, it cannot be run): the shim's words.
+    StartFailed(String),
 }
 
 /// How and when a session's program ended.
@@ -127,6 +130,7 @@ impl Exit {
             ExitDetail::TmuxLost => Some("tmux server lost".to_string()),
             ExitDetail::Unhealthy(why) => Some(why.clone()),
             ExitDetail::SpawnRefused(why) => Some(format!("tmux refused to start it: {why}")),
+            ExitDetail::StartFailed(why) => return why.clone(),
         };
         match (detail, status) {
             (Some(d), Some(s)) => format!("{d}, {s}"),
@@ -178,7 +182,12 @@ pub struct Session {
     pub pane_pid: Option<u32>,
     /// pid of the role's program itself.
     pub pid: Option<u32>,
+    /// The tmux session the pane is in (its team's).
     pub tmux_session: String,
+    /// tmux window id (`@3`) of the pane, once created. Sessions made by
+    /// versions that gave each spawn a tmux session of its own have none.
+    #[serde(default)]
+    pub window: Option<String>,
     pub created_at: Time,
     pub started_at: Option<Time>,
     /// Crashes of this replica slot before this session (since the last reset).
@@ -283,6 +292,22 @@ impl RoleHistory {
     }
 }
 
+/// The pane of a program that ended, kept for its slot. Its shim stays,
+/// showing the program's last screen and a line from marvel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptPane {
+    pub pane: String,
+    pub window: String,
+    /// The tmux session it is in.
+    pub tmux_session: String,
+    /// The spawn that ran there last, and its shim's pid.
+    pub uid: u64,
+    pub shim_pid: Option<u32>,
+    /// How it ended, and when its program had started.
+    pub exit: Option<Exit>,
+    pub started_at: Option<Time>,
+}
+
 /// An applied team and when it was applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeamRecord {
@@ -317,6 +342,11 @@ pub struct World {
     /// The running or last finished rolling shift of each team.
     #[serde(default)]
     pub shifts: BTreeMap<TeamKey, Shift>,
+    /// The panes of programs that ended, kept for their slot: they show
+    /// the program's last screen and marvel's word on what comes next,
+    /// and the slot's next run starts in the same pane.
+    #[serde(default)]
+    pub kept: BTreeMap<SessionKey, KeptPane>,
     #[serde(default)]
     pub next_shift: u64,
     /// Since when heartbeats could reach the daemon (its start): missed
@@ -384,6 +414,12 @@ impl World {
             mv(&mut sh.started_at);
             mv(&mut sh.deadline);
             mv_opt(&mut sh.ended_at);
+        }
+        for k in self.kept.values_mut() {
+            mv_opt(&mut k.started_at);
+            if let Some(e) = k.exit.as_mut() {
+                mv(&mut e.at);
+            }
         }
         mv_opt(&mut self.watching_since);
     }

@@ -13,14 +13,6 @@ use std::path::{Path, PathBuf};
 use crate::domain::health;
 use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
 
-/// The tmux session name of one spawn: `marvel/<session key>/<uid>`. The
-/// uid keeps a replacement from colliding with the dying pane of its slot;
-/// `/` keeps it readable, and names never contain `.` or `:`, which tmux
-/// reserves for targets.
-pub fn tmux_name(session: &crate::domain::key::SessionKey, uid: u64) -> String {
-    format!("marvel/{session}/{uid}")
-}
-
 impl World {
     /// The declared spec of a role, if its team declares it.
     pub fn role_spec(&self, key: &RoleKey) -> Option<&RoleSpec> {
@@ -215,7 +207,8 @@ impl World {
             uid,
             Session {
                 uid,
-                tmux_session: tmux_name(&key, uid),
+                tmux_session: String::new(),
+                window: None,
                 key,
                 generation,
                 state: SessionState::Pending,
@@ -239,10 +232,17 @@ impl World {
     /// The pane of a pending session exists. A program whose start was
     /// reported before this (the report can overtake the answer to the
     /// spawn) runs from now on.
-    pub fn spawned(&mut self, uid: u64, pane: String, pane_pid: u32) -> Option<Event> {
+    pub fn spawned(
+        &mut self,
+        uid: u64,
+        pane: String,
+        pane_pid: u32,
+        window: Option<String>,
+    ) -> Option<Event> {
         let s = self.sessions.get_mut(&uid)?;
         s.pane = Some(pane);
         s.pane_pid = Some(pane_pid);
+        s.window = window;
         match (s.state, s.pid, s.started_at) {
             (SessionState::Pending, Some(pid), Some(at)) => Some(run(s, pid, at)),
             _ => None,
@@ -615,7 +615,9 @@ pub(crate) mod sim {
                 let done = pass(&mut self.world, self.now, &mut 0.0, &mut plan);
                 for effect in std::mem::take(&mut plan.effects) {
                     if let Effect::Spawn { uid } = effect {
-                        self.world.spawned(uid, format!("%{uid}"), self.next_pid);
+                        let window = Some(format!("@{uid}"));
+                        self.world
+                            .spawned(uid, format!("%{uid}"), self.next_pid, window);
                         self.next_pid += 2;
                         if self.auto_start {
                             let ev = self.world.started(uid, self.next_pid - 1, self.now);
@@ -770,12 +772,15 @@ mod tests {
         assert_eq!(sim.world.started(uid, 7, at), None);
         let s = &sim.world.sessions[&uid];
         assert_eq!((s.state, s.pid), (SessionState::Pending, Some(7)));
-        let ev = sim.world.spawned(uid, "%3".into(), 6).expect("started now");
+        let ev = sim
+            .world
+            .spawned(uid, "%3".into(), 6, None)
+            .expect("started now");
         assert_eq!((ev.kind, ev.at), (EventKind::Started, t(5)));
         assert_eq!(sim.world.sessions[&uid].state, SessionState::Running);
         // In the usual order the start is the event, not the pane.
         let other = sim.world.begin_spawn(&sim.rk("w"), 1, sim.now);
-        assert_eq!(sim.world.spawned(other, "%4".into(), 8), None);
+        assert_eq!(sim.world.spawned(other, "%4".into(), 8, None), None);
         assert!(sim.world.started(other, 9, sim.now).is_some());
     }
 

@@ -341,6 +341,7 @@ fn describe(path: &str) -> Option<&'static str> {
         "roles[].health" => r#"Heartbeat(timeout: "30s", failures: 3)"#,
         "roles[].health.failures" => "a positive integer",
         "roles[].shift_last" => "true or false",
+        "roles[].layout" => "Windows or Tiled",
         _ => return None,
     })
 }

@@ -453,7 +453,7 @@ mod tests {
 )"#
             ),
             "error: team.ron:6:13: roles[0].replicass: unknown field \"replicass\"; allowed fields: \
-             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last\n\
+             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last, layout\n\
              help: did you mean `replicas`?"
         );
     }

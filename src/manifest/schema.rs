@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::spec::{
-    Command, Cwd, Env, Factor, Failures, Jitter, Name, NonZeroSpan, Replicas, RestartPolicy, Span,
-    SpanError,
+    Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan, Replicas,
+    RestartPolicy, Span, SpanError,
 };
 
 use super::diagnose::with_help;
@@ -68,6 +68,8 @@ pub(super) struct RawRole {
     pub ready_after: Option<Written<Span>>,
     #[serde(default)]
     pub shift_last: Option<bool>,
+    #[serde(default)]
+    pub layout: Option<Layout>,
 }
 
 /// `replicas` as a manifest may declare it: at least one.

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::domain::spec::{
-    Backoff, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
+    Backoff, Command, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
     DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_MAX_RESTARTS, DEFAULT_READY_AFTER,
     DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, RoleParts,
     RoleSpec, TeamParts, TeamSpec,
@@ -83,8 +83,15 @@ fn role(
     resolver: Resolver,
     base: Option<&Path>,
 ) -> Result<RoleSpec, Refusal> {
-    resolver(&raw.command[0]).map_err(|reason| {
-        let help = if raw.command[0].contains('/') {
+    // What is checked is what runs: a relative program path is the
+    // manifest directory's, as is the working directory (the manifest's
+    // own directory when none is given), and both are kept absolute.
+    let command = match base {
+        Some(base) => absolute_program(raw.command, base),
+        None => raw.command,
+    };
+    resolver(&command[0]).map_err(|reason| {
+        let help = if command[0].contains('/') {
             "check the path, and that the file is executable (chmod +x)"
         } else {
             "give the full path to the program, or add its directory to PATH"
@@ -93,7 +100,8 @@ fn role(
     })?;
     let cwd = match (raw.cwd, base) {
         (Some(cwd), Some(base)) => Some(directory(&format!("{p}.cwd"), &base.join(&*cwd))?),
-        (cwd, _) => cwd,
+        (None, Some(base)) => Some(directory(&format!("{p}.cwd"), base)?),
+        (cwd, None) => cwd,
     };
     let health = raw.health.map(
         |RawHealth::Heartbeat { timeout, failures }| Health::Heartbeat {
@@ -104,7 +112,7 @@ fn role(
     let parts = RoleParts {
         name: raw.name,
         replicas: raw.replicas.map_or(Replicas::ONE, |r| r.0),
-        command: raw.command,
+        command,
         env: raw.env.unwrap_or_default(),
         cwd,
         restart: raw.restart.unwrap_or_default(),
@@ -119,11 +127,25 @@ fn role(
         health,
         ready_after: raw.ready_after.map_or(DEFAULT_READY_AFTER, |w| w.value),
         shift_last: raw.shift_last.unwrap_or(false),
+        layout: raw.layout.unwrap_or_default(),
     };
     RoleSpec::try_from(parts).map_err(|e| {
         Refusal::new(format!("{p}.{}", e.field), e.message())
             .help("pass long text through a file, and name the file in the command or env")
     })
+}
+
+/// The command with a relative program path (`./agent.sh`, `bin/x`) made
+/// absolute from `base`; a bare name is looked up in `PATH` as it is.
+fn absolute_program(command: Command, base: &Path) -> Command {
+    let program = Path::new(&command[0]);
+    if !command[0].contains('/') || program.is_absolute() {
+        return command;
+    }
+    let full = std::path::absolute(base.join(program)).unwrap_or_else(|_| base.join(program));
+    let mut argv: Vec<String> = command.into();
+    argv[0] = full.to_string_lossy().into_owned();
+    Command::new(argv).expect("a command with a longer program name is still a command")
 }
 
 /// `dir` must exist and be a directory.

@@ -1,18 +1,25 @@
 //! An in-memory substrate for the daemon's unit tests: records every call,
-//! hands out pane ids `%0, %1, ...`, and lets a test kill panes, lose the
-//! server, make the next calls fail, or hold every call as a stopped server
-//! would.
+//! keeps sessions, windows (`@0, @1, ...`) and panes (`%0, %1, ...`) as
+//! tmux does (dead panes stay, a respawn keeps its pane id), and lets a
+//! test kill panes, end programs, lose the server, make the next calls
+//! fail, or hold every call as a stopped server would.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{Observation, PaneInfo, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
+/// The pid the fake tmux server says it has.
+pub const FAKE_SERVER_PID: u32 = 4000;
+
+use super::{
+    Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
+    SubstrateError, WindowRef,
+};
 
 /// One call made through the [`Substrate`] trait, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Version,
-    Spawn(SpawnRequest),
+    Spawn(Box<SpawnRequest>),
     Kill(String),
     List,
     Capture {
@@ -28,6 +35,7 @@ pub enum Call {
         pane: String,
         keys: Vec<String>,
     },
+    Decorate(Vec<Decoration>),
 }
 
 /// A pane of the fake server.
@@ -36,7 +44,14 @@ pub struct FakePane {
     pub session_name: String,
     pub pane: String,
     pub pane_pid: u32,
+    pub window: String,
+    pub window_name: String,
     pub owner: String,
+    /// The session key and uid marvel kept on it.
+    pub key: Option<String>,
+    pub uid: Option<u64>,
+    /// The last status set on its window.
+    pub status: Option<String>,
     /// `Some((status, signal))` once marked dead (the pane stays listed, as
     /// with tmux's remain-on-exit).
     pub dead: Option<(Option<i32>, Option<i32>)>,
@@ -50,7 +65,10 @@ pub struct FakePane {
 struct State {
     calls: Vec<Call>,
     panes: BTreeMap<u32, FakePane>,
+    /// The team of each session marvel made (`@marvel-team`).
+    teams: BTreeMap<String, String>,
     next_pane: u32,
+    next_window: u32,
     next_pid: u32,
     failures: VecDeque<SubstrateError>,
     no_server: bool,
@@ -140,7 +158,7 @@ impl FakeSubstrate {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Spawn(r) => Some(r),
+                Call::Spawn(r) => Some(*r),
                 _ => None,
             })
             .collect()
@@ -183,6 +201,12 @@ impl FakeSubstrate {
         self.lock().panes.values().cloned().collect()
     }
 
+    /// The pane's program ended: it stays listed as dead, as a pane of
+    /// marvel's does (`remain-on-exit`).
+    pub fn exit(&self, pane: &str, status: Option<i32>) {
+        self.set_dead(pane, status, None);
+    }
+
     /// Marks the pane's program as ended; it stays listed as dead.
     pub fn set_dead(&self, pane: &str, status: Option<i32>, signal: Option<i32>) {
         let mut st = self.lock();
@@ -206,9 +230,32 @@ impl FakeSubstrate {
         }
     }
 
-    /// Adds a pane marvel did not create (another owner, or none).
+    /// Adds a pane in a session of its own, made by someone else (another
+    /// owner, or none), or by an older marvel (one session per spawn).
     pub fn add_foreign(&self, session_name: &str, owner: &str) -> Spawned {
-        self.lock().new_pane(session_name, owner, None)
+        let mut st = self.lock();
+        let window = st.new_window();
+        st.new_pane(session_name, &window, "foreign", owner, None)
+    }
+
+    /// The sessions of the fake server, each with its windows' names in
+    /// index order.
+    pub fn sessions(&self) -> BTreeMap<String, Vec<String>> {
+        let st = self.lock();
+        let mut out: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+        for p in st.panes.values() {
+            let w = window_number(&p.window).unwrap_or(0);
+            let names = out.entry(p.session_name.clone()).or_default();
+            if !names.iter().any(|(n, _)| *n == w) {
+                names.push((w, p.window_name.clone()));
+            }
+        }
+        out.into_iter()
+            .map(|(s, mut w)| {
+                w.sort();
+                (s, w.into_iter().map(|(_, n)| n).collect())
+            })
+            .collect()
     }
 
     /// Makes the next call fail with `err` (queued: several calls to this
@@ -247,7 +294,20 @@ impl FakeSubstrate {
 }
 
 impl State {
-    fn new_pane(&mut self, session_name: &str, owner: &str, req: Option<SpawnRequest>) -> Spawned {
+    fn new_window(&mut self) -> String {
+        let id = self.next_window;
+        self.next_window += 1;
+        format!("@{id}")
+    }
+
+    fn new_pane(
+        &mut self,
+        session_name: &str,
+        window: &str,
+        window_name: &str,
+        owner: &str,
+        req: Option<SpawnRequest>,
+    ) -> Spawned {
         let id = self.next_pane;
         self.next_pane += 1;
         let pid = self.next_pid;
@@ -259,7 +319,12 @@ impl State {
                 session_name: session_name.to_string(),
                 pane: pane.clone(),
                 pane_pid: pid,
+                window: window.to_string(),
+                window_name: window_name.to_string(),
                 owner: owner.to_string(),
+                key: req.as_ref().map(|r| r.key.clone()),
+                uid: req.as_ref().map(|r| r.uid),
+                status: None,
                 dead: None,
                 screen: String::new(),
                 request: req,
@@ -269,7 +334,20 @@ impl State {
         Spawned {
             pane,
             pane_pid: pid,
+            window: window.to_string(),
+            server_pid: Some(FAKE_SERVER_PID),
         }
+    }
+
+    fn session_exists(&self, session: &str) -> bool {
+        self.panes.values().any(|p| p.session_name == session)
+    }
+
+    fn window_session(&self, window: &str) -> Option<String> {
+        self.panes
+            .values()
+            .find(|p| p.window == window)
+            .map(|p| p.session_name.clone())
     }
 
     /// The pane, or the error tmux would give for it.
@@ -283,6 +361,10 @@ impl State {
     }
 }
 
+fn window_number(window: &str) -> Option<u32> {
+    window.strip_prefix('@')?.parse().ok()
+}
+
 fn pane_number(pane: &str) -> Option<u32> {
     pane.strip_prefix('%')?.parse().ok()
 }
@@ -294,15 +376,84 @@ impl Substrate for FakeSubstrate {
     }
 
     fn spawn(&self, req: &SpawnRequest) -> SubResult<Spawned> {
-        let (mut st, r) = self.enter(Call::Spawn(req.clone()));
+        let (mut st, r) = self.enter(Call::Spawn(Box::new(req.clone())));
         r?;
-        if st.panes.values().any(|p| p.session_name == req.name) {
-            return Err(SubstrateError::Refused(format!(
-                "duplicate session: {}",
-                req.name
-            )));
+        let refused = |m: String| Err(SubstrateError::Refused(m));
+        match &req.place {
+            Place::NewSession { session, team, .. } => {
+                if st.session_exists(session) {
+                    return refused(format!("duplicate session: {session}"));
+                }
+                st.teams.insert(session.clone(), team.clone());
+                let window = st.new_window();
+                Ok(st.new_pane(
+                    session,
+                    &window,
+                    &req.window_name,
+                    &req.owner,
+                    Some(req.clone()),
+                ))
+            }
+            Place::NewWindow { session, after } => {
+                if !st.session_exists(session) {
+                    return refused(format!("can't find session: {session}"));
+                }
+                match after {
+                    Some(WindowRef::Id(w)) if st.window_session(w).is_none() => {
+                        return refused(format!("can't find window: {w}"));
+                    }
+                    Some(WindowRef::Name(n))
+                        if !st
+                            .panes
+                            .values()
+                            .any(|p| p.session_name == *session && p.window_name == *n) =>
+                    {
+                        return refused(format!("can't find window: {n}"));
+                    }
+                    _ => {}
+                }
+                let window = st.new_window();
+                Ok(st.new_pane(
+                    session,
+                    &window,
+                    &req.window_name,
+                    &req.owner,
+                    Some(req.clone()),
+                ))
+            }
+            Place::Split { window, .. } => {
+                let Some(session) = st.window_session(window) else {
+                    return refused(format!("can't find window: {window}"));
+                };
+                let name = st
+                    .panes
+                    .values()
+                    .find(|p| p.window == *window)
+                    .map(|p| p.window_name.clone())
+                    .unwrap_or_default();
+                Ok(st.new_pane(&session, window, &name, &req.owner, Some(req.clone())))
+            }
+            Place::Respawn { pane } => {
+                let Some(id) = pane_number(pane).filter(|id| st.panes.contains_key(id)) else {
+                    return refused(format!("can't find pane: {pane}"));
+                };
+                let pid = st.next_pid;
+                st.next_pid += 1;
+                let p = st.panes.get_mut(&id).expect("checked above");
+                p.pane_pid = pid;
+                p.dead = None;
+                p.owner = req.owner.clone();
+                p.key = Some(req.key.clone());
+                p.uid = Some(req.uid);
+                p.request = Some(req.clone());
+                Ok(Spawned {
+                    pane: pane.clone(),
+                    pane_pid: pid,
+                    window: p.window.clone(),
+                    server_pid: Some(FAKE_SERVER_PID),
+                })
+            }
         }
-        Ok(st.new_pane(&req.name, &req.owner, Some(req.clone())))
     }
 
     fn kill(&self, pane: &str) -> SubResult<()> {
@@ -327,10 +478,15 @@ impl Substrate for FakeSubstrate {
                     session_name: p.session_name.clone(),
                     pane: p.pane.clone(),
                     pane_pid: p.pane_pid,
+                    window: p.window.clone(),
                     owner: p.owner.clone(),
+                    key: p.key.clone(),
+                    uid: p.uid,
+                    team: st.teams.get(&p.session_name).cloned(),
                     dead: p.dead.is_some(),
                     dead_status: p.dead.and_then(|d| d.0),
                     dead_signal: p.dead.and_then(|d| d.1),
+                    server_pid: Some(FAKE_SERVER_PID),
                 })
                 .collect(),
         ))
@@ -364,22 +520,15 @@ impl Substrate for FakeSubstrate {
         st.live(pane).map(|_| ())
     }
 
-    fn attach_argv(&self, session_name: &str) -> Vec<String> {
-        vec![
-            "tmux".into(),
-            "attach-session".into(),
-            "-t".into(),
-            format!("={session_name}"),
-        ]
-    }
-
-    fn switch_argv(&self, session_name: &str) -> Vec<String> {
-        vec![
-            "tmux".into(),
-            "switch-client".into(),
-            "-t".into(),
-            format!("={session_name}"),
-        ]
+    fn decorate(&self, decorations: &[Decoration]) -> SubResult<()> {
+        let (mut st, r) = self.enter(Call::Decorate(decorations.to_vec()));
+        r?;
+        for d in decorations {
+            for p in st.panes.values_mut().filter(|p| p.window == d.window) {
+                p.status = Some(d.status.clone());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -388,14 +537,77 @@ mod tests {
     use super::*;
 
     fn req(name: &str) -> SpawnRequest {
+        placed(Place::NewSession {
+            session: name.into(),
+            team: "t/t".into(),
+            status_left: String::new(),
+        })
+    }
+
+    fn placed(place: Place) -> SpawnRequest {
         SpawnRequest {
-            name: name.into(),
+            place,
+            window_name: "w-0".into(),
+            key: "t/t/w-0".into(),
+            uid: 1,
             argv: vec!["sleep".into(), "1".into()],
             env: BTreeMap::new(),
             cwd: None,
             log: None,
             owner: "me".into(),
+            status: String::new(),
         }
+    }
+
+    #[test]
+    fn windows_split_and_respawn_keep_to_their_session_as_tmux_does() {
+        let f = FakeSubstrate::new();
+        let a = f.spawn(&req("team")).unwrap();
+        let mut w1 = placed(Place::NewWindow {
+            session: "team".into(),
+            after: None,
+        });
+        w1.window_name = "w-1".into();
+        let b = f.spawn(&w1).unwrap();
+        assert_ne!(a.window, b.window);
+        let c = f
+            .spawn(&placed(Place::Split {
+                window: b.window.clone(),
+                tiled: false,
+            }))
+            .unwrap();
+        assert_eq!(c.window, b.window);
+        assert_eq!(
+            f.sessions()["team"],
+            vec!["w-0".to_string(), "w-1".to_string()]
+        );
+        f.exit(&a.pane, Some(3));
+        assert!(f.pane(&a.pane).unwrap().dead.is_some(), "a dead pane stays");
+        let again = f
+            .spawn(&placed(Place::Respawn {
+                pane: a.pane.clone(),
+            }))
+            .unwrap();
+        assert_eq!(again.pane, a.pane);
+        assert_ne!(again.pane_pid, a.pane_pid);
+        assert!(f.pane(&a.pane).unwrap().dead.is_none());
+        let gone = placed(Place::NewWindow {
+            session: "nobody".into(),
+            after: None,
+        });
+        assert!(
+            matches!(f.spawn(&gone), Err(SubstrateError::Refused(m)) if m.contains("can't find session"))
+        );
+        assert!(
+            matches!(f.spawn(&req("team")), Err(SubstrateError::Refused(m)) if m.contains("duplicate session"))
+        );
+        assert_eq!(
+            listed(&f)
+                .iter()
+                .filter(|p| p.team.as_deref() == Some("t/t"))
+                .count(),
+            3
+        );
     }
 
     fn listed(f: &FakeSubstrate) -> Vec<PaneInfo> {

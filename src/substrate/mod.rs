@@ -11,29 +11,76 @@ use std::time::Duration;
 pub mod fake;
 pub mod tmux;
 
-/// Everything needed to start one session in its own tmux session.
+/// Where a new pane goes. Every team has one tmux session; each of its
+/// marvel sessions has a window (or, in a tiled role, a pane of the role's
+/// window), and a restart runs again in the same pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The team's tmux session does not exist yet: make it, with this pane
+    /// in its first window. `status_left` is shown in its status line.
+    NewSession {
+        session: String,
+        team: String,
+        status_left: String,
+    },
+    /// A new window of the team's session, after window `after` if given,
+    /// else at the end.
+    NewWindow {
+        session: String,
+        after: Option<WindowRef>,
+    },
+    /// A new pane in window `window` (an id): a successor beside its
+    /// predecessor, or another session of a tiled role. It becomes the
+    /// window's active pane.
+    Split { window: String, tiled: bool },
+    /// Again in pane `pane`: after a crash (the pane is dead and shows its
+    /// last screen), or in place of a program stopped to be replaced.
+    Respawn { pane: String },
+}
+
+/// A window to place another after: one that exists (its id), or one made
+/// earlier in the same series of placements (its name in the session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowRef {
+    Id(String),
+    Name(String),
+}
+
+/// Everything needed to start one session's program in a pane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpawnRequest {
-    /// tmux session name, `marvel/<workspace>/<team>/<role>-<slot>`.
-    pub name: String,
+    pub place: Place,
+    /// The window's name: the session's (`worker-0`), or the role's in a
+    /// tiled role. Also how a new window is found in the same tmux call.
+    pub window_name: String,
+    /// The session key and spawn uid, kept on the pane (`@marvel-key`,
+    /// `@marvel-uid`) so the pane is recognised after a daemon restart.
+    pub key: String,
+    pub uid: u64,
     /// The argv run in the pane (the shim followed by the user's command).
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     /// Where the pane's output is appended (bounded by the log pipe).
     pub log: Option<PathBuf>,
-    /// Ownership tag stored on the tmux session (`@marvel` option), so that
-    /// marvel only ever touches sessions it created from this state dir.
+    /// Ownership tag stored on the pane (`@marvel` option), so that marvel
+    /// only ever touches panes it created from this state directory.
     pub owner: String,
+    /// What the window's status shows while the program starts.
+    pub status: String,
 }
 
-/// A freshly created pane.
+/// A freshly created (or respawned) pane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawned {
     /// tmux pane id, such as `%12`.
     pub pane: String,
     /// pid of the pane's first process (the shim).
     pub pane_pid: u32,
+    /// tmux window id, such as `@3`.
+    pub window: String,
+    /// pid of the tmux server, the shim's parent.
+    pub server_pid: Option<u32>,
 }
 
 /// One pane as listed by the server.
@@ -42,11 +89,28 @@ pub struct PaneInfo {
     pub session_name: String,
     pub pane: String,
     pub pane_pid: u32,
-    /// The `@marvel` owner tag of its session, empty if none.
+    pub window: String,
+    /// The `@marvel` owner tag of the pane (or, for panes made by older
+    /// versions, of their session), empty if none.
     pub owner: String,
+    /// The session key and spawn uid marvel kept on the pane, if any.
+    pub key: Option<String>,
+    pub uid: Option<u64>,
+    /// The team key of the tmux session, if marvel made it for a team.
+    pub team: Option<String>,
     pub dead: bool,
     pub dead_status: Option<i32>,
     pub dead_signal: Option<i32>,
+    /// The tmux server's pid.
+    pub server_pid: Option<u32>,
+}
+
+/// What a window's status says (`@marvel-status`), shown in the status
+/// line next to the window's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoration {
+    pub window: String,
+    pub status: String,
 }
 
 /// The result of a successful look at the server.
@@ -96,15 +160,16 @@ pub type SubResult<T> = Result<T, SubstrateError>;
 pub trait Substrate: Send {
     /// The server's version string (`tmux -V`), checking the binary runs.
     fn version(&self) -> SubResult<String>;
-    /// Starts the server if needed and creates one session with one pane
-    /// running `req.argv`.
+    /// Starts the server if needed and creates (or respawns) one pane
+    /// running `req.argv` where `req.place` says.
     fn spawn(&self, req: &SpawnRequest) -> SubResult<Spawned>;
-    /// Creates several sessions, in as few tmux processes as possible.
-    /// Results are in request order.
+    /// Several spawns, in as few tmux processes as possible. Results are in
+    /// request order.
     fn spawn_many(&self, reqs: &[SpawnRequest]) -> Vec<SubResult<Spawned>> {
         reqs.iter().map(|r| self.spawn(r)).collect()
     }
-    /// Destroys the tmux session that holds `pane`. Absent is success.
+    /// Destroys `pane` (its window goes with its last pane, the session
+    /// with its last window). Absent is success.
     fn kill(&self, pane: &str) -> SubResult<()>;
     /// Lists every pane of the server with one tmux process.
     fn list(&self) -> SubResult<Observation>;
@@ -114,16 +179,7 @@ pub trait Substrate: Send {
     fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()>;
     /// Sends tmux key names (`C-c`, `Enter`, `Up`) to the pane.
     fn send_keys(&self, pane: &str, keys: &[String]) -> SubResult<()>;
-    /// The argv that attaches the caller's terminal to session
-    /// `session_name` (`tmux attach-session`).
-    fn attach_argv(&self, session_name: &str) -> Vec<String>;
-    /// The argv for a caller that is already a client of this server (its
-    /// `$TMUX` names the same socket): switches that client to the session
-    /// instead of nesting a second client. Only the caller can tell which
-    /// one applies, since the daemon does not see the caller's environment.
-    fn switch_argv(&self, session_name: &str) -> Vec<String>;
-    /// Whether a client whose `$TMUX` is `tmux_env` runs on this server.
-    fn is_client_of(&self, _tmux_env: Option<&str>) -> bool {
-        false
-    }
+    /// Sets what windows' statuses say, in one call. Windows that are gone
+    /// are skipped.
+    fn decorate(&self, decorations: &[Decoration]) -> SubResult<()>;
 }

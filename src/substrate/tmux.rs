@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use ti::{TmuxCommand, TmuxCommands};
 use tmux_interface as ti;
 
-use super::{Observation, PaneInfo, SpawnRequest, Spawned, SubResult, Substrate, SubstrateError};
+use super::{
+    Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
+    SubstrateError, WindowRef,
+};
 
 /// Environment variable naming the tmux server (`tmux -L NAME`) marvel uses.
 pub const SOCKET_ENV: &str = "MARVEL_TMUX_SOCKET";
@@ -37,9 +40,12 @@ const PER_SPAWN_ALLOWANCE: Duration = Duration::from_millis(20);
 /// `list-panes` format. Free-text fields come last and the session name is
 /// the very last, so a foreign session name containing a tab cannot shift
 /// the fields before it.
-const LIST_FORMAT: &str = "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{@marvel}\t#{session_name}";
-/// What each spawned session prints once all its commands have run.
-const SPAWNED_FORMAT: &str = "#{pane_id} #{pane_pid}";
+const LIST_FORMAT: &str = "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_id}\t#{pid}\t#{@marvel-uid}\t#{@marvel-key}\t#{@marvel-team}\t#{@marvel}\t#{session_name}";
+/// What each spawned pane prints once all its commands have run.
+const SPAWNED_FORMAT: &str = "#{pane_id} #{pane_pid} #{window_id} #{pid}";
+/// A window's name and marvel's word on it, in the status line.
+const WINDOW_STATUS: &str =
+    "#I:#W#{?#{@marvel-status}, #{@marvel-status},}#{?window_flags,#{window_flags},}";
 
 /// A tmux server reached through the `tmux` binary.
 #[derive(Debug, Clone)]
@@ -194,61 +200,153 @@ impl Tmux {
         collect(child, timeout)
     }
 
-    /// The commands that create one session; the last one prints its pane.
+    /// The commands that place one pane and start its program; the last
+    /// one prints the pane, so a line of output means every command of the
+    /// group succeeded.
     fn spawn_commands(&self, req: &SpawnRequest) -> SubResult<Vec<TmuxCommand<'static>>> {
-        check_text("session name", &req.name)?;
         check_text("owner tag", &req.owner)?;
-        if req.name.is_empty() || req.name.contains(['.', ':']) {
-            // tmux silently rewrites these characters in session names.
-            return Err(SubstrateError::Refused(format!(
-                "invalid tmux session name {:?}",
-                req.name
-            )));
-        }
+        check_text("session key", &req.key)?;
+        check_name("window name", &req.window_name)?;
         if req.argv.is_empty() {
             return Err(SubstrateError::Refused(format!(
-                "empty command for session {}",
-                req.name
+                "empty command for {}",
+                req.key
             )));
         }
-        let target = exact_session(&req.name);
-        let mut new = ti::NewSession::new()
-            .detached()
-            .session_name(req.name.clone())
-            .width(WIDTH)
-            .height(HEIGHT);
+        // The placement, and how the commands after it find the new pane.
+        let (mut place, target) = match &req.place {
+            Place::NewSession { session, .. } => {
+                check_name("session name", session)?;
+                let mut c = TmuxCommand::new();
+                c.name("new-session");
+                c.push_flag("-d");
+                c.push_option("-s", session.clone());
+                c.push_option("-n", req.window_name.clone());
+                c.push_option("-x", WIDTH.to_string());
+                c.push_option("-y", HEIGHT.to_string());
+                (c, format!("={session}:={}", req.window_name))
+            }
+            Place::NewWindow { session, after } => {
+                check_name("session name", session)?;
+                let mut c = TmuxCommand::new();
+                c.name("new-window");
+                c.push_flag("-d");
+                match after {
+                    Some(WindowRef::Id(window)) => {
+                        c.push_flag("-a");
+                        c.push_option("-t", target_window(window)?.to_string());
+                    }
+                    Some(WindowRef::Name(name)) => {
+                        check_name("window name", name)?;
+                        c.push_flag("-a");
+                        c.push_option("-t", format!("={session}:={name}"));
+                    }
+                    None => {
+                        c.push_option("-t", exact_session(session));
+                    }
+                }
+                c.push_option("-n", req.window_name.clone());
+                (c, format!("={session}:={}", req.window_name))
+            }
+            Place::Split { window, .. } => {
+                let window = target_window(window)?;
+                let mut c = TmuxCommand::new();
+                c.name("split-window");
+                c.push_option("-t", window.to_string());
+                // The new pane is the window's active one from now on.
+                (c, window.to_string())
+            }
+            Place::Respawn { pane } => {
+                let pane = Self::target_pane(pane)?;
+                let mut c = TmuxCommand::new();
+                c.name("respawn-pane");
+                c.push_flag("-k");
+                c.push_option("-t", pane.to_string());
+                (c, pane.to_string())
+            }
+        };
         if let Some(cwd) = &req.cwd {
             // tmux expands formats in -c, so a literal '#' must be doubled.
-            new = new.start_directory(escape_format(&cwd.to_string_lossy()));
+            place.push_option("-c", escape_format(&cwd.to_string_lossy()));
         }
         for (k, v) in &req.env {
-            new = new.environment(k.clone(), v.clone());
+            place.push_option("-e", format!("{k}={v}"));
         }
-        let mut new = new.build();
-        new.push_param("--");
+        place.push_param("--");
         if req.argv.len() == 1 {
             // tmux hands a single word to `sh -c`; several words are exec'd
             // directly. Quote a lone word so it stays one program name.
-            new.push_param(format!("exec {}", sh_quote(&req.argv[0])));
+            place.push_param(format!("exec {}", sh_quote(&req.argv[0])));
         } else {
             for a in &req.argv {
-                new.push_param(a.clone());
+                place.push_param(a.clone());
             }
         }
+        let pane_option = |name: &str, value: String| {
+            let mut c = TmuxCommand::new();
+            c.name("set-option");
+            c.push_flag("-p");
+            c.push_option("-t", target.clone());
+            c.push_param(name.to_string());
+            c.push_param(value);
+            c
+        };
+        let window_option = |name: &str, value: String| {
+            let mut c = TmuxCommand::new();
+            c.name("set-option");
+            c.push_flag("-w");
+            c.push_option("-t", target.clone());
+            c.push_param(name.to_string());
+            c.push_param(value);
+            c
+        };
         let mut cmds = vec![
-            new,
-            ti::SetOption::new()
-                .target_pane(target.clone())
-                .option("@marvel")
-                .value(req.owner.clone())
-                .build(),
-            ti::SetOption::new()
-                .window()
-                .target_pane(target.clone())
-                .option("remain-on-exit")
-                .value("off")
-                .build(),
+            place,
+            pane_option("@marvel", req.owner.clone()),
+            pane_option("@marvel-key", req.key.clone()),
+            pane_option("@marvel-uid", req.uid.to_string()),
+            // The shim stays in the pane of a program that ended; should it
+            // be killed, the pane still stays with the program's last screen.
+            pane_option("remain-on-exit", "on".into()),
+            window_option("@marvel-status", req.status.clone()),
+            window_option("window-status-format", WINDOW_STATUS.into()),
+            window_option("window-status-current-format", WINDOW_STATUS.into()),
+            window_option("automatic-rename", "off".into()),
+            window_option("allow-rename", "off".into()),
         ];
+        if let Place::NewSession {
+            session,
+            team,
+            status_left,
+        } = &req.place
+        {
+            let session_option = |name: &str, value: String| {
+                let mut c = TmuxCommand::new();
+                c.name("set-option");
+                c.push_option("-t", exact_session(session));
+                c.push_param(name.to_string());
+                c.push_param(value);
+                c
+            };
+            check_text("team", team)?;
+            check_text("status line", status_left)?;
+            cmds.extend([
+                session_option("@marvel-team", team.clone()),
+                session_option("status-left", escape_format(status_left)),
+                session_option("status-left-length", "60".into()),
+            ]);
+        }
+        if let Place::Split {
+            window,
+            tiled: true,
+        } = &req.place
+        {
+            let mut c = TmuxCommand::new();
+            c.name("select-layout");
+            c.push_option("-t", target_window(window)?.to_string());
+            c.push_param("tiled");
+            cmds.push(c);
+        }
         if let Some(log) = &req.log {
             let bin = match &self.marvel_bin {
                 Some(b) => b.clone(),
@@ -262,7 +360,8 @@ impl Tmux {
                 LOG_MAX_BYTES,
                 sh_quote(&log.to_string_lossy())
             );
-            // tmux_interface names pipe-pane's -O flag `stdin`.
+            // tmux_interface names pipe-pane's -O flag `stdin`. A new pipe
+            // replaces the one of the pane's previous program.
             cmds.push(
                 ti::PipePane::new()
                     .stdin()
@@ -271,8 +370,6 @@ impl Tmux {
                     .build(),
             );
         }
-        // Printed last, so a line of output means every command of this
-        // session succeeded.
         cmds.push(
             ti::DisplayMessage::new()
                 .print()
@@ -323,20 +420,6 @@ impl Tmux {
             return (spawned, Some(err));
         }
         (spawned, None)
-    }
-
-    /// Removes what a failed spawn may have left: its new-session can have
-    /// succeeded before a later command of its group failed. A duplicate
-    /// name means the session is someone else's, so it is left alone.
-    fn clean_failed_spawn(&self, req: &SpawnRequest, err: &SubstrateError) {
-        if let SubstrateError::Refused(msg) = err
-            && !msg.contains("duplicate session")
-        {
-            let kill = ti::KillSession::new()
-                .target_session(exact_session(&req.name))
-                .build();
-            let _ = self.run(&[kill], self.timeout);
-        }
     }
 
     fn target_pane(pane: &str) -> SubResult<&str> {
@@ -412,9 +495,11 @@ impl Substrate for Tmux {
             }
             match err {
                 None => next = end,
+                // What a group that failed after its placement made is one
+                // of marvel's panes that no session owns: the next listing
+                // removes it.
                 Some(e @ SubstrateError::Refused(_)) if confirmed < batch.len() => {
                     let i = batch[confirmed].0;
-                    self.clean_failed_spawn(&reqs[i], &e);
                     results[i] = Some(Err(e));
                     next += confirmed + 1;
                 }
@@ -434,12 +519,44 @@ impl Substrate for Tmux {
 
     fn kill(&self, pane: &str) -> SubResult<()> {
         let pane = Self::target_pane(pane)?;
-        let cmd = ti::KillSession::new()
-            .target_session(pane.to_string())
-            .build();
+        let cmd = ti::KillPane::new().target_pane(pane.to_string()).build();
         match self.run(&[cmd], self.timeout) {
             Ok(_) | Err(SubstrateError::NoServer(_)) => Ok(()),
             Err(SubstrateError::Refused(m)) if is_absent(&m) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn decorate(&self, decorations: &[Decoration]) -> SubResult<()> {
+        let commands = |d: &Decoration| -> SubResult<TmuxCommand<'static>> {
+            check_text("window status", &d.status)?;
+            let mut status = TmuxCommand::new();
+            status.name("set-option");
+            status.push_flag("-w");
+            status.push_option("-t", target_window(&d.window)?.to_string());
+            status.push_param("@marvel-status");
+            // A user option's value is shown as it is, never expanded.
+            status.push_param(d.status.clone());
+            Ok(status)
+        };
+        let all = decorations
+            .iter()
+            .map(commands)
+            .collect::<SubResult<Vec<_>>>()?;
+        match self.run(&all, self.timeout) {
+            Ok(_) => Ok(()),
+            // A window that went meanwhile stops the chain: the others are
+            // set one by one, skipping those gone.
+            Err(SubstrateError::Refused(m)) if is_absent(&m) => {
+                for d in decorations {
+                    match self.run(&[commands(d)?], self.timeout) {
+                        Ok(_) => {}
+                        Err(SubstrateError::Refused(m)) if is_absent(&m) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -511,35 +628,74 @@ impl Substrate for Tmux {
         }
         self.run(&[cmd.build()], self.timeout).map(|_| ())
     }
-
-    fn attach_argv(&self, session_name: &str) -> Vec<String> {
-        let cmd = ti::AttachSession::new()
-            .target_session(format!("={session_name}"))
-            .build();
-        self.argv(cmd)
-    }
-
-    fn is_client_of(&self, tmux_env: Option<&str>) -> bool {
-        Tmux::is_client_of(self, tmux_env)
-    }
-
-    fn switch_argv(&self, session_name: &str) -> Vec<String> {
-        let cmd = ti::SwitchClient::new()
-            .target_session(format!("={session_name}"))
-            .build();
-        self.argv(cmd)
-    }
 }
 
 impl Tmux {
-    /// The full argv (binary first) of a one-command invocation.
-    fn argv(&self, cmd: TmuxCommand<'_>) -> Vec<String> {
-        let command = self.invocation(&[cmd], false);
+    /// The argv that attaches the caller's terminal to session
+    /// `session_name`, with `window` and `pane` selected when given
+    /// (`tmux attach-session`).
+    pub fn attach_argv(
+        &self,
+        session_name: &str,
+        window: Option<&str>,
+        pane: Option<&str>,
+    ) -> Vec<String> {
+        let attach = ti::AttachSession::new()
+            .target_session(format!("={session_name}"))
+            .build();
+        self.argv(
+            std::iter::once(attach)
+                .chain(select(window, pane))
+                .collect(),
+        )
+    }
+
+    /// The argv for a caller that is already a client of this server (its
+    /// `$TMUX` names the same socket): switches that client to the session
+    /// instead of nesting a second client.
+    pub fn switch_argv(
+        &self,
+        session_name: &str,
+        window: Option<&str>,
+        pane: Option<&str>,
+    ) -> Vec<String> {
+        let switch = ti::SwitchClient::new()
+            .target_session(format!("={session_name}"))
+            .build();
+        self.argv(
+            std::iter::once(switch)
+                .chain(select(window, pane))
+                .collect(),
+        )
+    }
+
+    /// The full argv (binary first) of an invocation for a client on the
+    /// user's terminal (its locale rules).
+    fn argv(&self, cmds: Vec<TmuxCommand<'_>>) -> Vec<String> {
+        let command = self.invocation(&cmds, false);
         std::iter::once(command.get_program())
             .chain(command.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
     }
+}
+
+/// The commands that select a window and a pane, as far as given.
+fn select(window: Option<&str>, pane: Option<&str>) -> Vec<TmuxCommand<'static>> {
+    let mut out = Vec::new();
+    if let Some(w) = window {
+        let mut c = TmuxCommand::new();
+        c.name("select-window");
+        c.push_option("-t", w.to_string());
+        out.push(c);
+    }
+    if let Some(p) = pane {
+        let mut c = TmuxCommand::new();
+        c.name("select-pane");
+        c.push_option("-t", p.to_string());
+        out.push(c);
+    }
+    out
 }
 
 /// Where tmux puts the socket for `-L name`.
@@ -757,14 +913,44 @@ fn check_text(what: &str, s: &str) -> SubResult<()> {
     Ok(())
 }
 
+/// A window id (`@3`) as a target; anything else could name a window
+/// marvel does not own.
+fn target_window(window: &str) -> SubResult<&str> {
+    let digits = window.strip_prefix('@').unwrap_or("");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SubstrateError::Refused(format!(
+            "not a tmux window id: {window:?}"
+        )));
+    }
+    Ok(window)
+}
+
+/// Refuses a session or window name tmux would rewrite or could not target
+/// exactly.
+fn check_name(what: &str, name: &str) -> SubResult<()> {
+    check_text(what, name)?;
+    if name.is_empty() || name.contains(['.', ':', '=']) || name.starts_with(['@', '%', '$']) {
+        return Err(SubstrateError::Refused(format!(
+            "invalid tmux {what} {name:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_spawned(line: &str) -> Option<Spawned> {
-    let (pane, pid) = line.trim().split_once(' ')?;
-    if !pane.starts_with('%') {
+    let mut f = line.split_whitespace();
+    let pane = f.next()?;
+    let pid = f.next()?;
+    let window = f.next()?;
+    let server_pid = f.next().and_then(|p| p.parse().ok());
+    if !pane.starts_with('%') || !window.starts_with('@') {
         return None;
     }
     Some(Spawned {
         pane: pane.to_string(),
         pane_pid: pid.parse().ok()?,
+        window: window.to_string(),
+        server_pid,
     })
 }
 
@@ -776,26 +962,37 @@ fn parse_list(out: &str) -> Vec<PaneInfo> {
 }
 
 fn parse_pane_line(line: &str) -> Option<PaneInfo> {
-    let mut f = line.splitn(7, '\t');
+    let mut f = line.splitn(12, '\t');
     let pane = f.next()?;
     let pid = f.next()?;
     let dead = f.next()?;
     let status = f.next()?;
     let signal = f.next()?;
+    let window = f.next()?;
+    let server = f.next()?;
+    let uid = f.next()?;
+    let key = f.next()?;
+    let team = f.next()?;
     let owner = f.next()?;
     let session = f.next()?;
     if !pane.starts_with('%') {
         return None;
     }
     let num = |s: &str| -> Option<i32> { s.trim().parse().ok() };
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Some(PaneInfo {
         session_name: session.to_string(),
         pane: pane.to_string(),
         pane_pid: pid.trim().parse().ok()?,
+        window: window.to_string(),
         owner: owner.to_string(),
+        key: text(key),
+        uid: uid.trim().parse().ok(),
+        team: text(team),
         dead: dead.trim() == "1",
         dead_status: num(status),
         dead_signal: num(signal),
+        server_pid: server.trim().parse().ok(),
     })
 }
 
@@ -833,16 +1030,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// A pane in a tmux session of its own, named `name`.
     pub fn req(name: &str, argv: &[&str]) -> SpawnRequest {
+        placed(
+            Place::NewSession {
+                session: name.to_string(),
+                team: "ws/team".into(),
+                status_left: "marvel ws/team ".into(),
+            },
+            argv,
+        )
+    }
+
+    pub fn placed(place: Place, argv: &[&str]) -> SpawnRequest {
         SpawnRequest {
-            name: name.to_string(),
+            place,
+            window_name: "w-0".into(),
+            key: "ws/team/w-0".into(),
+            uid: 7,
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: BTreeMap::new(),
             cwd: None,
             log: None,
             owner: "test-owner".to_string(),
+            status: "…".into(),
         }
     }
+
+    /// How long a condition may take before a test fails (a hang, not
+    /// slowness: far above any normal wait, even on a loaded machine).
+    pub const WAIT: Duration = Duration::from_secs(20);
 
     /// Polls `f` until it returns `Some`, failing the test at the deadline.
     pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -930,7 +1147,7 @@ pub(crate) mod tests {
         r.cwd = Some(cwd.clone());
         let s = srv.tmux.spawn(&r).unwrap();
         let want = format!("[$HOME][a b;][;][-x][v 1][{}]", cwd.display());
-        wait_for("printed args", Duration::from_secs(5), || {
+        wait_for("printed args", WAIT, || {
             let text = srv.tmux.capture(&s.pane, 0).unwrap();
             text.contains(&want).then_some(())
         });
@@ -948,14 +1165,14 @@ pub(crate) mod tests {
             .tmux
             .spawn(&req("marvel/ws/team/one-0", &[prog.to_str().unwrap()]))
             .unwrap();
-        wait_for("output", Duration::from_secs(5), || {
+        wait_for("output", WAIT, || {
             let text = srv.tmux.capture(&s.pane, 0).unwrap();
             text.contains("single-word-ran").then_some(())
         });
     }
 
     #[test]
-    fn kill_removes_the_session_and_absent_is_success() {
+    fn kill_removes_the_pane_and_absent_is_success() {
         let srv = TestServer::new();
         let a = srv
             .tmux
@@ -985,7 +1202,7 @@ pub(crate) mod tests {
         srv.tmux.kill_server().unwrap();
         // While the server is still exiting, a query can fail with "server
         // exited unexpectedly": unknown, not absent. Then it is NoServer.
-        wait_for("no server", Duration::from_secs(5), || {
+        wait_for("no server", WAIT, || {
             (srv.tmux.list() == Ok(Observation::NoServer)).then_some(())
         });
         srv.tmux.kill(&s.pane).unwrap();
@@ -1020,7 +1237,7 @@ pub(crate) mod tests {
                 &["sh", "-c", "seq 1 120; echo last-line; exec sleep 30"],
             ))
             .unwrap();
-        let text = wait_for("last line", Duration::from_secs(5), || {
+        let text = wait_for("last line", WAIT, || {
             let t = srv.tmux.capture(&s.pane, 200).unwrap();
             t.contains("last-line").then_some(t)
         });
@@ -1043,17 +1260,18 @@ pub(crate) mod tests {
         srv.tmux
             .send_keys(&s.pane, &["w".into(), "o".into(), "Enter".into()])
             .unwrap();
-        wait_for("echoed text", Duration::from_secs(5), || {
+        wait_for("echoed text", WAIT, || {
             let t = srv.tmux.capture(&s.pane, 0).unwrap();
             // Typed, echoed by the terminal, then printed again by cat.
             (t.matches("-n hello; Enter C-c;\n").count() == 2 && t.matches("wo\n").count() == 2)
                 .then_some(())
         });
         srv.tmux.send_keys(&s.pane, &["C-c".into()]).unwrap();
-        wait_for("cat ended by C-c", Duration::from_secs(5), || {
-            let gone = matches!(srv.tmux.list(), Ok(Observation::NoServer))
-                || srv.tmux.list() == Ok(Observation::Panes(Vec::new()));
-            gone.then_some(())
+        wait_for("cat ended by C-c", WAIT, || {
+            panes(&srv.tmux)
+                .iter()
+                .any(|p| p.pane == s.pane && p.dead)
+                .then_some(())
         });
     }
 
@@ -1179,29 +1397,136 @@ pub(crate) mod tests {
     fn attach_and_switch_argv_target_the_exact_session() {
         let t = Tmux::new(Some("sock".into()), Duration::from_secs(1));
         assert_eq!(
-            t.attach_argv("marvel/w/t/r-0"),
-            [
-                "tmux",
-                "-L",
-                "sock",
-                "attach-session",
-                "-t",
-                "=marvel/w/t/r-0"
-            ]
+            t.attach_argv("squad", None, None),
+            ["tmux", "-L", "sock", "attach-session", "-t", "=squad"]
         );
         assert_eq!(
-            t.switch_argv("marvel/w/t/r-0"),
+            t.switch_argv("squad", Some("@2"), Some("%5")),
             [
                 "tmux",
                 "-L",
                 "sock",
                 "switch-client",
                 "-t",
-                "=marvel/w/t/r-0"
+                "=squad",
+                ";",
+                "select-window",
+                "-t",
+                "@2",
+                ";",
+                "select-pane",
+                "-t",
+                "%5"
             ]
         );
         let d = Tmux::new(None, Duration::from_secs(1));
-        assert_eq!(d.attach_argv("x")[1], "attach-session");
+        assert_eq!(d.attach_argv("x", None, None)[1], "attach-session");
+    }
+
+    /// The team layout: one tmux session, a window per session in order,
+    /// a successor beside its predecessor, a restart in the same pane.
+    #[test]
+    fn a_team_gets_one_session_with_a_window_each_and_restarts_in_place() {
+        let srv = TestServer::new();
+        let mut first = req("squad", &["sleep", "30"]);
+        first.window_name = "worker-0".into();
+        let mut second = placed(
+            Place::NewWindow {
+                session: "squad".into(),
+                after: None,
+            },
+            &["sh", "-c", "echo second; read x; exit 3"],
+        );
+        second.window_name = "worker-1".into();
+        let results = srv.tmux.spawn_many(&[first, second]);
+        let a = results[0].clone().unwrap();
+        let b = results[1].clone().unwrap();
+        assert_ne!(a.window, b.window);
+        // The server is the shims' parent, told with every spawn.
+        assert_eq!(a.server_pid, Some(srv.tmux.server_pid().unwrap()));
+        // The second program ends once tmux has its output (a program that
+        // exits at once may be reaped before tmux reads what it printed):
+        // its pane stays, dead, with its screen.
+        wait_for("the output", WAIT, || {
+            srv.tmux
+                .capture(&b.pane, 100)
+                .ok()
+                .filter(|s| s.contains("second"))
+        });
+        srv.tmux.send_text(&b.pane, "", true).unwrap();
+        let dead = wait_for("the pane to die", WAIT, || {
+            panes(&srv.tmux)
+                .into_iter()
+                .find(|p| p.pane == b.pane && p.dead)
+        });
+        // tmux 3.3a sometimes does not reap a pane's child, and then has no
+        // status to tell (which is why the shim reports exits itself).
+        assert!(dead.dead_status.is_none_or(|s| s == 3), "{dead:?}");
+        assert_eq!(
+            (dead.key.as_deref(), dead.uid),
+            (Some("ws/team/w-0"), Some(7))
+        );
+        assert_eq!(dead.team.as_deref(), Some("ws/team"));
+        // tmux scrolls a dead pane's screen up to draw its line: read it
+        // with its history.
+        assert!(srv.tmux.capture(&b.pane, 100).unwrap().contains("second"));
+        srv.tmux
+            .decorate(&[Decoration {
+                window: b.window.clone(),
+                status: "↻ 12:00:01 #1".into(),
+            }])
+            .unwrap();
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &srv.name,
+                "show-options",
+                "-w",
+                "-v",
+                "-t",
+                &b.window,
+                "@marvel-status",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout).trim(),
+            "↻ 12:00:01 #1"
+        );
+        // A restart in the same pane keeps its id, with a new process.
+        let mut again = placed(
+            Place::Respawn {
+                pane: b.pane.clone(),
+            },
+            &["sleep", "30"],
+        );
+        again.uid = 8;
+        let c = srv.tmux.spawn(&again).unwrap();
+        assert_eq!(
+            (c.pane.as_str(), c.window.as_str()),
+            (b.pane.as_str(), b.window.as_str())
+        );
+        assert_ne!(c.pane_pid, b.pane_pid);
+        // A successor beside its predecessor, in the same window.
+        let d = srv
+            .tmux
+            .spawn(&placed(
+                Place::Split {
+                    window: a.window.clone(),
+                    tiled: false,
+                },
+                &["sleep", "30"],
+            ))
+            .unwrap();
+        assert_eq!(d.window, a.window);
+        let all = panes(&srv.tmux);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|p| p.session_name == "squad" && !p.dead));
+        assert_eq!(all.iter().find(|p| p.pane == c.pane).unwrap().uid, Some(8));
+        srv.tmux.kill(&d.pane).unwrap();
+        srv.tmux.kill(&c.pane).unwrap();
+        let left: Vec<String> = panes(&srv.tmux).into_iter().map(|p| p.pane).collect();
+        assert_eq!(left, vec![a.pane]);
     }
 
     #[test]
@@ -1228,15 +1553,33 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(
             pipe,
-            "pipe-pane -O -t =marvel/w/t/r-0: exec '/opt/my marvel/bin' logpipe --max-bytes 1048576 '/state/logs/7##.log'"
+            "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --max-bytes 1048576 '/state/logs/7##.log'"
         );
     }
 
     #[test]
     fn list_lines_parse_with_empty_fields_as_none() {
-        let out = "%1\t100\t0\t\t\tme\tmarvel/a/b/c-0\n%2\t101\t1\t\t9\t\tfor\teign\nbroken\n%3\t102\t1\t3\t\tme\tx\n";
+        let out = "%1\t100\t0\t\t\t@1\t77\t12\ta/b/c-0\ta/b\tme\tb\n\
+            %2\t101\t1\t\t9\t@2\t77\t\t\t\t\tfor\teign\n\
+            broken\n\
+            %3\t102\t1\t3\t\t@3\t77\t\t\t\tme\tmarvel/a/b/c-0/4\n";
         let p = parse_list(out);
         assert_eq!(p.len(), 3);
+        assert_eq!(
+            (
+                p[0].window.as_str(),
+                p[0].uid,
+                p[0].key.as_deref(),
+                p[0].team.as_deref()
+            ),
+            ("@1", Some(12), Some("a/b/c-0"), Some("a/b"))
+        );
+        assert_eq!(
+            (p[0].server_pid, p[0].session_name.as_str()),
+            (Some(77), "b")
+        );
+        // A pane of an older version: its own session, no marks.
+        assert_eq!((p[2].uid, p[2].key.as_deref()), (None, None));
         assert_eq!(
             (p[0].dead, p[0].dead_status, p[0].dead_signal),
             (false, None, None)

@@ -363,7 +363,11 @@ impl App {
     fn attach(&mut self, key: &str, screen: &mut Screen, input: &Input) -> Footer {
         // The daemon says first whether the session has a pane to open.
         let found = match client::call_running(&self.target, Request::Attach { key: key.into() }) {
-            Ok(Some(Response::AttachTarget { tmux_session, pane })) => Ok((tmux_session, pane)),
+            Ok(Some(Response::AttachTarget {
+                tmux_session,
+                window,
+                pane,
+            })) => Ok((tmux_session, window, pane)),
             Ok(Some(other)) => Err(unexpected(&other)),
             Ok(None) => Err(no_daemon()),
             Err(e) => Err(e),
@@ -373,7 +377,9 @@ impl App {
                 let tmux = Tmux::new(t.tmux_socket.clone(), Duration::from_secs(5));
                 let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
                 let argv = found
-                    .and_then(|(s, p)| attach_argv(&tmux, inside, &s, &p))
+                    .and_then(|(s, w, p)| {
+                        attach_argv(&tmux, inside, &s, w.as_deref(), p.as_deref())
+                    })
                     .map(|v| v.into_iter().map(OsString::from).collect());
                 (argv, inside)
             }

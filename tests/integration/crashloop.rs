@@ -34,8 +34,12 @@ fn inject_exit_into_a_shell_crashes_it_and_the_replacement_waits_for_backoff() {
     let replacement = env.wait("the replacement", |e| {
         e.in_state("t/squad/worker", "running")
             .into_iter()
-            .find(|s| s["pane"] != first["pane"])
+            .find(|s| s["uid"] != first["uid"])
     });
+    assert_eq!(
+        replacement["pane"], first["pane"],
+        "restarted in the same pane"
+    );
     let died = at(&marker["exit"]["at"]);
     let created = at(&replacement["created_at"]);
     assert!(
@@ -136,12 +140,26 @@ fn a_saturated_role_freezes_and_only_reset_or_a_spec_change_brings_it_back() {
         marker[0]
     );
 
+    // The slot's pane stays, showing the last screen and what to do.
+    let pane = marker[0]["pane"]
+        .as_str()
+        .expect("the marker names its pane")
+        .to_string();
+    let line = "frozen: 3 crashes in 1m, last: exit 3 — marvel reset role t/squad/worker";
+    env.wait("the frozen line", |e| {
+        e.screen(&pane).contains(line).then_some(())
+    });
+    assert!(env.screen(&pane).contains("dying"));
     // Nothing is spawned for well over three maximum backoffs (3 × 300 ms).
     let until = Instant::now() + Duration::from_millis(1200);
     while Instant::now() < until {
         assert!(env.in_state("t/squad/worker", "running").is_empty());
         assert!(env.in_state("t/squad/worker", "pending").is_empty());
-        assert!(env.panes().is_empty(), "a frozen role has no pane");
+        assert_eq!(
+            env.panes(),
+            std::slice::from_ref(&pane),
+            "a frozen role keeps its pane only"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Neither scaling up nor re-running the unchanged file spawns anything.
@@ -158,7 +176,7 @@ fn a_saturated_role_freezes_and_only_reset_or_a_spec_change_brings_it_back() {
         "{text}"
     );
     env.fails(&["run", &file, "--wait"], 5);
-    assert!(env.panes().is_empty());
+    assert_eq!(env.panes(), std::slice::from_ref(&pane));
 
     // Reset: spawns again at once (the program still crashes, so it
     // freezes again after its budget).

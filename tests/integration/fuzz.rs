@@ -93,14 +93,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
     let daemon = env.daemon_pid();
 
     let team = marvel::manifest::load(std::path::Path::new(&file)).unwrap();
-    let uid = running[0]["tmux_session"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let uid = running[0]["uid"].as_u64().unwrap();
     let seeds: Vec<Vec<u8>> = [
         Request::Ping,
         Request::Status,
@@ -140,6 +133,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
             signal: None,
             at: chrono::Utc::now(),
             hangup: false,
+            failure: None,
         }),
     ]
     .into_iter()

@@ -137,9 +137,17 @@ fn a_program_that_stops_heartbeating_is_restarted_as_a_crash_and_freezes_if_it_k
         "{frozen}"
     );
     assert_eq!(frozen["restarts"], 2);
-    env.wait("its pane to be gone", |e| {
-        e.panes().is_empty().then_some(())
+    // Its program is gone; its pane stays and says why.
+    let pane = env.panes().pop().expect("the slot's pane");
+    env.wait("the frozen line", |e| {
+        let screen = e.screen(&pane);
+        screen
+            .contains(
+                "frozen: 2 crashes in 1m, last: heartbeat stale — marvel reset role t/squad/worker",
+            )
+            .then_some(())
     });
+    assert_eq!(env.panes(), [pane]);
 }
 
 #[test]

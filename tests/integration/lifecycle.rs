@@ -89,13 +89,17 @@ fn kill_is_replaced_at_once_and_not_counted() {
     let file = env.manifest("team.ron", &team("squad", &role("worker", 2, SH, "")));
     env.ok(&["run", &file]);
     let before = env.wait_running("t/squad/worker", 2);
-    let victim = before.iter().find(|s| s["slot"] == 1).unwrap()["pane"].clone();
+    let victim = before.iter().find(|s| s["slot"] == 1).unwrap().clone();
     let out = env.ok(&["kill", "worker-1"]);
     assert!(out.contains("t/squad/worker-1"), "{out}");
-    env.wait("worker-1 replaced", |e| {
+    let after = env.wait("worker-1 replaced", |e| {
         let r = e.in_state("t/squad/worker", "running");
-        (r.len() == 2 && r.iter().all(|s| s["pane"] != victim)).then_some(())
+        (r.len() == 2 && r.iter().all(|s| s["uid"] != victim["uid"])).then_some(r)
     });
+    // In the same pane, with a new program.
+    let again = after.iter().find(|s| s["slot"] == 1).unwrap();
+    assert_eq!(again["pane"], victim["pane"]);
+    assert_ne!(again["pid"], victim["pid"]);
     let role = env.role("t/squad/worker");
     assert_eq!(role["restarts"], 0);
     assert!(

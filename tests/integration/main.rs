@@ -4,6 +4,7 @@
 mod support;
 
 mod crashloop;
+mod cwd;
 mod dry_run;
 mod errors;
 mod escapes;
@@ -20,3 +21,4 @@ mod stress;
 mod top;
 mod validation;
 mod verbs;
+mod workspace;

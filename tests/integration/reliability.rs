@@ -65,9 +65,8 @@ fn a_daemon_killed_with_sigkill_loses_no_agent_and_no_death() {
     let old = kill_daemon(&env);
     signal(victim["pid"].as_u64().unwrap() as u32, libc::SIGTERM);
     let pane = victim["pane"].as_str().unwrap().to_string();
-    env.wait("the doomed pane to close", |e| {
-        (!e.panes().contains(&pane)).then_some(())
-    });
+    let pid = victim["pid"].as_u64().unwrap() as u32;
+    env.wait("the doomed program to end", |_| (!alive(pid)).then_some(()));
 
     // The next command starts a daemon, which adopts the survivors.
     let adopted = env.wait("the new daemon to adopt the panes", |e| {
@@ -85,8 +84,15 @@ fn a_daemon_killed_with_sigkill_loses_no_agent_and_no_death() {
     let mut panes = env.panes();
     panes.sort();
     let mut expected: Vec<String> = agents.iter().map(|(_, p, _)| p.clone()).collect();
+    expected.push(pane.clone());
     expected.sort();
-    assert_eq!(panes, expected, "tmux holds exactly the adopted panes");
+    assert_eq!(
+        panes, expected,
+        "tmux holds exactly the adopted panes and the doomed one's, kept"
+    );
+    env.wait("the kept pane's line", |e| {
+        e.screen(&pane).contains("crashed: exit 7").then_some(())
+    });
 
     let marker = env.in_state("t/squad/doomed", "crashed").remove(0);
     assert_eq!(marker["exit"]["code"], 7, "{marker}");
@@ -117,6 +123,22 @@ fn frozen_roles_and_pending_backoffs_survive_a_daemon_restart() {
         (r["state"] == "backoff").then_some(r)
     });
     assert!(waiting["next_restart_at"].is_string(), "{waiting}");
+    // Both slots keep their panes, each saying what comes next.
+    let mut kept = env.panes();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let lines = |e: &Env| {
+        let mut screens: Vec<String> = kept.iter().map(|p| e.screen(p)).collect();
+        screens.sort();
+        screens
+    };
+    let screens = env.wait("the lines of both kept panes", |e| {
+        let s = lines(e);
+        (s.iter().any(|s| s.contains("frozen: 2 crashes in 10m"))
+            && s.iter()
+                .any(|s| s.contains("crashed: exit 4") && s.contains("restart at")))
+        .then_some(s)
+    });
 
     kill_daemon(&env);
     env.ok(&["get", "roles"]); // starts a new daemon
@@ -144,7 +166,10 @@ fn frozen_roles_and_pending_backoffs_survive_a_daemon_restart() {
         .filter(|s| s["state"] == "pending" || s["state"] == "running")
         .collect();
     assert!(live.is_empty(), "nothing spawned: {live:#?}");
-    assert!(env.panes().is_empty());
+    let mut now = env.panes();
+    now.sort();
+    assert_eq!(now, kept, "the kept panes are still there");
+    assert_eq!(lines(&env), screens);
 }
 
 #[test]

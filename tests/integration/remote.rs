@@ -627,10 +627,10 @@ fn attach_through_ssh_opens_the_remote_pane_on_this_terminal() {
     assert!(out.status.success(), "{out:?}");
     f.there
         .wait("a client attached to the remote session", |e| {
-            let out = e.tmux(&["list-clients", "-F", "#{client_session}"]);
+            let out = e.tmux(&["list-clients", "-F", "#{client_session} #{window_name}"]);
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .any(|s| s.starts_with("marvel/t/away/b-0/"))
+                .any(|s| s == "t-away b-0")
                 .then_some(())
         });
 }
@@ -785,10 +785,10 @@ fn top_through_ssh_names_the_context_follows_its_events_and_attaches_there() {
     // comes back when the client detaches.
     term.keys(&["Enter"]);
     f.there.wait("a client on the remote session", |e| {
-        let out = e.tmux(&["list-clients", "-F", "#{client_session}"]);
+        let out = e.tmux(&["list-clients", "-F", "#{client_session} #{window_name}"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .any(|s| s.starts_with("marvel/t/squad/worker-0/"))
+            .any(|s| s == "t-squad worker-0")
             .then_some(())
     });
     let clients = f.there.tmux(&["list-clients", "-F", "#{client_name}"]);

@@ -15,7 +15,7 @@ use marvel::paths::Paths;
 use marvel::proto::{Envelope, Request, ShimReport};
 use marvel::shim::{read_exit_record, shim_argv, tail_lines};
 use marvel::substrate::tmux::{Tmux, socket_path};
-use marvel::substrate::{Observation, SpawnRequest, Spawned, Substrate};
+use marvel::substrate::{Observation, Place, SpawnRequest, Spawned, Substrate};
 
 const MARVEL: &str = env!("CARGO_BIN_EXE_marvel");
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,12 +56,20 @@ impl Setup {
     fn spawn(&self, uid: u64, command: &[&str]) -> Spawned {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
         let req = SpawnRequest {
-            name: format!("marvel/test/shim/r-{uid}"),
-            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, &command),
+            place: Place::NewSession {
+                session: format!("shim-{uid}"),
+                team: "test/shim".into(),
+                status_left: String::new(),
+            },
+            window_name: "r".into(),
+            key: format!("test/shim/r-{uid}"),
+            uid,
+            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, None, &command),
             env: BTreeMap::new(),
             cwd: None,
             log: Some(self.paths.session_log(uid)),
             owner: "test".into(),
+            status: String::new(),
         };
         self.tmux.spawn(&req).unwrap()
     }
@@ -165,12 +173,19 @@ fn kill(pid: u32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
 }
 
-fn session_gone(tmux: &Tmux, pane: &str) -> bool {
+/// Whether the pane's process (the shim) has ended: the pane stays,
+/// dead, as marvel's panes do.
+fn shim_ended(tmux: &Tmux, pane: &str) -> bool {
     match tmux.list() {
-        Ok(Observation::NoServer) => true,
-        Ok(Observation::Panes(p)) => p.iter().all(|p| p.pane != pane),
-        Err(_) => false,
+        Ok(Observation::Panes(p)) => p.iter().any(|p| p.pane == pane && p.dead),
+        _ => false,
     }
+}
+
+fn reply_linger(mut conn: UnixStream, line: &str) {
+    let answer = serde_json::to_vec(&marvel::proto::Response::Linger(line.into())).unwrap();
+    conn.write_all(&answer).unwrap();
+    conn.write_all(b"\n").unwrap();
 }
 
 #[test]
@@ -190,8 +205,8 @@ fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
     let report = daemon.next();
     assert_eq!(exited(&report), (Some(42), None, false));
     assert_eq!(s.record(1), Some(report));
-    wait_for("pane closed", || {
-        session_gone(&s.tmux, &spawned.pane).then_some(())
+    wait_for("the shim to end once answered", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
 }
 
@@ -217,19 +232,101 @@ fn the_exit_record_holds_the_report_without_a_daemon() {
 }
 
 #[test]
-fn the_pane_lives_until_the_daemon_has_answered_the_exit() {
+fn the_shim_waits_for_the_daemons_answer_to_the_exit() {
     let s = Setup::new();
     let daemon = FakeDaemon::listen(&s.paths);
     let spawned = s.spawn(4, &["sh", "-c", "echo last words; exit 1"]);
     daemon.next();
     let (report, conn) = daemon.next_unanswered();
     assert_eq!(exited(&report), (Some(1), None, false));
-    // The daemon captures the pane's last output before it replies.
+    assert!(!shim_ended(&s.tmux, &spawned.pane), "the shim waits");
     let screen = s.tmux.capture(&spawned.pane, 100).unwrap();
     assert!(screen.contains("last words"), "{screen:?}");
     reply(conn);
-    wait_for("pane closed", || {
-        session_gone(&s.tmux, &spawned.pane).then_some(())
+    wait_for("the shim to end", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
+    });
+}
+
+/// The bottom row of the pane's visible screen.
+fn bottom_row(s: &Setup, pane: &str) -> String {
+    let out = Command::new("tmux")
+        .args(["-L", &s.socket_name, "capture-pane", "-p", "-t", pane])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().last().unwrap_or_default().trim().to_string()
+}
+
+#[test]
+fn told_to_linger_the_shim_stays_under_the_last_screen_with_marvels_line() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    // The program fills the screen: its last row must not go under the line.
+    let spawned = s.spawn(
+        12,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 80 ]; do i=$((i+1)); echo row $i; done; exit 3",
+        ],
+    );
+    daemon.next();
+    let (report, conn) = daemon.next_unanswered();
+    assert_eq!(exited(&report), (Some(3), None, false));
+    reply_linger(conn, "crashed: exit 3 — restart at 12:00:01");
+    wait_for("marvel's line", || {
+        (bottom_row(&s, &spawned.pane) == "crashed: exit 3 — restart at 12:00:01").then_some(())
+    });
+    let screen = s.tmux.capture(&spawned.pane, 0).unwrap();
+    assert!(
+        screen.contains("row 80"),
+        "the last row is still shown: {screen}"
+    );
+    assert!(!shim_ended(&s.tmux, &spawned.pane), "the shim stays");
+    // The daemon writes a new line and sends SIGWINCH: it is drawn.
+    std::fs::write(
+        s.paths.exits_dir().join("12.line"),
+        "frozen: 3 crashes in 1m",
+    )
+    .unwrap();
+    kill(spawned.pane_pid, libc::SIGWINCH);
+    wait_for("the new line", || {
+        (bottom_row(&s, &spawned.pane) == "frozen: 3 crashes in 1m").then_some(())
+    });
+    // A restart in the pane replaces the shim.
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &s.socket_name,
+            "respawn-pane",
+            "-k",
+            "-t",
+            &spawned.pane,
+            "echo again; sleep 60",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the old shim to go", || {
+        (!Path::new(&format!("/proc/{}", spawned.pane_pid)).exists()).then_some(())
+    });
+}
+
+#[test]
+fn without_a_daemon_the_shim_stays_and_says_marvel_will_say_more() {
+    let s = Setup::new();
+    let spawned = s.spawn(13, &["sh", "-c", "exit 5"]);
+    wait_for("marvel's line", || {
+        bottom_row(&s, &spawned.pane)
+            .starts_with("ended: exit 5 — marvel will say what comes next")
+            .then_some(())
+    });
+    assert!(!shim_ended(&s.tmux, &spawned.pane));
+    // Told to go, it goes.
+    kill(spawned.pane_pid, libc::SIGTERM);
+    wait_for("the shim to end", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
 }
 

@@ -187,8 +187,16 @@ fn top_shows_a_crash_at_once_unfreezes_filters_and_gives_the_terminal_back() {
     // `q` gives the terminal back as it was: the main screen with what
     // was on it, the cursor shown, the shell reading lines again.
     term.keys(&["q"]);
+    // The shell is back once it shows its prompt after the command line:
+    // text typed before would be echoed ahead of it.
     let screen = term.wait(&env, "the shell again", DEADLINE, |s| {
-        !dashboard(s) && has_line(s, "BEFORE-TOP")
+        !dashboard(s)
+            && has_line(s, "BEFORE-TOP")
+            && s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim_end)
+                == Some("#")
     });
     assert!(!screen.contains("events"), "{screen}");
     assert_eq!(term.format("#{alternate_on} #{cursor_flag}"), "0 1");
@@ -211,11 +219,17 @@ fn top_attaches_and_comes_back_and_follows_the_daemon_away_and_back() {
 
     // enter on the team row attaches to its first live session: the
     // terminal shows that pane, through a tmux client of the daemon's server.
+    let pane = env.wait_running("t/top/shell", 1)[0]["pane"]
+        .as_str()
+        .unwrap()
+        .to_string();
     term.keys(&["Enter"]);
-    env.wait("a client on the session", |e| {
-        let out = e.tmux(&["list-clients", "-F", "#{client_name} #{session_name}"]);
+    env.wait("a client on the session's pane", |e| {
+        let out = e.tmux(&["list-clients", "-F", "#{session_name} #{pane_id}"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("marvel/t/top/shell-0/").then_some(())
+        text.lines()
+            .any(|l| l == format!("t-top {pane}"))
+            .then_some(())
     });
     term.type_line("echo typed-while-attached");
     env.wait("the line in the session's pane", |e| {

@@ -129,9 +129,12 @@ fn a_team_or_heartbeat_that_breaks_a_rule_is_refused_over_the_socket() {
 
 /// `["sh", "-c", "exec sleep 600", PAD]` taking exactly `bytes` as the
 /// spec counts them: each word and its NUL, plus one for tmux's escaping.
-fn command_of(bytes: usize) -> String {
+/// A command that, with the manifest's directory as its cwd (`-c DIR`),
+/// takes `bytes` bytes.
+fn command_of(env: &Env, bytes: usize) -> String {
     let words = ["sh", "-c", "exec sleep 600"];
-    let used: usize = words.iter().map(|w| w.len() + 2).sum();
+    let cwd = 4 + env.dir().as_os_str().len();
+    let used: usize = words.iter().map(|w| w.len() + 2).sum::<usize>() + cwd;
     let pad = "p".repeat(bytes - used - 2);
     format!(r#"["sh", "-c", "exec sleep 600", "{pad}"]"#)
 }
@@ -143,7 +146,7 @@ fn a_command_line_within_the_limit_runs_and_a_longer_one_is_refused() {
         "long.ron",
         &team(
             "squad",
-            &role("worker", 1, &command_of(MAX_COMMAND_LINE_BYTES), ""),
+            &role("worker", 1, &command_of(&env, MAX_COMMAND_LINE_BYTES), ""),
         ),
     );
     env.ok(&["run", &at_limit]);
@@ -154,7 +157,12 @@ fn a_command_line_within_the_limit_runs_and_a_longer_one_is_refused() {
         "longer.ron",
         &team(
             "squad",
-            &role("worker", 1, &command_of(MAX_COMMAND_LINE_BYTES + 1), ""),
+            &role(
+                "worker",
+                1,
+                &command_of(&env, MAX_COMMAND_LINE_BYTES + 1),
+                "",
+            ),
         ),
     );
     let err = env.fails(&["run", &over], exit::INVALID_MANIFEST);

@@ -11,6 +11,7 @@
 mod requests;
 mod spawn;
 mod tmux;
+mod workspace;
 
 #[cfg(test)]
 mod tests;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use crate::domain::Rng;
 use crate::domain::event::{Event, EventKind};
 use crate::domain::reconcile::{self, Effect};
-use crate::domain::state::{Exit, ExitDetail, Time, World, after};
+use crate::domain::state::{Exit, ExitDetail, KeptPane, Session, Time, World, after};
 use crate::proto::{EventFilter, Request, Response, ShimReport};
 use crate::view::EventView;
 
@@ -111,19 +112,57 @@ pub enum Output {
     ReplyLogs { id: RequestId, reads: Vec<LogRead> },
     /// The exit record of a session that ended is no longer needed.
     RemoveExitRecord(u64),
-    /// Remove exit records of sessions that are not live, and logs of
-    /// sessions that are not shown any more.
+    /// Remove exit records of sessions that are not live, the lines of
+    /// panes that are not kept, and logs of sessions that are not shown
+    /// any more.
     Prune {
         live: BTreeSet<u64>,
+        kept: BTreeSet<u64>,
         shown: BTreeSet<u64>,
     },
     /// A line for the daemon's log.
     Log(String),
+    /// Send `signal` to process `pid` if it is still a child of `parent`
+    /// (a program of a shim): a pid that went to another process is left
+    /// alone.
+    Signal {
+        pid: u32,
+        parent: u32,
+        signal: Signal,
+    },
+    /// Have the shim `pid` (of spawn `uid`, a child of the tmux server
+    /// `parent`) that stays in a kept pane show `line` from now on.
+    ShowLine {
+        uid: u64,
+        pid: u32,
+        parent: u32,
+        line: String,
+    },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
     Exit,
 }
+
+/// The signals the supervisor sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+/// A program to kill if it has not ended by `at` (monotonic): one whose
+/// heartbeats went stale, sent SIGTERM first.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Escalation {
+    at: Duration,
+    uid: u64,
+    pid: u32,
+    shim: u32,
+}
+
+/// How long a program sent SIGTERM has before SIGKILL.
+const KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// One session run's output to read for `logs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +192,8 @@ pub struct Setup {
     pub tmux_socket_path: PathBuf,
     /// The marvel binary the panes run as their shim.
     pub marvel_bin: PathBuf,
+    /// The daemon's time zone, for the times tmux shows.
+    pub utc_offset: chrono::FixedOffset,
     pub cfg: Config,
 }
 
@@ -207,6 +248,10 @@ pub struct Supervisor {
     setup: Setup,
     /// tmux jobs under way, tmux's health, and the spawn queue.
     tmux: tmux::Tmux,
+    /// Where teams and slots are in tmux, and what their panes show.
+    ws: workspace::Workspace,
+    /// Programs to kill if they have not ended by then.
+    pub(super) escalations: Vec<Escalation>,
     /// Deaths whose cause a listing settles, by session uid.
     unsettled: BTreeMap<u64, Unsettled>,
     /// Exits reported before the session's spawn came back, by uid.
@@ -245,6 +290,8 @@ impl Supervisor {
             world: World::default(),
             events: EventRing::new(earlier_events),
             tmux: tmux::Tmux::default(),
+            ws: workspace::Workspace::default(),
+            escalations: Vec::new(),
             setup,
             unsettled: BTreeMap::new(),
             early_exits: BTreeMap::new(),
@@ -307,6 +354,15 @@ impl Supervisor {
     }
 
     fn emit(&mut self, ev: Event) {
+        // What a session's or role's pane shows may change with it.
+        let role = ev
+            .key
+            .parse::<crate::domain::key::SessionKey>()
+            .map(|k| k.role())
+            .or_else(|_| ev.key.parse::<crate::domain::key::RoleKey>());
+        if let Ok(role) = role {
+            self.ws.dirty.insert(role);
+        }
         let view = self.events.push(ev);
         self.out.push(Output::Event(view));
     }
@@ -403,15 +459,10 @@ impl Supervisor {
                 continue;
             }
             match replay {
-                Replay::Report(ShimReport::Exited {
-                    code,
-                    signal,
-                    at,
-                    hangup,
-                    ..
-                }) => {
-                    let exit = exit_from_report(code, signal, at, hangup);
-                    self.exit_reported(uid, exit, hangup, now, rng);
+                Replay::Report(report @ ShimReport::Exited { .. }) => {
+                    if let Some((exit, hangup)) = reported_exit(&report) {
+                        self.exit_reported(uid, exit, hangup, now, rng);
+                    }
                 }
                 Replay::Report(ShimReport::Started { pid, at, .. }) => {
                     let ev = self.world.started(uid, pid, at);
@@ -465,6 +516,18 @@ impl Supervisor {
     /// The timers: the sweep, tmux's retry, the stop deadline. The plan's
     /// own wake-up needs nothing here: every step reconciles.
     fn tick(&mut self, now: Now) {
+        let (due, later): (Vec<Escalation>, Vec<Escalation>) =
+            std::mem::take(&mut self.escalations)
+                .into_iter()
+                .partition(|e| now.mono >= e.at);
+        self.escalations = later;
+        for e in due {
+            self.out.push(Output::Signal {
+                pid: e.pid,
+                parent: e.shim,
+                signal: Signal::Kill,
+            });
+        }
         if self.persist.retry_at.is_some_and(|t| now.mono >= t) {
             self.persist.retry_at = None;
             self.dirty = true;
@@ -486,7 +549,8 @@ impl Supervisor {
         }
         let shown = self.world.uids_with_logs();
         let live = self.live_uids().into_iter().collect();
-        self.out.push(Output::Prune { live, shown });
+        let kept = self.world.kept.values().map(|k| k.uid).collect();
+        self.out.push(Output::Prune { live, kept, shown });
     }
 
     /// Plans and carries out the plan's effects.
@@ -500,34 +564,43 @@ impl Supervisor {
         for effect in plan.effects {
             match effect {
                 Effect::Spawn { uid } => self.tmux.queue.push(uid),
-                Effect::Stopped { session } => {
-                    self.unsettled.remove(&session.uid);
-                    // A pane still being made is removed when its spawn
-                    // comes back; one not asked for yet never will be.
-                    self.tmux.queue.retain(|u| *u != session.uid);
-                    if let Some(pane) = session.pane {
-                        self.kill_pane(pane, session.key.to_string(), now);
-                    }
-                    self.out.push(Output::RemoveExitRecord(session.uid));
-                }
+                Effect::Stopped { session } => self.vacate(session, now),
                 Effect::Killed { session } => {
-                    // Recorded dead already: its last screen, then its pane.
+                    // Recorded dead already. Its program is ended (SIGTERM,
+                    // SIGKILL if it does not go), and its pane, kept, shows
+                    // its last screen.
                     self.unsettled.remove(&session.uid);
                     self.out.push(Output::RemoveExitRecord(session.uid));
-                    match session.pane {
-                        Some(pane) if self.tmux_ready(now) => {
-                            self.capture_last_screen(session.uid, pane.clone(), None, now);
-                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                    self.out.push(Output::ReadLogTail { uid: session.uid });
+                    if let Some(exit) = &session.exit {
+                        self.keep_pane(&session, exit, now);
+                    }
+                    let kept =
+                        self.world.kept.get(&session.key).map(|k| k.uid) == Some(session.uid);
+                    match (&session.pane, session.pid, session.pane_pid) {
+                        (Some(_), Some(pid), Some(shim)) if kept => {
+                            self.out.push(Output::Signal {
+                                pid,
+                                parent: shim,
+                                signal: Signal::Term,
+                            });
+                            self.escalations.push(Escalation {
+                                at: now.mono + KILL_AFTER,
+                                uid: session.uid,
+                                pid,
+                                shim,
+                            });
                         }
-                        Some(pane) => {
-                            self.out.push(Output::ReadLogTail { uid: session.uid });
-                            self.kill_pane(pane, "an unhealthy session".into(), now);
+                        (Some(pane), _, _) => {
+                            self.world.kept.remove(&session.key);
+                            self.kill_pane(pane.clone(), "an unhealthy session".into(), now);
                         }
-                        None => self.out.push(Output::ReadLogTail { uid: session.uid }),
+                        (None, _, _) => {}
                     }
                 }
             }
         }
+        self.forget_panes_of_undeclared_slots(now);
         // Without tmux the spawns wait, visible as pending: its answer or
         // its retry timer wakes the loop.
         if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
@@ -535,9 +608,66 @@ impl Supervisor {
         }
     }
 
+    /// A session stopped on purpose: its pane goes, unless a replacement
+    /// of the same slot takes it over in this step (a restart in place).
+    fn vacate(&mut self, session: crate::domain::state::Session, now: Now) {
+        self.unsettled.remove(&session.uid);
+        // A pane still being made is removed when its spawn comes back;
+        // one not asked for yet never will be.
+        self.tmux.queue.retain(|u| *u != session.uid);
+        self.out.push(Output::RemoveExitRecord(session.uid));
+        match (session.pane, session.window) {
+            (Some(pane), Some(window)) => {
+                // Whatever the slot kept before is of no use any more.
+                if let Some(old) = self.world.kept.remove(&session.key)
+                    && old.pane != pane
+                {
+                    self.kill_pane(old.pane, session.key.to_string(), now);
+                }
+                let v = workspace::Vacated {
+                    pane,
+                    window,
+                    session: session.tmux_session,
+                };
+                if let Some(earlier) = self.ws.vacated.insert(session.key.clone(), v) {
+                    self.kill_pane(earlier.pane, session.key.to_string(), now);
+                }
+            }
+            (Some(pane), None) => self.kill_pane(pane, session.key.to_string(), now),
+            (None, _) => {}
+        }
+    }
+
+    /// Panes kept for slots that are no longer declared (a role removed,
+    /// scaled down, a team deleted) go.
+    fn forget_panes_of_undeclared_slots(&mut self, now: Now) {
+        let gone: Vec<crate::domain::key::SessionKey> = self
+            .world
+            .kept
+            .keys()
+            .filter(|k| {
+                self.world
+                    .role_spec(&k.role())
+                    .is_none_or(|spec| k.slot >= spec.replicas.get())
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(k) = self.world.kept.remove(&key) {
+                self.dirty = true;
+                self.kill_pane(k.pane, key.to_string(), now);
+            }
+        }
+    }
+
     /// Ends every step: persists what changed, says when to wake up, and
     /// whether the daemon is done.
     fn finish(&mut self, now: Now) {
+        // Panes of stopped sessions that no replacement took over.
+        for (key, v) in std::mem::take(&mut self.ws.vacated) {
+            self.kill_pane(v.pane, key.to_string(), now);
+        }
+        self.redecorate(now);
         if self.dirty {
             self.dirty = false;
             self.out.push(Output::Persist);
@@ -545,6 +675,9 @@ impl Supervisor {
         let mut wake = self.next_sweep;
         if let Some(t) = self.persist.retry_at {
             wake = wake.min(t);
+        }
+        if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
+            wake = wake.min(e);
         }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
@@ -614,14 +747,40 @@ impl Supervisor {
     /// A live session ended without being asked to: the policy decides,
     /// the marker gets the log's last lines unless its screen is read.
     fn record_death(&mut self, uid: u64, exit: Exit, now: Now, rng: &mut impl Rng) {
-        if !self.is_live(uid) {
+        let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
             return;
-        }
+        };
+        let s = s.clone();
+        self.keep_pane(&s, &exit, now);
         self.unsettled.remove(&uid);
         let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());
         self.emit_all(evs);
         self.out.push(Output::RemoveExitRecord(uid));
         self.dirty = true;
+    }
+
+    /// The pane of an ended program stays for its slot, showing its last
+    /// screen until the slot runs there again (a pane the slot kept before
+    /// goes).
+    fn keep_pane(&mut self, s: &Session, exit: &Exit, now: Now) {
+        if !workspace::keeps_pane(s, exit) {
+            return;
+        }
+        let kept = KeptPane {
+            pane: s.pane.clone().expect("checked by keeps_pane"),
+            window: s.window.clone().expect("checked by keeps_pane"),
+            tmux_session: s.tmux_session.clone(),
+            uid: s.uid,
+            shim_pid: s.pane_pid,
+            exit: Some(exit.clone()),
+            started_at: s.started_at,
+        };
+        let pane = kept.pane.clone();
+        if let Some(old) = self.world.kept.insert(s.key.clone(), kept)
+            && old.pane != pane
+        {
+            self.kill_pane(old.pane, s.key.to_string(), now);
+        }
     }
 
     /// A death whose screen will not be read: the marker gets the last
@@ -696,32 +855,37 @@ impl Supervisor {
     }
 }
 
-/// Turns a shim's exit report into an exit record.
-pub fn exit_from_report(code: Option<i32>, signal: Option<i32>, at: Time, hangup: bool) -> Exit {
-    Exit {
+/// The end a shim's report tells (with whether its terminal hung up), if
+/// it tells one.
+pub fn reported_exit(report: &ShimReport) -> Option<(Exit, bool)> {
+    let ShimReport::Exited {
         code,
         signal,
         at,
-        detail: if hangup {
-            ExitDetail::PaneKilled
-        } else {
-            ExitDetail::Program
-        },
-    }
+        hangup,
+        failure,
+        ..
+    } = report
+    else {
+        return None;
+    };
+    let detail = match (failure, hangup) {
+        (Some(why), _) => ExitDetail::StartFailed(why.clone()),
+        (None, true) => ExitDetail::PaneKilled,
+        (None, false) => ExitDetail::Program,
+    };
+    let exit = Exit {
+        code: *code,
+        signal: *signal,
+        at: *at,
+        detail,
+    };
+    Some((exit, *hangup))
 }
 
 /// The end an exit record tells, if it tells one.
 fn recorded_exit(report: ShimReport) -> Option<Exit> {
-    match report {
-        ShimReport::Exited {
-            code,
-            signal,
-            at,
-            hangup,
-            ..
-        } => Some(exit_from_report(code, signal, at, hangup)),
-        ShimReport::Started { .. } => None,
-    }
+    reported_exit(&report).map(|(exit, _)| exit)
 }
 
 fn shifted(t: Time, by: chrono::Duration) -> Time {

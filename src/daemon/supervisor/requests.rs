@@ -22,7 +22,7 @@ use crate::view::{DaemonView, ProblemKind, ProblemView, StatusView, TmuxState};
 use super::super::views;
 use super::super::worker::Job;
 use super::tmux::Then;
-use super::{EarlyExit, LogRead, Now, Output, RequestId, Supervisor, exit_from_report};
+use super::{EarlyExit, LogRead, Now, Output, RequestId, Supervisor, reported_exit};
 
 /// What a handler comes to.
 type Answer = Result<Option<Response>>;
@@ -122,9 +122,8 @@ impl Supervisor {
 
     /// A shim's word. Its exit is recorded at once, except a hang-up (a
     /// listing tells a killed pane from a lost server) and an exit that
-    /// overtook its spawn (recorded after the creation). When tmux is there
-    /// the dead pane's last screen is read before the shim is answered:
-    /// the pane lives as long as the shim waits.
+    /// overtook its spawn (recorded after the creation). The pane stays,
+    /// with the program's last screen, for the slot's next run.
     fn shim_report(
         &mut self,
         id: RequestId,
@@ -133,7 +132,7 @@ impl Supervisor {
         rng: &mut impl Rng,
     ) -> Answer {
         let done = || Ok(Some(Response::Done("recorded".into())));
-        let (uid, code, signal, at, hangup) = match report {
+        let uid = match report {
             ShimReport::Started { uid, pid, at } => {
                 if let Some(ev) = self.world.started(uid, pid, at) {
                     self.emit(ev);
@@ -141,46 +140,54 @@ impl Supervisor {
                 }
                 return done();
             }
-            ShimReport::Exited {
-                uid,
-                code,
-                signal,
-                at,
-                hangup,
-            } => (uid, code, signal, at, hangup),
+            ShimReport::Exited { uid, .. } => uid,
+        };
+        // A program told to end has: no SIGKILL for it.
+        self.escalations.retain(|e| e.uid != uid);
+        let Some((exit, hangup)) = reported_exit(&report) else {
+            return done();
         };
         let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
+            // Ended already (killed for its heartbeats, say): its shim still
+            // learns what its pane shows.
             self.out.push(Output::RemoveExitRecord(uid));
-            return Ok(Some(Response::Done("unknown session".into())));
+            return Ok(Some(self.answer_to_exit(uid, "unknown session")));
         };
-        let exit = exit_from_report(code, signal, at, hangup);
-        match s.pane.clone() {
+        if s.pane.is_none() && self.tmux.spawning(uid) {
             // The report overtook the answer to the spawn: the death waits
             // for it, so that it follows the creation.
-            None if self.tmux.spawning(uid) => {
-                let early = EarlyExit {
-                    exit,
-                    hangup,
-                    reply: id,
-                };
-                self.early_exits.insert(uid, early);
-                Ok(None)
-            }
-            Some(pane) if !hangup && self.tmux_ready(now) => {
-                let what = s.key.to_string();
-                self.record_death(uid, exit, now, rng);
-                self.capture_last_screen(uid, pane.clone(), Some(id), now);
-                // Then the dead pane goes, on the same queue: before the
-                // replacement's spawn, whatever the backoff, so a role never
-                // shows more panes than its replicas.
-                self.kill_pane(pane, what, now);
-                Ok(None)
-            }
-            _ => {
-                self.exit_reported(uid, exit, hangup, now, rng);
-                done()
-            }
+            let early = EarlyExit {
+                exit,
+                hangup,
+                reply: id,
+            };
+            self.early_exits.insert(uid, early);
+            return Ok(None);
         }
+        self.exit_reported(uid, exit, hangup, now, rng);
+        Ok(Some(self.answer_to_exit(uid, "recorded")))
+    }
+
+    /// What a shim is told once its program's end is known: to stay in its
+    /// kept pane, showing a line, or that it is done.
+    pub(super) fn answer_to_exit(&mut self, uid: u64, done: &str) -> Response {
+        match self.kept_line_of(uid) {
+            Some(line) => Response::Linger(line),
+            None => Response::Done(done.into()),
+        }
+    }
+
+    /// The line the kept pane of spawn `uid` shows, if its pane is kept.
+    pub(super) fn kept_line_of(&mut self, uid: u64) -> Option<String> {
+        let key = self
+            .world
+            .kept
+            .iter()
+            .find(|(_, k)| k.uid == uid)
+            .map(|(key, _)| key.clone())?;
+        let line = super::workspace::kept_line(&self.world, &key, self.setup.utc_offset)?;
+        self.ws.lines.insert(uid, line.clone());
+        Some(line)
     }
 
     fn apply(&mut self, team: TeamSpec, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
@@ -557,11 +564,21 @@ impl Supervisor {
         Ok(None)
     }
 
-    /// A live pane's screen comes from tmux; a marker's or a finished
-    /// session's last lines from state.
+    /// A live pane's screen comes from tmux, and so does the screen a
+    /// crashed session left in its pane; otherwise a marker's or finished
+    /// session's last lines come from state.
     fn capture(&mut self, id: RequestId, key: &str, now: Now) -> Answer {
         let s = self.find_session(key)?;
-        match s.pane.clone().filter(|_| s.state.is_live()) {
+        let pane = match s.pane.clone() {
+            Some(p) if s.state.is_live() => Some(p),
+            _ => self
+                .world
+                .kept
+                .get(&s.key)
+                .filter(|k| k.uid == s.uid)
+                .map(|k| k.pane.clone()),
+        };
+        match pane {
             Some(pane) => {
                 self.require_tmux(now)?;
                 let job = Job::Capture { pane, history: 0 };
@@ -780,7 +797,8 @@ impl Supervisor {
         Ok(None)
     }
 
-    /// Stops a session on purpose: replaced at once, never a crash.
+    /// Stops a session on purpose: replaced at once (in its own pane),
+    /// never a crash.
     fn kill(&mut self, key: &str, now: Now) -> Answer {
         let done = self.stop_session(key, "killed on request (not a crash)", now)?;
         Ok(Some(Response::Done(format!("{done} killed"))))
@@ -799,15 +817,11 @@ impl Supervisor {
         let Some(stopped) = self.world.stop(s.uid, now.wall) else {
             return Err(Error::not_found("session", key));
         };
-        self.unsettled.remove(&stopped.uid);
-        self.tmux.queue.retain(|u| *u != stopped.uid);
-        if let Some(pane) = stopped.pane.clone() {
-            self.kill_pane(pane, stopped.key.to_string(), now);
-        }
-        self.out.push(Output::RemoveExitRecord(stopped.uid));
+        let key = stopped.key.to_string();
         self.emit(Event::new(now.wall, EventKind::Killed, &stopped.key, why));
+        self.vacate(stopped, now);
         self.dirty = true;
-        Ok(stopped.key.to_string())
+        Ok(key)
     }
 
     fn delete(&mut self, key: &str, now: Now) -> Answer {
@@ -819,13 +833,50 @@ impl Supervisor {
         Ok(Some(Response::Done(format!("team {team} deleted"))))
     }
 
-    /// What `attach` needs to build its own tmux command: the session's
-    /// tmux session and pane, as data (a live session always has a pane).
+    /// What `attach` needs to build its own tmux command, as data: the
+    /// team's tmux session and, for a session, its window and pane (the
+    /// pane a crashed session left, while its slot keeps it).
     fn attach(&self, key: &str, now: Now) -> Answer {
+        let sessions: Vec<SessionKey> = self
+            .world
+            .all_session_records()
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
+        let teams: Vec<TeamKey> = self.world.teams.keys().cloned().collect();
+        // A key that names a session wins; otherwise it may name a team.
+        if key::lookup(key, &sessions).is_err()
+            && let Ok(team) = key::lookup(key, &teams)
+        {
+            self.require_tmux(now)?;
+            let session = self.ws.teams.get(team).cloned().ok_or_else(|| {
+                Error::refused(
+                    format!("team {team} has no tmux session (none of its sessions has a pane)"),
+                    None,
+                )
+            })?;
+            return Ok(Some(Response::AttachTarget {
+                tmux_session: session,
+                window: None,
+                pane: None,
+            }));
+        }
+        let s = self.find_session(key)?;
+        if !s.state.is_live()
+            && let Some(k) = self.world.kept.get(&s.key).filter(|k| k.uid == s.uid)
+        {
+            self.require_tmux(now)?;
+            return Ok(Some(Response::AttachTarget {
+                tmux_session: k.tmux_session.clone(),
+                window: Some(k.window.clone()),
+                pane: Some(k.pane.clone()),
+            }));
+        }
         let s = self.live_session(key, now)?;
         Ok(Some(Response::AttachTarget {
-            pane: s.pane.clone().unwrap_or_default(),
             tmux_session: s.tmux_session,
+            window: s.window,
+            pane: s.pane,
         }))
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::spec::RoleSpec;
 use crate::domain::state::Session;
-use crate::substrate::SpawnRequest;
+use crate::substrate::{Place, SpawnRequest};
 
 use super::Setup;
 
@@ -27,14 +27,24 @@ pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, Stri
     env
 }
 
-/// The spawn request of one pending session.
-pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec) -> SpawnRequest {
+/// The spawn request of one pending session, placed at `place`.
+pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> SpawnRequest {
     SpawnRequest {
-        name: s.tmux_session.clone(),
-        argv: crate::shim::shim_argv(&setup.marvel_bin, s.uid, &setup.paths.root, &spec.command),
+        place,
+        window_name: super::workspace::window_name(&s.key, spec),
+        key: s.key.to_string(),
+        uid: s.uid,
+        argv: crate::shim::shim_argv(
+            &setup.marvel_bin,
+            s.uid,
+            &setup.paths.root,
+            spec.cwd.as_deref(),
+            &spec.command,
+        ),
         env: env(setup, s, spec),
         cwd: spec.cwd.clone().map(Into::into),
         log: Some(setup.paths.session_log(s.uid)),
         owner: setup.owner_tag(),
+        status: "…".into(),
     }
 }

@@ -15,8 +15,8 @@ use crate::domain::spec::{Failures, Health, NonZeroSpan, TeamSpec};
 use crate::domain::state::{ExitDetail, Session, SessionState};
 use crate::domain::world::sim::{role, team};
 use crate::proto::{Filter, Kind};
-use crate::substrate::SubstrateError;
 use crate::substrate::fake::{Call, FakeSubstrate};
+use crate::substrate::{Place, SubstrateError, WindowRef};
 
 fn t0() -> Time {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -42,6 +42,7 @@ fn setup() -> Setup {
         tmux_socket: Some("sock".into()),
         tmux_socket_path: PathBuf::from("/tmp/tmux-0/sock"),
         marvel_bin: PathBuf::from("/bin/marvel"),
+        utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
         cfg: cfg(),
     }
 }
@@ -68,6 +69,10 @@ pub(super) struct H {
     pub trace: Vec<Output>,
     pub wake: Duration,
     pub exited: bool,
+    /// Signals sent: (pid, its expected parent, signal).
+    pub signals: Vec<(u32, u32, Signal)>,
+    /// What the shims of kept panes were told to show, by uid.
+    pub lines: BTreeMap<u64, String>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -100,6 +105,8 @@ impl H {
             trace: Vec::new(),
             wake: Duration::MAX,
             exited: false,
+            signals: Vec::new(),
+            lines: BTreeMap::new(),
             last_request: 0,
             runner: Runner::default(),
         }
@@ -189,6 +196,16 @@ impl H {
                         self.records.remove(&uid);
                     }
                     Output::Prune { .. } | Output::Log(_) => {}
+                    Output::Signal {
+                        pid,
+                        parent,
+                        signal,
+                    } => {
+                        self.signals.push((pid, parent, signal));
+                    }
+                    Output::ShowLine { uid, line, .. } => {
+                        self.lines.insert(uid, line);
+                    }
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
@@ -304,6 +321,7 @@ impl H {
             signal,
             at: self.now.wall,
             hangup,
+            failure: None,
         };
         self.records.insert(uid, report.clone());
         self.send(Request::Shim(report))
@@ -378,7 +396,15 @@ fn apply_spawns_shims_with_the_session_environment() {
         req.log,
         Some(PathBuf::from(format!("/state/logs/{uid}.log")))
     );
-    assert!(req.name.starts_with("marvel/demo/squad/w-0/"));
+    // One tmux session for the team, a window per session.
+    assert!(
+        matches!(&req.place, Place::NewSession { session, team, .. } if session == "demo-squad" && team == "demo/squad")
+    );
+    assert_eq!(req.window_name, "w-0");
+    assert!(
+        matches!(&spawns[1].place, Place::NewWindow { session, .. } if session == "demo-squad")
+    );
+    assert_eq!(h.tmux.sessions()["demo-squad"], vec!["w-0", "w-1"]);
     assert!(
         h.live()
             .iter()
@@ -429,47 +455,53 @@ impl H {
 }
 
 #[test]
-fn a_reported_exit_becomes_a_marker_with_the_last_screen_then_the_pane_goes() {
+fn a_reported_exit_becomes_a_marker_and_the_pane_stays_for_the_next_run() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));
     let s = h.live().remove(0);
     h.started(s.uid);
     assert_eq!(h.world().sessions[&s.uid].state, SessionState::Running);
     let pane = s.pane.clone().unwrap();
-    h.tmux.set_screen(&pane, "hello\nbye\n\n");
+    h.logs.insert(s.uid, vec!["hello".into(), "bye".into()]);
+    let calls_before = h.tmux.calls().len();
     let id = h.exited(s.uid, Some(42), None, false);
-    // Recorded at once; the shim's answer waits for its screen.
+    // Recorded at once, with the log's last lines; the shim is told to
+    // stay in its pane and what line to show there.
     assert_eq!(h.role_history().restarts, 1);
-    assert!(!h.replies.contains_key(&id));
-    h.run_jobs();
-    assert!(matches!(h.replies[&id], Response::Done(_)));
+    let Response::Linger(line) = &h.replies[&id] else {
+        panic!("{:?}", h.replies[&id]);
+    };
+    assert!(line.starts_with("crashed: exit 42"), "{line}");
+    assert!(line.contains("restart at"), "{line}");
     let hist = h.role_history();
     let m = hist.marker.as_ref().expect("a marker");
     assert_eq!(m.exit.as_ref().unwrap().code, Some(42));
     assert_eq!(m.last_output, vec!["hello", "bye"]);
     assert!(hist.next_restart_at.is_some());
     assert!(h.live().is_empty(), "the replacement waits for the backoff");
-    assert_eq!(
-        h.tmux.calls()[h.tmux.calls().len() - 2..],
-        [
-            Call::Capture {
-                pane: pane.clone(),
-                history: 200
-            },
-            Call::Kill(pane)
-        ],
-        "screen first, then the pane goes, before any replacement"
+    h.run_jobs();
+    assert!(
+        !h.tmux.calls()[calls_before..].contains(&Call::Kill(pane.clone())),
+        "the pane is kept"
     );
+    let kept = &h.world().kept[&s.key];
+    assert_eq!((kept.pane.as_str(), kept.uid), (pane.as_str(), s.uid));
+    assert!(h.tmux.pane(&pane).is_some());
     assert!(!h.records.contains_key(&s.uid), "the record is done with");
-    // A duplicate report changes nothing.
-    h.exited(s.uid, Some(1), None, false);
+    // A duplicate report changes nothing, and is told the same line.
+    let again = h.exited(s.uid, Some(1), None, false);
     h.run_jobs();
     assert_eq!(h.role_history().restarts, 1);
     assert_eq!(h.kinds().iter().filter(|k| **k == "crashed").count(), 1);
-    // The backoff ends: the replacement is asked for by the timer.
+    assert!(matches!(h.replies[&again], Response::Linger(_)));
+    // The backoff ends: the replacement runs in the same pane.
     h.until_wake();
     h.run_jobs();
-    assert_eq!(h.live().len(), 1);
+    let next = h.live().remove(0);
+    assert_ne!(next.uid, s.uid);
+    assert_eq!(next.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(next.window, s.window);
+    assert!(h.world().kept.is_empty(), "the pane is in use again");
 }
 
 /// Long-running heartbeat session: started an hour ago.
@@ -487,20 +519,44 @@ fn long_running(h: &mut H) -> Session {
 }
 
 #[test]
-fn a_stale_heartbeat_kills_the_pane_and_counts_as_a_crash() {
+fn a_stale_heartbeat_ends_the_program_and_counts_as_a_crash() {
     let mut h = H::new();
     let s = long_running(&mut h);
     assert!(h.live().is_empty());
-    assert_eq!(h.tmux.kills(), vec![s.pane.clone().unwrap()]);
+    // The program is asked to end; its pane stays, with its last screen.
+    let shim = s.pane_pid.unwrap();
+    assert_eq!(h.signals, [(7, shim, Signal::Term)]);
+    assert!(h.tmux.kills().is_empty());
+    assert_eq!(h.world().kept[&s.key].uid, s.uid);
     let hist = h.role_history();
     assert_eq!(hist.restarts, 1);
     let exit = hist.marker.as_ref().unwrap().exit.clone().unwrap();
     assert_eq!(exit.detail, ExitDetail::Unhealthy("heartbeat stale".into()));
     assert!(hist.next_restart_at.is_some(), "backs off like any crash");
-    // The shim's own report of the kill is no second death.
-    h.exited(s.uid, None, Some(1), true);
+    // The shim's own report of the end is no second death, and the
+    // program that ended needs no SIGKILL.
+    let id = h.exited(s.uid, None, Some(15), false);
     h.run_jobs();
     assert_eq!(h.role_history().restarts, 1);
+    assert!(
+        matches!(h.replies[&id], Response::Linger(ref l) if l.starts_with("crashed: heartbeat stale"))
+    );
+    h.advance(6000);
+    assert_eq!(h.signals.len(), 1, "{:?}", h.signals);
+}
+
+#[test]
+fn a_program_that_ignores_sigterm_for_its_stale_heartbeat_gets_sigkill() {
+    let mut h = H::new();
+    let s = long_running(&mut h);
+    let shim = s.pane_pid.unwrap();
+    h.advance(4000);
+    assert_eq!(h.signals.len(), 1);
+    h.advance(1000);
+    assert_eq!(
+        h.signals,
+        [(7, shim, Signal::Term), (7, shim, Signal::Kill)]
+    );
 }
 
 #[test]
@@ -858,6 +914,7 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
             signal: None,
             at: h.now.wall,
             hangup: false,
+            failure: None,
         },
     );
     h.tmux.remove(dead.pane.as_deref().unwrap());
@@ -995,7 +1052,9 @@ fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
     assert!(matches!(r, Response::Done(_)));
     assert!(h.live().is_empty());
     h.run_jobs();
-    assert_eq!(h.tmux.kills().len(), 2, "{:?}", h.tmux.calls());
+    // One pane was under way (the second waits for the team's tmux
+    // session); it goes as soon as it exists.
+    assert_eq!(h.tmux.kills().len(), 1, "{:?}", h.tmux.calls());
     assert!(h.tmux.panes().is_empty());
     assert!(h.world().sessions.is_empty());
 }
@@ -1013,7 +1072,7 @@ impl H {
 
 /// The death of a session whose spawn is still under way: the exit waits
 /// for the spawn's answer, so the death follows the creation, and the
-/// shim is answered once the last screen is read.
+/// shim is answered then: it stays in the pane the creation made.
 #[test]
 fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
     let mut h = H::new();
@@ -1027,8 +1086,13 @@ fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
         "the shim waits for the spawn"
     );
     assert_eq!(h.live()[0].state, SessionState::Pending);
+    h.logs.insert(uid, vec!["last words".into()]);
     h.run_jobs();
-    assert!(matches!(h.replies[&answer], Response::Done(_)));
+    assert!(
+        matches!(h.replies[&answer], Response::Linger(_)),
+        "{:?}",
+        h.replies[&answer]
+    );
     let kinds: Vec<&str> = h
         .events
         .iter()
@@ -1041,38 +1105,91 @@ fn an_exit_that_overtakes_its_spawn_is_recorded_after_the_creation() {
     );
     let m = h.role_history().marker.clone().unwrap();
     assert_eq!((m.uid, m.exit.unwrap().code), (uid, Some(3)));
-    assert!(
-        h.tmux.calls().contains(&Call::Capture {
-            pane: m.pane.clone().unwrap(),
-            history: 200
-        }),
-        "the last screen was read before the shim was answered"
-    );
+    assert_eq!(m.last_output, ["last words"]);
+    assert_eq!(h.world().kept[&m.key].pane, m.pane.unwrap());
 }
 
 #[test]
-fn spawns_cut_short_by_a_restart_are_found_by_name_or_made_again() {
+fn spawns_cut_short_by_a_restart_are_found_by_their_uid_or_made_again() {
     let mut h = H::new();
     h.apply_now(team(vec![role("w", 2)]));
     let cut = h.live();
     assert!(cut.iter().all(|s| s.pane.is_none()));
-    // The daemon dies while tmux makes the panes.
+    // The daemon dies while tmux makes the first pane; the second was
+    // never asked for.
+    assert_eq!(h.jobs.len(), 1);
     let (_, job) = h.jobs.pop_front().unwrap();
     job.run(&h.tmux);
-    let lost = h
-        .tmux
-        .panes()
-        .into_iter()
-        .find(|p| p.session_name == cut[1].tmux_session)
-        .unwrap();
-    h.tmux.remove(&lost.pane);
+    let made = h.tmux.panes();
+    assert_eq!(made.len(), 1);
     let mut h = h.restart();
     h.run_jobs();
     let found = &h.world().sessions[&cut[0].uid];
-    assert!(found.state.is_live() && found.pane.is_some(), "{found:?}");
+    assert!(found.state.is_live(), "{found:?}");
+    assert_eq!(found.pane.as_deref(), Some(made[0].pane.as_str()));
     assert!(!h.world().sessions.contains_key(&cut[1].uid), "forgotten");
     assert_eq!(h.live().len(), 2, "slot 1 is filled again");
     assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
+    assert_eq!(h.tmux.sessions().len(), 1, "{:?}", h.tmux.sessions());
+}
+
+#[test]
+fn a_window_gone_unnoticed_makes_tmux_refuse_and_the_spawn_goes_at_the_end_charging_nobody() {
+    let mut h = H::new();
+    h.apply(team(vec![role("a", 1), role("w", 1)]));
+    let started = h.start_all();
+    let w = started.iter().find(|s| s.key.role == "w").unwrap().clone();
+    // w-0's window goes behind marvel's back; before any listing, w-1 is
+    // asked for, to go after it.
+    h.tmux.remove(w.pane.as_deref().unwrap());
+    let r = h.ask(Request::Scale {
+        key: "w".into(),
+        replicas: 2,
+    });
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    let second = h
+        .live()
+        .into_iter()
+        .find(|s| s.key.role == "w" && s.key.slot == 1)
+        .expect("slot 1");
+    assert!(second.pane.is_some(), "placed on the second try");
+    let places: Vec<Place> = h.tmux.spawns().into_iter().map(|r| r.place).collect();
+    let tail = &places[places.len() - 2..];
+    assert_eq!(
+        tail,
+        [
+            Place::NewWindow {
+                session: "demo-squad".into(),
+                after: w.window.clone().map(WindowRef::Id)
+            },
+            // Again, at the end of the team's session.
+            Place::NewWindow {
+                session: "demo-squad".into(),
+                after: None
+            }
+        ],
+        "{places:?}"
+    );
+    assert_eq!(h.world().roles[&w.key.role()].restarts, 0, "nobody's crash");
+    assert_eq!(h.tmux.sessions().len(), 1, "still the team's one session");
+}
+
+#[test]
+fn a_spawn_cut_short_whose_pane_vanished_is_made_again() {
+    let mut h = H::new();
+    h.apply_now(team(vec![role("w", 1)]));
+    let cut = h.live().remove(0);
+    let (_, job) = h.jobs.pop_front().unwrap();
+    job.run(&h.tmux);
+    let pane = h.tmux.panes().remove(0).pane;
+    h.tmux.remove(&pane);
+    let mut h = h.restart();
+    h.run_jobs();
+    assert!(!h.world().sessions.contains_key(&cut.uid), "forgotten");
+    let again = h.live().remove(0);
+    assert_eq!(again.key, cut.key);
+    assert!(again.pane.is_some());
+    assert_eq!(h.role_history().restarts, 0, "nobody's crash");
 }
 
 #[test]
@@ -1124,6 +1241,7 @@ fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
             signal: Some(15),
             at: h.now.wall,
             hangup: false,
+            failure: None,
         },
     );
     h2.restart_with(world, true);
@@ -1378,9 +1496,10 @@ mod interleavings {
         let mut per = BTreeMap::new();
         for p in h.tmux.panes() {
             if ours.contains(&p.pane) {
-                // marvel/<ws>/<team>/<role>-<slot>/<uid>
-                let session = p.session_name.split('/').nth(3).unwrap();
-                let role = session.rsplit_once('-').unwrap().0.to_string();
+                // <ws>/<team>/<role>-<slot>
+                let key = p.key.as_deref().expect("our panes carry their key");
+                let slot = key.rsplit('/').next().unwrap();
+                let role = slot.rsplit_once('-').unwrap().0.to_string();
                 *per.entry(role).or_default() += 1;
             }
         }
@@ -1498,6 +1617,12 @@ mod interleavings {
                     crashes = 0;
                 }
                 prop_assert_eq!(crashes, h.role_history().restarts, "crash events vs restarts");
+                // A kept pane shows a program that ended: no live session
+                // runs in it.
+                let live: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+                for k in h.world().kept.values() {
+                    prop_assert!(!live.contains(&k.pane), "kept pane {} is live", k.pane);
+                }
             }
             // Let everything settle: the server answers, every job runs, time
             // passes for listings. Every death is then recorded.
@@ -1512,8 +1637,13 @@ mod interleavings {
                     "death of uid {} never recorded", uid);
             }
             // Blast radius: whatever failed on the way, no pane of ours is
-            // left that no live session owns.
-            let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).collect();
+            // left that no live session owns, but for the kept panes of
+            // ended programs, which are still there.
+            let kept: BTreeSet<String> = h.world().kept.values().map(|k| k.pane.clone()).collect();
+            for pane in &kept {
+                prop_assert!(h.tmux.pane(pane).is_some(), "kept pane {} is gone", pane);
+            }
+            let ours: BTreeSet<String> = h.live().into_iter().filter_map(|s| s.pane).chain(kept).collect();
             let strays: Vec<String> = h.tmux.panes().into_iter()
                 .filter(|p| p.owner == "/state" && !ours.contains(&p.pane))
                 .map(|p| p.pane)
@@ -1916,5 +2046,76 @@ fn logs_since_picks_the_runs_alive_within_the_span() {
         read(&mut h, Some(30_000)),
         [second],
         "the first ended before"
+    );
+}
+
+/// What a person attached to the team sees: each window's status, and the
+/// line a kept pane's shim draws, through a crash, a freeze and a reset.
+#[test]
+fn windows_and_kept_panes_say_what_happened_and_what_comes_next() {
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.max_restarts = Some(1);
+    h.apply(team(vec![w]));
+    let first = h.start_all().remove(0);
+    let pane = first.pane.clone().unwrap();
+    let status = |h: &H| h.tmux.pane(&pane).and_then(|p| p.status);
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+
+    h.advance(1500);
+    let id = h.exited(first.uid, Some(3), None, false);
+    h.run_jobs();
+    assert!(
+        matches!(&h.replies[&id], Response::Linger(l) if l == "crashed: exit 3 after 1.5s — restart at 12:00:01"),
+        "{:?}",
+        h.replies[&id]
+    );
+    assert_eq!(status(&h).as_deref(), Some("↻"));
+
+    // The backoff ends: the same pane runs again.
+    h.until_wake();
+    h.run_jobs();
+    let second = h.start_all().remove(0);
+    assert_eq!(second.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+
+    // A second crash within the window freezes the role: the kept pane
+    // says so and what to do.
+    let id = h.exited(second.uid, Some(4), None, false);
+    h.run_jobs();
+    assert!(
+        matches!(&h.replies[&id], Response::Linger(l) if l == "frozen: 2 crashes in 1m, last: exit 4 — marvel reset role demo/squad/w"),
+        "{:?}",
+        h.replies[&id]
+    );
+    assert_eq!(status(&h).as_deref(), Some("❄"));
+
+    // Reset: running again in the same pane.
+    h.ask(Request::Reset { key: "w".into() });
+    let third = h.start_all().remove(0);
+    assert_eq!(third.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(status(&h).as_deref(), Some("✓"));
+}
+
+/// A kept pane's line follows its role: when the role freezes because of
+/// another slot, the shim is sent the new line.
+#[test]
+fn a_kept_panes_line_is_redrawn_when_its_role_changes() {
+    let mut h = H::new();
+    let mut w = role("w", 2);
+    w.max_restarts = Some(1);
+    h.apply(team(vec![w]));
+    let both = h.start_all();
+    h.exited(both[0].uid, Some(3), None, false);
+    h.run_jobs();
+    h.exited(both[1].uid, Some(5), None, false);
+    h.run_jobs();
+    let line = h
+        .lines
+        .get(&both[0].uid)
+        .expect("a line sent to slot 0's shim");
+    assert!(
+        line.starts_with("frozen: 2 crashes in 1m, last: exit 5"),
+        "{line}"
     );
 }

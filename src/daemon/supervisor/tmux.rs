@@ -17,11 +17,11 @@ use crate::domain::policy::Curve;
 use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
-use crate::substrate::{Observation, PaneInfo, Spawned, SubstrateError};
+use crate::substrate::{Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError};
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
-use super::{EarlyExit, MARKER_LINES, Now, Output, RequestId, Supervisor};
+use super::{EarlyExit, Now, Output, RequestId, Supervisor, workspace};
 
 /// What to do with a job's outcome.
 #[derive(Debug, Clone)]
@@ -31,19 +31,18 @@ pub(super) enum Then {
     Probe { adopt: bool },
     /// A listing: compare it with the live sessions.
     Observe,
-    /// A spawn batch, for these session uids in request order.
-    Spawn(Vec<u64>),
+    /// A spawn batch, for these session uids and places in request order.
+    Spawn(Vec<u64>, Vec<Place>),
     /// A pane to remove; a failure is only logged (the sweep retries).
     Kill { pane: String, what: String },
-    /// The last screen of a dead session, then the answer to its shim (if
-    /// one waits), which keeps the pane open until it hears back.
-    ExitScreen { uid: u64, reply: Option<RequestId> },
     /// A client waits: `done` is its answer on success.
     Reply { id: RequestId, done: String },
     /// One piece of a long text typed for a client; the last piece answers.
     Typed { id: RequestId },
     /// A client waits for the captured text.
     ReplyText { id: RequestId },
+    /// What panes show was set.
+    Decorate,
 }
 
 /// A job under way.
@@ -86,7 +85,7 @@ impl Tmux {
     pub fn spawning(&self, uid: u64) -> bool {
         self.jobs
             .values()
-            .any(|p| matches!(&p.then, Then::Spawn(uids) if uids.contains(&uid)))
+            .any(|p| matches!(&p.then, Then::Spawn(uids, _) if uids.contains(&uid)))
     }
 
     /// How long the job the worker runs now has been over its expected
@@ -167,9 +166,9 @@ impl Supervisor {
                     self.list_soon(now);
                 }
             }
-            (Then::Spawn(uids), Outcome::Spawned(results)) => {
-                for (uid, result) in uids.into_iter().zip(results) {
-                    self.spawned(uid, result, now, rng);
+            (Then::Spawn(uids, places), Outcome::Spawned(results)) => {
+                for ((uid, place), result) in uids.into_iter().zip(places).zip(results) {
+                    self.spawned(uid, place, result, now, rng);
                 }
             }
             (Then::Kill { pane, what }, Outcome::Killed(result)) => {
@@ -179,26 +178,6 @@ impl Supervisor {
                     self.log(format!("cannot kill pane {pane} of {what}: {e}"));
                     self.job_failed(&e, now, rng);
                     self.list_soon(now);
-                }
-            }
-            (Then::ExitScreen { uid, reply }, Outcome::Captured(screen)) => {
-                match screen {
-                    Ok(text) => {
-                        let lines = last_lines(&text, MARKER_LINES);
-                        if lines.is_empty() {
-                            self.out.push(Output::ReadLogTail { uid });
-                        } else {
-                            self.world.set_last_output(uid, lines);
-                            self.dirty = true;
-                        }
-                    }
-                    Err(e) => {
-                        self.out.push(Output::ReadLogTail { uid });
-                        self.job_failed(&e, now, rng);
-                    }
-                }
-                if let Some(id) = reply {
-                    self.reply(id, Response::Done("recorded".into()));
                 }
             }
             (Then::Reply { id, done }, Outcome::Sent(result)) => {
@@ -220,6 +199,13 @@ impl Supervisor {
                 {
                     self.job_failed(&e, now, rng);
                     self.reply(id, Response::Error(Error::tmux(e.to_string())));
+                }
+            }
+            (Then::Decorate, Outcome::Sent(result)) => {
+                if let Err(e) = result {
+                    // Shown again at the next change; nothing else hangs on it.
+                    self.ws.shown.clear();
+                    self.job_failed(&e, now, rng);
                 }
             }
             (Then::ReplyText { id }, Outcome::Captured(result)) => {
@@ -363,10 +349,13 @@ impl Supervisor {
         }
     }
 
-    /// Asks tmux for the panes of every queued session, in one batch.
+    /// Asks tmux for the panes of every queued session, in one batch. A
+    /// session whose team's tmux session (or tiled role's window) is being
+    /// made waits in the queue for it.
     pub(super) fn spawn_queued(&mut self, now: Now) {
-        let mut uids = Vec::new();
+        let mut placed = Vec::new();
         let mut reqs = Vec::new();
+        let mut waiting = Vec::new();
         for uid in std::mem::take(&mut self.tmux.queue) {
             let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
                 continue;
@@ -374,11 +363,22 @@ impl Supervisor {
             let Some(spec) = self.world.role_spec(&s.key.role()) else {
                 continue;
             };
-            reqs.push(super::spawn::request(&self.setup, s, spec));
-            uids.push(uid);
+            let Some((place, session)) = workspace::place(&mut self.ws, &self.world, s, spec)
+            else {
+                waiting.push(uid);
+                continue;
+            };
+            reqs.push(super::spawn::request(&self.setup, s, spec, place));
+            placed.push((uid, session));
         }
-        if uids.is_empty() {
+        self.tmux.queue = waiting;
+        if placed.is_empty() {
             return;
+        }
+        for (uid, session) in &placed {
+            if let Some(s) = self.world.sessions.get_mut(uid) {
+                s.tmux_session = session.clone();
+            }
         }
         // The uids handed out must be on disk before any pane carries one,
         // so that a daemon that crashes now never hands them out again.
@@ -387,16 +387,24 @@ impl Supervisor {
             self.dirty = false;
             self.out.push(Output::Persist);
         }
-        self.submit(Job::Spawn(reqs), Then::Spawn(uids), now);
+        let places = reqs.iter().map(|r| r.place.clone()).collect();
+        let uids = placed.into_iter().map(|(uid, _)| uid).collect();
+        self.submit(Job::Spawn(reqs), Then::Spawn(uids, places), now);
     }
 
     fn spawned(
         &mut self,
         uid: u64,
+        place: Place,
         result: std::result::Result<Spawned, SubstrateError>,
         now: Now,
         rng: &mut impl Rng,
     ) {
+        let refused = match &result {
+            Err(SubstrateError::Refused(why)) => Some(why.as_str()),
+            _ => None,
+        };
+        self.placement_done(&place, uid, result.is_ok(), refused, now);
         let live = self
             .world
             .sessions
@@ -405,9 +413,16 @@ impl Supervisor {
             .map(|s| s.key.clone());
         let early = self.early_exits.remove(&uid);
         match (result, live) {
-            (Ok(sp), Some(key)) => self.placed(uid, &key, sp.pane, sp.pane_pid, now),
+            (Ok(sp), Some(key)) => self.placed(uid, &key, sp, now),
             // Stopped while its pane was being made.
             (Ok(sp), None) => self.kill_pane(sp.pane, format!("spawn {uid}"), now),
+            // The workspace was not as believed (a pane or session gone, a
+            // name taken, a window full): placed anew, a few times over.
+            (Err(SubstrateError::Refused(why)), Some(key))
+                if early.is_none() && stale_placement(&why) && self.retry_placement(uid) =>
+            {
+                self.log(format!("placing {key} again: {why}"));
+            }
             // tmux refused to make this pane: the role's own doing (its
             // command, its directory), so it counts as a crash and backs
             // off like one, with tmux's words as the reason.
@@ -429,63 +444,159 @@ impl Supervisor {
                 self.job_failed(&e, now, rng);
             }
         }
+        if !self.tmux.queue.contains(&uid) {
+            // Placed, or given up on: its tries are done with.
+            self.ws.attempts.remove(&uid);
+            self.ws.plain.remove(&uid);
+        }
         if let Some(early) = early {
             self.late_exit(uid, early, now, rng);
         }
     }
 
+    /// What a placement's outcome teaches about the workspace.
+    /// `refused` holds tmux's words when it refused the placement.
+    fn placement_done(
+        &mut self,
+        place: &Place,
+        uid: u64,
+        ok: bool,
+        refused: Option<&str>,
+        now: Now,
+    ) {
+        self.ws.placing.remove(&uid);
+        let Some(key) = self.world.sessions.get(&uid).map(|s| s.key.clone()) else {
+            return;
+        };
+        let team = key.team();
+        let why = refused.unwrap_or_default();
+        match place {
+            Place::NewSession { session, .. } => {
+                self.ws.creating.remove(&team);
+                if ok {
+                    let base = workspace::base_session_name(&team);
+                    if *session != base {
+                        let msg = format!(
+                            "tmux session name {base} is taken: team {team} is in tmux session {session}"
+                        );
+                        self.log(msg.clone());
+                        self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                    }
+                    self.ws.teams.insert(team, session.clone());
+                } else {
+                    // Someone took the name meanwhile: not ours to use.
+                    self.ws.taken.insert(session.clone());
+                }
+            }
+            Place::NewWindow { .. } if !ok && why.contains("can't find session") => {
+                self.ws.teams.remove(&team);
+            }
+            Place::Respawn { pane }
+                if !ok && self.world.kept.get(&key).is_some_and(|k| k.pane == *pane) =>
+            {
+                self.world.kept.remove(&key);
+                self.dirty = true;
+            }
+            _ => {}
+        }
+        self.ws.tiling.remove(&key.role());
+    }
+
+    /// Queues a spawn whose placement failed on a stale picture, unless it
+    /// failed so often already that it counts as refused.
+    fn retry_placement(&mut self, uid: u64) -> bool {
+        let tries = self.ws.attempts.entry(uid).or_default();
+        *tries += 1;
+        if *tries >= workspace::PLACEMENT_TRIES {
+            return false;
+        }
+        // Placed the plainest way from now on: whatever it was to go beside
+        // or after may be gone again by the next try.
+        self.ws.plain.insert(uid);
+        self.tmux.queue.push(uid);
+        true
+    }
+
     /// A pending session's pane is known.
-    fn placed(&mut self, uid: u64, key: &SessionKey, pane: String, pane_pid: u32, now: Now) {
-        let started = self.world.spawned(uid, pane.clone(), pane_pid);
+    fn placed(&mut self, uid: u64, key: &SessionKey, sp: Spawned, now: Now) {
+        if sp.server_pid.is_some() {
+            self.ws.server_pid = sp.server_pid;
+        }
+        // The slot's kept pane now runs this session.
+        if self.world.kept.get(key).is_some_and(|k| k.pane == sp.pane) {
+            self.world.kept.remove(key);
+        }
+        let started = self
+            .world
+            .spawned(uid, sp.pane.clone(), sp.pane_pid, Some(sp.window));
+        self.ws.dirty.insert(key.role());
         self.dirty = true;
         self.emit(Event::new(
             now.wall,
             EventKind::Created,
             key,
-            format!("pane {pane}"),
+            format!("pane {}", sp.pane),
         ));
         if let Some(ev) = started {
             self.emit(ev);
         }
     }
 
-    /// An exit reported before the session's spawn came back, now that it
-    /// has: recorded after the creation, with the last screen if it can be
-    /// read.
-    fn late_exit(&mut self, uid: u64, early: EarlyExit, now: Now, rng: &mut impl Rng) {
-        let pane = self
-            .world
-            .sessions
-            .get(&uid)
-            .filter(|s| s.state.is_live())
-            .and_then(|s| s.pane.clone());
-        match pane {
-            Some(pane) if !early.hangup && self.tmux_ready(now) => {
-                let what = self.world.sessions[&uid].key.to_string();
-                self.record_death(uid, early.exit, now, rng);
-                self.capture_last_screen(uid, pane.clone(), Some(early.reply), now);
-                // As for any reported exit: the dead pane goes before any
-                // replacement is asked for.
-                self.kill_pane(pane, what, now);
+    /// What the panes of changed roles show: window statuses, sent to
+    /// tmux in one call, and the lines of kept panes, told to their shims.
+    pub(super) fn redecorate(&mut self, now: Now) {
+        if self.ws.dirty.is_empty() {
+            return;
+        }
+        let roles = std::mem::take(&mut self.ws.dirty);
+        let kept: HashSet<u64> = self.world.kept.values().map(|k| k.uid).collect();
+        self.ws.lines.retain(|uid, _| kept.contains(uid));
+        let (windows, lines) =
+            workspace::decorations(&self.world, &roles, self.setup.utc_offset, now.wall);
+        for (uid, line) in lines {
+            if self.ws.lines.get(&uid) == Some(&line) {
+                continue;
             }
-            _ => {
-                self.exit_reported(uid, early.exit, early.hangup, now, rng);
-                self.reply(early.reply, Response::Done("recorded".into()));
+            let shim = self
+                .world
+                .kept
+                .values()
+                .find(|k| k.uid == uid)
+                .and_then(|k| k.shim_pid);
+            if let (Some(pid), Some(parent)) = (shim, self.ws.server_pid) {
+                self.ws.lines.insert(uid, line.clone());
+                self.out.push(Output::ShowLine {
+                    uid,
+                    pid,
+                    parent,
+                    line,
+                });
             }
         }
+        if !self.tmux_ready(now) {
+            // Told once tmux answers again.
+            self.ws.dirty.extend(roles);
+            return;
+        }
+        let changed: Vec<Decoration> = windows
+            .into_values()
+            .filter(|d| self.ws.shown.get(&d.window) != Some(&d.status))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        for d in &changed {
+            self.ws.shown.insert(d.window.clone(), d.status.clone());
+        }
+        self.submit(Job::Decorate(changed), Then::Decorate, now);
     }
 
-    /// Reads a dead session's last screen for its marker; `reply` answers
-    /// the shim that waits meanwhile.
-    pub(super) fn capture_last_screen(
-        &mut self,
-        uid: u64,
-        pane: String,
-        reply: Option<RequestId>,
-        now: Now,
-    ) {
-        let job = Job::Capture { pane, history: 200 };
-        self.submit(job, Then::ExitScreen { uid, reply }, now);
+    /// An exit reported before the session's spawn came back, now that it
+    /// has: recorded after the creation.
+    fn late_exit(&mut self, uid: u64, early: EarlyExit, now: Now, rng: &mut impl Rng) {
+        self.exit_reported(uid, early.exit, early.hangup, now, rng);
+        let answer = self.answer_to_exit(uid, "recorded");
+        self.reply(early.reply, answer);
     }
 
     /// Removes a pane without waiting for tmux.
@@ -510,6 +621,7 @@ impl Supervisor {
             Observation::Panes(p) => p,
         };
         self.place_by_name(&panes, now);
+        self.learn_workspace(&panes);
         // Deaths known before this listing was asked for are settled: the
         // server still runs, so it is not to blame. What the shim recorded
         // meanwhile tells the end best.
@@ -558,9 +670,10 @@ impl Supervisor {
     }
 
     /// Sessions a previous daemon began to spawn but never heard back
-    /// about: the pane carries the session's tmux name and this state
-    /// directory's tag if it was made. Found ones are adopted, the others
-    /// forgotten (their slot is filled again).
+    /// about: the pane carries the session's uid (or, made by an older
+    /// version, its tmux session name) and this state directory's tag if
+    /// it was made. Found ones are adopted, the others forgotten (their
+    /// slot is filled again).
     fn place_by_name(&mut self, panes: &[PaneInfo], now: Now) {
         let owner = self.setup.owner_tag();
         for uid in std::mem::take(&mut self.unplaced) {
@@ -568,16 +681,30 @@ impl Supervisor {
                 continue;
             };
             let key = s.key.clone();
-            let found = panes
-                .iter()
-                .find(|p| p.session_name == s.tmux_session && p.owner == owner && !p.dead);
+            let found = panes.iter().find(|p| {
+                p.owner == owner
+                    && !p.dead
+                    && (p.uid == Some(uid) || (p.uid.is_none() && p.session_name == s.tmux_session))
+            });
             match found {
                 Some(p) => {
                     self.log(format!(
                         "adopting pane {} of {key}, spawned before a restart",
                         p.pane
                     ));
-                    self.placed(uid, &key, p.pane.clone(), p.pane_pid, now);
+                    let sp = Spawned {
+                        pane: p.pane.clone(),
+                        pane_pid: p.pane_pid,
+                        window: p.window.clone(),
+                        server_pid: p.server_pid,
+                    };
+                    self.placed(uid, &key, sp, now);
+                    if p.uid.is_none()
+                        && let Some(s) = self.world.sessions.get_mut(&uid)
+                    {
+                        // A pane of the older layout: its own tmux session.
+                        s.window = None;
+                    }
                 }
                 None => {
                     self.world.spawn_failed(uid);
@@ -587,18 +714,50 @@ impl Supervisor {
         }
     }
 
-    /// Removes our own panes that no session owns (left by a spawn that
-    /// timed out, or a kill that failed), so none can pile up. After an
-    /// unreadable state file, the panes found are spared instead: they
-    /// may be agents, and nothing says what they were.
+    /// What a listing tells of the workspace: the server's pid, which tmux
+    /// session is which team's, which names are taken, and which kept
+    /// panes are gone.
+    fn learn_workspace(&mut self, panes: &[PaneInfo]) {
+        let owner = self.setup.owner_tag();
+        self.ws.server_pid = panes.iter().find_map(|p| p.server_pid);
+        self.ws.taken = panes.iter().map(|p| p.session_name.clone()).collect();
+        self.ws.teams = panes
+            .iter()
+            .filter(|p| p.owner == owner)
+            .filter_map(|p| {
+                let team = p
+                    .team
+                    .as_deref()?
+                    .parse::<crate::domain::key::TeamKey>()
+                    .ok()?;
+                Some((team, p.session_name.clone()))
+            })
+            .collect();
+        let listed: HashSet<&str> = panes.iter().map(|p| p.pane.as_str()).collect();
+        let before = self.world.kept.len();
+        self.world
+            .kept
+            .retain(|_, k| listed.contains(k.pane.as_str()));
+        if self.world.kept.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// Removes our own panes that neither a session owns nor a slot keeps
+    /// (left by a spawn that timed out, or a kill that failed), so none can
+    /// pile up. After an unreadable state file, the panes found are spared
+    /// instead: they may be agents, and nothing says what they were.
     fn remove_strays(&mut self, panes: &[PaneInfo], now: Now) {
         let owner = self.setup.owner_tag();
         let owned: HashSet<&str> = self
             .world
             .sessions
             .values()
-            .filter(|s| s.state.is_live())
+            .filter(|s| {
+                s.state.is_live() || s.state == crate::domain::state::SessionState::Succeeded
+            })
             .filter_map(|s| s.pane.as_deref())
+            .chain(self.world.kept.values().map(|k| k.pane.as_str()))
             .collect();
         let strays: Vec<(String, u32)> = panes
             .iter()
@@ -646,6 +805,8 @@ impl Supervisor {
             })
             .collect();
         self.unsettled.clear();
+        self.ws.lost();
+        self.world.kept.clear();
         if uids.is_empty() {
             return;
         }
@@ -666,17 +827,14 @@ impl Supervisor {
     }
 }
 
-/// The last `n` non-blank lines of a captured screen.
-pub fn last_lines(text: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    let end = lines
-        .iter()
-        .rposition(|l| !l.is_empty())
-        .map_or(0, |i| i + 1);
-    lines[end.saturating_sub(n)..end]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// Whether tmux refused a spawn because the workspace is not as believed:
+/// the session or pane to place it in is gone, its name is taken, or the
+/// window has no room.
+fn stale_placement(why: &str) -> bool {
+    why.contains("duplicate session")
+        || why.contains("can't find")
+        || why.contains("no space for new pane")
+        || why.contains("pane too small")
 }
 
 /// How tmux answered last.
@@ -780,13 +938,6 @@ mod health_tests {
             factor: 2.0,
             jitter: 0.0,
         }
-    }
-
-    #[test]
-    fn last_lines_skips_trailing_blank_screen() {
-        assert_eq!(last_lines("a\nb\n\n  \n", 5), vec!["a", "b"]);
-        assert_eq!(last_lines("1\n2\n3\n4", 2), vec!["3", "4"]);
-        assert!(last_lines("\n\n", 3).is_empty());
     }
 
     #[test]

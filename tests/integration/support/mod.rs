@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod viewer;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_marvel");
@@ -201,6 +203,12 @@ impl Env {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// What a pane shows now (its visible screen, wrapped lines joined).
+    pub fn screen(&self, pane: &str) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-J", "-t", pane]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs marvel, failing the test if it has not finished within `limit`
