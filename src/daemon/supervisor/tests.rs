@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use super::tmux::TmuxState;
 use crate::daemon::worker::Runner;
 use crate::domain::health::HealthState;
 use crate::domain::health::{ContextPct, Note};
@@ -40,7 +41,6 @@ fn setup() -> Setup {
             root: PathBuf::from("/state"),
         },
         tmux_socket: Some("sock".into()),
-        tmux_socket_path: PathBuf::from("/tmp/tmux-0/sock"),
         marvel_bin: PathBuf::from("/bin/marvel"),
         utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
         cfg: cfg(),
