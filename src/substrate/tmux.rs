@@ -19,6 +19,9 @@ use super::{
 
 /// Environment variable naming the tmux server (`tmux -L NAME`) marvel uses.
 pub const SOCKET_ENV: &str = "MARVEL_TMUX_SOCKET";
+/// Set by tmux in its panes: the socket, server pid and session of the
+/// client's server (how a command knows it runs inside tmux).
+pub const TMUX_ENV: &str = "TMUX";
 /// Each session's output log rotates at this size, so it never exceeds twice
 /// this on disk.
 pub const LOG_MAX_BYTES: u64 = 1 << 20;
