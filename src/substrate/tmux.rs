@@ -895,15 +895,10 @@ fn escape_format(s: &str) -> String {
     s.replace('#', "##")
 }
 
-/// Quotes `s` as one POSIX shell word.
+/// Quotes `s` as one POSIX shell word. Text with a NUL byte cannot be one
+/// (and never reaches here: manifests and paths refuse it).
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    shlex::try_quote(s).map_or_else(|_| "''".into(), |q| q.into_owned())
 }
 
 /// Refuses text that would break tmux's line-based output or formats.
