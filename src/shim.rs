@@ -444,9 +444,10 @@ fn wait_child(pid: Pid) -> (Option<i32>, Option<i32>) {
     // First wait without reaping: while the child is a zombie its pid
     // cannot be reused, so the handlers can be disarmed before it is freed
     // and a late signal can never reach a stranger.
-    while let Err(rustix::io::Errno::INTR) =
-        rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT)
-    {}
+    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
     CHILD.store(0, Ordering::SeqCst);
     // SAFETY: cancels a pending hang-up alarm; always safe.
     unsafe { libc::alarm(0) };

@@ -80,12 +80,13 @@ fn request(
     if state_dir.is_none() {
         return Err(outside(HOME_ENV));
     }
-    let uid = match uid.filter(|u| !u.is_empty()) {
-        Some(u) => Some(u.parse::<u64>().map_err(|_| {
-            Error::usage(format!("{SESSION_UID_ENV} is {u:?}, not a session uid"))
-        })?),
-        None => None,
-    };
+    let uid =
+        match uid.filter(|u| !u.is_empty()) {
+            Some(u) => Some(u.parse::<u64>().map_err(|_| {
+                Error::usage(format!("{SESSION_UID_ENV} is {u:?}, not a session uid"))
+            })?),
+            None => None,
+        };
     Ok(Request::Heartbeat {
         session,
         uid,

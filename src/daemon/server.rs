@@ -15,8 +15,8 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rustix::io::Errno;
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 
 use crate::daemon::events::{self, FollowRx, FollowTx, Followed};
 use crate::error::Error;
@@ -983,16 +983,11 @@ mod tests {
             Some("accepting connections again after 10 failed attempts")
         );
         assert_eq!(b.succeeded(), None);
-        let (pause, msg) = b
-            .failed(&io::Error::from(Errno::NFILE))
-            .unwrap();
+        let (pause, msg) = b.failed(&io::Error::from(Errno::NFILE)).unwrap();
         assert_eq!(pause, Duration::from_millis(10));
         assert!(msg.unwrap().starts_with("cannot accept connections: "));
         // One connection's trouble is retried at once, unlogged.
-        assert!(
-            b.failed(&io::Error::from(Errno::CONNABORTED))
-                .is_none()
-        );
+        assert!(b.failed(&io::Error::from(Errno::CONNABORTED)).is_none());
         assert!(b.failed(&io::ErrorKind::Interrupted.into()).is_none());
     }
 

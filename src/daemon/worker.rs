@@ -235,10 +235,7 @@ mod tests {
             }
         ));
         assert_eq!(d2.outcome, Outcome::Listed(Ok(Observation::Panes(vec![]))));
-        assert_eq!(
-            sub.calls(),
-            vec![Call::Version, Call::List, Call::List]
-        );
+        assert_eq!(sub.calls(), vec![Call::Version, Call::List, Call::List]);
     }
 
     #[test]

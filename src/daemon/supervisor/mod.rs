@@ -33,7 +33,6 @@ use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
 
-
 /// Identifies a request until it is answered; the main loop holds the
 /// connection, the supervisor only the id.
 pub type RequestId = u64;

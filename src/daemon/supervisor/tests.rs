@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::*;
 use super::tmux::TmuxState;
+use super::*;
 use crate::daemon::worker::Runner;
 use crate::domain::health::HealthState;
 use crate::domain::health::{ContextPct, Note};
