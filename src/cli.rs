@@ -55,7 +55,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "MARVEL_HOME",
+        env = crate::paths::HOME_ENV,
         hide_env_values = true,
         value_name = "DIR",
         help_heading = "Global Options"
@@ -66,7 +66,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "MARVEL_CONTEXT",
+        env = crate::context::CONTEXT_ENV,
         hide_env_values = true,
         value_name = "NAME",
         help_heading = "Global Options"

@@ -392,7 +392,7 @@ impl Contexts {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&tmp)?;
             f.write_all(self.render().as_bytes())?;
             f.sync_all()?;

@@ -16,19 +16,19 @@
 //!   controls, and the one daemon that owns it.
 
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod commands;
-pub mod context;
+pub(crate) mod context;
 pub mod daemon;
 pub mod domain;
 pub mod error;
-pub mod lock;
+pub(crate) mod lock;
 pub mod manifest;
-pub mod output;
+pub(crate) mod output;
 pub mod paths;
 pub mod proto;
 pub mod shim;
 pub mod statedir;
 pub mod substrate;
-pub mod top;
-pub mod view;
+pub(crate) mod top;
+pub(crate) mod view;

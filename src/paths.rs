@@ -14,6 +14,14 @@ pub const HOME_ENV: &str = "MARVEL_HOME";
 /// Environment variable naming the tmux server (`tmux -L NAME`) to use.
 pub use crate::substrate::tmux::SOCKET_ENV as TMUX_SOCKET_ENV;
 
+/// What every pane's program is told about itself (README, "What a
+/// program in a pane sees"), besides the two above.
+pub const SESSION_ENV: &str = "MARVEL_SESSION";
+pub const SESSION_UID_ENV: &str = "MARVEL_SESSION_UID";
+pub const ROLE_ENV: &str = "MARVEL_ROLE";
+pub const TEAM_ENV: &str = "MARVEL_TEAM";
+pub const WORKSPACE_ENV: &str = "MARVEL_WORKSPACE";
+
 pub const SOCKET: &str = "marvel.sock";
 pub const LOCK: &str = "daemon.lock";
 pub const START_LOCK: &str = "start.lock";

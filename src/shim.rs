@@ -5,7 +5,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -15,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use rustix::process::{Pid, Signal};
 
 use crate::paths::{EXITS, Paths, write_atomic};
 use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response, ShimReport};
@@ -183,7 +183,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         eprintln!("marvel: {why}");
         return finish(&paths, uid, Some(127), None, Some(why));
     }
-    let parent = std::process::id() as libc::pid_t;
+    let parent = rustix::process::getpid();
     let mut cmd = Command::new(program);
     cmd.args(&args.argv[1..]);
     if let Some(cwd) = &args.cwd {
@@ -194,12 +194,10 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     unsafe {
         cmd.pre_exec(move || {
             reset_signals();
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(Signal::HUP))?;
             // The shim may have died before prctl took effect.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
             }
             Ok(())
         });
@@ -219,21 +217,20 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
             return finish(&paths, uid, Some(code), None, Some(why));
         }
     };
-    let pid = child.id() as libc::pid_t;
+    let pid = Pid::from_child(&child);
     // `child` is reaped by hand below; std's handle is not used again.
     drop(child);
-    CHILD.store(pid, Ordering::SeqCst);
+    CHILD.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
     let early = PENDING.swap(0, Ordering::SeqCst);
     if early != 0 {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, early) };
+        signal_child(pid.as_raw_nonzero().get(), early);
     }
     let _ = report(
         &paths,
         uid,
         &ShimReport::Started {
             uid,
-            pid: pid as u32,
+            pid: pid.as_raw_nonzero().get() as u32,
             at: Utc::now(),
         },
         STARTED_REPLY,
@@ -427,76 +424,46 @@ fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<O
 /// `UnixStream::connect` can block without limit when the daemon's listen
 /// backlog is full; a send timeout on the socket bounds `connect` too.
 fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    // SAFETY: plain socket calls on a descriptor owned by `stream` from its
-    // creation; `addr` is a zeroed sockaddr_un filled within its bounds.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = UnixStream::from_raw_fd(fd);
-        stream.set_write_timeout(Some(timeout))?;
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let bytes = path.as_os_str().as_bytes();
-        if bytes.len() >= addr.sun_path.len() {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                "socket path too long",
-            ));
-        }
-        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let stream = UnixStream::from(fd);
+    stream.set_write_timeout(Some(timeout))?;
+    rustix::net::connect(&stream, &addr)?;
+    Ok(stream)
 }
 
 /// Waits for the program to end; returns (exit code, signal).
-fn wait_child(pid: libc::pid_t) -> (Option<i32>, Option<i32>) {
+fn wait_child(pid: Pid) -> (Option<i32>, Option<i32>) {
+    use rustix::process::{WaitId, WaitIdOptions, WaitOptions};
     // First wait without reaping: while the child is a zombie its pid
     // cannot be reused, so the handlers can be disarmed before it is freed
     // and a late signal can never reach a stranger.
-    loop {
-        // SAFETY: waitid fills `info`, a zeroed siginfo_t.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().kind() != ErrorKind::Interrupted {
-            break;
-        }
-    }
+    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
     CHILD.store(0, Ordering::SeqCst);
     // SAFETY: cancels a pending hang-up alarm; always safe.
     unsafe { libc::alarm(0) };
-    let mut status: libc::c_int = 0;
     loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return (status.exit_status(), status.terminating_signal()),
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return (None, None),
         }
-        if r < 0 && io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-            continue;
-        }
-        return (None, None);
     }
-    if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
+}
+
+/// Sends signal number `sig` to the program (pid `pid`); async-signal-safe.
+fn signal_child(pid: i32, sig: i32) {
+    if let (Some(pid), Some(sig)) = (Pid::from_raw(pid), Signal::from_named_raw(sig)) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -508,8 +475,7 @@ extern "C" fn forward(sig: libc::c_int) {
     }
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        signal_child(pid, sig);
     } else {
         PENDING.store(sig, Ordering::SeqCst);
     }
@@ -518,8 +484,7 @@ extern "C" fn forward(sig: libc::c_int) {
 extern "C" fn hangup_expired(_: libc::c_int) {
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal_child(pid, libc::SIGKILL);
     }
 }
 

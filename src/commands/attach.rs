@@ -46,7 +46,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let tmux = Tmux::new(target.tmux_socket.clone(), Duration::from_secs(5));
     // A client already inside this tmux server switches to the session
     // instead of nesting a second client in its pane.
-    let tmux_env = std::env::var("TMUX").ok();
+    let tmux_env = std::env::var(crate::substrate::tmux::TMUX_ENV).ok();
     let inside = tmux.is_client_of(tmux_env.as_deref());
     if !inside && !std::io::stdin().is_terminal() {
         return Err(no_terminal(&args.key));

@@ -8,6 +8,7 @@ use crate::client;
 use crate::commands::{Ctx, unexpected};
 use crate::domain::health::{ContextPct, Note};
 use crate::error::{Error, Result, exit};
+use crate::paths::{HOME_ENV, SESSION_ENV, SESSION_UID_ENV};
 use crate::proto::{Request, Response};
 
 #[derive(Debug, clap::Args)]
@@ -43,8 +44,8 @@ fn note(s: &str) -> std::result::Result<Note, String> {
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let req = request(
-        std::env::var("MARVEL_SESSION").ok(),
-        std::env::var("MARVEL_SESSION_UID").ok(),
+        std::env::var(SESSION_ENV).ok(),
+        std::env::var(SESSION_UID_ENV).ok(),
         ctx.state_dir.as_deref(),
         args,
     )?;
@@ -75,16 +76,17 @@ fn request(
     };
     let session = session
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| outside("MARVEL_SESSION"))?;
+        .ok_or_else(|| outside(SESSION_ENV))?;
     if state_dir.is_none() {
-        return Err(outside("MARVEL_HOME"));
+        return Err(outside(HOME_ENV));
     }
-    let uid = match uid.filter(|u| !u.is_empty()) {
-        Some(u) => Some(u.parse::<u64>().map_err(|_| {
-            Error::usage(format!("MARVEL_SESSION_UID is {u:?}, not a session uid"))
-        })?),
-        None => None,
-    };
+    let uid =
+        match uid.filter(|u| !u.is_empty()) {
+            Some(u) => Some(u.parse::<u64>().map_err(|_| {
+                Error::usage(format!("{SESSION_UID_ENV} is {u:?}, not a session uid"))
+            })?),
+            None => None,
+        };
     Ok(Request::Heartbeat {
         session,
         uid,

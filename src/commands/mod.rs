@@ -2,32 +2,32 @@
 //! into a request and the response into output; none of them decides what
 //! the daemon owns.
 
-pub mod advice;
-pub mod attach;
-pub mod capture;
+pub(crate) mod advice;
+pub(crate) mod attach;
+pub(crate) mod capture;
 pub mod completions;
-pub mod context;
-pub mod daemon;
-pub mod delete;
-pub mod describe;
-pub mod diff;
-pub mod down;
-pub mod events;
-pub mod fleet;
-pub mod get;
-pub mod heartbeat;
-pub mod inject;
-pub mod kill;
-pub mod logs;
-pub mod reset;
-pub mod restart;
-pub mod run;
-pub mod scale;
-pub mod shift;
-pub mod start;
-pub mod status;
-pub mod stop;
-pub mod top;
+pub(crate) mod context;
+pub(crate) mod daemon;
+pub(crate) mod delete;
+pub(crate) mod describe;
+pub(crate) mod diff;
+pub(crate) mod down;
+pub(crate) mod events;
+pub(crate) mod fleet;
+pub(crate) mod get;
+pub(crate) mod heartbeat;
+pub(crate) mod inject;
+pub(crate) mod kill;
+pub(crate) mod logs;
+pub(crate) mod reset;
+pub(crate) mod restart;
+pub(crate) mod run;
+pub(crate) mod scale;
+pub(crate) mod shift;
+pub(crate) mod start;
+pub(crate) mod status;
+pub(crate) mod stop;
+pub(crate) mod top;
 
 use std::path::PathBuf;
 

@@ -153,6 +153,7 @@ impl EventFile {
     }
 
     /// The file's name, for messages.
+    #[cfg(test)]
     pub fn name(&self) -> String {
         self.path.file_name().map_or_else(
             || self.path.display().to_string(),
@@ -306,12 +307,9 @@ impl Followers {
         self.list.retain_mut(|f| f.offer(view));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
     }
 }
 
@@ -476,6 +474,7 @@ impl FollowRx {
         self.rx.recv_timeout(wait)
     }
 
+    #[cfg(test)]
     pub fn try_recv(&self) -> Option<Followed> {
         self.rx.try_recv().ok()
     }
@@ -855,7 +854,7 @@ pub(crate) mod tests {
         }
         assert_eq!(log.followers.len(), 1);
         log.push(ev(EventKind::Created, "a/b/c-0"));
-        assert!(log.followers.is_empty());
+        assert_eq!(log.followers.len(), 0);
     }
 
     /// A line that is an event, or something close to one, or junk.

@@ -93,11 +93,6 @@ pub fn run_foreground(t: &Target) -> Result<()> {
         pid: std::process::id(),
         started_at: Utc::now(),
         paths: paths.clone(),
-        tmux_socket_path: t
-            .tmux_socket
-            .as_deref()
-            .map(crate::substrate::tmux::socket_path)
-            .unwrap_or_default(),
         tmux_socket: t.tmux_socket.clone(),
         marvel_bin: std::env::current_exe().unwrap_or_else(|_| "marvel".into()),
         utc_offset: *chrono::Local::now().offset(),
@@ -119,9 +114,9 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     Ok(())
 }
 
-pub struct MainLoop<S> {
+pub struct MainLoop {
     sup: Supervisor,
-    worker: Worker<S>,
+    worker: Worker,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     paths: Paths,
@@ -149,8 +144,11 @@ pub struct MainLoop<S> {
     exit: bool,
 }
 
-impl<S: Substrate + Sync + 'static> MainLoop<S> {
-    pub fn new(setup: Setup, sub: impl Into<Arc<S>>) -> Result<MainLoop<S>> {
+impl MainLoop {
+    pub fn new<S: Substrate + Send + Sync + 'static>(
+        setup: Setup,
+        sub: impl Into<Arc<S>>,
+    ) -> Result<MainLoop> {
         let (tx, rx) = mpsc::channel();
         let worker = Worker::start(sub.into(), tx.clone())
             .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;

@@ -10,14 +10,14 @@
 //! - [`events`]: the event ring, its file and its followers.
 //! - [`views`]: the records `get` and `describe` return.
 
-pub mod events;
+pub(crate) mod events;
 mod guard;
-pub mod main_loop;
+pub(crate) mod main_loop;
 pub mod server;
-pub mod store;
-pub mod supervisor;
-pub mod views;
-pub mod worker;
+pub(crate) mod store;
+pub(crate) mod supervisor;
+pub(crate) mod views;
+pub(crate) mod worker;
 
 use std::time::Duration;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 
 use crate::daemon::events::{self, FollowRx, FollowTx, Followed};
 use crate::error::Error;
@@ -404,7 +405,8 @@ impl AcceptBackoff {
     pub(crate) fn failed(&mut self, e: &io::Error) -> Option<(Duration, Option<String>)> {
         let transient = matches!(
             e.raw_os_error(),
-            Some(libc::ECONNABORTED | libc::EINTR | libc::EAGAIN | libc::EPROTO)
+            Some(e) if [Errno::CONNABORTED, Errno::INTR, Errno::AGAIN, Errno::PROTO]
+                .contains(&Errno::from_raw_os_error(e))
         ) || matches!(
             e.kind(),
             io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
@@ -944,7 +946,7 @@ mod tests {
             move |l: &UnixListener| {
                 c.fetch_add(1, Ordering::SeqCst);
                 if f.load(Ordering::SeqCst) {
-                    Err(io::Error::from_raw_os_error(libc::EMFILE))
+                    Err(io::Error::from(Errno::MFILE))
                 } else {
                     l.accept().map(|(s, _)| s)
                 }
@@ -967,7 +969,7 @@ mod tests {
     #[test]
     fn accept_backoff_doubles_to_its_cap_and_logs_once_per_run() {
         let mut b = AcceptBackoff::default();
-        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let emfile = io::Error::from(Errno::MFILE);
         let pauses: Vec<u128> = (0..10)
             .map(|i| {
                 let (pause, msg) = b.failed(&emfile).unwrap();
@@ -981,16 +983,11 @@ mod tests {
             Some("accepting connections again after 10 failed attempts")
         );
         assert_eq!(b.succeeded(), None);
-        let (pause, msg) = b
-            .failed(&io::Error::from_raw_os_error(libc::ENFILE))
-            .unwrap();
+        let (pause, msg) = b.failed(&io::Error::from(Errno::NFILE)).unwrap();
         assert_eq!(pause, Duration::from_millis(10));
         assert!(msg.unwrap().starts_with("cannot accept connections: "));
         // One connection's trouble is retried at once, unlogged.
-        assert!(
-            b.failed(&io::Error::from_raw_os_error(libc::ECONNABORTED))
-                .is_none()
-        );
+        assert!(b.failed(&io::Error::from(Errno::CONNABORTED)).is_none());
         assert!(b.failed(&io::ErrorKind::Interrupted.into()).is_none());
     }
 

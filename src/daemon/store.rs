@@ -54,10 +54,6 @@ impl Store {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn load(&self) -> Loaded {
         // Never through a link, and only a file of ours (see `statedir`).
         let bytes = match crate::statedir::read(&self.path) {

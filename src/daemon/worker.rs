@@ -140,38 +140,28 @@ impl Outcome {
 }
 
 /// The daemon's handle on the worker thread.
-pub struct Worker<S> {
-    sub: Arc<S>,
+pub struct Worker {
     jobs: Sender<(JobId, Job)>,
 }
 
-impl<S: Substrate + Sync + 'static> Worker<S> {
+impl Worker {
     /// Starts the thread; each outcome is sent to `results`.
-    pub fn start<M>(sub: Arc<S>, results: Sender<M>) -> std::io::Result<Worker<S>>
+    pub fn start<S, M>(sub: Arc<S>, results: Sender<M>) -> std::io::Result<Worker>
     where
+        S: Substrate + Send + Sync + 'static,
         M: From<Done> + Send + 'static,
     {
         let (jobs, rx) = mpsc::channel();
-        let thread_sub = Arc::clone(&sub);
         std::thread::Builder::new()
             .name("marvel-tmux".into())
-            .spawn(move || run(&*thread_sub, rx, results))?;
-        Ok(Worker { sub, jobs })
+            .spawn(move || run(&*sub, rx, results))?;
+        Ok(Worker { jobs })
     }
-}
-
-impl<S> Worker<S> {
     /// Queues job `id` (ids are the caller's, increasing); its outcome
     /// arrives later as a [`Done`] with this id. A worker that is gone
     /// (only at shutdown) drops the job.
     pub fn submit(&self, id: JobId, job: Job) {
         let _ = self.jobs.send((id, job));
-    }
-
-    /// The substrate, for tests. Calls that run tmux go through
-    /// [`Worker::submit`].
-    pub fn substrate(&self) -> &S {
-        &self.sub
     }
 }
 
@@ -220,12 +210,10 @@ mod tests {
     use super::*;
     use crate::substrate::fake::{Call, FakeSubstrate};
 
-    fn start() -> (Worker<FakeSubstrate>, Receiver<Done>) {
+    fn start() -> (Worker, Arc<FakeSubstrate>, Receiver<Done>) {
         let (tx, rx) = mpsc::channel();
-        (
-            Worker::start(Arc::new(FakeSubstrate::new()), tx).unwrap(),
-            rx,
-        )
+        let sub = Arc::new(FakeSubstrate::new());
+        (Worker::start(Arc::clone(&sub), tx).unwrap(), sub, rx)
     }
 
     fn next(rx: &Receiver<Done>) -> Done {
@@ -234,7 +222,7 @@ mod tests {
 
     #[test]
     fn jobs_run_in_order_and_outcomes_carry_their_ids() {
-        let (w, rx) = start();
+        let (w, sub, rx) = start();
         w.submit(7, Job::Probe);
         w.submit(8, Job::List);
         let (d1, d2) = (next(&rx), next(&rx));
@@ -247,17 +235,14 @@ mod tests {
             }
         ));
         assert_eq!(d2.outcome, Outcome::Listed(Ok(Observation::Panes(vec![]))));
-        assert_eq!(
-            w.substrate().calls(),
-            vec![Call::Version, Call::List, Call::List]
-        );
+        assert_eq!(sub.calls(), vec![Call::Version, Call::List, Call::List]);
     }
 
     #[test]
     fn after_a_timeout_queued_jobs_fail_at_once_until_a_probe_gets_an_answer() {
-        let (w, rx) = start();
+        let (w, sub, rx) = start();
         let timeout = SubstrateError::Timeout(Duration::from_millis(5));
-        w.substrate().fail_next(timeout.clone());
+        sub.fail_next(timeout.clone());
         w.submit(1, Job::List);
         w.submit(2, Job::Kill("%1".into()));
         w.submit(3, Job::Probe);
@@ -270,6 +255,6 @@ mod tests {
         ));
         assert_eq!(next(&rx).outcome, Outcome::Killed(Ok(())));
         // The skipped kill never reached the substrate.
-        assert_eq!(w.substrate().kills(), vec!["%2".to_string()]);
+        assert_eq!(sub.kills(), vec!["%2".to_string()]);
     }
 }

@@ -2,15 +2,15 @@
 //! means for its role, and what to do next. Nothing here performs I/O,
 //! reads the clock or draws random numbers; time and jitter are arguments.
 
-pub mod event;
-pub mod health;
-pub mod key;
-pub mod policy;
-pub mod reconcile;
-pub mod shift;
+pub(crate) mod event;
+pub(crate) mod health;
+pub(crate) mod key;
+pub(crate) mod policy;
+pub(crate) mod reconcile;
+pub(crate) mod shift;
 pub mod spec;
-pub mod state;
-pub mod world;
+pub(crate) mod state;
+pub(crate) mod world;
 
 /// A source of jitter samples, uniform in [-1, 1]: the only randomness the
 /// core uses, always passed in by the caller.

@@ -84,6 +84,7 @@ pub struct Exit {
 }
 
 impl Exit {
+    #[cfg(test)]
     pub fn code(code: i32, at: Time) -> Exit {
         Exit {
             code: Some(code),
@@ -93,6 +94,7 @@ impl Exit {
         }
     }
 
+    #[cfg(test)]
     pub fn signal(signal: i32, at: Time) -> Exit {
         Exit {
             code: None,

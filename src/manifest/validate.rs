@@ -224,19 +224,14 @@ pub(super) fn check_in(cmd: &str, path_var: Option<&OsStr>) -> Result<(), String
     let Some(path_var) = path_var else {
         return Err(format!("{cmd:?} cannot be looked up: PATH is not set"));
     };
-    let mut not_executable = None;
-    for dir in std::env::split_paths(path_var) {
-        let candidate = dir.join(cmd);
-        if let Ok(m) = std::fs::metadata(&candidate) {
-            if !m.is_file() {
-                continue;
-            }
-            if m.permissions().mode() & 0o111 != 0 {
-                return Ok(());
-            }
-            not_executable.get_or_insert(candidate);
-        }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    if which::which_in(cmd, Some(path_var), cwd).is_ok() {
+        return Ok(());
     }
+    // Not found as a program: say so, or that the file there cannot run.
+    let not_executable = std::env::split_paths(path_var)
+        .map(|dir| dir.join(cmd))
+        .find(|p| p.is_file());
     match not_executable {
         Some(p) => Err(format!(
             "{cmd:?} was found at {} but it is not executable",

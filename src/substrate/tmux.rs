@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+
+use rustix::event::{PollFd, PollFlags};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +21,9 @@ use super::{
 
 /// Environment variable naming the tmux server (`tmux -L NAME`) marvel uses.
 pub const SOCKET_ENV: &str = "MARVEL_TMUX_SOCKET";
+/// Set by tmux in its panes: the socket, server pid and session of the
+/// client's server (how a command knows it runs inside tmux).
+pub const TMUX_ENV: &str = "TMUX";
 /// Each session's output log rotates at this size, so it never exceeds twice
 /// this on disk.
 pub const LOG_MAX_BYTES: u64 = 1 << 20;
@@ -704,8 +709,7 @@ pub fn socket_path(name: &str) -> PathBuf {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     dir.join(format!("tmux-{uid}")).join(name)
 }
 
@@ -730,30 +734,32 @@ fn collect(mut child: Child, timeout: Duration) -> SubResult<RawOutput> {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             return Err(give_up(child, timeout));
         };
-        let mut fds: Vec<libc::pollfd> = pipes
-            .iter()
-            .map(|p| libc::pollfd {
-                fd: p.as_ref().map_or(-1, |p| p.fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
+        let open: Vec<usize> = (0..pipes.len()).filter(|&i| pipes[i].is_some()).collect();
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = open
+                .iter()
+                .filter_map(|&i| pipes[i].as_ref())
+                .map(|p| PollFd::from_borrowed_fd(p.as_fd(), PollFlags::IN))
+                .collect();
+            let wait = rustix::event::Timespec::try_from(left.max(Duration::from_millis(1)))
+                .unwrap_or(rustix::event::Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                });
+            match rustix::event::poll(&mut fds, Some(&wait)) {
+                Ok(_) => fds.iter().map(|f| !f.revents().is_empty()).collect(),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(SubstrateError::Unreachable(format!(
+                        "poll on tmux output: {e}"
+                    )));
+                }
             }
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SubstrateError::Unreachable(format!(
-                "poll on tmux output: {e}"
-            )));
-        }
-        for (i, fd) in fds.iter().enumerate() {
-            if fd.revents == 0 {
+        };
+        for (&i, ready) in open.iter().zip(ready) {
+            if !ready {
                 continue;
             }
             if let Some(p) = pipes[i].as_mut() {
@@ -800,14 +806,8 @@ fn give_up(mut child: Child, timeout: Duration) -> SubstrateError {
 }
 
 /// A child's pipe: readable, with a descriptor to poll.
-trait ReadFd: Read {
-    fn fd(&self) -> i32;
-}
-impl<T: Read + AsRawFd> ReadFd for T {
-    fn fd(&self) -> i32 {
-        self.as_raw_fd()
-    }
-}
+trait ReadFd: Read + AsFd {}
+impl<T: Read + AsFd> ReadFd for T {}
 
 /// The size of `cmds` as one command message: every argument with its NUL,
 /// plus a `;` separator between commands.
@@ -892,15 +892,10 @@ fn escape_format(s: &str) -> String {
     s.replace('#', "##")
 }
 
-/// Quotes `s` as one POSIX shell word.
+/// Quotes `s` as one POSIX shell word. Text with a NUL byte cannot be one
+/// (and never reaches here: manifests and paths refuse it).
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    shlex::try_quote(s).map_or_else(|_| "''".into(), |q| q.into_owned())
 }
 
 /// Refuses text that would break tmux's line-based output or formats.
@@ -1286,10 +1281,12 @@ pub(crate) mod tests {
             ..srv.tmux.clone()
         };
         let pid = srv.tmux.server_pid().unwrap();
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        use rustix::process::{Signal, kill_process};
+        kill_process(pid, Signal::STOP).unwrap();
         let started = Instant::now();
         let got = quick.list();
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        kill_process(pid, Signal::CONT).unwrap();
         assert_eq!(
             got,
             Err(SubstrateError::Timeout(Duration::from_millis(300)))

@@ -375,7 +375,11 @@ impl App {
         let (argv, inside) = match &self.target {
             Endpoint::Local(t) => {
                 let tmux = Tmux::new(t.tmux_socket.clone(), Duration::from_secs(5));
-                let inside = tmux.is_client_of(std::env::var("TMUX").ok().as_deref());
+                let inside = tmux.is_client_of(
+                    std::env::var(crate::substrate::tmux::TMUX_ENV)
+                        .ok()
+                        .as_deref(),
+                );
                 let argv = found
                     .and_then(|(s, w, p)| {
                         attach_argv(&tmux, inside, &s, w.as_deref(), p.as_deref())
@@ -412,7 +416,7 @@ impl App {
         // terminal it finds on stdin; its stdout only gets the closing
         // "[detached ...]", which would stay on the screen below the
         // dashboard, and its stderr the reason it failed, for the footer.
-        cmd.env_remove("TMUX")
+        cmd.env_remove(crate::substrate::tmux::TMUX_ENV)
             .stdin(Stdio::inherit())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -431,3 +431,83 @@ fn a_stopped_server_times_out_as_degraded_and_recovers_without_false_deaths() {
         "at start and after the thaw"
     );
 }
+
+/// Issue: a daemon whose log could not be written (a full disk) exited with
+/// status 101 at its first log line, and every auto-start died the same
+/// way. A daemon whose stderr is `/dev/full` keeps supervising.
+#[test]
+fn a_daemon_whose_log_cannot_be_written_keeps_supervising() {
+    let env = Env::new();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut daemon = env
+        .cmd(&["daemon", "run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .spawn()
+        .expect("marvel daemon run");
+    let guard = KillOnDrop(daemon.id());
+    // Ours answers before anything is asked of it (a command would start
+    // a daemon of its own otherwise).
+    let pid = daemon.id();
+    env.wait("the daemon to answer", |e| {
+        let out = e.run(&["status", "-o", "json"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (st["daemon"]["pid"].as_u64() == Some(u64::from(pid))).then_some(())
+    });
+    let crashing = r#"["sh", "-c", "echo dying; exit 3"]"#;
+    let file = env.manifest(
+        "team.ron",
+        &team("squad", &role("worker", 1, crashing, "max_restarts: None,")),
+    );
+    env.ok(&["run", &file]);
+    // Deaths and restarts, each logged by the daemon to its full stderr.
+    env.wait("a few restarts", |e| {
+        (e.role("t/squad/worker")["restarts"].as_u64() >= Some(3)).then_some(())
+    });
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+    assert_eq!(env.daemon_pid(), daemon.id());
+    env.ok(&["daemon", "stop"]);
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "a clean stop: {status:?}");
+    drop(guard);
+}
+
+/// Kills a process when the test ends, however it ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGKILL);
+    }
+}
+
+/// Issue: a 100 KB `inject` was one tmux command over tmux's message limit,
+/// refused, and then taken for tmux being down. It arrives whole, and tmux
+/// stays up.
+#[test]
+fn a_100_kb_inject_arrives_whole_and_tmux_stays_up() {
+    let env = Env::new();
+    let out = env.dir().join("received");
+    let reader = format!(
+        r#"["sh", "-c", "stty -echo -icanon; head -c 100000 > '{}'; exec sleep 600"]"#,
+        out.display()
+    );
+    let file = env.manifest("team.ron", &team("squad", &role("reader", 1, &reader, "")));
+    env.ok(&["run", &file, "--wait"]);
+    let text: String = (0..100_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    env.ok(&["inject", "reader-0", &text]);
+    let got = env.wait("all 100 000 bytes", |_| {
+        std::fs::read(&out).ok().filter(|b| b.len() == 100_000)
+    });
+    assert_eq!(got, text.as_bytes());
+    assert_eq!(env.status()["tmux"]["state"], "up");
+}

@@ -33,8 +33,6 @@ use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
 
-pub use tmux::{TmuxHealth, TmuxState};
-
 /// Identifies a request until it is answered; the main loop holds the
 /// connection, the supervisor only the id.
 pub type RequestId = u64;
@@ -187,9 +185,6 @@ pub struct Setup {
     pub paths: Paths,
     /// The tmux server (`-L` name); `None` is the default server.
     pub tmux_socket: Option<String>,
-    /// Where tmux keeps that server's socket, to tell whether a client
-    /// runs inside it.
-    pub tmux_socket_path: PathBuf,
     /// The marvel binary the panes run as their shim.
     pub marvel_bin: PathBuf,
     /// The daemon's time zone, for the times tmux shows.

@@ -12,11 +12,12 @@ use super::Setup;
 /// The environment every pane gets, on top of the role's own `env`.
 pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = spec.env.clone().into();
-    env.insert("MARVEL_SESSION".into(), s.key.to_string());
-    env.insert("MARVEL_SESSION_UID".into(), s.uid.to_string());
-    env.insert("MARVEL_ROLE".into(), s.key.role().to_string());
-    env.insert("MARVEL_TEAM".into(), s.key.team().to_string());
-    env.insert("MARVEL_WORKSPACE".into(), s.key.workspace.clone());
+    use crate::paths::{ROLE_ENV, SESSION_ENV, SESSION_UID_ENV, TEAM_ENV, WORKSPACE_ENV};
+    env.insert(SESSION_ENV.into(), s.key.to_string());
+    env.insert(SESSION_UID_ENV.into(), s.uid.to_string());
+    env.insert(ROLE_ENV.into(), s.key.role().to_string());
+    env.insert(TEAM_ENV.into(), s.key.team().to_string());
+    env.insert(WORKSPACE_ENV.into(), s.key.workspace.clone());
     env.insert(
         crate::paths::HOME_ENV.into(),
         setup.paths.root.display().to_string(),

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tmux::TmuxState;
 use super::*;
 use crate::daemon::worker::Runner;
 use crate::domain::health::HealthState;
@@ -40,7 +41,6 @@ fn setup() -> Setup {
             root: PathBuf::from("/state"),
         },
         tmux_socket: Some("sock".into()),
-        tmux_socket_path: PathBuf::from("/tmp/tmux-0/sock"),
         marvel_bin: PathBuf::from("/bin/marvel"),
         utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
         cfg: cfg(),
