@@ -534,6 +534,29 @@ mod tests {
 
     const ME: u32 = 1000;
 
+    /// Issue: a write that failed (a full disk) left its zero-byte temp
+    /// file behind, one more each time. Whatever fails, none is left.
+    #[test]
+    fn a_write_that_fails_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        // The name is taken by a directory that is not empty: the final
+        // rename fails after the data was written.
+        fs::create_dir(tmp.path().join("state.json")).unwrap();
+        fs::write(tmp.path().join("state.json").join("x"), b"").unwrap();
+        for _ in 0..3 {
+            assert!(dir.write_atomic("state.json", b"{}").is_err());
+        }
+        let left: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["state.json"]);
+        // And a write that succeeds leaves only its file.
+        dir.write_atomic("other.json", b"{}").unwrap();
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
     fn facts(file_type: FileType, uid: u32, mode: u32) -> Facts {
         Facts {
             file_type,

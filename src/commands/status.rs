@@ -286,6 +286,19 @@ state   degraded (2 problems)
     }
 
     #[test]
+    fn an_event_log_that_cannot_be_written_is_said() {
+        let mut s = status(TmuxState::Up);
+        s.daemon.event_log_error = Some("No space left on device (os error 28)".into());
+        let text = text(&s, t("2025-01-02T12:00:00Z"), false);
+        assert!(
+            text.contains(
+                "events     not written (No space left on device (os error 28)): kept in memory\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tmux_down_says_when_the_daemon_retries_and_why() {
         let mut s = status(TmuxState::Down);
         s.tmux.version = None;

@@ -482,6 +482,18 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_that_does_not_exist() {
+        let err = refuse(&one_role(
+            r#"Role(name: "w", command: ["sh"], layout: Tile)"#,
+        ));
+        assert!(
+            err.starts_with("error: team.ron:4:50: roles[0].layout: unknown variant \"Tile\"; allowed variants: Windows, Tiled"),
+            "{err}"
+        );
+        assert!(err.ends_with("help: did you mean `Tiled`?"), "{err}");
+    }
+
+    #[test]
     fn variant_written_as_a_string() {
         assert_eq!(
             refuse(&one_role(

@@ -511,3 +511,56 @@ fn a_100_kb_inject_arrives_whole_and_tmux_stays_up() {
     assert_eq!(got, text.as_bytes());
     assert_eq!(env.status()["tmux"]["state"], "up");
 }
+
+/// Issue: an exit record that crashed the daemon applying it crashed every
+/// daemon started after it. A record left under its `.replaying` name (the
+/// daemon died while applying it) is set aside at the next start, said in
+/// a warning, and the daemon supervises on.
+#[test]
+fn an_exit_record_that_stopped_a_daemon_is_set_aside_and_supervision_goes_on() {
+    let env = Env::new();
+    let file = env.manifest("team.ron", &team("squad", &role("agent", 2, SLEEP, "")));
+    env.ok(&["run", &file, "--wait"]);
+    let running = env.wait_running("t/squad/agent", 2);
+    let victim = running[0]["uid"].as_u64().unwrap();
+    env.ok(&["daemon", "stop"]);
+    let exits = env.state_dir().join("exits");
+    std::fs::rename(
+        exits.join(format!("{victim}.json")),
+        exits.join(format!("{victim}.json.replaying")),
+    )
+    .unwrap();
+
+    let warning = env.wait("the warning", |e| {
+        e.events("warning").into_iter().find(|w| {
+            w["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("stopped an earlier daemon")
+        })
+    });
+    let failed = exits.join(format!("{victim}.json.failed"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains(&failed.display().to_string()),
+        "{warning}"
+    );
+    assert!(failed.exists() && !exits.join(format!("{victim}.json.replaying")).exists());
+    // The other agent was adopted untouched; the slot is filled again.
+    let other = &running[1];
+    env.wait("both slots running", |e| {
+        let now = e.in_state("t/squad/agent", "running");
+        (now.len() == 2 && now.iter().any(|s| s["pid"] == other["pid"])).then_some(())
+    });
+    // A second start does not stumble on it again.
+    env.ok(&["daemon", "stop"]);
+    env.ok(&["get", "sessions"]);
+    assert_eq!(
+        env.events("warning").len(),
+        1,
+        "{:?}",
+        env.events("warning")
+    );
+}
