@@ -109,6 +109,7 @@ impl Supervisor {
                 &team,
                 role.as_deref(),
                 Duration::from_millis(timeout_ms),
+                false,
                 now,
             ),
             Request::AbortShift { team } => self.abort_shift(&team, now),
@@ -435,7 +436,12 @@ impl Supervisor {
     fn restart(&mut self, query: &str, now: Now) -> Answer {
         match self.find_any(query)? {
             Found::Session(_) => {
-                let done = self.stop_session(query, "restarted on request (not a crash)", now)?;
+                let done = self.stop_session(
+                    query,
+                    "restarted",
+                    "restarted on request (not a crash)",
+                    now,
+                )?;
                 Ok(Some(Response::Done(format!(
                     "{done} restarting (not a crash)"
                 ))))
@@ -463,7 +469,13 @@ impl Supervisor {
                         Some(format!("run `marvel start {r}` to run it again")),
                     ));
                 }
-                self.start_shift(&team.to_string(), role.as_deref(), RESTART_TIMEOUT, now)
+                self.start_shift(
+                    &team.to_string(),
+                    role.as_deref(),
+                    RESTART_TIMEOUT,
+                    true,
+                    now,
+                )
             }
         }
     }
@@ -800,14 +812,15 @@ impl Supervisor {
     /// Stops a session on purpose: replaced at once (in its own pane),
     /// never a crash.
     fn kill(&mut self, key: &str, now: Now) -> Answer {
-        let done = self.stop_session(key, "killed on request (not a crash)", now)?;
+        let done = self.stop_session(key, "killed", "killed on request (not a crash)", now)?;
         Ok(Some(Response::Done(format!("{done} killed"))))
     }
 
     /// Stops one session on purpose (`kill`, `restart`): the reconciler
-    /// replaces it at once, and its role is not charged. A session still
-    /// waiting for its pane needs no tmux to stop. Returns its key.
-    fn stop_session(&mut self, key: &str, why: &str, now: Now) -> Result<String> {
+    /// replaces it at once, resuming (its end said as `how`), and its role
+    /// is not charged. A session still waiting for its pane needs no tmux
+    /// to stop. Returns its key.
+    fn stop_session(&mut self, key: &str, how: &str, why: &str, now: Now) -> Result<String> {
         let s = self.find_session(key)?;
         let s = if s.state.is_live() && s.pane.is_none() {
             s
@@ -817,6 +830,7 @@ impl Supervisor {
         let Some(stopped) = self.world.stop(s.uid, now.wall) else {
             return Err(Error::not_found("session", key));
         };
+        self.world.note_end(&stopped, how.to_string());
         let key = stopped.key.to_string();
         self.emit(Event::new(now.wall, EventKind::Killed, &stopped.key, why));
         self.vacate(stopped, now);
@@ -978,11 +992,13 @@ impl Supervisor {
         Ok(Some(Response::Done(format!("heartbeat of {key} recorded"))))
     }
 
+    /// A shift, or with `resume` the one `restart` starts.
     fn start_shift(
         &mut self,
         team: &str,
         role: Option<&str>,
         timeout: Duration,
+        resume: bool,
         now: Now,
     ) -> Answer {
         let team = self.find_team(team)?;
@@ -992,10 +1008,12 @@ impl Supervisor {
             return Err(Error::not_found("role", format!("{team}/{role}")));
         }
         self.require_tmux(now)?;
-        let (_, ev) = self
-            .world
-            .start_shift(&team, role, timeout, now.wall)
-            .map_err(|r| Error::refused(r.message, r.help))?;
+        let started = if resume {
+            self.world.start_restart(&team, role, timeout, now.wall)
+        } else {
+            self.world.start_shift(&team, role, timeout, now.wall)
+        };
+        let (_, ev) = started.map_err(|r| Error::refused(r.message, r.help))?;
         self.emit(ev);
         self.dirty = true;
         self.shift_reply(&team)

@@ -2119,3 +2119,218 @@ fn a_kept_panes_line_is_redrawn_when_its_role_changes() {
         "{line}"
     );
 }
+
+// --- Resuming after a restart, a worktree per slot -------------------------
+
+/// A role whose restarts resume: `sh` runs, `resume` is `sh -c resume`.
+fn resuming(replicas: u32) -> crate::domain::spec::RoleSpec {
+    let mut w = role("w", replicas);
+    w.resume = Some(crate::domain::spec::Command::new(["sh", "-c", "resume"]).unwrap());
+    w
+}
+
+/// What the newest spawn of slot `slot` runs, and the two variables that
+/// tell it how it follows the slot's previous run.
+fn last_run(h: &H, slot: u32) -> (Vec<String>, String, String) {
+    let key = format!("demo/squad/w-{slot}");
+    let req = h
+        .tmux
+        .spawns()
+        .into_iter()
+        .rfind(|r| r.env["MARVEL_SESSION"] == key)
+        .expect("a spawn of the slot");
+    let at = req.argv.iter().position(|a| a == "--").unwrap();
+    (
+        req.argv[at + 1..].to_vec(),
+        req.env["MARVEL_RESTARTS"].clone(),
+        req.env["MARVEL_PREVIOUS_EXIT"].clone(),
+    )
+}
+
+fn fresh() -> Vec<String> {
+    vec!["sh".to_string()]
+}
+
+fn resumed() -> Vec<String> {
+    ["sh", "-c", "resume"].map(String::from).to_vec()
+}
+
+/// Lets the role's backoff end and the replacement start.
+fn restarted(h: &mut H) -> Session {
+    h.until_wake();
+    h.run_jobs();
+    h.start_all().remove(0)
+}
+
+#[test]
+fn a_crash_restarts_with_resume_and_says_how_the_last_run_ended() {
+    let mut h = H::new();
+    h.apply(team(vec![resuming(1)]));
+    assert_eq!(last_run(&h, 0), (fresh(), "0".into(), "".into()));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    let s = restarted(&mut h);
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 3".into()));
+    assert_eq!(s.restart.as_ref().map(|r| r.count), Some(1));
+    h.exited(s.uid, None, Some(9), false);
+    h.run_jobs();
+    restarted(&mut h);
+    assert_eq!(last_run(&h, 0), (resumed(), "2".into(), "signal 9".into()));
+}
+
+#[test]
+fn a_reset_and_a_changed_command_start_afresh_but_a_policy_change_does_not() {
+    let mut h = H::new();
+    let w = resuming(1);
+    h.apply(team(vec![w.clone()]));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    // Reset during the backoff: the slot starts afresh.
+    h.ask(Request::Reset { key: "w".into() });
+    let s = h.start_all().remove(0);
+    assert_eq!(last_run(&h, 0), (fresh(), "0".into(), "".into()));
+    // A policy change (here, resume itself) keeps what the slot knows.
+    h.exited(s.uid, Some(4), None, false);
+    h.run_jobs();
+    let mut policy = w.clone();
+    policy.max_restarts = Some(9);
+    policy.resume = Some(crate::domain::spec::Command::new(["sh", "-c", "resume"]).unwrap());
+    h.apply(team(vec![policy.clone()]));
+    h.run_jobs();
+    let s = h.start_all().remove(0);
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 4".into()));
+    // A changed command: a new program, started afresh.
+    h.exited(s.uid, Some(5), None, false);
+    h.run_jobs();
+    let mut changed = policy;
+    changed.command = crate::domain::spec::Command::new(["sh", "-c", "new"]).unwrap();
+    h.apply(team(vec![changed]));
+    h.run_jobs();
+    h.start_all();
+    let (argv, restarts, previous) = last_run(&h, 0);
+    assert_eq!(argv, ["sh", "-c", "new"]);
+    assert_eq!((restarts.as_str(), previous.as_str()), ("0", ""));
+}
+
+#[test]
+fn kill_and_restart_resume_and_a_shift_starts_afresh() {
+    let mut h = H::new();
+    h.apply(team(vec![resuming(1)]));
+    h.start_all();
+    done(h.ask(Request::Kill { key: "w-0".into() }));
+    h.start_all();
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "killed".into()));
+    done(h.ask(Request::Restart { key: "w-0".into() }));
+    h.start_all();
+    assert_eq!(last_run(&h, 0), (resumed(), "2".into(), "restarted".into()));
+    // `restart ROLE` replaces new before old: the successor resumes.
+    assert!(matches!(
+        h.ask(Request::Restart { key: "w".into() }),
+        Response::Shift { .. }
+    ));
+    h.start_all();
+    assert_eq!(last_run(&h, 0), (resumed(), "3".into(), "restarted".into()));
+    h.advance(10);
+    h.run_jobs();
+    assert_eq!(h.live().len(), 1, "the predecessor went");
+    // A shift is for a fresh start: its successor runs the command.
+    assert!(matches!(
+        h.ask(Request::Shift {
+            team: "squad".into(),
+            role: None,
+            timeout_ms: 60_000,
+        }),
+        Response::Shift { .. }
+    ));
+    h.start_all();
+    assert_eq!(last_run(&h, 0), (fresh(), "0".into(), "".into()));
+    h.advance(10);
+    h.run_jobs();
+    // And the next crash resumes, counting from that fresh start.
+    let s = h.live().remove(0);
+    h.exited(s.uid, Some(1), None, false);
+    h.run_jobs();
+    restarted(&mut h);
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 1".into()));
+}
+
+#[test]
+fn a_stale_heartbeat_and_a_lost_tmux_server_resume_too() {
+    let mut h = H::new();
+    h.sup.world.watching_since = None;
+    let mut w = resuming(1);
+    w.health = Some(Health::Heartbeat {
+        timeout: NonZeroSpan::from_secs(1),
+        failures: Failures::new(2).unwrap(),
+    });
+    h.apply(team(vec![w]));
+    let s = h.live().remove(0);
+    let report = ShimReport::Started {
+        uid: s.uid,
+        pid: 7,
+        at: h.now.wall - chrono::Duration::hours(1),
+    };
+    h.ask(Request::Shim(report));
+    assert!(h.live().is_empty(), "stale at once");
+    restarted(&mut h);
+    assert_eq!(
+        last_run(&h, 0),
+        (resumed(), "1".into(), "heartbeat stale".into())
+    );
+    // The tmux server goes: its sessions come back, resuming.
+    let s = h.start_all().remove(0);
+    h.tmux.lose_server();
+    h.exited(s.uid, None, Some(1), true);
+    h.run_jobs();
+    h.start_all();
+    assert_eq!(
+        last_run(&h, 0),
+        (resumed(), "2".into(), "tmux server lost".into())
+    );
+}
+
+#[test]
+fn a_pending_restart_survives_a_daemon_restart() {
+    let mut h = H::new();
+    h.apply(team(vec![resuming(1)]));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    let mut h = h.restart();
+    h.run_jobs();
+    restarted(&mut h);
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 3".into()));
+}
+
+#[test]
+fn a_role_without_resume_runs_its_command_and_still_learns_how_it_restarts() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let both = h.start_all();
+    h.exited(both[1].uid, Some(2), None, false);
+    h.run_jobs();
+    restarted(&mut h);
+    assert_eq!(last_run(&h, 1), (fresh(), "1".into(), "exit 2".into()));
+    // The other slot knows nothing of it.
+    assert_eq!(last_run(&h, 0), (fresh(), "0".into(), "".into()));
+}
+
+#[test]
+fn a_spawn_tmux_could_not_make_gives_the_slot_its_restart_back() {
+    let mut h = H::new();
+    h.apply(team(vec![resuming(1)]));
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    h.until_wake();
+    // The respawn fails in tmux (not refused: unknown), and is made again.
+    h.tmux
+        .fail_next(SubstrateError::Unreachable("connection reset".into()));
+    h.run_jobs();
+    h.advance(1000);
+    h.run_jobs();
+    h.start_all();
+    assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 3".into()));
+}
