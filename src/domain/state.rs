@@ -247,7 +247,9 @@ pub struct Restart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotWorktree {
     pub path: PathBuf,
-    pub branch: String,
+    /// The branch checked out there when the program started (`None`: a
+    /// detached HEAD).
+    pub branch: Option<String>,
 }
 
 /// What a slot remembers of its runs, so that its next start can resume.

@@ -53,6 +53,8 @@ pub(super) struct H {
     pub tmux: FakeSubstrate,
     /// Jobs handed to the worker and not run yet, in order.
     pub jobs: VecDeque<(JobId, Job)>,
+    /// Jobs handed to the git worker and not answered yet, in order.
+    pub git_jobs: VecDeque<(GitJobId, GitJob)>,
     pub now: Now,
     pub replies: BTreeMap<RequestId, Response>,
     pub events: Vec<EventView>,
@@ -91,6 +93,7 @@ impl H {
             sup: Supervisor::new(setup(), Default::default()),
             tmux: FakeSubstrate::new(),
             jobs: VecDeque::new(),
+            git_jobs: VecDeque::new(),
             now: Now {
                 wall: t0(),
                 mono: Duration::from_secs(10),
@@ -148,6 +151,7 @@ impl H {
                 self.trace.push(out.clone());
                 match out {
                     Output::Submit { id, job } => self.jobs.push_back((id, job)),
+                    Output::Git { id, job } => self.git_jobs.push_back((id, job)),
                     Output::Reply { id, response } => {
                         self.replies.insert(id, response);
                     }
@@ -1048,6 +1052,7 @@ fn a_pane_made_for_a_session_stopped_meanwhile_is_removed() {
     assert!(h.live().iter().all(|s| s.pane.is_none()));
     let r = h.ask_now(Request::Delete {
         key: "squad".into(),
+        prune_worktrees: false,
     });
     assert!(matches!(r, Response::Done(_)));
     assert!(h.live().is_empty());
@@ -1664,6 +1669,7 @@ fn a_role_reset_or_deleted_team_leaves_no_queue_behind() {
     assert_eq!(h.sup.tmux.queue.len(), 2);
     h.ask_now(Request::Delete {
         key: "squad".into(),
+        prune_worktrees: false,
     });
     assert!(h.sup.tmux.queue.is_empty());
 }
@@ -2333,4 +2339,351 @@ fn a_spawn_tmux_could_not_make_gives_the_slot_its_restart_back() {
     h.run_jobs();
     h.start_all();
     assert_eq!(last_run(&h, 0), (resumed(), "1".into(), "exit 3".into()));
+}
+
+use crate::daemon::git::{GitDone, GitJob, GitJobId, GitOutcome, GitRefusal, LeftWorktree};
+
+/// A role whose slots work in worktrees of `/srv/repo`.
+fn in_worktrees(replicas: u32) -> crate::domain::spec::RoleSpec {
+    let mut w = resuming(replicas);
+    w.worktree = Some(crate::domain::spec::Worktree {
+        repo: crate::domain::spec::Repo::new("/srv/repo").unwrap(),
+        branch: crate::domain::spec::BranchTemplate::new("agents/{role}-{slot}").unwrap(),
+    });
+    w
+}
+
+impl H {
+    /// Answers the oldest git job with `outcome`; returns the job.
+    pub fn git(&mut self, outcome: GitOutcome) -> GitJob {
+        let (id, job) = self.git_jobs.pop_front().expect("a git job");
+        self.step(Input::Git(GitDone { id, outcome }));
+        job
+    }
+
+    /// Answers every git job as a git that has no objection.
+    pub fn git_agrees(&mut self) {
+        while let Some((_, job)) = self.git_jobs.front().cloned() {
+            let outcome = match job {
+                GitJob::Prepare { branch, .. } => GitOutcome::Prepared(Ok(Some(branch))),
+                GitJob::Check(_) => GitOutcome::Checked(Ok(())),
+                GitJob::Leave { .. } => GitOutcome::Left(Vec::new()),
+            };
+            self.git(outcome);
+            self.run_jobs();
+        }
+    }
+}
+
+fn prepare_of(job: &GitJob) -> (String, String, String) {
+    match job {
+        GitJob::Prepare { repo, path, branch } => (
+            repo.display().to_string(),
+            path.display().to_string(),
+            branch.clone(),
+        ),
+        other => panic!("not a prepare: {other:?}"),
+    }
+}
+
+#[test]
+fn a_team_with_worktrees_is_applied_once_git_checked_each_slot() {
+    let mut h = H::new();
+    let id = h.send(Request::Apply {
+        team: team(vec![in_worktrees(2), role("plain", 1)]),
+        source: None,
+        force: false,
+    });
+    assert!(!h.replies.contains_key(&id), "waits for git");
+    assert!(h.world().teams.is_empty(), "nothing applied before");
+    let GitJob::Check(slots) = h.git(GitOutcome::Checked(Ok(()))) else {
+        panic!("a check first")
+    };
+    let checked: Vec<(usize, u32, String, String)> = slots
+        .iter()
+        .map(|s| {
+            (
+                s.role,
+                s.slot,
+                s.path.display().to_string(),
+                s.branch.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        checked,
+        [
+            (
+                0,
+                0,
+                "/state/worktrees/demo/squad/w-0".into(),
+                "agents/w-0".into()
+            ),
+            (
+                0,
+                1,
+                "/state/worktrees/demo/squad/w-1".into(),
+                "agents/w-1".into()
+            ),
+        ]
+    );
+    assert!(matches!(h.replies[&id], Response::Applied { .. }));
+    // Each slot's worktree is asked for; only the role without one spawns.
+    h.run_jobs();
+    let asked: Vec<_> = h.git_jobs.iter().map(|(_, j)| prepare_of(j)).collect();
+    assert_eq!(
+        asked,
+        [
+            (
+                "/srv/repo".into(),
+                "/state/worktrees/demo/squad/w-0".into(),
+                "agents/w-0".into()
+            ),
+            (
+                "/srv/repo".into(),
+                "/state/worktrees/demo/squad/w-1".into(),
+                "agents/w-1".into()
+            ),
+        ]
+    );
+    let spawned = |h: &H| -> Vec<String> {
+        h.tmux
+            .spawns()
+            .iter()
+            .map(|r| r.window_name.clone())
+            .collect()
+    };
+    assert_eq!(spawned(&h), ["plain-0"]);
+    // The first worktree is there: its slot starts, in it.
+    h.git(GitOutcome::Prepared(Ok(Some("agents/w-0".into()))));
+    h.run_jobs();
+    assert_eq!(spawned(&h), ["plain-0", "w-0"]);
+    let req = h.tmux.spawns().pop().unwrap();
+    assert_eq!(
+        req.cwd,
+        Some(PathBuf::from("/state/worktrees/demo/squad/w-0"))
+    );
+    let at = req.argv.iter().position(|a| a == "--cwd").unwrap();
+    assert_eq!(req.argv[at + 1], "/state/worktrees/demo/squad/w-0");
+    // The second: the agent had moved it to a branch of its own.
+    h.git(GitOutcome::Prepared(Ok(Some("feature".into()))));
+    h.run_jobs();
+    assert_eq!(spawned(&h), ["plain-0", "w-0", "w-1"]);
+    let w1 = h
+        .live()
+        .into_iter()
+        .find(|s| s.key.slot == 1 && s.key.role == "w")
+        .unwrap();
+    let tree = w1.worktree.unwrap();
+    assert_eq!(tree.path, PathBuf::from("/state/worktrees/demo/squad/w-1"));
+    assert_eq!(tree.branch.as_deref(), Some("feature"));
+    let Response::Sessions(v) = h.ask(Request::Get {
+        kind: Kind::Sessions,
+        filter: Filter::default(),
+    }) else {
+        panic!()
+    };
+    let view = v.iter().find(|s| s.key == "demo/squad/w-1").unwrap();
+    assert_eq!(
+        view.worktree.as_deref(),
+        Some("/state/worktrees/demo/squad/w-1")
+    );
+    assert_eq!(view.branch.as_deref(), Some("feature"));
+    let plain = v.iter().find(|s| s.key == "demo/squad/plain-0").unwrap();
+    assert_eq!(
+        (plain.worktree.as_deref(), plain.branch.as_deref()),
+        (None, None)
+    );
+}
+
+#[test]
+fn a_team_without_worktrees_never_waits_for_git() {
+    let mut h = H::new();
+    h.apply(team(vec![resuming(2)]));
+    h.start_all();
+    let s = h.live().remove(0);
+    h.exited(s.uid, Some(1), None, false);
+    h.run_jobs();
+    restarted(&mut h);
+    assert!(h.git_jobs.is_empty());
+    assert!(!h.trace.iter().any(|o| matches!(o, Output::Git { .. })));
+}
+
+#[test]
+fn each_restart_finds_the_slots_worktree_again_and_one_that_cannot_be_had_is_a_crash() {
+    let mut h = H::new();
+    h.send(Request::Apply {
+        team: team(vec![in_worktrees(1)]),
+        source: None,
+        force: false,
+    });
+    h.git_agrees();
+    let s = h.start_all().remove(0);
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    h.until_wake();
+    h.run_jobs();
+    // The same worktree, and the replacement waits for it.
+    let (_, path, branch) = prepare_of(&h.git_jobs[0].1);
+    assert_eq!(
+        (path.as_str(), branch.as_str()),
+        ("/state/worktrees/demo/squad/w-0", "agents/w-0")
+    );
+    let spawns = h.tmux.spawns().len();
+    // The repository was deleted meanwhile: no start anywhere else, a
+    // crash that says why, and the role backs off as for any crash.
+    h.git(GitOutcome::Prepared(Err(
+        "/srv/repo: cannot change to '/srv/repo'".into(),
+    )));
+    h.run_jobs();
+    assert_eq!(h.tmux.spawns().len(), spawns, "never started elsewhere");
+    assert!(h.live().is_empty());
+    let marker = h.role_history().marker.clone().unwrap();
+    assert_eq!(
+        marker.exit.unwrap().reason(),
+        "worktree unavailable: /srv/repo: cannot change to '/srv/repo'"
+    );
+    assert_eq!(h.role_history().restarts, 2);
+    assert!(h.role_history().next_restart_at.is_some());
+    // Tried again after the backoff; this time it is there.
+    h.until_wake();
+    h.run_jobs();
+    h.git_agrees();
+    assert_eq!(h.tmux.spawns().len(), spawns + 1);
+    // A restart after a start that failed still resumes, and says how the
+    // last run ended.
+    let (argv, restarts, previous) = last_run(&h, 0);
+    assert_eq!(argv, resumed());
+    assert_eq!(
+        (restarts.as_str(), previous.as_str()),
+        ("2", "start failed")
+    );
+}
+
+#[test]
+fn what_git_finds_wrong_is_refused_at_run_and_nothing_is_applied() {
+    let refusals = [
+        (
+            GitRefusal::NotARepo {
+                role: 0,
+                repo: "/srv/repo".into(),
+                why: "not a git repository".into(),
+            },
+            crate::error::exit::INVALID_MANIFEST,
+            "error: /m/team.ron: roles[0].worktree.repo: /srv/repo is not a git repository (not a git repository)",
+        ),
+        (
+            GitRefusal::Taken {
+                role: 0,
+                slot: 1,
+                branch: "agents/w-1".into(),
+                at: "/elsewhere".into(),
+                gone: false,
+            },
+            crate::error::exit::REFUSED,
+            "error: branch agents/w-1 of demo/squad/w-1 is checked out at /elsewhere: git checks a branch out in one worktree only",
+        ),
+        (
+            GitRefusal::Missing("No such file or directory (os error 2)".into()),
+            crate::error::exit::REFUSED,
+            "error: team demo/squad has roles with worktrees, and the daemon cannot run git",
+        ),
+    ];
+    for (refusal, code, text) in refusals {
+        let mut h = H::new();
+        let id = h.send(Request::Apply {
+            team: team(vec![in_worktrees(2)]),
+            source: Some("/m/team.ron".into()),
+            force: false,
+        });
+        h.git(GitOutcome::Checked(Err(refusal)));
+        let Response::Error(e) = &h.replies[&id] else {
+            panic!("{:?}", h.replies[&id]);
+        };
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.to_string().starts_with(text), "{e}");
+        assert!(h.world().teams.is_empty());
+        h.run_jobs();
+        assert!(h.tmux.spawns().is_empty() && h.git_jobs.is_empty());
+    }
+}
+
+#[test]
+fn delete_keeps_the_worktrees_and_prunes_only_after_the_programs_ended() {
+    let left = |removed: bool| {
+        vec![LeftWorktree {
+            path: "/state/worktrees/demo/squad/w-0".into(),
+            branch: Some("agents/w-0".into()),
+            removed,
+            kept: None,
+        }]
+    };
+    let mut h = H::new();
+    h.send(Request::Apply {
+        team: team(vec![in_worktrees(1)]),
+        source: None,
+        force: false,
+    });
+    h.git_agrees();
+    h.start_all();
+    let id = h.send(Request::Delete {
+        key: "squad".into(),
+        prune_worktrees: false,
+    });
+    assert_eq!(
+        h.git_jobs[0].1,
+        GitJob::Leave {
+            dir: "/state/worktrees/demo/squad".into(),
+            prune: false
+        }
+    );
+    h.git(GitOutcome::Left(left(false)));
+    let Response::Done(text) = &h.replies[&id] else {
+        panic!()
+    };
+    assert_eq!(
+        text,
+        "team demo/squad deleted\nits worktrees are kept, with their branches:\n  \
+         /state/worktrees/demo/squad/w-0  agents/w-0\n\
+         remove one with `git worktree remove PATH` once its work is merged"
+    );
+    h.run_jobs();
+
+    // With --prune-worktrees, git waits until the panes are gone.
+    h.send(Request::Apply {
+        team: team(vec![in_worktrees(1)]),
+        source: None,
+        force: false,
+    });
+    h.git_agrees();
+    h.start_all();
+    let id = h.send(Request::Delete {
+        key: "squad".into(),
+        prune_worktrees: true,
+    });
+    assert!(h.jobs.iter().any(|(_, j)| matches!(j, Job::Kill(_))));
+    assert!(h.git_jobs.is_empty(), "not while its program may run");
+    h.run_jobs();
+    assert_eq!(
+        h.git_jobs[0].1,
+        GitJob::Leave {
+            dir: "/state/worktrees/demo/squad".into(),
+            prune: true
+        }
+    );
+    h.git(GitOutcome::Left(left(true)));
+    let Response::Done(text) = &h.replies[&id] else {
+        panic!()
+    };
+    assert_eq!(
+        text,
+        "team demo/squad deleted\nremoved worktree /state/worktrees/demo/squad/w-0 (its branch agents/w-0 stays)"
+    );
+    // A team without worktrees is answered at once, as before.
+    h.apply(team(vec![role("x", 1)]));
+    let r = h.ask_now(Request::Delete {
+        key: "squad".into(),
+        prune_worktrees: false,
+    });
+    assert!(matches!(r, Response::Done(t) if t == "team demo/squad deleted"));
 }

@@ -363,6 +363,11 @@ impl Supervisor {
             let Some(spec) = self.world.role_spec(&s.key.role()) else {
                 continue;
             };
+            // Its worktree is still being made.
+            if self.git.preparing.contains(&uid) {
+                waiting.push(uid);
+                continue;
+            }
             let Some((place, session)) = workspace::place(&mut self.ws, &self.world, s, spec)
             else {
                 waiting.push(uid);
