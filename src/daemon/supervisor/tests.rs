@@ -2687,3 +2687,27 @@ fn delete_keeps_the_worktrees_and_prunes_only_after_the_programs_ended() {
     });
     assert!(matches!(r, Response::Done(t) if t == "team demo/squad deleted"));
 }
+
+/// Issue: a team deleted and run again at once crashed (and froze): its
+/// tmux session went with its last pane, and tmux, left with no session
+/// at all, refused the new windows with "no current target".
+#[test]
+fn a_team_run_again_right_after_its_deletion_is_placed_anew_not_crashed() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    h.start_all();
+    h.ask_now(Request::Delete {
+        key: "squad".into(),
+        prune_worktrees: false,
+    });
+    // Applied again before tmux has removed the panes or been listed.
+    h.send(Request::Apply {
+        team: team(vec![role("w", 2)]),
+        source: None,
+        force: false,
+    });
+    h.run_jobs();
+    assert!(!h.kinds().contains(&"crashed"), "{:?}", h.kinds());
+    assert_eq!(h.start_all().len(), 2);
+    assert_eq!(h.tmux.sessions()["demo-squad"], vec!["w-0", "w-1"]);
+}

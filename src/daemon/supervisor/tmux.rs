@@ -493,7 +493,7 @@ impl Supervisor {
                     self.ws.taken.insert(session.clone());
                 }
             }
-            Place::NewWindow { .. } if !ok && why.contains("can't find session") => {
+            Place::NewWindow { .. } if !ok && session_gone(why) => {
                 self.ws.teams.remove(&team);
             }
             Place::Respawn { pane }
@@ -837,9 +837,16 @@ impl Supervisor {
 /// window has no room.
 fn stale_placement(why: &str) -> bool {
     why.contains("duplicate session")
+        || session_gone(why)
         || why.contains("can't find")
         || why.contains("no space for new pane")
         || why.contains("pane too small")
+}
+
+/// Whether tmux refused a new window because its session is gone: named
+/// so, or, on a server left with no session at all, any target unknown.
+fn session_gone(why: &str) -> bool {
+    why.contains("can't find session") || why.trim() == "no current target"
 }
 
 /// How tmux answered last.
