@@ -76,6 +76,35 @@ pub fn load_for_host(path: &Path, host: &str) -> Result<TeamSpec> {
     validate::team(raw, &on_host, None).map_err(|r| diagnose::refusal(&file, &text, r))
 }
 
+/// A refusal of a manifest's value that the daemon found (git's verdict
+/// on a `worktree.repo`), pointed at that value in the file at `path`.
+pub fn locate_in(e: Error, path: &Path) -> Error {
+    let Error::Manifest {
+        position: None,
+        field: Some(field),
+        message,
+        help,
+        file,
+    } = e
+    else {
+        return e;
+    };
+    let (file, position) = match std::fs::read_to_string(path) {
+        Ok(text) => (
+            path.display().to_string(),
+            Some(locate::Located::new(&text).position_of(&field)),
+        ),
+        Err(_) => (file, None),
+    };
+    Error::Manifest {
+        file,
+        position,
+        field: Some(field),
+        message,
+        help,
+    }
+}
+
 /// Parses and validates manifest `text` without touching the file system.
 /// `file` names the text in messages; `resolver` checks each role's program
 /// (`command[0]`) and says why it cannot be run. `cwd` is kept as written.
@@ -440,6 +469,33 @@ mod tests {
             e.contains("roles[0].worktree.repo: repo is relative, and the team goes to build"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_refusal_from_the_daemon_is_pointed_at_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.ron");
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r"))"#),
+        )
+        .unwrap();
+        let e = Error::Manifest {
+            file: "/elsewhere/team.ron".into(),
+            position: None,
+            field: Some("roles[0].worktree.repo".into()),
+            message: "/r is not a git repository".into(),
+            help: None,
+        };
+        assert_eq!(
+            locate_in(e, &file).to_string(),
+            format!(
+                "error: {}:4:59: roles[0].worktree.repo: /r is not a git repository",
+                file.display()
+            )
+        );
+        let other = Error::refused("no", None);
+        assert_eq!(locate_in(other.clone(), &file), other);
     }
 
     #[test]
