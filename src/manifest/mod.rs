@@ -566,6 +566,18 @@ mod tests {
     }
 
     #[test]
+    fn a_role_runs_in_its_worktree_or_in_its_cwd_not_both() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], cwd: "/srv", worktree: (repo: "/r"))"#
+            )),
+            "error: team.ron:4:47: roles[0].cwd: a role with a worktree runs in it: cwd would say \
+             otherwise\n\
+             help: leave out cwd"
+        );
+    }
+
+    #[test]
     fn a_worktree_needs_its_repository() {
         assert_eq!(
             refuse(&one_role(

@@ -94,6 +94,13 @@ fn role(
         Some(r) => Some(program(&format!("{p}.resume"), r, resolver, base)?),
         None => None,
     };
+    if raw.cwd.is_some() && raw.worktree.is_some() {
+        return Err(Refusal::new(
+            format!("{p}.cwd"),
+            "a role with a worktree runs in it: cwd would say otherwise",
+        )
+        .help("leave out cwd"));
+    }
     let worktree = match raw.worktree {
         Some(w) => Some(worktree(&format!("{p}.worktree"), w, base)?),
         None => None,
