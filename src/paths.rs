@@ -32,11 +32,13 @@ pub const EVENTS: &str = "events.jsonl";
 pub const EVENTS_ROTATED: &str = "events.jsonl.1";
 pub const EXITS: &str = "exits";
 pub const LOGS: &str = "logs";
+/// Where each slot of a role with a `worktree` gets its git worktree.
+pub const WORKTREES: &str = "worktrees";
 
 /// Every entry of the state directory that marvel reads or writes, with
 /// what it must be. The entries inside `exits/` and `logs/` are checked as
 /// each is opened.
-pub const ENTRIES: [(&str, Kind); 9] = [
+pub const ENTRIES: [(&str, Kind); 10] = [
     (SOCKET, Kind::Socket),
     (LOCK, Kind::File),
     (START_LOCK, Kind::File),
@@ -46,6 +48,7 @@ pub const ENTRIES: [(&str, Kind); 9] = [
     (EVENTS_ROTATED, Kind::File),
     (EXITS, Kind::Dir),
     (LOGS, Kind::Dir),
+    (WORKTREES, Kind::Dir),
 ];
 
 /// Which daemon (state directory) and tmux server a command works with.
@@ -154,6 +157,19 @@ impl Paths {
     }
     pub fn session_log(&self, uid: u64) -> PathBuf {
         self.logs_dir().join(session_log_name(uid))
+    }
+    /// The git worktrees of a team's slots: `worktrees/WORKSPACE/TEAM`.
+    pub fn team_worktrees(&self, team: &crate::domain::key::TeamKey) -> PathBuf {
+        self.root
+            .join(WORKTREES)
+            .join(&team.workspace)
+            .join(&team.team)
+    }
+    /// One slot's git worktree: `worktrees/WORKSPACE/TEAM/ROLE-SLOT`, the
+    /// same for the slot's every run, never another slot's.
+    pub fn worktree(&self, key: &crate::domain::key::SessionKey) -> PathBuf {
+        self.team_worktrees(&key.team())
+            .join(format!("{}-{}", key.role, key.slot))
     }
 }
 

@@ -175,6 +175,9 @@ pub enum Request {
     },
     Delete {
         key: String,
+        /// Remove the team's worktrees that hold no uncommitted change.
+        #[serde(default)]
+        prune_worktrees: bool,
     },
     /// Resolve a session (or a team) for `attach`: answered with
     /// [`Response::AttachTarget`], data from which the client builds its

@@ -217,6 +217,12 @@ pub struct SessionView {
     /// shift): it keeps running until its successor is ready.
     #[serde(default)]
     pub outdated: bool,
+    /// The git worktree the slot works in (a role with `worktree`), and
+    /// the branch checked out there when its program started.
+    #[serde(default)]
+    pub worktree: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! `marvel delete team KEY`: forget a team and stop its sessions.
+//! `marvel delete team KEY`: forget a team and stop its sessions; its
+//! worktrees are kept unless `--prune-worktrees` says otherwise.
 
 use clap::Subcommand;
 use clap_complete::engine::ArgValueCandidates;
@@ -15,20 +16,30 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum What {
-    /// Delete a team: stop every session of every role and forget it
+    /// Delete a team: stop every session of every role and forget it (its worktrees stay)
     #[command(after_help = "\
 Examples:
   marvel delete team demo/squad
-  marvel delete team squad")]
+  marvel delete team squad --prune-worktrees")]
     Team {
         /// The team, or any unambiguous suffix of its key
         #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::teams_keys))]
         key: String,
+        /// Also remove its worktrees that hold no uncommitted change (their
+        /// branches stay); the others are kept and listed
+        #[arg(long)]
+        prune_worktrees: bool,
     },
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     match args.what {
-        What::Team { key } => ctx.acknowledge(Request::Delete { key }),
+        What::Team {
+            key,
+            prune_worktrees,
+        } => ctx.acknowledge(Request::Delete {
+            key,
+            prune_worktrees,
+        }),
     }
 }

@@ -77,7 +77,8 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         source,
         force: args.force,
     };
-    let (roles, tmux_down) = match client::call(&target, req)? {
+    let answer = client::call(&target, req).map_err(|e| manifest::locate_in(e, &args.file))?;
+    let (roles, tmux_down) = match answer {
         Response::Applied {
             roles, tmux_down, ..
         } => (roles, tmux_down),

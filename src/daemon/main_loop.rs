@@ -21,6 +21,7 @@ use crate::substrate::Substrate;
 
 use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
+use super::git::{self, GitWorker};
 use super::guard;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
@@ -35,6 +36,8 @@ pub enum Msg {
     Request(Incoming),
     /// A tmux call finished.
     Done(worker::Done),
+    /// A git call finished.
+    Git(git::GitDone),
 }
 
 impl From<Incoming> for Msg {
@@ -46,6 +49,12 @@ impl From<Incoming> for Msg {
 impl From<worker::Done> for Msg {
     fn from(done: worker::Done) -> Msg {
         Msg::Done(done)
+    }
+}
+
+impl From<git::GitDone> for Msg {
+    fn from(done: git::GitDone) -> Msg {
+        Msg::Git(done)
     }
 }
 
@@ -117,6 +126,7 @@ pub fn run_foreground(t: &Target) -> Result<()> {
 pub struct MainLoop {
     sup: Supervisor,
     worker: Worker,
+    git: GitWorker,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     paths: Paths,
@@ -152,12 +162,16 @@ impl MainLoop {
         let (tx, rx) = mpsc::channel();
         let worker = Worker::start(sub.into(), tx.clone())
             .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;
+        let git = git::Git::new(super::env_ms("MARVEL_GIT_TIMEOUT_MS", 120_000));
+        let git = GitWorker::start(git, tx.clone())
+            .map_err(|e| Error::other(format!("cannot start the git thread: {e}")))?;
         let paths = setup.paths.clone();
         let (events, earlier) = EventFile::open(paths.events());
         let base = Instant::now();
         Ok(MainLoop {
             sup: Supervisor::new(setup, earlier),
             worker,
+            git,
             tx,
             rx,
             store: Store::new(paths.state()),
@@ -243,6 +257,7 @@ impl MainLoop {
             let input = match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
+                Ok(Msg::Git(done)) => Input::Git(done),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -322,6 +337,7 @@ impl MainLoop {
                 self.worker.submit(id, job);
                 return news;
             }
+            Output::Git { id, job } => self.git.submit(id, job),
             Output::Reply { id, response } => {
                 if let Some(inc) = self.waiting.remove(&id) {
                     let _ = inc.reply.send(response);

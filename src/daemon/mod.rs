@@ -5,12 +5,14 @@
 //!   its outputs (the only part that performs I/O and reads the clock).
 //! - [`supervisor`]: the state machine, split by input kind.
 //! - [`worker`]: the thread that runs tmux jobs in order.
+//! - [`git`]: the thread that runs git jobs (worktrees) in order.
 //! - [`server`]: the socket: connections, peers, request lines.
 //! - [`store`]: the state file, exit records and output logs on disk.
 //! - [`events`]: the event ring, its file and its followers.
 //! - [`views`]: the records `get` and `describe` return.
 
 pub(crate) mod events;
+pub(crate) mod git;
 mod guard;
 pub(crate) mod main_loop;
 pub mod server;

@@ -144,6 +144,8 @@ fn session_with_role_state(
         context_pct: s.heartbeat.context_pct,
         heartbeat_note: s.heartbeat.note.clone(),
         outdated: s.state.is_live() && world.outdated(s),
+        worktree: s.worktree.as_ref().map(|w| w.path.display().to_string()),
+        branch: s.worktree.as_ref().and_then(|w| w.branch.clone()),
     }
 }
 

@@ -175,6 +175,7 @@ pub fn reset(h: &mut RoleHistory) -> bool {
         generation: h.generation,
         stopped: h.stopped,
         past: std::mem::take(&mut h.past),
+        slot_runs: std::mem::take(&mut h.slot_runs),
         ..RoleHistory::default()
     };
     had

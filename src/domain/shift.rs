@@ -38,6 +38,10 @@ pub struct Shift {
     /// `None` while the shift runs.
     pub outcome: Option<Outcome>,
     pub ended_at: Option<Time>,
+    /// Started by `marvel restart`: each successor resumes its slot's
+    /// work (the role's `resume`), where a shift starts fresh.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +266,22 @@ impl World {
         self.shifts.get(team).filter(|s| s.is_running())
     }
 
+    /// A shift for `marvel restart`: as [`World::start_shift`], but each
+    /// successor resumes its slot's work (runs the role's `resume`).
+    pub fn start_restart(
+        &mut self,
+        team: &TeamKey,
+        only: Option<&str>,
+        timeout: Duration,
+        now: Time,
+    ) -> Result<(u64, Event), Refused> {
+        let started = self.start_shift(team, only, timeout, now)?;
+        if let Some(sh) = self.shifts.get_mut(team) {
+            sh.resume = true;
+        }
+        Ok(started)
+    }
+
     /// Starts a shift of `team` (or of its role `only`), which must end
     /// within `timeout`. Returns its id and the event.
     pub fn start_shift(
@@ -337,6 +357,7 @@ impl World {
                 deadline: after(now, timeout),
                 outcome: None,
                 ended_at: None,
+                resume: false,
             },
         );
         Ok((id, Event::new(now, EventKind::ShiftStarted, team, message)))

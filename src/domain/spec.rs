@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::key::{RoleKey, TeamKey};
+use crate::domain::key::{RoleKey, SessionKey, TeamKey};
 
 /// Longest workspace, team or role name accepted.
 pub const MAX_NAME_LEN: usize = 40;
@@ -695,6 +695,12 @@ pub struct RoleSpec {
     /// How the role's sessions sit in the team's tmux session.
     #[serde(default, skip_serializing_if = "Layout::is_default")]
     pub layout: Layout,
+    /// A git worktree per slot, where the slot's program runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Worktree>,
+    /// What a restarted slot runs instead of `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Command>,
     #[serde(skip)]
     checked: Checked,
 }
@@ -714,6 +720,202 @@ impl Layout {
     fn is_default(&self) -> bool {
         *self == Layout::Windows
     }
+}
+
+/// A git repository a role's slots get worktrees of: not empty, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PathBuf", into = "PathBuf")]
+pub struct Repo(PathBuf);
+
+impl Repo {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Repo, String> {
+        let dir = dir.into();
+        if dir.as_os_str().is_empty() {
+            return Err("must not be empty; give the directory of a git repository".into());
+        }
+        if dir.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err("contains a NUL character, which no directory name can".into());
+        }
+        Ok(Repo(dir))
+    }
+}
+
+impl TryFrom<PathBuf> for Repo {
+    type Error = String;
+    fn try_from(dir: PathBuf) -> Result<Self, String> {
+        Repo::new(dir)
+    }
+}
+
+impl From<Repo> for PathBuf {
+    fn from(r: Repo) -> PathBuf {
+        r.0
+    }
+}
+
+impl Deref for Repo {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// The placeholders a branch name may hold, each replaced by the slot's
+/// part of its key.
+pub const BRANCH_PLACEHOLDERS: [&str; 4] = ["{workspace}", "{team}", "{role}", "{slot}"];
+/// The branch a slot's worktree is on when the manifest names none.
+pub const DEFAULT_BRANCH: &str = "agents/{team}/{role}-{slot}";
+
+/// Why a branch name was refused: what is wrong, and what would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchError {
+    pub message: String,
+    pub help: String,
+}
+
+impl fmt::Display for BranchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The name of each slot's branch, with placeholders: `{slot}` at least,
+/// so that two slots never share a branch (git checks a branch out in one
+/// worktree only), and a valid git branch name once filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BranchTemplate(String);
+
+impl BranchTemplate {
+    pub fn new(text: &str) -> Result<BranchTemplate, BranchError> {
+        let refuse = |message: String, help: &str| BranchError {
+            message,
+            help: help.to_string(),
+        };
+        const EXAMPLE: &str = r#"for example "agents/{role}-{slot}""#;
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let tail = &rest[open..];
+            let end = tail.find('}').map_or(tail.len(), |e| e + 1);
+            let name = &tail[..end];
+            if !BRANCH_PLACEHOLDERS.contains(&name) {
+                let close = strsim_closest(name, &BRANCH_PLACEHOLDERS);
+                let help = match close {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => "use {workspace}, {team}, {role} or {slot}".to_string(),
+                };
+                return Err(refuse(
+                    format!(
+                        "{name:?} in {text:?} is not a placeholder; the placeholders are {{workspace}}, {{team}}, {{role}} and {{slot}}"
+                    ),
+                    &help,
+                ));
+            }
+            rest = &tail[end..];
+        }
+        if !text.contains("{slot}") {
+            return Err(refuse(
+                format!("{text:?} has no {{slot}}: every slot needs a branch of its own"),
+                EXAMPLE,
+            ));
+        }
+        let sample = BranchTemplate(text.to_string()).fill("w", "t", "r", 0);
+        if let Some(why) = ref_name_problem(&sample) {
+            return Err(refuse(
+                format!("{text:?} cannot be a git branch name: {why}"),
+                EXAMPLE,
+            ));
+        }
+        Ok(BranchTemplate(text.to_string()))
+    }
+
+    /// The branch of the slot `key`.
+    pub fn expand(&self, key: &SessionKey) -> String {
+        self.fill(&key.workspace, &key.team, &key.role, key.slot)
+    }
+
+    /// The template with `{role}` filled in: two roles whose results are
+    /// equal would share branches.
+    pub fn for_role(&self, role: &str) -> String {
+        self.0.replace("{role}", role)
+    }
+
+    fn fill(&self, workspace: &str, team: &str, role: &str, slot: u32) -> String {
+        self.0
+            .replace("{workspace}", workspace)
+            .replace("{team}", team)
+            .replace("{role}", role)
+            .replace("{slot}", &slot.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BranchTemplate {
+    type Error = BranchError;
+    fn try_from(s: String) -> Result<Self, BranchError> {
+        BranchTemplate::new(&s)
+    }
+}
+
+impl From<BranchTemplate> for String {
+    fn from(b: BranchTemplate) -> String {
+        b.0
+    }
+}
+
+impl Default for BranchTemplate {
+    fn default() -> Self {
+        BranchTemplate(DEFAULT_BRANCH.to_string())
+    }
+}
+
+/// What makes `name` unusable as a git branch (git's `check-ref-format`
+/// rules), if anything.
+fn ref_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > 200 {
+        return Some("it is longer than 200 characters");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+    {
+        return Some("it holds a space, a control character or one of ~ ^ : ? * [ \\");
+    }
+    if name.contains("..") || name.contains("@{") || name == "@" {
+        return Some(r#"it holds "..", "@{" or is "@""#);
+    }
+    if name.starts_with(['-', '/']) || name.ends_with(['/', '.']) || name.contains("//") {
+        return Some(r#"it starts with "-" or "/", ends with "/" or ".", or holds "//""#);
+    }
+    if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        return Some(r#"a part of it starts with "." or ends with ".lock""#);
+    }
+    None
+}
+
+/// The candidate closest to `found`, when it is probably a typo of it.
+fn strsim_closest<'c>(found: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let limit = (found.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(found, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// A git worktree per slot: made from `repo` (its current HEAD for a new
+/// branch), on the slot's `branch`, in a directory marvel owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worktree {
+    pub repo: Repo,
+    pub branch: BranchTemplate,
 }
 
 /// The fields of a [`RoleSpec`], each valid on its own; also its layout on
@@ -738,6 +940,10 @@ pub struct RoleParts {
     pub shift_last: bool,
     #[serde(default)]
     pub layout: Layout,
+    #[serde(default)]
+    pub worktree: Option<Worktree>,
+    #[serde(default)]
+    pub resume: Option<Command>,
 }
 
 fn default_ready_after() -> Span {
@@ -747,7 +953,7 @@ fn default_ready_after() -> Span {
 /// A role whose command, env and cwd would not fit in tmux's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTooLong {
-    /// The larger part, `command` or `env`, to point at.
+    /// The larger part, `command`, `resume` or `env`, to point at.
     pub field: &'static str,
     pub bytes: usize,
 }
@@ -772,7 +978,7 @@ impl fmt::Display for CommandTooLong {
 /// each word with its NUL, `-e NAME=VALUE` per variable, `-c DIR` with the
 /// `#` that tmux needs doubled, and room for a `\` before a trailing `;`.
 fn command_line_bytes(command: &Command, env: &Env, cwd: Option<&Cwd>) -> (usize, usize, usize) {
-    let argv: usize = command.iter().map(|a| a.len() + 2).sum();
+    let argv = argv_bytes(command);
     let vars: usize = env.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
     let dir = cwd.map_or(0, |c| {
         let bytes = c.as_os_str().as_encoded_bytes();
@@ -781,16 +987,26 @@ fn command_line_bytes(command: &Command, env: &Env, cwd: Option<&Cwd>) -> (usize
     (argv, vars, dir)
 }
 
+fn argv_bytes(command: &Command) -> usize {
+    command.iter().map(|a| a.len() + 2).sum()
+}
+
 impl TryFrom<RoleParts> for RoleSpec {
     type Error = CommandTooLong;
     fn try_from(p: RoleParts) -> Result<Self, CommandTooLong> {
         let (argv, vars, dir) = command_line_bytes(&p.command, &p.env, p.cwd.as_ref());
-        let bytes = argv + vars + dir;
+        // A restart runs `resume` in the same place: it must fit as well.
+        let resume = p.resume.as_ref().map_or(0, argv_bytes);
+        let bytes = argv.max(resume) + vars + dir;
         if bytes > MAX_COMMAND_LINE_BYTES {
-            return Err(CommandTooLong {
-                field: if vars > argv { "env" } else { "command" },
-                bytes,
-            });
+            let field = if vars > argv.max(resume) {
+                "env"
+            } else if resume > argv {
+                "resume"
+            } else {
+                "command"
+            };
+            return Err(CommandTooLong { field, bytes });
         }
         Ok(RoleSpec {
             name: p.name,
@@ -807,6 +1023,8 @@ impl TryFrom<RoleParts> for RoleSpec {
             ready_after: p.ready_after,
             shift_last: p.shift_last,
             layout: p.layout,
+            worktree: p.worktree,
+            resume: p.resume,
             checked: Checked,
         })
     }
@@ -831,6 +1049,8 @@ impl RoleSpec {
             ready_after: DEFAULT_READY_AFTER,
             shift_last: false,
             layout: Layout::Windows,
+            worktree: None,
+            resume: None,
         })
         .expect("a short command fits")
     }
@@ -838,7 +1058,7 @@ impl RoleSpec {
     /// The fields that differ between the two specs, by their manifest
     /// names, in manifest order.
     pub fn changed_fields(&self, other: &RoleSpec) -> Vec<&'static str> {
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 15] = [
             ("replicas", self.replicas != other.replicas),
             ("command", self.command != other.command),
             ("env", self.env != other.env),
@@ -852,6 +1072,8 @@ impl RoleSpec {
             ("ready_after", self.ready_after != other.ready_after),
             ("shift_last", self.shift_last != other.shift_last),
             ("layout", self.layout != other.layout),
+            ("worktree", self.worktree != other.worktree),
+            ("resume", self.resume != other.resume),
         ];
         checks
             .into_iter()
@@ -874,7 +1096,7 @@ impl RoleSpec {
 /// The fields that decide the running program itself: changing one
 /// replaces the role's sessions. Every other field but `replicas` is
 /// policy, applied to running sessions in place.
-pub const TEMPLATE_FIELDS: &[&str] = &["command", "env", "cwd"];
+pub const TEMPLATE_FIELDS: &[&str] = &["command", "env", "cwd", "worktree"];
 
 /// One team: the unit a manifest file declares and `marvel run` applies.
 /// Built only from [`TeamParts`] (or by decoding them): at least one role,
@@ -908,6 +1130,13 @@ pub enum TeamError {
         first: usize,
         name: String,
     },
+    /// `roles[index]` would put its slots on the branches of the earlier
+    /// `roles[first]`'s, in the same repository.
+    SharedBranch {
+        index: usize,
+        first: usize,
+        branch: String,
+    },
 }
 
 impl TeamError {
@@ -916,6 +1145,7 @@ impl TeamError {
         match self {
             TeamError::NoRoles => "roles".into(),
             TeamError::DuplicateRole { index, .. } => format!("roles[{index}].name"),
+            TeamError::SharedBranch { index, .. } => format!("roles[{index}].worktree.branch"),
         }
     }
 
@@ -925,6 +1155,10 @@ impl TeamError {
             TeamError::DuplicateRole { first, name, .. } => format!(
                 "role {name:?} is declared twice (also roles[{first}]); \
                  role names must be unique within a team"
+            ),
+            TeamError::SharedBranch { first, branch, .. } => format!(
+                "{branch:?} gives the same branches as roles[{first}] in the same repository; \
+                 a branch can be checked out in one worktree only"
             ),
         }
     }
@@ -952,6 +1186,19 @@ impl TryFrom<TeamParts> for TeamSpec {
                 });
             }
             seen.insert(&role.name, index);
+        }
+        let mut branches = std::collections::HashMap::new();
+        for (index, role) in p.roles.iter().enumerate() {
+            let Some(w) = &role.worktree else { continue };
+            let branch = w.branch.for_role(role.name.as_str());
+            if let Some(&first) = branches.get(&(&*w.repo, branch.clone())) {
+                return Err(TeamError::SharedBranch {
+                    index,
+                    first,
+                    branch: w.branch.as_str().to_string(),
+                });
+            }
+            branches.insert((&*w.repo, branch), index);
         }
         Ok(TeamSpec {
             workspace: p.workspace,
@@ -992,7 +1239,16 @@ pub(crate) fn assert_valid(spec: &TeamSpec) {
             assert!(!k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'));
         }
         let (argv, vars, dir) = command_line_bytes(&r.command, &r.env, r.cwd.as_ref());
-        assert!(argv + vars + dir <= MAX_COMMAND_LINE_BYTES);
+        let resume = r.resume.as_ref().map_or(0, argv_bytes);
+        assert!(argv.max(resume) + vars + dir <= MAX_COMMAND_LINE_BYTES);
+        if let Some(resume) = &r.resume {
+            assert!(!resume.is_empty() && resume.iter().all(|a| !a.contains('\0')));
+        }
+        if let Some(w) = &r.worktree {
+            assert!(!w.repo.as_os_str().is_empty());
+            assert!(w.branch.as_str().contains("{slot}"), "{:?}", w.branch);
+            assert_eq!(ref_name_problem(&w.branch.fill("w", "t", "r", 7)), None);
+        }
         let b = &r.backoff;
         assert!(b.initial() > Duration::ZERO && b.initial() <= b.max());
         assert!(b.factor().is_finite() && b.factor() >= 1.0);
@@ -1100,6 +1356,7 @@ mod tests {
             failures: Failures::new(1).unwrap(),
         });
         b.layout = Layout::Tiled;
+        b.resume = Some(Command::new(["sh", "-c", "resume"]).unwrap());
         assert!(a.same_template(&b), "policy fields apply in place");
         assert_eq!(
             a.changed_fields(&b),
@@ -1112,7 +1369,8 @@ mod tests {
                 "health",
                 "ready_after",
                 "shift_last",
-                "layout"
+                "layout",
+                "resume"
             ]
         );
         for change in [
@@ -1121,6 +1379,12 @@ mod tests {
                 r.env.insert("K".into(), "V".into()).unwrap();
             },
             |r: &mut RoleSpec| r.cwd = Some(Cwd::new("/tmp").unwrap()),
+            |r: &mut RoleSpec| {
+                r.worktree = Some(Worktree {
+                    repo: Repo::new("/srv/repo").unwrap(),
+                    branch: BranchTemplate::default(),
+                })
+            },
         ] {
             let mut c = a.clone();
             change(&mut c);
@@ -1300,6 +1564,11 @@ mod tests {
         });
         w.env.insert("K".into(), "V".into()).unwrap();
         w.cwd = Some(Cwd::new("/tmp").unwrap());
+        w.worktree = Some(Worktree {
+            repo: Repo::new("/srv/repo").unwrap(),
+            branch: BranchTemplate::new("agents/{role}-{slot}").unwrap(),
+        });
+        w.resume = Some(Command::new(["sh", "-c", "resume"]).unwrap());
         let team = TeamSpec::try_from(TeamParts {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
@@ -1408,11 +1677,42 @@ mod tests {
                 "roles[1].name: role \"worker\" is declared twice",
             ),
             ("/roles", json!([]), "roles: a team needs at least one role"),
+            (
+                "/roles/0/resume",
+                json!([]),
+                "must not be empty; give the program",
+            ),
+            (
+                "/roles/0/resume/0",
+                json!("x".repeat(MAX_COMMAND_LINE_BYTES)),
+                "resume: command, env and cwd take",
+            ),
+            ("/roles/0/worktree/repo", json!(""), "must not be empty"),
+            (
+                "/roles/0/worktree/branch",
+                json!("agents/{role}"),
+                "has no {slot}",
+            ),
+            (
+                "/roles/0/worktree/branch",
+                json!("a b {slot}"),
+                "cannot be a git branch name",
+            ),
             ("/name", json!("Squad"), "\"Squad\" is not allowed"),
         ] {
             let got = refusal(path, value);
             assert!(got.contains(expected), "{path}: {got}");
         }
+        let mut team = wire_team();
+        team["roles"][1]["worktree"] =
+            json!({"repo": "/srv/repo", "branch": "agents/worker-{slot}"});
+        let got = serde_json::from_value::<TeamSpec>(team)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            got.contains("roles[1].worktree.branch: \"agents/worker-{slot}\" gives the same branches as roles[0]"),
+            "{got}"
+        );
     }
 
     #[test]

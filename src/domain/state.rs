@@ -118,6 +118,22 @@ impl Exit {
         self.detail == ExitDetail::Program && self.code == Some(0) && self.signal.is_none()
     }
 
+    /// The fewest words for a program's environment: `exit 3`, `signal 9`,
+    /// `heartbeat stale`, `tmux server lost`.
+    pub fn brief(&self) -> String {
+        match (&self.detail, self.code, self.signal) {
+            (ExitDetail::Program, _, Some(sig)) => format!("signal {sig}"),
+            (ExitDetail::Program, Some(code), None) => format!("exit {code}"),
+            (ExitDetail::Program, None, None) => "unknown".into(),
+            (ExitDetail::PaneKilled, ..) => "pane killed".into(),
+            (ExitDetail::PaneVanished, ..) => "pane vanished".into(),
+            (ExitDetail::TmuxLost, ..) => "tmux server lost".into(),
+            (ExitDetail::Unhealthy(why), ..) => why.clone(),
+            (ExitDetail::SpawnRefused(_), ..) => "spawn refused".into(),
+            (ExitDetail::StartFailed(_), ..) => "start failed".into(),
+        }
+    }
+
     /// Plain words for tables and reasons: `exit 1`, `signal 9 (SIGKILL)`.
     pub fn reason(&self) -> String {
         let status = match (self.code, self.signal) {
@@ -208,6 +224,44 @@ pub struct Session {
     /// transition; health itself is evaluated afresh every time.
     #[serde(default)]
     pub health: HealthState,
+    /// How this start follows the slot's previous run; `None` for a fresh
+    /// start (the slot's first, or after a reset or a changed command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// The git worktree the program runs in, for a role that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<SlotWorktree>,
+}
+
+/// A start that follows an earlier run of the same slot: the program runs
+/// the role's `resume` instead of its `command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// Restarts of the slot since it last started fresh, this one included
+    /// (`MARVEL_RESTARTS`).
+    pub count: u32,
+    /// How the previous run ended (`MARVEL_PREVIOUS_EXIT`): `exit 3`,
+    /// `signal 9`, `heartbeat stale`, `killed`, `restarted`...
+    pub previous_exit: String,
+}
+
+/// A slot's own git worktree: where it is, and on which branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWorktree {
+    pub path: PathBuf,
+    /// The branch checked out there when the program started (`None`: a
+    /// detached HEAD).
+    pub branch: Option<String>,
+}
+
+/// What a slot remembers of its runs, so that its next start can resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRuns {
+    /// Restarts since the slot last started fresh.
+    pub restarts: u32,
+    /// How its last run ended, once it has and until the next start: that
+    /// start is a restart.
+    pub ended: Option<String>,
 }
 
 /// The optional content of a heartbeat.
@@ -262,6 +316,10 @@ pub struct RoleHistory {
     /// [`PAST_RUNS`]: their output logs stay for `marvel logs --previous`.
     #[serde(default)]
     pub past: BTreeMap<u32, Vec<PastRun>>,
+    /// Per slot, whether its next start resumes: kept across the policy's
+    /// resets, cleared by `marvel reset role` and a changed command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slot_runs: BTreeMap<u32, SlotRuns>,
 }
 
 /// How many ended runs of a slot keep their output log.

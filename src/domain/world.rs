@@ -11,7 +11,9 @@ use crate::domain::spec::{Replicas, RoleSpec, TeamSpec};
 use std::path::{Path, PathBuf};
 
 use crate::domain::health;
-use crate::domain::state::{Exit, RoleHistory, Session, SessionState, TeamRecord, Time, World};
+use crate::domain::state::{
+    Exit, Restart, RoleHistory, Session, SessionState, TeamRecord, Time, World,
+};
 
 impl World {
     /// The declared spec of a role, if its team declares it.
@@ -62,6 +64,10 @@ impl World {
                     } else {
                         "applied in place, sessions keep running"
                     };
+                    if fields.contains(&"command") {
+                        // A new program starts fresh: nothing to resume.
+                        h.slot_runs.clear();
+                    }
                     let unfrozen = if was_frozen { ", role un-frozen" } else { "" };
                     let msg = format!(
                         "changed {}: {what}; crash-loop history cleared{unfrozen}",
@@ -179,6 +185,8 @@ impl World {
         let h = self.roles.entry(key.clone()).or_default();
         let was_frozen = h.frozen.is_some();
         let had = policy::reset(h);
+        // A reset starts every slot afresh: nothing is resumed.
+        h.slot_runs.clear();
         // Succeeded sessions of the role give their slots back too.
         self.sessions
             .retain(|_, s| !(s.key.is_of(key) && s.state == SessionState::Succeeded));
@@ -201,6 +209,7 @@ impl World {
             .and_then(|m| m.exit.as_ref().map(|e| e.at))
             .or(if restarts > 0 { h.last_crash_at } else { None });
         let generation = h.generation;
+        let restart = self.begin_restart(role, slot);
         let uid = self.new_uid();
         let key = role.session(slot);
         self.sessions.insert(
@@ -224,9 +233,69 @@ impl World {
                 last_heartbeat_at: None,
                 heartbeat: Default::default(),
                 health: Default::default(),
+                restart,
+                worktree: None,
             },
         );
         uid
+    }
+
+    /// Whether a start in `slot` now is a restart, and its count: after the
+    /// slot's last run ended (a death, `kill`, `restart` of a session), or
+    /// beside a run that `marvel restart` of a role or team replaces. Any
+    /// other start (the first, a shift's, a rollout's) is fresh.
+    fn begin_restart(&mut self, role: &RoleKey, slot: u32) -> Option<Restart> {
+        let replacing = self
+            .shifts
+            .get(&role.team())
+            .filter(|sh| sh.resume && sh.current_role() == Some(role.role.as_str()))
+            .is_some_and(|sh| {
+                self.sessions.values().any(|s| {
+                    s.key.is_of(role)
+                        && s.key.slot == slot
+                        && s.state.is_live()
+                        && s.uid <= sh.cutoff
+                })
+            });
+        let runs = self
+            .roles
+            .entry(role.clone())
+            .or_default()
+            .slot_runs
+            .entry(slot)
+            .or_default();
+        let previous = runs
+            .ended
+            .take()
+            .or_else(|| replacing.then(|| "restarted".to_string()));
+        match previous {
+            Some(previous_exit) => {
+                runs.restarts = runs.restarts.saturating_add(1);
+                Some(Restart {
+                    count: runs.restarts,
+                    previous_exit,
+                })
+            }
+            None => {
+                runs.restarts = 0;
+                None
+            }
+        }
+    }
+
+    /// The run `s` of its slot ended (`how`, as `MARVEL_PREVIOUS_EXIT`
+    /// says it): the slot's next start is a restart, unless a newer run
+    /// holds the slot already.
+    pub fn note_end(&mut self, s: &Session, how: String) {
+        let newer = self
+            .sessions
+            .values()
+            .any(|o| o.key == s.key && o.uid > s.uid && o.state.is_live());
+        if let Some(h) = self.roles.get_mut(&s.key.role())
+            && !newer
+        {
+            h.slot_runs.entry(s.key.slot).or_default().ended = Some(how);
+        }
     }
 
     /// The pane of a pending session exists. A program whose start was
@@ -249,9 +318,24 @@ impl World {
         }
     }
 
-    /// The pane could not be created (tmux failed): forget the attempt.
+    /// The pane could not be created (tmux failed): forget the attempt,
+    /// and what its start took from the slot's memory.
     pub fn spawn_failed(&mut self, uid: u64) -> Option<Session> {
-        self.sessions.remove(&uid)
+        let s = self.sessions.remove(&uid)?;
+        let occupied = self
+            .sessions
+            .values()
+            .any(|o| o.key == s.key && o.state.is_live());
+        if let Some(r) = &s.restart
+            && let Some(h) = self.roles.get_mut(&s.key.role())
+        {
+            let runs = h.slot_runs.entry(s.key.slot).or_default();
+            runs.restarts = r.count.saturating_sub(1);
+            if !occupied {
+                runs.ended = Some(r.previous_exit.clone());
+            }
+        }
+        Some(s)
     }
 
     /// The shim reports the program runs as `pid`. The session is running
@@ -283,6 +367,7 @@ impl World {
                 format!("ended ({}) after its role was removed", exit.reason()),
             )];
         };
+        self.note_end(&s, exit.brief());
         let h = self.roles.entry(role_key.clone()).or_default();
         h.remember_run(&s, exit.at.min(now));
         // The backoff and the budget window count from the instant of death,

@@ -342,6 +342,15 @@ fn describe(path: &str) -> Option<&'static str> {
         "roles[].health.failures" => "a positive integer",
         "roles[].shift_last" => "true or false",
         "roles[].layout" => "Windows or Tiled",
+        "roles[].worktree" => r#"(repo: "..", branch: "agents/{role}-{slot}")"#,
+        "roles[].worktree.repo" => "the directory of a git repository",
+        "roles[].worktree.branch" => {
+            r#"a branch name string with {slot}, such as "agents/{role}-{slot}""#
+        }
+        "roles[].resume" => {
+            r#"a non-empty list of strings, the program and its arguments: ["claude", "--continue"]"#
+        }
+        "roles[].resume[]" => "a string",
         _ => return None,
     })
 }

@@ -46,14 +46,19 @@ pub fn load_for_host(path: &Path, host: &str) -> Result<TeamSpec> {
     let file = path.display().to_string();
     let raw = schema::read(&text).map_err(|e| diagnose::ron_error(&file, &text, e))?;
     for (i, role) in raw.roles.iter().enumerate() {
-        if let Some(cwd) = &role.cwd
-            && cwd.is_relative()
-        {
+        let dirs = [
+            ("cwd", role.cwd.as_deref()),
+            ("worktree.repo", role.worktree.as_ref().map(|w| &*w.repo)),
+        ];
+        for (field, dir) in dirs {
+            let Some(dir) = dir.filter(|d| d.is_relative()) else {
+                continue;
+            };
             let refusal = validate::Refusal {
-                path: format!("roles[{i}].cwd"),
+                path: format!("roles[{i}].{field}"),
                 message: format!(
-                    "{} is relative, and the team goes to {host}: a relative cwd would name a directory on this machine",
-                    cwd.display()
+                    "{} is relative, and the team goes to {host}: a relative {field} would name a directory on this machine",
+                    dir.display()
                 ),
                 help: Some(format!("give the absolute path of the directory on {host}")),
             };
@@ -69,6 +74,35 @@ pub fn load_for_host(path: &Path, host: &str) -> Result<TeamSpec> {
         Ok(())
     };
     validate::team(raw, &on_host, None).map_err(|r| diagnose::refusal(&file, &text, r))
+}
+
+/// A refusal of a manifest's value that the daemon found (git's verdict
+/// on a `worktree.repo`), pointed at that value in the file at `path`.
+pub fn locate_in(e: Error, path: &Path) -> Error {
+    let Error::Manifest {
+        position: None,
+        field: Some(field),
+        message,
+        help,
+        file,
+    } = e
+    else {
+        return e;
+    };
+    let (file, position) = match std::fs::read_to_string(path) {
+        Ok(text) => (
+            path.display().to_string(),
+            Some(locate::Located::new(&text).position_of(&field)),
+        ),
+        Err(_) => (file, None),
+    };
+    Error::Manifest {
+        file,
+        position,
+        field: Some(field),
+        message,
+        help,
+    }
 }
 
 /// Parses and validates manifest `text` without touching the file system.
@@ -361,6 +395,242 @@ mod tests {
         );
     }
 
+    #[test]
+    fn worktree_and_resume_are_read_with_the_default_branch() {
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["agent"], worktree: (repo: "/srv/repo"), resume: ["agent", "--continue"])"#,
+        ));
+        let w = &spec.roles[0];
+        let tree = w.worktree.as_ref().unwrap();
+        assert_eq!(&*tree.repo, Path::new("/srv/repo"));
+        assert_eq!(tree.branch.as_str(), "agents/{team}/{role}-{slot}");
+        let key: crate::domain::key::SessionKey = "default/squad/w-3".parse().unwrap();
+        assert_eq!(tree.branch.expand(&key), "agents/squad/w-3");
+        assert_eq!(**w.resume.as_ref().unwrap(), ["agent", "--continue"]);
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["sh"], worktree: (repo: "r", branch: "{workspace}/{team}/{role}/{slot}"))"#,
+        ));
+        let tree = spec.roles[0].worktree.as_ref().unwrap();
+        assert_eq!(&*tree.repo, Path::new("r"), "parse keeps it as written");
+        let key: crate::domain::key::SessionKey = "demo/squad/w-0".parse().unwrap();
+        assert_eq!(tree.branch.expand(&key), "demo/squad/w/0");
+        // Neither is there unless asked for.
+        let spec = accept(&one_role(r#"Role(name: "w", command: ["sh"])"#));
+        assert!(spec.roles[0].worktree.is_none() && spec.roles[0].resume.is_none());
+    }
+
+    #[test]
+    fn load_resolves_the_repository_and_the_resume_program_from_the_manifest_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("repo")).unwrap();
+        let agent = project.join("agent.sh");
+        std::fs::write(&agent, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = project.join("team.ron");
+        std::fs::write(
+            &file,
+            one_role(
+                r#"Role(name: "w", command: ["sh"], worktree: (repo: "../project/repo"), resume: ["./agent.sh", "-c"])"#,
+            ),
+        )
+        .unwrap();
+        let spec = load(&file).unwrap();
+        let w = &spec.roles[0];
+        let repo = std::fs::canonicalize(project.join("repo")).unwrap();
+        assert_eq!(&*w.worktree.as_ref().unwrap().repo, repo.as_path());
+        assert_eq!(
+            w.resume.as_ref().unwrap()[0],
+            project.join("agent.sh").display().to_string()
+        );
+        // A repository that is not there is refused where it is written.
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], worktree: (repo: "gone"))"#),
+        )
+        .unwrap();
+        let e = load(&file).unwrap_err();
+        assert_eq!(e.code(), crate::error::exit::INVALID_MANIFEST);
+        assert!(
+            e.to_string().contains(&format!(
+                "roles[0].worktree.repo: {} does not exist",
+                project.join("gone").display()
+            )),
+            "{e}"
+        );
+        // For another host, a relative repository names nothing there.
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], worktree: (repo: "repo"))"#),
+        )
+        .unwrap();
+        let e = load_for_host(&file, "build").unwrap_err().to_string();
+        assert!(
+            e.contains("roles[0].worktree.repo: repo is relative, and the team goes to build"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_from_the_daemon_is_pointed_at_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.ron");
+        std::fs::write(
+            &file,
+            one_role(r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r"))"#),
+        )
+        .unwrap();
+        let e = Error::Manifest {
+            file: "/elsewhere/team.ron".into(),
+            position: None,
+            field: Some("roles[0].worktree.repo".into()),
+            message: "/r is not a git repository".into(),
+            help: None,
+        };
+        assert_eq!(
+            locate_in(e, &file).to_string(),
+            format!(
+                "error: {}:4:59: roles[0].worktree.repo: /r is not a git repository",
+                file.display()
+            )
+        );
+        let other = Error::refused("no", None);
+        assert_eq!(locate_in(other.clone(), &file), other);
+    }
+
+    #[test]
+    fn a_branch_without_a_slot_is_refused() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r", branch: "agents/{role}"))"#
+            )),
+            "error: team.ron:4:73: roles[0].worktree.branch: \"agents/{role}\" has no {slot}: \
+             every slot needs a branch of its own\n\
+             help: for example \"agents/{role}-{slot}\""
+        );
+    }
+
+    #[test]
+    fn a_misspelled_placeholder_gets_a_suggestion() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r", branch: "a/{rol}-{slot}"))"#
+            )),
+            "error: team.ron:4:73: roles[0].worktree.branch: \"{rol}\" in \"a/{rol}-{slot}\" is not a \
+             placeholder; the placeholders are {workspace}, {team}, {role} and {slot}\n\
+             help: did you mean `{role}`?"
+        );
+    }
+
+    #[test]
+    fn a_branch_git_cannot_name_is_refused() {
+        for bad in [
+            "a b/{slot}",
+            "a..b/{slot}",
+            "{slot}.lock",
+            "/a/{slot}",
+            "a/.{slot}",
+            "x~{slot}",
+        ] {
+            let e = refuse(&one_role(&format!(
+                r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r", branch: "{bad}"))"#
+            )));
+            assert!(
+                e.contains(&format!(
+                    "roles[0].worktree.branch: {bad:?} cannot be a git branch name"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_misspelled_worktree_field_gets_a_suggestion() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], worktree: (repo: "/r", brnach: "b/{slot}"))"#
+            )),
+            "error: team.ron:4:65: roles[0].worktree.brnach: unknown field \"brnach\"; allowed \
+             fields: repo, branch\n\
+             help: did you mean `branch`?"
+        );
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], resum: ["sh"])"#
+            )),
+            "error: team.ron:4:42: roles[0].resum: unknown field \"resum\"; allowed fields: name, \
+             replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, \
+             health, ready_after, shift_last, layout, worktree, resume\n\
+             help: did you mean `resume`?"
+        );
+    }
+
+    #[test]
+    fn a_role_runs_in_its_worktree_or_in_its_cwd_not_both() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], cwd: "/srv", worktree: (repo: "/r"))"#
+            )),
+            "error: team.ron:4:47: roles[0].cwd: a role with a worktree runs in it: cwd would say \
+             otherwise\n\
+             help: leave out cwd"
+        );
+    }
+
+    #[test]
+    fn a_worktree_needs_its_repository() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], worktree: (branch: "b/{slot}"))"#
+            )),
+            "error: team.ron:4:71: roles[0].worktree.repo: required field is missing; expected \
+             the directory of a git repository"
+        );
+    }
+
+    #[test]
+    fn a_resume_program_that_cannot_run_is_refused() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], resume: ["no-such-agent", "--continue"])"#
+            )),
+            "error: team.ron:4:51: roles[0].resume[0]: \"no-such-agent\" was not found in any \
+             directory on PATH\n\
+             help: give the full path to the program, or add its directory to PATH"
+        );
+        assert!(
+            refuse(&one_role(r#"Role(name: "w", command: ["sh"], resume: [])"#))
+                .contains("roles[0].resume: must not be empty")
+        );
+    }
+
+    #[test]
+    fn two_roles_on_the_same_branches_of_one_repository_are_refused() {
+        assert_eq!(
+            refuse(
+                r#"Team(
+    name: "squad",
+    roles: [
+        Role(name: "a", command: ["sh"], worktree: (repo: "/r", branch: "x/{slot}")),
+        Role(name: "b", command: ["sh"], worktree: (repo: "/r", branch: "x/{slot}")),
+    ],
+)"#
+            ),
+            "error: team.ron:5:73: roles[1].worktree.branch: \"x/{slot}\" gives the same branches \
+             as roles[0] in the same repository; a branch can be checked out in one worktree only\n\
+             help: put {role} in the branch names, or give each role its own"
+        );
+        // Another repository, or {role} in the name, keeps them apart.
+        accept(
+            r#"Team(name: "squad", roles: [
+                Role(name: "a", command: ["sh"], worktree: (repo: "/r", branch: "x/{slot}")),
+                Role(name: "b", command: ["sh"], worktree: (repo: "/s", branch: "x/{slot}")),
+                Role(name: "c", command: ["sh"], worktree: (repo: "/r", branch: "{role}/{slot}")),
+                Role(name: "d", command: ["sh"], worktree: (repo: "/r")),
+            ])"#,
+        );
+    }
+
     // --- refused manifests: one test per kind of mistake -------------------
 
     #[test]
@@ -453,7 +723,7 @@ mod tests {
 )"#
             ),
             "error: team.ron:6:13: roles[0].replicass: unknown field \"replicass\"; allowed fields: \
-             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last, layout\n\
+             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last, layout, worktree, resume\n\
              help: did you mean `replicas`?"
         );
     }

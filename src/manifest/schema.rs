@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::spec::{
-    Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan, Replicas,
-    RestartPolicy, Span, SpanError,
+    BranchTemplate, Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan,
+    Replicas, Repo, RestartPolicy, Span, SpanError,
 };
 
 use super::diagnose::with_help;
@@ -70,6 +70,32 @@ pub(super) struct RawRole {
     pub shift_last: Option<bool>,
     #[serde(default)]
     pub layout: Option<Layout>,
+    #[serde(default)]
+    pub worktree: Option<RawWorktree>,
+    #[serde(default)]
+    pub resume: Option<Command>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Worktree", deny_unknown_fields)]
+pub(super) struct RawWorktree {
+    pub repo: Repo,
+    #[serde(default)]
+    pub branch: Option<RawBranch>,
+}
+
+/// A branch name as written; a refusal carries its advice.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct RawBranch(pub BranchTemplate);
+
+impl TryFrom<String> for RawBranch {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        BranchTemplate::new(&s)
+            .map(RawBranch)
+            .map_err(|e| with_help(&e.message, &e.help))
+    }
 }
 
 /// `replicas` as a manifest may declare it: at least one.

@@ -10,11 +10,11 @@ use std::path::Path;
 use crate::domain::spec::{
     Backoff, Command, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
     DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_MAX_RESTARTS, DEFAULT_READY_AFTER,
-    DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, RoleParts,
-    RoleSpec, TeamParts, TeamSpec,
+    DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, Repo,
+    RoleParts, RoleSpec, TeamParts, TeamSpec, Worktree,
 };
 
-use super::schema::{RawBackoff, RawBudget, RawHealth, RawRole, RawTeam};
+use super::schema::{RawBackoff, RawBudget, RawHealth, RawRole, RawTeam, RawWorktree};
 
 /// A refusal of a value the text holds: the dotted path of the field, what
 /// is wrong, and what to do.
@@ -72,6 +72,9 @@ pub(super) fn team(
             crate::domain::spec::TeamError::NoRoles => {
                 refusal.help(r#"add one, e.g. roles: [Role(name: "worker", command: ["sh"])]"#)
             }
+            crate::domain::spec::TeamError::SharedBranch { .. } => {
+                refusal.help("put {role} in the branch names, or give each role its own")
+            }
             _ => refusal,
         }
     })
@@ -86,18 +89,22 @@ fn role(
     // What is checked is what runs: a relative program path is the
     // manifest directory's, as is the working directory (the manifest's
     // own directory when none is given), and both are kept absolute.
-    let command = match base {
-        Some(base) => absolute_program(raw.command, base),
-        None => raw.command,
+    let command = program(&format!("{p}.command"), raw.command, resolver, base)?;
+    let resume = match raw.resume {
+        Some(r) => Some(program(&format!("{p}.resume"), r, resolver, base)?),
+        None => None,
     };
-    resolver(&command[0]).map_err(|reason| {
-        let help = if command[0].contains('/') {
-            "check the path, and that the file is executable (chmod +x)"
-        } else {
-            "give the full path to the program, or add its directory to PATH"
-        };
-        Refusal::new(format!("{p}.command[0]"), reason).help(help)
-    })?;
+    if raw.cwd.is_some() && raw.worktree.is_some() {
+        return Err(Refusal::new(
+            format!("{p}.cwd"),
+            "a role with a worktree runs in it: cwd would say otherwise",
+        )
+        .help("leave out cwd"));
+    }
+    let worktree = match raw.worktree {
+        Some(w) => Some(worktree(&format!("{p}.worktree"), w, base)?),
+        None => None,
+    };
     let cwd = match (raw.cwd, base) {
         (Some(cwd), Some(base)) => Some(directory(&format!("{p}.cwd"), &base.join(&*cwd))?),
         (None, Some(base)) => Some(directory(&format!("{p}.cwd"), base)?),
@@ -128,10 +135,55 @@ fn role(
         ready_after: raw.ready_after.map_or(DEFAULT_READY_AFTER, |w| w.value),
         shift_last: raw.shift_last.unwrap_or(false),
         layout: raw.layout.unwrap_or_default(),
+        worktree,
+        resume,
     };
     RoleSpec::try_from(parts).map_err(|e| {
         Refusal::new(format!("{p}.{}", e.field), e.message())
             .help("pass long text through a file, and name the file in the command or env")
+    })
+}
+
+/// A command (`command` or `resume`, at `path`) whose program runs: made
+/// absolute from `base` when given as a relative path, then checked.
+fn program(
+    path: &str,
+    command: Command,
+    resolver: Resolver,
+    base: Option<&Path>,
+) -> Result<Command, Refusal> {
+    let command = match base {
+        Some(base) => absolute_program(command, base),
+        None => command,
+    };
+    resolver(&command[0]).map_err(|reason| {
+        let help = if command[0].contains('/') {
+            "check the path, and that the file is executable (chmod +x)"
+        } else {
+            "give the full path to the program, or add its directory to PATH"
+        };
+        Refusal::new(format!("{path}[0]"), reason).help(help)
+    })?;
+    Ok(command)
+}
+
+/// A role's worktree: with `base`, its repository is resolved against it
+/// (as `cwd` is) and must be a directory; whether it is a git repository
+/// is for the daemon to find out, with the git it runs.
+fn worktree(path: &str, raw: RawWorktree, base: Option<&Path>) -> Result<Worktree, Refusal> {
+    let repo = match base {
+        Some(base) => {
+            let at = format!("{path}.repo");
+            let dir = base.join(&*raw.repo);
+            directory(&at, &dir)?;
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            Repo::new(dir).map_err(|m| Refusal::new(at, m))?
+        }
+        None => raw.repo,
+    };
+    Ok(Worktree {
+        repo,
+        branch: raw.branch.map(|b| b.0).unwrap_or_default(),
     })
 }
 

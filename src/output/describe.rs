@@ -83,6 +83,15 @@ fn session(out: &mut String, d: &SessionDescription) {
         "tmux:        {}",
         v.tmux_session.as_deref().unwrap_or("-")
     );
+    if let Some(w) = &v.worktree {
+        let branch = v.branch.as_deref().unwrap_or("detached HEAD");
+        let _ = writeln!(
+            out,
+            "Worktree:    {} (branch {})",
+            escape_line(w),
+            escape_line(branch)
+        );
+    }
     let _ = writeln!(out, "Created:     {}", ts(Some(v.created_at)));
     let _ = writeln!(out, "Started:     {}", ts(v.started_at));
     let _ = writeln!(out, "Restarts:    {}", v.restarts);
@@ -303,6 +312,8 @@ mod tests {
             context_pct: Some(42),
             heartbeat_note: Some("note \x1b]52;c;aGk=\x07".into()),
             outdated: false,
+            worktree: None,
+            branch: None,
         }
     }
 
@@ -377,6 +388,32 @@ Events:
   13:59:00.250  crashed    demo/squad/worker-0           exit 1 \\e[2J
 "
         );
+    }
+
+    #[test]
+    fn a_session_with_a_worktree_says_where_and_on_which_branch() {
+        let now = t("2025-01-02T12:00:00Z");
+        let mut v = session();
+        v.worktree = Some("/state/worktrees/demo/squad/worker-0".into());
+        v.branch = Some("agents/worker-0".into());
+        let view = DescribeView::Session(SessionDescription {
+            session: v.clone(),
+            events: vec![],
+        });
+        let zone = FixedOffset::east_opt(0).unwrap();
+        let text = describe(&view, now, &zone, false);
+        assert!(
+            text.contains(
+                "tmux:        -\nWorktree:    /state/worktrees/demo/squad/worker-0 (branch agents/worker-0)\n"
+            ),
+            "{text}"
+        );
+        v.branch = None;
+        let view = DescribeView::Session(SessionDescription {
+            session: v,
+            events: vec![],
+        });
+        assert!(describe(&view, now, &zone, false).contains("(branch detached HEAD)"));
     }
 
     #[test]

@@ -419,7 +419,8 @@ fn or_dash(v: Option<impl ToString>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// `get sessions`; `wide` adds ROLE, TMUX SESSION and STARTED.
+/// `get sessions`; `wide` adds ROLE, TMUX SESSION and STARTED, and
+/// WORKTREE and BRANCH when a session has a worktree.
 pub fn sessions_table(
     sessions: &[SessionView],
     now: DateTime<Utc>,
@@ -433,8 +434,12 @@ pub fn sessions_table(
         header.push("CTX");
     }
     header.extend(["RESTARTS", "AGE", "PANE", "PID", "EXIT"]);
+    let trees = wide && sessions.iter().any(|s| s.worktree.is_some());
     if wide {
         header.extend(["ROLE", "TMUX SESSION", "STARTED"]);
+    }
+    if trees {
+        header.extend(["WORKTREE", "BRANCH"]);
     }
     header.push("NEXT");
     let rows = sessions
@@ -460,6 +465,12 @@ pub fn sessions_table(
                     Cell::new(format!("{}/{}/{}", s.workspace, s.team, s.role)),
                     Cell::new(or_dash(s.tmux_session.as_ref())),
                     Cell::new(or_dash(s.started_at.map(|at| age(at, now) + " ago"))),
+                ]);
+            }
+            if trees {
+                row.extend([
+                    Cell::new(or_dash(s.worktree.as_deref().map(escape_line))),
+                    Cell::new(or_dash(s.branch.as_deref().map(escape_line))),
                 ]);
             }
             row.push(Cell::new(session_next(s, now)));
@@ -702,6 +713,8 @@ mod tests {
             context_pct: None,
             heartbeat_note: None,
             outdated: false,
+            worktree: None,
+            branch: None,
         }
     }
 
@@ -879,6 +892,36 @@ demo/squad/worker-1   Crashed   -                  0            3m    -      -  
             "SESSION               STATE     HEALTH   RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
         );
         assert!(text.contains("demo/squad/worker   marvel-demo-squad   10s ago"));
+        assert!(!text.contains("WORKTREE"), "only when a session has one");
+    }
+
+    #[test]
+    fn wide_sessions_show_the_worktree_and_its_branch() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
+        a.worktree = Some("/state/worktrees/demo/squad/worker-0".into());
+        a.branch = Some("agents/worker-0".into());
+        let b = session("demo/squad/lead-0", SessionState::Running);
+        let text = sessions_table(&[a, b], now, true, false);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        assert!(header.contains("STARTED   WORKTREE"), "{header}");
+        assert!(header.ends_with("BRANCH            NEXT"), "{header}");
+        assert!(
+            text.contains("/state/worktrees/demo/squad/worker-0   agents/worker-0"),
+            "{text}"
+        );
+        let lead = lines.find(|l| l.starts_with("demo/squad/lead-0")).unwrap();
+        assert!(lead.trim_end().ends_with("-"), "{lead}");
+        assert!(
+            !sessions_table(
+                &[session("x/y/z-0", SessionState::Running)],
+                now,
+                false,
+                false
+            )
+            .contains("WORKTREE")
+        );
     }
 
     #[test]

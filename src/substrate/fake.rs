@@ -395,6 +395,11 @@ impl Substrate for FakeSubstrate {
                 ))
             }
             Place::NewWindow { session, after } => {
+                // As tmux answers: a server with no session at all knows
+                // no target whatever it is.
+                if st.panes.is_empty() {
+                    return refused("no current target".into());
+                }
                 if !st.session_exists(session) {
                     return refused(format!("can't find session: {session}"));
                 }

@@ -115,6 +115,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
         },
         Request::Delete {
             key: "squad".into(),
+            prune_worktrees: false,
         },
         Request::Inject {
             key: "worker-1".into(),

@@ -12,6 +12,7 @@ mod requests;
 mod spawn;
 mod tmux;
 mod workspace;
+mod worktree;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use crate::view::EventView;
 
 use super::Config;
 use super::events::{EventRing, Loaded as EventsLoaded};
+use super::git::{GitDone, GitJob, GitJobId};
 use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
@@ -66,6 +68,8 @@ pub enum Input {
     Request { id: RequestId, request: Request },
     /// A tmux job finished.
     Done(Done),
+    /// A git job finished.
+    Git(GitDone),
     /// What the shims recorded for sessions (answering `ReadExitRecords`).
     ExitRecords(Vec<(u64, Option<ShimReport>)>),
     /// The last lines of a session's output log (answering `ReadLogTail`).
@@ -92,6 +96,8 @@ pub enum Replay {
 pub enum Output {
     /// Hand this job to the tmux worker; jobs run in the order submitted.
     Submit { id: JobId, job: Job },
+    /// Hand this job to the git worker; jobs run in the order submitted.
+    Git { id: GitJobId, job: GitJob },
     /// Answer request `id`.
     Reply { id: RequestId, response: Response },
     /// Request `id`, answered already, follows the event log from now on.
@@ -245,6 +251,8 @@ pub struct Supervisor {
     tmux: tmux::Tmux,
     /// Where teams and slots are in tmux, and what their panes show.
     ws: workspace::Workspace,
+    /// git jobs under way (worktrees), and what waits for them.
+    git: worktree::GitJobs,
     /// Programs to kill if they have not ended by then.
     pub(super) escalations: Vec<Escalation>,
     /// Deaths whose cause a listing settles, by session uid.
@@ -286,6 +294,7 @@ impl Supervisor {
             events: EventRing::new(earlier_events),
             tmux: tmux::Tmux::default(),
             ws: workspace::Workspace::default(),
+            git: worktree::GitJobs::default(),
             escalations: Vec::new(),
             setup,
             unsettled: BTreeMap::new(),
@@ -318,6 +327,7 @@ impl Supervisor {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
             Input::Done(done) => self.done(done, now, rng),
+            Input::Git(done) => self.git_done(done, now, rng),
             Input::ExitRecords(records) => self.exit_records(records, now, rng),
             Input::LogTail { uid, lines } => {
                 if !lines.is_empty() && self.world.set_last_output_if_empty(uid, lines) {
@@ -558,7 +568,10 @@ impl Supervisor {
         self.emit_all(plan.events);
         for effect in plan.effects {
             match effect {
-                Effect::Spawn { uid } => self.tmux.queue.push(uid),
+                Effect::Spawn { uid } => {
+                    self.tmux.queue.push(uid);
+                    self.prepare_worktree(uid);
+                }
                 Effect::Stopped { session } => self.vacate(session, now),
                 Effect::Killed { session } => {
                     // Recorded dead already. Its program is ended (SIGTERM,
@@ -662,6 +675,7 @@ impl Supervisor {
         for (key, v) in std::mem::take(&mut self.ws.vacated) {
             self.kill_pane(v.pane, key.to_string(), now);
         }
+        self.release_leaving();
         self.redecorate(now);
         if self.dirty {
             self.dirty = false;

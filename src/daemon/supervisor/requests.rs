@@ -49,13 +49,13 @@ impl Supervisor {
                 team,
                 source,
                 force,
-            } => self.apply(team, source.map(PathBuf::from), force, now),
+            } => self.apply_checked(id, team, source.map(PathBuf::from), force, now),
             Request::Plan { team, source } => self.plan(&team, source.map(PathBuf::from), now),
             Request::Down {
                 team,
                 source,
                 force,
-            } => self.down(&team, source.map(PathBuf::from), force, now),
+            } => self.down(id, &team, source.map(PathBuf::from), force, now),
             Request::StopRoles { key } => self.stop_roles(&key, now),
             Request::StartRoles { key } => self.start_roles(&key, now),
             Request::Restart { key } => self.restart(&key, now),
@@ -78,7 +78,10 @@ impl Supervisor {
             Request::Reset { key } => self.reset(&key, now),
             Request::Scale { key, replicas } => self.scale(&key, replicas, now),
             Request::Kill { key } => self.kill(&key, now),
-            Request::Delete { key } => self.delete(&key, now),
+            Request::Delete {
+                key,
+                prune_worktrees,
+            } => self.delete(id, &key, prune_worktrees, now),
             Request::Attach { key } => self.attach(&key, now),
             Request::Events { filter, follow } => self.events(id, filter, follow),
             Request::Status => Ok(Some(self.status(now))),
@@ -109,6 +112,7 @@ impl Supervisor {
                 &team,
                 role.as_deref(),
                 Duration::from_millis(timeout_ms),
+                false,
                 now,
             ),
             Request::AbortShift { team } => self.abort_shift(&team, now),
@@ -190,18 +194,36 @@ impl Supervisor {
         Some(line)
     }
 
-    fn apply(&mut self, team: TeamSpec, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
+    /// What stops `team` from being applied as things stand.
+    pub(super) fn refuse_apply(
+        &self,
+        team: &TeamSpec,
+        source: Option<&Path>,
+        force: bool,
+    ) -> Result<()> {
         let team_key = team.key();
         if !force {
-            self.refuse_other_owner(&team_key, source.as_deref(), "run")?;
+            self.refuse_other_owner(&team_key, source, "run")?;
         }
         let old = self.world.teams.get(&team_key).map(|t| &t.spec);
-        if reconcile::diff(old, &team)
+        if reconcile::diff(old, team)
             .iter()
             .any(|(_, c)| *c != RoleChange::Unchanged)
         {
             self.refuse_while_shifting(&team_key, &format!("apply changes to {team_key}"))?;
         }
+        Ok(())
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        team: TeamSpec,
+        source: Option<PathBuf>,
+        force: bool,
+        now: Now,
+    ) -> Answer {
+        let team_key = team.key();
+        self.refuse_apply(&team, source.as_deref(), force)?;
         let (changes, evs) = self.world.apply(team, source, now.wall);
         self.emit_all(evs);
         self.dirty = true;
@@ -321,7 +343,14 @@ impl Supervisor {
     }
 
     /// `marvel down FILE`: removes exactly the team the file declares.
-    fn down(&mut self, team: &str, source: Option<PathBuf>, force: bool, now: Now) -> Answer {
+    fn down(
+        &mut self,
+        id: RequestId,
+        team: &str,
+        source: Option<PathBuf>,
+        force: bool,
+        now: Now,
+    ) -> Answer {
         let key: TeamKey = team.parse().map_err(Error::usage)?;
         if !self.world.teams.contains_key(&key) {
             return Ok(Some(Response::Done(format!(
@@ -337,14 +366,16 @@ impl Supervisor {
             .values()
             .filter(|s| s.state.is_live() && s.key.team() == key)
             .count();
+        let spec = self.world.teams[&key].spec.clone();
         if let Some(ev) = self.world.delete_team(&key, now.wall) {
             self.emit(ev);
         }
         self.dirty = true;
-        Ok(Some(Response::Done(format!(
+        let done = format!(
             "team {key} removed ({} stopped)",
             count(n as u32, "session")
-        ))))
+        );
+        self.leave_worktrees(id, &key, &spec, false, done)
     }
 
     /// The roles a lifecycle verb acts on: a role, or every role of a team.
@@ -435,7 +466,12 @@ impl Supervisor {
     fn restart(&mut self, query: &str, now: Now) -> Answer {
         match self.find_any(query)? {
             Found::Session(_) => {
-                let done = self.stop_session(query, "restarted on request (not a crash)", now)?;
+                let done = self.stop_session(
+                    query,
+                    "restarted",
+                    "restarted on request (not a crash)",
+                    now,
+                )?;
                 Ok(Some(Response::Done(format!(
                     "{done} restarting (not a crash)"
                 ))))
@@ -463,7 +499,13 @@ impl Supervisor {
                         Some(format!("run `marvel start {r}` to run it again")),
                     ));
                 }
-                self.start_shift(&team.to_string(), role.as_deref(), RESTART_TIMEOUT, now)
+                self.start_shift(
+                    &team.to_string(),
+                    role.as_deref(),
+                    RESTART_TIMEOUT,
+                    true,
+                    now,
+                )
             }
         }
     }
@@ -800,14 +842,15 @@ impl Supervisor {
     /// Stops a session on purpose: replaced at once (in its own pane),
     /// never a crash.
     fn kill(&mut self, key: &str, now: Now) -> Answer {
-        let done = self.stop_session(key, "killed on request (not a crash)", now)?;
+        let done = self.stop_session(key, "killed", "killed on request (not a crash)", now)?;
         Ok(Some(Response::Done(format!("{done} killed"))))
     }
 
     /// Stops one session on purpose (`kill`, `restart`): the reconciler
-    /// replaces it at once, and its role is not charged. A session still
-    /// waiting for its pane needs no tmux to stop. Returns its key.
-    fn stop_session(&mut self, key: &str, why: &str, now: Now) -> Result<String> {
+    /// replaces it at once, resuming (its end said as `how`), and its role
+    /// is not charged. A session still waiting for its pane needs no tmux
+    /// to stop. Returns its key.
+    fn stop_session(&mut self, key: &str, how: &str, why: &str, now: Now) -> Result<String> {
         let s = self.find_session(key)?;
         let s = if s.state.is_live() && s.pane.is_none() {
             s
@@ -817,6 +860,7 @@ impl Supervisor {
         let Some(stopped) = self.world.stop(s.uid, now.wall) else {
             return Err(Error::not_found("session", key));
         };
+        self.world.note_end(&stopped, how.to_string());
         let key = stopped.key.to_string();
         self.emit(Event::new(now.wall, EventKind::Killed, &stopped.key, why));
         self.vacate(stopped, now);
@@ -824,13 +868,16 @@ impl Supervisor {
         Ok(key)
     }
 
-    fn delete(&mut self, key: &str, now: Now) -> Answer {
+    /// Forgets a team and stops its sessions; its worktrees stay (or,
+    /// with `prune`, those without uncommitted changes go).
+    fn delete(&mut self, id: RequestId, key: &str, prune: bool, now: Now) -> Answer {
         let team = self.find_team(key)?;
+        let spec = self.world.teams[&team].spec.clone();
         if let Some(ev) = self.world.delete_team(&team, now.wall) {
             self.emit(ev);
         }
         self.dirty = true;
-        Ok(Some(Response::Done(format!("team {team} deleted"))))
+        self.leave_worktrees(id, &team, &spec, prune, format!("team {team} deleted"))
     }
 
     /// What `attach` needs to build its own tmux command, as data: the
@@ -978,11 +1025,13 @@ impl Supervisor {
         Ok(Some(Response::Done(format!("heartbeat of {key} recorded"))))
     }
 
+    /// A shift, or with `resume` the one `restart` starts.
     fn start_shift(
         &mut self,
         team: &str,
         role: Option<&str>,
         timeout: Duration,
+        resume: bool,
         now: Now,
     ) -> Answer {
         let team = self.find_team(team)?;
@@ -992,10 +1041,12 @@ impl Supervisor {
             return Err(Error::not_found("role", format!("{team}/{role}")));
         }
         self.require_tmux(now)?;
-        let (_, ev) = self
-            .world
-            .start_shift(&team, role, timeout, now.wall)
-            .map_err(|r| Error::refused(r.message, r.help))?;
+        let started = if resume {
+            self.world.start_restart(&team, role, timeout, now.wall)
+        } else {
+            self.world.start_shift(&team, role, timeout, now.wall)
+        };
+        let (_, ev) = started.map_err(|r| Error::refused(r.message, r.help))?;
         self.emit(ev);
         self.dirty = true;
         self.shift_reply(&team)

@@ -1,5 +1,6 @@
 //! How a session becomes a spawn request: the pane runs marvel's shim,
-//! which runs the role's command, with the session's environment.
+//! which runs the role's command (its `resume` for a restart), with the
+//! session's environment, in its worktree when it has one.
 
 use std::collections::BTreeMap;
 
@@ -25,11 +26,30 @@ pub fn env(setup: &Setup, s: &Session, spec: &RoleSpec) -> BTreeMap<String, Stri
     if let Some(sock) = &setup.tmux_socket {
         env.insert(crate::paths::TMUX_SOCKET_ENV.into(), sock.clone());
     }
+    let (restarts, previous) = s
+        .restart
+        .as_ref()
+        .map_or((0, ""), |r| (r.count, r.previous_exit.as_str()));
+    env.insert("MARVEL_RESTARTS".into(), restarts.to_string());
+    env.insert("MARVEL_PREVIOUS_EXIT".into(), previous.to_string());
     env
+}
+
+/// What the session runs: the role's `resume` when it restarts a slot
+/// and the role has one, else its `command`.
+pub fn command<'a>(s: &Session, spec: &'a RoleSpec) -> &'a [String] {
+    match (&s.restart, &spec.resume) {
+        (Some(_), Some(resume)) => resume,
+        _ => &spec.command,
+    }
 }
 
 /// The spawn request of one pending session, placed at `place`.
 pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> SpawnRequest {
+    let cwd = match &s.worktree {
+        Some(w) => Some(w.path.as_path()),
+        None => spec.cwd.as_deref(),
+    };
     SpawnRequest {
         place,
         window_name: super::workspace::window_name(&s.key, spec),
@@ -39,11 +59,11 @@ pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> Spa
             &setup.marvel_bin,
             s.uid,
             &setup.paths.root,
-            spec.cwd.as_deref(),
-            &spec.command,
+            cwd,
+            command(s, spec),
         ),
         env: env(setup, s, spec),
-        cwd: spec.cwd.clone().map(Into::into),
+        cwd: cwd.map(Into::into),
         log: Some(setup.paths.session_log(s.uid)),
         owner: setup.owner_tag(),
         status: "…".into(),

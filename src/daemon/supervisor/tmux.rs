@@ -363,6 +363,11 @@ impl Supervisor {
             let Some(spec) = self.world.role_spec(&s.key.role()) else {
                 continue;
             };
+            // Its worktree is still being made.
+            if self.git.preparing.contains(&uid) {
+                waiting.push(uid);
+                continue;
+            }
             let Some((place, session)) = workspace::place(&mut self.ws, &self.world, s, spec)
             else {
                 waiting.push(uid);
@@ -488,7 +493,7 @@ impl Supervisor {
                     self.ws.taken.insert(session.clone());
                 }
             }
-            Place::NewWindow { .. } if !ok && why.contains("can't find session") => {
+            Place::NewWindow { .. } if !ok && session_gone(why) => {
                 self.ws.teams.remove(&team);
             }
             Place::Respawn { pane }
@@ -832,9 +837,16 @@ impl Supervisor {
 /// window has no room.
 fn stale_placement(why: &str) -> bool {
     why.contains("duplicate session")
+        || session_gone(why)
         || why.contains("can't find")
         || why.contains("no space for new pane")
         || why.contains("pane too small")
+}
+
+/// Whether tmux refused a new window because its session is gone: named
+/// so, or, on a server left with no session at all, any target unknown.
+fn session_gone(why: &str) -> bool {
+    why.contains("can't find session") || why.trim() == "no current target"
 }
 
 /// How tmux answered last.
