@@ -215,6 +215,15 @@ impl FakeSubstrate {
         }
     }
 
+    /// Gives the pane another program, as when the pane id was handed out
+    /// again by a new server.
+    pub fn set_pid(&self, pane: &str, pid: u32) {
+        let mut st = self.lock();
+        if let Some(p) = pane_number(pane).and_then(|id| st.panes.get_mut(&id)) {
+            p.pane_pid = pid;
+        }
+    }
+
     /// Removes the pane as if it was destroyed from outside.
     pub fn remove(&self, pane: &str) {
         if let Some(id) = pane_number(pane) {

@@ -956,6 +956,52 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
     assert!(h.kinds().contains(&"adopted"));
 }
 
+/// Issue 11 (adoption as strong as before): a listed pane with the right
+/// id but another program in it is not adopted; the session's program is
+/// gone, recorded once, and the slot is filled again.
+#[test]
+fn a_pane_with_the_same_id_but_another_program_is_not_adopted() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 2)]));
+    let sessions = h.start_all();
+    let (other, kept) = (&sessions[0], &sessions[1]);
+    h.tmux
+        .set_pid(other.pane.as_deref().unwrap(), other.pid.unwrap() + 1000);
+    let mut h = h.restart();
+    h.run_jobs();
+    // Not there at the first listing; the next one settles it (the shim may
+    // still have been on its way).
+    for _ in 0..3 {
+        h.until_wake();
+        h.run_jobs();
+    }
+    assert!(
+        h.world()
+            .sessions
+            .get(&other.uid)
+            .is_none_or(|s| !s.state.is_live()),
+        "the session whose pane holds another program is over"
+    );
+    let marker = h.role_history().marker.clone().expect("a crashed marker");
+    assert_eq!(marker.uid, other.uid);
+    assert_eq!(
+        marker.exit.map(|e| e.detail),
+        Some(ExitDetail::PaneVanished)
+    );
+    assert_eq!(h.role_history().restarts, 1);
+    let again = &h.world().sessions[&kept.uid];
+    assert_eq!(
+        (again.state, again.pane.clone(), again.pid),
+        (SessionState::Running, kept.pane.clone(), kept.pid)
+    );
+    assert_eq!(
+        h.kinds().iter().filter(|k| **k == "adopted").count(),
+        1,
+        "{:?}",
+        h.kinds()
+    );
+}
+
 /// A record that stopped an earlier daemon is set aside, not replayed.
 #[test]
 fn an_exit_record_that_failed_to_apply_is_recorded_as_an_end_with_a_warning() {
