@@ -485,6 +485,7 @@ mod request_tests {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![w],
+            notify: Vec::new(),
         })
         .unwrap();
         serde_json::to_value(team).unwrap()

@@ -469,6 +469,7 @@ mod tests {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![worker, lead],
+            notify: Vec::new(),
         })
         .unwrap()
     }

@@ -570,6 +570,7 @@ pub(crate) mod sim {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles,
+            notify: Vec::new(),
         })
         .unwrap()
     }

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::spec::{
-    Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan, Replicas,
-    RestartPolicy, Span, SpanError,
+    Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan, Pattern, Replicas,
+    RestartPolicy, Span, SpanError, Triggers,
 };
 
 use super::diagnose::with_help;
@@ -39,6 +39,8 @@ pub(super) struct RawTeam {
     #[serde(default)]
     pub workspace: Option<Name>,
     pub roles: Vec<RawRole>,
+    #[serde(default)]
+    pub notify: Option<Vec<RawNotify>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +72,21 @@ pub(super) struct RawRole {
     pub shift_last: Option<bool>,
     #[serde(default)]
     pub layout: Option<Layout>,
+    #[serde(default)]
+    pub idle_after: Option<Written<NonZeroSpan>>,
+    #[serde(default)]
+    pub waiting: Option<Pattern>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Notify", deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub on: Triggers,
+    pub command: Command,
+    #[serde(default)]
+    pub timeout: Option<Written<NonZeroSpan>>,
+    #[serde(default)]
+    pub coalesce: Option<Written<Span>>,
 }
 
 /// `replicas` as a manifest may declare it: at least one.

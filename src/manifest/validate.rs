@@ -9,12 +9,13 @@ use std::path::Path;
 
 use crate::domain::spec::{
     Backoff, Command, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
-    DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_MAX_RESTARTS, DEFAULT_READY_AFTER,
-    DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, RoleParts,
-    RoleSpec, TeamParts, TeamSpec,
+    DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_IDLE_AFTER, DEFAULT_MAX_RESTARTS,
+    DEFAULT_NOTIFY_COALESCE, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_READY_AFTER, DEFAULT_RESET_AFTER,
+    DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Notify, Replicas, RoleParts, RoleSpec,
+    TeamParts, TeamSpec,
 };
 
-use super::schema::{RawBackoff, RawBudget, RawHealth, RawRole, RawTeam};
+use super::schema::{RawBackoff, RawBudget, RawHealth, RawNotify, RawRole, RawTeam};
 
 /// A refusal of a value the text holds: the dotted path of the field, what
 /// is wrong, and what to do.
@@ -61,10 +62,18 @@ pub(super) fn team(
         .enumerate()
         .map(|(i, r)| role(&format!("roles[{i}]"), r, resolver, base))
         .collect::<Result<Vec<RoleSpec>, Refusal>>()?;
+    let notify = raw
+        .notify
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| notify(&format!("notify[{i}]"), n, resolver, base))
+        .collect::<Result<Vec<Notify>, Refusal>>()?;
     TeamSpec::try_from(TeamParts {
         workspace,
         name: raw.name,
         roles,
+        notify,
     })
     .map_err(|e| {
         let refusal = Refusal::new(e.field(), e.message());
@@ -74,6 +83,39 @@ pub(super) fn team(
             }
             _ => refusal,
         }
+    })
+}
+
+/// A notification command, checked as a role's command is: what is checked
+/// is what runs.
+fn notify(
+    p: &str,
+    raw: RawNotify,
+    resolver: Resolver,
+    base: Option<&Path>,
+) -> Result<Notify, Refusal> {
+    let command = match base {
+        Some(base) => absolute_program(raw.command, base),
+        None => raw.command,
+    };
+    check_program(&format!("{p}.command[0]"), &command, resolver)?;
+    Ok(Notify {
+        on: raw.on,
+        command,
+        timeout: raw.timeout.map_or(DEFAULT_NOTIFY_TIMEOUT, |w| w.value),
+        coalesce: raw.coalesce.map_or(DEFAULT_NOTIFY_COALESCE, |w| w.value),
+    })
+}
+
+/// `command[0]` must be a program the resolver finds.
+fn check_program(path: &str, command: &Command, resolver: Resolver) -> Result<(), Refusal> {
+    resolver(&command[0]).map_err(|reason| {
+        let help = if command[0].contains('/') {
+            "check the path, and that the file is executable (chmod +x)"
+        } else {
+            "give the full path to the program, or add its directory to PATH"
+        };
+        Refusal::new(path.to_string(), reason).help(help)
     })
 }
 
@@ -90,14 +132,7 @@ fn role(
         Some(base) => absolute_program(raw.command, base),
         None => raw.command,
     };
-    resolver(&command[0]).map_err(|reason| {
-        let help = if command[0].contains('/') {
-            "check the path, and that the file is executable (chmod +x)"
-        } else {
-            "give the full path to the program, or add its directory to PATH"
-        };
-        Refusal::new(format!("{p}.command[0]"), reason).help(help)
-    })?;
+    check_program(&format!("{p}.command[0]"), &command, resolver)?;
     let cwd = match (raw.cwd, base) {
         (Some(cwd), Some(base)) => Some(directory(&format!("{p}.cwd"), &base.join(&*cwd))?),
         (None, Some(base)) => Some(directory(&format!("{p}.cwd"), base)?),
@@ -128,6 +163,8 @@ fn role(
         ready_after: raw.ready_after.map_or(DEFAULT_READY_AFTER, |w| w.value),
         shift_last: raw.shift_last.unwrap_or(false),
         layout: raw.layout.unwrap_or_default(),
+        idle_after: raw.idle_after.map_or(DEFAULT_IDLE_AFTER, |w| w.value),
+        waiting: raw.waiting,
     };
     RoleSpec::try_from(parts).map_err(|e| {
         Refusal::new(format!("{p}.{}", e.field), e.message())

@@ -208,11 +208,11 @@ impl Tinted for EventKind {
         use EventKind::*;
         match self {
             Created | Started | Healthy | ShiftCompleted => Some(Tint::Green),
-            Crashed | TmuxDown | Unhealthy | ShiftFailed => Some(Tint::Red),
-            Backoff | ShiftStarted => Some(Tint::Yellow),
+            Crashed | TmuxDown | Unhealthy | ShiftFailed | NotifyFailed => Some(Tint::Red),
+            Backoff | ShiftStarted | Waiting => Some(Tint::Yellow),
             Frozen => Some(Tint::Magenta),
             Applied | Reset | Forgiven | Succeeded | Stopped | Killed | Scaled | Deleted
-            | Adopted | TmuxUp | Warning | ShiftAborted => None,
+            | Adopted | TmuxUp | Warning | ShiftAborted | Busy | Idle => None,
         }
     }
 }
