@@ -1152,6 +1152,7 @@ mod tests {
                 text: "hello".into(),
                 enter: true,
                 keys: false,
+                when_idle_ms: None,
             },
             Request::Events {
                 filter: Default::default(),

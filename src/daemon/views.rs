@@ -144,6 +144,8 @@ fn session_with_role_state(
         context_pct: s.heartbeat.context_pct,
         heartbeat_note: s.heartbeat.note.clone(),
         outdated: s.state.is_live() && world.outdated(s),
+        activity: crate::domain::activity::shown(s).map(|(a, _)| a),
+        activity_since: crate::domain::activity::shown(s).map(|(_, t)| t),
     }
 }
 

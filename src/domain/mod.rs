@@ -2,6 +2,7 @@
 //! means for its role, and what to do next. Nothing here performs I/O,
 //! reads the clock or draws random numbers; time and jitter are arguments.
 
+pub mod activity;
 pub mod event;
 pub mod health;
 pub mod key;

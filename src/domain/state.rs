@@ -206,6 +206,9 @@ pub struct Session {
     /// transition; health itself is evaluated afresh every time.
     #[serde(default)]
     pub health: HealthState,
+    /// Busy, idle or waiting, and the edges that tell.
+    #[serde(default, skip_serializing_if = "crate::domain::activity::Activity::is_unset")]
+    pub activity: crate::domain::activity::Activity,
 }
 
 /// The optional content of a heartbeat.
@@ -391,6 +394,7 @@ impl World {
             mv_opt(&mut s.started_at);
             mv_opt(&mut s.last_restart_at);
             mv_opt(&mut s.last_heartbeat_at);
+            s.activity.shift_clock(by);
             if let Some(e) = s.exit.as_mut() {
                 mv(&mut e.at);
             }

@@ -224,6 +224,7 @@ impl World {
                 last_heartbeat_at: None,
                 heartbeat: Default::default(),
                 health: Default::default(),
+                activity: Default::default(),
             },
         );
         uid

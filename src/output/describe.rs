@@ -303,6 +303,8 @@ mod tests {
             context_pct: Some(42),
             heartbeat_note: Some("note \x1b]52;c;aGk=\x07".into()),
             outdated: false,
+            activity: None,
+            activity_since: None,
         }
     }
 

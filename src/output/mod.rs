@@ -702,6 +702,8 @@ mod tests {
             context_pct: None,
             heartbeat_note: None,
             outdated: false,
+            activity: None,
+            activity_since: None,
         }
     }
 

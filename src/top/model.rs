@@ -844,6 +844,8 @@ pub(crate) mod tests {
             context_pct: None,
             heartbeat_note: None,
             outdated: false,
+            activity: None,
+            activity_since: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! handles tmux jobs and their outcomes (and tmux's health), this file
 //! holds the state, the step, timers, deaths and persistence.
 
+mod activity;
 mod requests;
 mod spawn;
 mod tmux;
@@ -278,6 +279,11 @@ pub struct Supervisor {
     /// Set once asked to stop: the monotonic instant by which to stop even
     /// if tmux calls are still under way.
     stopping: Option<Duration>,
+    /// Sessions whose screen is being read, by uid: the instant they
+    /// turned idle (see `activity.rs`).
+    screens: BTreeMap<u64, Time>,
+    /// `inject --when-idle` requests waiting for their session.
+    parked: Vec<activity::Parked>,
     out: Vec<Output>,
 }
 
@@ -306,6 +312,8 @@ impl Supervisor {
             event_log_failure: None,
             skipped_events,
             stopping: None,
+            screens: BTreeMap::new(),
+            parked: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -344,6 +352,8 @@ impl Supervisor {
         }
         if self.stopping.is_none() {
             self.reconcile(now, rng);
+            self.activity_timers(now);
+            self.release_parked(now);
         }
         self.finish(now);
         std::mem::take(&mut self.out)
@@ -679,11 +689,17 @@ impl Supervisor {
         if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
             wake = wake.min(e);
         }
+        if let Some(p) = self.next_parked() {
+            wake = wake.min(p);
+        }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
             wake = wake.min(now.mono + ahead);
         };
         if let Some(t) = self.wake_at {
+            at_wall(t);
+        }
+        if let Some(t) = self.next_idle() {
             at_wall(t);
         }
         if !self.tmux.probing

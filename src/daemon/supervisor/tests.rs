@@ -603,6 +603,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid),
         context_pct: None,
         note: None,
+        state: None,
     }) else {
         panic!("a suffix was accepted")
     };
@@ -612,6 +613,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid),
         context_pct: Some(ContextPct::new(30).unwrap()),
         note: Some(Note::new("reading").unwrap()),
+        state: None,
     });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
     let report = ShimReport::Started {
@@ -637,6 +639,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid + 100),
         context_pct: None,
         note: None,
+        state: None,
     }) else {
         panic!()
     };
@@ -791,6 +794,7 @@ fn a_missing_tmux_is_down_with_a_retry_and_the_team_comes_up_once_it_answers() {
         text: "x".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     h.until_wake();
@@ -815,6 +819,7 @@ fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
         text: "x".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(
         matches!(r, Response::Error(ref e) if e.to_string().contains("command too long")),
@@ -828,6 +833,7 @@ fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
         text: "y".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
     assert_eq!(
@@ -872,6 +878,7 @@ fn long_text_is_typed_in_pieces_within_tmux_limits_and_answered_once() {
         text: text.clone(),
         enter: true,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(
         matches!(r, Response::Done(ref m) if m.contains("typed 100000 bytes")),
@@ -997,6 +1004,7 @@ fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
         text: "hi".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(!h.replies.contains_key(&typed));
     // Past the listing's expected time, tmux shows as degraded and new work
