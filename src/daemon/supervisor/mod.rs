@@ -16,6 +16,8 @@ mod workspace;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod activity_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
