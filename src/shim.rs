@@ -174,9 +174,7 @@ fn parse_logpipe_args(args: &[String]) -> Result<LogpipeArgs, String> {
     };
     let mut it = flags.iter();
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
             value
                 .parse::<u64>()
@@ -653,7 +651,12 @@ pub fn run_logpipe(args: &LogpipeArgs) -> i32 {
             w.output();
         }
     };
-    match copy_rotating(&mut io::stdin().lock(), path, args.max_bytes.max(1), &mut seen) {
+    match copy_rotating(
+        &mut io::stdin().lock(),
+        path,
+        args.max_bytes.max(1),
+        &mut seen,
+    ) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("marvel logpipe: {}: {e}", path.display());
@@ -1212,9 +1215,18 @@ mod tests {
         rx
     }
 
-    fn next_report(rx: &std::sync::mpsc::Receiver<(Instant, Request)>) -> (Instant, bool, chrono::DateTime<Utc>) {
+    fn next_report(
+        rx: &std::sync::mpsc::Receiver<(Instant, Request)>,
+    ) -> (Instant, bool, chrono::DateTime<Utc>) {
         match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok((when, Request::Output { uid: 7, flowing, at })) => (when, flowing, at),
+            Ok((
+                when,
+                Request::Output {
+                    uid: 7,
+                    flowing,
+                    at,
+                },
+            )) => (when, flowing, at),
             other => panic!("not an output report: {other:?}"),
         }
     }
@@ -1242,7 +1254,10 @@ mod tests {
         let (when, flowing, stopped) = next_report(&rx);
         assert!(!flowing);
         // (The pipe counts whole milliseconds.)
-        assert!(when + Duration::from_millis(3) >= last + Duration::from_millis(150), "too early");
+        assert!(
+            when + Duration::from_millis(3) >= last + Duration::from_millis(150),
+            "too early"
+        );
         let printed = (stopped - began).to_std().unwrap();
         assert!(
             printed >= Duration::from_millis(550) && printed <= Duration::from_millis(700),

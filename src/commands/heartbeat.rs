@@ -181,7 +181,11 @@ mod tests {
         // Kept as sent: escaped where it is shown, not refused.
         assert!(note("\u{1b}]0;pwned\u{7}").is_ok());
         assert_eq!(super::state("idle"), Ok(ActivityState::Idle));
-        assert!(super::state("asleep").unwrap_err().contains("busy, idle or waiting"));
+        assert!(
+            super::state("asleep")
+                .unwrap_err()
+                .contains("busy, idle or waiting")
+        );
         assert!(context_pct("100").is_ok());
         assert!(
             context_pct("101")

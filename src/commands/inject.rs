@@ -82,7 +82,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
     let target = ctx.target()?;
     let deadline = Instant::now() + args.timeout;
     loop {
-        let slice = deadline.saturating_duration_since(Instant::now()).min(SLICE);
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(SLICE);
         let req = Request::Inject {
             key: args.key.clone(),
             text: text.clone(),
@@ -97,7 +99,12 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
             }
             Response::StillBusy { since } if Instant::now() >= deadline => {
                 let since = since
-                    .map(|t| format!(" (busy since {})", t.with_timezone(&chrono::Local).format("%H:%M:%S")))
+                    .map(|t| {
+                        format!(
+                            " (busy since {})",
+                            t.with_timezone(&chrono::Local).format("%H:%M:%S")
+                        )
+                    })
                     .unwrap_or_default();
                 return Err(Error::other(format!(
                     "{} did not become idle within {}{since}; nothing was typed",

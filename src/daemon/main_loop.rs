@@ -22,6 +22,7 @@ use crate::substrate::Substrate;
 use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
 use super::guard;
+use super::hooks;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{
@@ -35,6 +36,14 @@ pub enum Msg {
     Request(Incoming),
     /// A tmux call finished.
     Done(worker::Done),
+    /// A notification command finished.
+    Hooked(hooks::Hooked),
+}
+
+impl From<hooks::Hooked> for Msg {
+    fn from(h: hooks::Hooked) -> Msg {
+        Msg::Hooked(h)
+    }
 }
 
 impl From<Incoming> for Msg {
@@ -122,6 +131,7 @@ pub fn run_foreground(t: &Target) -> Result<()> {
 pub struct MainLoop<S> {
     sup: Supervisor,
     worker: Worker<S>,
+    hooks: hooks::Runner<Msg>,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     paths: Paths,
@@ -154,12 +164,15 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
         let (tx, rx) = mpsc::channel();
         let worker = Worker::start(sub.into(), tx.clone())
             .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;
+        let hooks = hooks::Runner::start(tx.clone())
+            .map_err(|e| Error::other(format!("cannot start the notification threads: {e}")))?;
         let paths = setup.paths.clone();
         let (events, earlier) = EventFile::open(paths.events());
         let base = Instant::now();
         Ok(MainLoop {
             sup: Supervisor::new(setup, earlier),
             worker,
+            hooks,
             tx,
             rx,
             store: Store::new(paths.state()),
@@ -245,6 +258,10 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
             let input = match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
+                Ok(Msg::Hooked(h)) => Input::Hooked {
+                    hook: h.hook,
+                    failure: h.failure,
+                },
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -399,6 +416,8 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                     signal_child(pid, parent, rustix::process::Signal::WINCH);
                 }
             }
+            // Off the loop: the runner never makes it wait.
+            Output::Notify(hook) => self.hooks.submit(hook),
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }

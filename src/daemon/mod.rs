@@ -8,10 +8,12 @@
 //! - [`server`]: the socket: connections, peers, request lines.
 //! - [`store`]: the state file, exit records and output logs on disk.
 //! - [`events`]: the event ring, its file and its followers.
+//! - [`hooks`]: the runner of the teams' notification commands.
 //! - [`views`]: the records `get` and `describe` return.
 
 pub mod events;
 mod guard;
+pub mod hooks;
 pub mod main_loop;
 pub mod server;
 pub mod store;

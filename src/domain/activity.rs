@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(shown(s), Some((ActivityState::Busy, t(0))));
         assert_eq!(due(&sim, uid, &r), Some(t(1000)));
         // Output flows: no timer at all.
-        assert!(sim.world.output_began(uid, t(200)).is_none(), "busy already");
+        assert!(
+            sim.world.output_began(uid, t(200)).is_none(),
+            "busy already"
+        );
         assert_eq!(due(&sim, uid, &r), None);
         // It stops at 700: idle a second later.
         assert!(sim.world.output_stopped(uid, t(700)));
@@ -289,7 +292,8 @@ mod tests {
         assert_eq!(ev.kind, EventKind::Busy);
         // `busy` from the program counts as output for the timer.
         sim.world.output_stopped(uid, t(950));
-        sim.world.declare_activity(uid, ActivityState::Busy, t(1500));
+        sim.world
+            .declare_activity(uid, ActivityState::Busy, t(1500));
         assert_eq!(due(&sim, uid, &r), Some(t(2500)));
     }
 

@@ -736,9 +736,7 @@ impl From<Pattern> for String {
 
 /// The events a team's `notify` command can be run for: those about a
 /// session, role or team (`on: [Waiting, Frozen, Crashed]`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Trigger {
     Started,
     Crashed,
@@ -874,7 +872,10 @@ pub struct RoleSpec {
     pub layout: Layout,
     // Activity: silent this long makes a session idle; a screen that then
     // matches `waiting` makes it waiting.
-    #[serde(default = "default_idle_after", skip_serializing_if = "is_default_idle_after")]
+    #[serde(
+        default = "default_idle_after",
+        skip_serializing_if = "is_default_idle_after"
+    )]
     pub idle_after: NonZeroSpan,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Pattern>,

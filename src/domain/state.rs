@@ -207,7 +207,10 @@ pub struct Session {
     #[serde(default)]
     pub health: HealthState,
     /// Busy, idle or waiting, and the edges that tell.
-    #[serde(default, skip_serializing_if = "crate::domain::activity::Activity::is_unset")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::domain::activity::Activity::is_unset"
+    )]
     pub activity: crate::domain::activity::Activity,
 }
 

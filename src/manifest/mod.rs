@@ -351,8 +351,10 @@ mod tests {
             "error: team.ron:4:51: roles[0].waiting: \"Allow (y/n\" is not a regular expression: unclosed group"
         );
         assert!(
-            refuse(&one_role(r#"Role(name: "w", command: ["sh"], waiting: "")"#))
-                .contains("roles[0].waiting: must not be empty")
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], waiting: "")"#
+            ))
+            .contains("roles[0].waiting: must not be empty")
         );
         assert!(
             refuse(&one_role(
@@ -403,8 +405,10 @@ mod tests {
         let e = refuse(&text(r#"Notify(on: [Idle], comand: ["x"])"#));
         assert!(e.contains("help: did you mean `command`?"), "{e}");
         assert!(
-            refuse(&text(r#"Notify(on: [Idle], command: ["x"], timeout: "0s")"#))
-                .contains("notify[0].timeout: must be longer than zero")
+            refuse(&text(
+                r#"Notify(on: [Idle], command: ["x"], timeout: "0s")"#
+            ))
+            .contains("notify[0].timeout: must be longer than zero")
         );
     }
 

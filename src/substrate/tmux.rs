@@ -1349,7 +1349,12 @@ pub(crate) mod tests {
         // 40 KiB over 800 lines, with what a shell or tmux would read as
         // syntax: `;`, quotes, `$`, `#{}`.
         let text: String = (0..800)
-            .map(|i| format!("line {i:03}; echo '$HOME' \"#{{pane_id}}\" {}\n", "x".repeat(10)))
+            .map(|i| {
+                format!(
+                    "line {i:03}; echo '$HOME' \"#{{pane_id}}\" {}\n",
+                    "x".repeat(10)
+                )
+            })
             .collect();
         assert!(text.len() > 40_000);
         srv.tmux.paste(&s.pane, text.trim_end(), true).unwrap();
@@ -1359,7 +1364,10 @@ pub(crate) mod tests {
             (got.lines().count() >= 800).then_some(got)
         });
         assert_eq!(got, text);
-        let buffers = srv.tmux.run(&[ti::ListBuffers::new().build()], WAIT).unwrap();
+        let buffers = srv
+            .tmux
+            .run(&[ti::ListBuffers::new().build()], WAIT)
+            .unwrap();
         assert!(!buffers.contains("marvel-paste"), "{buffers}");
     }
 

@@ -48,7 +48,10 @@ impl Supervisor {
             self.screens.remove(&uid);
         }
         if !known {
-            return Err(Error::refused(format!("no live session has uid {uid}"), None));
+            return Err(Error::refused(
+                format!("no live session has uid {uid}"),
+                None,
+            ));
         }
         Ok(Response::Done("recorded".into()))
     }
@@ -148,8 +151,14 @@ impl Supervisor {
             let live = s.is_some_and(|s| s.state == SessionState::Running && s.pane.is_some());
             if !live {
                 let e = Error::refused(
-                    format!("session {} ended while waiting to be idle; nothing was typed", p.key),
-                    Some(format!("`marvel get sessions {}` shows what became of it", p.key)),
+                    format!(
+                        "session {} ended while waiting to be idle; nothing was typed",
+                        p.key
+                    ),
+                    Some(format!(
+                        "`marvel get sessions {}` shows what became of it",
+                        p.key
+                    )),
                 );
                 self.reply(p.id, Response::Error(e));
                 continue;

@@ -54,7 +54,11 @@ fn silence_turns_a_session_idle_by_a_timer_and_output_makes_it_busy_again() {
     // Output flows from 200 ms on: no timer for it at all.
     h.advance(200);
     output(&mut h, uid, true);
-    assert!(h.wake > h.now.mono + Duration::from_secs(60), "{:?}", h.wake);
+    assert!(
+        h.wake > h.now.mono + Duration::from_secs(60),
+        "{:?}",
+        h.wake
+    );
     h.advance(5000);
     assert_eq!(activity(&h, uid), ActivityState::Busy);
     // It stops: idle exactly `idle_after` after its last output.
@@ -89,7 +93,8 @@ fn silence_turns_a_session_idle_by_a_timer_and_output_makes_it_busy_again() {
 fn the_screen_is_read_once_when_a_session_with_a_pattern_turns_idle() {
     let (mut h, uid) = running(agent(Some(r"(?m)^Allow .*\(y/n\)$")));
     let pane = h.world().sessions[&uid].pane.clone().unwrap();
-    h.tmux.set_screen(&pane, "working...\n\nAllow edit of main.rs? (y/n)\n\n");
+    h.tmux
+        .set_screen(&pane, "working...\n\nAllow edit of main.rs? (y/n)\n\n");
     // Output flowing costs no tmux call, however long it flows.
     output(&mut h, uid, true);
     let calls = h.tmux.calls().len();
@@ -103,7 +108,11 @@ fn the_screen_is_read_once_when_a_session_with_a_pattern_turns_idle() {
     assert_eq!(activity(&h, uid), ActivityState::Waiting);
     assert_eq!(h.kinds().last(), Some(&"waiting"));
     assert!(
-        h.events.last().unwrap().message.contains("the screen matches"),
+        h.events
+            .last()
+            .unwrap()
+            .message
+            .contains("the screen matches"),
         "{:?}",
         h.events.last()
     );
@@ -312,4 +321,148 @@ fn text_with_newlines_is_one_paste_and_long_text_is_still_typed_in_pieces() {
         typed.iter().map(|(_, e)| *e).collect::<Vec<_>>(),
         [false, false, true]
     );
+}
+
+/// A team whose role crashes at will, with `notify` on crashes and
+/// frozen roles, coalesced over `coalesce`.
+fn notifying(coalesce: crate::domain::spec::Span) -> crate::domain::spec::TeamSpec {
+    use crate::domain::spec::{Command, Notify, Trigger, Triggers};
+    let mut w = role("w", 1);
+    w.max_restarts = None;
+    let mut t = team(vec![w]);
+    t.notify = vec![Notify {
+        on: Triggers::try_from(vec![Trigger::Crashed, Trigger::Frozen]).unwrap(),
+        command: Command::new(["notify-send", "marvel"]).unwrap(),
+        timeout: NonZeroSpan::from_secs(10),
+        coalesce,
+    }];
+    t
+}
+
+/// Crashes the running session of the team, waits out the backoff and
+/// starts its replacement.
+fn crash(h: &mut H) {
+    let s = h.live().remove(0);
+    if s.state == crate::domain::state::SessionState::Pending {
+        h.started(s.uid);
+    }
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    h.advance(1000);
+    h.run_jobs();
+}
+
+fn env<'a>(hook: &'a Hook, name: &str) -> &'a str {
+    hook.env
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {:?}", hook.env))
+}
+
+#[test]
+fn a_notify_command_runs_once_per_event_with_the_event_in_its_environment() {
+    let mut h = H::new();
+    h.apply(notifying(crate::domain::spec::Span::ZERO));
+    crash(&mut h);
+    assert_eq!(h.hooks.len(), 1, "{:?}", h.hooks);
+    let hook = &h.hooks[0];
+    assert_eq!(hook.command, ["notify-send", "marvel"]);
+    assert_eq!(hook.timeout, Duration::from_secs(10));
+    let ev = h
+        .events
+        .iter()
+        .find(|e| e.kind.as_str() == "crashed")
+        .unwrap();
+    assert_eq!(env(hook, "MARVEL_EVENT_KIND"), "crashed");
+    assert_eq!(env(hook, "MARVEL_EVENT_KEY"), "demo/squad/w-0");
+    assert_eq!(env(hook, "MARVEL_EVENT_MESSAGE"), ev.message);
+    assert_eq!(
+        env(hook, "MARVEL_EVENT_AT"),
+        ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    assert_eq!(env(hook, "MARVEL_EVENT_COUNT"), "1");
+    let json: serde_json::Value = serde_json::from_str(env(hook, "MARVEL_EVENT_JSON")).unwrap();
+    assert_eq!(json, serde_json::to_value(ev).unwrap());
+    // Without a window, each crash runs it once more; other kinds never.
+    crash(&mut h);
+    crash(&mut h);
+    assert_eq!(h.hooks.len(), 3);
+    assert!(h.kinds().contains(&"backoff") && h.kinds().contains(&"started"));
+    assert!(
+        h.hooks
+            .iter()
+            .all(|k| env(k, "MARVEL_EVENT_KIND") == "crashed")
+    );
+}
+
+#[test]
+fn a_crash_storm_sends_one_notification_then_a_summary_per_window() {
+    let mut h = H::new();
+    h.apply(notifying(crate::domain::spec::Span::from_secs(60)));
+    for _ in 0..10 {
+        crash(&mut h);
+    }
+    // Ten crashes within a minute: one run, the rest held back.
+    assert_eq!(h.hooks.len(), 1);
+    let window_end = h.wake;
+    h.until_wake();
+    assert!(h.now.mono >= window_end);
+    assert_eq!(h.hooks.len(), 2, "the summary at the end of the window");
+    let summary = &h.hooks[1];
+    assert_eq!(env(summary, "MARVEL_EVENT_COUNT"), "9");
+    assert!(
+        env(summary, "MARVEL_EVENT_MESSAGE")
+            .starts_with("9 more crashed events of demo/squad/w-0 within 1m; the last: exit 3"),
+        "{}",
+        env(summary, "MARVEL_EVENT_MESSAGE")
+    );
+    let json: serde_json::Value = serde_json::from_str(env(summary, "MARVEL_EVENT_JSON")).unwrap();
+    assert_eq!(json["coalesced"], 9);
+    // The storm goes on: the next window holds the next crashes back too.
+    crash(&mut h);
+    crash(&mut h);
+    assert_eq!(h.hooks.len(), 2);
+    h.advance(60_000);
+    assert_eq!(h.hooks.len(), 3);
+    assert_eq!(env(&h.hooks[2], "MARVEL_EVENT_COUNT"), "2");
+    // Quiet for a whole window: it closes with nothing to say, and the
+    // next crash runs the command at once.
+    h.advance(60_000);
+    assert_eq!(h.hooks.len(), 3);
+    h.advance(60_000);
+    crash(&mut h);
+    assert_eq!(h.hooks.len(), 4);
+    assert_eq!(env(&h.hooks[3], "MARVEL_EVENT_COUNT"), "1");
+}
+
+#[test]
+fn a_failed_notify_command_leaves_an_event_that_runs_nothing() {
+    let mut h = H::new();
+    h.apply(notifying(crate::domain::spec::Span::ZERO));
+    crash(&mut h);
+    let hook = h.hooks[0].clone();
+    h.step(Input::Hooked {
+        hook,
+        failure: Some(HookFailure {
+            status: "exit 7".into(),
+            stderr: "curl: (6) Could not resolve host".into(),
+        }),
+    });
+    let ev = h.events.last().unwrap();
+    assert_eq!(ev.kind.as_str(), "notify-failed");
+    assert_eq!(ev.key, "demo/squad");
+    assert_eq!(
+        ev.message,
+        "notify command notify-send for crashed of demo/squad/w-0 failed: exit 7: curl: (6) Could not resolve host"
+    );
+    assert_eq!(h.hooks.len(), 1);
+    // A run that went well says nothing.
+    let n = h.events.len();
+    let hook = h.hooks[0].clone();
+    h.step(Input::Hooked {
+        hook,
+        failure: None,
+    });
+    assert_eq!(h.events.len(), n);
 }

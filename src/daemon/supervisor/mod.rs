@@ -9,15 +9,16 @@
 //! holds the state, the step, timers, deaths and persistence.
 
 mod activity;
+mod notify;
 mod requests;
 mod spawn;
 mod tmux;
 mod workspace;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod activity_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
 
+pub use notify::{Hook, HookFailure};
 pub use tmux::{TmuxHealth, TmuxState};
 
 /// Identifies a request until it is answered; the main loop holds the
@@ -79,6 +81,11 @@ pub enum Input {
     Persisted(Result<(), String>),
     /// The event log cannot be written (why, since when), or can again.
     EventLog(Option<(String, Time)>),
+    /// A notification command ran (answering `Notify`): how, if it failed.
+    Hooked {
+        hook: Hook,
+        failure: Option<HookFailure>,
+    },
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -141,6 +148,9 @@ pub enum Output {
         parent: u32,
         line: String,
     },
+    /// Run a team's notification command, off the loop; how it went comes
+    /// back as `Hooked`.
+    Notify(Hook),
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
@@ -286,6 +296,8 @@ pub struct Supervisor {
     screens: BTreeMap<u64, Time>,
     /// `inject --when-idle` requests waiting for their session.
     parked: Vec<activity::Parked>,
+    /// The coalescing windows of notifications.
+    notifier: notify::Notifier,
     out: Vec<Output>,
 }
 
@@ -316,6 +328,7 @@ impl Supervisor {
             stopping: None,
             screens: BTreeMap::new(),
             parked: Vec::new(),
+            notifier: notify::Notifier::default(),
             out: Vec::new(),
         }
     }
@@ -350,12 +363,18 @@ impl Supervisor {
                 self.log(msg);
                 self.event_log_failure = failure;
             }
+            Input::Hooked { hook, failure } => {
+                if let Some(f) = failure {
+                    self.hook_failed(&hook, f, now);
+                }
+            }
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() {
             self.reconcile(now, rng);
             self.activity_timers(now);
             self.release_parked(now);
+            self.notify_timers(now);
         }
         self.finish(now);
         std::mem::take(&mut self.out)
@@ -376,7 +395,8 @@ impl Supervisor {
             self.ws.dirty.insert(role);
         }
         let view = self.events.push(ev);
-        self.out.push(Output::Event(view));
+        self.out.push(Output::Event(view.clone()));
+        self.notify(&view);
     }
 
     fn emit_all(&mut self, evs: impl IntoIterator<Item = Event>) {
@@ -693,6 +713,9 @@ impl Supervisor {
         }
         if let Some(p) = self.next_parked() {
             wake = wake.min(p);
+        }
+        if let Some(n) = self.notifier.next() {
+            wake = wake.min(n);
         }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);

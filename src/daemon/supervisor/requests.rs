@@ -103,9 +103,7 @@ impl Supervisor {
                 };
                 self.heartbeat(&session, uid, content, state, now)
             }
-            Request::Output { uid, at, flowing } => {
-                self.output_report(uid, at, flowing).map(Some)
-            }
+            Request::Output { uid, at, flowing } => self.output_report(uid, at, flowing).map(Some),
             Request::Shift {
                 team,
                 role,

@@ -73,6 +73,8 @@ pub(super) struct H {
     pub signals: Vec<(u32, u32, Signal)>,
     /// What the shims of kept panes were told to show, by uid.
     pub lines: BTreeMap<u64, String>,
+    /// Notification commands handed to the runner, in order.
+    pub hooks: Vec<Hook>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -107,6 +109,7 @@ impl H {
             exited: false,
             signals: Vec::new(),
             lines: BTreeMap::new(),
+            hooks: Vec::new(),
             last_request: 0,
             runner: Runner::default(),
         }
@@ -206,6 +209,7 @@ impl H {
                     Output::ShowLine { uid, line, .. } => {
                         self.lines.insert(uid, line);
                     }
+                    Output::Notify(hook) => self.hooks.push(hook),
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
