@@ -94,6 +94,9 @@ fn session(out: &mut String, d: &SessionDescription) {
             });
         let _ = writeln!(out, "Health:      {h} ({last})");
     }
+    if let (Some(a), Some(since)) = (v.activity, v.activity_since) {
+        let _ = writeln!(out, "Activity:    {a} since {}", ts(Some(since)));
+    }
     if let Some(p) = v.context_pct {
         let _ = writeln!(out, "Context:     {p}% used");
     }
