@@ -252,9 +252,12 @@ where
         let to_loop = self.to_loop.clone();
         let limits = self.limits.clone();
         let own = self.own;
+        // Decoding a request compiles the `waiting` patterns of a team it
+        // carries, which takes more stack than the rest (untouched stack
+        // costs no memory).
         let _ = std::thread::Builder::new()
             .name("marvel-conn".into())
-            .stack_size(128 * 1024)
+            .stack_size(1024 * 1024)
             .spawn(move || {
                 let _slot = slot;
                 handle(stream, own, to_loop, &limits, shims_only);
