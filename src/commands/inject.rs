@@ -35,7 +35,7 @@ Enter once after it.
 
 --when-idle waits until the session is idle or waiting before typing; if it
 is still busy when --timeout is up, nothing is typed and marvel exits with
-status 1.")]
+status 5.")]
 pub struct Args {
     /// The session, or any unambiguous suffix of its key
     #[arg(value_name = "KEY", add = ArgValueCandidates::new(crate::commands::completions::sessions_keys))]
@@ -106,11 +106,18 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
                         )
                     })
                     .unwrap_or_default();
-                return Err(Error::other(format!(
-                    "{} did not become idle within {}{since}; nothing was typed",
-                    args.key,
-                    humantime::format_duration(args.timeout)
-                )));
+                // Refused as things stand (exit 5), like typing into a
+                // crashed session: the request was fine, the agent busy.
+                return Err(Error::refused(
+                    format!(
+                        "{} did not become idle within {}{since}; nothing was typed",
+                        args.key,
+                        humantime::format_duration(args.timeout)
+                    ),
+                    Some(
+                        "wait longer with --timeout, or leave out --when-idle to type now".into(),
+                    ),
+                ));
             }
             Response::StillBusy { .. } => {}
             other => return Err(unexpected(&other)),

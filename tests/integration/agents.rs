@@ -186,8 +186,11 @@ fn hooks_dir(env: &Env) -> PathBuf {
 fn a_notify_command_runs_once_per_event_with_the_event_in_its_environment() {
     let env = Env::new();
     let dir = hooks_dir(&env);
+    // Words that a shell or a template would expand reach the command as
+    // written: the event is in the environment only.
     let notify = format!(
-        "Notify(on: [Crashed], command: [{:?}, {:?}], coalesce: \"0s\")",
+        "Notify(on: [Crashed], command: [{:?}, {:?}, \"$MARVEL_EVENT_KEY\", \"{{key}}\", \"$(echo x)\"], \
+         coalesce: \"0s\")",
         hook_env(),
         dir.display().to_string()
     );
@@ -226,6 +229,7 @@ fn a_notify_command_runs_once_per_event_with_the_event_in_its_environment() {
     );
     let json: Value = serde_json::from_str(var(vars, "MARVEL_EVENT_JSON")).unwrap();
     assert_eq!(json, crashed);
+    assert_eq!(var(vars, "HOOK_ARGS"), "$MARVEL_EVENT_KEY {key} $(echo x)");
     assert!(env.events("notify-failed").is_empty());
 }
 
@@ -412,7 +416,7 @@ fn inject_when_idle_times_out_on_a_busy_agent_and_types_nothing() {
             "--timeout",
             "1s",
         ],
-        1,
+        5,
     );
     assert!(t.elapsed() >= Duration::from_secs(1));
     assert!(
@@ -420,6 +424,10 @@ fn inject_when_idle_times_out_on_a_busy_agent_and_types_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was typed"), "{err}");
+    assert!(
+        err.contains("\nhelp: wait longer with --timeout, or leave out --when-idle to type now"),
+        "{err}"
+    );
     let pane = session(&env)["pane"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(200));
     assert!(
