@@ -114,9 +114,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
                         args.key,
                         humantime::format_duration(args.timeout)
                     ),
-                    Some(
-                        "wait longer with --timeout, or leave out --when-idle to type now".into(),
-                    ),
+                    Some("wait longer with --timeout, or leave out --when-idle to type now".into()),
                 ));
             }
             Response::StillBusy { .. } => {}
