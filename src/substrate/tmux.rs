@@ -1352,11 +1352,11 @@ pub(crate) mod tests {
             .map(|i| {
                 format!(
                     "line {i:03}; echo '$HOME' \"#{{pane_id}}\" {}\n",
-                    "x".repeat(10)
+                    "x".repeat(20)
                 )
             })
             .collect();
-        assert!(text.len() > 40_000);
+        assert!(text.len() > 40_000, "{}", text.len());
         srv.tmux.paste(&s.pane, text.trim_end(), true).unwrap();
         srv.tmux.send_keys(&s.pane, &["C-d".into()]).unwrap();
         let got = wait_for("the pasted text written out", WAIT, || {
@@ -1692,7 +1692,7 @@ pub(crate) mod tests {
             .unwrap();
         assert!(
             pipe.ends_with(
-                "logpipe --max-bytes 1048576 --uid 1 --state-dir '/my state##' --quiet-ms 250 '/state/logs/7##.log'"
+                "logpipe --max-bytes 1048576 --uid 7 --state-dir '/my state##' --quiet-ms 250 '/state/logs/7##.log'"
             ),
             "{pipe}"
         );
