@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::activity::ActivityState;
 use crate::domain::event::EventKind;
 use crate::domain::health::{ContextPct, Note};
 use crate::domain::spec::TeamSpec;
@@ -14,7 +15,7 @@ use crate::view::{
 };
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -159,6 +160,10 @@ pub enum Request {
         enter: bool,
         /// Send `text` as space-separated tmux key names instead of literally.
         keys: bool,
+        /// Wait (at most this many milliseconds) until the session is idle
+        /// or waiting before typing; refused when the time is up.
+        #[serde(default)]
+        when_idle_ms: Option<u64>,
     },
     Capture {
         key: String,
@@ -204,6 +209,16 @@ pub enum Request {
         uid: Option<u64>,
         context_pct: Option<ContextPct>,
         note: Option<Note>,
+        /// What the program says it is doing (`--state`).
+        #[serde(default)]
+        state: Option<ActivityState>,
+    },
+    /// From a session's log pipe: output began at `at` (`flowing`), or
+    /// has stopped, the last of it at `at`.
+    Output {
+        uid: u64,
+        at: DateTime<Utc>,
+        flowing: bool,
     },
     /// Start a rolling shift of a team, or of one of its roles.
     Shift {
@@ -327,6 +342,11 @@ pub enum Response {
     },
     /// A plain acknowledgement with a one-line message.
     Done(String),
+    /// To `inject --when-idle`: the session stayed busy (since then) for
+    /// the whole wait; nothing was typed.
+    StillBusy {
+        since: Option<DateTime<Utc>>,
+    },
     /// To a shim whose program ended: its pane is kept for the slot; stay
     /// in it and show this line until the pane is respawned or removed.
     Linger(String),
@@ -488,6 +508,7 @@ mod request_tests {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![w],
+            notify: Vec::new(),
         })
         .unwrap();
         serde_json::to_value(team).unwrap()

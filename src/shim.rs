@@ -95,8 +95,11 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             ),
         }),
         b"logpipe" => Some(match parse_logpipe_args(&rest) {
-            Ok((file, max)) => run_logpipe(&file, max),
-            Err(m) => usage(&m, "logpipe --max-bytes N FILE"),
+            Ok(args) => run_logpipe(&args),
+            Err(m) => usage(
+                &m,
+                "logpipe --max-bytes N [--uid N --state-dir DIR --quiet-ms MS] FILE",
+            ),
         }),
         _ => None,
     }
@@ -146,14 +149,60 @@ fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
     }
 }
 
-fn parse_logpipe_args(args: &[String]) -> Result<(PathBuf, u64), String> {
-    match args {
-        [flag, n, file] if flag == "--max-bytes" => {
-            let max = n.parse().map_err(|_| format!("bad --max-bytes {n:?}"))?;
-            Ok((PathBuf::from(file), max))
+/// What `marvel logpipe` is asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogpipeArgs {
+    pub file: PathBuf,
+    pub max_bytes: u64,
+    /// Whom to tell when output starts and stops, if anyone.
+    pub reports: Option<Reports>,
+}
+
+/// The session a log pipe reports for, its daemon, and how long a quiet
+/// spell must last before the pipe says the output stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reports {
+    pub uid: u64,
+    pub state_dir: PathBuf,
+    pub quiet: Duration,
+}
+
+fn parse_logpipe_args(args: &[String]) -> Result<LogpipeArgs, String> {
+    let (mut max, mut uid, mut dir, mut quiet) = (None, None, None, None);
+    let Some((file, flags)) = args.split_last() else {
+        return Err("expected --max-bytes N FILE".into());
+    };
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("bad {flag} {value:?}"))
+        };
+        match flag.as_str() {
+            "--max-bytes" => max = Some(number()?),
+            "--uid" => uid = Some(number()?),
+            "--quiet-ms" => quiet = Some(Duration::from_millis(number()?.max(1))),
+            "--state-dir" => dir = Some(PathBuf::from(value)),
+            other => return Err(format!("unexpected argument {other:?}")),
         }
-        _ => Err("expected --max-bytes N FILE".into()),
     }
+    let max_bytes = max.ok_or("expected --max-bytes N FILE")?;
+    let reports = match (uid, dir, quiet) {
+        (Some(uid), Some(state_dir), Some(quiet)) => Some(Reports {
+            uid,
+            state_dir,
+            quiet,
+        }),
+        (None, None, None) => None,
+        _ => return Err("--uid, --state-dir and --quiet-ms go together".into()),
+    };
+    Ok(LogpipeArgs {
+        file: PathBuf::from(file),
+        max_bytes,
+        reports,
+    })
 }
 
 /// Supervises the program in the current terminal and returns the exit
@@ -380,17 +429,19 @@ fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Opti
             let _ = write_atomic(&record, &json);
         }
     }
-    notify(&paths.socket(), report, reply).ok().flatten()
+    ask(&paths.socket(), Request::Shim(report.clone()), reply)
+        .ok()
+        .flatten()
 }
 
 /// Sends one request line to the daemon and waits for one reply line, all
 /// within `timeout`.
-fn notify(socket: &Path, report: &ShimReport, timeout: Duration) -> io::Result<Option<Response>> {
+fn ask(socket: &Path, request: Request, timeout: Duration) -> io::Result<Option<Response>> {
     let deadline = Instant::now() + timeout;
     let mut stream = connect(socket, timeout)?;
     let envelope = Envelope {
         protocol: PROTOCOL_VERSION,
-        request: Request::Shim(report.clone()),
+        request,
     };
     let mut line = serde_json::to_vec(&envelope)?;
     line.push(b'\n');
@@ -557,12 +608,164 @@ pub const RUN_ENDED: &[u8] = b"\x1b]7777;marvel-run-ended\x07";
 /// (replacing the older one), so the log never takes more than twice
 /// `max_bytes`. Whatever happens to the file, stdin is read to its end, so
 /// the pane's output never waits for the log.
-pub fn run_logpipe(path: &Path, max_bytes: u64) -> i32 {
-    match copy_rotating(&mut io::stdin().lock(), path, max_bytes.max(1)) {
+pub fn run_logpipe(args: &LogpipeArgs) -> i32 {
+    let path = &args.file;
+    let watch = args.reports.clone().map(OutputWatch::start);
+    let mut seen = || {
+        if let Some(w) = &watch {
+            w.output();
+        }
+    };
+    match copy_rotating(
+        &mut io::stdin().lock(),
+        path,
+        args.max_bytes.max(1),
+        &mut seen,
+    ) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("marvel logpipe: {}: {e}", path.display());
             1
+        }
+    }
+}
+
+/// Tells the daemon when a pane's output starts and when it stops, on
+/// edges only. The reading side pays an atomic store per read, and takes a
+/// lock only when output resumes after a quiet spell; a thread of its own
+/// times the quiet and talks to the daemon, so a slow or absent daemon
+/// never holds up the pane's output.
+struct OutputWatch {
+    shared: std::sync::Arc<WatchState>,
+}
+
+struct WatchState {
+    start: Instant,
+    start_wall: chrono::DateTime<Utc>,
+    /// Milliseconds from `start` to the last output, plus one (0: none).
+    last: std::sync::atomic::AtomicU64,
+    quiet_ms: u64,
+    lock: std::sync::Mutex<()>,
+    resumed: std::sync::Condvar,
+}
+
+/// A report the daemon could not take is tried again after this, doubling
+/// up to a minute, for as long as it is the newest news.
+const REPORT_RETRY: Duration = Duration::from_secs(1);
+/// How long one report may take.
+const REPORT_REPLY: Duration = Duration::from_secs(1);
+
+impl OutputWatch {
+    fn start(reports: Reports) -> OutputWatch {
+        let shared = std::sync::Arc::new(WatchState {
+            start: Instant::now(),
+            start_wall: Utc::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            quiet_ms: reports.quiet.as_millis().max(1) as u64,
+            lock: std::sync::Mutex::new(()),
+            resumed: std::sync::Condvar::new(),
+        });
+        let state = std::sync::Arc::clone(&shared);
+        // A reporter that cannot start costs the reports, never the log.
+        let _ = std::thread::Builder::new()
+            .name("marvel-logpipe-reports".into())
+            .stack_size(64 * 1024)
+            .spawn(move || state.report(&reports));
+        OutputWatch { shared }
+    }
+
+    /// The pane printed something now.
+    fn output(&self) {
+        let w = &self.shared;
+        let now = w.now_ms();
+        let prev = w.last.swap(now, Ordering::SeqCst);
+        if prev == 0 || now.saturating_sub(prev) >= w.quiet_ms {
+            // The reporter may be waiting for this: the lock makes sure it
+            // is either still before its check or already waiting.
+            let _held = w.lock.lock();
+            w.resumed.notify_one();
+        }
+    }
+}
+
+impl WatchState {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn wall(&self, ms: u64) -> chrono::DateTime<Utc> {
+        self.start_wall + chrono::Duration::milliseconds(ms.saturating_sub(1) as i64)
+    }
+
+    /// The reporter: waits for output, says it began, waits for a quiet
+    /// spell of `quiet`, says when the output stopped, and so on.
+    fn report(&self, r: &Reports) {
+        let socket = Paths {
+            root: r.state_dir.clone(),
+        }
+        .socket();
+        let mut unsent: Option<(bool, u64)> = None;
+        let mut retry = REPORT_RETRY;
+        let send = |news: Option<(bool, u64)>| -> bool {
+            let Some((flowing, ms)) = news else {
+                return true;
+            };
+            let request = Request::Output {
+                uid: r.uid,
+                at: self.wall(ms),
+                flowing,
+            };
+            // Any answer, even a refusal (the session ended), is taken.
+            ask(&socket, request, REPORT_REPLY).is_ok_and(|a| a.is_some())
+        };
+        let mut reported_quiet = 0;
+        loop {
+            // Quiet: wait for output after the last quiet report.
+            {
+                let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                while self.last.load(Ordering::SeqCst) <= reported_quiet {
+                    if unsent.is_some() {
+                        drop(held);
+                        if send(unsent) {
+                            unsent = None;
+                            retry = REPORT_RETRY;
+                        } else {
+                            std::thread::sleep(retry);
+                            retry = (retry * 2).min(Duration::from_secs(60));
+                        }
+                        held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
+                    held = self.resumed.wait(held).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            let began = self.last.load(Ordering::SeqCst);
+            unsent = Some((true, began));
+            if send(unsent) {
+                unsent = None;
+            }
+            // Flowing: wait for a quiet spell.
+            loop {
+                let last = self.last.load(Ordering::SeqCst);
+                let now = self.now_ms();
+                let quiet_at = last + self.quiet_ms;
+                if now >= quiet_at {
+                    reported_quiet = last;
+                    unsent = Some((false, last));
+                    if send(unsent) {
+                        unsent = None;
+                    }
+                    break;
+                }
+                let mut wait = Duration::from_millis(quiet_at - now);
+                if unsent.is_some() {
+                    wait = wait.min(retry);
+                }
+                std::thread::sleep(wait);
+                if unsent.is_some() && send(unsent) {
+                    unsent = None;
+                }
+            }
         }
     }
 }
@@ -611,7 +814,12 @@ impl EndMarker {
     }
 }
 
-fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()> {
+fn copy_rotating(
+    input: &mut impl Read,
+    path: &Path,
+    max: u64,
+    seen: &mut dyn FnMut(),
+) -> io::Result<()> {
     let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
     let rotated_name = format!("{name}.1");
     let mut log = open_log(&dir, &name).ok();
@@ -630,6 +838,7 @@ fn copy_rotating(input: &mut impl Read, path: &Path, max: u64) -> io::Result<()>
         if out.is_empty() {
             continue;
         }
+        seen();
         // A log that cannot be written (a full disk) loses this piece, not
         // the pane: the next piece tries again.
         if log.is_none() {
@@ -857,7 +1066,7 @@ mod tests {
             .flat_map(|i| format!("line {i:03}\n").into_bytes())
             .collect();
         // 9 bytes a line, in chunks of 16 KiB: one read, split by the budget.
-        copy_rotating(&mut &input[..], &log, 100).unwrap();
+        copy_rotating(&mut &input[..], &log, 100, &mut || {}).unwrap();
         let cur = fs::read(&log).unwrap();
         let old = fs::read(rotated(&log)).unwrap();
         assert!(
@@ -878,10 +1087,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("1.log");
         fs::write(&log, b"old old old\n").unwrap();
-        copy_rotating(&mut &b"0123456789\n"[..], &log, 16).unwrap();
+        copy_rotating(&mut &b"0123456789\n"[..], &log, 16, &mut || {}).unwrap();
         assert_eq!(fs::read(rotated(&log)).unwrap(), b"old old old\n");
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\n");
-        copy_rotating(&mut &b"abc\n"[..], &log, 16).unwrap();
+        copy_rotating(&mut &b"abc\n"[..], &log, 16, &mut || {}).unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\nabc\n");
     }
 
@@ -902,7 +1111,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("8.log");
-        copy_rotating(&mut &input[..], &log, 1 << 20).unwrap();
+        copy_rotating(&mut &input[..], &log, 1 << 20, &mut || {}).unwrap();
         assert_eq!(fs::read(&log).unwrap(), expected);
     }
 
@@ -938,13 +1147,112 @@ mod tests {
             left: 1000,
             blocker: log.clone(),
         };
-        copy_rotating(&mut input, &log, 1 << 20).unwrap();
+        copy_rotating(&mut input, &log, 1 << 20, &mut || {}).unwrap();
         assert_eq!(input.left, 0, "read to the end");
         let text = fs::read_to_string(&log).unwrap();
         assert!(
             text.starts_with("piece 499\n") && text.ends_with("piece 0\n"),
             "{text}"
         );
+    }
+
+    /// A daemon stand-in: records each request line, answers `Done`.
+    fn fake_daemon(dir: &Path) -> std::sync::mpsc::Receiver<(Instant, Request)> {
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("marvel.sock")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = Vec::new();
+                let mut byte = [0u8];
+                while stream.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+                    line.push(byte[0]);
+                }
+                let env: Envelope = serde_json::from_slice(&line).unwrap();
+                let mut answer = serde_json::to_vec(&Response::Done("ok".into())).unwrap();
+                answer.push(b'\n');
+                let _ = stream.write_all(&answer);
+                if tx.send((Instant::now(), env.request)).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    fn next_report(
+        rx: &std::sync::mpsc::Receiver<(Instant, Request)>,
+    ) -> (Instant, bool, chrono::DateTime<Utc>) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok((
+                when,
+                Request::Output {
+                    uid: 7,
+                    flowing,
+                    at,
+                },
+            )) => (when, flowing, at),
+            other => panic!("not an output report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_log_pipe_reports_edges_only_never_each_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = fake_daemon(dir.path());
+        let watch = OutputWatch::start(Reports {
+            uid: 7,
+            state_dir: dir.path().to_path_buf(),
+            quiet: Duration::from_millis(150),
+        });
+        // A program printing every 10 ms for 600 ms: one report that it
+        // began, and one that it stopped once 150 ms passed without output.
+        let t0 = Instant::now();
+        let mut last = t0;
+        while t0.elapsed() < Duration::from_millis(600) {
+            watch.output();
+            last = Instant::now();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (_, flowing, began) = next_report(&rx);
+        assert!(flowing);
+        let (when, flowing, stopped) = next_report(&rx);
+        assert!(!flowing);
+        // (The pipe counts whole milliseconds.)
+        assert!(
+            when + Duration::from_millis(3) >= last + Duration::from_millis(150),
+            "too early"
+        );
+        let printed = (stopped - began).to_std().unwrap();
+        assert!(
+            printed >= Duration::from_millis(550) && printed <= Duration::from_millis(700),
+            "{printed:?}"
+        );
+        // Nothing more while it is quiet; output again is the next edge.
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        watch.output();
+        let (_, flowing, _) = next_report(&rx);
+        assert!(flowing);
+        let (_, flowing, _) = next_report(&rx);
+        assert!(!flowing);
+    }
+
+    #[test]
+    fn a_report_the_daemon_missed_is_sent_again_once_it_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = OutputWatch::start(Reports {
+            uid: 7,
+            state_dir: dir.path().to_path_buf(),
+            quiet: Duration::from_millis(50),
+        });
+        // Output while no daemon listens: both reports fail.
+        watch.output();
+        std::thread::sleep(Duration::from_millis(200));
+        let rx = fake_daemon(dir.path());
+        // The newest news (it stopped) arrives once the daemon is there.
+        let (_, flowing, _) = next_report(&rx);
+        assert!(!flowing);
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     }
 
     #[test]
@@ -1156,8 +1464,39 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(parse_logpipe_args(&lp).unwrap(), (PathBuf::from("/f"), 10));
+        assert_eq!(
+            parse_logpipe_args(&lp).unwrap(),
+            LogpipeArgs {
+                file: PathBuf::from("/f"),
+                max_bytes: 10,
+                reports: None,
+            }
+        );
         assert!(parse_logpipe_args(&lp[1..]).is_err());
+        let with: Vec<String> = [
+            "--max-bytes",
+            "10",
+            "--uid",
+            "7",
+            "--state-dir",
+            "/s",
+            "--quiet-ms",
+            "250",
+            "/f",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            parse_logpipe_args(&with).unwrap().reports,
+            Some(Reports {
+                uid: 7,
+                state_dir: PathBuf::from("/s"),
+                quiet: Duration::from_millis(250),
+            })
+        );
+        assert!(parse_logpipe_args(&with[2..]).is_err(), "no --max-bytes");
+        assert!(parse_logpipe_args(&[&with[..4], &with[8..]].concat()).is_err());
         assert_eq!(dispatch(&["marvel".into(), "get".into()]), None);
     }
 }

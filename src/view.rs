@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::activity::ActivityState;
 pub use crate::domain::event::EventKind;
 use crate::domain::health;
 pub use crate::domain::shift::ShiftState;
@@ -223,6 +224,11 @@ pub struct SessionView {
     pub worktree: Option<String>,
     #[serde(default)]
     pub branch: Option<String>,
+    /// `busy`, `idle` or `waiting`, and since when: a running session's.
+    #[serde(default)]
+    pub activity: Option<ActivityState>,
+    #[serde(default)]
+    pub activity_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

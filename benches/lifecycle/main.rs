@@ -5,7 +5,7 @@
 //!     cargo bench --bench lifecycle -- --peers      # and supervisord, pm2
 //!     MARVEL_BENCH_QUICK=1 cargo bench --bench lifecycle   # short sizes
 //!
-//! `-- --only bringup,sessions,sweep` runs some phases. Everything runs
+//! `-- --only bringup,sessions,printing,sweep` runs some phases. Everything runs
 //! against private tmux servers (`tmux -L marvel-bench-<pid>-<phase>`) and
 //! temporary state directories, removed at the end even on failure or
 //! Ctrl-C. The figures are printed and written to
@@ -27,7 +27,7 @@ use harness::{MARVEL, check_interrupt};
 use phases::{Marvel200, Plan};
 use report::{Report, fmt_num};
 
-const PHASES: [&str; 5] = ["bringup", "sessions", "sweep", "churn", "peers"];
+const PHASES: [&str; 6] = ["bringup", "sessions", "printing", "sweep", "churn", "peers"];
 
 struct Args {
     quick: bool,
@@ -179,6 +179,9 @@ fn main() {
     run("bringup", &mut rep, &mut |rep| phases::bringup(&plan, rep));
     run("sessions", &mut rep, &mut |rep| {
         m200 = Some(phases::sessions_200(&plan, rep))
+    });
+    run("printing", &mut rep, &mut |rep| {
+        phases::printing(&plan, rep)
     });
     run("sweep", &mut rep, &mut |rep| phases::sweeps(&plan, rep));
     run("churn", &mut rep, &mut |rep| churn::crash_loop(&plan, rep));

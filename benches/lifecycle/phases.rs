@@ -740,6 +740,118 @@ fn deaths(inst: &Instance, sessions: usize, count: usize, rep: &mut Report) {
     );
 }
 
+// ---------------------------------------------------------------- printing
+
+/// A program that prints a line every 200 ms, forever, without starting a
+/// process per line (`read -t` on a pipe it holds both ends of is bash's
+/// sleep).
+const PRINTING_COMMAND: &str = r#"["bash", "-c", "exec 3<> <(:); while :; do echo \"step $((i++)) of the work\"; read -t 0.2 -u 3; done"]"#;
+
+/// 200 sessions printing continuously: what activity tracking costs. The
+/// log pipes report on edges only (output began, output stopped), so the
+/// daemon's CPU should stay near its idle figure and tmux should see no
+/// call per output: only the sweep's listing, counted by the `tmux`
+/// wrapper over the window.
+pub fn printing(plan: &Plan, rep: &mut Report) {
+    const N: u32 = 200;
+    let sweep_ms = 1000;
+    let inst = Instance::new(
+        "printing",
+        &plan.tmux,
+        Options {
+            count_tmux: true,
+            env: vec![("MARVEL_SWEEP_MS".into(), sweep_ms.to_string())],
+        },
+    );
+    let team = format!(
+        "Team(name: \"{TEAM}\", workspace: \"{WORKSPACE}\", roles: [Role(name: \"{ROLE}\", \
+         replicas: {N}, command: {PRINTING_COMMAND}, idle_after: \"30s\")])\n"
+    );
+    let up = inst.apply_and_wait("team.ron", &team);
+    println!(
+        "  {N} printing sessions running after {} ms",
+        fmt_num(ms(up))
+    );
+    // Settle: the start-up reports are in, every log pipe has said its
+    // output began.
+    nap(Duration::from_secs(if plan.quick { 3 } else { 8 }));
+    let pid = inst.daemon_pid();
+    let before = inst.tmux_log().len();
+    let events_before = inst.ok(&["events", "-o", "json"]).lines().count();
+    let printed_before = logged_lines(&inst);
+    let t0 = epoch_now();
+    let used = idle(
+        "marvel daemon (200 printing)",
+        pid,
+        inst.tmux_server_pid(),
+        plan.idle_window,
+    );
+    let t1 = epoch_now();
+    let printed = logged_lines(&inst).saturating_sub(printed_before);
+    let lines: Vec<String> = inst.tmux_log()[before..]
+        .iter()
+        .filter_map(|l| {
+            let (t, rest) = l.split_once(' ')?;
+            let t: f64 = t.parse().ok()?;
+            (t >= t0 && t < t1).then(|| rest.to_string())
+        })
+        .collect();
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    for args in &lines {
+        *by.entry(subcommand(args)).or_default() += 1;
+    }
+    let sweeps = ((t1 - t0) * 1000.0 / sweep_ms as f64).floor().max(1.0);
+    // The lines the log pipes wrote over the window; the programs' own
+    // rate (five a second each) if the logs cannot be read.
+    let outputs = if printed > 0 {
+        printed as f64
+    } else {
+        N as f64 * (t1 - t0) * 5.0
+    };
+    let per_sweep = lines.len() as f64 / sweeps;
+    let sessions = inst.sessions();
+    let busy = sessions.iter().filter(|s| s["activity"] == "busy").count();
+    let events_after = inst.ok(&["events", "-o", "json"]).lines().count();
+    // Every tmux call over the window, the sweep's listing included, per
+    // thousand lines printed: a call per output would make this 1000.
+    let per_1000 = lines.len() as f64 / outputs * 1000.0;
+    rep.figure("printing_cpu_pct_200", used.cpu_pct_ns, "%", 1.0);
+    rep.figure("printing_tmux_per_1000_lines_200", per_1000, "", 10.0);
+    rep.figure("printing_tmux_procs_per_sweep_200", per_sweep, "", 1.0);
+    rep.set("printing_cpu_pct_200_ticks", used.cpu_pct);
+    rep.set("printing_tmux_server_cpu_pct_200", used.server_cpu_pct);
+    rep.set("printing_tmux_processes_200", lines.len() as f64);
+    rep.set("printing_window_s", t1 - t0);
+    rep.set("printing_lines_printed_200", outputs);
+    rep.set("printing_busy_sessions_200", busy as f64);
+    rep.set(
+        "printing_events_200",
+        events_after.saturating_sub(events_before) as f64,
+    );
+    rep.set_value("printing_tmux_by_command", json!(by));
+    println!(
+        "  over {:.0} s: ~{} lines printed; daemon {}% CPU (schedstat); {} tmux processes ({} per sweep, {} per 1000 lines) {:?}; {busy}/{N} busy",
+        t1 - t0,
+        fmt_num(outputs),
+        fmt_num(used.cpu_pct_ns),
+        lines.len(),
+        fmt_num(per_sweep),
+        fmt_num(per_1000),
+        by
+    );
+}
+
+/// Lines in every session's output log (and its rotated half).
+fn logged_lines(inst: &Instance) -> u64 {
+    let Ok(dir) = std::fs::read_dir(inst.state_dir().join("logs")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .sum()
+}
+
 // ------------------------------------------------------- tmux per sweep
 
 /// tmux processes the daemon starts per idle sweep at 10, 100 and 500

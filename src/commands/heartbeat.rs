@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::client;
 use crate::commands::{Ctx, unexpected};
+use crate::domain::activity::ActivityState;
 use crate::domain::health::{ContextPct, Note};
 use crate::error::{Error, Result, exit};
 use crate::paths::{HOME_ENV, SESSION_ENV, SESSION_UID_ENV};
@@ -18,6 +19,12 @@ heartbeat timeout (health: Heartbeat(timeout: \"30s\", failures: 3)):
 
   while sleep 10; do marvel heartbeat --context-pct \"$USED\"; done &
 
+An agent can also say what it is doing, for `get sessions` (ACTIVITY)
+and notifications, e.g. from its own hooks:
+
+  marvel heartbeat --state waiting    it needs a person (a permission prompt)
+  marvel heartbeat --state busy       it works, even while it prints nothing
+
 It reads MARVEL_SESSION, MARVEL_SESSION_UID and MARVEL_HOME, which marvel
 sets in every pane, prints nothing on success, and never starts a daemon.")]
 pub struct Args {
@@ -28,6 +35,16 @@ pub struct Args {
     /// A short status line shown by describe session (at most 200 characters)
     #[arg(long, value_name = "TEXT", value_parser = note)]
     pub note: Option<Note>,
+
+    /// What the program is doing: busy, idle, or waiting (for input); it
+    /// holds until the program prints again or says otherwise
+    #[arg(long, value_name = "STATE", value_parser = state)]
+    pub state: Option<ActivityState>,
+}
+
+fn state(s: &str) -> std::result::Result<ActivityState, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a state; use busy, idle or waiting"))
 }
 
 // The same rules the daemon applies when it decodes the request.
@@ -92,6 +109,7 @@ fn request(
         uid,
         context_pct: args.context_pct,
         note: args.note,
+        state: args.state,
     })
 }
 
@@ -104,6 +122,7 @@ mod tests {
         Args {
             context_pct: Some(ContextPct::new(40).unwrap()),
             note: Some(Note::new("refactoring").unwrap()),
+            state: Some(ActivityState::Waiting),
         }
     }
 
@@ -121,10 +140,12 @@ mod tests {
             uid,
             context_pct,
             note,
+            state,
         } = req
         else {
             panic!("{req:?}")
         };
+        assert_eq!(state, Some(ActivityState::Waiting));
         assert_eq!(session, "demo/squad/worker-0");
         assert_eq!(uid, Some(17));
         assert_eq!(context_pct.map(ContextPct::get), Some(40));
@@ -161,6 +182,12 @@ mod tests {
         );
         // Kept as sent: escaped where it is shown, not refused.
         assert!(note("\u{1b}]0;pwned\u{7}").is_ok());
+        assert_eq!(super::state("idle"), Ok(ActivityState::Idle));
+        assert!(
+            super::state("asleep")
+                .unwrap_err()
+                .contains("busy, idle or waiting")
+        );
         assert!(context_pct("100").is_ok());
         assert!(
             context_pct("101")

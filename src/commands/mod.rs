@@ -137,6 +137,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::AttachTarget { .. } => "AttachTarget",
         Response::Shift { .. } => "Shift",
         Response::Done(_) => "Done",
+        Response::StillBusy { .. } => "StillBusy",
         Response::Linger(_) => "Linger",
         Response::Error(_) => "Error",
     };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::cli::parse_duration;
 use crate::client::{self, Endpoint as Target};
 use crate::commands::{Ctx, unexpected};
-use crate::domain::spec::{Health, RoleSpec, TeamSpec};
+use crate::domain::spec::{DEFAULT_IDLE_AFTER, Health, RoleSpec, TeamSpec};
 use crate::error::{Error, Result, exit};
 use crate::manifest;
 use crate::output;
@@ -392,7 +392,8 @@ fn readiness(team: &TeamSpec, roles: &[RoleView]) -> Readiness {
 }
 
 /// What `--dry-run` prints: the team and, per role, everything that
-/// decides how it runs and how it is restarted.
+/// decides how it runs and how it is restarted; then the team's
+/// notification commands.
 fn dry_run(team: &TeamSpec) -> String {
     let mut s = String::new();
     let n = team.roles.len();
@@ -407,6 +408,20 @@ fn dry_run(team: &TeamSpec) -> String {
         for (label, value) in role_lines(role) {
             let _ = writeln!(s, "  {label:<10}{value}");
         }
+    }
+    if !team.notify.is_empty() {
+        let _ = writeln!(s, "\nnotify");
+    }
+    for n in &team.notify {
+        let on: Vec<String> = n.on.iter().map(|t| t.kind().to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  on {}: {} (timeout {}, coalesced over {})",
+            on.join(", "),
+            output::escape_line(&output::shell_words(&n.command)),
+            humantime::format_duration(n.timeout.get()),
+            humantime::format_duration(n.coalesce.get())
+        );
     }
     s
 }
@@ -439,6 +454,16 @@ fn role_lines(r: &RoleSpec) -> Vec<(&'static str, String)> {
             d(r.reset_after.get())
         ),
     ));
+    if r.idle_after != DEFAULT_IDLE_AFTER || r.waiting.is_some() {
+        let mut activity = format!("idle after {} silent", d(r.idle_after.get()));
+        if let Some(p) = &r.waiting {
+            activity.push_str(&format!(
+                "; waiting when the screen matches {}",
+                output::escape_line(&format!("{:?}", p.as_str()))
+            ));
+        }
+        lines.push(("activity", activity));
+    }
     if let Some(Health::Heartbeat { timeout, failures }) = r.health {
         lines.push((
             "health",
@@ -470,8 +495,43 @@ mod tests {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![worker, lead],
+            notify: Vec::new(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn dry_run_shows_activity_settings_and_notify_commands() {
+        use crate::domain::spec::{NonZeroSpan, Notify, Pattern, Span, Trigger, Triggers};
+        let mut agent = RoleSpec::with_defaults("agent", 1, &["agent"]);
+        agent.idle_after = NonZeroSpan::from_secs(20);
+        agent.waiting = Some(Pattern::new(r"\(y/n\)").unwrap());
+        let agents = TeamSpec::try_from(TeamParts {
+            workspace: Name::new("demo").unwrap(),
+            name: Name::new("squad").unwrap(),
+            roles: vec![agent],
+            notify: vec![Notify {
+                on: Triggers::try_from(vec![Trigger::Waiting, Trigger::Crashed]).unwrap(),
+                command: crate::domain::spec::Command::new(["notify-send", "marvel \u{1b}[2J"])
+                    .unwrap(),
+                timeout: NonZeroSpan::from_secs(10),
+                coalesce: Span::from_secs(60),
+            }],
+        })
+        .unwrap();
+        let text = dry_run(&agents);
+        assert!(
+            text.contains("\n  activity  idle after 20s silent; waiting when the screen matches \"\\\\(y/n\\\\)\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\nnotify\n  on crashed, waiting: notify-send 'marvel \\e[2J' (timeout 10s, coalesced over 1m)\n"
+            ),
+            "{text}"
+        );
+        // Defaults say nothing.
+        assert!(!dry_run(&team()).contains("activity"));
     }
 
     fn view(role: &str, state: RoleState, running: u32, desired: u32) -> RoleView {

@@ -23,6 +23,7 @@ use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
 use super::git::{self, GitWorker};
 use super::guard;
+use super::hooks;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{
@@ -38,6 +39,14 @@ pub enum Msg {
     Done(worker::Done),
     /// A git call finished.
     Git(git::GitDone),
+    /// A notification command finished.
+    Hooked(hooks::Hooked),
+}
+
+impl From<hooks::Hooked> for Msg {
+    fn from(h: hooks::Hooked) -> Msg {
+        Msg::Hooked(h)
+    }
 }
 
 impl From<Incoming> for Msg {
@@ -127,6 +136,7 @@ pub struct MainLoop {
     sup: Supervisor,
     worker: Worker,
     git: GitWorker,
+    hooks: hooks::Runner<Msg>,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     paths: Paths,
@@ -165,6 +175,8 @@ impl MainLoop {
         let git = git::Git::new(super::env_ms("MARVEL_GIT_TIMEOUT_MS", 120_000));
         let git = GitWorker::start(git, tx.clone())
             .map_err(|e| Error::other(format!("cannot start the git thread: {e}")))?;
+        let hooks = hooks::Runner::start(tx.clone())
+            .map_err(|e| Error::other(format!("cannot start the notification threads: {e}")))?;
         let paths = setup.paths.clone();
         let (events, earlier) = EventFile::open(paths.events());
         let base = Instant::now();
@@ -172,6 +184,7 @@ impl MainLoop {
             sup: Supervisor::new(setup, earlier),
             worker,
             git,
+            hooks,
             tx,
             rx,
             store: Store::new(paths.state()),
@@ -258,6 +271,10 @@ impl MainLoop {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
                 Ok(Msg::Git(done)) => Input::Git(done),
+                Ok(Msg::Hooked(h)) => Input::Hooked {
+                    hook: h.hook,
+                    failure: h.failure,
+                },
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -413,6 +430,8 @@ impl MainLoop {
                     signal_child(pid, parent, rustix::process::Signal::WINCH);
                 }
             }
+            // Off the loop: the runner never makes it wait.
+            Output::Notify(hook) => self.hooks.submit(hook),
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }

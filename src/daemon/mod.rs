@@ -9,11 +9,13 @@
 //! - [`server`]: the socket: connections, peers, request lines.
 //! - [`store`]: the state file, exit records and output logs on disk.
 //! - [`events`]: the event ring, its file and its followers.
+//! - [`hooks`]: the runner of the teams' notification commands.
 //! - [`views`]: the records `get` and `describe` return.
 
 pub(crate) mod events;
 pub(crate) mod git;
 mod guard;
+pub(crate) mod hooks;
 pub(crate) mod main_loop;
 pub mod server;
 pub(crate) mod store;

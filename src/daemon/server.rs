@@ -253,9 +253,12 @@ where
         let to_loop = self.to_loop.clone();
         let limits = self.limits.clone();
         let own = self.own;
+        // Decoding a request compiles the `waiting` patterns of a team it
+        // carries, which takes more stack than the rest (untouched stack
+        // costs no memory).
         let _ = std::thread::Builder::new()
             .name("marvel-conn".into())
-            .stack_size(128 * 1024)
+            .stack_size(1024 * 1024)
             .spawn(move || {
                 let _slot = slot;
                 handle(stream, own, to_loop, &limits, shims_only);
@@ -1149,6 +1152,7 @@ mod tests {
                 text: "hello".into(),
                 enter: true,
                 keys: false,
+                when_idle_ms: None,
             },
             Request::Events {
                 filter: Default::default(),

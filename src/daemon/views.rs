@@ -146,6 +146,8 @@ fn session_with_role_state(
         outdated: s.state.is_live() && world.outdated(s),
         worktree: s.worktree.as_ref().map(|w| w.path.display().to_string()),
         branch: s.worktree.as_ref().and_then(|w| w.branch.clone()),
+        activity: crate::domain::activity::shown(s).map(|(a, _)| a),
+        activity_since: crate::domain::activity::shown(s).map(|(_, t)| t),
     }
 }
 

@@ -45,6 +45,12 @@ pub enum Job {
         pane: String,
         keys: Vec<String>,
     },
+    /// Text pasted at once (a prompt of several lines), then Enter if asked.
+    Paste {
+        pane: String,
+        text: String,
+        enter: bool,
+    },
     /// What dead panes show and what windows' statuses say.
     Decorate(Vec<Decoration>),
 }
@@ -88,6 +94,7 @@ impl Job {
             Job::Capture { pane, history } => Outcome::Captured(sub.capture(pane, *history)),
             Job::SendText { pane, text, enter } => Outcome::Sent(sub.send_text(pane, text, *enter)),
             Job::SendKeys { pane, keys } => Outcome::Sent(sub.send_keys(pane, keys)),
+            Job::Paste { pane, text, enter } => Outcome::Sent(sub.paste(pane, text, *enter)),
             Job::Decorate(d) => Outcome::Sent(sub.decorate(d)),
         }
     }
@@ -103,7 +110,7 @@ impl Job {
             Job::Spawn(reqs) => Outcome::Spawned(vec![Err(err); reqs.len()]),
             Job::Kill(_) => Outcome::Killed(Err(err)),
             Job::Capture { .. } => Outcome::Captured(Err(err)),
-            Job::SendText { .. } | Job::SendKeys { .. } | Job::Decorate(_) => {
+            Job::SendText { .. } | Job::SendKeys { .. } | Job::Paste { .. } | Job::Decorate(_) => {
                 Outcome::Sent(Err(err))
             }
         }

@@ -47,6 +47,15 @@ pub enum EventKind {
     ShiftCompleted,
     ShiftFailed,
     ShiftAborted,
+    /// A session prints again after being idle or waiting.
+    Busy,
+    /// A session has printed nothing for its role's `idle_after`.
+    Idle,
+    /// A session needs input (its screen matches its role's `waiting`
+    /// pattern, or the program said so).
+    Waiting,
+    /// A team's notification command failed, timed out or could not run.
+    NotifyFailed,
 }
 
 impl EventKind {
@@ -91,6 +100,7 @@ mod tests {
         }
         assert_eq!(EventKind::TmuxDown.as_str(), "tmux-down");
         assert_eq!(EventKind::ShiftCompleted.to_string(), "shift-completed");
-        assert_eq!(EventKind::VARIANTS.len(), 23);
+        assert_eq!(EventKind::VARIANTS.len(), 27);
+        assert_eq!(EventKind::NotifyFailed.as_str(), "notify-failed");
     }
 }

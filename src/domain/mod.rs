@@ -2,6 +2,7 @@
 //! means for its role, and what to do next. Nothing here performs I/O,
 //! reads the clock or draws random numbers; time and jitter are arguments.
 
+pub(crate) mod activity;
 pub(crate) mod event;
 pub(crate) mod health;
 pub(crate) mod key;

@@ -36,6 +36,12 @@ pub const DEFAULT_RESET_AFTER: NonZeroSpan = NonZeroSpan::from_secs(600);
 pub const DEFAULT_HEARTBEAT_FAILURES: Failures = Failures(3);
 /// How long a replacement must run before it counts as ready, by default.
 pub const DEFAULT_READY_AFTER: Span = Span::from_secs(1);
+/// How long a session may stay silent and still count as busy, by default.
+pub const DEFAULT_IDLE_AFTER: NonZeroSpan = NonZeroSpan::from_secs(30);
+/// How long a notification command may run, and the window in which
+/// notifications of one kind about one key are coalesced, by default.
+pub const DEFAULT_NOTIFY_TIMEOUT: NonZeroSpan = NonZeroSpan::from_secs(10);
+pub const DEFAULT_NOTIFY_COALESCE: Span = Span::from_secs(60);
 
 /// A workspace, team or role name: `[a-z0-9][a-z0-9_-]*`, at most
 /// [`MAX_NAME_LEN`] characters, so it is safe in keys and tmux targets.
@@ -661,6 +667,175 @@ pub enum Health {
     },
 }
 
+/// Longest `waiting` pattern accepted, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// A role's `waiting` pattern: a regular expression (the `regex` crate's
+/// syntax), checked whenever it is built or decoded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(format!(
+                "the pattern is {} bytes long; at most {MAX_PATTERN_BYTES} are allowed",
+                text.len()
+            ));
+        }
+        if text.is_empty() {
+            return Err("must not be empty: an empty pattern matches every screen".into());
+        }
+        regex::RegexBuilder::new(text)
+            .size_limit(1 << 20)
+            .build()
+            .map(Pattern)
+            .map_err(|e| {
+                // The parser's own words, on one line: what is wrong, not
+                // its drawing of where.
+                let why = match &e {
+                    regex::Error::Syntax(s) => s
+                        .lines()
+                        .rev()
+                        .find(|l| l.starts_with("error: "))
+                        .map_or_else(|| s.clone(), |l| l["error: ".len()..].to_string()),
+                    other => other.to_string(),
+                };
+                format!("{text:?} is not a regular expression: {why}")
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl TryFrom<String> for Pattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Pattern::new(&s)
+    }
+}
+
+impl From<Pattern> for String {
+    fn from(p: Pattern) -> String {
+        p.as_str().to_string()
+    }
+}
+
+/// The events a team's `notify` command can be run for: those about a
+/// session, role or team (`on: [Waiting, Frozen, Crashed]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Trigger {
+    Started,
+    Crashed,
+    Backoff,
+    Frozen,
+    Reset,
+    Forgiven,
+    Succeeded,
+    Stopped,
+    Killed,
+    Healthy,
+    Unhealthy,
+    Busy,
+    Idle,
+    Waiting,
+    ShiftStarted,
+    ShiftCompleted,
+    ShiftFailed,
+    ShiftAborted,
+}
+
+impl Trigger {
+    /// The event kind it names.
+    pub fn kind(self) -> crate::domain::event::EventKind {
+        use crate::domain::event::EventKind as K;
+        match self {
+            Trigger::Started => K::Started,
+            Trigger::Crashed => K::Crashed,
+            Trigger::Backoff => K::Backoff,
+            Trigger::Frozen => K::Frozen,
+            Trigger::Reset => K::Reset,
+            Trigger::Forgiven => K::Forgiven,
+            Trigger::Succeeded => K::Succeeded,
+            Trigger::Stopped => K::Stopped,
+            Trigger::Killed => K::Killed,
+            Trigger::Healthy => K::Healthy,
+            Trigger::Unhealthy => K::Unhealthy,
+            Trigger::Busy => K::Busy,
+            Trigger::Idle => K::Idle,
+            Trigger::Waiting => K::Waiting,
+            Trigger::ShiftStarted => K::ShiftStarted,
+            Trigger::ShiftCompleted => K::ShiftCompleted,
+            Trigger::ShiftFailed => K::ShiftFailed,
+            Trigger::ShiftAborted => K::ShiftAborted,
+        }
+    }
+}
+
+/// The events of one `Notify`: at least one, each once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Trigger>", into = "Vec<Trigger>")]
+pub struct Triggers(Vec<Trigger>);
+
+impl TryFrom<Vec<Trigger>> for Triggers {
+    type Error = String;
+    fn try_from(mut on: Vec<Trigger>) -> Result<Self, String> {
+        if on.is_empty() {
+            return Err(
+                "must name at least one event, e.g. [Waiting, Frozen, Unhealthy, Crashed]".into(),
+            );
+        }
+        on.sort();
+        on.dedup();
+        Ok(Triggers(on))
+    }
+}
+
+impl From<Triggers> for Vec<Trigger> {
+    fn from(t: Triggers) -> Vec<Trigger> {
+        t.0
+    }
+}
+
+impl Deref for Triggers {
+    type Target = [Trigger];
+    fn deref(&self) -> &[Trigger] {
+        &self.0
+    }
+}
+
+/// A command the daemon runs for each event of a kind in `on` about the
+/// team: the event is in its environment, never on its command line.
+/// Events of one kind about one key within `coalesce` of the first are
+/// summed up in one more run at the end of that window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    pub on: Triggers,
+    pub command: Command,
+    pub timeout: NonZeroSpan,
+    pub coalesce: Span,
+}
+
+impl Notify {
+    /// Whether events of `kind` run this command.
+    pub fn wants(&self, kind: crate::domain::event::EventKind) -> bool {
+        self.on.iter().any(|t| t.kind() == kind)
+    }
+}
+
 /// A private field of [`RoleSpec`] and [`TeamSpec`]: it keeps struct
 /// literals out of other modules, so that every spec is built through the
 /// checks of its `TryFrom` parts.
@@ -701,6 +876,15 @@ pub struct RoleSpec {
     /// What a restarted slot runs instead of `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Command>,
+    // Activity: silent this long makes a session idle; a screen that then
+    // matches `waiting` makes it waiting.
+    #[serde(
+        default = "default_idle_after",
+        skip_serializing_if = "is_default_idle_after"
+    )]
+    pub idle_after: NonZeroSpan,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Pattern>,
     #[serde(skip)]
     checked: Checked,
 }
@@ -944,10 +1128,22 @@ pub struct RoleParts {
     pub worktree: Option<Worktree>,
     #[serde(default)]
     pub resume: Option<Command>,
+    #[serde(default = "default_idle_after")]
+    pub idle_after: NonZeroSpan,
+    #[serde(default)]
+    pub waiting: Option<Pattern>,
 }
 
 fn default_ready_after() -> Span {
     DEFAULT_READY_AFTER
+}
+
+fn default_idle_after() -> NonZeroSpan {
+    DEFAULT_IDLE_AFTER
+}
+
+fn is_default_idle_after(d: &NonZeroSpan) -> bool {
+    *d == DEFAULT_IDLE_AFTER
 }
 
 /// A role whose command, env and cwd would not fit in tmux's message.
@@ -1025,6 +1221,8 @@ impl TryFrom<RoleParts> for RoleSpec {
             layout: p.layout,
             worktree: p.worktree,
             resume: p.resume,
+            idle_after: p.idle_after,
+            waiting: p.waiting,
             checked: Checked,
         })
     }
@@ -1051,6 +1249,8 @@ impl RoleSpec {
             layout: Layout::Windows,
             worktree: None,
             resume: None,
+            idle_after: DEFAULT_IDLE_AFTER,
+            waiting: None,
         })
         .expect("a short command fits")
     }
@@ -1058,7 +1258,7 @@ impl RoleSpec {
     /// The fields that differ between the two specs, by their manifest
     /// names, in manifest order.
     pub fn changed_fields(&self, other: &RoleSpec) -> Vec<&'static str> {
-        let checks: [(&'static str, bool); 15] = [
+        let checks: [(&'static str, bool); 17] = [
             ("replicas", self.replicas != other.replicas),
             ("command", self.command != other.command),
             ("env", self.env != other.env),
@@ -1074,6 +1274,8 @@ impl RoleSpec {
             ("layout", self.layout != other.layout),
             ("worktree", self.worktree != other.worktree),
             ("resume", self.resume != other.resume),
+            ("idle_after", self.idle_after != other.idle_after),
+            ("waiting", self.waiting != other.waiting),
         ];
         checks
             .into_iter()
@@ -1107,6 +1309,9 @@ pub struct TeamSpec {
     pub workspace: Name,
     pub name: Name,
     pub roles: Vec<RoleSpec>,
+    /// Commands run for the team's events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
     #[serde(skip)]
     checked: Checked,
 }
@@ -1118,6 +1323,8 @@ pub struct TeamParts {
     pub workspace: Name,
     pub name: Name,
     pub roles: Vec<RoleSpec>,
+    #[serde(default)]
+    pub notify: Vec<Notify>,
 }
 
 /// Why a team's roles do not make a team.
@@ -1204,6 +1411,7 @@ impl TryFrom<TeamParts> for TeamSpec {
             workspace: p.workspace,
             name: p.name,
             roles: p.roles,
+            notify: p.notify,
             checked: Checked,
         })
     }
@@ -1357,6 +1565,8 @@ mod tests {
         });
         b.layout = Layout::Tiled;
         b.resume = Some(Command::new(["sh", "-c", "resume"]).unwrap());
+        b.idle_after = NonZeroSpan::from_secs(5);
+        b.waiting = Some(Pattern::new("y/n").unwrap());
         assert!(a.same_template(&b), "policy fields apply in place");
         assert_eq!(
             a.changed_fields(&b),
@@ -1370,7 +1580,9 @@ mod tests {
                 "ready_after",
                 "shift_last",
                 "layout",
-                "resume"
+                "resume",
+                "idle_after",
+                "waiting"
             ]
         );
         for change in [
@@ -1540,6 +1752,7 @@ mod tests {
                 workspace: Name::new("demo").unwrap(),
                 name: Name::new("squad").unwrap(),
                 roles,
+                notify: Vec::new(),
             })
         };
         assert_eq!(team(vec![]).unwrap_err(), TeamError::NoRoles);
@@ -1573,6 +1786,7 @@ mod tests {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles: vec![w, RoleSpec::with_defaults("lead", 1, &["sh"])],
+            notify: Vec::new(),
         })
         .unwrap();
         serde_json::to_value(team).unwrap()
@@ -1582,7 +1796,14 @@ mod tests {
     /// set to `value`.
     fn refusal(path: &str, value: Value) -> String {
         let mut team = wire_team();
-        *team.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+        // A field left out of the wire form (a default) is added.
+        let (parent, field) = path.rsplit_once('/').unwrap();
+        match team.pointer_mut(parent) {
+            Some(Value::Object(m)) => {
+                m.insert(field.to_string(), value);
+            }
+            _ => *team.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value,
+        }
         match serde_json::from_value::<TeamSpec>(team) {
             Ok(spec) => panic!("accepted {path}: {spec:#?}"),
             Err(e) => e.to_string(),
@@ -1699,6 +1920,21 @@ mod tests {
                 "cannot be a git branch name",
             ),
             ("/name", json!("Squad"), "\"Squad\" is not allowed"),
+            (
+                "/roles/1/waiting",
+                json!("(unclosed"),
+                "\"(unclosed\" is not a regular expression",
+            ),
+            (
+                "/roles/1/idle_after",
+                json!({"secs": 0, "nanos": 0}),
+                "must be longer than zero",
+            ),
+            (
+                "/notify",
+                json!([{"on": [], "command": ["x"], "timeout": {"secs": 1, "nanos": 0}, "coalesce": {"secs": 0, "nanos": 0}}]),
+                "must name at least one event",
+            ),
         ] {
             let got = refusal(path, value);
             assert!(got.contains(expected), "{path}: {got}");

@@ -231,6 +231,12 @@ pub struct Session {
     /// The git worktree the program runs in, for a role that has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<SlotWorktree>,
+    /// Busy, idle or waiting, and the edges that tell.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::domain::activity::Activity::is_unset"
+    )]
+    pub activity: crate::domain::activity::Activity,
 }
 
 /// A start that follows an earlier run of the same slot: the program runs
@@ -451,6 +457,7 @@ impl World {
             mv_opt(&mut s.started_at);
             mv_opt(&mut s.last_restart_at);
             mv_opt(&mut s.last_heartbeat_at);
+            s.activity.shift_clock(by);
             if let Some(e) = s.exit.as_mut() {
                 mv(&mut e.at);
             }

@@ -235,6 +235,7 @@ impl World {
                 health: Default::default(),
                 restart,
                 worktree: None,
+                activity: Default::default(),
             },
         );
         uid
@@ -655,6 +656,7 @@ pub(crate) mod sim {
             workspace: Name::new("demo").unwrap(),
             name: Name::new("squad").unwrap(),
             roles,
+            notify: Vec::new(),
         })
         .unwrap()
     }

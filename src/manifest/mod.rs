@@ -361,6 +361,92 @@ mod tests {
     }
 
     #[test]
+    fn idle_after_defaults_to_thirty_seconds_and_waiting_to_none() {
+        let spec = accept(&one_role(r#"Role(name: "w", command: ["sh"])"#));
+        assert_eq!(spec.roles[0].idle_after.get(), Duration::from_secs(30));
+        assert!(spec.roles[0].waiting.is_none());
+        let spec = accept(&one_role(
+            r#"Role(name: "w", command: ["sh"], idle_after: "2s", waiting: "(?i)allow .*\\?")"#,
+        ));
+        let w = &spec.roles[0];
+        assert_eq!(w.idle_after.get(), Duration::from_secs(2));
+        let pattern = w.waiting.as_ref().unwrap();
+        assert_eq!(pattern.as_str(), r"(?i)allow .*\?");
+        assert!(pattern.is_match("Allow this edit?"));
+        assert!(!pattern.is_match("Allowed."));
+    }
+
+    #[test]
+    fn a_waiting_pattern_that_is_not_a_regular_expression_is_refused_where_it_is_written() {
+        assert_eq!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], waiting: "Allow (y/n")"#
+            )),
+            "error: team.ron:4:51: roles[0].waiting: \"Allow (y/n\" is not a regular expression: unclosed group"
+        );
+        assert!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], waiting: "")"#
+            ))
+            .contains("roles[0].waiting: must not be empty")
+        );
+        assert!(
+            refuse(&one_role(
+                r#"Role(name: "w", command: ["sh"], idle_after: "0s")"#
+            ))
+            .contains("roles[0].idle_after: must be longer than zero")
+        );
+    }
+
+    #[test]
+    fn notify_commands_get_defaults_and_are_checked_like_role_commands() {
+        let text = |notify: &str| {
+            format!(
+                "Team(\n    name: \"squad\",\n    roles: [Role(name: \"w\", command: [\"sh\"])],\n    notify: [{notify}],\n)\n"
+            )
+        };
+        let spec = accept(&text(
+            r#"Notify(on: [Waiting, Crashed, Waiting], command: ["notify-send", "marvel"])"#,
+        ));
+        let n = &spec.notify[0];
+        use crate::domain::spec::Trigger;
+        assert_eq!(&*n.on, &[Trigger::Crashed, Trigger::Waiting]);
+        assert_eq!(*n.command, ["notify-send", "marvel"]);
+        assert_eq!(n.timeout.get(), Duration::from_secs(10));
+        assert_eq!(n.coalesce.get(), Duration::from_secs(60));
+        assert!(n.wants(crate::domain::event::EventKind::Crashed));
+        assert!(!n.wants(crate::domain::event::EventKind::Frozen));
+        let spec = accept(&text(
+            r#"Notify(on: [Frozen], command: ["x"], timeout: "2s", coalesce: "0s")"#,
+        ));
+        assert_eq!(spec.notify[0].coalesce.get(), Duration::ZERO);
+        assert_eq!(
+            refuse(&text(r#"Notify(on: [Waitng], command: ["x"])"#)),
+            "error: team.ron:4:26: notify[0].on[0]: unknown variant \"Waitng\"; allowed variants: \
+             Started, Crashed, Backoff, Frozen, Reset, Forgiven, Succeeded, Stopped, Killed, Healthy, \
+             Unhealthy, Busy, Idle, Waiting, ShiftStarted, ShiftCompleted, ShiftFailed, ShiftAborted\n\
+             help: did you mean `Waiting`?"
+        );
+        assert!(
+            refuse(&text(r#"Notify(on: [], command: ["x"])"#))
+                .contains("notify[0].on: must name at least one event")
+        );
+        assert!(
+            refuse(&text(r#"Notify(on: [Idle], command: ["no-such-agent"])"#)).contains(
+                "notify[0].command[0]: \"no-such-agent\" was not found in any directory on PATH"
+            )
+        );
+        let e = refuse(&text(r#"Notify(on: [Idle], comand: ["x"])"#));
+        assert!(e.contains("help: did you mean `command`?"), "{e}");
+        assert!(
+            refuse(&text(
+                r#"Notify(on: [Idle], command: ["x"], timeout: "0s")"#
+            ))
+            .contains("notify[0].timeout: must be longer than zero")
+        );
+    }
+
+    #[test]
     fn shift_last_must_be_a_boolean() {
         assert_eq!(
             refuse(&one_role(
@@ -560,7 +646,7 @@ mod tests {
             )),
             "error: team.ron:4:42: roles[0].resum: unknown field \"resum\"; allowed fields: name, \
              replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, \
-             health, ready_after, shift_last, layout, worktree, resume\n\
+             health, ready_after, shift_last, layout, worktree, resume, idle_after, waiting\n\
              help: did you mean `resume`?"
         );
     }
@@ -723,7 +809,7 @@ mod tests {
 )"#
             ),
             "error: team.ron:6:13: roles[0].replicass: unknown field \"replicass\"; allowed fields: \
-             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last, layout, worktree, resume\n\
+             name, replicas, command, env, cwd, restart, backoff, max_restarts, window, reset_after, health, ready_after, shift_last, layout, worktree, resume, idle_after, waiting\n\
              help: did you mean `replicas`?"
         );
     }

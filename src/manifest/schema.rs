@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::spec::{
     BranchTemplate, Command, Cwd, Env, Factor, Failures, Jitter, Layout, Name, NonZeroSpan,
-    Replicas, Repo, RestartPolicy, Span, SpanError,
+    Pattern, Replicas, Repo, RestartPolicy, Span, SpanError, Triggers,
 };
 
 use super::diagnose::with_help;
@@ -39,6 +39,8 @@ pub(super) struct RawTeam {
     #[serde(default)]
     pub workspace: Option<Name>,
     pub roles: Vec<RawRole>,
+    #[serde(default)]
+    pub notify: Option<Vec<RawNotify>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +76,10 @@ pub(super) struct RawRole {
     pub worktree: Option<RawWorktree>,
     #[serde(default)]
     pub resume: Option<Command>,
+    #[serde(default)]
+    pub idle_after: Option<Written<NonZeroSpan>>,
+    #[serde(default)]
+    pub waiting: Option<Pattern>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +102,17 @@ impl TryFrom<String> for RawBranch {
             .map(RawBranch)
             .map_err(|e| with_help(&e.message, &e.help))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Notify", deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub on: Triggers,
+    pub command: Command,
+    #[serde(default)]
+    pub timeout: Option<Written<NonZeroSpan>>,
+    #[serde(default)]
+    pub coalesce: Option<Written<Span>>,
 }
 
 /// `replicas` as a manifest may declare it: at least one.

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use crate::domain::spec::{
     Backoff, Command, Cwd, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_JITTER,
-    DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_MAX_RESTARTS, DEFAULT_READY_AFTER,
-    DEFAULT_RESET_AFTER, DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Replicas, Repo,
-    RoleParts, RoleSpec, TeamParts, TeamSpec, Worktree,
+    DEFAULT_BACKOFF_MAX, DEFAULT_HEARTBEAT_FAILURES, DEFAULT_IDLE_AFTER, DEFAULT_MAX_RESTARTS,
+    DEFAULT_NOTIFY_COALESCE, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_READY_AFTER, DEFAULT_RESET_AFTER,
+    DEFAULT_WINDOW, DEFAULT_WORKSPACE, Health, Name, Notify, Replicas, Repo, RoleParts, RoleSpec,
+    TeamParts, TeamSpec, Worktree,
 };
 
-use super::schema::{RawBackoff, RawBudget, RawHealth, RawRole, RawTeam, RawWorktree};
+use super::schema::{RawBackoff, RawBudget, RawHealth, RawNotify, RawRole, RawTeam, RawWorktree};
 
 /// A refusal of a value the text holds: the dotted path of the field, what
 /// is wrong, and what to do.
@@ -61,10 +62,18 @@ pub(super) fn team(
         .enumerate()
         .map(|(i, r)| role(&format!("roles[{i}]"), r, resolver, base))
         .collect::<Result<Vec<RoleSpec>, Refusal>>()?;
+    let notify = raw
+        .notify
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| notify(&format!("notify[{i}]"), n, resolver, base))
+        .collect::<Result<Vec<Notify>, Refusal>>()?;
     TeamSpec::try_from(TeamParts {
         workspace,
         name: raw.name,
         roles,
+        notify,
     })
     .map_err(|e| {
         let refusal = Refusal::new(e.field(), e.message());
@@ -77,6 +86,23 @@ pub(super) fn team(
             }
             _ => refusal,
         }
+    })
+}
+
+/// A notification command, checked as a role's command is: what is checked
+/// is what runs.
+fn notify(
+    p: &str,
+    raw: RawNotify,
+    resolver: Resolver,
+    base: Option<&Path>,
+) -> Result<Notify, Refusal> {
+    let command = program(&format!("{p}.command"), raw.command, resolver, base)?;
+    Ok(Notify {
+        on: raw.on,
+        command,
+        timeout: raw.timeout.map_or(DEFAULT_NOTIFY_TIMEOUT, |w| w.value),
+        coalesce: raw.coalesce.map_or(DEFAULT_NOTIFY_COALESCE, |w| w.value),
     })
 }
 
@@ -137,6 +163,8 @@ fn role(
         layout: raw.layout.unwrap_or_default(),
         worktree,
         resume,
+        idle_after: raw.idle_after.map_or(DEFAULT_IDLE_AFTER, |w| w.value),
+        waiting: raw.waiting,
     };
     RoleSpec::try_from(parts).map_err(|e| {
         Refusal::new(format!("{p}.{}", e.field), e.message())

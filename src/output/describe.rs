@@ -103,6 +103,9 @@ fn session(out: &mut String, d: &SessionDescription) {
             });
         let _ = writeln!(out, "Health:      {h} ({last})");
     }
+    if let (Some(a), Some(since)) = (v.activity, v.activity_since) {
+        let _ = writeln!(out, "Activity:    {a} since {}", ts(Some(since)));
+    }
     if let Some(p) = v.context_pct {
         let _ = writeln!(out, "Context:     {p}% used");
     }
@@ -314,6 +317,8 @@ mod tests {
             outdated: false,
             worktree: None,
             branch: None,
+            activity: None,
+            activity_since: None,
         }
     }
 

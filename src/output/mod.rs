@@ -19,8 +19,8 @@ use crate::domain::spec::Backoff;
 use crate::error::{Error, Result};
 use crate::proto::Change;
 use crate::view::{
-    EventKind, EventView, ExitView, RoleState, RoleView, SessionState, SessionView, ShiftState,
-    ShiftView, TeamState, TeamView, TmuxState,
+    ActivityState, EventKind, EventView, ExitView, RoleState, RoleView, SessionState, SessionView,
+    ShiftState, ShiftView, TeamState, TeamView, TmuxState,
 };
 
 /// Where command output goes. Built once per invocation.
@@ -208,11 +208,11 @@ impl Tinted for EventKind {
         use EventKind::*;
         match self {
             Created | Started | Healthy | ShiftCompleted => Some(Tint::Green),
-            Crashed | TmuxDown | Unhealthy | ShiftFailed => Some(Tint::Red),
-            Backoff | ShiftStarted => Some(Tint::Yellow),
+            Crashed | TmuxDown | Unhealthy | ShiftFailed | NotifyFailed => Some(Tint::Red),
+            Backoff | ShiftStarted | Waiting => Some(Tint::Yellow),
             Frozen => Some(Tint::Magenta),
             Applied | Reset | Forgiven | Succeeded | Stopped | Killed | Scaled | Deleted
-            | Adopted | TmuxUp | Warning | ShiftAborted => None,
+            | Adopted | TmuxUp | Warning | ShiftAborted | Busy | Idle => None,
         }
     }
 }
@@ -335,6 +335,18 @@ pub fn health(s: &SessionView, now: DateTime<Utc>) -> String {
     }
 }
 
+/// The ACTIVITY column of `get sessions`: `busy`, or `idle 4m` and
+/// `waiting 20s` with how long; `-` for a session that is not running.
+pub fn activity(s: &SessionView, now: DateTime<Utc>) -> String {
+    match (s.activity, s.activity_since) {
+        (None, _) => "-".to_string(),
+        (Some(ActivityState::Busy), _) | (Some(_), None) => {
+            s.activity.map(|a| a.to_string()).unwrap_or_default()
+        }
+        (Some(a), Some(since)) => format!("{a} {}", age(since, now)),
+    }
+}
+
 /// The SHIFT column of `get teams`: where a running shift is, or how the
 /// last one ended and when.
 pub fn shift(s: Option<&ShiftView>, now: DateTime<Utc>) -> String {
@@ -415,6 +427,15 @@ fn state_cell(state: impl Tinted, colour: bool) -> Cell {
     }
 }
 
+/// Waiting is what a person is wanted for: yellow on a terminal.
+fn activity_cell(s: &SessionView, now: DateTime<Utc>, colour: bool) -> Cell {
+    let cell = Cell::new(activity(s, now));
+    match s.activity {
+        Some(ActivityState::Waiting) if colour => cell.fg(Tint::Yellow.table()),
+        _ => cell,
+    }
+}
+
 fn or_dash(v: Option<impl ToString>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
@@ -427,7 +448,7 @@ pub fn sessions_table(
     wide: bool,
     colour: bool,
 ) -> String {
-    let mut header = vec!["SESSION", "STATE", "HEALTH"];
+    let mut header = vec!["SESSION", "STATE", "HEALTH", "ACTIVITY"];
     // Only when some program reports how full its context is.
     let ctx = sessions.iter().any(|s| s.context_pct.is_some());
     if ctx {
@@ -449,6 +470,7 @@ pub fn sessions_table(
                 Cell::new(&s.key),
                 state_cell(s.state, colour),
                 Cell::new(health(s, now)),
+                activity_cell(s, now, colour),
             ];
             if ctx {
                 row.push(Cell::new(or_dash(s.context_pct.map(|p| format!("{p}%")))));
@@ -715,6 +737,8 @@ mod tests {
             outdated: false,
             worktree: None,
             branch: None,
+            activity: None,
+            activity_since: None,
         }
     }
 
@@ -864,6 +888,8 @@ mod tests {
         a.last_restart_at = Some(t("2025-01-02T11:58:00Z"));
         a.health = Some(crate::view::HealthState::Healthy);
         a.last_heartbeat_at = Some(t("2025-01-02T11:59:58Z"));
+        a.activity = Some(ActivityState::Waiting);
+        a.activity_since = Some(t("2025-01-02T11:59:40Z"));
         let mut b = session("demo/squad/worker-1", SessionState::Crashed);
         b.exit = Some(exit(Some(1), None, "exit 1"));
         b.role_state = RoleState::Backoff;
@@ -872,11 +898,24 @@ mod tests {
         assert_eq!(
             text,
             "\
-SESSION               STATE     HEALTH             RESTARTS     AGE   PANE   PID    EXIT     NEXT
-demo/squad/worker-0   Running   healthy (2s ago)   2 (2m ago)   3m    %3     4242   -
-demo/squad/worker-1   Crashed   -                  0            3m    -      -      exit 1   restart in 3s
+SESSION               STATE     HEALTH             ACTIVITY      RESTARTS     AGE   PANE   PID    EXIT     NEXT
+demo/squad/worker-0   Running   healthy (2s ago)   waiting 20s   2 (2m ago)   3m    %3     4242   -
+demo/squad/worker-1   Crashed   -                  -             0            3m    -      -      exit 1   restart in 3s
 "
         );
+    }
+
+    #[test]
+    fn activity_reads_busy_or_with_how_long() {
+        let now = t(NOW);
+        let mut s = session("demo/squad/worker-0", SessionState::Running);
+        assert_eq!(activity(&s, now), "-");
+        s.activity = Some(ActivityState::Busy);
+        s.activity_since = Some(t("2025-01-02T11:00:00Z"));
+        assert_eq!(activity(&s, now), "busy");
+        s.activity = Some(ActivityState::Idle);
+        s.activity_since = Some(t("2025-01-02T11:56:00Z"));
+        assert_eq!(activity(&s, now), "idle 4m");
     }
 
     #[test]
@@ -889,7 +928,7 @@ demo/squad/worker-1   Crashed   -                  0            3m    -      -  
         let header = text.lines().next().unwrap();
         assert_eq!(
             header,
-            "SESSION               STATE     HEALTH   RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
+            "SESSION               STATE     HEALTH   ACTIVITY   RESTARTS   AGE   PANE   PID   EXIT   ROLE                TMUX SESSION        STARTED   NEXT"
         );
         assert!(text.contains("demo/squad/worker   marvel-demo-squad   10s ago"));
         assert!(!text.contains("WORKTREE"), "only when a session has one");

@@ -35,6 +35,11 @@ pub enum Call {
         pane: String,
         keys: Vec<String>,
     },
+    Paste {
+        pane: String,
+        text: String,
+        enter: bool,
+    },
     Decorate(Vec<Decoration>),
 }
 
@@ -185,6 +190,9 @@ impl FakeSubstrate {
                     Some((pane, if enter { format!("{text}\n") } else { text }))
                 }
                 Call::SendKeys { pane, keys } => Some((pane, keys.join(" "))),
+                Call::Paste { pane, text, enter } => {
+                    Some((pane, if enter { format!("{text}\n") } else { text }))
+                }
                 _ => None,
             })
             .collect()
@@ -534,6 +542,16 @@ impl Substrate for FakeSubstrate {
         st.live(pane).map(|_| ())
     }
 
+    fn paste(&self, pane: &str, text: &str, enter: bool) -> SubResult<()> {
+        let (st, r) = self.enter(Call::Paste {
+            pane: pane.to_string(),
+            text: text.to_string(),
+            enter,
+        });
+        r?;
+        st.live(pane).map(|_| ())
+    }
+
     fn decorate(&self, decorations: &[Decoration]) -> SubResult<()> {
         let (mut st, r) = self.enter(Call::Decorate(decorations.to_vec()));
         r?;
@@ -568,6 +586,7 @@ mod tests {
             env: BTreeMap::new(),
             cwd: None,
             log: None,
+            reports: None,
             owner: "me".into(),
             status: String::new(),
         }

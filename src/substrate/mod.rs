@@ -63,11 +63,21 @@ pub struct SpawnRequest {
     pub cwd: Option<PathBuf>,
     /// Where the pane's output is appended (bounded by the log pipe).
     pub log: Option<PathBuf>,
+    /// Whom the log pipe tells when output starts and stops.
+    pub reports: Option<LogReports>,
     /// Ownership tag stored on the pane (`@marvel` option), so that marvel
     /// only ever touches panes it created from this state directory.
     pub owner: String,
     /// What the window's status shows while the program starts.
     pub status: String,
+}
+
+/// The log pipe tells the daemon of `state_dir` when the pane's output
+/// starts, and when it has stopped for `quiet` (never per byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReports {
+    pub state_dir: PathBuf,
+    pub quiet: Duration,
 }
 
 /// A freshly created (or respawned) pane.
@@ -179,6 +189,10 @@ pub trait Substrate: Send {
     fn send_text(&self, pane: &str, text: &str, enter: bool) -> SubResult<()>;
     /// Sends tmux key names (`C-c`, `Enter`, `Up`) to the pane.
     fn send_keys(&self, pane: &str, keys: &[String]) -> SubResult<()>;
+    /// Pastes `text` into the pane in one piece (bracketed, if the program
+    /// asked for bracketed paste), through a buffer of its own that is
+    /// deleted afterwards; then Enter if asked.
+    fn paste(&self, pane: &str, text: &str, enter: bool) -> SubResult<()>;
     /// Sets what windows' statuses say, in one call. Windows that are gone
     /// are skipped.
     fn decorate(&self, decorations: &[Decoration]) -> SubResult<()>;

@@ -194,6 +194,40 @@ impl Tmux {
         }
     }
 
+    /// [`Tmux::run`], with `input` on tmux's standard input (written by a
+    /// thread of its own, so a tmux that does not read cannot hold up the
+    /// deadline).
+    fn run_with_input(
+        &self,
+        cmds: &[TmuxCommand<'_>],
+        input: &[u8],
+        timeout: Duration,
+    ) -> SubResult<String> {
+        let mut cmd = self.command(cmds);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::PermissionDenied => {
+                SubstrateError::Missing(format!("{}: {e}", self.binary.display()))
+            }
+            _ => SubstrateError::Unreachable(format!("cannot run {}: {e}", self.binary.display())),
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let input = input.to_vec();
+            let _ = std::thread::Builder::new()
+                .name("marvel-tmux-input".into())
+                .spawn(move || {
+                    use std::io::Write;
+                    let _ = stdin.write_all(&input);
+                });
+        }
+        let out = collect(child, timeout)?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(classify_failure(&out))
+        }
+    }
+
     /// Spawns `cmd` and collects its output, killing it at the deadline.
     fn exec(&self, mut cmd: Command, timeout: Duration) -> SubResult<RawOutput> {
         let child = cmd.spawn().map_err(|e| match e.kind() {
@@ -359,8 +393,16 @@ impl Tmux {
                     SubstrateError::Refused(format!("cannot locate the marvel binary: {e}"))
                 })?,
             };
+            let reports = req.reports.as_ref().map_or_else(String::new, |r| {
+                format!(
+                    " --uid {} --state-dir {} --quiet-ms {}",
+                    req.uid,
+                    sh_quote(&r.state_dir.to_string_lossy()),
+                    r.quiet.as_millis()
+                )
+            });
             let shell = format!(
-                "exec {} logpipe --max-bytes {} {}",
+                "exec {} logpipe --max-bytes {}{reports} {}",
                 sh_quote(&bin.to_string_lossy()),
                 LOG_MAX_BYTES,
                 sh_quote(&log.to_string_lossy())
@@ -625,6 +667,44 @@ impl Substrate for Tmux {
         self.run(&cmds, self.timeout).map(|_| ())
     }
 
+    fn paste(&self, pane: &str, text: &str, enter: bool) -> SubResult<()> {
+        let pane = Self::target_pane(pane)?;
+        let buffer = paste_buffer_name();
+        // The text reaches tmux on its standard input (`load-buffer -`),
+        // so it is never part of a command and tmux's 16 KiB message limit
+        // does not cut it: one paste, however long.
+        let mut load = TmuxCommand::new();
+        load.name("load-buffer");
+        load.push_option("-b", buffer.clone());
+        load.push_param("-");
+        // -d deletes the buffer once pasted; -p brackets the paste when the
+        // program asked for bracketed paste.
+        let mut paste = TmuxCommand::new();
+        paste.name("paste-buffer");
+        paste.push_flag("-d");
+        paste.push_flag("-p");
+        paste.push_option("-b", buffer.clone());
+        paste.push_option("-t", pane.to_string());
+        let mut cmds = vec![load, paste];
+        if enter {
+            cmds.push(
+                ti::SendKeys::new()
+                    .target_pane(pane.to_string())
+                    .key("Enter")
+                    .build(),
+            );
+        }
+        let result = self.run_with_input(&cmds, text.as_bytes(), self.timeout);
+        if result.is_err() {
+            // A paste that failed may have left the buffer behind.
+            let mut delete = TmuxCommand::new();
+            delete.name("delete-buffer");
+            delete.push_option("-b", buffer);
+            let _ = self.run(&[delete], self.timeout);
+        }
+        result.map(|_| ())
+    }
+
     fn send_keys(&self, pane: &str, keys: &[String]) -> SubResult<()> {
         let pane = Self::target_pane(pane)?;
         let mut cmd = ti::SendKeys::new().target_pane(pane.to_string()).key("--");
@@ -718,6 +798,13 @@ struct RawOutput {
     status: ExitStatus,
     stdout: String,
     stderr: String,
+}
+
+/// A tmux buffer name no other paste uses: this process's id and a count.
+fn paste_buffer_name() -> String {
+    static PASTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PASTES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("marvel-paste-{}-{n}", std::process::id())
 }
 
 /// Reads both pipes until they close and waits for the child, all before
@@ -1047,6 +1134,7 @@ pub(crate) mod tests {
             env: BTreeMap::new(),
             cwd: None,
             log: None,
+            reports: None,
             owner: "test-owner".to_string(),
             status: "…".into(),
         }
@@ -1240,6 +1328,42 @@ pub(crate) mod tests {
         assert!(text.ends_with("120\nlast-line\n"), "{text:?}");
         let visible = srv.tmux.capture(&s.pane, 0).unwrap();
         assert!(!visible.starts_with("1\n"), "{visible:?}");
+    }
+
+    #[test]
+    fn a_paste_arrives_whole_past_tmuxs_message_limit_and_leaves_no_buffer() {
+        let srv = TestServer::new();
+        // What `cat` writes out is what reached the pane, once each.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pasted");
+        let script = format!("cat > {}", out.display());
+        let s = srv
+            .tmux
+            .spawn(&req("marvel/w/t/cat-0", &["sh", "-c", &script]))
+            .unwrap();
+        // 40 KiB over 800 lines, with what a shell or tmux would read as
+        // syntax: `;`, quotes, `$`, `#{}`.
+        let text: String = (0..800)
+            .map(|i| {
+                format!(
+                    "line {i:03}; echo '$HOME' \"#{{pane_id}}\" {}\n",
+                    "x".repeat(20)
+                )
+            })
+            .collect();
+        assert!(text.len() > 40_000, "{}", text.len());
+        srv.tmux.paste(&s.pane, text.trim_end(), true).unwrap();
+        srv.tmux.send_keys(&s.pane, &["C-d".into()]).unwrap();
+        let got = wait_for("the pasted text written out", WAIT, || {
+            let got = std::fs::read_to_string(&out).ok()?;
+            (got.lines().count() >= 800).then_some(got)
+        });
+        assert_eq!(got, text);
+        let buffers = srv
+            .tmux
+            .run(&[ti::ListBuffers::new().build()], WAIT)
+            .unwrap();
+        assert!(!buffers.contains("marvel-paste"), "{buffers}");
     }
 
     #[test]
@@ -1551,6 +1675,23 @@ pub(crate) mod tests {
         assert_eq!(
             pipe,
             "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --max-bytes 1048576 '/state/logs/7##.log'"
+        );
+        // With reports, it says where the daemon is and when to speak.
+        r.reports = Some(crate::substrate::LogReports {
+            state_dir: PathBuf::from("/my state#"),
+            quiet: Duration::from_millis(250),
+        });
+        let cmds = t.spawn_commands(&r).unwrap();
+        let pipe = cmds
+            .iter()
+            .map(|c| c.to_vec().join(" "))
+            .find(|c| c.starts_with("pipe-pane"))
+            .unwrap();
+        assert!(
+            pipe.ends_with(
+                "logpipe --max-bytes 1048576 --uid 7 --state-dir '/my state##' --quiet-ms 250 '/state/logs/7##.log'"
+            ),
+            "{pipe}"
         );
     }
 

@@ -649,6 +649,7 @@ fn request(target: &Endpoint, action: Action) -> Result<String> {
             text,
             enter: true,
             keys: false,
+            when_idle_ms: None,
         },
         Action::Shift { team, role } => Request::Shift {
             team,

@@ -846,6 +846,8 @@ pub(crate) mod tests {
             outdated: false,
             worktree: None,
             branch: None,
+            activity: None,
+            activity_since: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! program is escaped here; colour only when asked for.
 //!
 //! Narrow terminals drop the table's columns in this order: PANE, EXIT,
-//! AGE, CTX, CRASHES, RESTARTS, HEALTH. NAME and STATE always stay.
+//! AGE, CTX, CRASHES, RESTARTS, HEALTH, ACTIVITY. NAME and STATE always
+//! stay.
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use ratatui::Frame;
@@ -19,7 +20,7 @@ use super::model::{
 };
 use super::ui::{Mode, Ui};
 use crate::output::{self, Tint, Tinted};
-use crate::view::{HealthState, SessionState, SessionView, TmuxState};
+use crate::view::{ActivityState, HealthState, SessionState, SessionView, TmuxState};
 
 /// What a frame needs besides the model: the time, the reader's zone,
 /// whether to colour, and which daemon this is (`host:state-dir`).
@@ -42,6 +43,7 @@ pub struct Preview {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
     State,
+    Activity,
     Health,
     Restarts,
     Crashes,
@@ -51,8 +53,9 @@ pub enum Col {
     Pane,
 }
 
-const COLS: [(Col, &str, u16); 8] = [
+const COLS: [(Col, &str, u16); 9] = [
     (Col::State, "STATE", 16),
+    (Col::Activity, "ACTIVITY", 11),
     (Col::Health, "HEALTH", 12),
     (Col::Restarts, "RESTARTS", 12),
     (Col::Crashes, "CRASHES", 14),
@@ -395,10 +398,21 @@ fn table_row<'a>(model: &Model, row: &Row<'_>, cols: &[Col], ctx: &Ctx) -> Table
                     _ => Style::new(),
                 },
             );
+            let activity = Span::styled(
+                match output::activity(s, now).as_str() {
+                    "-" => String::new(),
+                    text => text.to_string(),
+                },
+                match s.activity {
+                    Some(ActivityState::Waiting) => ctx.tone(Tone::Warn),
+                    _ => Style::new(),
+                },
+            );
             (
                 Cell::from(output::escape_line(&name).into_owned()),
                 vec![
                     (Col::State, state(look, look.label(now))),
+                    (Col::Activity, Cell::from(activity)),
                     (Col::Health, Cell::from(health)),
                     (
                         Col::Restarts,
@@ -790,6 +804,8 @@ mod tests {
         s0.health = Some(HealthState::Healthy);
         s0.last_heartbeat_at = Some(t("2025-01-02T11:59:58Z"));
         s0.context_pct = Some(42);
+        s0.activity = Some(ActivityState::Waiting);
+        s0.activity_since = Some(t("2025-01-02T11:59:40Z"));
         let s1 = session("demo/squad/worker-1", 2, SessionState::Running);
         m.apply(Fetched::Sessions(Scope::All, vec![s0, s1]));
         m.backlog(vec![
@@ -819,6 +835,7 @@ mod tests {
         let text = text(&buf);
         assert!(text.contains("        thinking…\\e]0;title^G"), "{text}");
         assert!(text.contains("healthy 2s"), "{text}");
+        assert!(text.contains("waiting 20s"), "{text}");
     }
 
     #[test]
@@ -966,10 +983,10 @@ mod tests {
         let buf = render(&m, &mut ui, Some(&preview), 80, 24, false);
         snapshot("80x24", &buf);
         let text = text(&buf);
-        for header in ["NAME", "STATE", "HEALTH", "RESTARTS", "CRASHES", "CTX"] {
+        for header in ["NAME", "STATE", "ACTIVITY", "HEALTH", "RESTARTS"] {
             assert!(text.contains(header), "{header}: {text}");
         }
-        assert!(!text.contains("AGE") && !text.contains("PANE"), "{text}");
+        assert!(!text.contains("CTX") && !text.contains("PANE"), "{text}");
         assert!(text.lines().all(|l| Span::raw(l).width() <= 80));
     }
 
@@ -983,13 +1000,17 @@ mod tests {
                 .join(" ")
         };
         assert_eq!(
-            names(107),
-            "State Health Restarts Crashes Ctx Age Exit Pane"
+            names(119),
+            "State Activity Health Restarts Crashes Ctx Age Exit Pane"
         );
-        assert_eq!(names(106), "State Health Restarts Crashes Ctx Age Exit");
-        assert_eq!(names(100), "State Health Restarts Crashes Ctx Age");
-        assert_eq!(names(80), "State Health Restarts Crashes Ctx");
-        assert_eq!(names(79), "State Health Restarts Crashes");
+        assert_eq!(
+            names(118),
+            "State Activity Health Restarts Crashes Ctx Age Exit"
+        );
+        assert_eq!(names(100), "State Activity Health Restarts Crashes Ctx Age");
+        assert_eq!(names(86), "State Activity Health Restarts");
+        assert_eq!(names(80), "State Activity Health Restarts");
+        assert_eq!(names(60), "State Activity Health");
         assert_eq!(names(40), "State");
         assert_eq!(names(20), "");
     }

@@ -122,6 +122,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
             text: "exit".into(),
             enter: true,
             keys: false,
+            when_idle_ms: None,
         },
         Request::Events {
             filter: EventFilter::default(),
@@ -185,6 +186,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
         text,
         enter: true,
         keys: false,
+        when_idle_ms: None,
     });
     huge.push(b'\n');
     let e = refusal(&exchange(&env, &huge), "oversized request");

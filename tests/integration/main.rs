@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agents;
 mod crashloop;
 mod cwd;
 mod dry_run;

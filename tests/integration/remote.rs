@@ -491,7 +491,7 @@ fn a_remote_marvel_of_another_protocol_is_named_with_both_versions() {
     let e = fail("older");
     assert!(
         e.starts_with(&format!(
-            "error: older ({}) runs marvel 0.0.1 (protocol 2), but this is marvel {ours} (protocol 3): they cannot talk\nhelp: upgrade marvel on 127.0.0.1 to {ours}",
+            "error: older ({}) runs marvel 0.0.1 (protocol 2), but this is marvel {ours} (protocol 4): they cannot talk\nhelp: upgrade marvel on 127.0.0.1 to {ours}",
             f.sshd.url()
         )),
         "{e}"

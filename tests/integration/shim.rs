@@ -68,6 +68,7 @@ impl Setup {
             env: BTreeMap::new(),
             cwd: None,
             log: Some(self.paths.session_log(uid)),
+            reports: None,
             owner: "test".into(),
             status: String::new(),
         };

@@ -8,12 +8,16 @@
 //! handles tmux jobs and their outcomes (and tmux's health), this file
 //! holds the state, the step, timers, deaths and persistence.
 
+mod activity;
+mod notify;
 mod requests;
 mod spawn;
 mod tmux;
 mod workspace;
 mod worktree;
 
+#[cfg(test)]
+mod activity_tests;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +38,8 @@ use super::git::{GitDone, GitJob, GitJobId};
 use super::store::Loaded;
 use super::worker::{Done, Job, JobId};
 use crate::paths::Paths;
+
+pub(crate) use notify::{Hook, HookFailure};
 
 /// Identifies a request until it is answered; the main loop holds the
 /// connection, the supervisor only the id.
@@ -78,6 +84,11 @@ pub enum Input {
     Persisted(Result<(), String>),
     /// The event log cannot be written (why, since when), or can again.
     EventLog(Option<(String, Time)>),
+    /// A notification command ran (answering `Notify`): how, if it failed.
+    Hooked {
+        hook: Hook,
+        failure: Option<HookFailure>,
+    },
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -142,6 +153,9 @@ pub enum Output {
         parent: u32,
         line: String,
     },
+    /// Run a team's notification command, off the loop; how it went comes
+    /// back as `Hooked`.
+    Notify(Hook),
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
@@ -281,6 +295,13 @@ pub struct Supervisor {
     /// Set once asked to stop: the monotonic instant by which to stop even
     /// if tmux calls are still under way.
     stopping: Option<Duration>,
+    /// Sessions whose screen is being read, by uid: the instant they
+    /// turned idle (see `activity.rs`).
+    screens: BTreeMap<u64, Time>,
+    /// `inject --when-idle` requests waiting for their session.
+    parked: Vec<activity::Parked>,
+    /// The coalescing windows of notifications.
+    notifier: notify::Notifier,
     out: Vec<Output>,
 }
 
@@ -310,6 +331,9 @@ impl Supervisor {
             event_log_failure: None,
             skipped_events,
             stopping: None,
+            screens: BTreeMap::new(),
+            parked: Vec::new(),
+            notifier: notify::Notifier::default(),
             out: Vec::new(),
         }
     }
@@ -345,10 +369,18 @@ impl Supervisor {
                 self.log(msg);
                 self.event_log_failure = failure;
             }
+            Input::Hooked { hook, failure } => {
+                if let Some(f) = failure {
+                    self.hook_failed(&hook, f, now);
+                }
+            }
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() {
             self.reconcile(now, rng);
+            self.activity_timers(now);
+            self.release_parked(now);
+            self.notify_timers(now);
         }
         self.finish(now);
         std::mem::take(&mut self.out)
@@ -369,7 +401,8 @@ impl Supervisor {
             self.ws.dirty.insert(role);
         }
         let view = self.events.push(ev);
-        self.out.push(Output::Event(view));
+        self.out.push(Output::Event(view.clone()));
+        self.notify(&view);
     }
 
     fn emit_all(&mut self, evs: impl IntoIterator<Item = Event>) {
@@ -688,11 +721,20 @@ impl Supervisor {
         if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
             wake = wake.min(e);
         }
+        if let Some(p) = self.next_parked() {
+            wake = wake.min(p);
+        }
+        if let Some(n) = self.notifier.next() {
+            wake = wake.min(n);
+        }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
             wake = wake.min(now.mono + ahead);
         };
         if let Some(t) = self.wake_at {
+            at_wall(t);
+        }
+        if let Some(t) = self.next_idle() {
             at_wall(t);
         }
         if !self.tmux.probing

@@ -73,7 +73,8 @@ impl Supervisor {
                 text,
                 enter,
                 keys,
-            } => self.inject(id, &key, text, enter, keys, now),
+                when_idle_ms,
+            } => self.inject(id, &key, text, enter, keys, when_idle_ms, now),
             Request::Capture { key } => self.capture(id, &key, now),
             Request::Reset { key } => self.reset(&key, now),
             Request::Scale { key, replicas } => self.scale(&key, replicas, now),
@@ -97,13 +98,15 @@ impl Supervisor {
                 uid,
                 context_pct,
                 note,
+                state,
             } => {
                 let content = Heartbeat {
                     context_pct: context_pct.map(u8::from),
                     note: note.map(String::from),
                 };
-                self.heartbeat(&session, uid, content, now)
+                self.heartbeat(&session, uid, content, state, now)
             }
+            Request::Output { uid, at, flowing } => self.output_report(uid, at, flowing).map(Some),
             Request::Shift {
                 team,
                 role,
@@ -559,8 +562,10 @@ impl Supervisor {
         Ok(Some(Response::Described(Box::new(view))))
     }
 
-    /// Typing needs tmux: answered once tmux has done it. Long text goes in
-    /// pieces, each within tmux's message limit.
+    /// Typing needs tmux: answered once tmux has done it. With
+    /// `when_idle_ms`, a busy session's text waits (parked, never holding
+    /// up anything else) until it is idle or waiting, or the time is up.
+    #[allow(clippy::too_many_arguments)]
     fn inject(
         &mut self,
         id: RequestId,
@@ -568,22 +573,62 @@ impl Supervisor {
         text: String,
         enter: bool,
         keys: bool,
+        when_idle_ms: Option<u64>,
         now: Now,
     ) -> Answer {
         let s = self.live_session(key, now)?;
-        let pane = s.pane.clone().unwrap_or_default();
-        let done = format!("typed {} bytes into {}", text.len(), s.key);
         if keys {
+            check_keys(&text)?;
+        }
+        let busy = s.state != SessionState::Running
+            || s.activity.state == crate::domain::activity::ActivityState::Busy;
+        if let Some(ms) = when_idle_ms
+            && busy
+        {
+            self.park(super::activity::Parked {
+                id,
+                key: s.key.clone(),
+                uid: s.uid,
+                text,
+                enter,
+                keys,
+                until: now.mono + Duration::from_millis(ms),
+            });
+            return Ok(None);
+        }
+        let pane = s.pane.clone().unwrap_or_default();
+        self.type_into(id, &s.key, &pane, text, enter, keys, now)?;
+        Ok(None)
+    }
+
+    /// Submits the typing of `text` into `pane`; the last job answers `id`.
+    /// Key names go in one job; text with a newline as one paste (a prompt
+    /// of several lines must not be submitted line by line); other text
+    /// in pieces, each within tmux's message limit.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn type_into(
+        &mut self,
+        id: RequestId,
+        key: &SessionKey,
+        pane: &str,
+        text: String,
+        enter: bool,
+        keys: bool,
+        now: Now,
+    ) -> Result<()> {
+        let pane = pane.to_string();
+        let done = format!("typed {} bytes into {key}", text.len());
+        if keys {
+            check_keys(&text)?;
             let keys: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-            if keys.iter().map(|k| k.len() + 1).sum::<usize>() > SEND_CHUNK {
-                return Err(Error::usage(format!(
-                    "{} bytes of key names are more than tmux takes at once ({SEND_CHUNK})",
-                    text.len()
-                )));
-            }
             let job = Job::SendKeys { pane, keys };
             self.submit(job, Then::Reply { id, done }, now);
-            return Ok(None);
+            return Ok(());
+        }
+        if text.contains('\n') {
+            let job = Job::Paste { pane, text, enter };
+            self.submit(job, Then::Reply { id, done }, now);
+            return Ok(());
         }
         let chunks = chunk(&text, SEND_CHUNK);
         let last = chunks.len() - 1;
@@ -603,7 +648,7 @@ impl Supervisor {
             };
             self.submit(job, then, now);
         }
-        Ok(None)
+        Ok(())
     }
 
     /// A live pane's screen comes from tmux, and so does the screen a
@@ -1006,6 +1051,7 @@ impl Supervisor {
         session: &str,
         uid: Option<u64>,
         content: Heartbeat,
+        state: Option<crate::domain::activity::ActivityState>,
         now: Now,
     ) -> Answer {
         let key: SessionKey = session.parse().map_err(Error::usage)?;
@@ -1022,6 +1068,12 @@ impl Supervisor {
                 }
             })?;
         self.world.heartbeat(uid, now.wall, content);
+        if let Some(state) = state
+            && let Some(ev) = self.world.declare_activity(uid, state, now.wall)
+        {
+            self.emit(ev);
+            self.dirty = true;
+        }
         Ok(Some(Response::Done(format!("heartbeat of {key} recorded"))))
     }
 
@@ -1333,6 +1385,18 @@ fn replicas_text(n: u32) -> String {
     } else {
         format!("{n} replicas")
     }
+}
+
+/// Key names travel in one tmux message: refused when they would not fit.
+fn check_keys(text: &str) -> Result<()> {
+    let bytes: usize = text.split_whitespace().map(|k| k.len() + 1).sum();
+    if bytes > SEND_CHUNK {
+        return Err(Error::usage(format!(
+            "{} bytes of key names are more than tmux takes at once ({SEND_CHUNK})",
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Splits text into pieces of at most `max` bytes, at character

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::spec::RoleSpec;
 use crate::domain::state::Session;
-use crate::substrate::{Place, SpawnRequest};
+use crate::substrate::{LogReports, Place, SpawnRequest};
 
 use super::Setup;
 
@@ -44,6 +44,18 @@ pub fn command<'a>(s: &Session, spec: &'a RoleSpec) -> &'a [String] {
     }
 }
 
+/// How long the log pipe waits after the last output before it says the
+/// output stopped: a quarter of `idle_after` (so the daemon, which times
+/// the rest, hears of it well before the session turns idle), at least
+/// 50 ms and at most 5 s. Each report is one short connection, and a pipe
+/// sends at most two per such quiet spell.
+pub fn quiet_after(spec: &RoleSpec) -> std::time::Duration {
+    (spec.idle_after.get() / 4).clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(5),
+    )
+}
+
 /// The spawn request of one pending session, placed at `place`.
 pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> SpawnRequest {
     let cwd = match &s.worktree {
@@ -65,6 +77,10 @@ pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> Spa
         env: env(setup, s, spec),
         cwd: cwd.map(Into::into),
         log: Some(setup.paths.session_log(s.uid)),
+        reports: Some(LogReports {
+            state_dir: setup.paths.root.clone(),
+            quiet: quiet_after(spec),
+        }),
         owner: setup.owner_tag(),
         status: "…".into(),
     }

@@ -75,6 +75,8 @@ pub(super) struct H {
     pub signals: Vec<(u32, u32, Signal)>,
     /// What the shims of kept panes were told to show, by uid.
     pub lines: BTreeMap<u64, String>,
+    /// Notification commands handed to the runner, in order.
+    pub hooks: Vec<Hook>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -110,6 +112,7 @@ impl H {
             exited: false,
             signals: Vec::new(),
             lines: BTreeMap::new(),
+            hooks: Vec::new(),
             last_request: 0,
             runner: Runner::default(),
         }
@@ -210,6 +213,7 @@ impl H {
                     Output::ShowLine { uid, line, .. } => {
                         self.lines.insert(uid, line);
                     }
+                    Output::Notify(hook) => self.hooks.push(hook),
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
@@ -618,6 +622,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid),
         context_pct: None,
         note: None,
+        state: None,
     }) else {
         panic!("a suffix was accepted")
     };
@@ -627,6 +632,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid),
         context_pct: Some(ContextPct::new(30).unwrap()),
         note: Some(Note::new("reading").unwrap()),
+        state: None,
     });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
     let report = ShimReport::Started {
@@ -652,6 +658,7 @@ fn a_heartbeat_keeps_the_session_and_heals_it() {
         uid: Some(s.uid + 100),
         context_pct: None,
         note: None,
+        state: None,
     }) else {
         panic!()
     };
@@ -806,6 +813,7 @@ fn a_missing_tmux_is_down_with_a_retry_and_the_team_comes_up_once_it_answers() {
         text: "x".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     h.until_wake();
@@ -830,6 +838,7 @@ fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
         text: "x".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(
         matches!(r, Response::Error(ref e) if e.to_string().contains("command too long")),
@@ -843,6 +852,7 @@ fn a_command_tmux_refuses_fails_that_request_only_and_tmux_stays_up() {
         text: "y".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(matches!(r, Response::Done(_)), "{r:?}");
     assert_eq!(
@@ -887,6 +897,7 @@ fn long_text_is_typed_in_pieces_within_tmux_limits_and_answered_once() {
         text: text.clone(),
         enter: true,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(
         matches!(r, Response::Done(ref m) if m.contains("typed 100000 bytes")),
@@ -1058,6 +1069,7 @@ fn a_held_tmux_holds_no_answer_from_state_and_decides_nothing() {
         text: "hi".into(),
         enter: false,
         keys: false,
+        when_idle_ms: None,
     });
     assert!(!h.replies.contains_key(&typed));
     // Past the listing's expected time, tmux shows as degraded and new work

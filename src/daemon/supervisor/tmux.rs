@@ -43,6 +43,9 @@ pub(super) enum Then {
     ReplyText { id: RequestId },
     /// What panes show was set.
     Decorate,
+    /// The screen of a session that turned idle at `at`, for its role's
+    /// `waiting` pattern.
+    Screen { uid: u64, at: Time },
 }
 
 /// A job under way.
@@ -217,6 +220,12 @@ impl Supervisor {
                     }
                 };
                 self.reply(id, resp);
+            }
+            (Then::Screen { uid, at }, Outcome::Captured(result)) => {
+                if let Err(e) = &result {
+                    self.job_failed(e, now, rng);
+                }
+                self.screen_read(uid, at, result);
             }
             (_, outcome) => self.log(format!("unexpected tmux outcome {outcome:?}")),
         }
