@@ -1378,7 +1378,7 @@ mod tests {
             .collect();
         files.sort();
         assert!(
-            files.len() >= 2,
+            files.len() >= 3,
             "expected example teams in {}",
             dir.display()
         );

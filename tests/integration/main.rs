@@ -9,6 +9,7 @@ mod cwd;
 mod dry_run;
 mod errors;
 mod escapes;
+mod examples;
 mod fuzz;
 mod health;
 mod lifecycle;
