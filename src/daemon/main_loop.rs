@@ -17,7 +17,7 @@ use crate::lock;
 use crate::paths::{Paths, Target};
 use crate::proto::{LogChunk, Response};
 use crate::statedir;
-use crate::substrate::Substrate;
+use crate::substrate::{Notice, Substrate};
 
 use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
@@ -35,6 +35,8 @@ pub enum Msg {
     Request(Incoming),
     /// A tmux call finished.
     Done(worker::Done),
+    /// The watch on the tmux server said something.
+    Watch(Notice),
 }
 
 impl From<Incoming> for Msg {
@@ -245,6 +247,7 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
             let input = match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
+                Ok(Msg::Watch(notice)) => Input::Watch(notice),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -397,6 +400,20 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
                 let path = self.paths.exits_dir().join(format!("{uid}.line"));
                 if crate::paths::write_atomic(&path, line.as_bytes()).is_ok() {
                     signal_child(pid, parent, rustix::process::Signal::WINCH);
+                }
+            }
+            Output::Watch { server_pid, kick } => {
+                let tx = self.tx.clone();
+                let notify = Box::new(move |n: Notice| {
+                    let _ = tx.send(Msg::Watch(n));
+                });
+                let owner = self.paths.root.display().to_string();
+                let started = self
+                    .worker
+                    .substrate()
+                    .watch(&owner, server_pid, kick, notify);
+                if let Err(e) = started {
+                    return Some(Input::Watch(Notice::Ended(e)));
                 }
             }
             Output::WakeAt(mono) => self.wake = self.base + mono,

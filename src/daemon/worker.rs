@@ -168,7 +168,8 @@ impl<S> Worker<S> {
         let _ = self.jobs.send((id, job));
     }
 
-    /// The substrate, for tests. Calls that run tmux go through
+    /// The substrate, for what is not a job (the watch, which runs on a
+    /// thread of its own) and for tests. Calls that run tmux go through
     /// [`Worker::submit`].
     pub fn substrate(&self) -> &S {
         &self.sub

@@ -21,4 +21,5 @@ mod stress;
 mod top;
 mod validation;
 mod verbs;
+mod watch;
 mod workspace;

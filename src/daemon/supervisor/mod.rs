@@ -25,6 +25,7 @@ use crate::domain::event::{Event, EventKind};
 use crate::domain::reconcile::{self, Effect};
 use crate::domain::state::{Exit, ExitDetail, KeptPane, Session, Time, World, after};
 use crate::proto::{EventFilter, Request, Response, ShimReport};
+use crate::substrate::Notice;
 use crate::view::EventView;
 
 use super::Config;
@@ -76,6 +77,8 @@ pub enum Input {
     Persisted(Result<(), String>),
     /// The event log cannot be written (why, since when), or can again.
     EventLog(Option<(String, Time)>),
+    /// What the watch on the tmux server says (see `Output::Watch`).
+    Watch(Notice),
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -138,6 +141,11 @@ pub enum Output {
         parent: u32,
         line: String,
     },
+    /// Start watching the tmux server `server_pid`: its hooks wake the
+    /// daemon, each wake-up comes back as `Input::Watch`, and so does the
+    /// watch's end. `kick` paces the nudge that makes tmux reap a pane's
+    /// process whose end it missed.
+    Watch { server_pid: u32, kick: Duration },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
@@ -263,8 +271,11 @@ pub struct Supervisor {
     spare_strays: bool,
     /// The instant of the last step (to notice wall-clock jumps).
     clock: Option<Now>,
-    /// When the next safety-net listing is due (monotonic).
+    /// When the next safety-net listing is due at the latest (monotonic),
+    /// at the long interval; see [`Supervisor::sweep_due`].
     next_sweep: Duration,
+    /// When the last listing was asked for (monotonic).
+    listed_at: Duration,
     /// When the plan wants to look again.
     wake_at: Option<Time>,
     dirty: bool,
@@ -299,6 +310,7 @@ impl Supervisor {
             spare_strays: false,
             clock: None,
             next_sweep: Duration::ZERO,
+            listed_at: Duration::ZERO,
             wake_at: None,
             dirty: false,
             persist: PersistHealth::default(),
@@ -340,6 +352,7 @@ impl Supervisor {
                 self.log(msg);
                 self.event_log_failure = failure;
             }
+            Input::Watch(notice) => self.watch_notice(notice, now),
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() {
@@ -494,6 +507,7 @@ impl Supervisor {
         // their recorded state and nothing is spawned in their slots.
         self.probe(true, now);
         self.next_sweep = now.mono + self.setup.cfg.sweep;
+        self.listed_at = now.mono;
         self.dirty = true;
     }
 
@@ -532,12 +546,13 @@ impl Supervisor {
             self.persist.retry_at = None;
             self.dirty = true;
         }
-        if now.mono >= self.next_sweep {
+        if now.mono >= self.sweep_due() {
             self.sweep(now);
         }
         if !self.tmux.probing && self.tmux.health.retry_due(now.wall) {
             self.probe(false, now);
         }
+        self.ensure_watch(now);
     }
 
     /// The safety-net sweep: one listing unless one is under way, and the
@@ -672,7 +687,10 @@ impl Supervisor {
             self.dirty = false;
             self.out.push(Output::Persist);
         }
-        let mut wake = self.next_sweep;
+        let mut wake = self.sweep_due();
+        if let Some(t) = self.watch_retry_at() {
+            wake = wake.min(t);
+        }
         if let Some(t) = self.persist.retry_at {
             wake = wake.min(t);
         }
