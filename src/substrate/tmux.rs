@@ -385,7 +385,7 @@ impl Tmux {
                 })?,
             };
             let shell = format!(
-                "exec {} logpipe --max-bytes {} {}",
+                "exec {} logpipe --to-shim --max-bytes {} {}",
                 sh_quote(&bin.to_string_lossy()),
                 LOG_MAX_BYTES,
                 sh_quote(&log.to_string_lossy())
@@ -1637,7 +1637,7 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(
             pipe,
-            "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --max-bytes 1048576 '/state/logs/7##.log'"
+            "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --to-shim --max-bytes 1048576 '/state/logs/7##.log'"
         );
     }
 
