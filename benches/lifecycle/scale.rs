@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
+use crate::harness::IDLE_COMMAND;
 use crate::harness::{
     Follower, Instance, Options, check_interrupt, ms_between, nap, time_of, write_bytes,
 };
-use crate::phases::{
-    BACKOFF_MS, BIG_DEADLINE, Plan, marvel_idle, row, session_key, team, time_get,
-};
+use crate::phases::{BACKOFF_MS, BIG_DEADLINE, Plan, marvel_idle, row, time_get};
 use crate::report::{Report, fmt_num};
 use crate::stats::Samples;
 
@@ -28,6 +27,43 @@ struct Step {
     state_kb: f64,
 }
 
+/// A role holds at most this many replicas.
+const ROLE_MAX: usize = 1000;
+
+/// `n` idle programs in roles of at most [`ROLE_MAX`] replicas (`w`, then
+/// `w1`, `w2`...): a role that is full is never touched again as the team
+/// grows.
+fn team(n: usize) -> String {
+    let roles: Vec<String> = (0..n.div_ceil(ROLE_MAX))
+        .map(|r| {
+            let replicas = (n - r * ROLE_MAX).min(ROLE_MAX);
+            format!(
+                "Role(name: \"{}\", replicas: {replicas}, command: {IDLE_COMMAND}, \
+                 backoff: (initial: \"{BACKOFF_MS}ms\", max: \"{BACKOFF_MS}ms\", factor: 1.0, \
+                 jitter: 0.0), max_restarts: None)",
+                role_name(r)
+            )
+        })
+        .collect();
+    format!(
+        "Team(name: \"bench\", workspace: \"bench\", roles: [{}])\n",
+        roles.join(", ")
+    )
+}
+
+fn role_name(r: usize) -> String {
+    if r == 0 { "w".into() } else { format!("w{r}") }
+}
+
+/// The key of the `slot`-th session of [`team`].
+fn key(slot: usize) -> String {
+    format!(
+        "bench/bench/{}-{}",
+        role_name(slot / ROLE_MAX),
+        slot % ROLE_MAX
+    )
+}
+
 pub fn scale(plan: &Plan, rep: &mut Report) {
     let mut inst = Instance::new("scale", &plan.tmux, Options::default());
     inst.deadline = BIG_DEADLINE;
@@ -35,7 +71,7 @@ pub fn scale(plan: &Plan, rep: &mut Report) {
     for &n in &plan.scale_sizes {
         check_interrupt();
         let t = Instant::now();
-        inst.apply_and_wait("team.ron", &team(n as u32, &format!("{BACKOFF_MS}ms")));
+        inst.apply_and_wait("team.ron", &team(n));
         println!(
             "  {n} sessions running ({} s to grow to it)",
             fmt_num(t.elapsed().as_secs_f64())
@@ -161,7 +197,7 @@ fn deaths(inst: &Instance, n: usize, count: usize) -> (Samples, Samples, f64) {
     for i in 0..count {
         check_interrupt();
         // 7 is prime to every size used, so the slots are all different.
-        let key = session_key((i * 7) % n);
+        let key = key((i * 7) % n);
         let victim = row(&rows, &key, "running")
             .and_then(|r| r["pid"].as_u64())
             .unwrap_or_else(|| panic!("{key} is not running")) as i32;
