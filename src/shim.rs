@@ -625,7 +625,7 @@ mod log {
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::mpsc::{self, Receiver};
     use std::time::{Duration, Instant};
 
@@ -700,7 +700,7 @@ mod log {
 
     /// Takes the first hand-over from a process of our own user and writes
     /// the log from it until its end.
-    fn write_from_handover(listener: UnixListener, log: &PathBuf, ended: impl FnMut()) {
+    fn write_from_handover(listener: UnixListener, log: &Path, ended: impl FnMut()) {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let Some((input, max)) = take(&conn) else {
