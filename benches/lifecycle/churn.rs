@@ -51,7 +51,7 @@ pub fn crash_loop(plan: &Plan, rep: &mut Report) {
     });
     let server = inst.tmux_server_pid().expect("tmux server pid");
     let daemon = inst.daemon_pid();
-    // `MARVEL_BENCH_CHURN_S`, else 10 minutes (10 s for a quick run).
+    // `MARVEL_BENCH_CHURN_S`, else 10 minutes (6 s for a quick run).
     let total = plan.churn_window;
     let every = (total / 60).max(Duration::from_millis(500));
     println!(

@@ -166,6 +166,8 @@ fn main() {
     let started = std::time::Instant::now();
 
     let mut failed = Vec::new();
+    // How long each phase took, to keep the quick run quick.
+    let mut took = serde_json::Map::new();
     let mut idle = None;
     let mut restarts = None;
     let mut storm = None;
@@ -174,7 +176,11 @@ fn main() {
             return;
         }
         println!("\n== {name}");
+        let t = std::time::Instant::now();
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(rep)));
+        let secs = t.elapsed().as_secs_f64();
+        println!("  ({} s)", fmt_num(secs));
+        took.insert(name.to_string(), json!((secs * 10.0).round() / 10.0));
         if let Err(e) = r {
             if harness::interrupted() {
                 // The guards have run while unwinding.
@@ -217,6 +223,7 @@ fn main() {
         )
     });
     skip_unmeasured(&plan, &mut rep);
+    rep.set_value("phase_s", serde_json::Value::Object(took));
 
     rep.set_value("loadavg_end", json!(loadavg()));
     rep.set("duration_s", started.elapsed().as_secs_f64());
