@@ -282,6 +282,13 @@ fn finish(
         hangup: HANGUP.load(Ordering::SeqCst),
         failure: failure.clone(),
     };
+    // The log holds the whole run before the daemon, which reads its tail
+    // for the marker, hears of the end.
+    if let Some(log) = log
+        && (HANGUP.load(Ordering::SeqCst) || mark_run_ended().is_ok())
+    {
+        log.drain();
+    }
     let answer = report(paths, uid, &exited, EXITED_REPLY);
     let status = match (code, signal) {
         (Some(c), _) => c,
@@ -292,18 +299,12 @@ fn finish(
     // the pane is not kept has it removed. Either way the log gets what
     // the program printed before the shim goes.
     if HANGUP.load(Ordering::SeqCst) {
-        if let Some(log) = log {
-            log.drain();
-        }
         return status;
     }
     match answer {
         Some(Response::Linger(line)) => linger(paths, uid, line),
         Some(_) => {
             let _ = mark_run_ended();
-            if let Some(log) = log {
-                log.drain();
-            }
         }
         None => {
             // No daemon to ask: it will say more when it is back.
