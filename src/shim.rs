@@ -1,6 +1,8 @@
 //! What runs beside each session: the shim (the pane's first process; it
-//! supervises the program and reports its start and exit) and the log pipe
-//! that `pipe-pane` feeds. One of each per session, so both stay tiny.
+//! supervises the program, reports its start and exit, and writes the
+//! pane's output log) and the log pipe that `pipe-pane` starts, which hands
+//! the pane's output to the shim and goes (or, when no shim takes it,
+//! writes the log itself). One shim per session, so it stays tiny.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -52,6 +54,12 @@ static HANGUP: AtomicBool = AtomicBool::new(false);
 /// again (the daemon writes a new one and sends SIGWINCH too).
 static REDRAW: AtomicBool = AtomicBool::new(false);
 
+/// The abstract socket on which the shim of the session logging to `log`
+/// takes its pane's output from the log pipe.
+pub fn log_socket_name(log: &Path) -> String {
+    log::socket_name(log)
+}
+
 /// The argv a pane runs: the shim around `command`, started in `cwd`.
 pub fn shim_argv(
     marvel_bin: &Path,
@@ -98,7 +106,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             Ok(args) => run_logpipe(&args),
             Err(m) => usage(
                 &m,
-                "logpipe --max-bytes N [--uid N --state-dir DIR --quiet-ms MS] FILE",
+                "logpipe [--to-shim] --max-bytes N [--uid N --state-dir DIR --quiet-ms MS] FILE",
             ),
         }),
         _ => None,
@@ -156,6 +164,8 @@ pub struct LogpipeArgs {
     pub max_bytes: u64,
     /// Whom to tell when output starts and stops, if anyone.
     pub reports: Option<Reports>,
+    /// Hand the pane's output to the session's shim if it takes it.
+    pub to_shim: bool,
 }
 
 /// The session a log pipe reports for, its daemon, and how long a quiet
@@ -169,11 +179,16 @@ pub struct Reports {
 
 fn parse_logpipe_args(args: &[String]) -> Result<LogpipeArgs, String> {
     let (mut max, mut uid, mut dir, mut quiet) = (None, None, None, None);
+    let mut to_shim = false;
     let Some((file, flags)) = args.split_last() else {
         return Err("expected --max-bytes N FILE".into());
     };
     let mut it = flags.iter();
     while let Some(flag) = it.next() {
+        if flag == "--to-shim" {
+            to_shim = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
             value
@@ -202,6 +217,7 @@ fn parse_logpipe_args(args: &[String]) -> Result<LogpipeArgs, String> {
         file: PathBuf::from(file),
         max_bytes,
         reports,
+        to_shim,
     })
 }
 
@@ -213,15 +229,11 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         root: args.state_dir.clone(),
     };
     install_handlers();
+    let log = log::own(&paths.session_log(uid), uid, &paths.root);
+    let finish = |code, signal, failure| finish(&paths, uid, code, signal, failure, log.as_ref());
     let Some(program) = args.argv.first() else {
         eprintln!("marvel: no command to run");
-        return finish(
-            &paths,
-            uid,
-            Some(127),
-            None,
-            Some("no command to run".into()),
-        );
+        return finish(Some(127), None, Some("no command to run".into()));
     };
     // A directory that vanished since the team was applied is the role's
     // crash, said as such, never a silent start somewhere else.
@@ -230,7 +242,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     {
         let why = format!("cwd missing: {}", cwd.display());
         eprintln!("marvel: {why}");
-        return finish(&paths, uid, Some(127), None, Some(why));
+        return finish(Some(127), None, Some(why));
     }
     let parent = rustix::process::getpid();
     let mut cmd = Command::new(program);
@@ -263,7 +275,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
             };
             let why = format!("cannot run {program}: {e}");
             eprintln!("marvel: {why}");
-            return finish(&paths, uid, Some(code), None, Some(why));
+            return finish(Some(code), None, Some(why));
         }
     };
     let pid = Pid::from_child(&child);
@@ -285,7 +297,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         STARTED_REPLY,
     );
     let (code, signal) = wait_child(pid);
-    finish(&paths, uid, code, signal, None)
+    finish(code, signal, None)
 }
 
 /// Records and reports the program's end, stays in the pane if marvel keeps
@@ -297,6 +309,7 @@ fn finish(
     code: Option<i32>,
     signal: Option<i32>,
     failure: Option<String>,
+    log: Option<&log::Owner>,
 ) -> i32 {
     let exited = ShimReport::Exited {
         uid,
@@ -306,6 +319,13 @@ fn finish(
         hangup: HANGUP.load(Ordering::SeqCst),
         failure: failure.clone(),
     };
+    // The log holds the whole run before the daemon, which reads its tail
+    // for the marker, hears of the end.
+    if let Some(log) = log
+        && (HANGUP.load(Ordering::SeqCst) || mark_run_ended().is_ok())
+    {
+        log.drain();
+    }
     let answer = report(paths, uid, &exited, EXITED_REPLY);
     let status = match (code, signal) {
         (Some(c), _) => c,
@@ -313,13 +333,16 @@ fn finish(
         (None, None) => 1,
     };
     // With its terminal gone there is nothing to show; a daemon that said
-    // the pane is not kept has it removed.
+    // the pane is not kept has it removed. Either way the log gets what
+    // the program printed before the shim goes.
     if HANGUP.load(Ordering::SeqCst) {
         return status;
     }
     match answer {
         Some(Response::Linger(line)) => linger(paths, uid, line),
-        Some(_) => {}
+        Some(_) => {
+            let _ = mark_run_ended();
+        }
         None => {
             // No daemon to ask: it will say more when it is back.
             let how = failure.unwrap_or_else(|| match (code, signal) {
@@ -343,15 +366,17 @@ fn finish(
 /// from `exits/<uid>.line` when the daemon wrote one.
 fn linger(paths: &Paths, uid: u64, mut line: String) {
     let file = paths.exits_dir().join(format!("{uid}.line"));
-    // The end of the run for the log pipe, then a new line: output the
-    // program left on the bottom row scrolls up instead of going under
-    // marvel's line.
+    // The end of the run for the log, then a new line: output the program
+    // left on the bottom row scrolls up instead of going under marvel's
+    // line.
+    if mark_run_ended()
+        .and_then(|_| {
+            let mut out = io::stdout().lock();
+            out.write_all(b"\r\n").and_then(|_| out.flush())
+        })
+        .is_err()
     {
-        let mut out = io::stdout().lock();
-        let start = [RUN_ENDED, b"\r\n"].concat();
-        if out.write_all(&start).and_then(|_| out.flush()).is_err() {
-            return;
-        }
+        return;
     }
     // SAFETY: sigaction with a handler that only stores an atomic; signal
     // masks are plain sets; sigsuspend waits for any unblocked signal.
@@ -389,6 +414,13 @@ fn linger(paths: &Paths, uid: u64, mut line: String) {
             }
         }
     }
+}
+
+/// Writes [`RUN_ENDED`] to the pane: whoever writes the log keeps
+/// nothing after it.
+fn mark_run_ended() -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(RUN_ENDED).and_then(|_| out.flush())
 }
 
 extern "C" fn redraw(_: libc::c_int) {
@@ -589,6 +621,212 @@ pub fn read_exit_record(paths: &Paths, uid: u64) -> io::Result<Option<ShimReport
     }
 }
 
+/// The pane's output log written by the shim itself: the log pipe that
+/// `pipe-pane` starts hands its input (the pane's output) over an abstract
+/// unix socket named after the log file, and a thread of the shim writes
+/// the log from it, exactly as the log pipe would have. No process stays
+/// beside the shim for it. When anything in this fails, the log pipe keeps
+/// its input and writes the log itself.
+mod log {
+    use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    use std::path::Path;
+    use std::sync::mpsc::{self, Receiver};
+    use std::time::{Duration, Instant};
+
+    use rustix::net::{
+        RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+        SendAncillaryMessage, SendFlags, recvmsg, sendmsg, sockopt::socket_peercred,
+    };
+
+    /// How long the log pipe tries to reach the shim (which may not listen
+    /// yet: both start at once) before it writes the log itself.
+    const REACH: Duration = Duration::from_secs(2);
+    /// How long a shim that goes waits for the log to take the program's
+    /// last output.
+    const DRAIN: Duration = Duration::from_secs(1);
+    /// The log thread's stack: it reads into a heap buffer.
+    const STACK: usize = 64 << 10;
+
+    /// The abstract socket of the shim that writes the log at `log`.
+    pub fn socket_name(log: &Path) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        format!(
+            "marvel-log-{:016x}",
+            crate::paths::fnv1a(log.as_os_str().as_bytes())
+        )
+    }
+
+    /// The shim's side: the log thread, which says when the log is
+    /// complete.
+    pub struct Owner {
+        done: Receiver<()>,
+    }
+
+    impl Owner {
+        /// Waits a little for the log to be complete: the end-of-run mark
+        /// written to the pane, or the pane gone.
+        pub fn drain(&self) {
+            let _ = self.done.recv_timeout(DRAIN);
+        }
+    }
+
+    /// Listens for the log pipe and writes the log at `log` from what it
+    /// hands over, on a thread; `None` when the shim cannot (the log pipe
+    /// then writes it).
+    pub fn own(log: &Path, uid: u64, state_dir: &Path) -> Option<Owner> {
+        let addr = SocketAddr::from_abstract_name(socket_name(log)).ok()?;
+        let listener = UnixListener::bind_addr(&addr).ok()?;
+        // One malloc arena for the process: a thread would get its own.
+        // SAFETY: mallopt only tunes the allocator.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        let (tx, done) = mpsc::channel();
+        let log = log.to_path_buf();
+        let state_dir = state_dir.to_path_buf();
+        // Every signal stays with the main thread, which waits for them.
+        // SAFETY: plain signal-mask calls on sets they fill.
+        let old = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
+        let spawned = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                write_from_handover(listener, &log, uid, state_dir, move || {
+                    let _ = tx.send(());
+                })
+            });
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        spawned.ok().map(|_| Owner { done })
+    }
+
+    /// Takes the first hand-over from a process of our own user and writes
+    /// the log from it until its end.
+    /// What it reads is the pane's output, so the shim also tells the
+    /// daemon when output starts and stops, if the log pipe asked for that.
+    fn write_from_handover(
+        listener: UnixListener,
+        log: &Path,
+        uid: u64,
+        state_dir: std::path::PathBuf,
+        mut ended: impl FnMut(),
+    ) {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let Some((input, max, quiet_ms)) = take(&conn) else {
+                continue;
+            };
+            drop(listener);
+            let watch = (quiet_ms > 0).then(|| {
+                super::OutputWatch::start(super::Reports {
+                    uid,
+                    state_dir,
+                    quiet: Duration::from_millis(quiet_ms),
+                })
+            });
+            let mut seen = || {
+                if let Some(w) = &watch {
+                    w.output();
+                }
+            };
+            let _ = super::copy_rotating(
+                &mut std::fs::File::from(input),
+                log,
+                max.max(1),
+                &mut seen,
+                &mut ended,
+            );
+            return;
+        }
+    }
+
+    /// The descriptor, the log's size bound and the quiet spell for the
+    /// output reports (0: none) a log pipe sends, acknowledged.
+    fn take(conn: &UnixStream) -> Option<(OwnedFd, u64, u64)> {
+        let peer = socket_peercred(conn).ok()?;
+        if peer.uid != rustix::process::getuid() {
+            return None;
+        }
+        conn.set_read_timeout(Some(REACH)).ok()?;
+        let mut bytes = [0u8; 16];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(
+            conn,
+            &mut [IoSliceMut::new(&mut bytes)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let mut fd = None;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+                fd = fds.next();
+            }
+        }
+        if got.bytes != bytes.len() {
+            return None;
+        }
+        let fd = fd?;
+        (&*conn).write_all(b"k").ok()?;
+        let [max, quiet] =
+            [&bytes[..8], &bytes[8..]].map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        Some((fd, max, quiet))
+    }
+
+    /// The log pipe's side: hands stdin, the log's size bound and the quiet
+    /// spell after which output counts as stopped (`None`: no reports) to
+    /// the shim that writes `log`, and waits for its word that it took them.
+    pub fn hand_over(log: &Path, max_bytes: u64, quiet: Option<Duration>) -> io::Result<()> {
+        let addr = SocketAddr::from_abstract_name(socket_name(log))?;
+        let deadline = Instant::now() + REACH;
+        let conn = loop {
+            match UnixStream::connect_addr(&addr) {
+                Ok(c) => break c,
+                Err(e)
+                    if e.kind() == io::ErrorKind::ConnectionRefused
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Only to a shim of our own user.
+        let peer = socket_peercred(&conn)?;
+        if peer.uid != rustix::process::getuid() {
+            return Err(io::Error::other("the log socket belongs to another user"));
+        }
+        let stdin = io::stdin();
+        let fds = [stdin.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let quiet_ms = quiet.map_or(0, |q| (q.as_millis() as u64).max(1));
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&max_bytes.to_le_bytes());
+        bytes[8..].copy_from_slice(&quiet_ms.to_le_bytes());
+        sendmsg(
+            &conn,
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
+        let mut ack = [0u8; 1];
+        (&conn).read_exact(&mut ack)?;
+        Ok(())
+    }
+}
+
 /// The rotated half of a session log.
 pub fn rotated(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -603,13 +841,20 @@ pub fn rotated(path: &Path) -> PathBuf {
 /// not the program's output.
 pub const RUN_ENDED: &[u8] = b"\x1b]7777;marvel-run-ended\x07";
 
-/// Appends stdin to `path` (mode 0600) up to [`RUN_ENDED`]. A write that
-/// would take the file past `max_bytes` first moves it to `path.1`
-/// (replacing the older one), so the log never takes more than twice
-/// `max_bytes`. Whatever happens to the file, stdin is read to its end, so
-/// the pane's output never waits for the log.
+/// Hands stdin (the pane's output, from `pipe-pane`) to the session's shim
+/// when `to_shim` asks for it and the shim takes it: the shim writes the
+/// log (and tells the daemon when output starts and stops), and this
+/// process is gone. Otherwise appends stdin to `path` (mode 0600) up to
+/// [`RUN_ENDED`]. A write that would take the file past `max_bytes` first
+/// moves it to `path.1` (replacing the older one), so the log never takes
+/// more than twice `max_bytes`. Whatever happens to the file, stdin is read
+/// to its end, so the pane's output never waits for the log.
 pub fn run_logpipe(args: &LogpipeArgs) -> i32 {
     let path = &args.file;
+    let quiet = args.reports.as_ref().map(|r| r.quiet);
+    if args.to_shim && log::hand_over(path, args.max_bytes, quiet).is_ok() {
+        return 0;
+    }
     let watch = args.reports.clone().map(OutputWatch::start);
     let mut seen = || {
         if let Some(w) = &watch {
@@ -621,6 +866,7 @@ pub fn run_logpipe(args: &LogpipeArgs) -> i32 {
         path,
         args.max_bytes.max(1),
         &mut seen,
+        &mut || {},
     ) {
         Ok(()) => 0,
         Err(e) => {
@@ -814,40 +1060,55 @@ impl EndMarker {
     }
 }
 
+/// Copies `input` to the log at `path`, rotating it past `max`; calls
+/// `seen` for each piece of output and `ended` once when the log is
+/// complete: at [`RUN_ENDED`], or at the end of the input.
 fn copy_rotating(
     input: &mut impl Read,
     path: &Path,
     max: u64,
     seen: &mut dyn FnMut(),
+    ended: &mut dyn FnMut(),
 ) -> io::Result<()> {
     let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
     let rotated_name = format!("{name}.1");
     let mut log = open_log(&dir, &name).ok();
     let mut marker = EndMarker::default();
-    let mut buf = [0u8; 16 << 10];
+    let mut told = false;
+    // On the heap: the shim's log thread has a small stack.
+    let mut buf = vec![0u8; 16 << 10];
     let mut out = Vec::with_capacity(buf.len());
     loop {
         let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => {
+                if !told {
+                    ended();
+                }
+                return Ok(());
+            }
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         out.clear();
         marker.feed(&buf[..n], &mut out);
-        if out.is_empty() {
-            continue;
+        if !out.is_empty() {
+            seen();
         }
-        seen();
         // A log that cannot be written (a full disk) loses this piece, not
         // the pane: the next piece tries again.
-        if log.is_none() {
-            log = open_log(&dir, &name).ok();
+        if !out.is_empty() {
+            if log.is_none() {
+                log = open_log(&dir, &name).ok();
+            }
+            if let Some((file, size)) = &mut log
+                && write_rotating(&dir, &name, &rotated_name, file, size, &out, max).is_err()
+            {
+                log = None;
+            }
         }
-        if let Some((file, size)) = &mut log
-            && write_rotating(&dir, &name, &rotated_name, file, size, &out, max).is_err()
-        {
-            log = None;
+        if marker.seen && !std::mem::replace(&mut told, true) {
+            ended();
         }
     }
 }
@@ -1066,7 +1327,7 @@ mod tests {
             .flat_map(|i| format!("line {i:03}\n").into_bytes())
             .collect();
         // 9 bytes a line, in chunks of 16 KiB: one read, split by the budget.
-        copy_rotating(&mut &input[..], &log, 100, &mut || {}).unwrap();
+        copy_rotating(&mut &input[..], &log, 100, &mut || {}, &mut || {}).unwrap();
         let cur = fs::read(&log).unwrap();
         let old = fs::read(rotated(&log)).unwrap();
         assert!(
@@ -1087,10 +1348,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("1.log");
         fs::write(&log, b"old old old\n").unwrap();
-        copy_rotating(&mut &b"0123456789\n"[..], &log, 16, &mut || {}).unwrap();
+        copy_rotating(&mut &b"0123456789\n"[..], &log, 16, &mut || {}, &mut || {}).unwrap();
         assert_eq!(fs::read(rotated(&log)).unwrap(), b"old old old\n");
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\n");
-        copy_rotating(&mut &b"abc\n"[..], &log, 16, &mut || {}).unwrap();
+        copy_rotating(&mut &b"abc\n"[..], &log, 16, &mut || {}, &mut || {}).unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\nabc\n");
     }
 
@@ -1111,7 +1372,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("8.log");
-        copy_rotating(&mut &input[..], &log, 1 << 20, &mut || {}).unwrap();
+        copy_rotating(&mut &input[..], &log, 1 << 20, &mut || {}, &mut || {}).unwrap();
         assert_eq!(fs::read(&log).unwrap(), expected);
     }
 
@@ -1147,7 +1408,7 @@ mod tests {
             left: 1000,
             blocker: log.clone(),
         };
-        copy_rotating(&mut input, &log, 1 << 20, &mut || {}).unwrap();
+        copy_rotating(&mut input, &log, 1 << 20, &mut || {}, &mut || {}).unwrap();
         assert_eq!(input.left, 0, "read to the end");
         let text = fs::read_to_string(&log).unwrap();
         assert!(
@@ -1470,6 +1731,7 @@ mod tests {
                 file: PathBuf::from("/f"),
                 max_bytes: 10,
                 reports: None,
+                to_shim: false,
             }
         );
         assert!(parse_logpipe_args(&lp[1..]).is_err());
@@ -1497,6 +1759,10 @@ mod tests {
         );
         assert!(parse_logpipe_args(&with[2..]).is_err(), "no --max-bytes");
         assert!(parse_logpipe_args(&[&with[..4], &with[8..]].concat()).is_err());
+        let mut handed = vec!["--to-shim".to_string()];
+        handed.extend(with.iter().cloned());
+        let args = parse_logpipe_args(&handed).unwrap();
+        assert!(args.to_shim && args.reports.is_some(), "{args:?}");
         assert_eq!(dispatch(&["marvel".into(), "get".into()]), None);
     }
 }

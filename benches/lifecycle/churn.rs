@@ -22,16 +22,6 @@ fn team() -> String {
     )
 }
 
-/// How long the loop runs: `MARVEL_BENCH_CHURN_S`, else 10 minutes (30 s
-/// for a quick run).
-fn window(plan: &Plan) -> Duration {
-    let secs = std::env::var("MARVEL_BENCH_CHURN_S")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if plan.quick { 30 } else { 600 });
-    Duration::from_secs(secs)
-}
-
 /// Slope of the least-squares line through `(x, y)` points.
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -61,7 +51,8 @@ pub fn crash_loop(plan: &Plan, rep: &mut Report) {
     });
     let server = inst.tmux_server_pid().expect("tmux server pid");
     let daemon = inst.daemon_pid();
-    let total = window(plan);
+    // `MARVEL_BENCH_CHURN_S`, else 10 minutes (6 s for a quick run).
+    let total = plan.churn_window;
     let every = (total / 60).max(Duration::from_millis(500));
     println!(
         "  {REPLICAS} programs crashing every ~50 ms for {}s",

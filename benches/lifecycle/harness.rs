@@ -153,6 +153,8 @@ pub struct Options {
 pub struct Instance {
     pub label: String,
     pub socket: String,
+    /// How long a condition may take (`wait`).
+    pub deadline: Duration,
     dir: Option<tempfile::TempDir>,
     tmux: PathBuf,
     opts: Options,
@@ -189,6 +191,7 @@ impl Instance {
         let mut inst = Instance {
             label: label.to_string(),
             socket,
+            deadline: DEADLINE,
             dir: Some(dir),
             tmux: tmux.to_path_buf(),
             opts,
@@ -376,10 +379,11 @@ impl Instance {
             if let Some(v) = check(self) {
                 return v;
             }
-            if start.elapsed() > DEADLINE {
+            if start.elapsed() > self.deadline {
                 panic!(
-                    "[{}] timed out after {DEADLINE:?} waiting for {what}\ndaemon log:\n{}",
+                    "[{}] timed out after {:?} waiting for {what}\ndaemon log:\n{}",
                     self.label,
+                    self.deadline,
                     self.daemon_log_tail(30)
                 );
             }
@@ -749,4 +753,181 @@ pub fn pss_kb(pid: u32) -> Option<u64> {
 pub fn private_kb(pid: u32) -> Option<u64> {
     let path = format!("/proc/{pid}/smaps_rollup");
     Some(kb_field(&path, "Private_Clean:")? + kb_field(&path, "Private_Dirty:")?)
+}
+
+/// The short name of a process (`/proc/PID/comm`).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// The direct children of a process, from `/proc/PID/task/*/children`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Every process under `roots`, the roots included, each once.
+pub fn tree(roots: &[u32]) -> Vec<u32> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<u32> = roots.to_vec();
+    while let Some(p) = todo.pop() {
+        if seen.insert(p) {
+            todo.extend(children(p));
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// A whole supervisor's processes: its roots and everything under them
+/// except the supervised programs themselves, told apart by their command
+/// name (`workload`).
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub roots: Vec<u32>,
+    pub workload: Vec<&'static str>,
+}
+
+impl Supervisor {
+    pub fn new(roots: Vec<u32>, workload: &[&'static str]) -> Supervisor {
+        Supervisor {
+            roots,
+            workload: workload.to_vec(),
+        }
+    }
+
+    fn is_workload(&self, pid: u32) -> bool {
+        !self.roots.contains(&pid) && self.workload.contains(&comm(pid).as_str())
+    }
+
+    /// CPU time used so far by the whole tree, in milliseconds: each live
+    /// process's own time (schedstat nanoseconds, all threads), plus what
+    /// every live process has reaped from its children (clock ticks; the
+    /// tmux clients a daemon started, the shims tmux reaped, the programs
+    /// a shim reaped). A process that ends moves from the first sum to its
+    /// parent's reaped time, so a difference of two readings counts every
+    /// CPU second once. The supervised programs still running are left
+    /// out; those reaped are in their parent's share (see the callers).
+    pub fn cpu_ms(&self) -> f64 {
+        let tick_ms = 1000.0 / clock_ticks_per_second();
+        let mut ms = 0.0;
+        for p in tree(&self.roots) {
+            if self.is_workload(p) {
+                continue;
+            }
+            if let Some(ns) = cpu_ns(p) {
+                ms += ns as f64 / 1e6;
+            }
+            if let Some((_, reaped)) = cpu_ticks(p) {
+                ms += reaped as f64 * tick_ms;
+            }
+        }
+        ms
+    }
+
+    /// Proportional memory of the whole tree but the programs, in kB,
+    /// by command name.
+    pub fn pss_by_comm(&self) -> BTreeMapKb {
+        let mut by = BTreeMapKb::new();
+        for p in tree(&self.roots) {
+            if self.is_workload(p) {
+                continue;
+            }
+            if let Some(kb) = pss_kb(p) {
+                let name = match cmdline(p).get(1).map(String::as_str) {
+                    Some(sub @ ("shim" | "logpipe" | "daemon")) if comm(p) == "marvel" => {
+                        format!("marvel {sub}")
+                    }
+                    _ => comm(p),
+                };
+                let e = by.entry(name).or_insert((0, 0));
+                e.0 += kb;
+                e.1 += 1;
+            }
+        }
+        by
+    }
+}
+
+/// kB and process count by process name.
+pub type BTreeMapKb = std::collections::BTreeMap<String, (u64, usize)>;
+
+/// Bytes a process has caused to be written to storage (`write_bytes` of
+/// `/proc/PID/io`): page-granular, counted when a page is first dirtied.
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The commit the benchmark measures, with `-dirty` when tracked files
+/// differ from it.
+pub fn git_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(dir).args(args);
+        output_within(c, Duration::from_secs(10))
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{head}-dirty") } else { head }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// CPU time of this process's reaped children so far, in milliseconds.
+pub fn reaped_children_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// Waits until a process named `program` that was not in `before` runs
+/// under `root`: a new child of `root`, or of a new child of it (the
+/// program a new shim started). Descends only into new processes, so a
+/// poll reads a handful of files. Returns when it was seen.
+pub fn wait_new_program(
+    root: u32,
+    before: &std::collections::HashSet<u32>,
+    program: &str,
+    timeout: Duration,
+) -> Option<Instant> {
+    let end = Instant::now() + timeout;
+    loop {
+        let mut todo = children(root);
+        while let Some(p) = todo.pop() {
+            if before.contains(&p) {
+                continue;
+            }
+            if comm(p) == program {
+                return Some(Instant::now());
+            }
+            todo.extend(children(p));
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }

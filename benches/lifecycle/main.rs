@@ -1,11 +1,12 @@
 //! The lifecycle benchmark: how fast marvel sees a death and respawns, and
-//! what it costs at hundreds of sessions.
+//! what it costs, from tens to thousands of sessions and as a whole system
+//! next to supervisord and pm2.
 //!
-//!     cargo bench --bench lifecycle                 # full run (~15 min)
+//!     cargo bench --bench lifecycle                 # full run (~40 min)
 //!     cargo bench --bench lifecycle -- --peers      # and supervisord, pm2
-//!     MARVEL_BENCH_QUICK=1 cargo bench --bench lifecycle   # short sizes
+//!     MARVEL_BENCH_QUICK=1 cargo bench --bench lifecycle   # small sizes, < 2 min
 //!
-//! `-- --only bringup,sessions,printing,sweep` runs some phases. Everything runs
+//! `-- --only bringup,sessions,...` runs some phases (see `PHASES`). Everything runs
 //! against private tmux servers (`tmux -L marvel-bench-<pid>-<phase>`) and
 //! temporary state directories, removed at the end even on failure or
 //! Ctrl-C. The figures are printed and written to
@@ -16,7 +17,10 @@ mod harness;
 mod peers;
 mod phases;
 mod report;
+mod restart;
+mod scale;
 mod stats;
+mod storm;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -24,10 +28,14 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use harness::{MARVEL, check_interrupt};
-use phases::{Marvel200, Plan};
+use phases::{MarvelIdle, Plan};
 use report::{Report, fmt_num};
+use restart::Restarts;
+use storm::Storm;
 
-const PHASES: [&str; 6] = ["bringup", "sessions", "printing", "sweep", "churn", "peers"];
+const PHASES: [&str; 9] = [
+    "bringup", "sessions", "printing", "sweep", "scale", "storm", "restart", "churn", "peers",
+];
 
 struct Args {
     quick: bool,
@@ -138,6 +146,9 @@ fn main() {
         machine["tmux"].as_str().unwrap_or("")
     );
     rep.set_value("machine", machine);
+    let commit = harness::git_commit();
+    println!("commit {commit}");
+    rep.set_value("git_commit", json!(commit));
     let load = loadavg();
     if load[0] > 0.5 {
         rep.note(format!(
@@ -147,19 +158,29 @@ fn main() {
     }
     rep.set_value("loadavg_start", json!(load));
     rep.set_value("quick", json!(args.quick));
+    rep.set_value("sizes", plan.sizes());
     rep.set_value(
         "taken_at",
         json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     );
+    let started = std::time::Instant::now();
 
     let mut failed = Vec::new();
-    let mut m200 = None;
+    // How long each phase took, to keep the quick run quick.
+    let mut took = serde_json::Map::new();
+    let mut idle = None;
+    let mut restarts = None;
+    let mut storm = None;
     let mut run = |name: &str, rep: &mut Report, f: &mut dyn FnMut(&mut Report)| {
         if !wants(name) {
             return;
         }
         println!("\n== {name}");
+        let t = std::time::Instant::now();
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(rep)));
+        let secs = t.elapsed().as_secs_f64();
+        println!("  ({} s)", fmt_num(secs));
+        took.insert(name.to_string(), json!((secs * 10.0).round() / 10.0));
         if let Err(e) = r {
             if harness::interrupted() {
                 // The guards have run while unwinding.
@@ -178,24 +199,44 @@ fn main() {
     };
     run("bringup", &mut rep, &mut |rep| phases::bringup(&plan, rep));
     run("sessions", &mut rep, &mut |rep| {
-        m200 = Some(phases::sessions_200(&plan, rep))
+        idle = Some(phases::sessions_200(&plan, rep))
     });
     run("printing", &mut rep, &mut |rep| {
         phases::printing(&plan, rep)
     });
     run("sweep", &mut rep, &mut |rep| phases::sweeps(&plan, rep));
+    run("scale", &mut rep, &mut |rep| scale::scale(&plan, rep));
+    run("storm", &mut rep, &mut |rep| {
+        storm = Some(storm::storm(&plan, rep))
+    });
+    run("restart", &mut rep, &mut |rep| {
+        restarts = Some(restart::restart(&plan, plan.restart_sessions, Some(rep)))
+    });
     run("churn", &mut rep, &mut |rep| churn::crash_loop(&plan, rep));
     run("peers", &mut rep, &mut |rep| {
-        side_by_side(&plan, m200.clone(), &out_dir.join("peers"), rep)
+        side_by_side(
+            &plan,
+            Measured {
+                idle: idle.clone(),
+                restarts: restarts.clone(),
+                storm: storm.clone(),
+            },
+            &out_dir.join("peers"),
+            rep,
+        )
     });
+    skip_unmeasured(&plan, &mut rep);
+    rep.set_value("phase_s", serde_json::Value::Object(took));
 
     rep.set_value("loadavg_end", json!(loadavg()));
+    rep.set("duration_s", started.elapsed().as_secs_f64());
     rep.print();
     let path = out_dir.join("lifecycle.json");
     match rep.write(&path) {
         Ok(()) => println!("\nwrote {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
+    println!("took {} s", fmt_num(started.elapsed().as_secs_f64()));
     let misses = rep.misses();
     if !misses.is_empty() {
         println!("targets missed: {}", misses.join(", "));
@@ -203,6 +244,60 @@ fn main() {
     if !failed.is_empty() {
         eprintln!("phases failed: {}", failed.join(", "));
         std::process::exit(1);
+    }
+}
+
+/// Every headline key is in the JSON: a figure whose phase did not run (or
+/// failed) is `null`, shown as not run.
+fn skip_unmeasured(plan: &Plan, rep: &mut Report) {
+    let (n, l, h) = (phases::SESSIONS, plan.large, plan.huge);
+    let big = plan.bringup_large;
+    let largest = plan.sweep_sizes.last().copied().unwrap_or(0);
+    let keys: Vec<(String, &'static str, f64, &str)> = vec![
+        ("bringup_100_s".into(), "s", 2.0, "bringup"),
+        (format!("bringup_{big}_s"), "s", 5.0, "bringup"),
+        (format!("bringup_{big}_daemon_cpu_s"), "s", 0.3, "bringup"),
+        (format!("idle_cpu_pct_{n}"), "%", 0.1, "sessions"),
+        (format!("idle_rss_mb_{n}"), "MB", 10.0, "sessions"),
+        ("per_session_overhead_kb".into(), "KB", 1024.0, "sessions"),
+        ("detect_p50_ms".into(), "ms", 50.0, "sessions"),
+        ("detect_p99_ms".into(), "ms", 50.0, "sessions"),
+        ("respawn_running_late_p99_ms".into(), "ms", 10.0, "sessions"),
+        (
+            format!("get_sessions_median_ms_{largest}"),
+            "ms",
+            10.0,
+            "sweep",
+        ),
+        (format!("detect_events_p99_ms_{l}"), "ms", 10.0, "scale"),
+        (format!("idle_cpu_pct_{l}"), "%", 0.05, "scale"),
+        (format!("idle_rss_mb_{l}"), "MB", 15.0, "scale"),
+        (format!("idle_tmux_cpu_pct_{l}"), "%", 0.1, "scale"),
+        (format!("get_sessions_median_ms_{h}"), "ms", 15.0, "scale"),
+        (format!("persist_bytes_per_death_{h}"), "B", 8192.0, "scale"),
+        ("storm_cpu_ms_per_restart".into(), "ms", 5.0, "storm"),
+        ("restart_running_p50_ms".into(), "ms", 6.0, "restart"),
+        ("tmux_rss_growth_kb_per_min".into(), "KB/min", 10.0, "churn"),
+        (
+            "ratio_total_idle_cpu_vs_supervisord".into(),
+            "",
+            0.5,
+            "peers",
+        ),
+        ("ratio_total_idle_cpu_vs_pm2".into(), "", 0.5, "peers"),
+        ("ratio_total_pss_vs_pm2".into(), "", 1.0, "peers"),
+        ("ratio_total_pss_vs_supervisord".into(), "", 2.0, "peers"),
+    ];
+    for s in &plan.sweep_sizes {
+        rep.skip(&format!("tmux_procs_per_sweep_{s}"), "", 1.0, "sweep");
+    }
+    for (key, unit, target, phase) in keys {
+        let why = if phase == "peers" {
+            "needs --peers"
+        } else {
+            phase
+        };
+        rep.skip(&key, unit, target, why);
     }
 }
 
@@ -216,31 +311,46 @@ fn loadavg() -> Vec<f64> {
         .collect()
 }
 
-/// supervisord and pm2 on the same workload, with marvel's figure as a
-/// ratio to each (below 1: marvel is faster or smaller).
-fn side_by_side(plan: &Plan, m200: Option<Marvel200>, peers_dir: &Path, rep: &mut Report) {
-    let m = match m200 {
-        Some(m) => m,
+/// What marvel's own phases measured, for the comparison.
+struct Measured {
+    idle: Option<MarvelIdle>,
+    restarts: Option<Restarts>,
+    storm: Option<Storm>,
+}
+
+/// supervisord and pm2 on the same workloads, with marvel's figure as a
+/// ratio to each (below 1: marvel is faster or smaller). marvel's figures
+/// come from its own phases when they ran at the peers' size, else they
+/// are taken here.
+fn side_by_side(plan: &Plan, m: Measured, peers_dir: &Path, rep: &mut Report) {
+    let n = plan.peer_programs;
+    let idle = match m.idle.filter(|i| i.sessions == n) {
+        Some(i) => i,
         None => {
-            println!("  measuring marvel with 200 sessions first");
+            println!("  measuring marvel with {n} sessions first");
+            let inst = harness::Instance::new("peer-idle", &plan.tmux, Default::default());
+            inst.apply_and_wait("team.ron", &phases::team(n as u32, "100ms"));
             let mut scratch = Report::default();
-            phases::sessions_200(
-                &Plan {
-                    deaths: 0,
-                    ..plan.clone()
-                },
-                &mut scratch,
-            )
+            let mut i = phases::marvel_idle(&inst, plan, n, &mut scratch);
+            i.get_table_ms = phases::time_get(&inst, &["get", "sessions"], plan.get_runs).median();
+            i.get_json_ms =
+                phases::time_get(&inst, &["get", "sessions", "-o", "json"], plan.get_runs).median();
+            i
         }
     };
-    let restart = phases::restart_visible(plan);
-    println!(
-        "  marvel (backoff 1ms): kill -9 → replacement visible p50 {} ms p99 {} ms",
-        fmt_num(restart.pct(50.0)),
-        fmt_num(restart.pct(99.0))
-    );
-    rep.set("marvel_restart_visible_p50_ms", restart.pct(50.0));
-    rep.set("marvel_restart_visible_p99_ms", restart.pct(99.0));
+    let restarts = match m.restarts.filter(|r| r.sessions == n) {
+        Some(r) => r,
+        None => restart::restart(plan, n, None),
+    };
+    let storm = match m.storm {
+        Some(s) => s,
+        None => storm::storm(plan, &mut Report::default()),
+    };
+    rep.set("marvel_restart_visible_p50_ms", restarts.visible.pct(50.0));
+    rep.set("marvel_restart_visible_p99_ms", restarts.visible.pct(99.0));
+    rep.set("marvel_restart_running_p50_ms", restarts.running.pct(50.0));
+    rep.set("marvel_total_idle_cpu_pct", idle.total_cpu_pct);
+    rep.set("marvel_total_pss_mb", idle.total_pss_mb);
     let mut peers = serde_json::Map::new();
     for which in ["supervisord", "pm2"] {
         check_interrupt();
@@ -257,66 +367,101 @@ fn side_by_side(plan: &Plan, m200: Option<Marvel200>, peers_dir: &Path, rep: &mu
             }
         };
         let marvel_status = if p.name == "pm2" {
-            m.get_json_ms
+            idle.get_json_ms
         } else {
-            m.get_table_ms
+            idle.get_table_ms
         };
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-        let r_status = ratio(marvel_status, p.status_ms);
-        // CPU on schedstat nanoseconds: at these levels a 30 s window holds
-        // only a few clock ticks.
-        let r_cpu = ratio(m.idle_cpu_pct_ns, p.idle_cpu_pct_ns);
-        let r_rss = ratio(m.idle_rss_mb, p.idle_rss_mb);
-        let r_restart = ratio(restart.pct(50.0), p.restart_visible.pct(50.0));
-        let n = p.name;
-        rep.set(&format!("ratio_status_vs_{n}"), r_status);
-        rep.set(&format!("ratio_idle_cpu_vs_{n}"), r_cpu);
-        rep.set(&format!("ratio_idle_rss_vs_{n}"), r_rss);
-        rep.set(&format!("ratio_restart_visible_vs_{n}"), r_restart);
+        let pn = p.name;
+        let peer_storm = p.storm.as_ref().map_or(f64::NAN, Storm::per_restart_ms);
+        let rows: Vec<(&str, String, f64, f64, &str)> = vec![
+            (
+                "status",
+                "status query (get sessions; -o json vs pm2)".into(),
+                marvel_status,
+                p.status_ms,
+                "ms",
+            ),
+            (
+                "total_idle_cpu",
+                "idle CPU, all of it".into(),
+                idle.total_cpu_pct,
+                p.total_cpu_pct,
+                "%",
+            ),
+            (
+                "total_pss",
+                "memory (PSS), all of it".into(),
+                idle.total_pss_mb,
+                p.total_pss_mb,
+                "MB",
+            ),
+            (
+                "daemon_idle_cpu",
+                "idle CPU, daemon only (schedstat)".into(),
+                idle.daemon_cpu_pct,
+                p.daemon_cpu_pct,
+                "%",
+            ),
+            (
+                "daemon_idle_rss",
+                "resident memory, daemon only".into(),
+                idle.daemon_rss_mb,
+                p.daemon_rss_mb,
+                "MB",
+            ),
+            (
+                "restart_running",
+                "kill -9 → replacement running, p50 (/proc)".into(),
+                restarts.running.pct(50.0),
+                p.restarts.running.pct(50.0),
+                "ms",
+            ),
+            (
+                "restart_visible",
+                "kill -9 → replacement in the status command, p50".into(),
+                restarts.visible.pct(50.0),
+                p.restarts.visible.pct(50.0),
+                "ms",
+            ),
+            (
+                "storm_cpu",
+                "CPU per restart in the crash storm".into(),
+                storm.per_restart_ms(),
+                peer_storm,
+                "ms",
+            ),
+        ];
+        for (key, what, mv, pv, unit) in rows {
+            let r = ratio(mv, pv);
+            let name = format!("ratio_{key}_vs_{pn}");
+            match (key, pn) {
+                ("total_idle_cpu", _) => rep.figure(&name, r, "", 0.5),
+                ("total_pss", "pm2") => rep.figure(&name, r, "", 1.0),
+                ("total_pss", _) => rep.figure(&name, r, "", 2.0),
+                _ => rep.set(&name, r),
+            }
+            rep.peer_figure(&what, unit, mv, pn, pv);
+        }
         peers.insert(
-            n.to_string(),
+            pn.to_string(),
             json!({
+                "programs": n,
                 "status_command": p.status_cmd,
                 "status_median_ms": stats::round(p.status_ms, 3),
-                "idle_cpu_pct": stats::round(p.idle_cpu_pct, 4),
-                "idle_cpu_pct_schedstat": stats::round(p.idle_cpu_pct_ns, 4),
-                "idle_rss_mb": stats::round(p.idle_rss_mb, 2),
-                "restart_visible_p50_ms": stats::round(p.restart_visible.pct(50.0), 3),
-                "restart_visible_p99_ms": stats::round(p.restart_visible.pct(99.0), 3),
-                "restart_samples": p.restart_visible.len(),
+                "daemon_idle_cpu_pct_schedstat": stats::round(p.daemon_cpu_pct, 4),
+                "daemon_idle_rss_mb": stats::round(p.daemon_rss_mb, 2),
+                "total_idle_cpu_pct": stats::round(p.total_cpu_pct, 4),
+                "total_pss_mb": stats::round(p.total_pss_mb, 2),
+                "restart_running_p50_ms": stats::round(p.restarts.running.pct(50.0), 3),
+                "restart_running_p99_ms": stats::round(p.restarts.running.pct(99.0), 3),
+                "restart_visible_p50_ms": stats::round(p.restarts.visible.pct(50.0), 3),
+                "restart_visible_p99_ms": stats::round(p.restarts.visible.pct(99.0), 3),
+                "restart_samples": p.restarts.running.len(),
+                "storm": p.storm.as_ref().map(Storm::json),
             }),
         );
-        let pair = |mv: f64, pv: f64, unit: &str| {
-            (
-                format!("{} {unit}", fmt_num(mv)),
-                format!("{} {unit}", fmt_num(pv)),
-            )
-        };
-        let what = if n == "pm2" {
-            "get sessions -o json"
-        } else {
-            "get sessions"
-        };
-        let (a, b) = pair(marvel_status, p.status_ms, "ms");
-        rep.peer_line(
-            &format!("{what} vs {} (x{})", p.status_cmd, fmt_num(r_status)),
-            a,
-            b,
-        );
-        let (a, b) = pair(m.idle_cpu_pct_ns, p.idle_cpu_pct_ns, "%");
-        rep.peer_line(
-            &format!("idle CPU (schedstat) vs {n} (x{})", fmt_num(r_cpu)),
-            a,
-            b,
-        );
-        let (a, b) = pair(m.idle_rss_mb, p.idle_rss_mb, "MB");
-        rep.peer_line(&format!("idle RSS vs {n} (x{})", fmt_num(r_rss)), a, b);
-        let (a, b) = pair(restart.pct(50.0), p.restart_visible.pct(50.0), "ms");
-        rep.peer_line(
-            &format!("kill -9 → restart visible vs {n} (x{})", fmt_num(r_restart)),
-            a,
-            b,
-        );
     }
+    peers.insert("marvel_storm".into(), storm.json());
     rep.set_value("peers", serde_json::Value::Object(peers));
 }

@@ -1,4 +1,5 @@
-//! supervisord and pm2 on the same workload (200 `sleep` programs), each on
+//! supervisord and pm2 on the same workloads as marvel: `sleep` programs
+//! idling (status query, idle cost, restarts) and the crash storm, each on
 //! a private socket and home in a temporary directory, killed at the end.
 //! Both are installed under `target/bench/peers` when missing; a peer that
 //! cannot be installed is skipped with a message.
@@ -8,14 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    DEADLINE, all_pids, check_interrupt, nap, output_within, parent_pid, process_alive, timed,
+    DEADLINE, Supervisor, all_pids, check_interrupt, nap, output_within, parent_pid, process_alive,
+    timed,
 };
 use crate::phases::{Plan, idle};
 use crate::report::fmt_num;
+use crate::restart::{Restarts, SLEEP_ARGS, time_restart};
 use crate::stats::Samples;
-
-/// Programs each peer supervises, as marvel does in its 200-session phase.
-pub const PROGRAMS: usize = 200;
+use crate::storm::{self, PROGRAM, PROGRAM_NAMES, Storm};
 
 /// What one peer measured.
 pub struct PeerFigures {
@@ -23,10 +24,32 @@ pub struct PeerFigures {
     /// The status command of the peer and its median wall time.
     pub status_cmd: &'static str,
     pub status_ms: f64,
-    pub idle_cpu_pct: f64,
-    pub idle_cpu_pct_ns: f64,
-    pub idle_rss_mb: f64,
-    pub restart_visible: Samples,
+    /// The peer's daemon alone: CPU (schedstat) and resident memory.
+    pub daemon_cpu_pct: f64,
+    pub daemon_rss_mb: f64,
+    /// Its whole process tree but the programs.
+    pub total_cpu_pct: f64,
+    pub total_pss_mb: f64,
+    pub restarts: Restarts,
+    pub storm: Option<Storm>,
+}
+
+/// The whole tree of a peer's daemon, its programs left out.
+fn whole(pid: u32, programs: &[&'static str]) -> Supervisor {
+    Supervisor::new(vec![pid], programs)
+}
+
+/// The idle figures of a peer's daemon `pid`.
+fn idle_figures(who: &str, pid: u32, plan: &Plan) -> (f64, f64, f64, f64) {
+    let tree = whole(pid, &["sleep"]);
+    let idle = idle(who, pid, None, Some(&tree), plan.idle_window);
+    let pss: u64 = tree.pss_by_comm().values().map(|(kb, _)| kb).sum();
+    (
+        idle.cpu_pct_ns,
+        idle.rss_kb as f64 / 1024.0,
+        idle.total_cpu_pct,
+        pss as f64 / 1024.0,
+    )
 }
 
 fn sleep_bin() -> String {
@@ -78,16 +101,18 @@ fn supervisor_bins(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     }
 }
 
-/// A supervisord with its own config and unix socket in a temp dir.
+/// A supervisord with its own config and unix socket in a temp dir,
+/// running the programs of `program` (a `[program:x]` section).
 struct Supervisord {
     child: Child,
     ctl: PathBuf,
     conf: PathBuf,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Supervisord {
-    fn start(bins: &(PathBuf, PathBuf)) -> Supervisord {
+    fn start(bins: &(PathBuf, PathBuf), program: &str) -> Supervisord {
         let dir = tempfile::Builder::new()
             .prefix("marvel-bench-supervisord-")
             .tempdir()
@@ -100,10 +125,7 @@ impl Supervisord {
              childlogdir={d}\nnodaemon=true\n\n\
              [rpcinterface:supervisor]\n\
              supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
-             [program:w]\ncommand={} 100000\nprocess_name=%(program_name)s_%(process_num)03d\n\
-             numprocs={PROGRAMS}\nautorestart=true\nstartsecs=0\n",
-            sleep_bin()
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n{program}"
         );
         std::fs::write(&conf, text).expect("write supervisord.conf");
         let log = std::fs::File::create(dir.path().join("stdout.log")).expect("log");
@@ -120,6 +142,7 @@ impl Supervisord {
             child,
             ctl: bins.1.clone(),
             conf,
+            log: dir.path().join("supervisord.log"),
             _dir: dir,
         }
     }
@@ -151,6 +174,30 @@ impl Supervisord {
             .ok()?;
         Some((state, pid))
     }
+
+    /// Programs started so far, from supervisord's own log.
+    fn spawns(&self) -> u64 {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.matches(" spawned: ").count() as u64)
+            .unwrap_or(0)
+    }
+
+    fn wait_running(&self, programs: usize) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        loop {
+            check_interrupt();
+            let out = self.ctl_out(&["status"]);
+            if out.matches(" RUNNING ").count() == programs {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > DEADLINE {
+                return Err(format!(
+                    "supervisord did not start {programs} programs:\n{out}"
+                ));
+            }
+            nap(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for Supervisord {
@@ -176,72 +223,96 @@ impl Drop for Supervisord {
 
 pub fn supervisord(plan: &Plan, peers_dir: &Path) -> Result<PeerFigures, String> {
     let bins = supervisor_bins(peers_dir)?;
-    let sv = Supervisord::start(&bins);
-    let t0 = Instant::now();
-    loop {
-        check_interrupt();
-        let out = sv.ctl_out(&["status"]);
-        if out.matches(" RUNNING ").count() == PROGRAMS {
-            break;
-        }
-        if t0.elapsed() > DEADLINE {
-            return Err(format!(
-                "supervisord did not start {PROGRAMS} programs:\n{out}"
-            ));
-        }
-        nap(Duration::from_millis(200));
-    }
+    let n = plan.peer_programs;
+    let program = format!(
+        "[program:w]\ncommand={} {}\nprocess_name=%(program_name)s_%(process_num)03d\n\
+         numprocs={n}\nautorestart=true\nstartsecs=0\n",
+        sleep_bin(),
+        SLEEP_ARGS[0]
+    );
+    let sv = Supervisord::start(&bins, &program);
+    let up = sv.wait_running(n)?;
     println!(
-        "  supervisord: {PROGRAMS} programs running after {} ms",
-        fmt_num(t0.elapsed().as_secs_f64() * 1000.0)
+        "  supervisord: {n} programs running after {} ms",
+        fmt_num(up.as_secs_f64() * 1000.0)
     );
     let status = time_runs(|| sv.ctl(&["status"]), plan.get_runs.min(20));
     println!(
         "  supervisorctl status: median {} ms",
         fmt_num(status.median())
     );
-    nap(Duration::from_secs(if plan.quick { 2 } else { 5 }));
-    let idle = idle("supervisord", sv.child.id(), None, plan.idle_window);
-    let mut visible = Samples::default();
-    for i in 0..plan.peer_kills {
+    nap(plan.settle);
+    let pid = sv.child.id();
+    let (daemon_cpu_pct, daemon_rss_mb, total_cpu_pct, total_pss_mb) =
+        idle_figures("supervisord", pid, plan);
+    let mut restarts = Restarts {
+        sessions: n,
+        ..Restarts::default()
+    };
+    for i in 0..plan.restart_kills {
         check_interrupt();
-        let name = format!("w:w_{:03}", (i * 7) % PROGRAMS);
+        let name = format!("w:w_{:03}", (i * 7) % n);
         let (_, victim) = sv
             .status_of(&name)
             .ok_or_else(|| format!("no status for {name}"))?;
-        let t_kill = Instant::now();
-        // SAFETY: a program this bench's supervisord started.
-        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-        loop {
-            let st = sv.status_of(&name);
-            let t1 = Instant::now();
-            if let Some((state, pid)) = st
-                && state == "RUNNING"
-                && pid != victim
-            {
-                visible.push_duration(t1 - t_kill);
-                break;
-            }
-            if t_kill.elapsed() > DEADLINE {
-                return Err(format!("supervisord did not restart {name}"));
-            }
-        }
+        let seen = || {
+            sv.status_of(&name)
+                .is_some_and(|(state, p)| state == "RUNNING" && p != victim)
+        };
+        let (running, visible) = time_restart(victim, pid, seen)
+            .ok_or_else(|| format!("supervisord did not restart {name}"))?;
+        restarts.running.push(running);
+        restarts.visible.push(visible);
         nap(Duration::from_millis(100));
     }
     println!(
-        "  supervisord: kill -9 → restart visible p50 {} ms p99 {} ms",
-        fmt_num(visible.pct(50.0)),
-        fmt_num(visible.pct(99.0))
+        "  supervisord: kill -9 → replacement running p50 {} ms, visible p50 {} ms",
+        fmt_num(restarts.running.pct(50.0)),
+        fmt_num(restarts.visible.pct(50.0))
     );
+    drop(sv);
+    let storm = supervisord_storm(plan, &bins);
     Ok(PeerFigures {
         name: "supervisord",
         status_cmd: "supervisorctl status",
         status_ms: status.median(),
-        idle_cpu_pct: idle.cpu_pct,
-        idle_cpu_pct_ns: idle.cpu_pct_ns,
-        idle_rss_mb: idle.rss_kb as f64 / 1024.0,
-        restart_visible: visible,
+        daemon_cpu_pct,
+        daemon_rss_mb,
+        total_cpu_pct,
+        total_pss_mb,
+        restarts,
+        storm,
     })
+}
+
+fn supervisord_storm(plan: &Plan, bins: &(PathBuf, PathBuf)) -> Option<Storm> {
+    let roles = plan.storm_roles;
+    let command = format!("{} {} \"{}\"", PROGRAM[0], PROGRAM[1], PROGRAM[2]);
+    let program = format!(
+        "[program:s]\ncommand={command}\nprocess_name=%(program_name)s_%(process_num)03d\n\
+         numprocs={roles}\nautorestart=true\nstartsecs=0\n"
+    );
+    let program_ms = storm::program_cost_ms(if plan.quick { 10 } else { 20 });
+    let sv = Supervisord::start(bins, &program);
+    let t0 = Instant::now();
+    while sv.spawns() < 2 * roles as u64 {
+        check_interrupt();
+        if t0.elapsed() > DEADLINE {
+            println!("  supervisord: the storm did not start");
+            return None;
+        }
+        nap(Duration::from_millis(100));
+    }
+    let tree = whole(sv.child.id(), &PROGRAM_NAMES);
+    let s = storm::measure(&tree, plan.storm_window, program_ms, || sv.spawns());
+    println!(
+        "  supervisord storm: {} restarts in {} s, {} ms of CPU each ({} with the program)",
+        s.restarts,
+        fmt_num(s.secs),
+        fmt_num(s.per_restart_ms()),
+        fmt_num(s.gross_per_restart_ms())
+    );
+    Some(s)
 }
 
 fn time_runs(mut cmd: impl FnMut() -> Command, runs: usize) -> Samples {
@@ -339,104 +410,172 @@ impl Drop for Pm2 {
     }
 }
 
+impl Pm2 {
+    fn new(bin: PathBuf) -> Result<Pm2, String> {
+        Ok(Pm2 {
+            bin,
+            home: tempfile::Builder::new()
+                .prefix("marvel-bench-pm2-")
+                .tempdir()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Starts `apps` and waits until `online` of them are.
+    fn start(&self, apps: Vec<serde_json::Value>) -> Result<Duration, String> {
+        let count = apps.len();
+        let eco = self.home.path().join("ecosystem.json");
+        std::fs::write(&eco, serde_json::json!({ "apps": apps }).to_string())
+            .map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let started = output_within(
+            self.cmd(&["start", &eco.display().to_string()]),
+            Duration::from_secs(120),
+        );
+        if !started.is_some_and(|o| o.status.success()) {
+            return Err("pm2 start failed".into());
+        }
+        loop {
+            check_interrupt();
+            let online = self
+                .list()
+                .iter()
+                .filter(|p| p["pm2_env"]["status"] == "online")
+                .count();
+            if online == count {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > DEADLINE {
+                return Err(format!("pm2 has {online} of {count} online"));
+            }
+            nap(Duration::from_millis(200));
+        }
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.out(&["jlist"]))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Restarts of every app so far.
+    fn restarts(&self) -> u64 {
+        self.list()
+            .iter()
+            .filter_map(|p| p["pm2_env"]["restart_time"].as_u64())
+            .sum()
+    }
+}
+
 pub fn pm2(plan: &Plan, peers_dir: &Path) -> Result<PeerFigures, String> {
     let bin = pm2_bin(peers_dir)?;
-    let pm2 = Pm2 {
-        bin,
-        home: tempfile::Builder::new()
-            .prefix("marvel-bench-pm2-")
-            .tempdir()
-            .map_err(|e| e.to_string())?,
-    };
-    let apps: Vec<serde_json::Value> = (0..PROGRAMS)
+    let n = plan.peer_programs;
+    let pm2 = Pm2::new(bin.clone())?;
+    let apps: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             serde_json::json!({
                 "name": format!("w-{i}"),
                 "script": sleep_bin(),
-                "args": "100000",
+                "args": SLEEP_ARGS[0],
                 "interpreter": "none",
                 "autorestart": true,
             })
         })
         .collect();
+    let up = pm2.start(apps)?;
+    println!(
+        "  pm2: {n} programs online after {} ms",
+        fmt_num(up.as_secs_f64() * 1000.0)
+    );
+    let status = time_runs(|| pm2.cmd(&["jlist"]), plan.get_runs.min(20));
+    println!("  pm2 jlist: median {} ms", fmt_num(status.median()));
+    nap(plan.settle);
+    let daemon = pm2.daemon_pid().ok_or("no pm2 daemon pid")?;
+    let (daemon_cpu_pct, daemon_rss_mb, total_cpu_pct, total_pss_mb) =
+        idle_figures("pm2 daemon", daemon, plan);
+    let mut restarts = Restarts {
+        sessions: n,
+        ..Restarts::default()
+    };
+    for i in 0..plan.restart_kills {
+        check_interrupt();
+        let name = format!("w-{}", (i * 7) % n);
+        let victim = pm2
+            .pid_of(&name)
+            .ok_or_else(|| format!("no pid for {name}"))?;
+        let seen = || pm2.pid_of(&name).is_some_and(|p| p != 0 && p != victim);
+        let (running, visible) = time_restart(victim, daemon, seen)
+            .ok_or_else(|| format!("pm2 did not restart {name}"))?;
+        restarts.running.push(running);
+        restarts.visible.push(visible);
+        nap(Duration::from_millis(100));
+    }
+    println!(
+        "  pm2: kill -9 → replacement running p50 {} ms, visible p50 {} ms",
+        fmt_num(restarts.running.pct(50.0)),
+        fmt_num(restarts.visible.pct(50.0))
+    );
+    drop(pm2);
+    let storm = pm2_storm(plan, bin);
+    Ok(PeerFigures {
+        name: "pm2",
+        status_cmd: "pm2 jlist",
+        status_ms: status.median(),
+        daemon_cpu_pct,
+        daemon_rss_mb,
+        total_cpu_pct,
+        total_pss_mb,
+        restarts,
+        storm,
+    })
+}
+
+fn pm2_storm(plan: &Plan, bin: PathBuf) -> Option<Storm> {
+    let roles = plan.storm_roles;
+    let program_ms = storm::program_cost_ms(if plan.quick { 10 } else { 20 });
+    let pm2 = Pm2::new(bin).ok()?;
+    // pm2 gives up on an app after `max_restarts` short runs in a row.
+    let apps: Vec<serde_json::Value> = (0..roles)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("s-{i}"),
+                "script": PROGRAM[0],
+                "args": [PROGRAM[1], PROGRAM[2]],
+                "interpreter": "none",
+                "autorestart": true,
+                "max_restarts": 1_000_000_000u64,
+            })
+        })
+        .collect();
     let eco = pm2.home.path().join("ecosystem.json");
-    std::fs::write(&eco, serde_json::json!({ "apps": apps }).to_string())
-        .map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
+    std::fs::write(&eco, serde_json::json!({ "apps": apps }).to_string()).ok()?;
     let started = output_within(
         pm2.cmd(&["start", &eco.display().to_string()]),
         Duration::from_secs(120),
     );
     if !started.is_some_and(|o| o.status.success()) {
-        return Err("pm2 start failed".into());
+        println!("  pm2: `pm2 start` of the storm failed");
+        return None;
     }
-    loop {
+    let t0 = Instant::now();
+    while pm2.restarts() < 2 * roles as u64 {
         check_interrupt();
-        let list: serde_json::Value =
-            serde_json::from_str(&pm2.out(&["jlist"])).unwrap_or_default();
-        let online = list
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p["pm2_env"]["status"] == "online")
-                    .count()
-            })
-            .unwrap_or(0);
-        if online == PROGRAMS {
-            break;
-        }
         if t0.elapsed() > DEADLINE {
-            return Err(format!("pm2 has {online} of {PROGRAMS} online"));
+            println!("  pm2: fewer than {} restarts in {DEADLINE:?}", 2 * roles);
+            return None;
         }
         nap(Duration::from_millis(200));
     }
+    let daemon = pm2.daemon_pid()?;
+    let tree = whole(daemon, &PROGRAM_NAMES);
+    let s = storm::measure(&tree, plan.storm_window, program_ms, || pm2.restarts());
     println!(
-        "  pm2: {PROGRAMS} programs online after {} ms",
-        fmt_num(t0.elapsed().as_secs_f64() * 1000.0)
+        "  pm2 storm: {} restarts in {} s, {} ms of CPU each ({} with the program)",
+        s.restarts,
+        fmt_num(s.secs),
+        fmt_num(s.per_restart_ms()),
+        fmt_num(s.gross_per_restart_ms())
     );
-    let status = time_runs(|| pm2.cmd(&["jlist"]), plan.get_runs.min(20));
-    println!("  pm2 jlist: median {} ms", fmt_num(status.median()));
-    nap(Duration::from_secs(if plan.quick { 2 } else { 5 }));
-    let daemon = pm2.daemon_pid().ok_or("no pm2 daemon pid")?;
-    let idle = idle("pm2 daemon", daemon, None, plan.idle_window);
-    let mut visible = Samples::default();
-    for i in 0..plan.peer_kills {
-        check_interrupt();
-        let name = format!("w-{}", (i * 7) % PROGRAMS);
-        let victim = pm2
-            .pid_of(&name)
-            .ok_or_else(|| format!("no pid for {name}"))?;
-        let t_kill = Instant::now();
-        // SAFETY: a program this bench's pm2 started.
-        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-        loop {
-            let pid = pm2.pid_of(&name);
-            let t1 = Instant::now();
-            if let Some(pid) = pid
-                && pid != 0
-                && pid != victim
-            {
-                visible.push_duration(t1 - t_kill);
-                break;
-            }
-            if t_kill.elapsed() > DEADLINE {
-                return Err(format!("pm2 did not restart {name}"));
-            }
-        }
-        nap(Duration::from_millis(100));
-    }
-    println!(
-        "  pm2: kill -9 → restart visible p50 {} ms p99 {} ms",
-        fmt_num(visible.pct(50.0)),
-        fmt_num(visible.pct(99.0))
-    );
-    Ok(PeerFigures {
-        name: "pm2",
-        status_cmd: "pm2 jlist",
-        status_ms: status.median(),
-        idle_cpu_pct: idle.cpu_pct,
-        idle_cpu_pct_ns: idle.cpu_pct_ns,
-        idle_rss_mb: idle.rss_kb as f64 / 1024.0,
-        restart_visible: visible,
-    })
+    Some(s)
 }

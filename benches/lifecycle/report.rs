@@ -15,6 +15,8 @@ struct Row {
     unit: &'static str,
     /// The figure meets its target when it is at most this.
     target: f64,
+    /// Not measured in this run, and why.
+    skipped: Option<String>,
 }
 
 impl Row {
@@ -31,7 +33,15 @@ pub struct Report {
     pub json: Map<String, Value>,
     rows: Vec<Row>,
     notes: Vec<String>,
-    peers: Vec<(String, String, String)>,
+    peers: Vec<PeerRow>,
+}
+
+/// One line of the side-by-side table: marvel's figure and each peer's.
+struct PeerRow {
+    what: String,
+    unit: &'static str,
+    marvel: f64,
+    peers: Vec<(String, f64)>,
 }
 
 impl Report {
@@ -39,11 +49,29 @@ impl Report {
     /// the JSON under `key`.
     pub fn figure(&mut self, key: &str, value: f64, unit: &'static str, target: f64) {
         self.set(key, value);
+        self.rows.retain(|r| r.metric != key);
         self.rows.push(Row {
             metric: key.to_string(),
             value,
             unit,
             target,
+            skipped: None,
+        });
+    }
+
+    /// A headline figure this run does not measure: `null` in the JSON,
+    /// and neither met nor missed.
+    pub fn skip(&mut self, key: &str, unit: &'static str, target: f64, why: &str) {
+        if self.rows.iter().any(|r| r.metric == key) {
+            return;
+        }
+        self.json.insert(key.to_string(), Value::Null);
+        self.rows.push(Row {
+            metric: key.to_string(),
+            value: f64::NAN,
+            unit,
+            target,
+            skipped: Some(why.to_string()),
         });
     }
 
@@ -67,29 +95,48 @@ impl Report {
         self.notes.push(text);
     }
 
-    /// A side-by-side line: what, marvel's figure, the peer's, the ratio.
-    pub fn peer_line(&mut self, what: &str, marvel: String, peer: String) {
-        self.peers.push((what.to_string(), marvel, peer));
+    /// A side-by-side figure: what, marvel's figure and a peer's.
+    pub fn peer_figure(
+        &mut self,
+        what: &str,
+        unit: &'static str,
+        marvel: f64,
+        peer: &str,
+        value: f64,
+    ) {
+        match self.peers.iter_mut().find(|r| r.what == what) {
+            Some(r) => r.peers.push((peer.to_string(), value)),
+            None => self.peers.push(PeerRow {
+                what: what.to_string(),
+                unit,
+                marvel,
+                peers: vec![(peer.to_string(), value)],
+            }),
+        }
     }
 
     /// Every target met?
     pub fn misses(&self) -> Vec<String> {
         self.rows
             .iter()
-            .filter(|r| !r.met())
+            .filter(|r| r.skipped.is_none() && !r.met())
             .map(|r| r.metric.clone())
             .collect()
     }
 
     pub fn print(&self) {
         println!();
-        println!("{:<34} {:>14}  {:>12}  result", "metric", "value", "target");
-        println!("{}", "-".repeat(72));
+        println!("{:<40} {:>14}  {:>12}  result", "metric", "value", "target");
+        println!("{}", "-".repeat(78));
         for r in &self.rows {
             let target = format!("<= {}", fmt_num(r.target));
-            let verdict = if r.met() { "ok" } else { "MISS" };
+            let verdict = match &r.skipped {
+                Some(why) => format!("not run ({why})"),
+                None if r.met() => "ok".into(),
+                None => "MISS".into(),
+            };
             println!(
-                "{:<34} {:>14}  {:>12}  {verdict}",
+                "{:<40} {:>14}  {:>12}  {verdict}",
                 r.metric,
                 format!("{} {}", fmt_num(r.value), r.unit),
                 target
@@ -97,10 +144,35 @@ impl Report {
         }
         if !self.peers.is_empty() {
             println!();
-            println!("{:<44} {:>14} {:>14}", "side by side", "marvel", "peer");
-            println!("{}", "-".repeat(74));
-            for (what, m, p) in &self.peers {
-                println!("{what:<44} {m:>14} {p:>14}");
+            let names: Vec<&str> = self.peers[0]
+                .peers
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let mut head = format!(
+                "{:<48} {:>12}",
+                "side by side (ratio: marvel / peer)", "marvel"
+            );
+            for n in &names {
+                head += &format!(" {n:>12} {:>6}", "ratio");
+            }
+            println!("{head}");
+            println!("{}", "-".repeat(head.chars().count()));
+            for r in &self.peers {
+                let mut line = format!(
+                    "{:<48} {:>12}",
+                    r.what,
+                    format!("{} {}", fmt_num(r.marvel), r.unit)
+                );
+                for (_, v) in &r.peers {
+                    let ratio = if *v > 0.0 { r.marvel / v } else { f64::NAN };
+                    line += &format!(
+                        " {:>12} {:>6}",
+                        format!("{} {}", fmt_num(*v), r.unit),
+                        fmt_num(ratio)
+                    );
+                }
+                println!("{line}");
             }
         }
         if !self.notes.is_empty() {
@@ -116,6 +188,12 @@ impl Report {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        let targets: Map<String, Value> = self
+            .rows
+            .iter()
+            .map(|r| (r.metric.clone(), json!(r.target)))
+            .collect();
+        self.json.insert("targets".into(), Value::Object(targets));
         let text = serde_json::to_string_pretty(&Value::Object(self.json.clone()))?;
         std::fs::write(path, text + "\n")
     }

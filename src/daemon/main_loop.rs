@@ -17,7 +17,7 @@ use crate::lock;
 use crate::paths::{Paths, Target};
 use crate::proto::{LogChunk, Response};
 use crate::statedir;
-use crate::substrate::Substrate;
+use crate::substrate::{Notice, Substrate};
 
 use super::Config;
 use super::events::{EventFile, FollowTx, Followers};
@@ -41,6 +41,8 @@ pub enum Msg {
     Git(git::GitDone),
     /// A notification command finished.
     Hooked(hooks::Hooked),
+    /// The watch on the tmux server said something.
+    Watch(Notice),
 }
 
 impl From<hooks::Hooked> for Msg {
@@ -135,6 +137,9 @@ pub fn run_foreground(t: &Target) -> Result<()> {
 pub struct MainLoop {
     sup: Supervisor,
     worker: Worker,
+    /// The substrate, for the watch (which runs on a thread of its own);
+    /// calls that run tmux go through the worker.
+    watcher: Arc<dyn Substrate + Send + Sync>,
     git: GitWorker,
     hooks: hooks::Runner<Msg>,
     tx: Sender<Msg>,
@@ -170,7 +175,9 @@ impl MainLoop {
         sub: impl Into<Arc<S>>,
     ) -> Result<MainLoop> {
         let (tx, rx) = mpsc::channel();
-        let worker = Worker::start(sub.into(), tx.clone())
+        let sub: Arc<S> = sub.into();
+        let watcher: Arc<dyn Substrate + Send + Sync> = sub.clone();
+        let worker = Worker::start(sub, tx.clone())
             .map_err(|e| Error::other(format!("cannot start the tmux thread: {e}")))?;
         let git = git::Git::new(super::env_ms("MARVEL_GIT_TIMEOUT_MS", 120_000));
         let git = GitWorker::start(git, tx.clone())
@@ -183,6 +190,7 @@ impl MainLoop {
         Ok(MainLoop {
             sup: Supervisor::new(setup, earlier),
             worker,
+            watcher,
             git,
             hooks,
             tx,
@@ -275,6 +283,7 @@ impl MainLoop {
                     hook: h.hook,
                     failure: h.failure,
                 },
+                Ok(Msg::Watch(notice)) => Input::Watch(notice),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -432,6 +441,17 @@ impl MainLoop {
             }
             // Off the loop: the runner never makes it wait.
             Output::Notify(hook) => self.hooks.submit(hook),
+            Output::Watch { server_pid, kick } => {
+                let tx = self.tx.clone();
+                let notify = Box::new(move |n: Notice| {
+                    let _ = tx.send(Msg::Watch(n));
+                });
+                let owner = self.paths.root.display().to_string();
+                let started = self.watcher.watch(&owner, server_pid, kick, notify);
+                if let Err(e) = started {
+                    return Some(Input::Watch(Notice::Ended(e)));
+                }
+            }
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }

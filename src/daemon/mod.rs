@@ -30,8 +30,12 @@ pub use main_loop::run_foreground;
 /// Tunables, read from the environment so tests can shrink them.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// How often the safety-net sweep lists panes (`MARVEL_SWEEP_MS`).
+    /// How often the safety-net sweep lists panes while tmux's hooks wake
+    /// the daemon (`MARVEL_SWEEP_MS`).
     pub sweep: Duration,
+    /// How often it lists while they do not (the watch is not running) or
+    /// a death waits to be settled, at most (`MARVEL_SWEEP_UNWATCHED_MS`).
+    pub sweep_unwatched: Duration,
     /// Deadline of every tmux call (`MARVEL_TMUX_TIMEOUT_MS`).
     pub tmux_timeout: Duration,
     /// Retry pacing while tmux is unavailable: exponential from
@@ -54,7 +58,8 @@ fn env_ms(name: &str, default: u64) -> Duration {
 impl Config {
     pub fn from_env() -> Config {
         Config {
-            sweep: env_ms("MARVEL_SWEEP_MS", 5_000),
+            sweep: env_ms("MARVEL_SWEEP_MS", 60_000),
+            sweep_unwatched: env_ms("MARVEL_SWEEP_UNWATCHED_MS", 5_000),
             tmux_timeout: env_ms("MARVEL_TMUX_TIMEOUT_MS", 3_000),
             retry_base: env_ms("MARVEL_TMUX_RETRY_MS", 500),
             retry_max: env_ms("MARVEL_TMUX_RETRY_MAX_MS", 30_000),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub mod fake;
 pub mod tmux;
+pub mod watch;
 
 /// Where a new pane goes. Every team has one tmux session; each of its
 /// marvel sessions has a window (or, in a tiled role, a pane of the role's
@@ -166,6 +167,23 @@ impl std::fmt::Display for SubstrateError {
 
 pub type SubResult<T> = Result<T, SubstrateError>;
 
+/// What a watch on the server reports (see [`Substrate::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The watch runs: from now on tmux wakes the daemon when a pane of
+    /// its dies or goes.
+    Watching,
+    /// A pane's program died, a pane was killed or a window closed:
+    /// something may have ended, and a listing tells what.
+    Changed,
+    /// The watch ended: the server went away, the waiting client was
+    /// killed, tmux cannot be run.
+    Ended(SubstrateError),
+}
+
+/// Called with each notice of a watch, on the watch's own thread.
+pub type Notify = Box<dyn FnMut(Notice) + Send>;
+
 /// The operations the daemon needs from a terminal multiplexer.
 pub trait Substrate: Send {
     /// The server's version string (`tmux -V`), checking the binary runs.
@@ -196,4 +214,16 @@ pub trait Substrate: Send {
     /// Sets what windows' statuses say, in one call. Windows that are gone
     /// are skipped.
     fn decorate(&self, decorations: &[Decoration]) -> SubResult<()>;
+    /// Starts watching server `server_pid` on a thread of its own: the
+    /// hooks on `owner`'s panes and team sessions wake it, and `notify`
+    /// hears of each wake-up, until the watch ends (it says so, and does
+    /// not start again by itself). `kick` paces a nudge that makes the
+    /// server reap a pane's process whose end it missed. A substrate that
+    /// cannot be watched says so here.
+    fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {
+        let _ = (owner, server_pid, kick, notify);
+        Err(SubstrateError::Refused(
+            "this substrate cannot be watched".into(),
+        ))
+    }
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use ti::{TmuxCommand, TmuxCommands};
 use tmux_interface as ti;
 
+use super::watch::{self, PANE_HOOKS, SESSION_HOOKS};
 use super::{
-    Decoration, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
+    Decoration, Notify, Observation, PaneInfo, Place, SpawnRequest, Spawned, SubResult, Substrate,
     SubstrateError, WindowRef,
 };
 
@@ -140,6 +141,12 @@ impl Tmux {
             Ok(_) | Err(SubstrateError::NoServer(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// A client that blocks until `channel` is signalled (`wait-for`).
+    pub(super) fn wait_for_command(&self, channel: &str) -> Command {
+        let cmd = ti::WaitFor::new().channel(channel.to_string()).build();
+        self.command(&[cmd])
     }
 
     /// The `tmux` invocation for a command sequence whose output marvel
@@ -353,6 +360,29 @@ impl Tmux {
             window_option("automatic-rename", "off".into()),
             window_option("allow-rename", "off".into()),
         ];
+        // What wakes the daemon's watch: the window's panes ending (set on
+        // each new window, which its later panes and programs share) and,
+        // on a new team session, its windows going or panes being killed.
+        let hook = |scope: Option<&str>, name: &str| {
+            let mut c = TmuxCommand::new();
+            c.name("set-hook");
+            if let Some(flag) = scope {
+                c.push_flag(flag.to_string());
+            }
+            c.push_option("-t", target.clone());
+            c.push_param(name.to_string());
+            c.push_param(watch::hook_command(&req.owner));
+            c
+        };
+        if matches!(
+            req.place,
+            Place::NewSession { .. } | Place::NewWindow { .. }
+        ) {
+            cmds.extend(PANE_HOOKS.iter().map(|h| hook(Some("-w"), h)));
+        }
+        if matches!(req.place, Place::NewSession { .. }) {
+            cmds.extend(SESSION_HOOKS.iter().map(|h| hook(None, h)));
+        }
         if let Place::NewSession {
             session,
             team,
@@ -402,7 +432,7 @@ impl Tmux {
                 )
             });
             let shell = format!(
-                "exec {} logpipe --max-bytes {}{reports} {}",
+                "exec {} logpipe --to-shim --max-bytes {}{reports} {}",
                 sh_quote(&bin.to_string_lossy()),
                 LOG_MAX_BYTES,
                 sh_quote(&log.to_string_lossy())
@@ -713,6 +743,15 @@ impl Substrate for Tmux {
         }
         self.run(&[cmd.build()], self.timeout).map(|_| ())
     }
+
+    fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {
+        let (tmux, owner) = (self.clone(), owner.to_string());
+        std::thread::Builder::new()
+            .name("marvel-tmux-watch".into())
+            .spawn(move || watch::run(tmux, owner, server_pid, kick, notify))
+            .map(|_| ())
+            .map_err(|e| SubstrateError::Unreachable(format!("cannot start the watch thread: {e}")))
+    }
 }
 
 impl Tmux {
@@ -794,10 +833,10 @@ pub fn socket_path(name: &str) -> PathBuf {
 }
 
 /// What a finished tmux process produced.
-struct RawOutput {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(super) struct RawOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A tmux buffer name no other paste uses: this process's id and a count.
@@ -913,7 +952,7 @@ fn command_bytes(cmds: &[TmuxCommand<'_>]) -> usize {
 }
 
 /// Turns a failed run into an error, keeping tmux's own words.
-fn classify_failure(out: &RawOutput) -> SubstrateError {
+pub(super) fn classify_failure(out: &RawOutput) -> SubstrateError {
     let stderr = out.stderr.trim();
     if is_no_server(stderr) {
         return SubstrateError::NoServer(stderr.to_string());
@@ -1662,6 +1701,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn new_windows_and_team_sessions_carry_the_hooks_that_wake_the_watch() {
+        let t = Tmux::new(None, Duration::from_secs(1));
+        let hooks = |place: Place| -> Vec<String> {
+            t.spawn_commands(&placed(place, &["a", "b"]))
+                .unwrap()
+                .iter()
+                .map(|c| c.to_vec().join(" "))
+                .filter(|c| c.starts_with("set-hook"))
+                .collect()
+        };
+        let wake = watch::hook_command("test-owner");
+        let session = hooks(Place::NewSession {
+            session: "s".into(),
+            team: "ws/team".into(),
+            status_left: "marvel".into(),
+        });
+        assert_eq!(
+            session,
+            [
+                format!("set-hook -w -t =s:=w-0 pane-died {wake}"),
+                format!("set-hook -w -t =s:=w-0 pane-exited {wake}"),
+                format!("set-hook -t =s:=w-0 window-unlinked {wake}"),
+                format!("set-hook -t =s:=w-0 after-kill-pane {wake}"),
+            ]
+        );
+        let window = hooks(Place::NewWindow {
+            session: "s".into(),
+            after: None,
+        });
+        assert_eq!(window.len(), 2);
+        assert!(
+            window
+                .iter()
+                .all(|h| h.starts_with("set-hook -w -t =s:=w-0 pane-"))
+        );
+        // A split pane and a respawned one share their window's hooks.
+        let split = Place::Split {
+            window: "@3".into(),
+            tiled: false,
+        };
+        assert!(hooks(split).is_empty());
+        assert!(hooks(Place::Respawn { pane: "%4".into() }).is_empty());
+    }
+
+    #[test]
     fn log_pipe_command_is_quoted_and_escaped() {
         let t = Tmux::new(None, Duration::from_secs(1)).with_marvel_bin("/opt/my marvel/bin");
         let mut r = req("marvel/w/t/r-0", &["a", "b"]);
@@ -1674,7 +1758,7 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(
             pipe,
-            "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --max-bytes 1048576 '/state/logs/7##.log'"
+            "pipe-pane -O -t =marvel/w/t/r-0:=w-0 exec '/opt/my marvel/bin' logpipe --to-shim --max-bytes 1048576 '/state/logs/7##.log'"
         );
         // With reports, it says where the daemon is and when to speak.
         r.reports = Some(crate::substrate::LogReports {
@@ -1689,7 +1773,7 @@ pub(crate) mod tests {
             .unwrap();
         assert!(
             pipe.ends_with(
-                "logpipe --max-bytes 1048576 --uid 7 --state-dir '/my state##' --quiet-ms 250 '/state/logs/7##.log'"
+                "logpipe --to-shim --max-bytes 1048576 --uid 7 --state-dir '/my state##' --quiet-ms 250 '/state/logs/7##.log'"
             ),
             "{pipe}"
         );

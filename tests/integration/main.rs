@@ -24,5 +24,6 @@ mod stress;
 mod top;
 mod validation;
 mod verbs;
+mod watch;
 mod workspace;
 mod worktree;

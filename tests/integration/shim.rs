@@ -427,3 +427,69 @@ fn pane_output_reaches_the_session_log() {
     s.tmux.send_text(&spawned.pane, "", true).unwrap();
     daemon.next();
 }
+
+/// marvel processes whose command line holds every one of `words` (not
+/// the tmux server, whose own command line may hold the log pipe's).
+fn processes_with(words: &[&str]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+            let marvel = argv.starts_with(MARVEL);
+            (marvel && words.iter().all(|w| argv.contains(w))).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn the_shim_writes_the_log_and_no_log_pipe_stays_beside_it() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(12, &["sh", "-c", "echo first; read x; echo second; read y"]);
+    daemon.next();
+    let log: PathBuf = s.paths.session_log(12);
+    let log_name = log.to_str().unwrap().to_string();
+    wait_for("the first line in the log", || {
+        tail_lines(&log, 5)
+            .iter()
+            .any(|l| l == "first")
+            .then_some(())
+    });
+    // The log pipe handed the pane's output to the shim and went.
+    wait_for("no log pipe left", || {
+        processes_with(&["logpipe", &log_name])
+            .is_empty()
+            .then_some(())
+    });
+    // And the log still grows: the shim writes it.
+    s.tmux.send_text(&spawned.pane, "", true).unwrap();
+    wait_for("the second line in the log", || {
+        tail_lines(&log, 5)
+            .iter()
+            .any(|l| l == "second")
+            .then_some(())
+    });
+    s.tmux.send_text(&spawned.pane, "", true).unwrap();
+    daemon.next();
+}
+
+#[test]
+fn a_log_pipe_no_shim_takes_writes_the_log_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alone.log");
+    let mut child = Command::new(MARVEL)
+        .args(["logpipe", "--to-shim", "--max-bytes", "1000"])
+        .arg(&log)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"kept anyway\n").unwrap();
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept anyway\n");
+}

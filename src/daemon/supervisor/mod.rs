@@ -30,6 +30,7 @@ use crate::domain::event::{Event, EventKind};
 use crate::domain::reconcile::{self, Effect};
 use crate::domain::state::{Exit, ExitDetail, KeptPane, Session, Time, World, after};
 use crate::proto::{EventFilter, Request, Response, ShimReport};
+use crate::substrate::Notice;
 use crate::view::EventView;
 
 use super::Config;
@@ -89,6 +90,8 @@ pub enum Input {
         hook: Hook,
         failure: Option<HookFailure>,
     },
+    /// What the watch on the tmux server says (see `Output::Watch`).
+    Watch(Notice),
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -156,6 +159,11 @@ pub enum Output {
     /// Run a team's notification command, off the loop; how it went comes
     /// back as `Hooked`.
     Notify(Hook),
+    /// Start watching the tmux server `server_pid`: its hooks wake the
+    /// daemon, each wake-up comes back as `Input::Watch`, and so does the
+    /// watch's end. `kick` paces the nudge that makes tmux reap a pane's
+    /// process whose end it missed.
+    Watch { server_pid: u32, kick: Duration },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
@@ -280,8 +288,11 @@ pub struct Supervisor {
     spare_strays: bool,
     /// The instant of the last step (to notice wall-clock jumps).
     clock: Option<Now>,
-    /// When the next safety-net listing is due (monotonic).
+    /// When the next safety-net listing is due at the latest (monotonic),
+    /// at the long interval; see [`Supervisor::sweep_due`].
     next_sweep: Duration,
+    /// When the last listing was asked for (monotonic).
+    listed_at: Duration,
     /// When the plan wants to look again.
     wake_at: Option<Time>,
     dirty: bool,
@@ -324,6 +335,7 @@ impl Supervisor {
             spare_strays: false,
             clock: None,
             next_sweep: Duration::ZERO,
+            listed_at: Duration::ZERO,
             wake_at: None,
             dirty: false,
             persist: PersistHealth::default(),
@@ -374,6 +386,7 @@ impl Supervisor {
                     self.hook_failed(&hook, f, now);
                 }
             }
+            Input::Watch(notice) => self.watch_notice(notice, now),
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() {
@@ -532,6 +545,7 @@ impl Supervisor {
         // their recorded state and nothing is spawned in their slots.
         self.probe(true, now);
         self.next_sweep = now.mono + self.setup.cfg.sweep;
+        self.listed_at = now.mono;
         self.dirty = true;
     }
 
@@ -570,12 +584,13 @@ impl Supervisor {
             self.persist.retry_at = None;
             self.dirty = true;
         }
-        if now.mono >= self.next_sweep {
+        if now.mono >= self.sweep_due() {
             self.sweep(now);
         }
         if !self.tmux.probing && self.tmux.health.retry_due(now.wall) {
             self.probe(false, now);
         }
+        self.ensure_watch(now);
     }
 
     /// The safety-net sweep: one listing unless one is under way, and the
@@ -714,7 +729,10 @@ impl Supervisor {
             self.dirty = false;
             self.out.push(Output::Persist);
         }
-        let mut wake = self.next_sweep;
+        let mut wake = self.sweep_due();
+        if let Some(t) = self.watch_retry_at() {
+            wake = wake.min(t);
+        }
         if let Some(t) = self.persist.retry_at {
             wake = wake.min(t);
         }

@@ -26,6 +26,7 @@ fn t0() -> Time {
 pub(super) fn cfg() -> Config {
     Config {
         sweep: Duration::from_secs(3600),
+        sweep_unwatched: Duration::from_secs(3600),
         tmux_timeout: Duration::from_secs(1),
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
@@ -77,6 +78,8 @@ pub(super) struct H {
     pub lines: BTreeMap<u64, String>,
     /// Notification commands handed to the runner, in order.
     pub hooks: Vec<Hook>,
+    /// Watches started: (server pid, kick interval).
+    pub watches: Vec<(u32, Duration)>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -113,6 +116,7 @@ impl H {
             signals: Vec::new(),
             lines: BTreeMap::new(),
             hooks: Vec::new(),
+            watches: Vec::new(),
             last_request: 0,
             runner: Runner::default(),
         }
@@ -214,6 +218,9 @@ impl H {
                         self.lines.insert(uid, line);
                     }
                     Output::Notify(hook) => self.hooks.push(hook),
+                    Output::Watch { server_pid, kick } => {
+                        self.watches.push((server_pid, kick));
+                    }
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
@@ -2862,4 +2869,162 @@ fn a_team_run_again_right_after_its_deletion_is_placed_anew_not_crashed() {
     assert!(!h.kinds().contains(&"crashed"), "{:?}", h.kinds());
     assert_eq!(h.start_all().len(), 2);
     assert_eq!(h.tmux.sessions()["demo-squad"], vec!["w-0", "w-1"]);
+}
+
+/// The watch on the tmux server: tmux's hooks wake the daemon, which then
+/// lists; the sweep is a rare safety net while it runs.
+mod watch {
+    use super::*;
+    use crate::substrate::Notice;
+    use crate::substrate::fake::FAKE_SERVER_PID;
+
+    fn lists(h: &H) -> usize {
+        h.tmux.calls().iter().filter(|c| **c == Call::List).count()
+    }
+
+    /// A daemon whose sweep lists every 60 s while watched, every 5 s
+    /// otherwise, with a team of two running.
+    fn watched() -> (H, Vec<Session>) {
+        let mut h = H::blank();
+        h.sup.setup.cfg.sweep = Duration::from_secs(60);
+        h.sup.setup.cfg.sweep_unwatched = Duration::from_secs(5);
+        h.restore(Loaded::Fresh, Vec::new());
+        h.run_jobs();
+        assert!(h.watches.is_empty(), "no server yet, nothing to watch");
+        h.apply(team(vec![role("w", 2)]));
+        let sessions = h.start_all();
+        assert_eq!(
+            h.watches,
+            [(FAKE_SERVER_PID, Duration::from_secs(5))],
+            "watched once a server runs, nudged every 5 s at most"
+        );
+        h.step(Input::Watch(Notice::Watching));
+        (h, sessions)
+    }
+
+    #[test]
+    fn a_wake_up_lists_at_once_and_a_dead_pane_is_recorded_from_that_one_listing() {
+        let (mut h, sessions) = watched();
+        let victim = &sessions[0];
+        // The shim was killed: its pane stays, dead, and no report comes.
+        h.tmux
+            .set_dead(victim.pane.as_deref().unwrap(), None, Some(9));
+        let before = lists(&h);
+        h.step(Input::Watch(Notice::Changed));
+        h.run_jobs();
+        assert_eq!(lists(&h), before + 1, "one listing");
+        let hist = h.role_history();
+        assert_eq!(hist.restarts, 1, "recorded without waiting for another");
+        assert_eq!(hist.marker.as_ref().unwrap().uid, victim.uid);
+        assert_eq!(h.marker_detail(), ExitDetail::PaneVanished);
+    }
+
+    #[test]
+    fn a_vanished_pane_tmux_woke_us_for_is_settled_a_second_later() {
+        let (mut h, sessions) = watched();
+        // The sweep planned before the watch ran.
+        h.until_wake();
+        h.run_jobs();
+        let victim = &sessions[0];
+        // Gone with no word from its shim.
+        h.tmux.remove(victim.pane.as_deref().unwrap());
+        h.step(Input::Watch(Notice::Changed));
+        h.run_jobs();
+        assert_eq!(h.role_history().restarts, 0, "the shim may still report");
+        let at = h.now.mono;
+        h.until_wake();
+        h.run_jobs();
+        assert!(
+            h.now.mono - at <= Duration::from_secs(1),
+            "{:?}",
+            h.now.mono - at
+        );
+        assert_eq!(h.role_history().restarts, 1);
+        assert_eq!(h.marker_detail(), ExitDetail::PaneVanished);
+        // Settled (and restarted): no listing for a while again.
+        let n = lists(&h);
+        for _ in 0..30 {
+            h.advance(1000);
+            h.run_jobs();
+        }
+        assert_eq!(lists(&h), n);
+    }
+
+    #[test]
+    fn while_watched_the_sweep_is_rare_and_otherwise_it_comes_every_few_seconds() {
+        let (mut h, _) = watched();
+        // Lets the timers fire (other timers, such as sessions turning
+        // idle, come in between) until the next listing.
+        let next_listing = |h: &mut H| {
+            let (n, from) = (lists(h), h.now.mono);
+            while lists(h) == n {
+                assert!(h.now.mono - from < Duration::from_secs(600), "no listing");
+                h.until_wake();
+                h.run_jobs();
+            }
+        };
+        // The sweep planned before the watch ran comes; the next one a
+        // minute later.
+        next_listing(&mut h);
+        let (at, n) = (h.now.mono, lists(&h));
+        next_listing(&mut h);
+        assert_eq!(h.now.mono - at, Duration::from_secs(60));
+        assert_eq!(lists(&h), n + 1);
+        // The watch ends: a listing at once, and the sweep every 5 s until
+        // a watch runs again.
+        h.advance(1000);
+        let n = lists(&h);
+        h.step(Input::Watch(Notice::Ended(SubstrateError::Unreachable(
+            "killed".into(),
+        ))));
+        h.run_jobs();
+        assert_eq!(lists(&h), n + 1);
+        assert_eq!(h.watches.len(), 2, "ran long: started again at once");
+        h.until_wake();
+        assert!(h.wake - h.now.mono <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_watch_that_ends_at_once_is_started_again_later_and_later() {
+        let (mut h, _) = watched();
+        let ended = || Input::Watch(Notice::Ended(SubstrateError::Unreachable("gone".into())));
+        h.advance(20_000);
+        h.step(ended());
+        h.run_jobs();
+        assert_eq!(h.watches.len(), 2, "after a long run: at once");
+        h.step(ended());
+        h.run_jobs();
+        assert_eq!(h.watches.len(), 2, "ended at once: not yet");
+        assert!(h.wake <= h.now.mono + Duration::from_secs(1));
+        h.advance(999);
+        assert_eq!(h.watches.len(), 2);
+        h.advance(1);
+        assert_eq!(h.watches.len(), 3, "after 1 s");
+        h.step(ended());
+        h.run_jobs();
+        h.advance(1999);
+        assert_eq!(h.watches.len(), 3);
+        h.advance(1);
+        assert_eq!(h.watches.len(), 4, "then after 2 s");
+        // One that runs for long again resets the pacing.
+        h.step(Input::Watch(Notice::Watching));
+        h.advance(10_000);
+        h.step(ended());
+        h.run_jobs();
+        assert_eq!(h.watches.len(), 5);
+    }
+
+    #[test]
+    fn supervision_goes_on_without_a_watch() {
+        let (mut h, sessions) = watched();
+        h.step(Input::Watch(Notice::Ended(SubstrateError::Missing(
+            "tmux: not found".into(),
+        ))));
+        h.run_jobs();
+        // A death the shim reports is recorded as ever.
+        h.exited(sessions[1].uid, Some(3), None, false);
+        h.run_jobs();
+        assert_eq!(h.role_history().restarts, 1);
+        assert_eq!(h.status().tmux.state.as_str(), "up");
+    }
 }

@@ -17,7 +17,7 @@ use crate::domain::policy::Curve;
 use crate::domain::state::{Exit, ExitDetail, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
-use crate::substrate::{Decoration, Observation, PaneInfo, Place, Spawned, SubstrateError};
+use crate::substrate::{Decoration, Notice, Observation, PaneInfo, Place, Spawned, SubstrateError};
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
@@ -76,7 +76,46 @@ pub(super) struct Tmux {
     /// Requests already answered with an error while further jobs of
     /// theirs were under way (a long text typed in pieces).
     failed: HashSet<RequestId>,
+    /// Whether tmux's hooks wake the daemon.
+    pub watch: Watch,
 }
+
+/// The watch on the tmux server (`Output::Watch`): while it runs, tmux
+/// wakes the daemon when a pane of its dies or goes, and the sweep is only
+/// a rare safety net.
+#[derive(Debug, Default)]
+pub(super) struct Watch {
+    state: WatchState,
+    /// Watches in a row that ended soon after they started.
+    failures: u32,
+    /// When to start it again after it ended (monotonic).
+    retry_at: Option<Duration>,
+    /// The daemon's log said it watches.
+    announced: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WatchState {
+    #[default]
+    Off,
+    /// Asked for, not confirmed yet.
+    Starting(Duration),
+    /// Running since then (monotonic).
+    On(Duration),
+}
+
+/// A watch that ran this long before it ended was not failing: the next
+/// one starts at once.
+const WATCH_STABLE: Duration = Duration::from_secs(10);
+/// Pacing of new watches after ones that ended at once.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a death found by a listing waits for its shim's word before
+/// the next listing settles it, while tmux wakes the daemon.
+const SETTLE: Duration = Duration::from_secs(1);
+/// At most this long between two nudges that make tmux reap a pane's
+/// process whose end it missed.
+const KICK_MAX: Duration = Duration::from_secs(5);
 
 impl Tmux {
     /// The id the next submitted job gets.
@@ -139,6 +178,105 @@ impl Supervisor {
             self.setup.tmux_socket.clone(),
             self.tmux.stalled_for(now.mono),
         )
+    }
+
+    /// How often the safety-net sweep lists: rarely while tmux's hooks wake
+    /// the daemon and no death waits to be settled, else at the shorter
+    /// interval.
+    pub(super) fn sweep_every(&self) -> Duration {
+        let cfg = &self.setup.cfg;
+        let watching = matches!(self.tmux.watch.state, WatchState::On(_));
+        let every = if watching && self.unsettled.is_empty() {
+            cfg.sweep
+        } else {
+            cfg.sweep.min(cfg.sweep_unwatched)
+        };
+        if watching && !self.unsettled.is_empty() {
+            // A death tmux woke us for is settled by the next listing,
+            // soon: a shim still on its way has had time to record.
+            every.min(SETTLE)
+        } else {
+            every
+        }
+    }
+
+    /// When the next sweep is due: a listing after the last one, at the
+    /// interval [`Supervisor::sweep_every`] says now, or the long interval
+    /// after the last sweep.
+    pub(super) fn sweep_due(&self) -> Duration {
+        self.next_sweep.min(self.listed_at + self.sweep_every())
+    }
+
+    /// When a watch that ended is to be started again, if it is.
+    pub(super) fn watch_retry_at(&self) -> Option<Duration> {
+        self.tmux.watch.retry_at
+    }
+
+    /// Starts the watch if none runs, tmux answers, a server is known and
+    /// no retry delay holds it back.
+    pub(super) fn ensure_watch(&mut self, now: Now) {
+        let w = &self.tmux.watch;
+        if w.state != WatchState::Off || w.retry_at.is_some_and(|t| now.mono < t) {
+            return;
+        }
+        let Some(server_pid) = self.ws.server_pid.filter(|_| self.tmux_ready(now)) else {
+            // Started once a listing or a spawn shows a server.
+            self.tmux.watch.retry_at = None;
+            return;
+        };
+        self.tmux.watch.retry_at = None;
+        self.tmux.watch.state = WatchState::Starting(now.mono);
+        let kick = self.setup.cfg.sweep.min(KICK_MAX);
+        self.out.push(Output::Watch { server_pid, kick });
+    }
+
+    /// What the watch says: a wake-up is a listing; its end, a listing and
+    /// a new watch, at once after a long one, paced after short ones.
+    pub(super) fn watch_notice(&mut self, notice: Notice, now: Now) {
+        match notice {
+            Notice::Watching => {
+                let since = match self.tmux.watch.state {
+                    WatchState::Starting(t) => t,
+                    _ => now.mono,
+                };
+                self.tmux.watch.state = WatchState::On(since);
+                if !std::mem::replace(&mut self.tmux.watch.announced, true) {
+                    self.log(format!(
+                        "tmux wakes the daemon when a pane ends; listing every {} s as a safety net",
+                        self.setup.cfg.sweep.as_secs_f64()
+                    ));
+                }
+            }
+            Notice::Changed => self.list_soon(now),
+            Notice::Ended(err) => {
+                let started = match self.tmux.watch.state {
+                    WatchState::Starting(t) | WatchState::On(t) => Some(t),
+                    WatchState::Off => None,
+                };
+                let w = &mut self.tmux.watch;
+                w.state = WatchState::Off;
+                if started.is_some_and(|t| now.mono.saturating_sub(t) >= WATCH_STABLE) {
+                    w.failures = 0;
+                }
+                let delay = if w.failures == 0 {
+                    Duration::ZERO
+                } else {
+                    let doubled = WATCH_RETRY.saturating_mul(1 << w.failures.min(16));
+                    doubled.min(WATCH_RETRY_MAX)
+                };
+                w.failures = w.failures.saturating_add(1);
+                w.retry_at = Some(now.mono + delay);
+                w.announced = false;
+                let every = self.sweep_every();
+                self.log(format!(
+                    "the tmux watch ended ({err}); listing every {} ms until it runs again, next try in {} ms",
+                    every.as_millis(),
+                    delay.as_millis()
+                ));
+                // Whatever ended it may have ended panes too.
+                self.list_soon(now);
+            }
+        }
     }
 
     /// Carries out a finished job's consequences.
@@ -289,6 +427,7 @@ impl Supervisor {
 
     /// A listing now, unless one is under way.
     pub(super) fn list_now(&mut self, now: Now) {
+        self.listed_at = now.mono;
         let id = self.submit(Job::List, Then::Observe, now);
         self.tmux.listing = Some(id);
     }
@@ -540,6 +679,7 @@ impl Supervisor {
         if self.world.kept.get(key).is_some_and(|k| k.pane == sp.pane) {
             self.world.kept.remove(key);
         }
+        self.ensure_watch(now);
         let started = self
             .world
             .spawned(uid, sp.pane.clone(), sp.pane_pid, Some(sp.window));
@@ -629,6 +769,7 @@ impl Supervisor {
                 for uid in std::mem::take(&mut self.unplaced) {
                     self.world.spawn_failed(uid);
                 }
+                self.ws.server_pid = None;
                 self.tmux_lost(now, rng);
                 return 0;
             }
@@ -639,7 +780,7 @@ impl Supervisor {
         // Deaths known before this listing was asked for are settled: the
         // server still runs, so it is not to blame. What the shim recorded
         // meanwhile tells the end best.
-        let settled: Vec<u64> = self
+        let mut settled: Vec<u64> = self
             .unsettled
             .iter()
             .filter(|(_, u)| u.from_job <= id)
@@ -653,11 +794,23 @@ impl Supervisor {
             let Some(pane) = s.pane.as_deref() else {
                 continue;
             };
-            let found = listed
-                .get(pane)
-                .is_some_and(|p| Some(p.pane_pid) == s.pane_pid && !p.dead);
-            if found {
+            let same = listed.get(pane).filter(|p| Some(p.pane_pid) == s.pane_pid);
+            if same.is_some_and(|p| !p.dead) {
                 confirmed += 1;
+            } else if same.is_some_and(|p| p.dead) {
+                // The pane's first process, the shim, is gone: what it
+                // recorded is all there will be, so no later listing is
+                // waited for.
+                self.unsettled
+                    .entry(uid)
+                    .or_insert_with(|| super::Unsettled {
+                        exit: Exit::detail(ExitDetail::PaneVanished, now.wall),
+                        from_job: id,
+                        settling: false,
+                    });
+                if !settled.contains(&uid) {
+                    settled.push(uid);
+                }
             } else if !self.unsettled.contains_key(&uid) || settled.contains(&uid) {
                 // Gone: as the shim recorded it, or, when it has not (yet),
                 // as a vanished pane unless the shim reports before the next
@@ -680,6 +833,7 @@ impl Supervisor {
             self.out.push(Output::ReadExitRecords(missing));
         }
         self.remove_strays(&panes, now);
+        self.ensure_watch(now);
         confirmed
     }
 
