@@ -10,6 +10,7 @@ pub mod reconcile;
 pub mod shift;
 pub mod spec;
 pub mod state;
+pub mod tracked;
 pub mod world;
 
 /// A source of jitter samples, uniform in [-1, 1]: the only randomness the
