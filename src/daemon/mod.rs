@@ -6,12 +6,14 @@
 //! - [`supervisor`]: the state machine, split by input kind.
 //! - [`worker`]: the thread that runs tmux jobs in order.
 //! - [`server`]: the socket: connections, peers, request lines.
-//! - [`store`]: the state file, exit records and output logs on disk.
+//! - [`store`]: the state file and its journal, exit records and output
+//!   logs on disk; [`journal`]: the journal's records.
 //! - [`events`]: the event ring, its file and its followers.
 //! - [`views`]: the records `get` and `describe` return.
 
 pub mod events;
 mod guard;
+pub mod journal;
 pub mod main_loop;
 pub mod server;
 pub mod store;

@@ -16,6 +16,12 @@ mod workspace;
 #[cfg(test)]
 mod tests;
 
+/// Short timers for tests of the daemon around the supervisor.
+#[cfg(test)]
+pub(crate) fn tests_cfg() -> Config {
+    tests::cfg()
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -242,6 +248,11 @@ struct PersistHealth {
 /// How often a failing state file is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a change that can be learnt again after a crash (a pane
+/// placed, a program started) may wait to be written: what is written
+/// sooner takes it along, so a death costs one write.
+const LAZY_PERSIST: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     world: World,
     events: EventRing,
@@ -267,7 +278,12 @@ pub struct Supervisor {
     next_sweep: Duration,
     /// When the plan wants to look again.
     wake_at: Option<Time>,
+    /// What changed must be written before the step ends.
     dirty: bool,
+    /// What changed may wait until then (monotonic) to be written, unless
+    /// something written sooner takes it along: changes that a crashed
+    /// daemon's successor learns again from tmux and the exit records.
+    lazy_until: Option<Duration>,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -301,6 +317,7 @@ impl Supervisor {
             next_sweep: Duration::ZERO,
             wake_at: None,
             dirty: false,
+            lazy_until: None,
             persist: PersistHealth::default(),
             uids_written: 0,
             event_log_failure: None,
@@ -313,6 +330,12 @@ impl Supervisor {
     /// What is to be persisted.
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// The world for the store, which takes the marks of what changed
+    /// (and writes only that).
+    pub fn world_mut(&mut self) -> &mut World {
+        &mut self.world
     }
 
     /// The one entry point: handles `input` at `now` and returns what to
@@ -418,10 +441,18 @@ impl Supervisor {
         ));
         match loaded {
             Loaded::Fresh => {}
-            Loaded::Restored { world, rebooted } => {
-                self.world = world;
+            Loaded::Restored {
+                world,
+                rebooted,
+                cut,
+            } => {
+                self.world = *world;
                 self.world.resume_uids();
                 self.uids_written = self.world.uid_reserved;
+                if let Some(msg) = cut {
+                    self.log(msg.clone());
+                    self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                }
                 if rebooted {
                     self.machine_restarted(now, rng);
                 }
@@ -553,12 +584,28 @@ impl Supervisor {
         self.out.push(Output::Prune { live, kept, shown });
     }
 
+    /// Changes are to be written within [`LAZY_PERSIST`] at the latest.
+    fn persist_lazily(&mut self, now: Now) {
+        if self.lazy_until.is_none() {
+            self.lazy_until = Some(now.mono + LAZY_PERSIST);
+        }
+    }
+
     /// Plans and carries out the plan's effects.
     fn reconcile(&mut self, now: Now, rng: &mut impl Rng) {
         let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
         self.wake_at = plan.wake_at;
-        if !plan.events.is_empty() || !plan.effects.is_empty() {
+        // A spawn alone is written lazily: a crashed daemon's successor
+        // finds its pane by its uid (saved before any pane carries it), or
+        // makes it again.
+        let spawns_only = plan
+            .effects
+            .iter()
+            .all(|e| matches!(e, Effect::Spawn { .. }));
+        if !plan.events.is_empty() || !spawns_only {
             self.dirty = true;
+        } else if !plan.effects.is_empty() {
+            self.persist_lazily(now);
         }
         self.emit_all(plan.events);
         for effect in plan.effects {
@@ -668,11 +715,15 @@ impl Supervisor {
             self.kill_pane(v.pane, key.to_string(), now);
         }
         self.redecorate(now);
-        if self.dirty {
+        if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
             self.dirty = false;
+            self.lazy_until = None;
             self.out.push(Output::Persist);
         }
         let mut wake = self.next_sweep;
+        if let Some(t) = self.lazy_until {
+            wake = wake.min(t);
+        }
         if let Some(t) = self.persist.retry_at {
             wake = wake.min(t);
         }

@@ -60,8 +60,10 @@ pub(super) struct H {
     pub records: BTreeMap<u64, ShimReport>,
     /// Output logs on disk, by uid.
     pub logs: BTreeMap<u64, Vec<String>>,
-    /// The world as last written, if it was.
+    /// The world as last written, if it was: the journal's records
+    /// applied to the first snapshot, as a daemon would read it back.
     pub saved: Option<World>,
+    journal: crate::daemon::journal::Journal,
     /// Make the next writes of the state fail with this error.
     pub disk_full: Option<String>,
     pub followers: BTreeSet<RequestId>,
@@ -100,6 +102,7 @@ impl H {
             records: BTreeMap::new(),
             logs: BTreeMap::new(),
             saved: None,
+            journal: Default::default(),
             disk_full: None,
             followers: BTreeSet::new(),
             trace: Vec::new(),
@@ -131,7 +134,15 @@ impl H {
             .iter()
             .map(|(uid, r)| (*uid, Replay::Report(r.clone())))
             .collect();
-        self.restore(Loaded::Restored { world, rebooted }, records);
+        let cut = None;
+        self.restore(
+            Loaded::Restored {
+                world: Box::new(world),
+                rebooted,
+                cut,
+            },
+            records,
+        );
     }
 
     pub fn restore(&mut self, loaded: Loaded, records: Vec<(u64, Replay)>) {
@@ -159,7 +170,7 @@ impl H {
                         let result = match &self.disk_full {
                             Some(e) => Err(e.clone()),
                             None => {
-                                self.saved = Some(self.sup.world().clone());
+                                self.persist();
                                 Ok(())
                             }
                         };
@@ -209,6 +220,27 @@ impl H {
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
+            }
+        }
+    }
+
+    /// Writes what changed as the store does: a whole snapshot first, then
+    /// journal records, which must replay to the world as it is.
+    fn persist(&mut self) {
+        use crate::daemon::journal;
+        let world = self.sup.world_mut();
+        match &mut self.saved {
+            Some(disk) => {
+                if let Some(record) = self.journal.record(world) {
+                    journal::apply(disk, record);
+                }
+                // Not written: a daemon sets it when it starts.
+                disk.watching_since = world.watching_since;
+                assert_eq!(disk, world, "the journal's records replay to another world");
+            }
+            None => {
+                self.journal.reset(world);
+                self.saved = Some(world.clone());
             }
         }
     }
@@ -954,8 +986,9 @@ fn an_exit_record_that_failed_to_apply_is_recorded_as_an_end_with_a_warning() {
     let moved = PathBuf::from(format!("/state/exits/{}.json.failed", s.uid));
     h2.restore(
         Loaded::Restored {
-            world,
+            world: Box::new(world),
             rebooted: false,
+            cut: None,
         },
         vec![(s.uid, Replay::Failed(moved))],
     );
@@ -1131,6 +1164,42 @@ fn spawns_cut_short_by_a_restart_are_found_by_their_uid_or_made_again() {
     assert_eq!(h.live().len(), 2, "slot 1 is filled again");
     assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
     assert_eq!(h.tmux.sessions().len(), 1, "{:?}", h.tmux.sessions());
+}
+
+/// A placement is written in the step that learns it. A daemon killed
+/// right after, while the program ends, replays the shim's exit record
+/// onto a session that has its pane: the death is recorded there and the
+/// pane kept for the slot, not removed as nobody's.
+#[test]
+fn a_death_just_after_a_placement_while_the_daemon_is_away_keeps_its_pane() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    let pane = s.pane.clone().expect("placed");
+    let saved = &h.saved.as_ref().unwrap().sessions[&s.uid];
+    assert_eq!(
+        saved.pane.as_ref(),
+        Some(&pane),
+        "written with no time passing"
+    );
+    // The daemon is killed; the program ends; its shim records it.
+    h.records.insert(
+        s.uid,
+        ShimReport::Exited {
+            uid: s.uid,
+            code: Some(3),
+            signal: None,
+            at: h.now.wall,
+            hangup: false,
+            failure: None,
+        },
+    );
+    let mut h = h.restart();
+    h.run_jobs();
+    let m = h.role_history().marker.clone().expect("the death");
+    assert_eq!((m.uid, m.exit.unwrap().code), (s.uid, Some(3)));
+    assert_eq!(h.world().kept[&s.key].pane, pane, "kept for its slot");
+    assert!(h.tmux.kills().is_empty(), "{:?}", h.tmux.kills());
 }
 
 #[test]
