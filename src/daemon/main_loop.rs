@@ -29,6 +29,9 @@ use super::supervisor::{
 };
 use super::worker::{self, Worker};
 
+/// At most this many waiting messages are taken in one go.
+const BATCH: usize = 256;
+
 /// Everything the loop receives.
 pub enum Msg {
     /// A client's or a shim's request.
@@ -244,17 +247,31 @@ impl<S: Substrate + Sync + 'static> MainLoop<S> {
 
     /// Serves until the supervisor says it is done.
     pub fn run(&mut self) {
+        // What arrived while the last input was stepped: taken in one go,
+        // the supervisor plans once for a burst of reports (`hold_plan`).
+        let mut waiting: VecDeque<Msg> = VecDeque::new();
         while !self.exit {
-            let timeout = self.wake.saturating_duration_since(Instant::now());
-            let input = match self.rx.recv_timeout(timeout) {
+            let msg = match waiting.pop_front() {
+                Some(msg) => Ok(msg),
+                None => {
+                    let timeout = self.wake.saturating_duration_since(Instant::now());
+                    self.rx.recv_timeout(timeout)
+                }
+            };
+            let input = match msg {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if waiting.is_empty() {
+                waiting.extend(self.rx.try_iter().take(BATCH));
+            }
             let ticked = matches!(input, Input::Tick);
+            self.sup.hold_plan(!waiting.is_empty());
             self.feed(input);
+            self.sup.hold_plan(false);
             // A busy loop still keeps its timers.
             if !ticked && !self.exit && Instant::now() >= self.wake {
                 self.feed(Input::Tick);

@@ -425,6 +425,19 @@ impl World {
         mv_opt(&mut self.watching_since);
     }
 
+    /// What planning reads, as counts of changes: while it stays the same
+    /// (and the plan's wake-up time has not come), planning again would
+    /// find nothing new.
+    pub fn plan_inputs(&self) -> (u64, Option<Time>) {
+        let edits = self.teams.edits()
+            + self.roles.edits()
+            + self.sessions.edits()
+            + self.shifts.edits()
+            + self.kept.edits()
+            + self.strays.edits();
+        (edits, self.watching_since)
+    }
+
     /// Sessions of one role, oldest spawn first.
     pub fn role_sessions<'a>(
         &'a self,

@@ -16,6 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Tracked<K, V> {
     map: BTreeMap<K, V>,
     changed: BTreeSet<K>,
+    /// Changes ever made, whoever took their keys: what tells a planner
+    /// that nothing changed since it last looked.
+    edits: u64,
 }
 
 impl<K, V> Default for Tracked<K, V> {
@@ -23,6 +26,7 @@ impl<K, V> Default for Tracked<K, V> {
         Tracked {
             map: BTreeMap::new(),
             changed: BTreeSet::new(),
+            edits: 0,
         }
     }
 }
@@ -37,6 +41,7 @@ impl<K, V> Deref for Tracked<K, V> {
 
 impl<K: Ord + Clone, V> Tracked<K, V> {
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.edits += 1;
         self.changed.insert(key.clone());
         self.map.insert(key, value)
     }
@@ -47,6 +52,7 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         Q: Ord + ?Sized,
     {
         let (key, value) = self.map.remove_entry(key)?;
+        self.edits += 1;
         self.changed.insert(key);
         Some(value)
     }
@@ -57,11 +63,13 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         Q: Ord + ?Sized,
     {
         let (k, _) = self.map.get_key_value(key)?;
+        self.edits += 1;
         self.changed.insert(k.clone());
         self.map.get_mut(key)
     }
 
     pub fn entry(&mut self, key: K) -> btree_map::Entry<'_, K, V> {
+        self.edits += 1;
         self.changed.insert(key.clone());
         self.map.entry(key)
     }
@@ -69,10 +77,11 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
     /// Keeps the entries `keep` says to keep. It sees each value read-only,
     /// so that the kept ones cannot change unrecorded.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
-        let changed = &mut self.changed;
+        let (changed, edits) = (&mut self.changed, &mut self.edits);
         self.map.retain(|k, v| {
             let kept = keep(k, v);
             if !kept {
+                *edits += 1;
                 changed.insert(k.clone());
             }
             kept
@@ -80,12 +89,14 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
     }
 
     pub fn clear(&mut self) {
+        self.edits += 1;
         self.changed.extend(self.map.keys().cloned());
         self.map.clear();
     }
 
     /// Every value, mutably: every key counts as changed.
     pub fn values_mut(&mut self) -> btree_map::ValuesMut<'_, K, V> {
+        self.edits += 1;
         self.changed.extend(self.map.keys().cloned());
         self.map.values_mut()
     }
@@ -101,6 +112,12 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         std::mem::take(&mut self.changed)
     }
 
+    /// How many changes were ever made (it only grows): equal counts mean
+    /// an unchanged map.
+    pub fn edits(&self) -> u64 {
+        self.edits
+    }
+
     /// Whether any key changed since [`Tracked::take_changed`].
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty()
@@ -112,6 +129,7 @@ impl<K: Ord, V> FromIterator<(K, V)> for Tracked<K, V> {
         Tracked {
             map: iter.into_iter().collect(),
             changed: BTreeSet::new(),
+            edits: 0,
         }
     }
 }
@@ -121,6 +139,7 @@ impl<K: Ord, V> From<BTreeMap<K, V>> for Tracked<K, V> {
         Tracked {
             map,
             changed: BTreeSet::new(),
+            edits: 0,
         }
     }
 }
@@ -189,6 +208,44 @@ mod tests {
         assert_eq!(m.take_changed(), BTreeSet::from([0, 2, 3, 9]));
         m.clear();
         assert_eq!(m.take_changed(), BTreeSet::from([0, 2, 3, 9]));
+    }
+
+    #[test]
+    fn its_count_of_edits_moves_with_every_change_and_no_read() {
+        let mut m: Tracked<u32, u32> = (0..3).map(|i| (i, i)).collect();
+        let mut last = m.edits();
+        let mut moved = |m: &Tracked<u32, u32>| {
+            let now = m.edits();
+            let moved = now != last;
+            last = now;
+            moved
+        };
+        let _ = (m.get(&0), m.iter().count());
+        m.remove(&7);
+        m.get_mut(&8);
+        m.retain(|_, _| true);
+        assert!(!moved(&m), "reads and misses change nothing");
+        // Taking the keys (a write of the state) does not reset it.
+        m.insert(5, 5);
+        m.take_changed();
+        assert!(moved(&m));
+        for change in [
+            |m: &mut Tracked<u32, u32>| {
+                m.remove(&0);
+            },
+            |m: &mut Tracked<u32, u32>| {
+                m.get_mut(&1);
+            },
+            |m: &mut Tracked<u32, u32>| {
+                m.entry(9).or_default();
+            },
+            |m: &mut Tracked<u32, u32>| m.retain(|k, _| *k != 2),
+            |m: &mut Tracked<u32, u32>| m.values_mut().for_each(|_| ()),
+            |m: &mut Tracked<u32, u32>| m.clear(),
+        ] {
+            change(&mut m);
+            assert!(moved(&m));
+        }
     }
 
     #[test]

@@ -278,6 +278,15 @@ pub struct Supervisor {
     next_sweep: Duration,
     /// When the plan wants to look again.
     wake_at: Option<Time>,
+    /// What the world's planning inputs were when it was last planned
+    /// (see `World::plan_inputs`): a step that changed none of them does
+    /// not plan again before `wake_at`.
+    planned: Option<(u64, Option<Time>)>,
+    /// Planning waits for the end of a batch of inputs (see
+    /// [`Supervisor::hold_plan`]).
+    hold: bool,
+    /// How many times the world was planned (for tests and figures).
+    pub plans: u64,
     /// What changed must be written before the step ends.
     dirty: bool,
     /// What changed may wait until then (monotonic) to be written, unless
@@ -316,6 +325,9 @@ impl Supervisor {
             clock: None,
             next_sweep: Duration::ZERO,
             wake_at: None,
+            planned: None,
+            hold: false,
+            plans: 0,
             dirty: false,
             lazy_until: None,
             persist: PersistHealth::default(),
@@ -342,6 +354,19 @@ impl Supervisor {
     /// do, in order.
     pub fn step(&mut self, input: Input, now: Now, rng: &mut impl Rng) -> Vec<Output> {
         self.observe_clock(now);
+        let tick = matches!(input, Input::Tick);
+        // A program's start, or a tmux job done, while more inputs wait:
+        // the last of them plans for all. A burst of a thousand starts
+        // (a bring-up) is planned a few times, not a thousand.
+        let held = self.hold
+            && matches!(
+                input,
+                Input::Done(_)
+                    | Input::Request {
+                        request: Request::Shim(_),
+                        ..
+                    }
+            );
         match input {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
@@ -365,11 +390,18 @@ impl Supervisor {
             }
             Input::Tick => self.tick(now),
         }
-        if self.stopping.is_none() {
-            self.reconcile(now, rng);
+        if self.stopping.is_none() && !held {
+            self.reconcile(tick, now, rng);
         }
         self.finish(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// While set, inputs that only report (a program's start, a tmux job
+    /// done) leave planning to the next input that is stepped without it:
+    /// the main loop sets it while more inputs are waiting.
+    pub fn hold_plan(&mut self, hold: bool) {
+        self.hold = hold;
     }
 
     fn log(&mut self, msg: impl Into<String>) {
@@ -591,8 +623,25 @@ impl Supervisor {
         }
     }
 
-    /// Plans and carries out the plan's effects.
-    fn reconcile(&mut self, now: Now, rng: &mut impl Rng) {
+    /// Plans and carries out the plan's effects, if anything planning
+    /// reads changed, its wake-up time came, or the timer fired (`tick`:
+    /// a safety net); then spawns what waits for tmux.
+    fn reconcile(&mut self, tick: bool, now: Now, rng: &mut impl Rng) {
+        let due = tick
+            || self.planned != Some(self.world.plan_inputs())
+            || self.wake_at.is_some_and(|t| now.wall >= t);
+        if due {
+            self.plan_and_act(now, rng);
+        }
+        // Without tmux the spawns wait, visible as pending: its answer or
+        // its retry timer wakes the loop.
+        if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
+            self.spawn_queued(now);
+        }
+    }
+
+    fn plan_and_act(&mut self, now: Now, rng: &mut impl Rng) {
+        self.plans += 1;
         let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
         self.wake_at = plan.wake_at;
         // A spawn alone is written lazily: a crashed daemon's successor
@@ -648,11 +697,7 @@ impl Supervisor {
             }
         }
         self.forget_panes_of_undeclared_slots(now);
-        // Without tmux the spawns wait, visible as pending: its answer or
-        // its retry timer wakes the loop.
-        if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
-            self.spawn_queued(now);
-        }
+        self.planned = Some(self.world.plan_inputs());
     }
 
     /// A session stopped on purpose: its pane goes, unless a replacement

@@ -2188,3 +2188,45 @@ fn a_kept_panes_line_is_redrawn_when_its_role_changes() {
         "{line}"
     );
 }
+
+/// Planning follows what changed: a step that changed nothing planning
+/// reads (a `get`, a finished decoration) does not plan again, and a burst
+/// of starts held for the end of a batch is planned once, to the same
+/// world as when each start is planned on its own.
+#[test]
+fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once() {
+    let run = |hold: bool| {
+        let mut h = H::new();
+        h.apply(team(vec![role("w", 40)]));
+        let before = h.sup.plans;
+        for _ in 0..20 {
+            let r = h.ask(Request::Get {
+                kind: Kind::Sessions,
+                filter: Filter::default(),
+            });
+            assert!(matches!(r, Response::Sessions(ref v) if v.len() == 40));
+        }
+        assert_eq!(h.sup.plans, before, "nothing changed: nothing planned");
+        let pending = h.live();
+        h.sup.hold_plan(hold);
+        for s in &pending[..39] {
+            h.started(s.uid);
+        }
+        h.sup.hold_plan(false);
+        h.started(pending[39].uid);
+        let plans = h.sup.plans - before;
+        (plans, h.sup.world().clone(), h.kinds().len())
+    };
+    let (held, world, events) = run(true);
+    let (each, world_each, events_each) = run(false);
+    assert!(held <= 2, "{held} plans for a held burst");
+    assert!(each >= 40, "{each} plans, one per start");
+    assert_eq!(world, world_each);
+    assert_eq!(events, events_each);
+    assert!(
+        world
+            .sessions
+            .values()
+            .all(|s| s.state == SessionState::Running)
+    );
+}
