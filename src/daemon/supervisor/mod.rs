@@ -373,8 +373,10 @@ impl Supervisor {
             Input::Done(done) => self.done(done, now, rng),
             Input::ExitRecords(records) => self.exit_records(records, now, rng),
             Input::LogTail { uid, lines } => {
+                // Written lazily: the death it tells of is written already,
+                // and what a crash could lose is a marker's last lines.
                 if !lines.is_empty() && self.world.set_last_output_if_empty(uid, lines) {
-                    self.dirty = true;
+                    self.persist_lazily(now);
                 }
             }
             Input::Persisted(result) => self.persisted(result, now),

@@ -2230,3 +2230,33 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
             .all(|s| s.state == SessionState::Running)
     );
 }
+
+/// A death is written at once; the marker's last lines, read from the log
+/// just after, ride along with the next write (within a second) instead of
+/// costing a write of their own.
+#[test]
+fn a_markers_last_lines_are_written_lazily_after_the_death() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    h.logs.insert(s.uid, vec!["last words".into()]);
+    let writes = |h: &H| {
+        h.trace
+            .iter()
+            .filter(|o| matches!(o, Output::Persist))
+            .count()
+    };
+    let before = writes(&h);
+    h.exited(s.uid, Some(3), None, false);
+    assert_eq!(writes(&h), before + 1, "one write for the death");
+    let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
+    let marker = saved.marker.expect("the death is written");
+    assert!(marker.last_output.is_empty(), "{marker:?}");
+    assert_eq!(
+        h.role_history().marker.as_ref().unwrap().last_output,
+        ["last words"]
+    );
+    h.advance(1000);
+    let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
+    assert_eq!(saved.marker.as_ref().unwrap().last_output, ["last words"]);
+}
