@@ -26,6 +26,8 @@ pub const SOCKET: &str = "marvel.sock";
 pub const LOCK: &str = "daemon.lock";
 pub const START_LOCK: &str = "start.lock";
 pub const STATE: &str = "state.json";
+/// What changed since `state.json` was written.
+pub const JOURNAL: &str = "state.journal";
 pub const DAEMON_LOG: &str = "daemon.log";
 pub const EVENTS: &str = "events.jsonl";
 /// Where the event log goes when it rotates.
@@ -38,11 +40,12 @@ pub const WORKTREES: &str = "worktrees";
 /// Every entry of the state directory that marvel reads or writes, with
 /// what it must be. The entries inside `exits/` and `logs/` are checked as
 /// each is opened.
-pub const ENTRIES: [(&str, Kind); 10] = [
+pub const ENTRIES: [(&str, Kind); 11] = [
     (SOCKET, Kind::Socket),
     (LOCK, Kind::File),
     (START_LOCK, Kind::File),
     (STATE, Kind::File),
+    (JOURNAL, Kind::File),
     (DAEMON_LOG, Kind::File),
     (EVENTS, Kind::File),
     (EVENTS_ROTATED, Kind::File),

@@ -31,6 +31,9 @@ use super::supervisor::{
 };
 use super::worker::{self, Worker};
 
+/// At most this many waiting messages are taken in one go.
+const BATCH: usize = 256;
+
 /// Everything the loop receives.
 pub enum Msg {
     /// A client's or a shim's request.
@@ -162,6 +165,9 @@ pub struct MainLoop {
     rng: fastrand::Rng,
     /// The supervisor asked for the state to be written.
     unsaved: bool,
+    /// What waits for the state to be written: an exit record goes only
+    /// once the state holds the death it tells of.
+    after_save: Vec<Output>,
     /// Whether the last write of the state file worked.
     persisted: bool,
     /// Whether the event log was written last time.
@@ -207,6 +213,7 @@ impl MainLoop {
             wake: base,
             rng: fastrand::Rng::new(),
             unsaved: false,
+            after_save: Vec::new(),
             persisted: true,
             event_log_ok: true,
             exit: false,
@@ -273,9 +280,18 @@ impl MainLoop {
 
     /// Serves until the supervisor says it is done.
     pub fn run(&mut self) {
+        // What arrived while the last input was stepped: taken in one go,
+        // the supervisor plans once for a burst of reports (`hold_plan`).
+        let mut waiting: VecDeque<Msg> = VecDeque::new();
         while !self.exit {
-            let timeout = self.wake.saturating_duration_since(Instant::now());
-            let input = match self.rx.recv_timeout(timeout) {
+            let msg = match waiting.pop_front() {
+                Some(msg) => Ok(msg),
+                None => {
+                    let timeout = self.wake.saturating_duration_since(Instant::now());
+                    self.rx.recv_timeout(timeout)
+                }
+            };
+            let input = match msg {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
                 Ok(Msg::Git(done)) => Input::Git(done),
@@ -288,12 +304,24 @@ impl MainLoop {
                 // Cannot happen while the loop holds a sender itself.
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if waiting.is_empty() {
+                waiting.extend(self.rx.try_iter().take(BATCH));
+            }
             let ticked = matches!(input, Input::Tick);
+            self.sup.hold_plan(!waiting.is_empty());
             self.feed(input);
+            self.sup.hold_plan(false);
             // A busy loop still keeps its timers.
             if !ticked && !self.exit && Instant::now() >= self.wake {
                 self.feed(Input::Tick);
             }
+        }
+        // The next daemon starts from one snapshot; an older marvel, which
+        // reads no journal, finds everything in it too.
+        if self.persisted
+            && let Err(e) = self.store.fold(self.sup.world_mut())
+        {
+            log(&format!("cannot write the state file at exit: {e}"));
         }
         // The last answers (the one to `stop` among them) reach their
         // clients before the process goes.
@@ -332,6 +360,17 @@ impl MainLoop {
                 None => break,
             }
         }
+        if self.persisted {
+            for output in std::mem::take(&mut self.after_save) {
+                match output {
+                    Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
+                    Output::Prune { live, kept, shown } => {
+                        store::prune(&self.paths, &live, &kept, &shown)
+                    }
+                    _ => {}
+                }
+            }
+        }
         // A follow channel the supervisor did not take is closed.
         self.to_follow.clear();
     }
@@ -342,7 +381,11 @@ impl MainLoop {
         if !std::mem::take(&mut self.unsaved) {
             return None;
         }
-        let result = self.store.save(self.sup.world()).map_err(|e| e.to_string());
+        let result = self
+            .store
+            .save(self.sup.world_mut())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         if result.is_ok() != self.persisted || result.is_err() {
             self.persisted = result.is_ok();
             return Some(Input::Persisted(result));
@@ -413,8 +456,8 @@ impl MainLoop {
                     response: Response::Logs(chunks),
                 });
             }
-            Output::RemoveExitRecord(uid) => store::remove_exit_record(&self.paths, uid),
-            Output::Prune { live, kept, shown } => store::prune(&self.paths, &live, &kept, &shown),
+            // Carried out once the state is written (see `feed`).
+            out @ (Output::RemoveExitRecord(_) | Output::Prune { .. }) => self.after_save.push(out),
             Output::Log(line) => log(&line),
             Output::Signal {
                 pid,
@@ -532,4 +575,122 @@ pub fn log(msg: &str) {
         std::process::id()
     );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::world::sim::{role, team};
+    use crate::proto::{Request, ShimReport};
+    use crate::substrate::fake::FakeSubstrate;
+
+    fn main_loop(root: &std::path::Path) -> MainLoop {
+        let paths = Paths {
+            root: root.to_path_buf(),
+        };
+        paths.ensure().unwrap();
+        let setup = Setup {
+            pid: std::process::id(),
+            started_at: Utc::now(),
+            paths,
+            tmux_socket: None,
+            marvel_bin: "/bin/marvel".into(),
+            utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
+            cfg: super::super::supervisor::tests_cfg(),
+        };
+        MainLoop::new(setup, FakeSubstrate::new()).unwrap()
+    }
+
+    /// Hands a request in as the socket thread does.
+    fn send(m: &mut MainLoop, request: Request) {
+        let (reply, _answer) = mpsc::channel();
+        let (_done, written) = mpsc::channel();
+        let input = m.admit(Incoming {
+            request,
+            reply,
+            follow: None,
+            written,
+        });
+        m.feed(input);
+    }
+
+    /// Carries out what comes in (tmux outcomes, timers) until `done`, or
+    /// panics at the deadline.
+    fn until(m: &mut MainLoop, what: &str, mut done: impl FnMut(&MainLoop) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(m) {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            let timeout = m.wake.saturating_duration_since(Instant::now());
+            let input = match m.rx.recv_timeout(timeout.min(Duration::from_millis(20))) {
+                Ok(Msg::Done(d)) => Input::Done(d),
+                Ok(Msg::Request(inc)) => m.admit(inc),
+                Ok(Msg::Git(done)) => Input::Git(done),
+                Ok(Msg::Hooked(h)) => Input::Hooked {
+                    hook: h.hook,
+                    failure: h.failure,
+                },
+                Ok(Msg::Watch(notice)) => Input::Watch(notice),
+                Err(_) => Input::Tick,
+            };
+            m.feed(input);
+        }
+    }
+
+    /// The death a shim reports is removed from `exits/` only once the
+    /// state holding it is written: a daemon that crashed in between would
+    /// otherwise find the session live, its pane still there (the shim
+    /// stays in it), and the death would be lost.
+    #[test]
+    fn an_exit_record_stays_until_the_state_that_holds_its_death_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 1)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the pane", |m| {
+            m.sup.world().sessions.values().any(|s| s.pane.is_some())
+        });
+        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        let report = |exit: bool| match exit {
+            false => ShimReport::Started {
+                uid,
+                pid: 7,
+                at: Utc::now(),
+            },
+            true => ShimReport::Exited {
+                uid,
+                code: Some(3),
+                signal: None,
+                at: Utc::now(),
+                hangup: false,
+                failure: None,
+            },
+        };
+        send(&mut m, Request::Shim(report(false)));
+        // The disk fills up; the shim records the death, then tells.
+        m.store.fail_next_write();
+        let record = m.paths.exit_record(uid);
+        crate::paths::write_atomic(&record, &serde_json::to_vec(&report(true)).unwrap()).unwrap();
+        send(&mut m, Request::Shim(report(true)));
+        assert!(!m.sup.world().sessions.contains_key(&uid), "recorded");
+        assert!(!m.persisted, "the state could not be written");
+        assert!(
+            record.exists(),
+            "the only durable word of the death is gone"
+        );
+        // Written again (within a second): the record has done its job.
+        until(&mut m, "the record removed", |_| !record.exists());
+        assert!(m.persisted);
+        let mut store = Store::new(m.paths.state());
+        match store.load() {
+            store::Loaded::Restored { world, .. } => assert!(!world.sessions.contains_key(&uid)),
+            other => panic!("{other:?}"),
+        }
+    }
 }

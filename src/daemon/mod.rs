@@ -7,7 +7,8 @@
 //! - [`worker`]: the thread that runs tmux jobs in order.
 //! - [`git`]: the thread that runs git jobs (worktrees) in order.
 //! - [`server`]: the socket: connections, peers, request lines.
-//! - [`store`]: the state file, exit records and output logs on disk.
+//! - [`store`]: the state file and its journal, exit records and output
+//!   logs on disk; [`journal`]: the journal's records.
 //! - [`events`]: the event ring, its file and its followers.
 //! - [`hooks`]: the runner of the teams' notification commands.
 //! - [`views`]: the records `get` and `describe` return.
@@ -16,6 +17,7 @@ pub(crate) mod events;
 pub(crate) mod git;
 mod guard;
 pub(crate) mod hooks;
+pub(crate) mod journal;
 pub(crate) mod main_loop;
 pub mod server;
 pub(crate) mod store;

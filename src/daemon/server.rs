@@ -607,28 +607,45 @@ fn late(within: Duration) -> Error {
 }
 
 /// Writes one answer line, all of it within `within` (zero: only what
-/// fits at once, for a socket in non-blocking mode).
+/// fits at once, for a socket in non-blocking mode). The JSON goes
+/// straight to the socket through a buffer: a listing of thousands of
+/// sessions is never held whole in memory a second time.
 fn write_line(stream: &mut UnixStream, resp: &Response, within: Duration) -> io::Result<()> {
-    let mut bytes = serde_json::to_vec(resp).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    let deadline = Instant::now() + within;
-    let mut rest = &bytes[..];
-    while !rest.is_empty() {
-        if !within.is_zero() {
-            let left = deadline
+    let socket = Deadlined {
+        stream,
+        deadline: Instant::now() + within,
+        wait: !within.is_zero(),
+    };
+    let mut w = io::BufWriter::with_capacity(64 << 10, socket);
+    serde_json::to_writer(&mut w, resp).map_err(io::Error::from)?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
+/// A socket every write to which ends by one deadline.
+struct Deadlined<'a> {
+    stream: &'a mut UnixStream,
+    deadline: Instant,
+    /// Whether writes may wait at all.
+    wait: bool,
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.wait {
+            let left = self
+                .deadline
                 .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
-            stream.set_write_timeout(Some(left))?;
+            self.stream.set_write_timeout(Some(left))?;
         }
-        match stream.write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        self.stream.write(buf)
     }
-    Ok(())
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// Decodes one request line, checking size and protocol version.
@@ -1214,6 +1231,39 @@ mod tests {
             e.to_string(),
             "error: connection from uid 1001 refused: this daemon serves uid 1000 only"
         );
+    }
+
+    /// A big answer arrives whole, as one line, though it is written in
+    /// pieces as it is encoded; a reader that takes nothing makes the write
+    /// give up at its deadline.
+    #[test]
+    fn a_big_answer_goes_to_the_socket_whole_or_not_past_its_deadline() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let text: String = (0..200_000).map(|i| format!("{i} ")).collect();
+        let resp = Response::Text(text.clone());
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            io::BufReader::new(b).read_line(&mut line).unwrap();
+            line
+        });
+        write_line(&mut a, &resp, Duration::from_secs(10)).unwrap();
+        let line = reader.join().unwrap();
+        assert!(line.ends_with('\n'));
+        match serde_json::from_str(&line).unwrap() {
+            Response::Text(t) => assert!(t == text, "the text differs"),
+            other => panic!("{other:?}"),
+        }
+        let (mut a, _b) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let e = write_line(&mut a, &resp, Duration::from_millis(200)).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{e}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

@@ -1,33 +1,76 @@
-//! What the daemon keeps on disk: its world, one JSON file written
-//! atomically (write, fsync, rename) after every change that matters (a
-//! file that cannot be read is moved aside, never silently overwritten);
-//! and the files the panes write for it: exit records and output logs.
+//! What the daemon keeps on disk: its world, as a snapshot (`state.json`,
+//! written atomically: write, fsync, rename) followed by a journal of what
+//! changed since (`state.journal`, one checksummed line per change,
+//! appended and fsynced), so that a change costs what it changed, not the
+//! whole world. The journal is folded into a new snapshot when it grows
+//! past twice the snapshot's size (so a change costs at most half again
+//! its own line, amortized), at start and at a graceful stop. A snapshot
+//! that cannot be read is moved aside, never silently overwritten; a
+//! journal's unreadable tail is cut off with a warning. Also the files the
+//! panes write for the daemon: exit records and output logs.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::{self, Journal, Record};
 use crate::domain::state::World;
+use crate::error::Error;
 use crate::paths::{Paths, write_atomic};
 use crate::proto::ShimReport;
 
 /// Bumped when the file's layout changes incompatibly.
 const FORMAT: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct File {
     format: u32,
     /// The machine's boot id when the file was written: a different one
     /// now means every process the file mentions died with the machine.
     #[serde(default)]
     boot: Option<String>,
+    /// The id of the journal that continues this snapshot. A journal with
+    /// another id (one that an interrupted fold left, or that continued an
+    /// earlier snapshot) is not this snapshot's and is not read.
+    #[serde(default)]
+    journal: Option<u64>,
     world: World,
 }
 
+/// [`File`] as written, without copying the world.
+#[derive(Serialize)]
+struct FileRef<'a> {
+    format: u32,
+    boot: &'a Option<String>,
+    journal: u64,
+    world: &'a World,
+}
+
+/// The first line of a journal: whose continuation it is.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    journal: u64,
+}
+
+/// A journal smaller than this is never folded: the snapshot of a small
+/// world would be rewritten all the time.
+const FOLD_MIN: u64 = 1 << 20;
+
 pub struct Store {
     path: PathBuf,
+    journal_path: PathBuf,
     boot: Option<String>,
+    journal: Journal,
+    /// The journal, open for appending, while it is good to append to.
+    file: Option<std::fs::File>,
+    /// Bytes of the journal known good: a failed append is cut back to it.
+    len: u64,
+    /// Bytes of the last snapshot: the journal is folded past twice that.
+    snapshot: u64,
+    /// The next save writes a whole snapshot (at start, after a failure).
+    whole: bool,
 }
 
 /// What loading found.
@@ -35,9 +78,11 @@ pub struct Store {
 pub enum Loaded {
     Fresh,
     Restored {
-        world: World,
+        world: Box<World>,
         /// The machine has restarted since the file was written.
         rebooted: bool,
+        /// The journal had an unreadable tail, cut off: what was lost.
+        cut: Option<String>,
     },
     /// The file was unreadable and was moved to `moved_to`.
     MovedAside {
@@ -46,37 +91,110 @@ pub enum Loaded {
     },
 }
 
+/// What a save wrote, for figures and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Nothing,
+    /// A journal line of so many bytes.
+    Line(usize),
+    /// A whole snapshot of so many bytes.
+    Whole(usize),
+}
+
 impl Store {
+    /// The store of the snapshot at `path`; its journal is beside it.
     pub fn new(path: PathBuf) -> Store {
         Store {
+            journal_path: path.with_file_name(crate::paths::JOURNAL),
             path,
             boot: boot_id(),
+            journal: Journal::default(),
+            file: None,
+            len: 0,
+            snapshot: 0,
+            whole: true,
         }
     }
 
-    pub fn load(&self) -> Loaded {
+    pub fn load(&mut self) -> Loaded {
         // Never through a link, and only a file of ours (see `statedir`).
         let bytes = match crate::statedir::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh,
             Err(e) => return self.move_aside(e.to_string()),
         };
-        match serde_json::from_slice::<File>(&bytes) {
-            Ok(f) if f.format == FORMAT => Loaded::Restored {
-                rebooted: f.boot.is_some() && self.boot.is_some() && f.boot != self.boot,
-                world: f.world,
-            },
-            Ok(f) => self.move_aside(format!(
-                "unknown state format {} (this marvel reads {FORMAT})",
-                f.format
-            )),
-            Err(e) => self.move_aside(e.to_string()),
+        let f = match serde_json::from_slice::<File>(&bytes) {
+            Ok(f) if f.format == FORMAT => f,
+            Ok(f) => {
+                return self.move_aside(format!(
+                    "unknown state format {} (this marvel reads {FORMAT})",
+                    f.format
+                ));
+            }
+            Err(e) => return self.move_aside(e.to_string()),
+        };
+        let mut world = f.world;
+        let cut = match f.journal {
+            Some(id) => self.replay(id, &mut world),
+            None => None,
+        };
+        self.journal.reset(&mut world);
+        self.whole = true;
+        Loaded::Restored {
+            rebooted: f.boot.is_some() && self.boot.is_some() && f.boot != self.boot,
+            world: Box::new(world),
+            cut,
         }
+    }
+
+    /// Applies the journal of snapshot `id` to `world`, up to its first
+    /// unreadable line; says what was cut off there, if anything was.
+    fn replay(&self, id: u64, world: &mut World) -> Option<String> {
+        let bytes = match crate::statedir::read(&self.journal_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(format!(
+                    "cannot read {} ({e}): changes since the last snapshot are lost",
+                    self.journal_path.display()
+                ));
+            }
+        };
+        let mut lines = bytes.split_inclusive(|b| *b == b'\n');
+        match lines.next().and_then(decode::<Header>) {
+            Some(h) if h.journal == id => {}
+            // Another snapshot's journal: nothing of it is ours.
+            _ => return None,
+        }
+        let mut at = 0;
+        let mut applied = 0;
+        for line in lines.by_ref() {
+            let Some(record) = decode::<Record>(line) else {
+                break;
+            };
+            journal::apply(world, record);
+            at += line.len();
+            applied += 1;
+        }
+        let header = bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let rest = bytes.len() - header - at;
+        (rest > 0).then(|| {
+            format!(
+                "the state journal {} had {rest} unreadable bytes at its end, after {applied} changes; they were cut off",
+                self.journal_path.display()
+            )
+        })
     }
 
     fn move_aside(&self, error: String) -> Loaded {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
         let moved_to = self.path.with_extension(format!("json.corrupt-{stamp}"));
+        // The journal continues the unreadable snapshot only: it goes too.
+        let _ = std::fs::rename(
+            &self.journal_path,
+            self.journal_path
+                .with_extension(format!("journal.corrupt-{stamp}")),
+        );
         match std::fs::rename(&self.path, &moved_to) {
             Ok(()) => Loaded::MovedAside { moved_to, error },
             Err(e) => Loaded::MovedAside {
@@ -86,16 +204,101 @@ impl Store {
         }
     }
 
-    pub fn save(&self, world: &World) -> crate::error::Result<()> {
-        let file = File {
-            format: FORMAT,
-            boot: self.boot.clone(),
-            world: world.clone(),
+    /// Writes what changed in `world` since the last save: one journal
+    /// line, fsynced, or a whole snapshot when one is due. A failed write
+    /// leaves the files as they were (a line half written is cut back),
+    /// and the next save writes a whole snapshot.
+    pub fn save(&mut self, world: &mut World) -> crate::error::Result<Saved> {
+        if self.whole || self.len > (2 * self.snapshot).max(FOLD_MIN) {
+            return self.fold(world);
+        }
+        let Some(record) = self.journal.record(world) else {
+            return Ok(Saved::Nothing);
         };
-        let bytes = serde_json::to_vec(&file)
-            .map_err(|e| crate::error::Error::other(format!("cannot encode state: {e}")))?;
-        write_atomic(&self.path, &bytes)
+        let line = encode(&record)?;
+        self.append(&line).map_err(|e| {
+            self.whole = true;
+            Error::io(&self.journal_path, &e)
+        })?;
+        Ok(Saved::Line(line.len()))
     }
+
+    /// The next journal line fails to be written, as on a full disk.
+    #[cfg(test)]
+    pub fn fail_next_write(&mut self) {
+        self.file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .ok();
+    }
+
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the journal is not open"))?;
+        match file.write_all(line).and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // No half line stays for later lines to follow.
+                if file.set_len(self.len).is_err() {
+                    self.file = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the whole world as a new snapshot with a new, empty journal.
+    /// A crash at any point leaves a snapshot and a journal that together
+    /// hold everything written: the journal of the old snapshot is not
+    /// read with the new one.
+    pub fn fold(&mut self, world: &mut World) -> crate::error::Result<Saved> {
+        self.whole = true;
+        self.file = None;
+        self.journal.reset(world);
+        let id = fastrand::u64(..);
+        let snapshot = serde_json::to_vec(&FileRef {
+            format: FORMAT,
+            boot: &self.boot,
+            journal: id,
+            world,
+        })
+        .map_err(|e| Error::other(format!("cannot encode state: {e}")))?;
+        write_atomic(&self.path, &snapshot)?;
+        let header = encode(&Header { journal: id })?;
+        write_atomic(&self.journal_path, &header)?;
+        let file = crate::statedir::open_append(&self.journal_path)
+            .map_err(|e| Error::io(&self.journal_path, &e))?;
+        self.file = Some(file);
+        self.len = header.len() as u64;
+        self.snapshot = snapshot.len() as u64;
+        self.whole = false;
+        Ok(Saved::Whole(snapshot.len()))
+    }
+}
+
+/// One journal line: the checksum of the JSON, a space, the JSON.
+fn encode<T: Serialize>(value: &T) -> crate::error::Result<Vec<u8>> {
+    let json =
+        serde_json::to_vec(value).map_err(|e| Error::other(format!("cannot encode state: {e}")))?;
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A journal line back, if it is whole and intact.
+fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Option<T> {
+    let line = line.strip_suffix(b"\n")?;
+    let (sum, json) = (line.get(..8)?, line.get(9..)?);
+    let sum = u32::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    (line.get(8) == Some(&b' ') && crc32fast::hash(json) == sum)
+        .then(|| serde_json::from_slice(json).ok())
+        .flatten()
 }
 
 /// What the shim of spawn `uid` recorded; an unreadable record counts as none.
@@ -226,32 +429,67 @@ mod tests {
     use super::*;
     use crate::domain::world::sim::*;
 
-    #[test]
-    fn a_saved_world_loads_back_equal() {
+    fn restored(store: &mut Store) -> (World, Option<String>) {
+        match store.load() {
+            Loaded::Restored { world, cut, .. } => (*world, cut),
+            other => panic!("expected the saved world, got {other:?}"),
+        }
+    }
+
+    /// A store in a temporary directory.
+    fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().join("state.json"));
+        let store = Store::new(dir.path().join(crate::paths::STATE));
+        (dir, store)
+    }
+
+    #[test]
+    fn a_saved_world_loads_back_equal_from_its_snapshot_and_journal() {
+        let (_dir, mut store) = store();
         assert!(matches!(store.load(), Loaded::Fresh));
         let mut sim = Sim::new();
-        sim.apply(team(vec![role("w", 2)]));
+        sim.apply(team(vec![role("w", 200)]));
         sim.settle();
+        let first = store.save(&mut sim.world).unwrap();
+        assert!(matches!(first, Saved::Whole(_)), "{first:?}");
+        assert_eq!(store.save(&mut sim.world).unwrap(), Saved::Nothing);
         sim.die("w", 1, 3);
-        store.save(&sim.world).unwrap();
-        match store.load() {
-            Loaded::Restored { world, rebooted } => {
-                assert_eq!(world, sim.world);
-                assert!(!rebooted);
-            }
-            _ => panic!("expected the saved world"),
-        }
+        let Saved::Line(line) = store.save(&mut sim.world).unwrap() else {
+            panic!("a change is a journal line");
+        };
+        let Saved::Whole(whole) = first else {
+            unreachable!()
+        };
+        assert!(line * 20 < whole, "a death wrote {line} of {whole} bytes");
+        sim.at(1000);
+        sim.settle();
+        store.save(&mut sim.world).unwrap();
+        let (world, cut) = restored(&mut store);
+        assert_eq!(world, sim.world);
+        assert_eq!(cut, None);
+        // Read back, the next save starts a new snapshot.
+        let mut world = world;
+        assert!(matches!(store.save(&mut world).unwrap(), Saved::Whole(_)));
+        assert_eq!(restored(&mut store).0, sim.world);
+    }
+
+    #[test]
+    fn a_state_file_of_the_current_format_without_a_journal_still_loads() {
+        let (dir, mut store) = store();
+        let text = include_str!("../../tests/fixtures/state-format-1.json");
+        std::fs::write(dir.path().join(crate::paths::STATE), text).unwrap();
+        // A journal left by someone else's snapshot is not this one's.
+        std::fs::write(dir.path().join(crate::paths::JOURNAL), "garbage\n").unwrap();
+        let (world, cut) = restored(&mut store);
+        assert!(!world.teams.is_empty());
+        assert_eq!(cut, None);
     }
 
     #[test]
     fn a_file_from_another_boot_says_the_machine_restarted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let mut store = Store::new(path.clone());
+        let (_dir, mut store) = store();
         store.boot = Some("before".into());
-        store.save(&World::default()).unwrap();
+        store.save(&mut World::default()).unwrap();
         store.boot = Some("after".into());
         assert!(matches!(
             store.load(),
@@ -266,6 +504,192 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A world, saved whole, then changed and saved `n` times; returns
+    /// the world as it was after each save.
+    fn history(store: &mut Store, n: usize) -> Vec<World> {
+        let mut sim = Sim::new();
+        let mut w = role("w", 4);
+        w.max_restarts = None;
+        sim.apply(team(vec![w]));
+        sim.settle();
+        store.save(&mut sim.world).unwrap();
+        let mut worlds = vec![sim.world.clone()];
+        for i in 0..n {
+            sim.at(i as i64 * 1000 + 1000);
+            sim.settle();
+            sim.die("w", (i % 4) as u32, i as i32);
+            assert!(matches!(
+                store.save(&mut sim.world).unwrap(),
+                Saved::Line(_)
+            ));
+            worlds.push(sim.world.clone());
+        }
+        worlds
+    }
+
+    /// Where each journal line ends.
+    fn line_ends(bytes: &[u8]) -> Vec<usize> {
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A crash can stop a journal write at any byte: what is read back
+        /// is the world as of the last whole line, and the rest is cut off
+        /// with a word about it. So can a flipped bit.
+        #[test]
+        fn a_crash_anywhere_in_a_journal_write_loses_only_that_write(
+            saves in 1usize..12,
+            cut_at in 0.0f64..1.0,
+            flip in proptest::option::of(0usize..8),
+        ) {
+            let (dir, mut store) = store();
+            let worlds = history(&mut store, saves);
+            let path = dir.path().join(crate::paths::JOURNAL);
+            let bytes = std::fs::read(&path).unwrap();
+            let ends = line_ends(&bytes);
+            let header = ends[0];
+            let at = header + ((bytes.len() - header) as f64 * cut_at) as usize;
+            let mut broken = bytes[..at].to_vec();
+            if let (Some(bit), Some(last)) = (flip, broken.len().checked_sub(2))
+                && last >= header
+            {
+                broken[last] ^= 1 << bit;
+            }
+            std::fs::write(&path, &broken).unwrap();
+            let whole = ends.iter().filter(|e| **e <= broken.len()).count() - 1;
+            let (world, cut) = restored(&mut store);
+            // A flipped bit makes its line unreadable, and the lines after it.
+            let kept = if flip.is_some() && broken.len() >= 2 && broken.len() - 2 >= header {
+                ends.iter().position(|e| *e > broken.len() - 2).unwrap() - 1
+            } else {
+                whole
+            };
+            proptest::prop_assert_eq!(&world, &worlds[kept.min(whole)]);
+            proptest::prop_assert_eq!(cut.is_some(), broken.len() > ends[kept.min(whole)]);
+        }
+    }
+
+    #[test]
+    fn a_fold_cut_short_leaves_the_new_snapshot_whole() {
+        let (dir, mut store) = store();
+        let worlds = history(&mut store, 3);
+        let path = dir.path().join(crate::paths::JOURNAL);
+        let old = std::fs::read(&path).unwrap();
+        let mut world = worlds[3].clone();
+        store.fold(&mut world).unwrap();
+        // The crash came between the two renames: the old journal is back.
+        std::fs::write(&path, &old).unwrap();
+        assert_eq!(restored(&mut store), (worlds[3].clone(), None));
+    }
+
+    #[test]
+    fn a_full_disk_loses_nothing_written_and_the_next_save_writes_it_all() {
+        let (_dir, mut store) = store();
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 2)]));
+        sim.settle();
+        store.save(&mut sim.world).unwrap();
+        let before = sim.world.clone();
+        // Every write fails as on a full disk.
+        store.file = Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        sim.die("w", 0, 1);
+        assert!(store.save(&mut sim.world).is_err());
+        assert_eq!(restored(&mut store).0, before, "what was written stands");
+        // Space again: everything since is written, whole.
+        sim.at(1000);
+        sim.settle();
+        assert!(matches!(
+            store.save(&mut sim.world).unwrap(),
+            Saved::Whole(_)
+        ));
+        assert_eq!(restored(&mut store).0, sim.world);
+    }
+
+    /// What a crash and its restart write at `n` sessions (ten roles, so
+    /// that a role's history is as big as a team's would make it): the
+    /// death's line, then the replacement's (placed and started).
+    fn bytes_per_death(n: u32) -> usize {
+        let (_dir, mut store) = store();
+        let mut sim = Sim::new();
+        let roles = (0..10)
+            .map(|i| {
+                let mut r = role(&format!("r{i}"), n / 10);
+                r.max_restarts = None;
+                r
+            })
+            .collect();
+        sim.apply(team(roles));
+        sim.settle();
+        assert_eq!(sim.world.sessions.len(), n as usize);
+        assert!(matches!(
+            store.save(&mut sim.world).unwrap(),
+            Saved::Whole(_)
+        ));
+        let mut most = 0;
+        for i in 0..20u32 {
+            let (role, slot) = (format!("r{}", i % 10), i % 7);
+            sim.at(i64::from(i + 1) * 60_000);
+            let dead = sim.uid_in_slot(&role, slot);
+            sim.die(&role, slot, 1);
+            let Saved::Line(death) = store.save(&mut sim.world).unwrap() else {
+                panic!("a death is a journal line");
+            };
+            sim.at(i64::from(i + 1) * 60_000 + 30_000);
+            sim.settle();
+            assert_ne!(sim.uid_in_slot(&role, slot), dead, "replaced");
+            let Saved::Line(restart) = store.save(&mut sim.world).unwrap() else {
+                panic!("a restart is a journal line");
+            };
+            most = most.max(death + restart);
+        }
+        most
+    }
+
+    /// `persist_bytes_per_death_2000`: a death costs what it changed, the
+    /// same at 2 000 sessions as at 200, and far below the whole state.
+    #[test]
+    fn the_bytes_a_death_writes_do_not_grow_with_the_sessions() {
+        let small = bytes_per_death(200);
+        let big = bytes_per_death(2000);
+        assert!(big <= 8 * 1024, "{big} bytes per death at 2 000 sessions");
+        assert!(
+            big <= small + small / 10,
+            "{small} bytes per death at 200 sessions, {big} at 2 000"
+        );
+    }
+
+    #[test]
+    fn a_journal_grown_past_twice_its_snapshot_is_folded_into_a_new_one() {
+        let (dir, mut store) = store();
+        let worlds = history(&mut store, 3);
+        let path = dir.path().join(crate::paths::JOURNAL);
+        let mut world = worlds[3].clone();
+        assert_eq!(store.save(&mut world).unwrap(), Saved::Nothing);
+        // As if the lines had added up to more than the threshold.
+        store.len = (2 * store.snapshot).max(FOLD_MIN) + 1;
+        assert!(matches!(store.save(&mut world).unwrap(), Saved::Whole(_)));
+        let journal = std::fs::read(&path).unwrap();
+        assert_eq!(line_ends(&journal).len(), 1, "only the new header");
+        assert_eq!(restored(&mut store), (worlds[3].clone(), None));
+        // And the next change goes to the new journal.
+        let (mut world, _) = restored(&mut store);
+        store.save(&mut world).unwrap();
+        world.next_shift += 1;
+        assert!(matches!(store.save(&mut world).unwrap(), Saved::Line(_)));
+        assert_eq!(restored(&mut store).0, world);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub(crate) mod reconcile;
 pub(crate) mod shift;
 pub mod spec;
 pub(crate) mod state;
+pub(crate) mod tracked;
 pub(crate) mod world;
 
 /// A source of jitter samples, uniform in [-1, 1]: the only randomness the

@@ -4,7 +4,7 @@
 //! told why it runs, so it must be level-triggered: planning again after the
 //! actions were carried out yields nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::Rng;
 use crate::domain::event::{Event, EventKind};
@@ -191,22 +191,35 @@ pub fn intents(world: &World, now: Time) -> Intents {
     if !plan.intents.is_empty() {
         return plan;
     }
-    let mut declared: BTreeSet<RoleKey> = BTreeSet::new();
-    for team in world.teams.values() {
-        for role in &team.spec.roles {
-            let key = team.spec.role_key(role);
-            plan_role(world, &key, role, now, &mut plan);
-            declared.insert(key);
-        }
+    // The live sessions, by role, in one pass: each role's layout then
+    // costs what the role holds, not what the world holds.
+    let mut by_role: HashMap<(&str, &str, &str), Vec<&Session>> = HashMap::new();
+    for s in world.sessions.values().filter(|s| s.state.is_live()) {
+        let k = &s.key;
+        by_role
+            .entry((&k.workspace, &k.team, &k.role))
+            .or_default()
+            .push(s);
+    }
+    let declared: Vec<(RoleKey, &RoleSpec)> = world
+        .teams
+        .values()
+        .flat_map(|t| t.spec.roles.iter().map(|r| (t.spec.role_key(r), r)))
+        .collect();
+    for (key, role) in &declared {
+        let live = by_role
+            .remove(&(key.workspace.as_str(), key.team.as_str(), key.role.as_str()))
+            .unwrap_or_default();
+        plan_role(world, key, role, live, now, &mut plan);
     }
     // Sessions whose role or team is gone.
-    for s in world.sessions.values() {
-        if s.state.is_live() && !declared.contains(&s.key.role()) {
-            plan.intents.push(Intent::Stop {
-                uid: s.uid,
-                reason: StopReason::RoleRemoved,
-            });
-        }
+    let mut orphans: Vec<u64> = by_role.into_values().flatten().map(|s| s.uid).collect();
+    orphans.sort_unstable();
+    for uid in orphans {
+        plan.intents.push(Intent::Stop {
+            uid,
+            reason: StopReason::RoleRemoved,
+        });
     }
     plan
 }
@@ -273,55 +286,63 @@ impl World {
 
 /// Works out the layout of one declared role at `now`.
 pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -> Layout<'a> {
+    let live = world
+        .sessions
+        .values()
+        .filter(|s| s.state.is_live() && in_role(s, key))
+        .collect();
+    layout_of(world, key, role, live, now)
+}
+
+/// The layout of one declared role whose live sessions are `live`, in uid
+/// order.
+fn layout_of<'a>(
+    world: &'a World,
+    key: &RoleKey,
+    role: &RoleSpec,
+    mut live: Vec<&'a Session>,
+    now: Time,
+) -> Layout<'a> {
     let default = RoleHistory::default();
     let h = world.roles.get(key).unwrap_or(&default);
     let cutoff = shift::cutoff(world, key);
     let outdated = |s: &Session| s.generation != h.generation || cutoff.is_some_and(|c| s.uid <= c);
     let ready = |s: &Session| health::ready(s, role, world.watching_since, now);
 
-    let mut by_slot: BTreeMap<u32, Vec<&Session>> = BTreeMap::new();
-    let live = world
-        .sessions
-        .values()
-        .filter(|s| s.state.is_live() && in_role(s, key));
     if h.stopped {
         // A stopped role keeps nothing running and wants nothing.
-        let stops = live.map(|s| (s.uid, StopReason::RoleStopped)).collect();
+        let stops = live
+            .into_iter()
+            .map(|s| (s.uid, StopReason::RoleStopped))
+            .collect();
         return Layout {
             stops,
             ..Layout::default()
         };
     }
-    for s in live {
-        by_slot.entry(s.key.slot).or_default().push(s);
-    }
+    // By slot, each slot's sessions in uid order (the sort is stable).
+    live.sort_by_key(|s| s.key.slot);
     let mut lay = Layout::default();
-    for (slot, sessions) in by_slot {
-        let (old, fresh): (Vec<&Session>, Vec<&Session>) =
-            sessions.into_iter().partition(|s| outdated(s));
-        lay.outdated.extend(old.iter().map(|s| s.uid));
+    for sessions in live.chunk_by(|a, b| a.key.slot == b.key.slot) {
+        let slot = sessions[0].key.slot;
+        let old = || sessions.iter().copied().filter(|s| outdated(s));
+        let fresh = || sessions.iter().copied().filter(|s| !outdated(s));
+        lay.outdated.extend(old().map(|s| s.uid));
         // One fresh and one outdated session per slot at most. Of fresh
         // duplicates (a successor whose shift ended), keep the newest that
         // is ready, else the one that has been serving longest, else the
         // newest; of outdated ones, the one that serves.
-        let best_fresh = fresh
-            .iter()
-            .copied()
+        let best_fresh = fresh()
             .filter(|s| ready(s))
             .max_by_key(|s| s.uid)
             .or_else(|| {
-                fresh
-                    .iter()
-                    .copied()
+                fresh()
                     .filter(|s| s.state == SessionState::Running)
                     .min_by_key(|s| s.uid)
             })
-            .or_else(|| fresh.iter().copied().max_by_key(|s| s.uid));
-        let best_old = old
-            .iter()
-            .copied()
-            .max_by_key(|s| (s.state == SessionState::Running, s.uid));
-        for s in fresh.iter().chain(old.iter()) {
+            .or_else(|| fresh().max_by_key(|s| s.uid));
+        let best_old = old().max_by_key(|s| (s.state == SessionState::Running, s.uid));
+        for s in fresh().chain(old()) {
             if Some(s.uid) != best_fresh.map(|b| b.uid) && Some(s.uid) != best_old.map(|b| b.uid) {
                 lay.stops.push((s.uid, StopReason::Superfluous));
             }
@@ -394,10 +415,17 @@ fn in_role(s: &Session, key: &RoleKey) -> bool {
     s.key.role == key.role && s.key.team == key.team && s.key.workspace == key.workspace
 }
 
-fn plan_role(world: &World, key: &RoleKey, role: &RoleSpec, now: Time, plan: &mut Intents) {
+fn plan_role<'a>(
+    world: &'a World,
+    key: &RoleKey,
+    role: &RoleSpec,
+    live: Vec<&'a Session>,
+    now: Time,
+    plan: &mut Intents,
+) {
     let default = Default::default();
     let h = world.roles.get(key).unwrap_or(&default);
-    let lay = layout(world, key, role, now);
+    let lay = layout_of(world, key, role, live, now);
     // Health first: a successor's first heartbeat is what lets its
     // predecessor stop, and the events should read in that order.
     for s in lay.occupants.values().chain(lay.surges.values()) {

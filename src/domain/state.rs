@@ -13,6 +13,7 @@ use crate::domain::health::HealthState;
 use crate::domain::key::{RoleKey, SessionKey, TeamKey};
 use crate::domain::shift::Shift;
 use crate::domain::spec::TeamSpec;
+use crate::domain::tracked::Tracked;
 
 /// Wall-clock instants, always passed in by the caller.
 pub type Time = DateTime<Utc>;
@@ -389,10 +390,10 @@ pub struct TeamRecord {
 /// Everything the daemon knows, in one value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct World {
-    pub teams: BTreeMap<TeamKey, TeamRecord>,
-    pub roles: BTreeMap<RoleKey, RoleHistory>,
+    pub teams: Tracked<TeamKey, TeamRecord>,
+    pub roles: Tracked<RoleKey, RoleHistory>,
     /// Live and succeeded sessions by uid. Crashed ones live only as markers.
-    pub sessions: BTreeMap<u64, Session>,
+    pub sessions: Tracked<u64, Session>,
     /// The last uid handed out.
     pub next_uid: u64,
     /// Uids up to this one may have been handed out: it is saved before
@@ -404,15 +405,15 @@ pub struct World {
     /// directory's tag but were found after its state file could not be
     /// read: possibly agents, so they are left running and never removed.
     #[serde(default)]
-    pub strays: BTreeMap<String, u32>,
+    pub strays: Tracked<String, u32>,
     /// The running or last finished rolling shift of each team.
     #[serde(default)]
-    pub shifts: BTreeMap<TeamKey, Shift>,
+    pub shifts: Tracked<TeamKey, Shift>,
     /// The panes of programs that ended, kept for their slot: they show
     /// the program's last screen and marvel's word on what comes next,
     /// and the slot's next run starts in the same pane.
     #[serde(default)]
-    pub kept: BTreeMap<SessionKey, KeptPane>,
+    pub kept: Tracked<SessionKey, KeptPane>,
     #[serde(default)]
     pub next_shift: u64,
     /// Since when heartbeats could reach the daemon (its start): missed
@@ -489,6 +490,19 @@ impl World {
             }
         }
         mv_opt(&mut self.watching_since);
+    }
+
+    /// What planning reads, as counts of changes: while it stays the same
+    /// (and the plan's wake-up time has not come), planning again would
+    /// find nothing new.
+    pub fn plan_inputs(&self) -> (u64, Option<Time>) {
+        let edits = self.teams.edits()
+            + self.roles.edits()
+            + self.sessions.edits()
+            + self.shifts.edits()
+            + self.kept.edits()
+            + self.strays.edits();
+        (edits, self.watching_since)
     }
 
     /// Sessions of one role, oldest spawn first.

@@ -21,6 +21,12 @@ mod activity_tests;
 #[cfg(test)]
 mod tests;
 
+/// Short timers for tests of the daemon around the supervisor.
+#[cfg(test)]
+pub(crate) fn tests_cfg() -> Config {
+    tests::cfg()
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -265,6 +271,11 @@ struct PersistHealth {
 /// How often a failing state file is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a change that can be learnt again after a crash (a pane
+/// placed, a program started) may wait to be written: what is written
+/// sooner takes it along, so a death costs one write.
+const LAZY_PERSIST: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     world: World,
     events: EventRing,
@@ -295,7 +306,21 @@ pub struct Supervisor {
     listed_at: Duration,
     /// When the plan wants to look again.
     wake_at: Option<Time>,
+    /// What the world's planning inputs were when it was last planned
+    /// (see `World::plan_inputs`): a step that changed none of them does
+    /// not plan again before `wake_at`.
+    planned: Option<(u64, Option<Time>)>,
+    /// Planning waits for the end of a batch of inputs (see
+    /// [`Supervisor::hold_plan`]).
+    hold: bool,
+    /// How many times the world was planned (for tests and figures).
+    pub plans: u64,
+    /// What changed must be written before the step ends.
     dirty: bool,
+    /// What changed may wait until then (monotonic) to be written, unless
+    /// something written sooner takes it along: changes that a crashed
+    /// daemon's successor learns again from tmux and the exit records.
+    lazy_until: Option<Duration>,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -337,7 +362,11 @@ impl Supervisor {
             next_sweep: Duration::ZERO,
             listed_at: Duration::ZERO,
             wake_at: None,
+            planned: None,
+            hold: false,
+            plans: 0,
             dirty: false,
+            lazy_until: None,
             persist: PersistHealth::default(),
             uids_written: 0,
             event_log_failure: None,
@@ -351,14 +380,34 @@ impl Supervisor {
     }
 
     /// What is to be persisted.
+    #[cfg(test)]
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// The world for the store, which takes the marks of what changed
+    /// (and writes only that).
+    pub fn world_mut(&mut self) -> &mut World {
+        &mut self.world
     }
 
     /// The one entry point: handles `input` at `now` and returns what to
     /// do, in order.
     pub fn step(&mut self, input: Input, now: Now, rng: &mut impl Rng) -> Vec<Output> {
         self.observe_clock(now);
+        let tick = matches!(input, Input::Tick);
+        // A program's start, or a tmux job done, while more inputs wait:
+        // the last of them plans for all. A burst of a thousand starts
+        // (a bring-up) is planned a few times, not a thousand.
+        let held = self.hold
+            && matches!(
+                input,
+                Input::Done(_)
+                    | Input::Request {
+                        request: Request::Shim(_),
+                        ..
+                    }
+            );
         match input {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
@@ -366,8 +415,10 @@ impl Supervisor {
             Input::Git(done) => self.git_done(done, now, rng),
             Input::ExitRecords(records) => self.exit_records(records, now, rng),
             Input::LogTail { uid, lines } => {
+                // Written lazily: the death it tells of is written already,
+                // and what a crash could lose is a marker's last lines.
                 if !lines.is_empty() && self.world.set_last_output_if_empty(uid, lines) {
-                    self.dirty = true;
+                    self.persist_lazily(now);
                 }
             }
             Input::Persisted(result) => self.persisted(result, now),
@@ -389,14 +440,23 @@ impl Supervisor {
             Input::Watch(notice) => self.watch_notice(notice, now),
             Input::Tick => self.tick(now),
         }
+        if self.stopping.is_none() && !held {
+            self.reconcile(tick, now, rng);
+        }
         if self.stopping.is_none() {
-            self.reconcile(now, rng);
             self.activity_timers(now);
             self.release_parked(now);
             self.notify_timers(now);
         }
         self.finish(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// While set, inputs that only report (a program's start, a tmux job
+    /// done) leave planning to the next input that is stepped without it:
+    /// the main loop sets it while more inputs are waiting.
+    pub fn hold_plan(&mut self, hold: bool) {
+        self.hold = hold;
     }
 
     fn log(&mut self, msg: impl Into<String>) {
@@ -469,10 +529,18 @@ impl Supervisor {
         ));
         match loaded {
             Loaded::Fresh => {}
-            Loaded::Restored { world, rebooted } => {
-                self.world = world;
+            Loaded::Restored {
+                world,
+                rebooted,
+                cut,
+            } => {
+                self.world = *world;
                 self.world.resume_uids();
                 self.uids_written = self.world.uid_reserved;
+                if let Some(msg) = cut {
+                    self.log(msg.clone());
+                    self.emit(Event::new(now.wall, EventKind::Warning, "", msg));
+                }
                 if rebooted {
                     self.machine_restarted(now, rng);
                 }
@@ -606,12 +674,45 @@ impl Supervisor {
         self.out.push(Output::Prune { live, kept, shown });
     }
 
-    /// Plans and carries out the plan's effects.
-    fn reconcile(&mut self, now: Now, rng: &mut impl Rng) {
+    /// Changes are to be written within [`LAZY_PERSIST`] at the latest.
+    fn persist_lazily(&mut self, now: Now) {
+        if self.lazy_until.is_none() {
+            self.lazy_until = Some(now.mono + LAZY_PERSIST);
+        }
+    }
+
+    /// Plans and carries out the plan's effects, if anything planning
+    /// reads changed, its wake-up time came, or the timer fired (`tick`:
+    /// a safety net); then spawns what waits for tmux.
+    fn reconcile(&mut self, tick: bool, now: Now, rng: &mut impl Rng) {
+        let due = tick
+            || self.planned != Some(self.world.plan_inputs())
+            || self.wake_at.is_some_and(|t| now.wall >= t);
+        if due {
+            self.plan_and_act(now, rng);
+        }
+        // Without tmux the spawns wait, visible as pending: its answer or
+        // its retry timer wakes the loop.
+        if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
+            self.spawn_queued(now);
+        }
+    }
+
+    fn plan_and_act(&mut self, now: Now, rng: &mut impl Rng) {
+        self.plans += 1;
         let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
         self.wake_at = plan.wake_at;
-        if !plan.events.is_empty() || !plan.effects.is_empty() {
+        // A spawn alone is written lazily: a crashed daemon's successor
+        // finds its pane by its uid (saved before any pane carries it), or
+        // makes it again.
+        let spawns_only = plan
+            .effects
+            .iter()
+            .all(|e| matches!(e, Effect::Spawn { .. }));
+        if !plan.events.is_empty() || !spawns_only {
             self.dirty = true;
+        } else if !plan.effects.is_empty() {
+            self.persist_lazily(now);
         }
         self.emit_all(plan.events);
         for effect in plan.effects {
@@ -657,11 +758,7 @@ impl Supervisor {
             }
         }
         self.forget_panes_of_undeclared_slots(now);
-        // Without tmux the spawns wait, visible as pending: its answer or
-        // its retry timer wakes the loop.
-        if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
-            self.spawn_queued(now);
-        }
+        self.planned = Some(self.world.plan_inputs());
     }
 
     /// A session stopped on purpose: its pane goes, unless a replacement
@@ -725,12 +822,16 @@ impl Supervisor {
         }
         self.release_leaving();
         self.redecorate(now);
-        if self.dirty {
+        if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
             self.dirty = false;
+            self.lazy_until = None;
             self.out.push(Output::Persist);
         }
         let mut wake = self.sweep_due();
         if let Some(t) = self.watch_retry_at() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.lazy_until {
             wake = wake.min(t);
         }
         if let Some(t) = self.persist.retry_at {

@@ -143,8 +143,10 @@ impl Supervisor {
             ShimReport::Started { uid, pid, at } => {
                 if let Some(ev) = self.world.started(uid, pid, at) {
                     self.emit(ev);
-                    self.dirty = true;
                 }
+                // A start is written lazily: after a crash the shim's exit
+                // record tells it again.
+                self.persist_lazily(now);
                 return done();
             }
             ShimReport::Exited { uid, .. } => uid,

@@ -63,8 +63,10 @@ pub(super) struct H {
     pub records: BTreeMap<u64, ShimReport>,
     /// Output logs on disk, by uid.
     pub logs: BTreeMap<u64, Vec<String>>,
-    /// The world as last written, if it was.
+    /// The world as last written, if it was: the journal's records
+    /// applied to the first snapshot, as a daemon would read it back.
     pub saved: Option<World>,
+    journal: crate::daemon::journal::Journal,
     /// Make the next writes of the state fail with this error.
     pub disk_full: Option<String>,
     pub followers: BTreeSet<RequestId>,
@@ -108,6 +110,7 @@ impl H {
             records: BTreeMap::new(),
             logs: BTreeMap::new(),
             saved: None,
+            journal: Default::default(),
             disk_full: None,
             followers: BTreeSet::new(),
             trace: Vec::new(),
@@ -141,7 +144,15 @@ impl H {
             .iter()
             .map(|(uid, r)| (*uid, Replay::Report(r.clone())))
             .collect();
-        self.restore(Loaded::Restored { world, rebooted }, records);
+        let cut = None;
+        self.restore(
+            Loaded::Restored {
+                world: Box::new(world),
+                rebooted,
+                cut,
+            },
+            records,
+        );
     }
 
     pub fn restore(&mut self, loaded: Loaded, records: Vec<(u64, Replay)>) {
@@ -170,7 +181,7 @@ impl H {
                         let result = match &self.disk_full {
                             Some(e) => Err(e.clone()),
                             None => {
-                                self.saved = Some(self.sup.world().clone());
+                                self.persist();
                                 Ok(())
                             }
                         };
@@ -224,6 +235,27 @@ impl H {
                     Output::WakeAt(at) => self.wake = at,
                     Output::Exit => self.exited = true,
                 }
+            }
+        }
+    }
+
+    /// Writes what changed as the store does: a whole snapshot first, then
+    /// journal records, which must replay to the world as it is.
+    fn persist(&mut self) {
+        use crate::daemon::journal;
+        let world = self.sup.world_mut();
+        match &mut self.saved {
+            Some(disk) => {
+                if let Some(record) = self.journal.record(world) {
+                    journal::apply(disk, record);
+                }
+                // Not written: a daemon sets it when it starts.
+                disk.watching_since = world.watching_since;
+                assert_eq!(disk, world, "the journal's records replay to another world");
+            }
+            None => {
+                self.journal.reset(world);
+                self.saved = Some(world.clone());
             }
         }
     }
@@ -1033,8 +1065,9 @@ fn an_exit_record_that_failed_to_apply_is_recorded_as_an_end_with_a_warning() {
     let moved = PathBuf::from(format!("/state/exits/{}.json.failed", s.uid));
     h2.restore(
         Loaded::Restored {
-            world,
+            world: Box::new(world),
             rebooted: false,
+            cut: None,
         },
         vec![(s.uid, Replay::Failed(moved))],
     );
@@ -1212,6 +1245,42 @@ fn spawns_cut_short_by_a_restart_are_found_by_their_uid_or_made_again() {
     assert_eq!(h.live().len(), 2, "slot 1 is filled again");
     assert!(h.tmux.kills().is_empty(), "nothing adopted was removed");
     assert_eq!(h.tmux.sessions().len(), 1, "{:?}", h.tmux.sessions());
+}
+
+/// A placement is written in the step that learns it. A daemon killed
+/// right after, while the program ends, replays the shim's exit record
+/// onto a session that has its pane: the death is recorded there and the
+/// pane kept for the slot, not removed as nobody's.
+#[test]
+fn a_death_just_after_a_placement_while_the_daemon_is_away_keeps_its_pane() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    let pane = s.pane.clone().expect("placed");
+    let saved = &h.saved.as_ref().unwrap().sessions[&s.uid];
+    assert_eq!(
+        saved.pane.as_ref(),
+        Some(&pane),
+        "written with no time passing"
+    );
+    // The daemon is killed; the program ends; its shim records it.
+    h.records.insert(
+        s.uid,
+        ShimReport::Exited {
+            uid: s.uid,
+            code: Some(3),
+            signal: None,
+            at: h.now.wall,
+            hangup: false,
+            failure: None,
+        },
+    );
+    let mut h = h.restart();
+    h.run_jobs();
+    let m = h.role_history().marker.clone().expect("the death");
+    assert_eq!((m.uid, m.exit.unwrap().code), (s.uid, Some(3)));
+    assert_eq!(h.world().kept[&s.key].pane, pane, "kept for its slot");
+    assert!(h.tmux.kills().is_empty(), "{:?}", h.tmux.kills());
 }
 
 #[test]
@@ -3027,4 +3096,76 @@ mod watch {
         assert_eq!(h.role_history().restarts, 1);
         assert_eq!(h.status().tmux.state.as_str(), "up");
     }
+}
+
+/// Planning follows what changed: a step that changed nothing planning
+/// reads (a `get`, a finished decoration) does not plan again, and a burst
+/// of starts held for the end of a batch is planned once, to the same
+/// world as when each start is planned on its own.
+#[test]
+fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once() {
+    let run = |hold: bool| {
+        let mut h = H::new();
+        h.apply(team(vec![role("w", 40)]));
+        let before = h.sup.plans;
+        for _ in 0..20 {
+            let r = h.ask(Request::Get {
+                kind: Kind::Sessions,
+                filter: Filter::default(),
+            });
+            assert!(matches!(r, Response::Sessions(ref v) if v.len() == 40));
+        }
+        assert_eq!(h.sup.plans, before, "nothing changed: nothing planned");
+        let pending = h.live();
+        h.sup.hold_plan(hold);
+        for s in &pending[..39] {
+            h.started(s.uid);
+        }
+        h.sup.hold_plan(false);
+        h.started(pending[39].uid);
+        let plans = h.sup.plans - before;
+        (plans, h.sup.world().clone(), h.kinds().len())
+    };
+    let (held, world, events) = run(true);
+    let (each, world_each, events_each) = run(false);
+    assert!(held <= 2, "{held} plans for a held burst");
+    assert!(each >= 40, "{each} plans, one per start");
+    assert_eq!(world, world_each);
+    assert_eq!(events, events_each);
+    assert!(
+        world
+            .sessions
+            .values()
+            .all(|s| s.state == SessionState::Running)
+    );
+}
+
+/// A death is written at once; the marker's last lines, read from the log
+/// just after, ride along with the next write (within a second) instead of
+/// costing a write of their own.
+#[test]
+fn a_markers_last_lines_are_written_lazily_after_the_death() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    h.logs.insert(s.uid, vec!["last words".into()]);
+    let writes = |h: &H| {
+        h.trace
+            .iter()
+            .filter(|o| matches!(o, Output::Persist))
+            .count()
+    };
+    let before = writes(&h);
+    h.exited(s.uid, Some(3), None, false);
+    assert_eq!(writes(&h), before + 1, "one write for the death");
+    let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
+    let marker = saved.marker.expect("the death is written");
+    assert!(marker.last_output.is_empty(), "{marker:?}");
+    assert_eq!(
+        h.role_history().marker.as_ref().unwrap().last_output,
+        ["last words"]
+    );
+    h.advance(1000);
+    let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
+    assert_eq!(saved.marker.as_ref().unwrap().last_output, ["last words"]);
 }

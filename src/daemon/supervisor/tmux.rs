@@ -684,6 +684,10 @@ impl Supervisor {
             .world
             .spawned(uid, sp.pane.clone(), sp.pane_pid, Some(sp.window));
         self.ws.dirty.insert(key.role());
+        // Written at once: a daemon that crashed before would replay the
+        // program's exit record onto a session without a pane, and the
+        // pane, which the shim keeps showing the death, would go as a stray.
+        // (The spawns of a batch are placed in one step: one write.)
         self.dirty = true;
         self.emit(Event::new(
             now.wall,
