@@ -690,7 +690,8 @@ fn logs_follow_stop_start_restart_diff_and_down_work_through_ssh() {
     let previous = f.rem(&["logs", "worker-0", "-p"]);
     assert!(
         previous.lines().any(|l| l == "written-there-1"),
-        "{previous}"
+        "{previous}\n{}",
+        f.there.dump()
     );
 
     // stop and start, through ssh, act there.
