@@ -348,18 +348,26 @@ impl Tmux {
         };
         let mut cmds = vec![
             place,
-            pane_option("@marvel", req.owner.clone()),
-            pane_option("@marvel-key", req.key.clone()),
             pane_option("@marvel-uid", req.uid.to_string()),
-            // The shim stays in the pane of a program that ended; should it
-            // be killed, the pane still stays with the program's last screen.
-            pane_option("remain-on-exit", "on".into()),
             window_option("@marvel-status", req.status.clone()),
-            window_option("window-status-format", WINDOW_STATUS.into()),
-            window_option("window-status-current-format", WINDOW_STATUS.into()),
-            window_option("automatic-rename", "off".into()),
-            window_option("allow-rename", "off".into()),
         ];
+        // A respawned pane keeps its options and its window's: a restart
+        // sets only what changed (each option set costs the tmux server a
+        // little memory for good, and every restart would pay it again).
+        if !matches!(req.place, Place::Respawn { .. }) {
+            cmds.extend([
+                pane_option("@marvel", req.owner.clone()),
+                pane_option("@marvel-key", req.key.clone()),
+                // The shim stays in the pane of a program that ended; should
+                // it be killed, the pane still stays with the program's last
+                // screen.
+                pane_option("remain-on-exit", "on".into()),
+                window_option("window-status-format", WINDOW_STATUS.into()),
+                window_option("window-status-current-format", WINDOW_STATUS.into()),
+                window_option("automatic-rename", "off".into()),
+                window_option("allow-rename", "off".into()),
+            ]);
+        }
         // What wakes the daemon's watch: the window's panes ending (set on
         // each new window, which its later panes and programs share) and,
         // on a new team session, its windows going or panes being killed.
@@ -1682,7 +1690,32 @@ pub(crate) mod tests {
         let all = panes(&srv.tmux);
         assert_eq!(all.len(), 3);
         assert!(all.iter().all(|p| p.session_name == "squad" && !p.dead));
-        assert_eq!(all.iter().find(|p| p.pane == c.pane).unwrap().uid, Some(8));
+        // The respawned pane has its new uid, and keeps what was set on it
+        // and its window when they were made.
+        let respawned = all.iter().find(|p| p.pane == c.pane).unwrap();
+        let before = all.iter().find(|p| p.pane == a.pane).unwrap();
+        assert_eq!(respawned.uid, Some(8));
+        assert_eq!(
+            (&respawned.owner, &respawned.key),
+            (&before.owner, &before.key)
+        );
+        assert!(!respawned.owner.is_empty() && respawned.key.is_some());
+        let shown = |args: &[&str]| {
+            let out = Command::new("tmux")
+                .args(["-L", &srv.name])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            shown(&["show-options", "-pv", "-t", &c.pane, "remain-on-exit"]),
+            "on"
+        );
+        assert_eq!(
+            shown(&["show-options", "-wv", "-t", &c.pane, "allow-rename"]),
+            "off"
+        );
         srv.tmux.kill(&d.pane).unwrap();
         srv.tmux.kill(&c.pane).unwrap();
         let left: Vec<String> = panes(&srv.tmux).into_iter().map(|p| p.pane).collect();
@@ -1698,6 +1731,31 @@ pub(crate) mod tests {
         assert!(!t.is_client_of(Some(&other)));
         assert!(!t.is_client_of(None));
         assert!(Tmux::new(None, Duration::from_secs(1)).is_client_of(Some(&other)));
+    }
+
+    #[test]
+    fn a_restart_in_place_sets_only_the_uid_and_the_status() {
+        let t = Tmux::new(None, Duration::from_secs(1));
+        let options = |place: Place| -> Vec<String> {
+            t.spawn_commands(&placed(place, &["a", "b"]))
+                .unwrap()
+                .iter()
+                .map(|c| c.to_vec())
+                .filter(|c| c[0] == "set-option" || c[0] == "set-hook")
+                .map(|c| c[c.len() - 2].to_string())
+                .collect()
+        };
+        assert_eq!(
+            options(Place::Respawn { pane: "%3".into() }),
+            ["@marvel-uid", "@marvel-status"]
+        );
+        let made = options(Place::NewWindow {
+            session: "s".into(),
+            after: None,
+        });
+        for name in ["@marvel", "@marvel-key", "remain-on-exit", "allow-rename"] {
+            assert!(made.iter().any(|o| o == name), "{name}: {made:?}");
+        }
     }
 
     #[test]
