@@ -310,6 +310,18 @@ impl Instance {
         as_vec(self.json(&["get", "sessions"]))
     }
 
+    /// Waits until no running session is busy: each has turned idle (the
+    /// bench's roles say so after 2 s of silence), so what follows measures
+    /// a settled daemon, not the burst of activity events after a start.
+    pub fn wait_quiet(&self) {
+        self.wait("every session idle", Duration::from_millis(250), |i| {
+            i.sessions()
+                .iter()
+                .all(|s| s["state"] != "running" || s["activity"] != "busy")
+                .then_some(())
+        });
+    }
+
     pub fn roles(&self) -> Vec<Value> {
         as_vec(self.json(&["get", "roles"]))
     }

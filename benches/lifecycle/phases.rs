@@ -152,6 +152,10 @@ const WORKSPACE: &str = "bench";
 const TEAM: &str = "bench";
 const ROLE: &str = "w";
 
+/// How long a bench session stays busy after its last output: short, so
+/// that the sessions have settled before anything idle is measured.
+pub const IDLE_AFTER: &str = "2s";
+
 /// A one-role team of `replicas` idle programs with a constant backoff.
 pub fn team(replicas: u32, backoff: &str) -> String {
     team_running(replicas, backoff, IDLE_COMMAND)
@@ -162,7 +166,8 @@ pub fn team_running(replicas: u32, backoff: &str, command: &str) -> String {
     format!(
         "Team(name: \"{TEAM}\", workspace: \"{WORKSPACE}\", roles: [Role(name: \"{ROLE}\", \
          replicas: {replicas}, command: {command}, backoff: (initial: \"{backoff}\", \
-         max: \"{backoff}\", factor: 1.0, jitter: 0.0), max_restarts: None)])\n"
+         max: \"{backoff}\", factor: 1.0, jitter: 0.0), max_restarts: None, \
+         idle_after: \"{IDLE_AFTER}\")])\n"
     )
 }
 
@@ -431,6 +436,7 @@ pub fn marvel_idle(inst: &Instance, plan: &Plan, n: usize, rep: &mut Report) -> 
     // Let the start-up burst settle (shim reports, the first sweep).
     let pid = inst.daemon_pid();
     nap(plan.settle);
+    inst.wait_quiet();
     let server = inst.tmux_server_pid();
     let whole = marvel_tree(inst);
     let idle = idle("marvel daemon", pid, server, Some(&whole), plan.idle_window);
@@ -1094,8 +1100,10 @@ pub fn sweeps(plan: &Plan, rep: &mut Report) {
     let largest = *plan.sweep_sizes.last().expect("sweep sizes");
     for &size in &plan.sweep_sizes {
         let up = inst.apply_and_wait("team.ron", &team(size, "100ms"));
-        // Settle: the start-up reports are in and several sweeps have run.
+        // Settle: the start-up reports are in, several sweeps have run, and
+        // the sessions have turned idle (their windows redrawn once).
         nap(Duration::from_millis(COUNT_SWEEP_MS * 5));
+        inst.wait_quiet();
         let before = inst.tmux_log().len();
         let t0 = epoch_now();
         nap(plan.sweep_window);

@@ -12,7 +12,7 @@ use crate::harness::IDLE_COMMAND;
 use crate::harness::{
     Follower, Instance, Options, check_interrupt, ms_between, nap, time_of, write_bytes,
 };
-use crate::phases::{BACKOFF_MS, BIG_DEADLINE, Plan, marvel_idle, row, time_get};
+use crate::phases::{BACKOFF_MS, BIG_DEADLINE, IDLE_AFTER, Plan, marvel_idle, row, time_get};
 use crate::report::{Report, fmt_num};
 use crate::stats::Samples;
 
@@ -40,7 +40,7 @@ fn team(n: usize) -> String {
             format!(
                 "Role(name: \"{}\", replicas: {replicas}, command: {IDLE_COMMAND}, \
                  backoff: (initial: \"{BACKOFF_MS}ms\", max: \"{BACKOFF_MS}ms\", factor: 1.0, \
-                 jitter: 0.0), max_restarts: None)",
+                 jitter: 0.0), max_restarts: None, idle_after: \"{IDLE_AFTER}\")",
                 role_name(r)
             )
         })
