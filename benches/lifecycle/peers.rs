@@ -305,14 +305,19 @@ fn supervisord_storm(plan: &Plan, bins: &(PathBuf, PathBuf)) -> Option<Storm> {
     }
     let tree = whole(sv.child.id(), &PROGRAM_NAMES);
     let s = storm::measure(&tree, plan.storm_window, program_ms, || sv.spawns());
+    say_storm("supervisord", &s);
+    Some(s)
+}
+
+/// One line on a peer's crash storm.
+fn say_storm(who: &str, s: &Storm) {
     println!(
-        "  supervisord storm: {} restarts in {} s, {} ms of CPU each ({} with the program)",
+        "  {who} storm: {} restarts in {} s, {} ms of CPU each ({} with the program)",
         s.restarts,
         fmt_num(s.secs),
         fmt_num(s.per_restart_ms()),
         fmt_num(s.gross_per_restart_ms())
     );
-    Some(s)
 }
 
 fn time_runs(mut cmd: impl FnMut() -> Command, runs: usize) -> Samples {
@@ -570,12 +575,6 @@ fn pm2_storm(plan: &Plan, bin: PathBuf) -> Option<Storm> {
     let daemon = pm2.daemon_pid()?;
     let tree = whole(daemon, &PROGRAM_NAMES);
     let s = storm::measure(&tree, plan.storm_window, program_ms, || pm2.restarts());
-    println!(
-        "  pm2 storm: {} restarts in {} s, {} ms of CPU each ({} with the program)",
-        s.restarts,
-        fmt_num(s.secs),
-        fmt_num(s.per_restart_ms()),
-        fmt_num(s.gross_per_restart_ms())
-    );
+    say_storm("pm2", &s);
     Some(s)
 }

@@ -775,11 +775,7 @@ impl Tmux {
         let attach = ti::AttachSession::new()
             .target_session(format!("={session_name}"))
             .build();
-        self.argv(
-            std::iter::once(attach)
-                .chain(select(window, pane))
-                .collect(),
-        )
+        self.selecting_argv(attach, window, pane)
     }
 
     /// The argv for a caller that is already a client of this server (its
@@ -794,11 +790,17 @@ impl Tmux {
         let switch = ti::SwitchClient::new()
             .target_session(format!("={session_name}"))
             .build();
-        self.argv(
-            std::iter::once(switch)
-                .chain(select(window, pane))
-                .collect(),
-        )
+        self.selecting_argv(switch, window, pane)
+    }
+
+    /// `first`, then the selection of `window` and `pane` when given.
+    fn selecting_argv(
+        &self,
+        first: TmuxCommand<'static>,
+        window: Option<&str>,
+        pane: Option<&str>,
+    ) -> Vec<String> {
+        self.argv(std::iter::once(first).chain(select(window, pane)).collect())
     }
 
     /// The full argv (binary first) of an invocation for a client on the

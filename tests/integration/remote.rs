@@ -88,6 +88,24 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     rx
 }
 
+/// Starts `cmd` with its output and errors read line by line, as they come.
+fn following(
+    mut cmd: std::process::Command,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    mpsc::Receiver<String>,
+) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    (child, out, err)
+}
+
 /// Waits for a line that passes `want`, or fails after the deadline.
 fn expect_line(rx: &mpsc::Receiver<String>, what: &str, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + DEADLINE;
@@ -206,15 +224,7 @@ fn every_command_works_through_ssh() {
 #[test]
 fn a_killed_ssh_connection_ends_events_follow_with_a_clear_message() {
     let f = Fleet::new();
-    let mut child = f
-        .here
-        .cmd(&["events", "-f", "--context", "rem"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
+    let (mut child, out, err) = following(f.here.cmd(&["events", "-f", "--context", "rem"]));
     // Events made there arrive here as they happen.
     let file = f
         .there
@@ -344,15 +354,7 @@ fn all_contexts_shows_every_live_host_and_names_the_unreachable_one() {
     assert!(parsed.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // Followed: the history of both, then what happens on either.
-    let mut child = f
-        .here
-        .cmd(&["events", "-f", "-A", "--kind", "created"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
+    let (mut child, out, err) = following(f.here.cmd(&["events", "-f", "-A", "--kind", "created"]));
     // Both histories, in whichever order their times put them.
     let deadline = Instant::now() + DEADLINE;
     let (mut local, mut rem) = (false, false);
@@ -660,15 +662,8 @@ fn logs_follow_stop_start_restart_diff_and_down_work_through_ssh() {
 
     // logs -f: a line written there arrives here, and so does the run
     // that replaces it.
-    let mut child = f
-        .here
-        .cmd(&["logs", "worker-0", "-f", "--context", "rem"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
+    let (mut child, out, err) =
+        following(f.here.cmd(&["logs", "worker-0", "-f", "--context", "rem"]));
     f.there
         .ok(&["inject", "worker-0", "echo", "written-there-1", "--enter"]);
     expect_line(&out, "the line written there", |l| l == "written-there-1");

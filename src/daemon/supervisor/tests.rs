@@ -412,12 +412,17 @@ fn heartbeat_team() -> TeamSpec {
 }
 
 fn refused(r: Response) -> String {
+    error_with(crate::error::exit::REFUSED, r)
+}
+
+/// The text of an error answer, which must carry exit code `code`.
+fn error_with(code: i32, r: Response) -> String {
     match r {
         Response::Error(e) => {
-            assert_eq!(e.code(), crate::error::exit::REFUSED, "{e}");
+            assert_eq!(e.code(), code, "{e}");
             e.to_string()
         }
-        other => panic!("not refused: {other:?}"),
+        other => panic!("not an error with code {code}: {other:?}"),
     }
 }
 
@@ -1834,13 +1839,7 @@ fn done(r: Response) -> String {
 }
 
 fn usage(r: Response) -> String {
-    match r {
-        Response::Error(e) => {
-            assert_eq!(e.code(), crate::error::exit::USAGE, "{e}");
-            e.to_string()
-        }
-        other => panic!("not a usage error: {other:?}"),
-    }
+    error_with(crate::error::exit::USAGE, r)
 }
 
 #[test]
