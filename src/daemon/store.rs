@@ -347,7 +347,9 @@ pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &
         }
     };
     prune(&paths.exits_dir(), &[".json"], &|uid| live.contains(&uid));
-    prune(&paths.exits_dir(), &[".line"], &|uid| kept.contains(&uid));
+    prune(&paths.exits_dir(), &[".line", ".next"], &|uid| {
+        kept.contains(&uid)
+    });
     prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid| {
         shown.contains(&uid)
     });

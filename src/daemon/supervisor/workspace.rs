@@ -52,6 +52,9 @@ pub(super) struct Workspace {
     /// New windows asked for and not made yet, by uid: their slot and
     /// name, so that windows asked for after them go after them.
     pub placing: BTreeMap<u64, (SessionKey, String)>,
+    /// Spawns whose shim reported its program's end and can run the
+    /// slot's next program itself, should its pane be kept.
+    pub rerunnable: BTreeSet<u64>,
 }
 
 /// Tries of a spawn that failed on a stale picture of the workspace,
