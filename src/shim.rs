@@ -494,14 +494,9 @@ fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
     {
         return None;
     }
-    REDRAW.store(false, Ordering::SeqCst);
-    // SAFETY: sigaction with a handler that only stores an atomic; signal
-    // masks are plain sets; sigsuspend waits for any unblocked signal.
+    // SAFETY: signal masks are plain sets; sigsuspend waits for any
+    // unblocked signal (SIGWINCH's handler only stores an atomic).
     unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = redraw as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
         let mut block: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut block);
         for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
@@ -514,6 +509,13 @@ fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
             libc::sigdelset(&mut waiting, sig);
         }
         let next = loop {
+            // Blocked from here: a next run written before this check was
+            // signalled before it too, and one written after wakes the
+            // wait below.
+            REDRAW.store(false, Ordering::SeqCst);
+            if let Some(next) = take_next_run(paths, uid) {
+                break Some(next);
+            }
             if draw(&line).is_err() {
                 break None;
             }
@@ -523,12 +525,9 @@ fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
                 if HANGUP.load(Ordering::SeqCst) || PENDING.swap(0, Ordering::SeqCst) != 0 {
                     return None;
                 }
-                if REDRAW.swap(false, Ordering::SeqCst) {
+                if REDRAW.load(Ordering::SeqCst) {
                     break;
                 }
-            }
-            if let Some(next) = take_next_run(paths, uid) {
-                break Some(next);
             }
             if let Ok(text) = crate::statedir::read(&file) {
                 line = String::from_utf8_lossy(&text).into_owned();
@@ -722,6 +721,10 @@ fn install_handlers() {
         }
         sa.sa_sigaction = hangup_expired as *const () as usize;
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        // From the start, not only once the shim lingers: the daemon may
+        // tell it the next run as soon as it heard of the end.
+        sa.sa_sigaction = redraw as *const () as usize;
+        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
     }
 }
 

@@ -688,8 +688,17 @@ impl Supervisor {
             self.list_now(now);
         }
         let shown = self.world.uids_with_logs();
-        let live = self.live_uids().into_iter().collect();
-        let kept = self.world.kept.values().map(|k| k.uid).collect();
+        let live: BTreeSet<u64> = self.live_uids().into_iter().collect();
+        // The files of a kept pane's shim stay while it may still read
+        // them: a next run it was asked to take is one.
+        let taking = live.iter().filter_map(|u| self.world.sessions[u].rerun_of);
+        let kept = self
+            .world
+            .kept
+            .values()
+            .map(|k| k.uid)
+            .chain(taking)
+            .collect();
         self.out.push(Output::Prune { live, kept, shown });
     }
 

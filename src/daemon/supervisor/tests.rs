@@ -676,6 +676,13 @@ fn a_shim_the_daemon_died_before_asking_is_asked_again_by_the_next_daemon() {
     h.shims_answer = None;
     h.until_wake();
     let (of, pid, _, next) = h.reruns.pop().expect("a rerun");
+    // Until its start is heard of, a sweep spares the run it is to take.
+    h.advance(h.sup.setup.cfg.sweep.as_millis() as u64);
+    let pruned = h.trace.iter().rev().find_map(|o| match o {
+        Output::Prune { kept, .. } => Some(kept.clone()),
+        _ => None,
+    });
+    assert!(pruned.expect("a sweep").contains(&of));
     let mut h = h.restart();
     h.run_jobs();
     // The next daemon asks the same shim for the same run again.
