@@ -1188,13 +1188,24 @@ impl WatchState {
                 }
             }
             let began = self.last.load(Ordering::SeqCst);
-            unsent = Some((true, began, self.uid.load(Ordering::SeqCst)));
+            let mut run = self.uid.load(Ordering::SeqCst);
+            unsent = Some((true, began, run));
             if send(unsent) {
                 unsent = None;
             }
             // Flowing: wait for a quiet spell.
             loop {
                 let last = self.last.load(Ordering::SeqCst);
+                // A next run in the same pane began while output flowed:
+                // its output began with it.
+                let now_run = self.uid.load(Ordering::SeqCst);
+                if now_run != run {
+                    run = now_run;
+                    unsent = Some((true, last, run));
+                    if send(unsent) {
+                        unsent = None;
+                    }
+                }
                 let now = self.now_ms();
                 let quiet_at = last + self.quiet_ms.load(Ordering::SeqCst);
                 if now >= quiet_at {
@@ -1852,6 +1863,39 @@ mod tests {
         assert!(flowing);
         let (_, flowing, _) = next_report(&rx);
         assert!(!flowing);
+    }
+
+    #[test]
+    fn output_that_flows_on_into_the_next_run_in_the_pane_is_reported_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = fake_daemon(dir.path());
+        let watch = OutputWatch::start(Reports {
+            uid: 7,
+            state_dir: dir.path().to_path_buf(),
+            quiet: Duration::from_millis(150),
+        });
+        let output = |uid: u64, flowing: bool| {
+            let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().1;
+            match got {
+                Request::Output {
+                    uid: u, flowing: f, ..
+                } if (u, f) == (uid, flowing) => {}
+                other => panic!("expected uid {uid} flowing {flowing}: {other:?}"),
+            }
+        };
+        // Run 7 prints; run 8 follows in the same pane and prints before
+        // any quiet spell: each run is told that its output began, and
+        // the quiet spell after is run 8's.
+        watch.output();
+        output(7, true);
+        watch.retarget(8, 150);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(400) {
+            watch.output();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        output(8, true);
+        output(8, false);
     }
 
     #[test]
