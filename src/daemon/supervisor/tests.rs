@@ -663,6 +663,40 @@ fn the_pane_of_a_shim_that_cannot_run_the_next_spawn_is_respawned() {
 }
 
 #[test]
+fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let decorating = |h: &H| {
+        h.jobs
+            .iter()
+            .filter(|(_, j)| matches!(j, Job::Decorate(_)))
+            .count()
+    };
+    // The program crashes and is restarted while tmux has not yet set the
+    // status of the crash: the restart's waits for it.
+    h.exited_as(s.uid, Some(3), None, false, true);
+    assert_eq!(decorating(&h), 1);
+    h.until_wake();
+    assert_eq!(decorating(&h), 1, "the restart's status waits");
+    let next = h.live().remove(0);
+    h.started(next.uid);
+    assert_eq!(decorating(&h), 0, "the first ran, and the next one too");
+    let statuses: Vec<String> = h
+        .tmux
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            Call::Decorate(d) => Some(d[0].status.clone()),
+            _ => None,
+        })
+        .collect();
+    let last = statuses.last().expect("statuses set");
+    assert!(last.starts_with('✓') || last.contains('✓'), "{statuses:?}");
+}
+
+#[test]
 fn a_shim_the_daemon_died_before_asking_is_asked_again_by_the_next_daemon() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));

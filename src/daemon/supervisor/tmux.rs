@@ -344,6 +344,7 @@ impl Supervisor {
                 }
             }
             (Then::Decorate, Outcome::Sent(result)) => {
+                self.ws.decorating = false;
                 if let Err(e) = result {
                     // Shown again at the next change; nothing else hangs on it.
                     self.ws.shown.clear();
@@ -832,8 +833,10 @@ impl Supervisor {
                 });
             }
         }
-        if !self.tmux_ready(now) {
-            // Told once tmux answers again.
+        if !self.tmux_ready(now) || self.ws.decorating {
+            // Told once tmux answers again, or with what changes while
+            // the statuses sent last are still being set: one tmux call
+            // at a time, however fast the statuses change.
             self.ws.dirty.extend(roles);
             return;
         }
@@ -847,6 +850,7 @@ impl Supervisor {
         for d in &changed {
             self.ws.shown.insert(d.window.clone(), d.status.clone());
         }
+        self.ws.decorating = true;
         self.submit(Job::Decorate(changed), Then::Decorate, now);
     }
 

@@ -47,6 +47,8 @@ pub(super) struct Workspace {
     pub lines: BTreeMap<u64, String>,
     /// Roles whose panes may show something else now.
     pub dirty: BTreeSet<RoleKey>,
+    /// Window statuses are being set: changes meanwhile wait for it.
+    pub decorating: bool,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
     /// New windows asked for and not made yet, by uid: their slot and
