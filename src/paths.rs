@@ -200,6 +200,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(path, &e))
 }
 
+/// Replaces `path` atomically for its readers, not durably (see
+/// [`Dir::replace`]): what the daemon tells a lingering shim.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (dir, name) = Dir::open_parent(path)?;
+    dir.replace(&name, bytes).map_err(|e| Error::io(path, &e))
+}
+
 /// A stable 64-bit hash (FNV-1a) of a path or tag, for short names derived
 /// from it that every marvel version spells the same.
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -513,8 +513,13 @@ fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
             // signalled before it too, and one written after wakes the
             // wait below.
             REDRAW.store(false, Ordering::SeqCst);
-            if let Some(next) = take_next_run(paths, uid) {
-                break Some(next);
+            match take_next_run(paths, uid) {
+                Ok(None) => {}
+                Ok(Some(next)) => break Some(next),
+                // Not a run this shim can read (written by another marvel
+                // version): it goes, and the daemon, finding its pane
+                // dead, has the slot run in the pane anew.
+                Err(()) => return None,
             }
             if draw(&line).is_err() {
                 break None;
@@ -540,14 +545,16 @@ fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
 }
 
 /// The next run the daemon left for the shim of spawn `uid`, taken (the
-/// file is removed); only a later spawn than `uid` is run.
-fn take_next_run(paths: &Paths, uid: u64) -> Option<NextRun> {
+/// file is removed), if there is one; only a later spawn than `uid` is
+/// run. `Err` when there is one the shim cannot read.
+fn take_next_run(paths: &Paths, uid: u64) -> Result<Option<NextRun>, ()> {
     let path = paths.next_run(uid);
-    let bytes = crate::statedir::read(&path).ok()?;
+    let Ok(bytes) = crate::statedir::read(&path) else {
+        return Ok(None);
+    };
     let _ = std::fs::remove_file(&path);
-    serde_json::from_slice::<NextRun>(&bytes)
-        .ok()
-        .filter(|n| n.uid > uid)
+    let next = serde_json::from_slice::<NextRun>(&bytes).map_err(|_| ())?;
+    Ok(Some(next).filter(|n| n.uid > uid))
 }
 
 /// Writes [`RUN_ENDED`] to the pane: whoever writes the log keeps

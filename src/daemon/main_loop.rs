@@ -478,7 +478,7 @@ impl MainLoop {
             } => {
                 // The shim reads its line when told the window changed.
                 let path = self.paths.exits_dir().join(format!("{uid}.line"));
-                if crate::paths::write_atomic(&path, line.as_bytes()).is_ok() {
+                if crate::paths::replace(&path, line.as_bytes()).is_ok() {
                     let _ = signal_child(pid, parent, rustix::process::Signal::WINCH);
                 }
             }
@@ -492,7 +492,7 @@ impl MainLoop {
                 let uid = next.uid;
                 let path = self.paths.next_run(of);
                 let written = serde_json::to_vec(&next)
-                    .is_ok_and(|json| crate::paths::write_atomic(&path, &json).is_ok());
+                    .is_ok_and(|json| crate::paths::replace(&path, &json).is_ok());
                 let asked = written && signal_child(pid, parent, rustix::process::Signal::WINCH);
                 if !asked {
                     let _ = std::fs::remove_file(&path);

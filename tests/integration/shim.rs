@@ -429,7 +429,7 @@ fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal()
     assert_eq!(second, [expected.as_str(), "echo"]);
     // Its end is reported as the new run's.
     kill(started_pid(report), libc::SIGKILL);
-    let report = daemon.next();
+    let (report, conn) = daemon.next_unanswered();
     assert!(
         matches!(
             report,
@@ -441,6 +441,14 @@ fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal()
         ),
         "{report:?}"
     );
+    reply_linger(conn, "crashed: signal 9");
+    // A next run it cannot read (another version's): the shim goes, and
+    // its pane is left dead for the daemon to find.
+    std::fs::write(s.paths.next_run(21), b"{\"uid\": \"not a number\"}").unwrap();
+    kill(spawned.pane_pid, libc::SIGWINCH);
+    wait_for("the shim to go", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
+    });
 }
 
 #[test]
