@@ -932,11 +932,12 @@ pub fn wait_new_program(
         // Where the replacement most likely appears (a child of the
         // process the victim was a child of) is looked at every round;
         // the whole tree, processes that were there before included (a
-        // supervisor may start it under one of them), every few rounds.
+        // supervisor may start it under one of them), which takes
+        // milliseconds with hundreds of panes, only now and then.
         if near.is_some_and(|n| children(n).iter().any(new)) {
             return Some(Instant::now());
         }
-        if near.is_none() || round % 8 == 0 {
+        if near.is_none() || round % 64 == 63 {
             let mut todo = children(root);
             while let Some(p) = todo.pop() {
                 if new(&p) {
