@@ -284,13 +284,15 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         if let Some(log) = &log {
             log.next_run(next.uid, next.quiet_ms);
         }
-        // What the last program left of the terminal goes: its modes and
-        // settings, the screen (not the scrollback). Then the mark after
-        // which the log belongs to the next run.
+        // What the last program left of the terminal goes: marvel's line
+        // on the bottom row, the alternate screen, the modes and settings,
+        // and the screen, which goes to the scrollback as far as the
+        // program printed. Then the mark after which the log belongs to
+        // the next run.
         terminal.restore();
         let mut out = io::stdout().lock();
         let _ = out
-            .write_all(b"\x1b[?1049l\x1bc")
+            .write_all(b"\x1b[999;1H\x1b[2K\x1b[?1049l\x1bc")
             .and_then(|_| out.write_all(RUN_BEGINS))
             .and_then(|_| out.flush());
         drop(out);

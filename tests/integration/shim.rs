@@ -418,6 +418,10 @@ fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal()
     // Echo is on again, the alternate screen and the last screen gone.
     let lines: Vec<&str> = screen.lines().collect();
     assert_eq!(lines, [expected.as_str(), "echo"], "{screen}");
+    // The first run's output is in the scrollback; marvel's line is not.
+    let scrollback = s.tmux.capture(&spawned.pane, 100).unwrap();
+    assert!(scrollback.contains("first given"), "{scrollback}");
+    assert!(!scrollback.contains("restart at"), "{scrollback}");
     assert_eq!(pane_format(&s, &spawned.pane, "#{alternate_on}"), "0");
     // Each run's output in its own log.
     let first = tail_lines(&s.paths.session_log(20), 10);
