@@ -154,6 +154,10 @@ impl Paths {
     pub fn exit_record(&self, uid: u64) -> PathBuf {
         self.exits_dir().join(exit_record_name(uid))
     }
+    /// What the shim of spawn `uid`, staying in its kept pane, runs next.
+    pub fn next_run(&self, uid: u64) -> PathBuf {
+        self.exits_dir().join(format!("{uid}.next"))
+    }
     /// Per-session output logs, one (bounded) file per spawn.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(LOGS)
@@ -194,6 +198,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let (dir, name) = Dir::open_parent(path)?;
     dir.write_atomic(&name, bytes)
         .map_err(|e| Error::io(path, &e))
+}
+
+/// Replaces `path` atomically for its readers, not durably (see
+/// [`Dir::replace`]): what the daemon tells a lingering shim.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (dir, name) = Dir::open_parent(path)?;
+    dir.replace(&name, bytes).map_err(|e| Error::io(path, &e))
 }
 
 /// A stable 64-bit hash (FNV-1a) of a path or tag, for short names derived

@@ -85,6 +85,10 @@ pub enum ShimReport {
         hangup: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
+        /// The shim can run the slot's next program in the same pane when
+        /// it stays there (see `shim::NextRun`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rerun: bool,
     },
 }
 

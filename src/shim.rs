@@ -61,11 +61,14 @@ pub fn log_socket_name(log: &Path) -> String {
 }
 
 /// The argv a pane runs: the shim around `command`, started in `cwd`.
+/// `env_keys` names the role's own variables the pane is given, which a
+/// later run in the same pane must not inherit unless it sets them again.
 pub fn shim_argv(
     marvel_bin: &Path,
     uid: u64,
     state_dir: &Path,
     cwd: Option<&Path>,
+    env_keys: &[&str],
     command: &[String],
 ) -> Vec<String> {
     let mut argv = vec![
@@ -79,6 +82,11 @@ pub fn shim_argv(
     if let Some(cwd) = cwd {
         argv.push("--cwd".to_string());
         argv.push(cwd.to_string_lossy().into_owned());
+    }
+    if !env_keys.is_empty() {
+        // No variable's name holds '='.
+        argv.push("--env-keys".to_string());
+        argv.push(env_keys.join("="));
     }
     argv.push("--".to_string());
     argv.extend(command.iter().cloned());
@@ -99,7 +107,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             Ok(args) => run_shim(&args),
             Err(m) => usage(
                 &m,
-                "shim --uid N --state-dir DIR [--cwd DIR] -- PROGRAM [ARGS...]",
+                "shim --uid N --state-dir DIR [--cwd DIR] [--env-keys K1=K2...] -- PROGRAM [ARGS...]",
             ),
         }),
         b"logpipe" => Some(match parse_logpipe_args(&rest) {
@@ -125,11 +133,31 @@ pub struct ShimArgs {
     pub state_dir: PathBuf,
     /// Where the program starts; it must exist when it does.
     pub cwd: Option<PathBuf>,
+    /// The role's variables in the pane's environment (see [`shim_argv`]).
+    pub env_keys: Vec<String>,
     pub argv: Vec<String>,
+}
+
+/// What a shim that stays in a kept pane runs next when the daemon asks:
+/// the slot's next spawn, in the same pane and the same shim, so the pane
+/// is neither respawned nor piped again. The daemon writes it to
+/// `exits/<uid>.next` (`uid` being the run that ended there) and sends the
+/// shim SIGWINCH.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NextRun {
+    pub uid: u64,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// The run's whole environment on top of the shim's own.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// How long output must stop before the daemon is told it stopped.
+    pub quiet_ms: u64,
 }
 
 fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
     let (mut uid, mut dir, mut cwd) = (None, None, None);
+    let mut env_keys = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -141,6 +169,10 @@ fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
                 dir = Some(PathBuf::from(it.next().ok_or("--state-dir needs a value")?))
             }
             "--cwd" => cwd = Some(PathBuf::from(it.next().ok_or("--cwd needs a value")?)),
+            "--env-keys" => {
+                let v = it.next().ok_or("--env-keys needs a value")?;
+                env_keys = v.split('=').map(str::to_string).collect();
+            }
             "--" => break,
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -151,6 +183,7 @@ fn parse_shim_args(args: &[String]) -> Result<ShimArgs, String> {
             uid,
             state_dir,
             cwd,
+            env_keys,
             argv,
         }),
         _ => Err("--uid and --state-dir are required".into()),
@@ -222,34 +255,83 @@ fn parse_logpipe_args(args: &[String]) -> Result<LogpipeArgs, String> {
 }
 
 /// Supervises the program in the current terminal and returns the exit
-/// code to leave with: the program's, or 128 + signal, like a shell.
+/// code to leave with: the program's, or 128 + signal, like a shell. A
+/// shim whose pane marvel keeps after the program ended may be asked to
+/// run the slot's next program there: it does, as often as it is asked.
 pub fn run_shim(args: &ShimArgs) -> i32 {
-    let uid = args.uid;
     let paths = Paths {
         root: args.state_dir.clone(),
     };
     install_handlers();
-    let log = log::own(&paths.session_log(uid), uid, &paths.root);
-    let finish = |code, signal, failure| finish(&paths, uid, code, signal, failure, log.as_ref());
-    let Some(program) = args.argv.first() else {
+    let log = log::own(&paths.session_log(args.uid), args.uid, &paths.root);
+    let terminal = Terminal::save();
+    let mut run = NextRun {
+        uid: args.uid,
+        argv: args.argv.clone(),
+        cwd: args.cwd.clone(),
+        env: Default::default(),
+        quiet_ms: 0,
+    };
+    // The first run has its environment from the pane; a later one gets
+    // its own in place of the role variables the pane was given.
+    let mut unset: &[String] = &[];
+    loop {
+        let (code, signal, failure) = run_program(&paths, &run, unset);
+        let next = match finish(&paths, run.uid, code, signal, failure, log.as_ref()) {
+            After::Exit(status) => return status,
+            After::Run(next) => next,
+        };
+        if let Some(log) = &log {
+            log.next_run(next.uid, next.quiet_ms);
+        }
+        // What the last program left of the terminal goes: marvel's line
+        // on the bottom row, the alternate screen, the modes and settings,
+        // and the screen, which goes to the scrollback as far as the
+        // program printed. Then the mark after which the log belongs to
+        // the next run.
+        terminal.restore();
+        let mut out = io::stdout().lock();
+        let _ = out
+            .write_all(b"\x1b[999;1H\x1b[2K\x1b[?1049l\x1bc")
+            .and_then(|_| out.write_all(RUN_BEGINS))
+            .and_then(|_| out.flush());
+        drop(out);
+        unset = &args.env_keys;
+        run = next;
+    }
+}
+
+/// Runs `run`'s program to its end, reporting its start; returns its exit
+/// code, signal, and why it could not start, if it could not.
+fn run_program(
+    paths: &Paths,
+    run: &NextRun,
+    unset: &[String],
+) -> (Option<i32>, Option<i32>, Option<String>) {
+    let uid = run.uid;
+    let Some(program) = run.argv.first() else {
         eprintln!("marvel: no command to run");
-        return finish(Some(127), None, Some("no command to run".into()));
+        return (Some(127), None, Some("no command to run".into()));
     };
     // A directory that vanished since the team was applied is the role's
     // crash, said as such, never a silent start somewhere else.
-    if let Some(cwd) = &args.cwd
+    if let Some(cwd) = &run.cwd
         && !cwd.is_dir()
     {
         let why = format!("cwd missing: {}", cwd.display());
         eprintln!("marvel: {why}");
-        return finish(Some(127), None, Some(why));
+        return (Some(127), None, Some(why));
     }
     let parent = rustix::process::getpid();
     let mut cmd = Command::new(program);
-    cmd.args(&args.argv[1..]);
-    if let Some(cwd) = &args.cwd {
+    cmd.args(&run.argv[1..]);
+    if let Some(cwd) = &run.cwd {
         cmd.current_dir(cwd);
     }
+    for key in unset {
+        cmd.env_remove(key);
+    }
+    cmd.envs(&run.env);
     // SAFETY: only async-signal-safe calls (sigaction, sigprocmask, prctl,
     // getppid) between fork and exec.
     unsafe {
@@ -275,7 +357,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
             };
             let why = format!("cannot run {program}: {e}");
             eprintln!("marvel: {why}");
-            return finish(Some(code), None, Some(why));
+            return (Some(code), None, Some(why));
         }
     };
     let pid = Pid::from_child(&child);
@@ -287,7 +369,7 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         signal_child(pid.as_raw_nonzero().get(), early);
     }
     let _ = report(
-        &paths,
+        paths,
         uid,
         &ShimReport::Started {
             uid,
@@ -297,7 +379,38 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         STARTED_REPLY,
     );
     let (code, signal) = wait_child(pid);
-    finish(code, signal, None)
+    (code, signal, None)
+}
+
+/// The pane's terminal as the shim found it: a program that changed its
+/// settings or took it for its own process group leaves it so, and the
+/// next run in the same pane gets it back as a new pane would be.
+struct Terminal {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl Terminal {
+    fn save() -> Terminal {
+        Terminal {
+            saved: rustix::termios::tcgetattr(io::stdin()).ok(),
+        }
+    }
+
+    fn restore(&self) {
+        let stdin = io::stdin();
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, t);
+        }
+        // SIGTTOU is ignored: a background shim may take the terminal back.
+        let _ = rustix::termios::tcsetpgrp(&stdin, rustix::process::getpgrp());
+    }
+}
+
+/// What the shim does once a program ended: leave with this code, or run
+/// the slot's next program in the same pane.
+enum After {
+    Exit(i32),
+    Run(NextRun),
 }
 
 /// Records and reports the program's end, stays in the pane if marvel keeps
@@ -310,7 +423,7 @@ fn finish(
     signal: Option<i32>,
     failure: Option<String>,
     log: Option<&log::Owner>,
-) -> i32 {
+) -> After {
     let exited = ShimReport::Exited {
         uid,
         code,
@@ -318,6 +431,8 @@ fn finish(
         at: Utc::now(),
         hangup: HANGUP.load(Ordering::SeqCst),
         failure: failure.clone(),
+        // Only a shim that writes the log itself can log a next run.
+        rerun: log.is_some_and(log::Owner::owns),
     };
     // The log holds the whole run before the daemon, which reads its tail
     // for the marker, hears of the end.
@@ -336,12 +451,13 @@ fn finish(
     // the pane is not kept has it removed. Either way the log gets what
     // the program printed before the shim goes.
     if HANGUP.load(Ordering::SeqCst) {
-        return status;
+        return After::Exit(status);
     }
-    match answer {
+    let next = match answer {
         Some(Response::Linger(line)) => linger(paths, uid, line),
         Some(_) => {
             let _ = mark_run_ended();
+            None
         }
         None => {
             // No daemon to ask: it will say more when it is back.
@@ -354,17 +470,19 @@ fn finish(
                 paths,
                 uid,
                 format!("ended: {how} — marvel will say what comes next"),
-            );
+            )
         }
-    }
-    status
+    };
+    next.map_or(After::Exit(status), After::Run)
 }
 
 /// Stays in the pane of a program that ended, drawing marvel's `line` on
-/// its bottom row, until the pane is killed or respawned (SIGHUP) or the
-/// shim is told to go (SIGTERM). SIGWINCH draws the line again, read anew
-/// from `exits/<uid>.line` when the daemon wrote one.
-fn linger(paths: &Paths, uid: u64, mut line: String) {
+/// its bottom row, until the pane is killed or respawned (SIGHUP), the
+/// shim is told to go (SIGTERM), or the daemon has the slot's next program
+/// run here (returned). SIGWINCH draws the line again, read anew from
+/// `exits/<uid>.line` when the daemon wrote one, unless it comes with the
+/// next run in `exits/<uid>.next`.
+fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
     let file = paths.exits_dir().join(format!("{uid}.line"));
     // The end of the run for the log, then a new line: output the program
     // left on the bottom row scrolls up instead of going under marvel's
@@ -376,44 +494,69 @@ fn linger(paths: &Paths, uid: u64, mut line: String) {
         })
         .is_err()
     {
-        return;
+        return None;
     }
-    // SAFETY: sigaction with a handler that only stores an atomic; signal
-    // masks are plain sets; sigsuspend waits for any unblocked signal.
+    // SAFETY: signal masks are plain sets; sigsuspend waits for any
+    // unblocked signal (SIGWINCH's handler only stores an atomic).
     unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = redraw as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
         let mut block: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut block);
         for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
             libc::sigaddset(&mut block, sig);
         }
-        let mut waiting: libc::sigset_t = std::mem::zeroed();
-        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut waiting);
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut before);
+        let mut waiting = before;
         for sig in [libc::SIGWINCH, libc::SIGHUP, libc::SIGTERM] {
             libc::sigdelset(&mut waiting, sig);
         }
-        loop {
+        let next = loop {
+            // Blocked from here: a next run written before this check was
+            // signalled before it too, and one written after wakes the
+            // wait below.
+            REDRAW.store(false, Ordering::SeqCst);
+            match take_next_run(paths, uid) {
+                Ok(None) => {}
+                Ok(Some(next)) => break Some(next),
+                // Not a run this shim can read (written by another marvel
+                // version): it goes, and the daemon, finding its pane
+                // dead, has the slot run in the pane anew.
+                Err(()) => return None,
+            }
             if draw(&line).is_err() {
-                return;
+                break None;
             }
             // Blocked until here, so none is missed between check and wait.
             loop {
                 libc::sigsuspend(&waiting);
                 if HANGUP.load(Ordering::SeqCst) || PENDING.swap(0, Ordering::SeqCst) != 0 {
-                    return;
+                    return None;
                 }
-                if REDRAW.swap(false, Ordering::SeqCst) {
+                if REDRAW.load(Ordering::SeqCst) {
                     break;
                 }
             }
             if let Ok(text) = crate::statedir::read(&file) {
                 line = String::from_utf8_lossy(&text).into_owned();
             }
-        }
+        };
+        // The next run's shim forwards its signals again.
+        libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+        next
     }
+}
+
+/// The next run the daemon left for the shim of spawn `uid`, taken (the
+/// file is removed), if there is one; only a later spawn than `uid` is
+/// run. `Err` when there is one the shim cannot read.
+fn take_next_run(paths: &Paths, uid: u64) -> Result<Option<NextRun>, ()> {
+    let path = paths.next_run(uid);
+    let Ok(bytes) = crate::statedir::read(&path) else {
+        return Ok(None);
+    };
+    let _ = std::fs::remove_file(&path);
+    let next = serde_json::from_slice::<NextRun>(&bytes).map_err(|_| ())?;
+    Ok(Some(next).filter(|n| n.uid > uid))
 }
 
 /// Writes [`RUN_ENDED`] to the pane: whoever writes the log keeps
@@ -587,6 +730,10 @@ fn install_handlers() {
         }
         sa.sa_sigaction = hangup_expired as *const () as usize;
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        // From the start, not only once the shim lingers: the daemon may
+        // tell it the next run as soon as it heard of the end.
+        sa.sa_sigaction = redraw as *const () as usize;
+        libc::sigaction(libc::SIGWINCH, &sa, std::ptr::null_mut());
     }
 }
 
@@ -634,7 +781,9 @@ mod log {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
     use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc::{self, Receiver};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use rustix::net::{
@@ -660,10 +809,21 @@ mod log {
         )
     }
 
-    /// The shim's side: the log thread, which says when the log is
-    /// complete.
+    /// The shim's side: the log thread, which says when the log of a run
+    /// is complete, whether it took the pane's output, and which run comes
+    /// next.
     pub struct Owner {
         done: Receiver<()>,
+        shared: Arc<Shared>,
+    }
+
+    /// What the shim and its log thread share.
+    #[derive(Default)]
+    struct Shared {
+        /// The log pipe handed the pane's output over.
+        owns: AtomicBool,
+        /// The uid and quiet spell of the next run, once the shim knows it.
+        next: Mutex<Option<(u64, u64)>>,
     }
 
     impl Owner {
@@ -671,6 +831,19 @@ mod log {
         /// written to the pane, or the pane gone.
         pub fn drain(&self) {
             let _ = self.done.recv_timeout(DRAIN);
+        }
+
+        /// Whether this shim writes the pane's log (and so could log a
+        /// next run in the same pane).
+        pub fn owns(&self) -> bool {
+            self.shared.owns.load(Ordering::SeqCst)
+        }
+
+        /// The output after the next [`super::RUN_BEGINS`] is run `uid`'s,
+        /// reported after quiet spells of `quiet_ms`.
+        pub fn next_run(&self, uid: u64, quiet_ms: u64) {
+            while self.done.try_recv().is_ok() {}
+            *self.shared.next.lock().unwrap_or_else(|e| e.into_inner()) = Some((uid, quiet_ms));
         }
     }
 
@@ -686,6 +859,8 @@ mod log {
         let (tx, done) = mpsc::channel();
         let log = log.to_path_buf();
         let state_dir = state_dir.to_path_buf();
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         // Every signal stays with the main thread, which waits for them.
         // SAFETY: plain signal-mask calls on sets they fill.
         let old = unsafe {
@@ -698,17 +873,17 @@ mod log {
         let spawned = std::thread::Builder::new()
             .stack_size(STACK)
             .spawn(move || {
-                write_from_handover(listener, &log, uid, state_dir, move || {
+                write_from_handover(listener, &log, uid, state_dir, &theirs, move || {
                     let _ = tx.send(());
                 })
             });
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        spawned.ok().map(|_| Owner { done })
+        spawned.ok().map(|_| Owner { done, shared })
     }
 
     /// Takes the first hand-over from a process of our own user and writes
-    /// the log from it until its end.
+    /// the log from it until its end: each run's to its own file.
     /// What it reads is the pane's output, so the shim also tells the
     /// daemon when output starts and stops, if the log pipe asked for that.
     fn write_from_handover(
@@ -716,6 +891,7 @@ mod log {
         log: &Path,
         uid: u64,
         state_dir: std::path::PathBuf,
+        shared: &Shared,
         mut ended: impl FnMut(),
     ) {
         for conn in listener.incoming() {
@@ -724,6 +900,10 @@ mod log {
                 continue;
             };
             drop(listener);
+            shared.owns.store(true, Ordering::SeqCst);
+            let paths = crate::paths::Paths {
+                root: state_dir.clone(),
+            };
             let watch = (quiet_ms > 0).then(|| {
                 super::OutputWatch::start(super::Reports {
                     uid,
@@ -736,12 +916,24 @@ mod log {
                     w.output();
                 }
             };
+            let mut next = || {
+                let (uid, quiet_ms) = shared
+                    .next
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()?;
+                if let Some(w) = &watch {
+                    w.retarget(uid, quiet_ms);
+                }
+                Some(paths.session_log(uid))
+            };
             let _ = super::copy_rotating(
                 &mut std::fs::File::from(input),
                 log,
                 max.max(1),
                 &mut seen,
                 &mut ended,
+                &mut next,
             );
             return;
         }
@@ -841,6 +1033,10 @@ pub fn rotated(path: &Path) -> PathBuf {
 /// not the program's output.
 pub const RUN_ENDED: &[u8] = b"\x1b]7777;marvel-run-ended\x07";
 
+/// What the shim writes before the next program it runs in the same pane:
+/// the log of that run begins after it.
+pub const RUN_BEGINS: &[u8] = b"\x1b]7777;marvel-run-begins\x07";
+
 /// Hands stdin (the pane's output, from `pipe-pane`) to the session's shim
 /// when `to_shim` asks for it and the shim takes it: the shim writes the
 /// log (and tells the daemon when output starts and stops), and this
@@ -867,6 +1063,7 @@ pub fn run_logpipe(args: &LogpipeArgs) -> i32 {
         args.max_bytes.max(1),
         &mut seen,
         &mut || {},
+        &mut || None,
     ) {
         Ok(()) => 0,
         Err(e) => {
@@ -890,7 +1087,10 @@ struct WatchState {
     start_wall: chrono::DateTime<Utc>,
     /// Milliseconds from `start` to the last output, plus one (0: none).
     last: std::sync::atomic::AtomicU64,
-    quiet_ms: u64,
+    /// The run whose output it is, and its quiet spell: a shim runs the
+    /// next program in the same pane.
+    uid: std::sync::atomic::AtomicU64,
+    quiet_ms: std::sync::atomic::AtomicU64,
     lock: std::sync::Mutex<()>,
     resumed: std::sync::Condvar,
 }
@@ -907,7 +1107,8 @@ impl OutputWatch {
             start: Instant::now(),
             start_wall: Utc::now(),
             last: std::sync::atomic::AtomicU64::new(0),
-            quiet_ms: reports.quiet.as_millis().max(1) as u64,
+            uid: std::sync::atomic::AtomicU64::new(reports.uid),
+            quiet_ms: std::sync::atomic::AtomicU64::new(reports.quiet.as_millis().max(1) as u64),
             lock: std::sync::Mutex::new(()),
             resumed: std::sync::Condvar::new(),
         });
@@ -920,12 +1121,21 @@ impl OutputWatch {
         OutputWatch { shared }
     }
 
+    /// The output from now on is run `uid`'s, quiet after `quiet_ms`.
+    fn retarget(&self, uid: u64, quiet_ms: u64) {
+        let w = &self.shared;
+        w.uid.store(uid, Ordering::SeqCst);
+        if quiet_ms > 0 {
+            w.quiet_ms.store(quiet_ms, Ordering::SeqCst);
+        }
+    }
+
     /// The pane printed something now.
     fn output(&self) {
         let w = &self.shared;
         let now = w.now_ms();
         let prev = w.last.swap(now, Ordering::SeqCst);
-        if prev == 0 || now.saturating_sub(prev) >= w.quiet_ms {
+        if prev == 0 || now.saturating_sub(prev) >= w.quiet_ms.load(Ordering::SeqCst) {
             // The reporter may be waiting for this: the lock makes sure it
             // is either still before its check or already waiting.
             let _held = w.lock.lock();
@@ -950,14 +1160,15 @@ impl WatchState {
             root: r.state_dir.clone(),
         }
         .socket();
-        let mut unsent: Option<(bool, u64)> = None;
+        // News: whether output flows, since when, and whose run it is.
+        let mut unsent: Option<(bool, u64, u64)> = None;
         let mut retry = REPORT_RETRY;
-        let send = |news: Option<(bool, u64)>| -> bool {
-            let Some((flowing, ms)) = news else {
+        let send = |news: Option<(bool, u64, u64)>| -> bool {
+            let Some((flowing, ms, uid)) = news else {
                 return true;
             };
             let request = Request::Output {
-                uid: r.uid,
+                uid,
                 at: self.wall(ms),
                 flowing,
             };
@@ -986,18 +1197,29 @@ impl WatchState {
                 }
             }
             let began = self.last.load(Ordering::SeqCst);
-            unsent = Some((true, began));
+            let mut run = self.uid.load(Ordering::SeqCst);
+            unsent = Some((true, began, run));
             if send(unsent) {
                 unsent = None;
             }
             // Flowing: wait for a quiet spell.
             loop {
                 let last = self.last.load(Ordering::SeqCst);
+                // A next run in the same pane began while output flowed:
+                // its output began with it.
+                let now_run = self.uid.load(Ordering::SeqCst);
+                if now_run != run {
+                    run = now_run;
+                    unsent = Some((true, last, run));
+                    if send(unsent) {
+                        unsent = None;
+                    }
+                }
                 let now = self.now_ms();
-                let quiet_at = last + self.quiet_ms;
+                let quiet_at = last + self.quiet_ms.load(Ordering::SeqCst);
                 if now >= quiet_at {
                     reported_quiet = last;
-                    unsent = Some((false, last));
+                    unsent = Some((false, last, self.uid.load(Ordering::SeqCst)));
                     if send(unsent) {
                         unsent = None;
                     }
@@ -1024,64 +1246,113 @@ fn open_log(dir: &Dir, name: &str) -> io::Result<(File, u64)> {
     Ok((f, size))
 }
 
-/// Finds [`RUN_ENDED`] in a stream read in pieces: how much of each piece
-/// is output, bytes held back while they may begin the marker, and whether
-/// it was seen.
-#[derive(Debug, Default)]
-struct EndMarker {
-    /// Bytes of a possible marker at the end of the last piece.
+/// Finds a mark ([`RUN_ENDED`], [`RUN_BEGINS`]) in a stream read in
+/// pieces: which bytes before it are output, holding back bytes while they
+/// may begin the mark.
+#[derive(Debug)]
+struct Marker {
+    mark: &'static [u8],
+    /// Bytes of a possible mark at the end of the last piece.
     held: usize,
-    seen: bool,
 }
 
-impl EndMarker {
-    /// The output in `data` (after what was held back and turned out not
-    /// to be the marker), appended to `out`.
-    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        for &b in data {
-            if self.seen {
-                return;
-            }
-            if b == RUN_ENDED[self.held] {
+impl Marker {
+    fn new(mark: &'static [u8]) -> Marker {
+        Marker { mark, held: 0 }
+    }
+
+    /// Appends the output in `data` (after what was held back and turned
+    /// out not to be the mark) to `out`, up to the mark if it is complete;
+    /// says how much of `data` was read and whether the mark was.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        for (i, &b) in data.iter().enumerate() {
+            if b == self.mark[self.held] {
                 self.held += 1;
-                if self.held == RUN_ENDED.len() {
-                    self.seen = true;
+                if self.held == self.mark.len() {
+                    self.held = 0;
+                    return (i + 1, true);
                 }
                 continue;
             }
-            // Not the marker after all: what was held is output. (The
-            // marker's first byte, ESC, occurs in it only there.)
-            out.extend_from_slice(&RUN_ENDED[..self.held]);
-            self.held = usize::from(b == RUN_ENDED[0]);
+            // Not the mark after all: what was held is output. (The mark's
+            // first byte, ESC, occurs in it only there.)
+            out.extend_from_slice(&self.mark[..self.held]);
+            self.held = usize::from(b == self.mark[0]);
             if self.held == 0 {
                 out.push(b);
             }
+        }
+        (data.len(), false)
+    }
+}
+
+/// A log being written: its directory, its name and its rotated half's,
+/// and the open file with its size (`None` until it can be opened).
+struct LogFile {
+    dir: Dir,
+    name: String,
+    rotated_name: String,
+    file: Option<(File, u64)>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<LogFile> {
+        let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
+        let file = open_log(&dir, &name).ok();
+        Ok(LogFile {
+            rotated_name: format!("{name}.1"),
+            dir,
+            name,
+            file,
+        })
+    }
+
+    /// A log that cannot be written (a full disk) loses this piece, not
+    /// the pane: the next piece tries again.
+    fn write(&mut self, data: &[u8], max: u64) {
+        if self.file.is_none() {
+            self.file = open_log(&self.dir, &self.name).ok();
+        }
+        if let Some((file, size)) = &mut self.file
+            && write_rotating(
+                &self.dir,
+                &self.name,
+                &self.rotated_name,
+                file,
+                size,
+                data,
+                max,
+            )
+            .is_err()
+        {
+            self.file = None;
         }
     }
 }
 
 /// Copies `input` to the log at `path`, rotating it past `max`; calls
-/// `seen` for each piece of output and `ended` once when the log is
-/// complete: at [`RUN_ENDED`], or at the end of the input.
+/// `seen` for each piece of output and `ended` once per run when its log
+/// is complete: at [`RUN_ENDED`], or at the end of the input. What follows
+/// the end of a run is no one's until [`RUN_BEGINS`]; then `next` names the
+/// next run's log (`None`: nothing more is logged).
 fn copy_rotating(
     input: &mut impl Read,
     path: &Path,
     max: u64,
     seen: &mut dyn FnMut(),
     ended: &mut dyn FnMut(),
+    next: &mut dyn FnMut() -> Option<PathBuf>,
 ) -> io::Result<()> {
-    let (dir, name) = Dir::open_parent(path).map_err(io::Error::other)?;
-    let rotated_name = format!("{name}.1");
-    let mut log = open_log(&dir, &name).ok();
-    let mut marker = EndMarker::default();
-    let mut told = false;
+    let mut log = LogFile::open(path)?;
+    let mut marker = Marker::new(RUN_ENDED);
+    let mut writing = true;
     // On the heap: the shim's log thread has a small stack.
     let mut buf = vec![0u8; 16 << 10];
     let mut out = Vec::with_capacity(buf.len());
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => {
-                if !told {
+                if writing {
                     ended();
                 }
                 return Ok(());
@@ -1090,25 +1361,33 @@ fn copy_rotating(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        out.clear();
-        marker.feed(&buf[..n], &mut out);
-        if !out.is_empty() {
-            seen();
-        }
-        // A log that cannot be written (a full disk) loses this piece, not
-        // the pane: the next piece tries again.
-        if !out.is_empty() {
-            if log.is_none() {
-                log = open_log(&dir, &name).ok();
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            out.clear();
+            let (read, found) = marker.feed(rest, &mut out);
+            rest = &rest[read..];
+            if !writing {
+                if found {
+                    marker = Marker::new(RUN_ENDED);
+                    match next().map(|p| LogFile::open(&p)) {
+                        Some(Ok(l)) => {
+                            log = l;
+                            writing = true;
+                        }
+                        _ => marker = Marker::new(RUN_BEGINS),
+                    }
+                }
+                continue;
             }
-            if let Some((file, size)) = &mut log
-                && write_rotating(&dir, &name, &rotated_name, file, size, &out, max).is_err()
-            {
-                log = None;
+            if !out.is_empty() {
+                seen();
+                log.write(&out, max);
             }
-        }
-        if marker.seen && !std::mem::replace(&mut told, true) {
-            ended();
+            if found {
+                ended();
+                writing = false;
+                marker = Marker::new(RUN_BEGINS);
+            }
         }
     }
 }
@@ -1327,7 +1606,15 @@ mod tests {
             .flat_map(|i| format!("line {i:03}\n").into_bytes())
             .collect();
         // 9 bytes a line, in chunks of 16 KiB: one read, split by the budget.
-        copy_rotating(&mut &input[..], &log, 100, &mut || {}, &mut || {}).unwrap();
+        copy_rotating(
+            &mut &input[..],
+            &log,
+            100,
+            &mut || {},
+            &mut || {},
+            &mut || None,
+        )
+        .unwrap();
         let cur = fs::read(&log).unwrap();
         let old = fs::read(rotated(&log)).unwrap();
         assert!(
@@ -1348,10 +1635,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("1.log");
         fs::write(&log, b"old old old\n").unwrap();
-        copy_rotating(&mut &b"0123456789\n"[..], &log, 16, &mut || {}, &mut || {}).unwrap();
+        copy_rotating(
+            &mut &b"0123456789\n"[..],
+            &log,
+            16,
+            &mut || {},
+            &mut || {},
+            &mut || None,
+        )
+        .unwrap();
         assert_eq!(fs::read(rotated(&log)).unwrap(), b"old old old\n");
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\n");
-        copy_rotating(&mut &b"abc\n"[..], &log, 16, &mut || {}, &mut || {}).unwrap();
+        copy_rotating(
+            &mut &b"abc\n"[..],
+            &log,
+            16,
+            &mut || {},
+            &mut || {},
+            &mut || None,
+        )
+        .unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"0123456789\nabc\n");
     }
 
@@ -1363,17 +1666,82 @@ mod tests {
         let expected = b"last words\n\x1b[1mbold\x1b]7777;not the marker\x07\x1b]7777";
         for piece in [1, 2, 3, 7, 16 << 10] {
             let mut out = Vec::new();
-            let mut m = EndMarker::default();
+            let mut m = Marker::new(RUN_ENDED);
+            let mut seen = false;
             for chunk in input.chunks(piece) {
-                m.feed(chunk, &mut out);
+                let mut rest = chunk;
+                while !seen && !rest.is_empty() {
+                    let (read, found) = m.feed(rest, &mut out);
+                    rest = &rest[read..];
+                    seen = found;
+                }
             }
-            assert!(m.seen);
+            assert!(seen);
             assert_eq!(out, expected, "in pieces of {piece}");
         }
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("8.log");
-        copy_rotating(&mut &input[..], &log, 1 << 20, &mut || {}, &mut || {}).unwrap();
+        copy_rotating(
+            &mut &input[..],
+            &log,
+            1 << 20,
+            &mut || {},
+            &mut || {},
+            &mut || None,
+        )
+        .unwrap();
         assert_eq!(fs::read(&log).unwrap(), expected);
+    }
+
+    #[test]
+    fn each_run_in_a_pane_is_logged_to_its_own_file_however_it_is_split() {
+        let mut input = b"first run\n\x1b]7777".to_vec();
+        input.extend_from_slice(RUN_ENDED);
+        input.extend_from_slice(b"\r\n crashed: exit 3 \x1b[?1049l\x1bc");
+        input.extend_from_slice(RUN_BEGINS);
+        input.extend_from_slice(b"second run\n");
+        input.extend_from_slice(RUN_ENDED);
+        input.extend_from_slice(b"\r\n frozen ");
+        for piece in [1, 2, 5, 16 << 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let (first, second) = (dir.path().join("8.log"), dir.path().join("9.log"));
+            let mut ends = 0;
+            let mut runs = vec![second.clone()];
+            let mut input = Chunked(input.chunks(piece).collect());
+            copy_rotating(
+                &mut input,
+                &first,
+                1 << 20,
+                &mut || {},
+                &mut || ends += 1,
+                &mut || runs.pop(),
+            )
+            .unwrap();
+            assert_eq!(
+                fs::read(&first).unwrap(),
+                b"first run\n\x1b]7777",
+                "in pieces of {piece}"
+            );
+            assert_eq!(
+                fs::read(&second).unwrap(),
+                b"second run\n",
+                "in pieces of {piece}"
+            );
+            assert_eq!(ends, 2, "in pieces of {piece}");
+        }
+    }
+
+    /// A reader that returns one chunk per read.
+    struct Chunked<'a>(std::collections::VecDeque<&'a [u8]>);
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(c) = self.0.pop_front() else {
+                return Ok(0);
+            };
+            buf[..c.len()].copy_from_slice(c);
+            Ok(c.len())
+        }
     }
 
     /// Issue: a log that could not be written stopped the pipe, and then
@@ -1408,7 +1776,15 @@ mod tests {
             left: 1000,
             blocker: log.clone(),
         };
-        copy_rotating(&mut input, &log, 1 << 20, &mut || {}, &mut || {}).unwrap();
+        copy_rotating(
+            &mut input,
+            &log,
+            1 << 20,
+            &mut || {},
+            &mut || {},
+            &mut || None,
+        )
+        .unwrap();
         assert_eq!(input.left, 0, "read to the end");
         let text = fs::read_to_string(&log).unwrap();
         assert!(
@@ -1496,6 +1872,39 @@ mod tests {
         assert!(flowing);
         let (_, flowing, _) = next_report(&rx);
         assert!(!flowing);
+    }
+
+    #[test]
+    fn output_that_flows_on_into_the_next_run_in_the_pane_is_reported_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = fake_daemon(dir.path());
+        let watch = OutputWatch::start(Reports {
+            uid: 7,
+            state_dir: dir.path().to_path_buf(),
+            quiet: Duration::from_millis(150),
+        });
+        let output = |uid: u64, flowing: bool| {
+            let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().1;
+            match got {
+                Request::Output {
+                    uid: u, flowing: f, ..
+                } if (u, f) == (uid, flowing) => {}
+                other => panic!("expected uid {uid} flowing {flowing}: {other:?}"),
+            }
+        };
+        // Run 7 prints; run 8 follows in the same pane and prints before
+        // any quiet spell: each run is told that its output began, and
+        // the quiet spell after is run 8's.
+        watch.output();
+        output(7, true);
+        watch.retarget(8, 150);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(400) {
+            watch.output();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        output(8, true);
+        output(8, false);
     }
 
     #[test]
@@ -1699,6 +2108,7 @@ mod tests {
                 uid: 7,
                 state_dir: PathBuf::from("/s"),
                 cwd: None,
+                env_keys: Vec::new(),
                 argv: args[5..].to_vec(),
             }
         );
@@ -1708,6 +2118,7 @@ mod tests {
             7,
             Path::new("/s"),
             None,
+            &[],
             &args[5..],
         );
         assert_eq!(&built[2..], &args[..]);
@@ -1716,10 +2127,12 @@ mod tests {
             7,
             Path::new("/s"),
             Some(Path::new("/w")),
+            &["API_KEY", "A B"],
             &args[5..],
         );
         let parsed = parse_shim_args(&with_cwd[2..]).unwrap();
         assert_eq!(parsed.cwd, Some(PathBuf::from("/w")));
+        assert_eq!(parsed.env_keys, ["API_KEY", "A B"]);
         assert_eq!(parsed.argv, args[5..]);
         let lp: Vec<String> = ["--max-bytes", "10", "/f"]
             .iter()

@@ -417,16 +417,32 @@ impl Dir {
     /// so never an existing file or link), fsync, rename over `name`, fsync
     /// of the directory. A failed write leaves no temporary file behind.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.swap_in(name, bytes, true)
+    }
+
+    /// Replaces `name` atomically for its readers (they see the old or
+    /// the new file, never a torn one), without making it durable: for a
+    /// word to a live process, which means nothing once the machine has
+    /// restarted.
+    pub fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.swap_in(name, bytes, false)
+    }
+
+    /// A new temporary file with `bytes` renamed over `name`, each step
+    /// made durable if asked to; a failed write leaves no temporary file.
+    fn swap_in(&self, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
         let (tmp, mut file) = self.create_temp(name)?;
         let written = file
             .write_all(bytes)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .and_then(|()| Ok(rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?));
         if let Err(e) = written {
             let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
             return Err(e);
         }
-        let _ = rustix::fs::fsync(&self.fd);
+        if durable {
+            let _ = rustix::fs::fsync(&self.fd);
+        }
         Ok(())
     }
 
@@ -546,6 +562,7 @@ mod tests {
         fs::write(tmp.path().join("state.json").join("x"), b"").unwrap();
         for _ in 0..3 {
             assert!(dir.write_atomic("state.json", b"{}").is_err());
+            assert!(dir.replace("state.json", b"{}").is_err());
         }
         let left: Vec<String> = fs::read_dir(tmp.path())
             .unwrap()
@@ -554,7 +571,9 @@ mod tests {
         assert_eq!(left, ["state.json"]);
         // And a write that succeeds leaves only its file.
         dir.write_atomic("other.json", b"{}").unwrap();
+        dir.replace("other.json", b"[]").unwrap();
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
+        assert_eq!(fs::read(tmp.path().join("other.json")).unwrap(), b"[]");
     }
 
     fn facts(file_type: FileType, uid: u32, mode: u32) -> Facts {

@@ -921,25 +921,35 @@ pub fn reaped_children_cpu_ms() -> f64 {
 /// poll reads a handful of files. Returns when it was seen.
 pub fn wait_new_program(
     root: u32,
+    near: Option<u32>,
     before: &std::collections::HashSet<u32>,
     program: &str,
     timeout: Duration,
 ) -> Option<Instant> {
     let end = Instant::now() + timeout;
-    loop {
-        let mut todo = children(root);
-        while let Some(p) = todo.pop() {
-            if before.contains(&p) {
-                continue;
+    let new = |p: &u32| !before.contains(p) && comm(*p) == program;
+    for round in 0u64.. {
+        // Where the replacement most likely appears (a child of the
+        // process the victim was a child of) is looked at every round;
+        // the whole tree, processes that were there before included (a
+        // supervisor may start it under one of them), which takes
+        // milliseconds with hundreds of panes, only now and then.
+        if near.is_some_and(|n| children(n).iter().any(new)) {
+            return Some(Instant::now());
+        }
+        if near.is_none() || round % 64 == 63 {
+            let mut todo = children(root);
+            while let Some(p) = todo.pop() {
+                if new(&p) {
+                    return Some(Instant::now());
+                }
+                todo.extend(children(p));
             }
-            if comm(p) == program {
-                return Some(Instant::now());
-            }
-            todo.extend(children(p));
         }
         if Instant::now() >= end {
             return None;
         }
         std::thread::sleep(Duration::from_micros(500));
     }
+    None
 }

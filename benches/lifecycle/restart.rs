@@ -23,6 +23,14 @@ pub struct Restarts {
     pub visible: Samples,
 }
 
+/// The parent of `pid`, from `/proc`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which may hold anything, in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// One kill: the victim's pid, the supervisor's process under which the
 /// replacement appears, a poll of the status command that says whether
 /// the replacement is visible. Returns (running, visible) in ms.
@@ -32,10 +40,11 @@ pub fn time_restart(
     mut visible: impl FnMut() -> bool,
 ) -> Option<(f64, f64)> {
     let before: HashSet<u32> = tree(&[root]).into_iter().collect();
+    let parent = parent_of(victim);
     let t_kill = Instant::now();
     // SAFETY: the pid of a program this bench's supervisor started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    let running = wait_new_program(root, &before, "sleep", DEADLINE)?;
+    let running = wait_new_program(root, parent, &before, "sleep", DEADLINE)?;
     loop {
         check_interrupt();
         if visible() {

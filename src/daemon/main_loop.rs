@@ -468,7 +468,7 @@ impl MainLoop {
                     Signal::Term => rustix::process::Signal::TERM,
                     Signal::Kill => rustix::process::Signal::KILL,
                 };
-                signal_child(pid, parent, signal);
+                let _ = signal_child(pid, parent, signal);
             }
             Output::ShowLine {
                 uid,
@@ -478,9 +478,26 @@ impl MainLoop {
             } => {
                 // The shim reads its line when told the window changed.
                 let path = self.paths.exits_dir().join(format!("{uid}.line"));
-                if crate::paths::write_atomic(&path, line.as_bytes()).is_ok() {
-                    signal_child(pid, parent, rustix::process::Signal::WINCH);
+                if crate::paths::replace(&path, line.as_bytes()).is_ok() {
+                    let _ = signal_child(pid, parent, rustix::process::Signal::WINCH);
                 }
+            }
+            Output::Rerun {
+                of,
+                pid,
+                parent,
+                next,
+            } => {
+                // The shim takes its next run when told the window changed.
+                let uid = next.uid;
+                let path = self.paths.next_run(of);
+                let written = serde_json::to_vec(&next)
+                    .is_ok_and(|json| crate::paths::replace(&path, &json).is_ok());
+                let asked = written && signal_child(pid, parent, rustix::process::Signal::WINCH);
+                if !asked {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Some(Input::Reran { uid, asked });
             }
             // Off the loop: the runner never makes it wait.
             Output::Notify(hook) => self.hooks.submit(hook),
@@ -557,13 +574,12 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// Sends `signal` to `pid` if it is still a child of `parent`: a pid that
 /// went to another process since is left alone.
-fn signal_child(pid: u32, parent: u32, signal: rustix::process::Signal) {
+fn signal_child(pid: u32, parent: u32, signal: rustix::process::Signal) -> bool {
     if parent_of(pid) != Some(parent) {
-        return;
+        return false;
     }
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, signal);
-    }
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
 }
 
 /// One line of the daemon's log (its stderr). A log that cannot be written
@@ -670,6 +686,7 @@ mod tests {
                 at: Utc::now(),
                 hangup: false,
                 failure: None,
+                rerun: false,
             },
         };
         send(&mut m, Request::Shim(report(false)));

@@ -832,6 +832,7 @@ mod tests {
             at: Utc::now(),
             hangup: false,
             failure: None,
+            rerun: false,
         })
     }
 

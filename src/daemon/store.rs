@@ -324,6 +324,10 @@ pub fn replaying(paths: &Paths, uid: u64) -> PathBuf {
 /// neither directory grows without bound under a crash loop. Only files
 /// marvel made are removed: regular files of ours, under the exact names
 /// it gives them (`<uid>.json`, `<uid>.log`, `<uid>.log.1`).
+/// How long a next run left for a shim is spared by the pruning whatever
+/// the supervisor knew when it decided to prune.
+const NEXT_RUN_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &BTreeSet<u64>) {
     use crate::statedir::{Dir, Kind};
     // The uid in a name marvel made, in its canonical spelling only.
@@ -332,7 +336,7 @@ pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &
         let uid = stem.parse::<u64>().ok()?;
         (uid.to_string() == stem).then_some(uid)
     };
-    let prune = |dir: &Path, suffixes: &[&str], spare: &dyn Fn(u64) -> bool| {
+    let prune = |dir: &Path, suffixes: &[&str], spare: &dyn Fn(u64, &std::fs::DirEntry) -> bool| {
         let (Ok(handle), Ok(entries)) = (Dir::open(dir), std::fs::read_dir(dir)) else {
             return;
         };
@@ -340,15 +344,29 @@ pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(uid) = uid_in(name, suffixes)
-                && !spare(uid)
+                && !spare(uid, &e)
             {
                 let _ = handle.remove_own(name, Kind::File);
             }
         }
     };
-    prune(&paths.exits_dir(), &[".json"], &|uid| live.contains(&uid));
-    prune(&paths.exits_dir(), &[".line"], &|uid| kept.contains(&uid));
-    prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid| {
+    prune(&paths.exits_dir(), &[".json"], &|uid, _| {
+        live.contains(&uid)
+    });
+    prune(&paths.exits_dir(), &[".line"], &|uid, _| {
+        kept.contains(&uid)
+    });
+    // The sets were taken when the pruning was decided, and a next run may
+    // have been written for a shim since: a young one stays until its shim
+    // took it (or went, and a later pruning removes it).
+    prune(&paths.exits_dir(), &[".next"], &|uid, e| {
+        let young = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < NEXT_RUN_KEPT));
+        kept.contains(&uid) || young
+    });
+    prune(&paths.logs_dir(), &[".log", ".log.1"], &|uid, _| {
         shown.contains(&uid)
     });
 }
@@ -705,6 +723,11 @@ mod tests {
         std::fs::write(exits.join("9.json"), b"{}").unwrap();
         std::fs::write(exits.join("9.line"), b"crashed").unwrap();
         std::fs::write(exits.join("4.line"), b"frozen").unwrap();
+        // Next runs: one just left for a shim, one its shim never took.
+        std::fs::write(exits.join("7.next"), b"{}").unwrap();
+        let old = std::fs::File::create(exits.join("8.next")).unwrap();
+        let long_ago = std::time::SystemTime::now() - 2 * NEXT_RUN_KEPT;
+        old.set_modified(long_ago).unwrap();
         for made in ["9.log", "9.log.1"] {
             std::fs::write(logs.join(made), b"out").unwrap();
         }
@@ -734,7 +757,12 @@ mod tests {
             exits.join("4.line").exists(),
             "the line of a kept pane stays"
         );
+        assert!(
+            exits.join("7.next").exists(),
+            "a next run its shim may not have taken yet stays"
+        );
         for made in [
+            exits.join("8.next"),
             exits.join("9.json"),
             exits.join("9.line"),
             logs.join("9.log"),

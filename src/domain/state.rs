@@ -238,6 +238,10 @@ pub struct Session {
         skip_serializing_if = "crate::domain::activity::Activity::is_unset"
     )]
     pub activity: crate::domain::activity::Activity,
+    /// The spawn that ended in this session's pane, whose shim was asked to
+    /// run this one there; until the program's start is heard of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<u64>,
 }
 
 /// A start that follows an earlier run of the same slot: the program runs
@@ -370,6 +374,10 @@ pub struct KeptPane {
     /// The spawn that ran there last, and its shim's pid.
     pub uid: u64,
     pub shim_pid: Option<u32>,
+    /// The shim said it can run the slot's next program itself, in this
+    /// pane (no `respawn-pane`, no new shim).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
     /// How it ended, and when its program had started.
     pub exit: Option<Exit>,
     pub started_at: Option<Time>,

@@ -236,6 +236,7 @@ impl World {
                 restart,
                 worktree: None,
                 activity: Default::default(),
+                rerun_of: None,
             },
         );
         uid
@@ -344,6 +345,7 @@ impl World {
     pub fn started(&mut self, uid: u64, pid: u32, at: Time) -> Option<Event> {
         let s = self.sessions.get_mut(&uid)?;
         s.pid = Some(pid);
+        s.rerun_of = None;
         if s.state != SessionState::Pending {
             return None;
         }

@@ -136,6 +136,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
             at: chrono::Utc::now(),
             hangup: false,
             failure: None,
+            rerun: false,
         }),
     ]
     .into_iter()

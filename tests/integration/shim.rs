@@ -2,7 +2,6 @@
 //! tmux server (`-L`), state directory, and a socket listener standing in
 //! for the daemon.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -54,7 +53,13 @@ impl Setup {
 
     /// Spawns the shim around `command` in a new session.
     fn spawn(&self, uid: u64, command: &[&str]) -> Spawned {
+        self.spawn_with(uid, command, &[])
+    }
+
+    /// Spawns the shim around `command` with the role's variables `env`.
+    fn spawn_with(&self, uid: u64, command: &[&str], env: &[(&str, &str)]) -> Spawned {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let keys: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
         let req = SpawnRequest {
             place: Place::NewSession {
                 session: format!("shim-{uid}"),
@@ -64,8 +69,18 @@ impl Setup {
             window_name: "r".into(),
             key: format!("test/shim/r-{uid}"),
             uid,
-            argv: shim_argv(Path::new(MARVEL), uid, &self.paths.root, None, &command),
-            env: BTreeMap::new(),
+            argv: shim_argv(
+                Path::new(MARVEL),
+                uid,
+                &self.paths.root,
+                None,
+                &keys,
+                &command,
+            ),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             cwd: None,
             log: Some(self.paths.session_log(uid)),
             reports: None,
@@ -311,6 +326,132 @@ fn told_to_linger_the_shim_stays_under_the_last_screen_with_marvels_line() {
     assert!(out.status.success(), "{out:?}");
     wait_for("the old shim to go", || {
         (!Path::new(&format!("/proc/{}", spawned.pane_pid)).exists()).then_some(())
+    });
+}
+
+/// What tmux says of `pane` in `format`.
+fn pane_format(s: &Setup, pane: &str, format: &str) -> String {
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &s.socket_name,
+            "display-message",
+            "-p",
+            "-t",
+            pane,
+            format,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    // The first run leaves the terminal in a state of its own: the
+    // alternate screen, no echo.
+    let spawned = s.spawn_with(
+        20,
+        &[
+            "sh",
+            "-c",
+            "echo first $ROLE_VAR; stty -echo; printf '\\033[?1049h'; echo on the alternate screen; exit 3",
+        ],
+        &[("ROLE_VAR", "given")],
+    );
+    started_pid(daemon.next());
+    let (report, conn) = daemon.next_unanswered();
+    assert!(
+        matches!(
+            report,
+            ShimReport::Exited {
+                code: Some(3),
+                rerun: true,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    reply_linger(conn, "crashed: exit 3 — restart at 12:00:01");
+    wait_for("marvel's line", || {
+        (bottom_row(&s, &spawned.pane) == "crashed: exit 3 — restart at 12:00:01").then_some(())
+    });
+    let next = |uid: u64, script: &str| marvel::shim::NextRun {
+        uid,
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        cwd: Some(std::env::temp_dir()),
+        env: [("OTHER".to_string(), "set".to_string())].into(),
+        quiet_ms: 100,
+    };
+    let ask = |run: &marvel::shim::NextRun| {
+        std::fs::write(s.paths.next_run(20), serde_json::to_vec(run).unwrap()).unwrap();
+        kill(spawned.pane_pid, libc::SIGWINCH);
+    };
+    // A run that is not later than the one that ended is not run.
+    ask(&next(20, "echo stale; sleep 60"));
+    wait_for("the stale run to be taken", || {
+        (!s.paths.next_run(20).exists()).then_some(())
+    });
+    ask(&next(
+        21,
+        "echo second [$ROLE_VAR] $OTHER $(pwd); stty -a | grep -o -- '-\\?echo ' | head -1; sleep 60",
+    ));
+    let report = daemon.next();
+    assert!(
+        matches!(report, ShimReport::Started { uid: 21, .. }),
+        "the later run starts, not the stale one: {report:?}"
+    );
+    // The same pane and shim; the program's own environment (the role's
+    // variable of the first run is gone); a terminal as a new pane's.
+    assert_eq!(
+        pane_format(&s, &spawned.pane, "#{pane_pid}"),
+        spawned.pane_pid.to_string()
+    );
+    let tmp = std::env::temp_dir().canonicalize().unwrap();
+    let expected = format!("second [] set {}", tmp.display());
+    let screen = wait_for("the second run's output", || {
+        let screen = s.tmux.capture(&spawned.pane, 0).unwrap();
+        (screen.lines().count() >= 2).then_some(screen)
+    });
+    // Echo is on again, the alternate screen and the last screen gone.
+    let lines: Vec<&str> = screen.lines().collect();
+    assert_eq!(lines, [expected.as_str(), "echo"], "{screen}");
+    // The first run's output is in the scrollback; marvel's line is not.
+    let scrollback = s.tmux.capture(&spawned.pane, 100).unwrap();
+    assert!(scrollback.contains("first given"), "{scrollback}");
+    assert!(!scrollback.contains("restart at"), "{scrollback}");
+    assert_eq!(pane_format(&s, &spawned.pane, "#{alternate_on}"), "0");
+    // Each run's output in its own log.
+    let first = tail_lines(&s.paths.session_log(20), 10);
+    assert_eq!(first, ["first given", "on the alternate screen"]);
+    let second = wait_for("the second log", || {
+        let t = tail_lines(&s.paths.session_log(21), 10);
+        (t.len() >= 2).then_some(t)
+    });
+    assert_eq!(second, [expected.as_str(), "echo"]);
+    // Its end is reported as the new run's.
+    kill(started_pid(report), libc::SIGKILL);
+    let (report, conn) = daemon.next_unanswered();
+    assert!(
+        matches!(
+            report,
+            ShimReport::Exited {
+                uid: 21,
+                signal: Some(9),
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    reply_linger(conn, "crashed: signal 9");
+    // A next run it cannot read (another version's): the shim goes, and
+    // its pane is left dead for the daemon to find.
+    std::fs::write(s.paths.next_run(21), b"{\"uid\": \"not a number\"}").unwrap();
+    kill(spawned.pane_pid, libc::SIGWINCH);
+    wait_for("the shim to go", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
 }
 

@@ -320,3 +320,45 @@ fn panes_of_the_one_session_per_spawn_layout_are_adopted_then_replaced_in_the_te
     let windows = env.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_name}"]);
     assert_eq!(String::from_utf8_lossy(&windows.stdout), "worker-0\n");
 }
+
+#[test]
+fn a_program_that_keeps_crashing_is_restarted_by_the_same_shim_in_the_same_pane() {
+    let env = Env::new();
+    let crashing = r#"["sh", "-c", "echo run-$MARVEL_SESSION_UID restart-$MARVEL_RESTARTS; sleep 0.2; exit 3"]"#;
+    let file = env.manifest(
+        "team.ron",
+        &team("squad", &role("worker", 1, crashing, "max_restarts: None,")),
+    );
+    env.ok(&["run", &file]);
+    let panes = |e: &Env| {
+        let out = e.tmux(&[
+            "list-panes",
+            "-a",
+            "-F",
+            "#{pane_id} #{pane_pid} #{@marvel-uid}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = env.wait("the first run", |e| {
+        e.in_state("t/squad/worker", "running").into_iter().next()
+    });
+    let before = panes(&env);
+    env.wait("four restarts", |e| {
+        (e.role("t/squad/worker")["restarts"].as_u64() >= Some(4)).then_some(())
+    });
+    // One pane, with the same first process (the shim) and the same tmux
+    // options as when it was made: no respawn, no new pane.
+    assert_eq!(panes(&env), before, "{}", env.dump());
+    assert_eq!(before.lines().count(), 1, "{before}");
+    // Each run has its own environment and its own log.
+    let run = next_run(&env, "t/squad/worker", uid(&first));
+    let log = env
+        .state_dir()
+        .join("logs")
+        .join(format!("{}.log", uid(&run)));
+    let expected = format!("run-{} restart-{}", uid(&run), run["restarts"]);
+    env.wait("the run's log", |_| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.lines().map(str::trim).collect::<Vec<_>>() == [expected.as_str()]).then_some(())
+    });
+}

@@ -98,6 +98,9 @@ pub enum Input {
     },
     /// What the watch on the tmux server says (see `Output::Watch`).
     Watch(Notice),
+    /// The shim of a kept pane was asked to run spawn `uid` there (see
+    /// `Output::Rerun`); `asked` is false when it could not be.
+    Reran { uid: u64, asked: bool },
     /// A timer is due (see `Output::WakeAt`).
     Tick,
 }
@@ -161,6 +164,15 @@ pub enum Output {
         pid: u32,
         parent: u32,
         line: String,
+    },
+    /// Have the shim `pid` (a child of the tmux server `parent`) that stays
+    /// in the kept pane of spawn `of` run `next` there; answered by
+    /// `Input::Reran`.
+    Rerun {
+        of: u64,
+        pid: u32,
+        parent: u32,
+        next: crate::shim::NextRun,
     },
     /// Run a team's notification command, off the loop; how it went comes
     /// back as `Hooked`.
@@ -297,6 +309,9 @@ pub struct Supervisor {
     unplaced: Vec<u64>,
     /// The state file was unreadable: the first listing spares our panes.
     spare_strays: bool,
+    /// The daemon started: the first listing asks the shims of kept panes
+    /// again what they may not have been asked (see `ask_reruns_again`).
+    restored_reruns: bool,
     /// The instant of the last step (to notice wall-clock jumps).
     clock: Option<Now>,
     /// When the next safety-net listing is due at the latest (monotonic),
@@ -358,6 +373,7 @@ impl Supervisor {
             early_exits: BTreeMap::new(),
             unplaced: Vec::new(),
             spare_strays: false,
+            restored_reruns: false,
             clock: None,
             next_sweep: Duration::ZERO,
             listed_at: Duration::ZERO,
@@ -438,6 +454,7 @@ impl Supervisor {
                 }
             }
             Input::Watch(notice) => self.watch_notice(notice, now),
+            Input::Reran { uid, asked } => self.reran(uid, asked, now, rng),
             Input::Tick => self.tick(now),
         }
         if self.stopping.is_none() && !held {
@@ -527,6 +544,7 @@ impl Supervisor {
             "starting; state in {}",
             self.setup.paths.root.display()
         ));
+        self.restored_reruns = true;
         match loaded {
             Loaded::Fresh => {}
             Loaded::Restored {
@@ -579,6 +597,7 @@ impl Supervisor {
             }
             match replay {
                 Replay::Report(report @ ShimReport::Exited { .. }) => {
+                    self.may_rerun(&report);
                     if let Some((exit, hangup)) = reported_exit(&report) {
                         self.exit_reported(uid, exit, hangup, now, rng);
                     }
@@ -669,8 +688,17 @@ impl Supervisor {
             self.list_now(now);
         }
         let shown = self.world.uids_with_logs();
-        let live = self.live_uids().into_iter().collect();
-        let kept = self.world.kept.values().map(|k| k.uid).collect();
+        let live: BTreeSet<u64> = self.live_uids().into_iter().collect();
+        // The files of a kept pane's shim stay while it may still read
+        // them: a next run it was asked to take is one.
+        let taking = live.iter().filter_map(|u| self.world.sessions[u].rerun_of);
+        let kept = self
+            .world
+            .kept
+            .values()
+            .map(|k| k.uid)
+            .chain(taking)
+            .collect();
         self.out.push(Output::Prune { live, kept, shown });
     }
 
@@ -933,6 +961,7 @@ impl Supervisor {
     /// screen until the slot runs there again (a pane the slot kept before
     /// goes).
     fn keep_pane(&mut self, s: &Session, exit: &Exit, now: Now) {
+        let rerun = self.ws.rerunnable.remove(&s.uid);
         if !workspace::keeps_pane(s, exit) {
             return;
         }
@@ -942,6 +971,7 @@ impl Supervisor {
             tmux_session: s.tmux_session.clone(),
             uid: s.uid,
             shim_pid: s.pane_pid,
+            rerun,
             exit: Some(exit.clone()),
             started_at: s.started_at,
         };
@@ -1022,6 +1052,22 @@ impl Supervisor {
     /// A status line on whether the state is written, for `status`.
     fn persist_view(&self) -> Option<(String, Time)> {
         self.persist.failing.clone()
+    }
+}
+
+impl Supervisor {
+    /// Notes that the shim of a program that ended can run the slot's
+    /// next one in its pane, should the pane be kept.
+    fn may_rerun(&mut self, report: &ShimReport) {
+        if let ShimReport::Exited {
+            uid,
+            rerun: true,
+            hangup: false,
+            ..
+        } = report
+        {
+            self.ws.rerunnable.insert(*uid);
+        }
     }
 }
 

@@ -151,6 +151,7 @@ impl Supervisor {
             }
             ShimReport::Exited { uid, .. } => uid,
         };
+        self.may_rerun(&report);
         // A program told to end has: no SIGKILL for it.
         self.escalations.retain(|e| e.uid != uid);
         let Some((exit, hangup)) = reported_exit(&report) else {
@@ -159,6 +160,7 @@ impl Supervisor {
         let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
             // Ended already (killed for its heartbeats, say): its shim still
             // learns what its pane shows.
+            self.ws.rerunnable.remove(&uid);
             self.out.push(Output::RemoveExitRecord(uid));
             return Ok(Some(self.answer_to_exit(uid, "unknown session")));
         };

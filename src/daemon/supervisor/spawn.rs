@@ -56,12 +56,19 @@ pub fn quiet_after(spec: &RoleSpec) -> std::time::Duration {
     )
 }
 
-/// The spawn request of one pending session, placed at `place`.
-pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> SpawnRequest {
-    let cwd = match &s.worktree {
+/// Where the session's program starts: its worktree, or the role's `cwd`.
+fn cwd<'a>(s: &'a Session, spec: &'a RoleSpec) -> Option<&'a std::path::Path> {
+    match &s.worktree {
         Some(w) => Some(w.path.as_path()),
         None => spec.cwd.as_deref(),
-    };
+    }
+}
+
+/// The spawn request of one pending session, placed at `place`.
+pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> SpawnRequest {
+    let cwd = cwd(s, spec);
+    let role_env: BTreeMap<String, String> = spec.env.clone().into();
+    let env_keys: Vec<&str> = role_env.keys().map(String::as_str).collect();
     SpawnRequest {
         place,
         window_name: super::workspace::window_name(&s.key, spec),
@@ -72,6 +79,7 @@ pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> Spa
             s.uid,
             &setup.paths.root,
             cwd,
+            &env_keys,
             command(s, spec),
         ),
         env: env(setup, s, spec),
@@ -83,5 +91,16 @@ pub fn request(setup: &Setup, s: &Session, spec: &RoleSpec, place: Place) -> Spa
         }),
         owner: setup.owner_tag(),
         status: "…".into(),
+    }
+}
+
+/// The same session run by the shim that stays in its slot's kept pane.
+pub fn next_run(setup: &Setup, s: &Session, spec: &RoleSpec) -> crate::shim::NextRun {
+    crate::shim::NextRun {
+        uid: s.uid,
+        argv: command(s, spec).to_vec(),
+        cwd: cwd(s, spec).map(Into::into),
+        env: env(setup, s, spec),
+        quiet_ms: quiet_after(spec).as_millis() as u64,
     }
 }

@@ -82,6 +82,12 @@ pub(super) struct H {
     pub hooks: Vec<Hook>,
     /// Watches started: (server pid, kick interval).
     pub watches: Vec<(u32, Duration)>,
+    /// Next runs handed to the shims of kept panes: (the spawn that ended
+    /// there, shim pid, its expected parent, the run).
+    pub reruns: Vec<(u64, u32, u32, crate::shim::NextRun)>,
+    /// Whether the shims of kept panes are gone (cannot be asked), or the
+    /// daemon dies before it hears how asking went (`None`).
+    pub shims_answer: Option<bool>,
     last_request: RequestId,
     runner: Runner,
 }
@@ -116,6 +122,8 @@ impl H {
             trace: Vec::new(),
             wake: Duration::MAX,
             exited: false,
+            reruns: Vec::new(),
+            shims_answer: Some(true),
             signals: Vec::new(),
             lines: BTreeMap::new(),
             hooks: Vec::new(),
@@ -227,6 +235,18 @@ impl H {
                     }
                     Output::ShowLine { uid, line, .. } => {
                         self.lines.insert(uid, line);
+                    }
+                    Output::Rerun {
+                        of,
+                        pid,
+                        parent,
+                        next,
+                    } => {
+                        let uid = next.uid;
+                        self.reruns.push((of, pid, parent, next));
+                        if let Some(asked) = self.shims_answer {
+                            inputs.push_back(Input::Reran { uid, asked });
+                        }
                     }
                     Output::Notify(hook) => self.hooks.push(hook),
                     Output::Watch { server_pid, kick } => {
@@ -362,6 +382,19 @@ impl H {
         signal: Option<i32>,
         hangup: bool,
     ) -> RequestId {
+        self.exited_as(uid, code, signal, hangup, false)
+    }
+
+    /// As [`H::exited`], from a shim that says whether it can run the
+    /// slot's next program in its pane.
+    pub fn exited_as(
+        &mut self,
+        uid: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+        hangup: bool,
+        rerun: bool,
+    ) -> RequestId {
         let report = ShimReport::Exited {
             uid,
             code,
@@ -369,6 +402,7 @@ impl H {
             at: self.now.wall,
             hangup,
             failure: None,
+            rerun,
         };
         self.records.insert(uid, report.clone());
         self.send(Request::Shim(report))
@@ -554,6 +588,184 @@ fn a_reported_exit_becomes_a_marker_and_the_pane_stays_for_the_next_run() {
     assert_eq!(next.pane.as_deref(), Some(pane.as_str()));
     assert_eq!(next.window, s.window);
     assert!(h.world().kept.is_empty(), "the pane is in use again");
+}
+
+#[test]
+fn the_shim_of_a_kept_pane_runs_the_next_spawn_itself_without_tmux() {
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.env = [("TOKEN".to_string(), "t".to_string())]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>()
+        .try_into()
+        .unwrap();
+    h.apply(team(vec![w]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let pane = s.pane.clone().unwrap();
+    let shim = s.pane_pid.unwrap();
+    h.exited_as(s.uid, Some(3), None, false, true);
+    h.run_jobs();
+    assert!(h.world().kept[&s.key].rerun);
+    let calls = h.tmux.calls().len();
+    h.until_wake();
+    h.run_jobs();
+    // The shim was asked, by pid with the tmux server as its parent, to
+    // run the next spawn: its uid, command and environment.
+    let (of, pid, parent, next) = h.reruns.pop().expect("a rerun");
+    let next_s = h.live().remove(0);
+    assert_eq!((of, pid), (s.uid, shim));
+    assert_eq!(Some(parent), h.sup.ws.server_pid);
+    assert_eq!(next.uid, next_s.uid);
+    assert_ne!(next.uid, s.uid);
+    assert_eq!(next.argv[..], role("w", 1).command[..]);
+    assert_eq!(next.env["TOKEN"], "t");
+    assert_eq!(next.env["MARVEL_RESTARTS"], "1");
+    assert_eq!(next.env["MARVEL_SESSION_UID"], next.uid.to_string());
+    // No tmux call made a pane for it: it has the kept pane, and runs
+    // once its shim says so.
+    assert!(
+        !h.tmux.calls()[calls..]
+            .iter()
+            .any(|c| matches!(c, Call::Spawn(..))),
+        "{:?}",
+        &h.tmux.calls()[calls..]
+    );
+    assert_eq!(next_s.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(next_s.pane_pid, Some(shim));
+    assert!(h.world().kept.is_empty(), "the pane is in use again");
+    h.started(next_s.uid);
+    assert_eq!(h.world().sessions[&next_s.uid].state, SessionState::Running);
+    assert_eq!(h.kinds().iter().filter(|k| **k == "created").count(), 2);
+}
+
+#[test]
+fn the_pane_of_a_shim_that_cannot_run_the_next_spawn_is_respawned() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let pane = s.pane.clone().unwrap();
+    // An older shim, which cannot run another program: respawned.
+    h.exited(s.uid, Some(3), None, false);
+    h.run_jobs();
+    assert!(!h.world().kept[&s.key].rerun);
+    h.until_wake();
+    h.run_jobs();
+    assert!(h.reruns.is_empty());
+    let second = h.live().remove(0);
+    assert_eq!(second.pane.as_deref(), Some(pane.as_str()));
+    assert_ne!(
+        second.pane_pid, s.pane_pid,
+        "a new shim in the respawned pane"
+    );
+    assert!(h.world().kept.is_empty());
+}
+
+#[test]
+fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let decorating = |h: &H| {
+        h.jobs
+            .iter()
+            .filter(|(_, j)| matches!(j, Job::Decorate(_)))
+            .count()
+    };
+    // The program crashes and is restarted while tmux has not yet set the
+    // status of the crash: the restart's waits for it.
+    h.exited_as(s.uid, Some(3), None, false, true);
+    assert_eq!(decorating(&h), 1);
+    h.until_wake();
+    assert_eq!(decorating(&h), 1, "the restart's status waits");
+    let next = h.live().remove(0);
+    h.started(next.uid);
+    assert_eq!(decorating(&h), 0, "the first ran, and the next one too");
+    let statuses: Vec<String> = h
+        .tmux
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            Call::Decorate(d) => Some(d[0].status.clone()),
+            _ => None,
+        })
+        .collect();
+    let last = statuses.last().expect("statuses set");
+    assert!(last.starts_with('✓') || last.contains('✓'), "{statuses:?}");
+}
+
+#[test]
+fn a_shim_the_daemon_died_before_asking_is_asked_again_by_the_next_daemon() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let pane = s.pane.clone().unwrap();
+    h.exited_as(s.uid, Some(3), None, false, true);
+    h.run_jobs();
+    // The daemon places the next spawn in the kept pane, writes that, and
+    // dies before the shim hears of it.
+    h.shims_answer = None;
+    h.until_wake();
+    let (of, pid, _, next) = h.reruns.pop().expect("a rerun");
+    // Until its start is heard of, a sweep spares the run it is to take.
+    h.advance(h.sup.setup.cfg.sweep.as_millis() as u64);
+    let pruned = h.trace.iter().rev().find_map(|o| match o {
+        Output::Prune { kept, .. } => Some(kept.clone()),
+        _ => None,
+    });
+    assert!(pruned.expect("a sweep").contains(&of));
+    let mut h = h.restart();
+    h.run_jobs();
+    // The next daemon asks the same shim for the same run again.
+    assert_eq!(h.reruns.len(), 1, "{:?}", h.reruns);
+    let (of2, pid2, _, next2) = h.reruns.pop().unwrap();
+    assert_eq!((of2, pid2, &next2), (of, pid, &next));
+    let live = h.live();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].uid, next.uid, "the same spawn, not another");
+    assert_eq!(live[0].pane.as_deref(), Some(pane.as_str()));
+    h.started(next.uid);
+    assert_eq!(h.world().sessions[&next.uid].state, SessionState::Running);
+    assert_eq!(h.world().sessions[&next.uid].rerun_of, None);
+    // Once it runs, a later daemon asks nothing.
+    let mut h = h.restart();
+    h.run_jobs();
+    assert!(h.reruns.is_empty());
+}
+
+#[test]
+fn a_shim_gone_when_asked_to_run_the_next_spawn_is_that_spawn_s_end() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.live().remove(0);
+    h.started(s.uid);
+    let pane = s.pane.clone().unwrap();
+    h.exited_as(s.uid, Some(3), None, false, true);
+    h.run_jobs();
+    h.shims_answer = Some(false);
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.reruns.len(), 1);
+    assert!(h.live().is_empty(), "{:?}", h.live());
+    assert_eq!(
+        h.marker_detail(),
+        ExitDetail::StartFailed(format!("the shim in pane {pane} is gone"))
+    );
+    // Its pane is kept, and the slot's next spawn respawns it.
+    assert!(!h.world().kept[&s.key].rerun);
+    h.shims_answer = Some(true);
+    h.until_wake();
+    h.run_jobs();
+    assert_eq!(h.reruns.len(), 1, "not asked again");
+    let next = h.live().remove(0);
+    assert_eq!(next.pane.as_deref(), Some(pane.as_str()));
+    assert_ne!(
+        next.pane_pid, s.pane_pid,
+        "a new shim in the respawned pane"
+    );
 }
 
 /// Long-running heartbeat session: started an hour ago.
@@ -985,6 +1197,7 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
             at: h.now.wall,
             hangup: false,
             failure: None,
+            rerun: false,
         },
     );
     h.tmux.remove(dead.pane.as_deref().unwrap());
@@ -1278,6 +1491,7 @@ fn a_death_just_after_a_placement_while_the_daemon_is_away_keeps_its_pane() {
             at: h.now.wall,
             hangup: false,
             failure: None,
+            rerun: false,
         },
     );
     let mut h = h.restart();
@@ -1397,6 +1611,7 @@ fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
             at: h.now.wall,
             hangup: false,
             failure: None,
+            rerun: false,
         },
     );
     h2.restart_with(world, true);

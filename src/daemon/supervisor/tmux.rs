@@ -14,7 +14,8 @@ use crate::domain::event::{Event, EventKind};
 use crate::domain::key::SessionKey;
 use crate::domain::policy;
 use crate::domain::policy::Curve;
-use crate::domain::state::{Exit, ExitDetail, Time, after};
+use crate::domain::spec::RoleSpec;
+use crate::domain::state::{Exit, ExitDetail, KeptPane, Session, Time, after};
 use crate::error::{Error, Result};
 use crate::proto::Response;
 use crate::substrate::{Decoration, Notice, Observation, PaneInfo, Place, Spawned, SubstrateError};
@@ -343,6 +344,7 @@ impl Supervisor {
                 }
             }
             (Then::Decorate, Outcome::Sent(result)) => {
+                self.ws.decorating = false;
                 if let Err(e) = result {
                     // Shown again at the next change; nothing else hangs on it.
                     self.ws.shown.clear();
@@ -504,6 +506,7 @@ impl Supervisor {
         let mut placed = Vec::new();
         let mut reqs = Vec::new();
         let mut waiting = Vec::new();
+        let mut reruns = Vec::new();
         for uid in std::mem::take(&mut self.tmux.queue) {
             let Some(s) = self.world.sessions.get(&uid).filter(|s| s.state.is_live()) else {
                 continue;
@@ -516,6 +519,10 @@ impl Supervisor {
                 waiting.push(uid);
                 continue;
             }
+            if let Some((kept, rerun)) = self.rerun_in_kept_pane(s, spec) {
+                reruns.push((uid, kept, rerun));
+                continue;
+            }
             let Some((place, session)) = workspace::place(&mut self.ws, &self.world, s, spec)
             else {
                 waiting.push(uid);
@@ -525,6 +532,9 @@ impl Supervisor {
             placed.push((uid, session));
         }
         self.tmux.queue = waiting;
+        if !reruns.is_empty() {
+            self.rerun_in_kept_panes(reruns, now);
+        }
         if placed.is_empty() {
             return;
         }
@@ -543,6 +553,98 @@ impl Supervisor {
         let places = reqs.iter().map(|r| r.place.clone()).collect();
         let uids = placed.into_iter().map(|(uid, _)| uid).collect();
         self.submit(Job::Spawn(reqs), Then::Spawn(uids, places), now);
+    }
+
+    /// How `s` runs in its slot's kept pane when the shim there can run
+    /// it itself: the kept pane, and what to ask of its shim. A
+    /// replacement that takes over a running session's pane cannot.
+    fn rerun_in_kept_pane(&self, s: &Session, spec: &RoleSpec) -> Option<(KeptPane, Output)> {
+        if self.ws.vacated.contains_key(&s.key) {
+            return None;
+        }
+        let k = self.world.kept.get(&s.key).filter(|k| k.rerun)?;
+        let rerun = self.rerun(k.uid, k.shim_pid?, s, spec)?;
+        Some((k.clone(), rerun))
+    }
+
+    /// Asking the shim `pid` that stays in the pane of spawn `of` to run
+    /// `s` there.
+    fn rerun(&self, of: u64, pid: u32, s: &Session, spec: &RoleSpec) -> Option<Output> {
+        Some(Output::Rerun {
+            of,
+            pid,
+            parent: self.ws.server_pid?,
+            next: super::spawn::next_run(&self.setup, s, spec),
+        })
+    }
+
+    /// Sessions that run in their slots' kept panes, by the shims there:
+    /// placed at once, written (so that a daemon that dies now asks again,
+    /// see `ask_reruns_again`), then the shims are asked.
+    fn rerun_in_kept_panes(&mut self, reruns: Vec<(u64, KeptPane, Output)>, now: Now) {
+        let mut asks = Vec::new();
+        for (uid, k, ask) in reruns {
+            let Some(key) = self.world.sessions.get(&uid).map(|s| s.key.clone()) else {
+                continue;
+            };
+            let sp = Spawned {
+                pane: k.pane.clone(),
+                pane_pid: k.shim_pid.unwrap_or_default(),
+                window: k.window.clone(),
+                server_pid: None,
+            };
+            if let Some(s) = self.world.sessions.get_mut(&uid) {
+                s.tmux_session = k.tmux_session.clone();
+                s.rerun_of = Some(k.uid);
+            }
+            self.placed(uid, &key, sp, now);
+            asks.push(ask);
+        }
+        self.uids_written = self.world.uid_reserved;
+        self.dirty = false;
+        self.out.push(Output::Persist);
+        self.out.extend(asks);
+    }
+
+    /// The shim of a kept pane was asked to run spawn `uid` there, or could
+    /// not be: it is gone, and so is the program it was to run.
+    pub(super) fn reran(&mut self, uid: u64, asked: bool, now: Now, rng: &mut impl Rng) {
+        let pending = self
+            .world
+            .sessions
+            .get(&uid)
+            .is_some_and(|s| s.state.is_live() && s.pid.is_none());
+        if asked || !pending {
+            return;
+        }
+        let pane = self.world.sessions[&uid].pane.clone().unwrap_or_default();
+        let why = format!("the shim in pane {pane} is gone");
+        self.log(format!("{why}: spawn {uid} cannot run there"));
+        // Its pane stays for the slot, respawned by the next spawn.
+        let exit = Exit::detail(ExitDetail::StartFailed(why), now.wall);
+        self.record_death_from_log(uid, exit, now, rng);
+    }
+
+    /// After a daemon restart, shims that may not have been asked to run
+    /// their pane's next spawn (the daemon died in between) are asked
+    /// again; one that was already runs it or has run it, and takes no
+    /// second ask.
+    fn ask_reruns_again(&mut self, listed: &HashMap<&str, &PaneInfo>) {
+        let asks: Vec<Output> = self
+            .live_uids()
+            .into_iter()
+            .filter_map(|uid| {
+                let s = &self.world.sessions[&uid];
+                let of = s.rerun_of.filter(|_| s.pid.is_none())?;
+                let p = listed.get(s.pane.as_deref()?)?;
+                if p.dead || Some(p.pane_pid) != s.pane_pid {
+                    return None;
+                }
+                let spec = self.world.role_spec(&s.key.role())?;
+                self.rerun(of, p.pane_pid, s, spec)
+            })
+            .collect();
+        self.out.extend(asks);
     }
 
     fn spawned(
@@ -731,8 +833,10 @@ impl Supervisor {
                 });
             }
         }
-        if !self.tmux_ready(now) {
-            // Told once tmux answers again.
+        if !self.tmux_ready(now) || self.ws.decorating {
+            // Told once tmux answers again, or with what changes while
+            // the statuses sent last are still being set: one tmux call
+            // at a time, however fast the statuses change.
             self.ws.dirty.extend(roles);
             return;
         }
@@ -746,6 +850,7 @@ impl Supervisor {
         for d in &changed {
             self.ws.shown.insert(d.window.clone(), d.status.clone());
         }
+        self.ws.decorating = true;
         self.submit(Job::Decorate(changed), Then::Decorate, now);
     }
 
@@ -821,6 +926,10 @@ impl Supervisor {
                 // listing (see `exit_records`).
                 missing.push(uid);
             }
+        }
+        if self.restored_reruns {
+            self.restored_reruns = false;
+            self.ask_reruns_again(&listed);
         }
         for uid in &settled {
             if let Some(u) = self.unsettled.get_mut(uid) {

@@ -47,11 +47,16 @@ pub(super) struct Workspace {
     pub lines: BTreeMap<u64, String>,
     /// Roles whose panes may show something else now.
     pub dirty: BTreeSet<RoleKey>,
+    /// Window statuses are being set: changes meanwhile wait for it.
+    pub decorating: bool,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
     /// New windows asked for and not made yet, by uid: their slot and
     /// name, so that windows asked for after them go after them.
     pub placing: BTreeMap<u64, (SessionKey, String)>,
+    /// Spawns whose shim reported its program's end and can run the
+    /// slot's next program itself, should its pane be kept.
+    pub rerunnable: BTreeSet<u64>,
 }
 
 /// Tries of a spawn that failed on a stale picture of the workspace,
