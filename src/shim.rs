@@ -424,16 +424,7 @@ fn finish(
     failure: Option<String>,
     log: Option<&log::Owner>,
 ) -> After {
-    let exited = ShimReport::Exited {
-        uid,
-        code,
-        signal,
-        at: Utc::now(),
-        hangup: HANGUP.load(Ordering::SeqCst),
-        failure: failure.clone(),
-        // Only a shim that writes the log itself can log a next run.
-        rerun: log.is_some_and(log::Owner::owns),
-    };
+    let at = Utc::now();
     // The log holds the whole run before the daemon, which reads its tail
     // for the marker, hears of the end.
     if let Some(log) = log
@@ -441,6 +432,18 @@ fn finish(
     {
         log.drain();
     }
+    let exited = ShimReport::Exited {
+        uid,
+        code,
+        signal,
+        at,
+        hangup: HANGUP.load(Ordering::SeqCst),
+        failure: failure.clone(),
+        // Only a shim that writes the log itself can log a next run; a
+        // program that ended at once may end before the log pipe handed
+        // the output over, which the wait for the log above covers.
+        rerun: log.is_some_and(log::Owner::owns),
+    };
     let answer = report(paths, uid, &exited, EXITED_REPLY);
     let status = match (code, signal) {
         (Some(c), _) => c,
