@@ -278,5 +278,8 @@ fn scale_down_stops_the_newest_sessions_and_kill_is_not_a_crash() {
     assert_eq!(left[0]["uid"], keep, "the oldest stays: {left:?}");
     assert_eq!(left[0]["key"], "t/squad/worker-1");
     env.wait("one pane", |e| (e.panes().len() == 1).then_some(()));
-    assert_eq!(env.role("t/squad/worker")["state"], "ready");
+    // The daemon hears of the panes' ends after tmux has removed them.
+    env.wait("the role ready", |e| {
+        (e.role("t/squad/worker")["state"] == "ready").then_some(())
+    });
 }
