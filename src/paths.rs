@@ -154,6 +154,10 @@ impl Paths {
     pub fn exit_record(&self, uid: u64) -> PathBuf {
         self.exits_dir().join(exit_record_name(uid))
     }
+    /// What the shim of spawn `uid`, staying in its kept pane, shows.
+    pub fn kept_line(&self, uid: u64) -> PathBuf {
+        self.exits_dir().join(format!("{uid}.line"))
+    }
     /// What the shim of spawn `uid`, staying in its kept pane, runs next.
     pub fn next_run(&self, uid: u64) -> PathBuf {
         self.exits_dir().join(format!("{uid}.next"))

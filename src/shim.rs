@@ -486,7 +486,7 @@ fn finish(
 /// `exits/<uid>.line` when the daemon wrote one, unless it comes with the
 /// next run in `exits/<uid>.next`.
 fn linger(paths: &Paths, uid: u64, mut line: String) -> Option<NextRun> {
-    let file = paths.exits_dir().join(format!("{uid}.line"));
+    let file = paths.kept_line(uid);
     // The end of the run for the log, then a new line: output the program
     // left on the bottom row scrolls up instead of going under marvel's
     // line.
@@ -1836,8 +1836,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_log_pipe_reports_edges_only_never_each_output() {
+    /// An output watch of run 7, quiet after 150 ms, reporting to a fake
+    /// daemon in a new state directory.
+    fn watched() -> (
+        tempfile::TempDir,
+        std::sync::mpsc::Receiver<(Instant, Request)>,
+        OutputWatch,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let rx = fake_daemon(dir.path());
         let watch = OutputWatch::start(Reports {
@@ -1845,6 +1850,12 @@ mod tests {
             state_dir: dir.path().to_path_buf(),
             quiet: Duration::from_millis(150),
         });
+        (dir, rx, watch)
+    }
+
+    #[test]
+    fn the_log_pipe_reports_edges_only_never_each_output() {
+        let (_dir, rx, watch) = watched();
         // A program printing every 10 ms for 600 ms: one report that it
         // began, and one that it stopped once 150 ms passed without output.
         let t0 = Instant::now();
@@ -1879,13 +1890,7 @@ mod tests {
 
     #[test]
     fn output_that_flows_on_into_the_next_run_in_the_pane_is_reported_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let rx = fake_daemon(dir.path());
-        let watch = OutputWatch::start(Reports {
-            uid: 7,
-            state_dir: dir.path().to_path_buf(),
-            quiet: Duration::from_millis(150),
-        });
+        let (_dir, rx, watch) = watched();
         let output = |uid: u64, flowing: bool| {
             let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().1;
             match got {

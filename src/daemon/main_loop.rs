@@ -477,7 +477,7 @@ impl MainLoop {
                 line,
             } => {
                 // The shim reads its line when told the window changed.
-                let path = self.paths.exits_dir().join(format!("{uid}.line"));
+                let path = self.paths.kept_line(uid);
                 if crate::paths::replace(&path, line.as_bytes()).is_ok() {
                     let _ = signal_child(pid, parent, rustix::process::Signal::WINCH);
                 }
