@@ -4,7 +4,7 @@
 //! [`Supervisor::step`] with the current instant, and carries out the
 //! outputs in order. Nothing here decides anything.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -153,6 +153,11 @@ pub struct MainLoop {
     followers: Followers,
     /// Requests not answered yet, by the id the supervisor knows them by.
     waiting: HashMap<RequestId, Incoming>,
+    /// Shims' words of a death: answered only once the state that holds
+    /// the death is written (the shim keeps no copy of its own then).
+    durable_answers: HashSet<RequestId>,
+    /// Those answers, until the state is written.
+    held: Vec<(RequestId, Response)>,
     /// Follow channels of answered `events --follow` requests, until the
     /// supervisor says to follow.
     to_follow: HashMap<RequestId, FollowTx>,
@@ -163,8 +168,12 @@ pub struct MainLoop {
     base: Instant,
     wake: Instant,
     rng: fastrand::Rng,
-    /// The supervisor asked for the state to be written.
+    /// The supervisor asked for the state to be written, and whether the
+    /// write must wait for the disk.
     unsaved: bool,
+    durable: bool,
+    /// How the last write went, when that is news to the supervisor.
+    persist_news: Option<Input>,
     /// What waits for the state to be written: an exit record goes only
     /// once the state holds the death it tells of.
     after_save: Vec<Output>,
@@ -172,6 +181,7 @@ pub struct MainLoop {
     persisted: bool,
     /// Whether the event log was written last time.
     event_log_ok: bool,
+    trim: super::memory::Trim,
     exit: bool,
 }
 
@@ -206,6 +216,8 @@ impl MainLoop {
             events,
             followers: Followers::default(),
             waiting: HashMap::new(),
+            durable_answers: HashSet::new(),
+            held: Vec::new(),
             to_follow: HashMap::new(),
             sent: VecDeque::new(),
             last_request: 0,
@@ -213,9 +225,12 @@ impl MainLoop {
             wake: base,
             rng: fastrand::Rng::new(),
             unsaved: false,
+            durable: false,
+            persist_news: None,
             after_save: Vec::new(),
             persisted: true,
             event_log_ok: true,
+            trim: Default::default(),
             exit: false,
         })
     }
@@ -287,6 +302,8 @@ impl MainLoop {
             let msg = match waiting.pop_front() {
                 Some(msg) => Ok(msg),
                 None => {
+                    // About to wait: what a burst left free goes back.
+                    self.trim.idle(Instant::now());
                     let timeout = self.wake.saturating_duration_since(Instant::now());
                     self.rx.recv_timeout(timeout)
                 }
@@ -338,6 +355,9 @@ impl MainLoop {
         self.last_request += 1;
         let id = self.last_request;
         let request = std::mem::replace(&mut inc.request, crate::proto::Request::Ping);
+        if let crate::proto::Request::Shim(crate::proto::ShimReport::Exited { .. }) = request {
+            self.durable_answers.insert(id);
+        }
         self.waiting.insert(id, inc);
         Input::Request { id, request }
     }
@@ -353,11 +373,22 @@ impl MainLoop {
                     if let Some(next) = self.carry_out(output) {
                         inputs.push_back(next);
                     }
+                    inputs.extend(self.persist_news.take());
                 }
             }
-            match self.save() {
+            self.save();
+            match self.persist_news.take() {
                 Some(news) => inputs.push_back(news),
                 None => break,
+            }
+        }
+        // A death is answered once it is on disk; while the state cannot be
+        // written, not at all: the shim then records the death itself.
+        for (id, response) in std::mem::take(&mut self.held) {
+            if self.persisted {
+                self.reply(id, response);
+            } else {
+                self.waiting.remove(&id);
             }
         }
         if self.persisted {
@@ -376,21 +407,36 @@ impl MainLoop {
     }
 
     /// Writes the state if the supervisor asked to; how it went is news to
-    /// the supervisor only when it changed (or keeps failing).
-    fn save(&mut self) -> Option<Input> {
+    /// the supervisor (`persist_news`) only when it changed (or keeps
+    /// failing).
+    fn save(&mut self) {
         if !std::mem::take(&mut self.unsaved) {
-            return None;
+            return;
         }
+        let durable = std::mem::take(&mut self.durable);
         let result = self
             .store
-            .save(self.sup.world_mut())
+            .save(self.sup.world_mut(), durable)
             .map(|_| ())
             .map_err(|e| e.to_string());
         if result.is_ok() != self.persisted || result.is_err() {
             self.persisted = result.is_ok();
-            return Some(Input::Persisted(result));
+            self.persist_news = Some(Input::Persisted(result));
         }
-        None
+    }
+
+    /// Sends request `id` its answer.
+    fn reply(&mut self, id: RequestId, response: Response) {
+        if let Some(inc) = self.waiting.remove(&id) {
+            let _ = inc.reply.send(response);
+            if let Some(tx) = inc.follow {
+                self.to_follow.insert(id, tx);
+            }
+            self.sent.push_back(inc.written);
+            if self.sent.len() > 16 {
+                self.sent.pop_front();
+            }
+        }
     }
 
     /// Carries out one output; some lead to another input.
@@ -399,24 +445,17 @@ impl MainLoop {
             Output::Submit { id, job } => {
                 // A pane carries uids and decisions the state file must
                 // hold first.
-                let news = match job {
-                    worker::Job::Spawn(_) => self.save(),
-                    _ => None,
-                };
+                if let worker::Job::Spawn(_) = job {
+                    self.save();
+                }
                 self.worker.submit(id, job);
-                return news;
             }
             Output::Git { id, job } => self.git.submit(id, job),
             Output::Reply { id, response } => {
-                if let Some(inc) = self.waiting.remove(&id) {
-                    let _ = inc.reply.send(response);
-                    if let Some(tx) = inc.follow {
-                        self.to_follow.insert(id, tx);
-                    }
-                    self.sent.push_back(inc.written);
-                    if self.sent.len() > 16 {
-                        self.sent.pop_front();
-                    }
+                if self.durable_answers.remove(&id) {
+                    self.held.push((id, response));
+                } else {
+                    self.reply(id, response);
                 }
             }
             Output::Follow { id, filter } => {
@@ -434,8 +473,11 @@ impl MainLoop {
                 }
             }
             // Written once the inputs it came with are all stepped (or
-            // before a spawn): one write for many changes.
-            Output::Persist => self.unsaved = true,
+            // before a spawn or a rerun): one write for many changes.
+            Output::Persist { durable } => {
+                self.unsaved = true;
+                self.durable |= durable;
+            }
             Output::ReadExitRecords(uids) => {
                 let records = uids
                     .into_iter()
@@ -488,7 +530,10 @@ impl MainLoop {
                 parent,
                 next,
             } => {
-                // The shim takes its next run when told the window changed.
+                // The run's placement, and the uid it carries, are on disk
+                // before the shim can take it. Then the shim takes its next
+                // run when told the window changed.
+                self.save();
                 let uid = next.uid;
                 let path = self.paths.next_run(of);
                 let written = serde_json::to_vec(&next)
@@ -630,6 +675,20 @@ mod tests {
         m.feed(input);
     }
 
+    /// Hands a request in and returns its answer, if it was answered.
+    fn ask(m: &mut MainLoop, request: Request) -> Option<Response> {
+        let (reply, answer) = mpsc::channel();
+        let (_done, written) = mpsc::channel();
+        let input = m.admit(Incoming {
+            request,
+            reply,
+            follow: None,
+            written,
+        });
+        m.feed(input);
+        answer.try_recv().ok()
+    }
+
     /// Carries out what comes in (tmux outcomes, timers) until `done`, or
     /// panics at the deadline.
     fn until(m: &mut MainLoop, what: &str, mut done: impl FnMut(&MainLoop) -> bool) {
@@ -709,5 +768,128 @@ mod tests {
             store::Loaded::Restored { world, .. } => assert!(!world.sessions.contains_key(&uid)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The shim of a kept pane is asked to run the slot's next spawn only
+    /// once the state that places it there (and the uid it carries) is on
+    /// disk: a daemon that died just after asking would otherwise not know
+    /// the program running in the pane, and could hand its uid out again.
+    #[test]
+    fn a_shim_is_asked_for_its_next_run_only_once_the_state_placing_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 1)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the pane", |m| {
+            m.sup.world().sessions.values().any(|s| s.pane.is_some())
+        });
+        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        // A placement the supervisor asked to have written, not written
+        // yet when the ask is carried out.
+        m.sup.world_mut().sessions.get_mut(&uid).unwrap().rerun_of = Some(uid);
+        m.carry_out(Output::Persist { durable: true });
+        // The shim to ask: a child of this process, as a shim is the tmux
+        // server's.
+        let mut shim = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let next = crate::shim::NextRun {
+            uid: uid + 1,
+            argv: vec!["true".into()],
+            cwd: None,
+            env: Default::default(),
+            quiet_ms: 0,
+        };
+        let reran = m.carry_out(Output::Rerun {
+            of: uid,
+            pid: shim.id(),
+            parent: std::process::id(),
+            next,
+        });
+        let _ = shim.kill();
+        let _ = shim.wait();
+        assert!(
+            matches!(reran, Some(Input::Reran { asked: true, .. })),
+            "the shim was asked"
+        );
+        // What a daemon started now would read.
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => {
+                assert_eq!(
+                    world.sessions[&uid].rerun_of,
+                    Some(uid),
+                    "placement on disk"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A shim keeps no record of a death the daemon answered: the answer
+    /// comes only once the state on disk holds the death, and not at all
+    /// while the state cannot be written (the shim then records it).
+    #[test]
+    fn a_death_is_answered_only_once_the_state_holding_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 2)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the panes", |m| {
+            m.sup
+                .world()
+                .sessions
+                .values()
+                .filter(|s| s.pane.is_some())
+                .count()
+                == 2
+        });
+        let uids: Vec<u64> = m.sup.world().sessions.keys().copied().collect();
+        let ended = |uid| ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at: Utc::now(),
+            hangup: false,
+            failure: None,
+            rerun: false,
+        };
+        for &uid in &uids {
+            let started = ShimReport::Started {
+                uid,
+                pid: 7,
+                at: Utc::now(),
+            };
+            assert!(ask(&mut m, Request::Shim(started)).is_some());
+        }
+        let on_disk = |m: &MainLoop, uid: u64| match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => !world.sessions.contains_key(&uid),
+            other => panic!("{other:?}"),
+        };
+        // Answered, and by then the death is on disk.
+        assert!(ask(&mut m, Request::Shim(ended(uids[0]))).is_some());
+        assert!(
+            on_disk(&m, uids[0]),
+            "answered before the death was written"
+        );
+        // The disk is full: recorded in memory, not answered.
+        m.store.fail_next_write();
+        assert!(ask(&mut m, Request::Shim(ended(uids[1]))).is_none());
+        assert!(!m.sup.world().sessions.contains_key(&uids[1]), "recorded");
+        assert!(!m.persisted);
     }
 }

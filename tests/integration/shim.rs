@@ -204,8 +204,11 @@ fn reply_linger(mut conn: UnixStream, line: &str) {
     conn.write_all(b"\n").unwrap();
 }
 
+/// The start goes to the exit record before the daemon hears of it; the
+/// end only if the daemon does not answer (it answers once its own state
+/// on disk holds the death).
 #[test]
-fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
+fn exit_code_is_reported_with_the_programs_pid_and_recorded_when_unanswered() {
     let s = Setup::new();
     let daemon = FakeDaemon::listen(&s.paths);
     let spawned = s.spawn(1, &["sh", "-c", "read line; exit 42"]);
@@ -220,10 +223,25 @@ fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
     s.tmux.send_text(&spawned.pane, "go", true).unwrap();
     let report = daemon.next();
     assert_eq!(exited(&report), (Some(42), None, false));
-    assert_eq!(s.record(1), Some(report));
     wait_for("the shim to end once answered", || {
         shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
+    assert!(
+        matches!(s.record(1), Some(ShimReport::Started { .. })),
+        "an answered end is the daemon's to keep"
+    );
+    // A daemon that takes the report and goes without an answer.
+    let spawned = s.spawn(5, &["sh", "-c", "read line; exit 7"]);
+    daemon.next();
+    s.tmux.send_text(&spawned.pane, "go", true).unwrap();
+    let (report, conn) = daemon.next_unanswered();
+    drop(conn);
+    let recorded = wait_for("the end recorded", || {
+        s.record(5)
+            .filter(|r| matches!(r, ShimReport::Exited { .. }))
+    });
+    assert_eq!(recorded, report);
+    assert_eq!(exited(&recorded), (Some(7), None, false));
 }
 
 #[test]

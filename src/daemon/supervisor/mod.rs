@@ -127,8 +127,12 @@ pub enum Output {
     Follow { id: RequestId, filter: EventFilter },
     /// Append this event to the log file and pass it to the followers.
     Event(EventView),
-    /// Write the state file now; the result comes back as `Persisted`.
-    Persist,
+    /// Write what changed in the state now; the result comes back as
+    /// `Persisted`. A `durable` write waits for the disk (what cannot be
+    /// learnt again after a crash: a death, a decision, a uid handed out);
+    /// any other is handed to the system, and made durable by the next
+    /// durable one.
+    Persist { durable: bool },
     /// Read what the shims of these sessions recorded; comes back as
     /// `ExitRecords`.
     ReadExitRecords(Vec<u64>),
@@ -851,9 +855,11 @@ impl Supervisor {
         self.release_leaving();
         self.redecorate(now);
         if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
-            self.dirty = false;
+            // What was only waiting to be written lazily can be learnt
+            // again after a crash: the disk need not be waited for.
+            let durable = std::mem::take(&mut self.dirty);
             self.lazy_until = None;
-            self.out.push(Output::Persist);
+            self.out.push(Output::Persist { durable });
         }
         let mut wake = self.sweep_due();
         if let Some(t) = self.watch_retry_at() {

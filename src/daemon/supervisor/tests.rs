@@ -185,7 +185,7 @@ impl H {
                         self.followers.insert(id);
                     }
                     Output::Event(e) => self.events.push(e),
-                    Output::Persist => {
+                    Output::Persist { .. } => {
                         let result = match &self.disk_full {
                             Some(e) => Err(e.clone()),
                             None => {
@@ -1669,7 +1669,10 @@ fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
 fn uids_are_saved_before_any_pane_carries_them_and_never_handed_out_twice() {
     let mut h = H::new();
     h.apply_now(team(vec![role("w", 3)]));
-    let persist = h.trace.iter().position(|o| matches!(o, Output::Persist));
+    let persist = h
+        .trace
+        .iter()
+        .position(|o| matches!(o, Output::Persist { .. }));
     let submit = h.trace.iter().position(|o| {
         matches!(
             o,
@@ -3351,24 +3354,32 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
     );
 }
 
-/// A death is written at once; the marker's last lines, read from the log
-/// just after, ride along with the next write (within a second) instead of
-/// costing a write of their own.
+/// A death is written at once, durably; the marker's last lines, read from
+/// the log just after, ride along with the next write (within a second)
+/// instead of costing a write of their own, and that write does not wait
+/// for the disk (the lines are in the log still).
 #[test]
 fn a_markers_last_lines_are_written_lazily_after_the_death() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));
     let s = h.start_all().remove(0);
     h.logs.insert(s.uid, vec!["last words".into()]);
-    let writes = |h: &H| {
+    let writes = |h: &H| -> Vec<bool> {
         h.trace
             .iter()
-            .filter(|o| matches!(o, Output::Persist))
-            .count()
+            .filter_map(|o| match o {
+                Output::Persist { durable } => Some(*durable),
+                _ => None,
+            })
+            .collect()
     };
-    let before = writes(&h);
+    let before = writes(&h).len();
     h.exited(s.uid, Some(3), None, false);
-    assert_eq!(writes(&h), before + 1, "one write for the death");
+    assert_eq!(
+        writes(&h)[before..],
+        [true],
+        "one durable write for the death"
+    );
     let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
     let marker = saved.marker.expect("the death is written");
     assert!(marker.last_output.is_empty(), "{marker:?}");
@@ -3379,4 +3390,9 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     h.advance(1000);
     let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
     assert_eq!(saved.marker.as_ref().unwrap().last_output, ["last words"]);
+    let lazy = &writes(&h)[before + 1..];
+    assert!(
+        !lazy.is_empty() && lazy.iter().all(|d| !d),
+        "the later writes are lazy: {lazy:?}"
+    );
 }
