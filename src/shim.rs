@@ -443,6 +443,7 @@ fn finish(
         // program that ended at once may end before the log pipe handed
         // the output over, which the wait for the log above covers.
         rerun: log.is_some_and(log::Owner::owns),
+        run_in_answer: log.is_some_and(log::Owner::owns),
     };
     let answer = report(paths, uid, &exited, EXITED_REPLY);
     let status = match (code, signal) {
@@ -458,6 +459,8 @@ fn finish(
     }
     let next = match answer {
         Some(Response::Linger(line)) => linger(paths, uid, line),
+        // Taken at once only if it is a later run than this one.
+        Some(Response::Run(next)) if next.uid > uid => Some(next),
         Some(_) => {
             let _ = mark_run_ended();
             None

@@ -4,7 +4,7 @@
 //! [`Supervisor::step`] with the current instant, and carries out the
 //! outputs in order. Nothing here decides anything.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -33,6 +33,11 @@ use super::worker::{self, Worker};
 
 /// At most this many waiting messages are taken in one go.
 const BATCH: usize = 256;
+
+/// How long a write that must reach the disk may wait for more changes to
+/// take along (more messages already queued, a restart due after a short
+/// backoff): one fsync for them all, and for a crash and its restart.
+const GROUP_COMMIT: Duration = Duration::from_millis(2);
 
 /// Everything the loop receives.
 pub enum Msg {
@@ -137,6 +142,14 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// An answer held until the state is written (see `durable_answers`).
+struct Held {
+    id: RequestId,
+    /// The run that ended, when its shim takes its next run in the answer.
+    ended: Option<u64>,
+    response: Response,
+}
+
 pub struct MainLoop {
     sup: Supervisor,
     worker: Worker,
@@ -154,10 +167,16 @@ pub struct MainLoop {
     /// Requests not answered yet, by the id the supervisor knows them by.
     waiting: HashMap<RequestId, Incoming>,
     /// Shims' words of a death: answered only once the state that holds
-    /// the death is written (the shim keeps no copy of its own then).
-    durable_answers: HashSet<RequestId>,
+    /// the death is written (the shim keeps no copy of its own then); with
+    /// the uid of the run that ended when the shim takes its next run in
+    /// the answer.
+    durable_answers: HashMap<RequestId, Option<u64>>,
     /// Those answers, until the state is written.
-    held: Vec<(RequestId, Response)>,
+    held: Vec<Held>,
+    /// More messages wait to be stepped right after this one.
+    more: bool,
+    /// The latest a write put off for more changes is carried out.
+    save_by: Option<Instant>,
     /// Follow channels of answered `events --follow` requests, until the
     /// supervisor says to follow.
     to_follow: HashMap<RequestId, FollowTx>,
@@ -216,8 +235,10 @@ impl MainLoop {
             events,
             followers: Followers::default(),
             waiting: HashMap::new(),
-            durable_answers: HashSet::new(),
+            durable_answers: HashMap::new(),
             held: Vec::new(),
+            more: false,
+            save_by: None,
             to_follow: HashMap::new(),
             sent: VecDeque::new(),
             last_request: 0,
@@ -326,7 +347,9 @@ impl MainLoop {
             }
             let ticked = matches!(input, Input::Tick);
             self.sup.hold_plan(!waiting.is_empty());
+            self.more = !waiting.is_empty();
             self.feed(input);
+            self.more = false;
             self.sup.hold_plan(false);
             // A busy loop still keeps its timers.
             if !ticked && !self.exit && Instant::now() >= self.wake {
@@ -355,8 +378,14 @@ impl MainLoop {
         self.last_request += 1;
         let id = self.last_request;
         let request = std::mem::replace(&mut inc.request, crate::proto::Request::Ping);
-        if let crate::proto::Request::Shim(crate::proto::ShimReport::Exited { .. }) = request {
-            self.durable_answers.insert(id);
+        if let crate::proto::Request::Shim(crate::proto::ShimReport::Exited {
+            uid,
+            run_in_answer,
+            ..
+        }) = request
+        {
+            self.durable_answers
+                .insert(id, run_in_answer.then_some(uid));
         }
         self.waiting.insert(id, inc);
         Input::Request { id, request }
@@ -376,19 +405,25 @@ impl MainLoop {
                     inputs.extend(self.persist_news.take());
                 }
             }
+            if self.put_off_save() {
+                break;
+            }
             self.save();
             match self.persist_news.take() {
                 Some(news) => inputs.push_back(news),
                 None => break,
             }
         }
+        if self.unsaved {
+            return;
+        }
         // A death is answered once it is on disk; while the state cannot be
         // written, not at all: the shim then records the death itself.
-        for (id, response) in std::mem::take(&mut self.held) {
+        for held in std::mem::take(&mut self.held) {
             if self.persisted {
-                self.reply(id, response);
+                self.reply(held.id, held.response);
             } else {
-                self.waiting.remove(&id);
+                self.waiting.remove(&held.id);
             }
         }
         if self.persisted {
@@ -406,10 +441,28 @@ impl MainLoop {
         self.to_follow.clear();
     }
 
+    /// Whether the write due at the end of a step waits (see
+    /// [`GROUP_COMMIT`]): while more messages are queued, or a timer is
+    /// due before the write's deadline, and not past that deadline. The
+    /// answers and removals that wait for the write wait with it.
+    fn put_off_save(&mut self) -> bool {
+        if !self.unsaved || self.exit {
+            return false;
+        }
+        let now = Instant::now();
+        let by = *self.save_by.get_or_insert(now + GROUP_COMMIT);
+        if now < by && (self.more || self.wake <= by) {
+            self.wake = self.wake.min(by);
+            return true;
+        }
+        false
+    }
+
     /// Writes the state if the supervisor asked to; how it went is news to
     /// the supervisor (`persist_news`) only when it changed (or keeps
     /// failing).
     fn save(&mut self) {
+        self.save_by = None;
         if !std::mem::take(&mut self.unsaved) {
             return;
         }
@@ -451,13 +504,14 @@ impl MainLoop {
                 self.worker.submit(id, job);
             }
             Output::Git { id, job } => self.git.submit(id, job),
-            Output::Reply { id, response } => {
-                if self.durable_answers.remove(&id) {
-                    self.held.push((id, response));
-                } else {
-                    self.reply(id, response);
-                }
-            }
+            Output::Reply { id, response } => match self.durable_answers.remove(&id) {
+                Some(ended) => self.held.push(Held {
+                    id,
+                    ended,
+                    response,
+                }),
+                None => self.reply(id, response),
+            },
             Output::Follow { id, filter } => {
                 if let Some(tx) = self.to_follow.remove(&id) {
                     self.followers.add(filter, tx);
@@ -531,10 +585,16 @@ impl MainLoop {
                 next,
             } => {
                 // The run's placement, and the uid it carries, are on disk
-                // before the shim can take it. Then the shim takes its next
-                // run when told the window changed.
+                // before the shim can take it.
                 self.save();
                 let uid = next.uid;
+                // A shim still waiting for the answer to its program's end
+                // takes the next run in it.
+                if let Some(held) = self.held.iter_mut().find(|h| h.ended == Some(of)) {
+                    held.response = Response::Run(next);
+                    return Some(Input::Reran { uid, asked: true });
+                }
+                // One that lingers takes it when told the window changed.
                 let path = self.paths.next_run(of);
                 let written = serde_json::to_vec(&next)
                     .is_ok_and(|json| crate::paths::replace(&path, &json).is_ok());
@@ -675,7 +735,8 @@ mod tests {
         m.feed(input);
     }
 
-    /// Hands a request in and returns its answer, if it was answered.
+    /// Hands a request in and returns its answer, if it was answered by
+    /// the time the state was written.
     fn ask(m: &mut MainLoop, request: Request) -> Option<Response> {
         let (reply, answer) = mpsc::channel();
         let (_done, written) = mpsc::channel();
@@ -686,6 +747,7 @@ mod tests {
             written,
         });
         m.feed(input);
+        until(m, "the state written or tried", |m| !m.unsaved);
         answer.try_recv().ok()
     }
 
@@ -746,6 +808,7 @@ mod tests {
                 hangup: false,
                 failure: None,
                 rerun: false,
+                run_in_answer: false,
             },
         };
         send(&mut m, Request::Shim(report(false)));
@@ -755,7 +818,7 @@ mod tests {
         crate::paths::write_atomic(&record, &serde_json::to_vec(&report(true)).unwrap()).unwrap();
         send(&mut m, Request::Shim(report(true)));
         assert!(!m.sup.world().sessions.contains_key(&uid), "recorded");
-        assert!(!m.persisted, "the state could not be written");
+        until(&mut m, "the write tried", |m| !m.persisted);
         assert!(
             record.exists(),
             "the only durable word of the death is gone"
@@ -867,6 +930,7 @@ mod tests {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         };
         for &uid in &uids {
             let started = ShimReport::Started {
@@ -891,5 +955,93 @@ mod tests {
         assert!(ask(&mut m, Request::Shim(ended(uids[1]))).is_none());
         assert!(!m.sup.world().sessions.contains_key(&uids[1]), "recorded");
         assert!(!m.persisted);
+    }
+
+    /// A crash whose restart is due a millisecond later costs one durable
+    /// write for both, and the shim, still waiting for the answer to its
+    /// program's end, gets the next run in it: no file, no signal.
+    #[test]
+    fn a_crash_and_its_quick_restart_are_one_write_and_the_shim_gets_the_run_in_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        let mut w = role("w", 1);
+        w.backoff = crate::domain::spec::Backoff::new(
+            crate::domain::spec::NonZeroSpan::from_millis(1),
+            crate::domain::spec::Span::from_millis(1),
+            crate::domain::spec::Factor::new(1.0).unwrap(),
+            crate::domain::spec::Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![w]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the pane", |m| {
+            m.sup.world().sessions.values().any(|s| s.pane.is_some())
+        });
+        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        let started = ShimReport::Started {
+            uid,
+            pid: 7,
+            at: Utc::now(),
+        };
+        assert!(ask(&mut m, Request::Shim(started)).is_some());
+        let lines = || {
+            std::fs::read(m_journal(dir.path()))
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+        };
+        let before = lines();
+        let ended = ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at: Utc::now(),
+            hangup: false,
+            failure: None,
+            rerun: true,
+            run_in_answer: true,
+        };
+        let answer = ask(&mut m, Request::Shim(ended));
+        let next = m
+            .sup
+            .world()
+            .sessions
+            .values()
+            .find(|s| s.uid != uid)
+            .expect("the restart placed")
+            .clone();
+        match answer {
+            Some(Response::Run(run)) => assert_eq!(run.uid, next.uid),
+            other => panic!("not the next run: {other:?}"),
+        }
+        assert_eq!(next.rerun_of, Some(uid));
+        assert!(
+            !m.paths.next_run(uid).exists(),
+            "no next-run file for a shim that had it in the answer"
+        );
+        assert_eq!(
+            lines(),
+            before + 1,
+            "the crash and the restart in one write"
+        );
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => {
+                assert!(!world.sessions.contains_key(&uid));
+                assert_eq!(world.sessions[&next.uid].rerun_of, Some(uid));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn m_journal(root: &std::path::Path) -> std::path::PathBuf {
+        root.join(crate::paths::JOURNAL)
     }
 }

@@ -652,3 +652,76 @@ fn a_log_pipe_no_shim_takes_writes_the_log_itself() {
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept anyway\n");
 }
+
+/// A shim still waiting for the answer to its program's end takes the
+/// slot's next run in the answer: run at once in the same pane, without
+/// marvel's line drawn or a next-run file, its output in its own log.
+#[test]
+fn a_shim_runs_the_next_program_it_gets_in_the_answer_to_an_end() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(30, &["sh", "-c", "echo first run; exit 3"]);
+    started_pid(daemon.next());
+    let (report, mut conn) = daemon.next_unanswered();
+    assert!(
+        matches!(
+            report,
+            ShimReport::Exited {
+                code: Some(3),
+                rerun: true,
+                run_in_answer: true,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    let run = marvel::shim::NextRun {
+        uid: 31,
+        argv: vec!["sh".into(), "-c".into(), "echo second run; sleep 60".into()],
+        cwd: None,
+        env: Default::default(),
+        quiet_ms: 100,
+    };
+    let answer = serde_json::to_vec(&marvel::proto::Response::Run(run)).unwrap();
+    conn.write_all(&answer).unwrap();
+    conn.write_all(b"\n").unwrap();
+    let report = daemon.next();
+    let pid = match report {
+        ShimReport::Started { uid: 31, pid, .. } => pid,
+        other => panic!("the next run did not start: {other:?}"),
+    };
+    assert_eq!(
+        pane_format(&s, &spawned.pane, "#{pane_pid}"),
+        spawned.pane_pid.to_string(),
+        "the same pane and shim"
+    );
+    let second = wait_for("the second run's log", || {
+        let t = tail_lines(&s.paths.session_log(31), 10);
+        (!t.is_empty()).then_some(t)
+    });
+    assert_eq!(second, ["second run"]);
+    assert_eq!(tail_lines(&s.paths.session_log(30), 10), ["first run"]);
+    assert!(!s.paths.next_run(30).exists());
+    kill(pid, libc::SIGKILL);
+    let (report, conn) = daemon.next_unanswered();
+    assert!(
+        matches!(report, ShimReport::Exited { uid: 31, .. }),
+        "{report:?}"
+    );
+    // A run in the answer that is not later than the one that ended is
+    // not run: the shim goes.
+    let stale = marvel::shim::NextRun {
+        uid: 31,
+        argv: vec!["sh".into(), "-c".into(), "sleep 60".into()],
+        cwd: None,
+        env: Default::default(),
+        quiet_ms: 100,
+    };
+    let mut conn = conn;
+    let answer = serde_json::to_vec(&marvel::proto::Response::Run(stale)).unwrap();
+    conn.write_all(&answer).unwrap();
+    conn.write_all(b"\n").unwrap();
+    wait_for("the shim to end", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
+    });
+}

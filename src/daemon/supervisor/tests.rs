@@ -403,6 +403,7 @@ impl H {
             hangup,
             failure: None,
             rerun,
+            run_in_answer: false,
         };
         self.records.insert(uid, report.clone());
         self.send(Request::Shim(report))
@@ -1195,6 +1196,7 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     h.tmux.remove(dead.pane.as_deref().unwrap());
@@ -1489,6 +1491,7 @@ fn a_death_just_after_a_placement_while_the_daemon_is_away_keeps_its_pane() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     let mut h = h.restart();
@@ -1609,6 +1612,7 @@ fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     h2.restart_with(world, true);
