@@ -340,6 +340,9 @@ pub struct Supervisor {
     /// something written sooner takes it along: changes that a crashed
     /// daemon's successor learns again from tmux and the exit records.
     lazy_until: Option<Duration>,
+    /// A session's activity changed this step: written lazily, as the next
+    /// output, silence or heartbeat tells it again after a crash.
+    activity_changed: bool,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -387,6 +390,7 @@ impl Supervisor {
             plans: 0,
             dirty: false,
             lazy_until: None,
+            activity_changed: false,
             persist: PersistHealth::default(),
             uids_written: 0,
             event_log_failure: None,
@@ -854,6 +858,9 @@ impl Supervisor {
         }
         self.release_leaving();
         self.redecorate(now);
+        if std::mem::take(&mut self.activity_changed) {
+            self.persist_lazily(now);
+        }
         if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
             // What was only waiting to be written lazily can be learnt
             // again after a crash: the disk need not be waited for.
