@@ -89,6 +89,10 @@ pub enum ShimReport {
         /// it stays there (see `shim::NextRun`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rerun: bool,
+        /// It also takes that next program in the daemon's answer to this
+        /// report (`Response::Run`), when its restart is due at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        run_in_answer: bool,
     },
 }
 
@@ -354,6 +358,9 @@ pub enum Response {
     /// To a shim whose program ended: its pane is kept for the slot; stay
     /// in it and show this line until the pane is respawned or removed.
     Linger(String),
+    /// To a shim whose program ended and whose slot restarts at once: run
+    /// the slot's next program in the same pane now.
+    Run(crate::shim::NextRun),
     Error(Error),
 }
 

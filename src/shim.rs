@@ -443,6 +443,7 @@ fn finish(
         // program that ended at once may end before the log pipe handed
         // the output over, which the wait for the log above covers.
         rerun: log.is_some_and(log::Owner::owns),
+        run_in_answer: log.is_some_and(log::Owner::owns),
     };
     let answer = report(paths, uid, &exited, EXITED_REPLY);
     let status = match (code, signal) {
@@ -458,6 +459,8 @@ fn finish(
     }
     let next = match answer {
         Some(Response::Linger(line)) => linger(paths, uid, line),
+        // Taken at once only if it is a later run than this one.
+        Some(Response::Run(next)) if next.uid > uid => Some(next),
         Some(_) => {
             let _ = mark_run_ended();
             None
@@ -592,12 +595,31 @@ fn draw(line: &str) -> io::Result<()> {
     out.flush()
 }
 
-/// Writes the report to the exit record first (the durable copy, for a
-/// daemon that is down), then offers it to the daemon, and returns its
-/// answer if one came. Failures are silent: the pane's terminal belongs to
-/// the program.
+/// Offers the report to the daemon and returns its answer if one came,
+/// keeping the report in the exit record (durably, for a daemon that is
+/// down) as well: a start before it is offered, an end only if the daemon
+/// did not answer, since the daemon answers an end once its own state on
+/// disk holds it. Failures are silent: the pane's terminal belongs to the
+/// program.
 fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Option<Response> {
-    let json = serde_json::to_vec(report).ok()?;
+    let ended = matches!(report, ShimReport::Exited { .. });
+    if !ended {
+        record(paths, uid, report);
+    }
+    let answer = ask(&paths.socket(), Request::Shim(report.clone()), reply)
+        .ok()
+        .flatten();
+    if ended && answer.is_none() {
+        record(paths, uid, report);
+    }
+    answer
+}
+
+/// Writes `report` to the exit record of spawn `uid`.
+fn record(paths: &Paths, uid: u64, report: &ShimReport) {
+    let Ok(json) = serde_json::to_vec(report) else {
+        return;
+    };
     let record = paths.exit_record(uid);
     if write_atomic(&record, &json).is_err() {
         // `exits/` may have been removed: make it again, inside a state
@@ -607,9 +629,6 @@ fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Opti
             let _ = write_atomic(&record, &json);
         }
     }
-    ask(&paths.socket(), Request::Shim(report.clone()), reply)
-        .ok()
-        .flatten()
 }
 
 /// Sends one request line to the daemon and waits for one reply line, all

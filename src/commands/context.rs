@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::output::Cell;
 use clap::Subcommand;
-use comfy_table::Cell;
 use serde::Serialize;
 
 use crate::cli::{Format, parse_duration};

@@ -139,6 +139,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::Done(_) => "Done",
         Response::StillBusy { .. } => "StillBusy",
         Response::Linger(_) => "Linger",
+        Response::Run(_) => "Run",
         Response::Error(_) => "Error",
     };
     Error::other(format!(

@@ -34,6 +34,11 @@ use super::worker::{self, Worker};
 /// At most this many waiting messages are taken in one go.
 const BATCH: usize = 256;
 
+/// How long a write that must reach the disk may wait for more changes to
+/// take along (more messages already queued, a restart due after a short
+/// backoff): one fsync for them all, and for a crash and its restart.
+const GROUP_COMMIT: Duration = Duration::from_millis(2);
+
 /// Everything the loop receives.
 pub enum Msg {
     /// A client's or a shim's request.
@@ -137,6 +142,14 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// An answer held until the state is written (see `durable_answers`).
+struct Held {
+    id: RequestId,
+    /// The run that ended, when its shim takes its next run in the answer.
+    ended: Option<u64>,
+    response: Response,
+}
+
 pub struct MainLoop {
     sup: Supervisor,
     worker: Worker,
@@ -153,6 +166,17 @@ pub struct MainLoop {
     followers: Followers,
     /// Requests not answered yet, by the id the supervisor knows them by.
     waiting: HashMap<RequestId, Incoming>,
+    /// Shims' words of a death: answered only once the state that holds
+    /// the death is written (the shim keeps no copy of its own then); with
+    /// the uid of the run that ended when the shim takes its next run in
+    /// the answer.
+    durable_answers: HashMap<RequestId, Option<u64>>,
+    /// Those answers, until the state is written.
+    held: Vec<Held>,
+    /// More messages wait to be stepped right after this one.
+    more: bool,
+    /// The latest a write put off for more changes is carried out.
+    save_by: Option<Instant>,
     /// Follow channels of answered `events --follow` requests, until the
     /// supervisor says to follow.
     to_follow: HashMap<RequestId, FollowTx>,
@@ -163,8 +187,12 @@ pub struct MainLoop {
     base: Instant,
     wake: Instant,
     rng: fastrand::Rng,
-    /// The supervisor asked for the state to be written.
+    /// The supervisor asked for the state to be written, and whether the
+    /// write must wait for the disk.
     unsaved: bool,
+    durable: bool,
+    /// How the last write went, when that is news to the supervisor.
+    persist_news: Option<Input>,
     /// What waits for the state to be written: an exit record goes only
     /// once the state holds the death it tells of.
     after_save: Vec<Output>,
@@ -172,6 +200,7 @@ pub struct MainLoop {
     persisted: bool,
     /// Whether the event log was written last time.
     event_log_ok: bool,
+    trim: super::memory::Trim,
     exit: bool,
 }
 
@@ -206,6 +235,10 @@ impl MainLoop {
             events,
             followers: Followers::default(),
             waiting: HashMap::new(),
+            durable_answers: HashMap::new(),
+            held: Vec::new(),
+            more: false,
+            save_by: None,
             to_follow: HashMap::new(),
             sent: VecDeque::new(),
             last_request: 0,
@@ -213,9 +246,12 @@ impl MainLoop {
             wake: base,
             rng: fastrand::Rng::new(),
             unsaved: false,
+            durable: false,
+            persist_news: None,
             after_save: Vec::new(),
             persisted: true,
             event_log_ok: true,
+            trim: Default::default(),
             exit: false,
         })
     }
@@ -287,6 +323,8 @@ impl MainLoop {
             let msg = match waiting.pop_front() {
                 Some(msg) => Ok(msg),
                 None => {
+                    // About to wait: what a burst left free goes back.
+                    self.trim.idle(Instant::now());
                     let timeout = self.wake.saturating_duration_since(Instant::now());
                     self.rx.recv_timeout(timeout)
                 }
@@ -309,7 +347,9 @@ impl MainLoop {
             }
             let ticked = matches!(input, Input::Tick);
             self.sup.hold_plan(!waiting.is_empty());
+            self.more = !waiting.is_empty();
             self.feed(input);
+            self.more = false;
             self.sup.hold_plan(false);
             // A busy loop still keeps its timers.
             if !ticked && !self.exit && Instant::now() >= self.wake {
@@ -338,6 +378,15 @@ impl MainLoop {
         self.last_request += 1;
         let id = self.last_request;
         let request = std::mem::replace(&mut inc.request, crate::proto::Request::Ping);
+        if let crate::proto::Request::Shim(crate::proto::ShimReport::Exited {
+            uid,
+            run_in_answer,
+            ..
+        }) = request
+        {
+            self.durable_answers
+                .insert(id, run_in_answer.then_some(uid));
+        }
         self.waiting.insert(id, inc);
         Input::Request { id, request }
     }
@@ -353,11 +402,28 @@ impl MainLoop {
                     if let Some(next) = self.carry_out(output) {
                         inputs.push_back(next);
                     }
+                    inputs.extend(self.persist_news.take());
                 }
             }
-            match self.save() {
+            if self.put_off_save() {
+                break;
+            }
+            self.save();
+            match self.persist_news.take() {
                 Some(news) => inputs.push_back(news),
                 None => break,
+            }
+        }
+        if self.unsaved {
+            return;
+        }
+        // A death is answered once it is on disk; while the state cannot be
+        // written, not at all: the shim then records the death itself.
+        for held in std::mem::take(&mut self.held) {
+            if self.persisted {
+                self.reply(held.id, held.response);
+            } else {
+                self.waiting.remove(&held.id);
             }
         }
         if self.persisted {
@@ -375,22 +441,55 @@ impl MainLoop {
         self.to_follow.clear();
     }
 
-    /// Writes the state if the supervisor asked to; how it went is news to
-    /// the supervisor only when it changed (or keeps failing).
-    fn save(&mut self) -> Option<Input> {
-        if !std::mem::take(&mut self.unsaved) {
-            return None;
+    /// Whether the write due at the end of a step waits (see
+    /// [`GROUP_COMMIT`]): while more messages are queued, or a timer is
+    /// due before the write's deadline, and not past that deadline. The
+    /// answers and removals that wait for the write wait with it.
+    fn put_off_save(&mut self) -> bool {
+        if !self.unsaved || self.exit {
+            return false;
         }
+        let now = Instant::now();
+        let by = *self.save_by.get_or_insert(now + GROUP_COMMIT);
+        if now < by && (self.more || self.wake <= by) {
+            self.wake = self.wake.min(by);
+            return true;
+        }
+        false
+    }
+
+    /// Writes the state if the supervisor asked to; how it went is news to
+    /// the supervisor (`persist_news`) only when it changed (or keeps
+    /// failing).
+    fn save(&mut self) {
+        self.save_by = None;
+        if !std::mem::take(&mut self.unsaved) {
+            return;
+        }
+        let durable = std::mem::take(&mut self.durable);
         let result = self
             .store
-            .save(self.sup.world_mut())
+            .save(self.sup.world_mut(), durable)
             .map(|_| ())
             .map_err(|e| e.to_string());
         if result.is_ok() != self.persisted || result.is_err() {
             self.persisted = result.is_ok();
-            return Some(Input::Persisted(result));
+            self.persist_news = Some(Input::Persisted(result));
         }
-        None
+    }
+
+    /// Sends request `id` its answer.
+    fn reply(&mut self, id: RequestId, response: Response) {
+        if let Some(inc) = self.waiting.remove(&id) {
+            let _ = inc.reply.send(response);
+            if let Some(tx) = inc.follow {
+                self.to_follow.insert(id, tx);
+            }
+            self.sent.push_back(inc.written);
+            if self.sent.len() > 16 {
+                self.sent.pop_front();
+            }
+        }
     }
 
     /// Carries out one output; some lead to another input.
@@ -399,26 +498,20 @@ impl MainLoop {
             Output::Submit { id, job } => {
                 // A pane carries uids and decisions the state file must
                 // hold first.
-                let news = match job {
-                    worker::Job::Spawn(_) => self.save(),
-                    _ => None,
-                };
+                if let worker::Job::Spawn(_) = job {
+                    self.save();
+                }
                 self.worker.submit(id, job);
-                return news;
             }
             Output::Git { id, job } => self.git.submit(id, job),
-            Output::Reply { id, response } => {
-                if let Some(inc) = self.waiting.remove(&id) {
-                    let _ = inc.reply.send(response);
-                    if let Some(tx) = inc.follow {
-                        self.to_follow.insert(id, tx);
-                    }
-                    self.sent.push_back(inc.written);
-                    if self.sent.len() > 16 {
-                        self.sent.pop_front();
-                    }
-                }
-            }
+            Output::Reply { id, response } => match self.durable_answers.remove(&id) {
+                Some(ended) => self.held.push(Held {
+                    id,
+                    ended,
+                    response,
+                }),
+                None => self.reply(id, response),
+            },
             Output::Follow { id, filter } => {
                 if let Some(tx) = self.to_follow.remove(&id) {
                     self.followers.add(filter, tx);
@@ -434,8 +527,11 @@ impl MainLoop {
                 }
             }
             // Written once the inputs it came with are all stepped (or
-            // before a spawn): one write for many changes.
-            Output::Persist => self.unsaved = true,
+            // before a spawn or a rerun): one write for many changes.
+            Output::Persist { durable } => {
+                self.unsaved = true;
+                self.durable |= durable;
+            }
             Output::ReadExitRecords(uids) => {
                 let records = uids
                     .into_iter()
@@ -488,8 +584,17 @@ impl MainLoop {
                 parent,
                 next,
             } => {
-                // The shim takes its next run when told the window changed.
+                // The run's placement, and the uid it carries, are on disk
+                // before the shim can take it.
+                self.save();
                 let uid = next.uid;
+                // A shim still waiting for the answer to its program's end
+                // takes the next run in it.
+                if let Some(held) = self.held.iter_mut().find(|h| h.ended == Some(of)) {
+                    held.response = Response::Run(next);
+                    return Some(Input::Reran { uid, asked: true });
+                }
+                // One that lingers takes it when told the window changed.
                 let path = self.paths.next_run(of);
                 let written = serde_json::to_vec(&next)
                     .is_ok_and(|json| crate::paths::replace(&path, &json).is_ok());
@@ -630,6 +735,22 @@ mod tests {
         m.feed(input);
     }
 
+    /// Hands a request in and returns its answer, if it was answered by
+    /// the time the state was written.
+    fn ask(m: &mut MainLoop, request: Request) -> Option<Response> {
+        let (reply, answer) = mpsc::channel();
+        let (_done, written) = mpsc::channel();
+        let input = m.admit(Incoming {
+            request,
+            reply,
+            follow: None,
+            written,
+        });
+        m.feed(input);
+        until(m, "the state written or tried", |m| !m.unsaved);
+        answer.try_recv().ok()
+    }
+
     /// Carries out what comes in (tmux outcomes, timers) until `done`, or
     /// panics at the deadline.
     fn until(m: &mut MainLoop, what: &str, mut done: impl FnMut(&MainLoop) -> bool) {
@@ -687,6 +808,7 @@ mod tests {
                 hangup: false,
                 failure: None,
                 rerun: false,
+                run_in_answer: false,
             },
         };
         send(&mut m, Request::Shim(report(false)));
@@ -696,7 +818,7 @@ mod tests {
         crate::paths::write_atomic(&record, &serde_json::to_vec(&report(true)).unwrap()).unwrap();
         send(&mut m, Request::Shim(report(true)));
         assert!(!m.sup.world().sessions.contains_key(&uid), "recorded");
-        assert!(!m.persisted, "the state could not be written");
+        until(&mut m, "the write tried", |m| !m.persisted);
         assert!(
             record.exists(),
             "the only durable word of the death is gone"
@@ -709,5 +831,217 @@ mod tests {
             store::Loaded::Restored { world, .. } => assert!(!world.sessions.contains_key(&uid)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The shim of a kept pane is asked to run the slot's next spawn only
+    /// once the state that places it there (and the uid it carries) is on
+    /// disk: a daemon that died just after asking would otherwise not know
+    /// the program running in the pane, and could hand its uid out again.
+    #[test]
+    fn a_shim_is_asked_for_its_next_run_only_once_the_state_placing_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 1)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the pane", |m| {
+            m.sup.world().sessions.values().any(|s| s.pane.is_some())
+        });
+        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        // A placement the supervisor asked to have written, not written
+        // yet when the ask is carried out.
+        m.sup.world_mut().sessions.get_mut(&uid).unwrap().rerun_of = Some(uid);
+        m.carry_out(Output::Persist { durable: true });
+        // The shim to ask: a child of this process, as a shim is the tmux
+        // server's.
+        let mut shim = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let next = crate::shim::NextRun {
+            uid: uid + 1,
+            argv: vec!["true".into()],
+            cwd: None,
+            env: Default::default(),
+            quiet_ms: 0,
+        };
+        let reran = m.carry_out(Output::Rerun {
+            of: uid,
+            pid: shim.id(),
+            parent: std::process::id(),
+            next,
+        });
+        let _ = shim.kill();
+        let _ = shim.wait();
+        assert!(
+            matches!(reran, Some(Input::Reran { asked: true, .. })),
+            "the shim was asked"
+        );
+        // What a daemon started now would read.
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => {
+                assert_eq!(
+                    world.sessions[&uid].rerun_of,
+                    Some(uid),
+                    "placement on disk"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A shim keeps no record of a death the daemon answered: the answer
+    /// comes only once the state on disk holds the death, and not at all
+    /// while the state cannot be written (the shim then records it).
+    #[test]
+    fn a_death_is_answered_only_once_the_state_holding_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 2)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the panes", |m| {
+            m.sup
+                .world()
+                .sessions
+                .values()
+                .filter(|s| s.pane.is_some())
+                .count()
+                == 2
+        });
+        let uids: Vec<u64> = m.sup.world().sessions.keys().copied().collect();
+        let ended = |uid| ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at: Utc::now(),
+            hangup: false,
+            failure: None,
+            rerun: false,
+            run_in_answer: false,
+        };
+        for &uid in &uids {
+            let started = ShimReport::Started {
+                uid,
+                pid: 7,
+                at: Utc::now(),
+            };
+            assert!(ask(&mut m, Request::Shim(started)).is_some());
+        }
+        let on_disk = |m: &MainLoop, uid: u64| match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => !world.sessions.contains_key(&uid),
+            other => panic!("{other:?}"),
+        };
+        // Answered, and by then the death is on disk.
+        assert!(ask(&mut m, Request::Shim(ended(uids[0]))).is_some());
+        assert!(
+            on_disk(&m, uids[0]),
+            "answered before the death was written"
+        );
+        // The disk is full: recorded in memory, not answered.
+        m.store.fail_next_write();
+        assert!(ask(&mut m, Request::Shim(ended(uids[1]))).is_none());
+        assert!(!m.sup.world().sessions.contains_key(&uids[1]), "recorded");
+        assert!(!m.persisted);
+    }
+
+    /// A crash whose restart is due a millisecond later costs one durable
+    /// write for both, and the shim, still waiting for the answer to its
+    /// program's end, gets the next run in it: no file, no signal.
+    #[test]
+    fn a_crash_and_its_quick_restart_are_one_write_and_the_shim_gets_the_run_in_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        let mut w = role("w", 1);
+        w.backoff = crate::domain::spec::Backoff::new(
+            crate::domain::spec::NonZeroSpan::from_millis(1),
+            crate::domain::spec::Span::from_millis(1),
+            crate::domain::spec::Factor::new(1.0).unwrap(),
+            crate::domain::spec::Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![w]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the pane", |m| {
+            m.sup.world().sessions.values().any(|s| s.pane.is_some())
+        });
+        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        let started = ShimReport::Started {
+            uid,
+            pid: 7,
+            at: Utc::now(),
+        };
+        assert!(ask(&mut m, Request::Shim(started)).is_some());
+        let lines = || {
+            std::fs::read(m_journal(dir.path()))
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+        };
+        let before = lines();
+        let ended = ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at: Utc::now(),
+            hangup: false,
+            failure: None,
+            rerun: true,
+            run_in_answer: true,
+        };
+        let answer = ask(&mut m, Request::Shim(ended));
+        let next = m
+            .sup
+            .world()
+            .sessions
+            .values()
+            .find(|s| s.uid != uid)
+            .expect("the restart placed")
+            .clone();
+        match answer {
+            Some(Response::Run(run)) => assert_eq!(run.uid, next.uid),
+            other => panic!("not the next run: {other:?}"),
+        }
+        assert_eq!(next.rerun_of, Some(uid));
+        assert!(
+            !m.paths.next_run(uid).exists(),
+            "no next-run file for a shim that had it in the answer"
+        );
+        assert_eq!(
+            lines(),
+            before + 1,
+            "the crash and the restart in one write"
+        );
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => {
+                assert!(!world.sessions.contains_key(&uid));
+                assert_eq!(world.sessions[&next.uid].rerun_of, Some(uid));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn m_journal(root: &std::path::Path) -> std::path::PathBuf {
+        root.join(crate::paths::JOURNAL)
     }
 }

@@ -12,6 +12,7 @@
 //! - [`events`]: the event ring, its file and its followers.
 //! - [`hooks`]: the runner of the teams' notification commands.
 //! - [`views`]: the records `get` and `describe` return.
+//! - [`memory`]: free memory given back to the system when idle.
 
 pub(crate) mod events;
 pub(crate) mod git;
@@ -19,6 +20,7 @@ mod guard;
 pub(crate) mod hooks;
 pub(crate) mod journal;
 pub(crate) mod main_loop;
+mod memory;
 pub mod server;
 pub(crate) mod store;
 pub(crate) mod supervisor;

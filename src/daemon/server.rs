@@ -833,6 +833,7 @@ mod tests {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         })
     }
 

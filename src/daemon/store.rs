@@ -205,10 +205,12 @@ impl Store {
     }
 
     /// Writes what changed in `world` since the last save: one journal
-    /// line, fsynced, or a whole snapshot when one is due. A failed write
-    /// leaves the files as they were (a line half written is cut back),
-    /// and the next save writes a whole snapshot.
-    pub fn save(&mut self, world: &mut World) -> crate::error::Result<Saved> {
+    /// line, or a whole snapshot when one is due. A `durable` line is
+    /// fsynced; any other is left to the system (what it holds can be
+    /// learnt again after a crash) and made durable by the next fsync. A
+    /// failed write leaves the files as they were (a line half written is
+    /// cut back), and the next save writes a whole snapshot.
+    pub fn save(&mut self, world: &mut World, durable: bool) -> crate::error::Result<Saved> {
         if self.whole || self.len > (2 * self.snapshot).max(FOLD_MIN) {
             return self.fold(world);
         }
@@ -216,7 +218,7 @@ impl Store {
             return Ok(Saved::Nothing);
         };
         let line = encode(&record)?;
-        self.append(&line).map_err(|e| {
+        self.append(&line, durable).map_err(|e| {
             self.whole = true;
             Error::io(&self.journal_path, &e)
         })?;
@@ -232,12 +234,15 @@ impl Store {
             .ok();
     }
 
-    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+    fn append(&mut self, line: &[u8], durable: bool) -> std::io::Result<()> {
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the journal is not open"))?;
-        match file.write_all(line).and_then(|()| file.sync_data()) {
+        let written = file
+            .write_all(line)
+            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        match written {
             Ok(()) => {
                 self.len += line.len() as u64;
                 Ok(())
@@ -468,11 +473,11 @@ mod tests {
         let mut sim = Sim::new();
         sim.apply(team(vec![role("w", 200)]));
         sim.settle();
-        let first = store.save(&mut sim.world).unwrap();
+        let first = store.save(&mut sim.world, true).unwrap();
         assert!(matches!(first, Saved::Whole(_)), "{first:?}");
-        assert_eq!(store.save(&mut sim.world).unwrap(), Saved::Nothing);
+        assert_eq!(store.save(&mut sim.world, true).unwrap(), Saved::Nothing);
         sim.die("w", 1, 3);
-        let Saved::Line(line) = store.save(&mut sim.world).unwrap() else {
+        let Saved::Line(line) = store.save(&mut sim.world, true).unwrap() else {
             panic!("a change is a journal line");
         };
         let Saved::Whole(whole) = first else {
@@ -481,13 +486,17 @@ mod tests {
         assert!(line * 20 < whole, "a death wrote {line} of {whole} bytes");
         sim.at(1000);
         sim.settle();
-        store.save(&mut sim.world).unwrap();
+        // A line left to the system reads back all the same.
+        store.save(&mut sim.world, false).unwrap();
         let (world, cut) = restored(&mut store);
         assert_eq!(world, sim.world);
         assert_eq!(cut, None);
         // Read back, the next save starts a new snapshot.
         let mut world = world;
-        assert!(matches!(store.save(&mut world).unwrap(), Saved::Whole(_)));
+        assert!(matches!(
+            store.save(&mut world, true).unwrap(),
+            Saved::Whole(_)
+        ));
         assert_eq!(restored(&mut store).0, sim.world);
     }
 
@@ -507,7 +516,7 @@ mod tests {
     fn a_file_from_another_boot_says_the_machine_restarted() {
         let (_dir, mut store) = store();
         store.boot = Some("before".into());
-        store.save(&mut World::default()).unwrap();
+        store.save(&mut World::default(), true).unwrap();
         store.boot = Some("after".into());
         assert!(matches!(
             store.load(),
@@ -532,14 +541,14 @@ mod tests {
         w.max_restarts = None;
         sim.apply(team(vec![w]));
         sim.settle();
-        store.save(&mut sim.world).unwrap();
+        store.save(&mut sim.world, true).unwrap();
         let mut worlds = vec![sim.world.clone()];
         for i in 0..n {
             sim.at(i as i64 * 1000 + 1000);
             sim.settle();
             sim.die("w", (i % 4) as u32, i as i32);
             assert!(matches!(
-                store.save(&mut sim.world).unwrap(),
+                store.save(&mut sim.world, true).unwrap(),
                 Saved::Line(_)
             ));
             worlds.push(sim.world.clone());
@@ -614,7 +623,7 @@ mod tests {
         let mut sim = Sim::new();
         sim.apply(team(vec![role("w", 2)]));
         sim.settle();
-        store.save(&mut sim.world).unwrap();
+        store.save(&mut sim.world, true).unwrap();
         let before = sim.world.clone();
         // Every write fails as on a full disk.
         store.file = Some(
@@ -624,13 +633,13 @@ mod tests {
                 .unwrap(),
         );
         sim.die("w", 0, 1);
-        assert!(store.save(&mut sim.world).is_err());
+        assert!(store.save(&mut sim.world, true).is_err());
         assert_eq!(restored(&mut store).0, before, "what was written stands");
         // Space again: everything since is written, whole.
         sim.at(1000);
         sim.settle();
         assert!(matches!(
-            store.save(&mut sim.world).unwrap(),
+            store.save(&mut sim.world, true).unwrap(),
             Saved::Whole(_)
         ));
         assert_eq!(restored(&mut store).0, sim.world);
@@ -653,7 +662,7 @@ mod tests {
         sim.settle();
         assert_eq!(sim.world.sessions.len(), n as usize);
         assert!(matches!(
-            store.save(&mut sim.world).unwrap(),
+            store.save(&mut sim.world, true).unwrap(),
             Saved::Whole(_)
         ));
         let mut most = 0;
@@ -662,13 +671,13 @@ mod tests {
             sim.at(i64::from(i + 1) * 60_000);
             let dead = sim.uid_in_slot(&role, slot);
             sim.die(&role, slot, 1);
-            let Saved::Line(death) = store.save(&mut sim.world).unwrap() else {
+            let Saved::Line(death) = store.save(&mut sim.world, true).unwrap() else {
                 panic!("a death is a journal line");
             };
             sim.at(i64::from(i + 1) * 60_000 + 30_000);
             sim.settle();
             assert_ne!(sim.uid_in_slot(&role, slot), dead, "replaced");
-            let Saved::Line(restart) = store.save(&mut sim.world).unwrap() else {
+            let Saved::Line(restart) = store.save(&mut sim.world, true).unwrap() else {
                 panic!("a restart is a journal line");
             };
             most = most.max(death + restart);
@@ -695,18 +704,24 @@ mod tests {
         let worlds = history(&mut store, 3);
         let path = dir.path().join(crate::paths::JOURNAL);
         let mut world = worlds[3].clone();
-        assert_eq!(store.save(&mut world).unwrap(), Saved::Nothing);
+        assert_eq!(store.save(&mut world, true).unwrap(), Saved::Nothing);
         // As if the lines had added up to more than the threshold.
         store.len = (2 * store.snapshot).max(FOLD_MIN) + 1;
-        assert!(matches!(store.save(&mut world).unwrap(), Saved::Whole(_)));
+        assert!(matches!(
+            store.save(&mut world, true).unwrap(),
+            Saved::Whole(_)
+        ));
         let journal = std::fs::read(&path).unwrap();
         assert_eq!(line_ends(&journal).len(), 1, "only the new header");
         assert_eq!(restored(&mut store), (worlds[3].clone(), None));
         // And the next change goes to the new journal.
         let (mut world, _) = restored(&mut store);
-        store.save(&mut world).unwrap();
+        store.save(&mut world, true).unwrap();
         world.next_shift += 1;
-        assert!(matches!(store.save(&mut world).unwrap(), Saved::Line(_)));
+        assert!(matches!(
+            store.save(&mut world, true).unwrap(),
+            Saved::Line(_)
+        ));
         assert_eq!(restored(&mut store).0, world);
     }
 

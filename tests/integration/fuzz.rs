@@ -137,6 +137,7 @@ fn random_and_mutated_requests_get_errors_and_change_nothing() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         }),
     ]
     .into_iter()

@@ -204,8 +204,11 @@ fn reply_linger(mut conn: UnixStream, line: &str) {
     conn.write_all(b"\n").unwrap();
 }
 
+/// The start goes to the exit record before the daemon hears of it; the
+/// end only if the daemon does not answer (it answers once its own state
+/// on disk holds the death).
 #[test]
-fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
+fn exit_code_is_reported_with_the_programs_pid_and_recorded_when_unanswered() {
     let s = Setup::new();
     let daemon = FakeDaemon::listen(&s.paths);
     let spawned = s.spawn(1, &["sh", "-c", "read line; exit 42"]);
@@ -220,10 +223,25 @@ fn exit_code_is_reported_with_the_programs_pid_and_recorded() {
     s.tmux.send_text(&spawned.pane, "go", true).unwrap();
     let report = daemon.next();
     assert_eq!(exited(&report), (Some(42), None, false));
-    assert_eq!(s.record(1), Some(report));
     wait_for("the shim to end once answered", || {
         shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
+    assert!(
+        matches!(s.record(1), Some(ShimReport::Started { .. })),
+        "an answered end is the daemon's to keep"
+    );
+    // A daemon that takes the report and goes without an answer.
+    let spawned = s.spawn(5, &["sh", "-c", "read line; exit 7"]);
+    daemon.next();
+    s.tmux.send_text(&spawned.pane, "go", true).unwrap();
+    let (report, conn) = daemon.next_unanswered();
+    drop(conn);
+    let recorded = wait_for("the end recorded", || {
+        s.record(5)
+            .filter(|r| matches!(r, ShimReport::Exited { .. }))
+    });
+    assert_eq!(recorded, report);
+    assert_eq!(exited(&recorded), (Some(7), None, false));
 }
 
 #[test]
@@ -633,4 +651,77 @@ fn a_log_pipe_no_shim_takes_writes_the_log_itself() {
     drop(input);
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept anyway\n");
+}
+
+/// A shim still waiting for the answer to its program's end takes the
+/// slot's next run in the answer: run at once in the same pane, without
+/// marvel's line drawn or a next-run file, its output in its own log.
+#[test]
+fn a_shim_runs_the_next_program_it_gets_in_the_answer_to_an_end() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(30, &["sh", "-c", "echo first run; exit 3"]);
+    started_pid(daemon.next());
+    let (report, mut conn) = daemon.next_unanswered();
+    assert!(
+        matches!(
+            report,
+            ShimReport::Exited {
+                code: Some(3),
+                rerun: true,
+                run_in_answer: true,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    let run = marvel::shim::NextRun {
+        uid: 31,
+        argv: vec!["sh".into(), "-c".into(), "echo second run; sleep 60".into()],
+        cwd: None,
+        env: Default::default(),
+        quiet_ms: 100,
+    };
+    let answer = serde_json::to_vec(&marvel::proto::Response::Run(run)).unwrap();
+    conn.write_all(&answer).unwrap();
+    conn.write_all(b"\n").unwrap();
+    let report = daemon.next();
+    let pid = match report {
+        ShimReport::Started { uid: 31, pid, .. } => pid,
+        other => panic!("the next run did not start: {other:?}"),
+    };
+    assert_eq!(
+        pane_format(&s, &spawned.pane, "#{pane_pid}"),
+        spawned.pane_pid.to_string(),
+        "the same pane and shim"
+    );
+    let second = wait_for("the second run's log", || {
+        let t = tail_lines(&s.paths.session_log(31), 10);
+        (!t.is_empty()).then_some(t)
+    });
+    assert_eq!(second, ["second run"]);
+    assert_eq!(tail_lines(&s.paths.session_log(30), 10), ["first run"]);
+    assert!(!s.paths.next_run(30).exists());
+    kill(pid, libc::SIGKILL);
+    let (report, conn) = daemon.next_unanswered();
+    assert!(
+        matches!(report, ShimReport::Exited { uid: 31, .. }),
+        "{report:?}"
+    );
+    // A run in the answer that is not later than the one that ended is
+    // not run: the shim goes.
+    let stale = marvel::shim::NextRun {
+        uid: 31,
+        argv: vec!["sh".into(), "-c".into(), "sleep 60".into()],
+        cwd: None,
+        env: Default::default(),
+        quiet_ms: 100,
+    };
+    let mut conn = conn;
+    let answer = serde_json::to_vec(&marvel::proto::Response::Run(stale)).unwrap();
+    conn.write_all(&answer).unwrap();
+    conn.write_all(b"\n").unwrap();
+    wait_for("the shim to end", || {
+        shim_ended(&s.tmux, &spawned.pane).then_some(())
+    });
 }

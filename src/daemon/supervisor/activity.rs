@@ -37,7 +37,7 @@ impl Supervisor {
         let known = if flowing {
             if let Some(ev) = self.world.output_began(uid, at) {
                 self.emit(ev);
-                self.dirty = true;
+                self.activity_changed = true;
             }
             self.world.sessions.contains_key(&uid)
         } else {
@@ -123,7 +123,7 @@ impl Supervisor {
         };
         if let Some(ev) = self.world.set_activity(uid, state, why, at) {
             self.emit(ev);
-            self.dirty = true;
+            self.activity_changed = true;
         }
     }
 

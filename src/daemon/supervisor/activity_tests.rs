@@ -468,3 +468,36 @@ fn a_failed_notify_command_leaves_an_event_that_runs_nothing() {
     });
     assert_eq!(h.events.len(), n);
 }
+
+/// What a session is doing changes often and is told again after a crash
+/// (by its next output, silence or heartbeat): written lazily, never with
+/// a wait for the disk.
+#[test]
+fn activity_changes_are_written_lazily() {
+    let (mut h, uid) = running(agent(None));
+    h.advance(1000);
+    let durable = |h: &H, from: usize| {
+        h.trace[from..]
+            .iter()
+            .filter(|o| matches!(o, Output::Persist { durable: true }))
+            .count()
+    };
+    let from = h.trace.len();
+    // Idle after the silence, busy again with output.
+    h.advance(1000);
+    assert_eq!(activity(&h, uid), ActivityState::Idle);
+    output(&mut h, uid, true);
+    assert_eq!(activity(&h, uid), ActivityState::Busy);
+    assert_eq!(durable(&h, from), 0, "{:?}", &h.trace[from..]);
+    // Written within a second all the same.
+    h.advance(1000);
+    let saved = h.saved.as_ref().expect("written");
+    assert_eq!(saved.sessions[&uid].activity.state, ActivityState::Busy);
+    assert!(
+        h.trace[from..]
+            .iter()
+            .any(|o| matches!(o, Output::Persist { durable: false })),
+        "{:?}",
+        &h.trace[from..]
+    );
+}

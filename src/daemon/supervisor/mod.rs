@@ -127,8 +127,12 @@ pub enum Output {
     Follow { id: RequestId, filter: EventFilter },
     /// Append this event to the log file and pass it to the followers.
     Event(EventView),
-    /// Write the state file now; the result comes back as `Persisted`.
-    Persist,
+    /// Write what changed in the state now; the result comes back as
+    /// `Persisted`. A `durable` write waits for the disk (what cannot be
+    /// learnt again after a crash: a death, a decision, a uid handed out);
+    /// any other is handed to the system, and made durable by the next
+    /// durable one.
+    Persist { durable: bool },
     /// Read what the shims of these sessions recorded; comes back as
     /// `ExitRecords`.
     ReadExitRecords(Vec<u64>),
@@ -336,6 +340,9 @@ pub struct Supervisor {
     /// something written sooner takes it along: changes that a crashed
     /// daemon's successor learns again from tmux and the exit records.
     lazy_until: Option<Duration>,
+    /// A session's activity changed this step: written lazily, as the next
+    /// output, silence or heartbeat tells it again after a crash.
+    activity_changed: bool,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -383,6 +390,7 @@ impl Supervisor {
             plans: 0,
             dirty: false,
             lazy_until: None,
+            activity_changed: false,
             persist: PersistHealth::default(),
             uids_written: 0,
             event_log_failure: None,
@@ -850,10 +858,15 @@ impl Supervisor {
         }
         self.release_leaving();
         self.redecorate(now);
+        if std::mem::take(&mut self.activity_changed) {
+            self.persist_lazily(now);
+        }
         if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
-            self.dirty = false;
+            // What was only waiting to be written lazily can be learnt
+            // again after a crash: the disk need not be waited for.
+            let durable = std::mem::take(&mut self.dirty);
             self.lazy_until = None;
-            self.out.push(Output::Persist);
+            self.out.push(Output::Persist { durable });
         }
         let mut wake = self.sweep_due();
         if let Some(t) = self.watch_retry_at() {

@@ -1076,7 +1076,7 @@ impl Supervisor {
             && let Some(ev) = self.world.declare_activity(uid, state, now.wall)
         {
             self.emit(ev);
-            self.dirty = true;
+            self.activity_changed = true;
         }
         Ok(Some(Response::Done(format!("heartbeat of {key} recorded"))))
     }

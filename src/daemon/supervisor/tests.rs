@@ -185,7 +185,7 @@ impl H {
                         self.followers.insert(id);
                     }
                     Output::Event(e) => self.events.push(e),
-                    Output::Persist => {
+                    Output::Persist { .. } => {
                         let result = match &self.disk_full {
                             Some(e) => Err(e.clone()),
                             None => {
@@ -403,6 +403,7 @@ impl H {
             hangup,
             failure: None,
             rerun,
+            run_in_answer: false,
         };
         self.records.insert(uid, report.clone());
         self.send(Request::Shim(report))
@@ -1195,6 +1196,7 @@ fn a_new_daemon_adopts_live_panes_and_records_deaths_from_while_it_was_away() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     h.tmux.remove(dead.pane.as_deref().unwrap());
@@ -1489,6 +1491,7 @@ fn a_death_just_after_a_placement_while_the_daemon_is_away_keeps_its_pane() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     let mut h = h.restart();
@@ -1609,6 +1612,7 @@ fn after_a_reboot_every_session_is_lost_with_tmux_and_nobody_is_charged() {
             hangup: false,
             failure: None,
             rerun: false,
+            run_in_answer: false,
         },
     );
     h2.restart_with(world, true);
@@ -1669,7 +1673,10 @@ fn after_an_unreadable_state_file_our_panes_are_spared_not_killed() {
 fn uids_are_saved_before_any_pane_carries_them_and_never_handed_out_twice() {
     let mut h = H::new();
     h.apply_now(team(vec![role("w", 3)]));
-    let persist = h.trace.iter().position(|o| matches!(o, Output::Persist));
+    let persist = h
+        .trace
+        .iter()
+        .position(|o| matches!(o, Output::Persist { .. }));
     let submit = h.trace.iter().position(|o| {
         matches!(
             o,
@@ -3351,24 +3358,32 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
     );
 }
 
-/// A death is written at once; the marker's last lines, read from the log
-/// just after, ride along with the next write (within a second) instead of
-/// costing a write of their own.
+/// A death is written at once, durably; the marker's last lines, read from
+/// the log just after, ride along with the next write (within a second)
+/// instead of costing a write of their own, and that write does not wait
+/// for the disk (the lines are in the log still).
 #[test]
 fn a_markers_last_lines_are_written_lazily_after_the_death() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));
     let s = h.start_all().remove(0);
     h.logs.insert(s.uid, vec!["last words".into()]);
-    let writes = |h: &H| {
+    let writes = |h: &H| -> Vec<bool> {
         h.trace
             .iter()
-            .filter(|o| matches!(o, Output::Persist))
-            .count()
+            .filter_map(|o| match o {
+                Output::Persist { durable } => Some(*durable),
+                _ => None,
+            })
+            .collect()
     };
-    let before = writes(&h);
+    let before = writes(&h).len();
     h.exited(s.uid, Some(3), None, false);
-    assert_eq!(writes(&h), before + 1, "one write for the death");
+    assert_eq!(
+        writes(&h)[before..],
+        [true],
+        "one durable write for the death"
+    );
     let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
     let marker = saved.marker.expect("the death is written");
     assert!(marker.last_output.is_empty(), "{marker:?}");
@@ -3379,4 +3394,9 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     h.advance(1000);
     let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
     assert_eq!(saved.marker.as_ref().unwrap().last_output, ["last words"]);
+    let lazy = &writes(&h)[before + 1..];
+    assert!(
+        !lazy.is_empty() && lazy.iter().all(|d| !d),
+        "the later writes are lazy: {lazy:?}"
+    );
 }

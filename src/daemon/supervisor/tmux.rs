@@ -548,7 +548,7 @@ impl Supervisor {
         if self.world.uid_reserved != self.uids_written {
             self.uids_written = self.world.uid_reserved;
             self.dirty = false;
-            self.out.push(Output::Persist);
+            self.out.push(Output::Persist { durable: true });
         }
         let places = reqs.iter().map(|r| r.place.clone()).collect();
         let uids = placed.into_iter().map(|(uid, _)| uid).collect();
@@ -602,7 +602,7 @@ impl Supervisor {
         }
         self.uids_written = self.world.uid_reserved;
         self.dirty = false;
-        self.out.push(Output::Persist);
+        self.out.push(Output::Persist { durable: true });
         self.out.extend(asks);
     }
 
