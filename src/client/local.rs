@@ -167,7 +167,8 @@ fn send_raw(mut stream: UnixStream, req: &Request) -> std::io::Result<BufReader<
     let mut line = serde_json::to_vec(&env).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    Ok(BufReader::new(stream))
+    // A listing of thousands of sessions is a megabyte on one line.
+    Ok(BufReader::with_capacity(64 << 10, stream))
 }
 
 fn read_response(reader: &mut BufReader<UnixStream>, paths: &Paths) -> Result<Option<Response>> {

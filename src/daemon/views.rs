@@ -78,7 +78,8 @@ pub fn problems(world: &World, now: Time) -> Vec<ProblemView> {
         });
     }
     for s in world.sessions.values() {
-        if session_health(world, s, now) == Some(HealthState::Unhealthy) {
+        let spec = world.role_spec(&s.key.role());
+        if session_health(world, s, spec, now) == Some(HealthState::Unhealthy) {
             out.push(ProblemView {
                 kind: ProblemKind::Unhealthy,
                 key: s.key.to_string(),
@@ -95,17 +96,49 @@ pub fn problems(world: &World, now: Time) -> Vec<ProblemView> {
 }
 
 pub fn session(world: &World, s: &Session, now: Time) -> SessionView {
-    session_with_role_state(world, s, world.role_state(&s.key.role(), now), now)
+    session_in_role(world, s, &RoleContext::of(world, s.key.role(), now), now)
 }
 
-fn session_with_role_state(
-    world: &World,
-    s: &Session,
-    role_state: RoleState,
-    now: Time,
-) -> SessionView {
-    let role = s.key.role();
-    let h = world.roles.get(&role);
+/// What every session of one role shares in its view, worked out once for
+/// the role.
+struct RoleContext<'w> {
+    key: RoleKey,
+    state: RoleState,
+    history: Option<&'w RoleHistory>,
+    spec: Option<&'w crate::domain::spec::RoleSpec>,
+    /// Sessions of an older template, or at or before a running shift's
+    /// cutoff, are outdated.
+    generation: u64,
+    cutoff: Option<u64>,
+}
+
+impl<'w> RoleContext<'w> {
+    fn of(world: &'w World, key: RoleKey, now: Time) -> RoleContext<'w> {
+        let history = world.roles.get(&key);
+        RoleContext {
+            state: world.role_state(&key, now),
+            spec: world.role_spec(&key),
+            generation: history.map_or(0, |h| h.generation),
+            cutoff: crate::domain::shift::cutoff(world, &key),
+            history,
+            key,
+        }
+    }
+
+    /// Whether session key `k` is of this role.
+    fn holds(&self, k: &key::SessionKey) -> bool {
+        self.key.role == k.role && self.key.team == k.team && self.key.workspace == k.workspace
+    }
+
+    /// Is this live session due to be replaced: does it run an older
+    /// template of its role, or predate the shift now replacing its role?
+    fn outdated(&self, s: &Session) -> bool {
+        s.generation != self.generation || self.cutoff.is_some_and(|c| s.uid <= c)
+    }
+}
+
+fn session_in_role(world: &World, s: &Session, role: &RoleContext, now: Time) -> SessionView {
+    let h = role.history;
     let next = h
         .and_then(|h| h.next_restart_at)
         .filter(|t| *t > now && h.is_some_and(|h| h.frozen.is_none()));
@@ -133,17 +166,17 @@ fn session_with_role_state(
         created_at: s.created_at,
         started_at: s.started_at,
         exit: s.exit.as_ref().map(exit_view),
-        role_state,
+        role_state: role.state,
         next_restart_at: next,
         frozen_reason: h.and_then(|h| h.frozen.as_ref().map(|f| f.reason.clone())),
         last_output: s.last_output.clone(),
         tmux_session: Some(s.tmux_session.clone()).filter(|_| shown),
         uid: s.uid,
-        health: session_health(world, s, now).map(Into::into),
+        health: session_health(world, s, role.spec, now).map(Into::into),
         last_heartbeat_at: s.last_heartbeat_at,
         context_pct: s.heartbeat.context_pct,
         heartbeat_note: s.heartbeat.note.clone(),
-        outdated: s.state.is_live() && world.outdated(s),
+        outdated: s.state.is_live() && role.outdated(s),
         worktree: s.worktree.as_ref().map(|w| w.path.display().to_string()),
         branch: s.worktree.as_ref().and_then(|w| w.branch.clone()),
         activity: crate::domain::activity::shown(s).map(|(a, _)| a),
@@ -153,8 +186,13 @@ fn session_with_role_state(
 
 /// The health of a live session of a role with a heartbeat check, worked
 /// out now (a session still starting is unknown).
-fn session_health(world: &World, s: &Session, now: Time) -> Option<HealthState> {
-    let spec = world.role_spec(&s.key.role())?;
+fn session_health(
+    world: &World,
+    s: &Session,
+    spec: Option<&crate::domain::spec::RoleSpec>,
+    now: Time,
+) -> Option<HealthState> {
+    let spec = spec?;
     spec.health?;
     if !s.state.is_live() {
         return None;
@@ -182,19 +220,22 @@ pub fn shift(world: &World, key: &TeamKey) -> Option<ShiftView> {
 }
 
 pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
-    // The role's state is the same for all its sessions: work it out once.
-    let mut role_states: std::collections::HashMap<RoleKey, RoleState> = Default::default();
+    // What the sessions of a role share is worked out once per role: the
+    // records come sorted by key, so a role's sessions come together.
+    let mut role: Option<RoleContext> = None;
     world
         .all_session_records()
         .into_iter()
         .filter(|s| passes(filter, &s.key.workspace, &s.key.team))
-        .filter(|s| passes_keys(filter, &s.key.to_string()))
+        .filter(|s| filter.keys.is_empty() || passes_keys(filter, &s.key.to_string()))
         .map(|s| {
-            let role = s.key.role();
-            let state = *role_states
-                .entry(role.clone())
-                .or_insert_with(|| world.role_state(&role, now));
-            session_with_role_state(world, s, state, now)
+            let ctx = match role.take() {
+                Some(ctx) if ctx.holds(&s.key) => ctx,
+                _ => RoleContext::of(world, s.key.role(), now),
+            };
+            let view = session_in_role(world, s, &ctx, now);
+            role = Some(ctx);
+            view
         })
         .collect()
 }

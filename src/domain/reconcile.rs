@@ -274,16 +274,6 @@ impl Layout<'_> {
     }
 }
 
-impl World {
-    /// Is this live session due to be replaced: does it run an older
-    /// template of its role, or predate the shift now replacing its role?
-    pub fn outdated(&self, s: &Session) -> bool {
-        let role = s.key.role();
-        let generation = self.roles.get(&role).map_or(0, |h| h.generation);
-        s.generation != generation || shift::cutoff(self, &role).is_some_and(|c| s.uid <= c)
-    }
-}
-
 /// Works out the layout of one declared role at `now`.
 pub fn layout<'a>(world: &'a World, key: &RoleKey, role: &RoleSpec, now: Time) -> Layout<'a> {
     let live = world
