@@ -1041,6 +1041,89 @@ mod tests {
         }
     }
 
+    /// Deaths reported in a burst (more messages already queued behind
+    /// each) are written in one fsync, and each shim is answered only
+    /// after it.
+    #[test]
+    fn a_burst_of_deaths_is_one_write_and_each_is_answered_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = main_loop(dir.path());
+        m.restore();
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![role("w", 3)]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the panes", |m| {
+            m.sup
+                .world()
+                .sessions
+                .values()
+                .filter(|s| s.pane.is_some())
+                .count()
+                == 3
+        });
+        let uids: Vec<u64> = m.sup.world().sessions.keys().copied().collect();
+        for &uid in &uids {
+            let started = ShimReport::Started {
+                uid,
+                pid: 7,
+                at: Utc::now(),
+            };
+            assert!(ask(&mut m, Request::Shim(started)).is_some());
+        }
+        let lines = || {
+            std::fs::read(m_journal(dir.path()))
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+        };
+        let before = lines();
+        let mut answers = Vec::new();
+        for (i, &uid) in uids.iter().enumerate() {
+            let (reply, answer) = mpsc::channel();
+            let (_done, written) = mpsc::channel();
+            let input = m.admit(Incoming {
+                request: Request::Shim(ShimReport::Exited {
+                    uid,
+                    code: Some(3),
+                    signal: None,
+                    at: Utc::now(),
+                    hangup: false,
+                    failure: None,
+                    rerun: false,
+                    run_in_answer: false,
+                }),
+                reply,
+                follow: None,
+                written,
+            });
+            // The main loop's queue: more behind every death but the last.
+            m.more = i + 1 < uids.len();
+            m.feed(input);
+            m.more = false;
+            answers.push(answer);
+            if i + 1 < uids.len() {
+                assert!(
+                    answers.iter().all(|a| a.try_recv().is_err()),
+                    "answered before the deaths were written"
+                );
+            }
+        }
+        assert_eq!(lines(), before + 1, "the three deaths in one write");
+        assert!(answers.iter().all(|a| a.try_recv().is_ok()), "all answered");
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => {
+                assert!(uids.iter().all(|u| !world.sessions.contains_key(u)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn m_journal(root: &std::path::Path) -> std::path::PathBuf {
         root.join(crate::paths::JOURNAL)
     }
