@@ -722,22 +722,9 @@ mod tests {
         MainLoop::new(setup, FakeSubstrate::new()).unwrap()
     }
 
-    /// Hands a request in as the socket thread does.
-    fn send(m: &mut MainLoop, request: Request) {
-        let (reply, _answer) = mpsc::channel();
-        let (_done, written) = mpsc::channel();
-        let input = m.admit(Incoming {
-            request,
-            reply,
-            follow: None,
-            written,
-        });
-        m.feed(input);
-    }
-
-    /// Hands a request in and returns its answer, if it was answered by
-    /// the time the state was written.
-    fn ask(m: &mut MainLoop, request: Request) -> Option<Response> {
+    /// Hands a request in as the socket thread does; its answer comes on
+    /// the receiver.
+    fn admit(m: &mut MainLoop, request: Request) -> (Input, Receiver<Response>) {
         let (reply, answer) = mpsc::channel();
         let (_done, written) = mpsc::channel();
         let input = m.admit(Incoming {
@@ -746,9 +733,91 @@ mod tests {
             follow: None,
             written,
         });
+        (input, answer)
+    }
+
+    fn send(m: &mut MainLoop, request: Request) {
+        let (input, _answer) = admit(m, request);
+        m.feed(input);
+    }
+
+    /// Hands a request in and returns its answer, if it was answered by
+    /// the time the state was written.
+    fn ask(m: &mut MainLoop, request: Request) -> Option<Response> {
+        let (input, answer) = admit(m, request);
         m.feed(input);
         until(m, "the state written or tried", |m| !m.unsaved);
         answer.try_recv().ok()
+    }
+
+    /// A main loop in `root` running a team of role `w`, once every slot
+    /// has its pane; the uids of its sessions.
+    fn with_panes(
+        root: &std::path::Path,
+        w: crate::domain::spec::RoleSpec,
+    ) -> (MainLoop, Vec<u64>) {
+        let mut m = main_loop(root);
+        m.restore();
+        let n = w.replicas.get() as usize;
+        send(
+            &mut m,
+            Request::Apply {
+                team: team(vec![w]),
+                source: None,
+                force: false,
+            },
+        );
+        until(&mut m, "the panes", |m| {
+            m.sup
+                .world()
+                .sessions
+                .values()
+                .filter(|s| s.pane.is_some())
+                .count()
+                == n
+        });
+        let uids = m.sup.world().sessions.keys().copied().collect();
+        (m, uids)
+    }
+
+    fn started(uid: u64) -> ShimReport {
+        ShimReport::Started {
+            uid,
+            pid: 7,
+            at: Utc::now(),
+        }
+    }
+
+    /// A shim's word that spawn `uid` exited 3; `rerun`: from a shim that
+    /// can run the next program, and take it in the answer.
+    fn ended(uid: u64, rerun: bool) -> ShimReport {
+        ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at: Utc::now(),
+            hangup: false,
+            failure: None,
+            rerun,
+            run_in_answer: rerun,
+        }
+    }
+
+    /// The world a daemon started now would read.
+    fn on_disk(m: &MainLoop) -> crate::domain::state::World {
+        match Store::new(m.paths.state()).load() {
+            store::Loaded::Restored { world, .. } => *world,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Lines in the state journal: one per write since the snapshot.
+    fn journal_lines(root: &std::path::Path) -> usize {
+        std::fs::read(root.join(crate::paths::JOURNAL))
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
     }
 
     /// Carries out what comes in (tmux outcomes, timers) until `done`, or
@@ -780,43 +849,15 @@ mod tests {
     #[test]
     fn an_exit_record_stays_until_the_state_that_holds_its_death_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = main_loop(dir.path());
-        m.restore();
-        send(
-            &mut m,
-            Request::Apply {
-                team: team(vec![role("w", 1)]),
-                source: None,
-                force: false,
-            },
-        );
-        until(&mut m, "the pane", |m| {
-            m.sup.world().sessions.values().any(|s| s.pane.is_some())
-        });
-        let uid = *m.sup.world().sessions.keys().next().unwrap();
-        let report = |exit: bool| match exit {
-            false => ShimReport::Started {
-                uid,
-                pid: 7,
-                at: Utc::now(),
-            },
-            true => ShimReport::Exited {
-                uid,
-                code: Some(3),
-                signal: None,
-                at: Utc::now(),
-                hangup: false,
-                failure: None,
-                rerun: false,
-                run_in_answer: false,
-            },
-        };
-        send(&mut m, Request::Shim(report(false)));
+        let (mut m, uids) = with_panes(dir.path(), role("w", 1));
+        let uid = uids[0];
+        send(&mut m, Request::Shim(started(uid)));
         // The disk fills up; the shim records the death, then tells.
         m.store.fail_next_write();
         let record = m.paths.exit_record(uid);
-        crate::paths::write_atomic(&record, &serde_json::to_vec(&report(true)).unwrap()).unwrap();
-        send(&mut m, Request::Shim(report(true)));
+        let report = ended(uid, false);
+        crate::paths::write_atomic(&record, &serde_json::to_vec(&report).unwrap()).unwrap();
+        send(&mut m, Request::Shim(report));
         assert!(!m.sup.world().sessions.contains_key(&uid), "recorded");
         until(&mut m, "the write tried", |m| !m.persisted);
         assert!(
@@ -826,11 +867,7 @@ mod tests {
         // Written again (within a second): the record has done its job.
         until(&mut m, "the record removed", |_| !record.exists());
         assert!(m.persisted);
-        let mut store = Store::new(m.paths.state());
-        match store.load() {
-            store::Loaded::Restored { world, .. } => assert!(!world.sessions.contains_key(&uid)),
-            other => panic!("{other:?}"),
-        }
+        assert!(!on_disk(&m).sessions.contains_key(&uid));
     }
 
     /// The shim of a kept pane is asked to run the slot's next spawn only
@@ -840,20 +877,8 @@ mod tests {
     #[test]
     fn a_shim_is_asked_for_its_next_run_only_once_the_state_placing_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = main_loop(dir.path());
-        m.restore();
-        send(
-            &mut m,
-            Request::Apply {
-                team: team(vec![role("w", 1)]),
-                source: None,
-                force: false,
-            },
-        );
-        until(&mut m, "the pane", |m| {
-            m.sup.world().sessions.values().any(|s| s.pane.is_some())
-        });
-        let uid = *m.sup.world().sessions.keys().next().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), role("w", 1));
+        let uid = uids[0];
         // A placement the supervisor asked to have written, not written
         // yet when the ask is carried out.
         m.sup.world_mut().sessions.get_mut(&uid).unwrap().rerun_of = Some(uid);
@@ -883,17 +908,11 @@ mod tests {
             matches!(reran, Some(Input::Reran { asked: true, .. })),
             "the shim was asked"
         );
-        // What a daemon started now would read.
-        match Store::new(m.paths.state()).load() {
-            store::Loaded::Restored { world, .. } => {
-                assert_eq!(
-                    world.sessions[&uid].rerun_of,
-                    Some(uid),
-                    "placement on disk"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            on_disk(&m).sessions[&uid].rerun_of,
+            Some(uid),
+            "placement on disk"
+        );
     }
 
     /// A shim keeps no record of a death the daemon answered: the answer
@@ -902,57 +921,19 @@ mod tests {
     #[test]
     fn a_death_is_answered_only_once_the_state_holding_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = main_loop(dir.path());
-        m.restore();
-        send(
-            &mut m,
-            Request::Apply {
-                team: team(vec![role("w", 2)]),
-                source: None,
-                force: false,
-            },
-        );
-        until(&mut m, "the panes", |m| {
-            m.sup
-                .world()
-                .sessions
-                .values()
-                .filter(|s| s.pane.is_some())
-                .count()
-                == 2
-        });
-        let uids: Vec<u64> = m.sup.world().sessions.keys().copied().collect();
-        let ended = |uid| ShimReport::Exited {
-            uid,
-            code: Some(3),
-            signal: None,
-            at: Utc::now(),
-            hangup: false,
-            failure: None,
-            rerun: false,
-            run_in_answer: false,
-        };
+        let (mut m, uids) = with_panes(dir.path(), role("w", 2));
         for &uid in &uids {
-            let started = ShimReport::Started {
-                uid,
-                pid: 7,
-                at: Utc::now(),
-            };
-            assert!(ask(&mut m, Request::Shim(started)).is_some());
+            assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
         }
-        let on_disk = |m: &MainLoop, uid: u64| match Store::new(m.paths.state()).load() {
-            store::Loaded::Restored { world, .. } => !world.sessions.contains_key(&uid),
-            other => panic!("{other:?}"),
-        };
         // Answered, and by then the death is on disk.
-        assert!(ask(&mut m, Request::Shim(ended(uids[0]))).is_some());
+        assert!(ask(&mut m, Request::Shim(ended(uids[0], false))).is_some());
         assert!(
-            on_disk(&m, uids[0]),
+            !on_disk(&m).sessions.contains_key(&uids[0]),
             "answered before the death was written"
         );
         // The disk is full: recorded in memory, not answered.
         m.store.fail_next_write();
-        assert!(ask(&mut m, Request::Shim(ended(uids[1]))).is_none());
+        assert!(ask(&mut m, Request::Shim(ended(uids[1], false))).is_none());
         assert!(!m.sup.world().sessions.contains_key(&uids[1]), "recorded");
         assert!(!m.persisted);
     }
@@ -963,8 +944,6 @@ mod tests {
     #[test]
     fn a_crash_and_its_quick_restart_are_one_write_and_the_shim_gets_the_run_in_its_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = main_loop(dir.path());
-        m.restore();
         let mut w = role("w", 1);
         w.backoff = crate::domain::spec::Backoff::new(
             crate::domain::spec::NonZeroSpan::from_millis(1),
@@ -973,43 +952,11 @@ mod tests {
             crate::domain::spec::Jitter::new(0.0).unwrap(),
         )
         .unwrap();
-        send(
-            &mut m,
-            Request::Apply {
-                team: team(vec![w]),
-                source: None,
-                force: false,
-            },
-        );
-        until(&mut m, "the pane", |m| {
-            m.sup.world().sessions.values().any(|s| s.pane.is_some())
-        });
-        let uid = *m.sup.world().sessions.keys().next().unwrap();
-        let started = ShimReport::Started {
-            uid,
-            pid: 7,
-            at: Utc::now(),
-        };
-        assert!(ask(&mut m, Request::Shim(started)).is_some());
-        let lines = || {
-            std::fs::read(m_journal(dir.path()))
-                .unwrap()
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-        };
-        let before = lines();
-        let ended = ShimReport::Exited {
-            uid,
-            code: Some(3),
-            signal: None,
-            at: Utc::now(),
-            hangup: false,
-            failure: None,
-            rerun: true,
-            run_in_answer: true,
-        };
-        let answer = ask(&mut m, Request::Shim(ended));
+        let (mut m, uids) = with_panes(dir.path(), w);
+        let uid = uids[0];
+        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        let before = journal_lines(dir.path());
+        let answer = ask(&mut m, Request::Shim(ended(uid, true)));
         let next = m
             .sup
             .world()
@@ -1028,17 +975,13 @@ mod tests {
             "no next-run file for a shim that had it in the answer"
         );
         assert_eq!(
-            lines(),
+            journal_lines(dir.path()),
             before + 1,
             "the crash and the restart in one write"
         );
-        match Store::new(m.paths.state()).load() {
-            store::Loaded::Restored { world, .. } => {
-                assert!(!world.sessions.contains_key(&uid));
-                assert_eq!(world.sessions[&next.uid].rerun_of, Some(uid));
-            }
-            other => panic!("{other:?}"),
-        }
+        let world = on_disk(&m);
+        assert!(!world.sessions.contains_key(&uid));
+        assert_eq!(world.sessions[&next.uid].rerun_of, Some(uid));
     }
 
     /// Deaths reported in a burst (more messages already queued behind
@@ -1047,61 +990,14 @@ mod tests {
     #[test]
     fn a_burst_of_deaths_is_one_write_and_each_is_answered_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = main_loop(dir.path());
-        m.restore();
-        send(
-            &mut m,
-            Request::Apply {
-                team: team(vec![role("w", 3)]),
-                source: None,
-                force: false,
-            },
-        );
-        until(&mut m, "the panes", |m| {
-            m.sup
-                .world()
-                .sessions
-                .values()
-                .filter(|s| s.pane.is_some())
-                .count()
-                == 3
-        });
-        let uids: Vec<u64> = m.sup.world().sessions.keys().copied().collect();
+        let (mut m, uids) = with_panes(dir.path(), role("w", 3));
         for &uid in &uids {
-            let started = ShimReport::Started {
-                uid,
-                pid: 7,
-                at: Utc::now(),
-            };
-            assert!(ask(&mut m, Request::Shim(started)).is_some());
+            assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
         }
-        let lines = || {
-            std::fs::read(m_journal(dir.path()))
-                .unwrap()
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-        };
-        let before = lines();
+        let before = journal_lines(dir.path());
         let mut answers = Vec::new();
         for (i, &uid) in uids.iter().enumerate() {
-            let (reply, answer) = mpsc::channel();
-            let (_done, written) = mpsc::channel();
-            let input = m.admit(Incoming {
-                request: Request::Shim(ShimReport::Exited {
-                    uid,
-                    code: Some(3),
-                    signal: None,
-                    at: Utc::now(),
-                    hangup: false,
-                    failure: None,
-                    rerun: false,
-                    run_in_answer: false,
-                }),
-                reply,
-                follow: None,
-                written,
-            });
+            let (input, answer) = admit(&mut m, Request::Shim(ended(uid, false)));
             // The main loop's queue: more behind every death but the last.
             m.more = i + 1 < uids.len();
             m.feed(input);
@@ -1114,17 +1010,13 @@ mod tests {
                 );
             }
         }
-        assert_eq!(lines(), before + 1, "the three deaths in one write");
+        assert_eq!(
+            journal_lines(dir.path()),
+            before + 1,
+            "the three deaths in one write"
+        );
         assert!(answers.iter().all(|a| a.try_recv().is_ok()), "all answered");
-        match Store::new(m.paths.state()).load() {
-            store::Loaded::Restored { world, .. } => {
-                assert!(uids.iter().all(|u| !world.sessions.contains_key(u)))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn m_journal(root: &std::path::Path) -> std::path::PathBuf {
-        root.join(crate::paths::JOURNAL)
+        let world = on_disk(&m);
+        assert!(uids.iter().all(|u| !world.sessions.contains_key(u)));
     }
 }

@@ -29,8 +29,12 @@ fn passes(filter: &Filter, workspace: &str, team: &str) -> bool {
 }
 
 /// Does `key` pass the filter's keys: it is one of them or lies under one.
-fn passes_keys(filter: &Filter, key: &str) -> bool {
-    filter.keys.is_empty() || filter.keys.iter().any(|q| key::under(key, q))
+/// (The key is spelled out only when there are keys to match.)
+fn passes_keys(filter: &Filter, key: &impl std::fmt::Display) -> bool {
+    filter.keys.is_empty() || {
+        let key = key.to_string();
+        filter.keys.iter().any(|q| key::under(&key, q))
+    }
 }
 
 /// The problems `status` reports about roles and sessions: frozen,
@@ -227,7 +231,7 @@ pub fn sessions(world: &World, filter: &Filter, now: Time) -> Vec<SessionView> {
         .all_session_records()
         .into_iter()
         .filter(|s| passes(filter, &s.key.workspace, &s.key.team))
-        .filter(|s| filter.keys.is_empty() || passes_keys(filter, &s.key.to_string()))
+        .filter(|s| passes_keys(filter, &s.key))
         .map(|s| {
             let ctx = match role.take() {
                 Some(ctx) if ctx.holds(&s.key) => ctx,
@@ -276,7 +280,7 @@ pub fn roles(world: &World, filter: &Filter, now: Time) -> Vec<RoleView> {
         .role_keys()
         .iter()
         .filter(|k| passes(filter, &k.workspace, &k.team))
-        .filter(|k| passes_keys(filter, &k.to_string()))
+        .filter(|k| passes_keys(filter, k))
         .filter_map(|k| role(world, k, now))
         .collect()
 }
@@ -326,7 +330,7 @@ pub fn teams(world: &World, filter: &Filter, now: Time) -> Vec<TeamView> {
         .teams
         .keys()
         .filter(|k| passes(filter, &k.workspace, &k.team))
-        .filter(|k| passes_keys(filter, &k.to_string()))
+        .filter(|k| passes_keys(filter, k))
         .filter_map(|k| team(world, k, now))
         .collect()
 }

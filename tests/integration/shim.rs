@@ -198,10 +198,26 @@ fn shim_ended(tmux: &Tmux, pane: &str) -> bool {
     }
 }
 
-fn reply_linger(mut conn: UnixStream, line: &str) {
-    let answer = serde_json::to_vec(&marvel::proto::Response::Linger(line.into())).unwrap();
+fn answer(mut conn: UnixStream, response: &marvel::proto::Response) {
+    let answer = serde_json::to_vec(response).unwrap();
     conn.write_all(&answer).unwrap();
     conn.write_all(b"\n").unwrap();
+}
+
+fn reply_linger(conn: UnixStream, line: &str) {
+    answer(conn, &marvel::proto::Response::Linger(line.into()));
+}
+
+/// Answers an end with the next run: spawn `uid`, running `script`.
+fn reply_run(conn: UnixStream, uid: u64, script: &str) {
+    let run = marvel::shim::NextRun {
+        uid,
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        cwd: None,
+        env: Default::default(),
+        quiet_ms: 100,
+    };
+    answer(conn, &marvel::proto::Response::Run(run));
 }
 
 /// The start goes to the exit record before the daemon hears of it; the
@@ -662,7 +678,7 @@ fn a_shim_runs_the_next_program_it_gets_in_the_answer_to_an_end() {
     let daemon = FakeDaemon::listen(&s.paths);
     let spawned = s.spawn(30, &["sh", "-c", "echo first run; exit 3"]);
     started_pid(daemon.next());
-    let (report, mut conn) = daemon.next_unanswered();
+    let (report, conn) = daemon.next_unanswered();
     assert!(
         matches!(
             report,
@@ -675,16 +691,7 @@ fn a_shim_runs_the_next_program_it_gets_in_the_answer_to_an_end() {
         ),
         "{report:?}"
     );
-    let run = marvel::shim::NextRun {
-        uid: 31,
-        argv: vec!["sh".into(), "-c".into(), "echo second run; sleep 60".into()],
-        cwd: None,
-        env: Default::default(),
-        quiet_ms: 100,
-    };
-    let answer = serde_json::to_vec(&marvel::proto::Response::Run(run)).unwrap();
-    conn.write_all(&answer).unwrap();
-    conn.write_all(b"\n").unwrap();
+    reply_run(conn, 31, "echo second run; sleep 60");
     let report = daemon.next();
     let pid = match report {
         ShimReport::Started { uid: 31, pid, .. } => pid,
@@ -710,17 +717,7 @@ fn a_shim_runs_the_next_program_it_gets_in_the_answer_to_an_end() {
     );
     // A run in the answer that is not later than the one that ended is
     // not run: the shim goes.
-    let stale = marvel::shim::NextRun {
-        uid: 31,
-        argv: vec!["sh".into(), "-c".into(), "sleep 60".into()],
-        cwd: None,
-        env: Default::default(),
-        quiet_ms: 100,
-    };
-    let mut conn = conn;
-    let answer = serde_json::to_vec(&marvel::proto::Response::Run(stale)).unwrap();
-    conn.write_all(&answer).unwrap();
-    conn.write_all(b"\n").unwrap();
+    reply_run(conn, 31, "sleep 60");
     wait_for("the shim to end", || {
         shim_ended(&s.tmux, &spawned.pane).then_some(())
     });
