@@ -482,7 +482,10 @@ mod stamp {
     pub mod maybe {
         use super::*;
 
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => s.serialize_some(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
                 None => s.serialize_none(),
@@ -524,7 +527,15 @@ mod tests {
         let base = DateTime::parse_from_rfc3339("2026-11-30T14:34:06Z")
             .unwrap()
             .to_utc();
-        for nanos in [0, 1, 500_000_000, 950_000_000, 950_493_000, 950_493_618, 999_999_999] {
+        for nanos in [
+            0,
+            1,
+            500_000_000,
+            950_000_000,
+            950_493_000,
+            950_493_618,
+            999_999_999,
+        ] {
             let at = base + chrono::Duration::nanoseconds(nanos);
             let ours = Ours {
                 at,

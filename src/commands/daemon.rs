@@ -215,9 +215,8 @@ fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
 fn terminate(target: &Target, ctx: &Ctx, why: &str) -> Result<Option<String>> {
     match lock::terminate(&target.paths)? {
         Some(pid) => {
-            ctx.out.note(&format!(
-                "the daemon (pid {pid}) {why}: sent it SIGTERM"
-            ));
+            ctx.out
+                .note(&format!("the daemon (pid {pid}) {why}: sent it SIGTERM"));
             Ok(Some("daemon stopping; panes keep running".to_string()))
         }
         None if lock::is_held(&target.paths)? => Err(Error::daemon(format!(

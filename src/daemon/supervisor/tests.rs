@@ -2354,7 +2354,13 @@ fn keys_of_the_wrong_kind_say_what_they_are_and_unknown_keys_get_a_suggestion() 
     let text = rows.render(false);
     assert!(text.starts_with("SESSION "), "{text}");
     assert!(text.contains(" TMUX SESSION "), "wide columns: {text}");
-    assert!(text.lines().nth(1).unwrap().starts_with("demo/squad/shell-1 "), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("demo/squad/shell-1 "),
+        "{text}"
+    );
 }
 
 #[test]
