@@ -10,12 +10,13 @@ use crate::domain::event::EventKind;
 use crate::domain::health::{ContextPct, Note};
 use crate::domain::spec::TeamSpec;
 use crate::error::Error;
+use crate::output::Rows;
 use crate::view::{
     DescribeView, EventView, RoleView, SessionView, ShiftView, StatusView, TeamView,
 };
 
 /// Bumped on any incompatible change; client and daemon must agree.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Largest request line the daemon reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -157,6 +158,13 @@ pub enum Request {
     Get {
         kind: Kind,
         filter: Filter,
+    },
+    /// `get sessions` as a table: its cells, worked out by the daemon
+    /// (`wide` adds the wide columns).
+    SessionRows {
+        filter: Filter,
+        #[serde(default)]
+        wide: bool,
     },
     Describe {
         kind: Kind,
@@ -321,6 +329,8 @@ pub enum Response {
     /// Output of session runs, in the order they are to be printed.
     Logs(Vec<LogChunk>),
     Sessions(Vec<SessionView>),
+    /// The answer to [`Request::SessionRows`].
+    Rows(Rows),
     Roles(Vec<RoleView>),
     Teams(Vec<TeamView>),
     /// `describe`: the record and what its text adds; the client renders.

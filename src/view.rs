@@ -171,6 +171,7 @@ impl TmuxState {
 pub struct ExitView {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    #[serde(with = "stamp")]
     pub at: DateTime<Utc>,
     /// Plain words: `exit 1`, `signal 9 (SIGKILL)`, `pane killed`, ...
     pub reason: String,
@@ -188,12 +189,16 @@ pub struct SessionView {
     /// pid of the role's program itself (not of marvel's shim).
     pub pid: Option<u32>,
     pub restarts: u32,
+    #[serde(with = "stamp::maybe")]
     pub last_restart_at: Option<DateTime<Utc>>,
+    #[serde(with = "stamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "stamp::maybe")]
     pub started_at: Option<DateTime<Utc>>,
     pub exit: Option<ExitView>,
     /// The role's state.
     pub role_state: RoleState,
+    #[serde(with = "stamp::maybe")]
     pub next_restart_at: Option<DateTime<Utc>>,
     pub frozen_reason: Option<String>,
     /// Last lines the program printed (crashed markers only).
@@ -208,6 +213,7 @@ pub struct SessionView {
     #[serde(default)]
     pub health: Option<HealthState>,
     #[serde(default)]
+    #[serde(with = "stamp::maybe")]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// What the last heartbeat reported.
     #[serde(default)]
@@ -228,6 +234,7 @@ pub struct SessionView {
     #[serde(default)]
     pub activity: Option<ActivityState>,
     #[serde(default)]
+    #[serde(with = "stamp::maybe")]
     pub activity_since: Option<DateTime<Utc>>,
 }
 
@@ -241,12 +248,15 @@ pub struct RoleView {
     pub running: u32,
     pub state: RoleState,
     pub restarts: u32,
+    #[serde(with = "stamp::maybe")]
     pub last_restart_at: Option<DateTime<Utc>>,
     pub crashes_in_window: u32,
     pub max_restarts: Option<u32>,
     pub window_ms: u64,
+    #[serde(with = "stamp::maybe")]
     pub next_restart_at: Option<DateTime<Utc>>,
     pub frozen_reason: Option<String>,
+    #[serde(with = "stamp::maybe")]
     pub frozen_at: Option<DateTime<Utc>>,
     pub last_exit: Option<ExitView>,
     pub command: Vec<String>,
@@ -262,6 +272,7 @@ pub struct TeamView {
     pub desired: u32,
     pub running: u32,
     pub state: TeamState,
+    #[serde(with = "stamp")]
     pub applied_at: DateTime<Utc>,
     /// The running or last finished shift; null if there never was one.
     #[serde(default)]
@@ -279,8 +290,11 @@ pub struct ShiftView {
     pub role: Option<String>,
     pub replaced: u32,
     pub total: u32,
+    #[serde(with = "stamp")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "stamp")]
     pub deadline: DateTime<Utc>,
+    #[serde(with = "stamp::maybe")]
     pub ended_at: Option<DateTime<Utc>>,
     /// Why it failed or was aborted.
     pub reason: Option<String>,
@@ -289,6 +303,7 @@ pub struct ShiftView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventView {
     pub seq: u64,
+    #[serde(with = "stamp")]
     pub at: DateTime<Utc>,
     pub kind: EventKind,
     pub key: String,
@@ -300,6 +315,7 @@ pub struct DaemonView {
     pub pid: u32,
     pub version: String,
     pub protocol: u32,
+    #[serde(with = "stamp")]
     pub started_at: DateTime<Utc>,
     pub state_dir: String,
     pub socket: String,
@@ -311,6 +327,7 @@ pub struct DaemonView {
     pub persist_error: Option<String>,
     /// Since when the state file cannot be written.
     #[serde(default)]
+    #[serde(with = "stamp::maybe")]
     pub persist_failing_since: Option<DateTime<Utc>>,
     /// Why the event log cannot be written, while it cannot (events are
     /// kept in memory meanwhile).
@@ -325,6 +342,7 @@ pub struct TmuxView {
     /// `-L` socket name in use, or null for the default server.
     pub socket: Option<String>,
     pub last_error: Option<String>,
+    #[serde(with = "stamp::maybe")]
     pub next_retry_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
 }
@@ -401,6 +419,7 @@ pub struct ProblemView {
     /// When it ends or began, where that matters: a backoff's restart, an
     /// unhealthy session's last heartbeat.
     #[serde(default)]
+    #[serde(with = "stamp::maybe")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -440,10 +459,105 @@ pub struct TeamDescription {
     pub events: Vec<EventView>,
 }
 
+/// Times as chrono writes and reads them (RFC 3339, UTC as `Z`, as many
+/// fractional digits as needed), the fast way round: chrono's own
+/// `Serialize` hands the text over in fragments, each escaped on its own,
+/// and its `Deserialize` goes through its general parser. Both were large
+/// costs of a listing of thousands of sessions.
+mod stamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.to_utc())
+            .map_err(D::Error::custom)
+    }
+
+    pub mod maybe {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Stamp(#[serde(with = "super")] DateTime<Utc>);
+            Ok(Option::<Stamp>::deserialize(d)?.map(|s| s.0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use strum::VariantArray;
+
+    #[test]
+    fn times_are_written_and_read_as_chrono_does() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Ours {
+            #[serde(with = "stamp")]
+            at: DateTime<Utc>,
+            #[serde(with = "stamp::maybe")]
+            maybe: Option<DateTime<Utc>>,
+            #[serde(with = "stamp::maybe")]
+            none: Option<DateTime<Utc>>,
+        }
+        #[derive(Serialize)]
+        struct Chronos {
+            at: DateTime<Utc>,
+            maybe: Option<DateTime<Utc>>,
+            none: Option<DateTime<Utc>>,
+        }
+        let base = DateTime::parse_from_rfc3339("2026-11-30T14:34:06Z")
+            .unwrap()
+            .to_utc();
+        for nanos in [
+            0,
+            1,
+            500_000_000,
+            950_000_000,
+            950_493_000,
+            950_493_618,
+            999_999_999,
+        ] {
+            let at = base + chrono::Duration::nanoseconds(nanos);
+            let ours = Ours {
+                at,
+                maybe: Some(at),
+                none: None,
+            };
+            let chronos = serde_json::to_string(&Chronos {
+                at,
+                maybe: Some(at),
+                none: None,
+            })
+            .unwrap();
+            assert_eq!(serde_json::to_string(&ours).unwrap(), chronos);
+            assert_eq!(serde_json::from_str::<Ours>(&chronos).unwrap(), ours);
+        }
+        let offset = r#"{"at":"2026-11-30T15:34:06+01:00","maybe":null,"none":null}"#;
+        assert_eq!(serde_json::from_str::<Ours>(offset).unwrap().at, base);
+        let bad = r#"{"at":"yesterday","maybe":null,"none":null}"#;
+        assert!(serde_json::from_str::<Ours>(bad).is_err());
+        let escaped = r#"{"at":"2026-11-30T14:34:06\u005a","maybe":null,"none":null}"#;
+        assert_eq!(serde_json::from_str::<Ours>(escaped).unwrap().at, base);
+    }
 
     fn same_names<T>()
     where

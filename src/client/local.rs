@@ -44,6 +44,7 @@ fn repeatable(req: &Request) -> bool {
         req,
         Request::Ping
             | Request::Get { .. }
+            | Request::SessionRows { .. }
             | Request::Describe { .. }
             | Request::Status
             | Request::Events { follow: false, .. }
@@ -142,8 +143,8 @@ fn exchange_once(stream: UnixStream, req: &Request) -> std::result::Result<Respo
     let lost = |e: String| Exchange::Lost(Error::daemon(e));
     let mut reader = send_raw(stream, req)
         .map_err(|e| lost(format!("lost the connection to the daemon: {e}")))?;
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
         Ok(0) => Err(lost(
             "the daemon closed the connection without answering".into(),
         )),
@@ -172,16 +173,16 @@ fn send_raw(mut stream: UnixStream, req: &Request) -> std::io::Result<BufReader<
 }
 
 fn read_response(reader: &mut BufReader<UnixStream>, paths: &Paths) -> Result<Option<Response>> {
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
         Ok(0) => Ok(None),
         Ok(_) => decode(&line).map(Some),
         Err(e) => Err(Error::daemon(format!("{}: {e}", paths.socket().display()))),
     }
 }
 
-fn decode(line: &str) -> Result<Response> {
-    serde_json::from_str(line).map_err(|e| {
+fn decode(line: &[u8]) -> Result<Response> {
+    serde_json::from_slice(line).map_err(|e| {
         Error::daemon(format!(
             "cannot understand the daemon's answer ({e}); is it another marvel version? run `marvel daemon stop` and retry"
         ))

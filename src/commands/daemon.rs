@@ -178,28 +178,25 @@ const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 /// request. Then waits until it has released its lock: it is gone, and a
 /// new one can start at once.
 fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
-    let message = match client::local::call_running(target, Request::Stop)? {
-        Some(Response::Done(message)) => message,
-        Some(other) => return Err(unexpected(&other)),
-        None => {
+    let message = match client::local::call_running(target, Request::Stop) {
+        Ok(Some(Response::Done(message))) => message,
+        Ok(Some(other)) => return Err(unexpected(&other)),
+        // A daemon of this version always stops when asked; one that
+        // refuses speaks another protocol (it predates an upgrade).
+        Err(Error::Refused { message, help }) => {
+            match terminate(target, ctx, &format!("is of another version ({message})"))? {
+                Some(message) => message,
+                None => return Err(Error::Refused { message, help }),
+            }
+        }
+        Err(e) => return Err(e),
+        Ok(None) => {
             if statedir::check(&target.paths)?.is_none() {
                 return ctx.out.print("no daemon was running");
             }
-            match lock::terminate(&target.paths)? {
-                Some(pid) => {
-                    ctx.out.note(&format!(
-                        "the daemon (pid {pid}) does not answer on {}: sent it SIGTERM",
-                        target.paths.socket().display()
-                    ));
-                    "daemon stopping; panes keep running".to_string()
-                }
-                None if lock::is_held(&target.paths)? => {
-                    return Err(Error::daemon(format!(
-                        "a process holds the lock of {} but cannot be identified as a daemon; see {}",
-                        target.paths.root.display(),
-                        target.paths.lock().display()
-                    )));
-                }
+            let why = format!("does not answer on {}", target.paths.socket().display());
+            match terminate(target, ctx, &why)? {
+                Some(message) => message,
                 None => return ctx.out.print("no daemon was running"),
             }
         }
@@ -211,6 +208,24 @@ fn stop(target: &Target, ctx: &Ctx) -> Result<()> {
         ));
     }
     ctx.out.print(&message)
+}
+
+/// Ends the daemon holding the state directory's lock with SIGTERM,
+/// saying `why` it was not asked; `None` when no daemon holds it.
+fn terminate(target: &Target, ctx: &Ctx, why: &str) -> Result<Option<String>> {
+    match lock::terminate(&target.paths)? {
+        Some(pid) => {
+            ctx.out
+                .note(&format!("the daemon (pid {pid}) {why}: sent it SIGTERM"));
+            Ok(Some("daemon stopping; panes keep running".to_string()))
+        }
+        None if lock::is_held(&target.paths)? => Err(Error::daemon(format!(
+            "a process holds the lock of {} but cannot be identified as a daemon; see {}",
+            target.paths.root.display(),
+            target.paths.lock().display()
+        ))),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

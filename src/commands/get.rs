@@ -92,6 +92,10 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         return fleet::get(ctx, req, args.output, args.timeout);
     }
     let target = ctx.target()?;
+    if args.watch && (args.output == ListFormat::Json || !ctx.out.stdout_is_terminal()) {
+        return stream(&target, &req, ctx);
+    }
+    let req = as_rows(req, args.output);
     if args.watch {
         return watch(&target, &req, &args, ctx);
     }
@@ -102,6 +106,22 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<i32> {
         Frame::Empty(note) => ctx.out.note(&note),
     }
     Ok(exit::OK)
+}
+
+/// A table of sessions is asked for as its cells ([`Request::SessionRows`]):
+/// a listing of thousands is laid out by the daemon that has them, and
+/// arrives as short strings.
+fn as_rows(req: Request, format: ListFormat) -> Request {
+    match req {
+        Request::Get {
+            kind: Kind::Sessions,
+            filter,
+        } if format != ListFormat::Json => Request::SessionRows {
+            filter,
+            wide: format == ListFormat::Wide,
+        },
+        req => req,
+    }
 }
 
 /// `--workspace` and `--team` as names; `--team ws/team` sets both.
@@ -150,6 +170,12 @@ fn render(resp: Response, format: ListFormat, now: DateTime<Utc>, colour: bool) 
         (Response::Roles(v), ListFormat::Json) => json(output::pretty_json(&v)),
         (Response::Teams(v), ListFormat::Json) => json(output::pretty_json(&v)),
         (Response::Sessions(v), _) if v.is_empty() => empty("sessions"),
+        (Response::Rows(r), ListFormat::Table | ListFormat::Wide) if r.is_empty() => {
+            empty("sessions")
+        }
+        (Response::Rows(r), ListFormat::Table | ListFormat::Wide) => {
+            Ok(Frame::Data(r.render(colour)))
+        }
         (Response::Roles(v), _) if v.is_empty() => empty("roles"),
         (Response::Teams(v), _) if v.is_empty() => empty("teams"),
         (Response::Sessions(v), _) => {
@@ -165,9 +191,6 @@ fn render(resp: Response, format: ListFormat, now: DateTime<Utc>, colour: bool) 
 /// start the daemon; later ones do not, so that `marvel daemon stop`
 /// elsewhere is not undone: the watch waits for a daemon to come back.
 fn watch(target: &Target, req: &Request, args: &Args, ctx: &Ctx) -> Result<i32> {
-    if args.output == ListFormat::Json || !ctx.out.stdout_is_terminal() {
-        return stream(target, req, ctx);
-    }
     let mut resp = Some(client::call(target, req.clone())?);
     loop {
         let now = Utc::now();

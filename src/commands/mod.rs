@@ -126,6 +126,7 @@ pub fn unexpected(resp: &Response) -> Error {
         Response::Planned { .. } => "Planned",
         Response::Logs(_) => "Logs",
         Response::Sessions(_) => "Sessions",
+        Response::Rows(_) => "Rows",
         Response::Roles(_) => "Roles",
         Response::Teams(_) => "Teams",
         Response::Described { .. } => "Described",

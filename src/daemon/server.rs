@@ -667,8 +667,10 @@ pub fn decode(line: &[u8]) -> Result<Request, Error> {
         }
     })?;
     // A shim's report reads the same in every protocol: panes started by
-    // an older marvel keep reporting their deaths to a newer daemon.
-    if env.protocol != PROTOCOL_VERSION && !matches!(env.request, Request::Shim(_)) {
+    // an older marvel keep reporting their deaths to a newer daemon. So
+    // does `Stop`: an upgraded marvel's `daemon stop` ends this daemon.
+    if env.protocol != PROTOCOL_VERSION && !matches!(env.request, Request::Shim(_) | Request::Stop)
+    {
         return Err(protocol_error(env.protocol as u64));
     }
     Ok(env.request)
@@ -1303,5 +1305,8 @@ mod tests {
         assert!(decode(&big).unwrap_err().to_string().contains("refused"));
         let ok = format!(r#"{{"protocol":{PROTOCOL_VERSION},"request":"Ping"}}"#);
         assert!(matches!(decode(ok.as_bytes()), Ok(Request::Ping)));
+        // The way out of a mismatch works across it.
+        let stop = br#"{"protocol":99,"request":"Stop"}"#;
+        assert!(matches!(decode(stop), Ok(Request::Stop)));
     }
 }

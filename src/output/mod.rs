@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use unicode_width::UnicodeWidthStr;
 
 pub use self::describe::describe;
@@ -109,7 +109,8 @@ pub fn colour_enabled(stdout_tty: bool, no_color: Option<&OsStr>, flag: bool) ->
 }
 
 /// The colours a state can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tint {
     Green,
     Red,
@@ -387,8 +388,11 @@ pub fn role_reason(r: &RoleView) -> String {
 }
 
 /// One cell of a [`table`]: one line of text, in a colour or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cell {
+    #[serde(rename = "t")]
     text: String,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     tint: Option<Tint>,
 }
 
@@ -409,6 +413,43 @@ impl Cell {
             tint: Some(tint),
             ..self
         }
+    }
+}
+
+/// A table's cells before they are laid out. The daemon sends `get
+/// sessions` this way (worked out where the sessions are, as kubectl's
+/// server-side printing does): thousands of sessions travel as short
+/// strings rather than as records the client decodes and formats one by
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rows {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Rows {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Laid out as a [`table`]. Cells that came from elsewhere (another
+    /// host's daemon) are escaped once more: no control character reaches
+    /// the terminal from them either.
+    pub fn render(self, colour: bool) -> String {
+        let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
+        let rows = self
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|c| match escape_line(&c.text) {
+                        std::borrow::Cow::Borrowed(_) => c,
+                        std::borrow::Cow::Owned(text) => Cell { text, ..c },
+                    })
+                    .collect()
+            })
+            .collect();
+        table(&header, rows, colour)
     }
 }
 
@@ -461,19 +502,18 @@ pub fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
     text
 }
 
-fn state_cell(state: impl Tinted, colour: bool) -> Cell {
-    let cell = Cell::new(title(state.name()));
-    match state.tint() {
-        Some(t) if colour => cell.fg(t),
-        _ => cell,
+fn state_cell(state: impl Tinted) -> Cell {
+    Cell {
+        tint: state.tint(),
+        ..Cell::new(title(state.name()))
     }
 }
 
 /// Waiting is what a person is wanted for: yellow on a terminal.
-fn activity_cell(s: &SessionView, now: DateTime<Utc>, colour: bool) -> Cell {
+fn activity_cell(s: &SessionView, now: DateTime<Utc>) -> Cell {
     let cell = Cell::new(activity(s, now));
     match s.activity {
-        Some(ActivityState::Waiting) if colour => cell.fg(Tint::Yellow),
+        Some(ActivityState::Waiting) => cell.fg(Tint::Yellow),
         _ => cell,
     }
 }
@@ -490,6 +530,11 @@ pub fn sessions_table(
     wide: bool,
     colour: bool,
 ) -> String {
+    sessions_rows(sessions, now, wide).render(colour)
+}
+
+/// The cells of [`sessions_table`].
+pub fn sessions_rows(sessions: &[SessionView], now: DateTime<Utc>, wide: bool) -> Rows {
     let mut header = vec!["SESSION", "STATE", "HEALTH", "ACTIVITY"];
     // Only when some program reports how full its context is.
     let ctx = sessions.iter().any(|s| s.context_pct.is_some());
@@ -510,9 +555,9 @@ pub fn sessions_table(
         .map(|s| {
             let mut row = vec![
                 Cell::new(&s.key),
-                state_cell(s.state, colour),
+                state_cell(s.state),
                 Cell::new(health(s, now)),
-                activity_cell(s, now, colour),
+                activity_cell(s, now),
             ];
             if ctx {
                 row.push(Cell::new(or_dash(s.context_pct.map(|p| format!("{p}%")))));
@@ -541,7 +586,10 @@ pub fn sessions_table(
             row
         })
         .collect();
-    table(&header, rows, colour)
+    Rows {
+        header: header.into_iter().map(String::from).collect(),
+        rows,
+    }
 }
 
 /// `get roles`; `wide` adds RESTART (the policy), BUDGET WINDOW and
@@ -564,7 +612,7 @@ pub fn roles_table(roles: &[RoleView], now: DateTime<Utc>, wide: bool, colour: b
         .map(|r| {
             let mut row = vec![
                 Cell::new(&r.key),
-                state_cell(r.state, colour),
+                state_cell(r.state),
                 Cell::new(format!("{}/{}", r.running, r.desired)),
                 Cell::new(restarts(r.restarts, r.last_restart_at, now)),
                 Cell::new(window(r.crashes_in_window, r.max_restarts)),
@@ -598,7 +646,7 @@ pub fn teams_table(teams: &[TeamView], now: DateTime<Utc>, wide: bool, colour: b
         .map(|t| {
             let mut row = vec![
                 Cell::new(&t.key),
-                state_cell(t.state, colour),
+                state_cell(t.state),
                 Cell::new(t.roles),
                 Cell::new(format!("{}/{}", t.running, t.desired)),
                 Cell::new(age(t.applied_at, now)),
@@ -972,6 +1020,51 @@ demo/squad/worker-0   Running   healthy (2s ago)   waiting 20s   2 (2m ago)   3m
 demo/squad/worker-1   Crashed   -                  -             0            3m    -      -      exit 1   restart in 3s
 "
         );
+    }
+
+    /// `get sessions` travels from the daemon as cells: decoded and laid
+    /// out, they read exactly as the sessions laid out here, in colour or
+    /// not, and the wire carries no whole records.
+    #[test]
+    fn session_rows_sent_as_json_read_as_the_table() {
+        let now = t(NOW);
+        let mut a = session("demo/squad/worker-0", SessionState::Running);
+        a.activity = Some(ActivityState::Waiting);
+        a.activity_since = Some(t("2025-01-02T11:59:40Z"));
+        a.worktree = Some("/src/wt/worker-0".into());
+        a.branch = Some("feature\x1b]0;x".into());
+        let mut b = session("demo/squad/worker-1", SessionState::Crashed);
+        b.exit = Some(exit(Some(3), None, "exit 3"));
+        let sessions = [a, b];
+        for wide in [false, true] {
+            let wire = serde_json::to_string(&sessions_rows(&sessions, now, wide)).unwrap();
+            assert!(!wire.contains("created_at"), "{wire}");
+            for colour in [false, true] {
+                let rows: Rows = serde_json::from_str(&wire).unwrap();
+                assert_eq!(
+                    rows.render(colour),
+                    sessions_table(&sessions, now, wide, colour),
+                    "wide {wide}, colour {colour}"
+                );
+            }
+        }
+        let coloured: Rows = serde_json::from_str(
+            &serde_json::to_string(&sessions_rows(&sessions, now, false)).unwrap(),
+        )
+        .unwrap();
+        assert!(coloured.render(true).contains("\x1b[33mwaiting 20s\x1b[0m"));
+    }
+
+    /// Cells from another host's daemon are text from elsewhere: a control
+    /// character in one is shown escaped, never sent to the terminal.
+    #[test]
+    fn cells_from_a_daemon_cannot_reach_the_terminal_raw() {
+        let wire = r#"{"header":["SESSION","STATE"],"rows":[[{"t":"a\u001b]0;pwned\u0007"},{"t":"Running","c":"green"}]]}"#;
+        let rows: Rows = serde_json::from_str(wire).unwrap();
+        let text = rows.clone().render(false);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("a\\e]0;pwned^G"), "{text:?}");
+        assert!(rows.render(true).contains("\x1b[32mRunning\x1b[0m"));
     }
 
     #[test]

@@ -628,22 +628,25 @@ impl Substrate for Tmux {
             .iter()
             .map(commands)
             .collect::<SubResult<Vec<_>>>()?;
-        match self.run(&all, self.timeout) {
-            Ok(_) => Ok(()),
-            // A window that went meanwhile stops the chain: the others are
-            // set one by one, skipping those gone.
-            Err(SubstrateError::Refused(m)) if is_absent(&m) => {
-                for d in decorations {
-                    match self.run(&[commands(d)?], self.timeout) {
-                        Ok(_) => {}
-                        Err(SubstrateError::Refused(m)) if is_absent(&m) => {}
-                        Err(e) => return Err(e),
+        // A role of hundreds of windows is more than one command message.
+        for batch in batches(&all, COMMAND_BYTES) {
+            match self.run(batch, self.timeout) {
+                Ok(_) => {}
+                // A window that went meanwhile stops the chain: the others
+                // are set one by one, skipping those gone.
+                Err(SubstrateError::Refused(m)) if is_absent(&m) => {
+                    for cmd in batch {
+                        match self.run(std::slice::from_ref(cmd), self.timeout) {
+                            Ok(_) => {}
+                            Err(SubstrateError::Refused(m)) if is_absent(&m) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
-                Ok(())
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        Ok(())
     }
 
     fn list(&self) -> SubResult<Observation> {
@@ -947,6 +950,26 @@ impl<T: Read + AsFd> ReadFd for T {}
 
 /// The size of `cmds` as one command message: every argument with its NUL,
 /// plus a `;` separator between commands.
+/// `cmds` cut into runs of consecutive commands that each fit one tmux
+/// command message of `max` bytes (a command longer than that on its own
+/// is a run of one, which tmux refuses).
+fn batches<'a, 'c>(cmds: &'a [TmuxCommand<'c>], max: usize) -> Vec<&'a [TmuxCommand<'c>]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, cmd) in cmds.iter().enumerate() {
+        let size = command_bytes(std::slice::from_ref(cmd)) + 2;
+        if i > start && bytes + size > max {
+            out.push(&cmds[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < cmds.len() {
+        out.push(&cmds[start..]);
+    }
+    out
+}
+
 fn command_bytes(cmds: &[TmuxCommand<'_>]) -> usize {
     let args: usize = cmds
         .iter()
@@ -1132,6 +1155,30 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn long_chains_are_cut_into_messages_tmux_takes_in_order() {
+        let cmds: Vec<TmuxCommand<'static>> = (0..700)
+            .map(|i| {
+                let mut c = TmuxCommand::new();
+                c.name("set-option");
+                c.push_param(format!("@{i}"));
+                c.push_param("x".repeat(i % 40));
+                c
+            })
+            .collect();
+        let runs = batches(&cmds, COMMAND_BYTES);
+        assert!(runs.len() > 1, "{} runs", runs.len());
+        assert!(runs.iter().all(|r| command_bytes(r) <= COMMAND_BYTES));
+        let names: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.iter().map(|c| c.to_string()))
+            .collect();
+        let all: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, all);
+        assert_eq!(batches(&cmds[..3], COMMAND_BYTES).len(), 1);
+        assert!(batches(&cmds[..0], COMMAND_BYTES).is_empty());
+    }
 
     /// A private tmux server for one test, killed (and its socket removed)
     /// when the guard drops, even if the test panics.
@@ -1663,6 +1710,29 @@ pub(crate) mod tests {
             String::from_utf8_lossy(&status.stdout).trim(),
             "↻ 12:00:01 #1"
         );
+        // The windows of a big role are more than tmux takes in one
+        // command message: they are set all the same.
+        let many: Vec<Decoration> = (0..1000)
+            .map(|i| Decoration {
+                window: b.window.clone(),
+                status: format!("✓ {i}"),
+            })
+            .collect();
+        srv.tmux.decorate(&many).unwrap();
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &srv.name,
+                "show-options",
+                "-w",
+                "-v",
+                "-t",
+                &b.window,
+                "@marvel-status",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "✓ 999");
         // A restart in the same pane keeps its id, with a new process.
         let mut again = placed(
             Place::Respawn {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::sshd::{Sshd, free_port};
 use crate::support::*;
+use marvel::proto::PROTOCOL_VERSION;
 use serde_json::Value;
 
 /// A program that reads what is typed into it.
@@ -493,7 +494,7 @@ fn a_remote_marvel_of_another_protocol_is_named_with_both_versions() {
     let e = fail("older");
     assert!(
         e.starts_with(&format!(
-            "error: older ({}) runs marvel 0.0.1 (protocol 2), but this is marvel {ours} (protocol 4): they cannot talk\nhelp: upgrade marvel on 127.0.0.1 to {ours}",
+            "error: older ({}) runs marvel 0.0.1 (protocol 2), but this is marvel {ours} (protocol {PROTOCOL_VERSION}): they cannot talk\nhelp: upgrade marvel on 127.0.0.1 to {ours}",
             f.sshd.url()
         )),
         "{e}"

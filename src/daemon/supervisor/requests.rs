@@ -67,6 +67,7 @@ impl Supervisor {
                 cursors,
             } => self.log_read(id, &key, lines, previous, since_ms, &cursors, now),
             Request::Get { kind, filter } => self.get(kind, &filter, now),
+            Request::SessionRows { filter, wide } => self.session_rows(&filter, wide, now),
             Request::Describe { kind, key } => self.describe(kind, &key, now),
             Request::Inject {
                 key,
@@ -517,18 +518,33 @@ impl Supervisor {
         }
     }
 
-    fn get(&self, kind: Kind, filter: &Filter, now: Now) -> Answer {
-        // A key that names nothing is an error, with a suggestion.
+    /// A key that names nothing is an error, with a suggestion.
+    fn known_keys(&self, filter: &Filter) -> Result<(), Error> {
         for q in &filter.keys {
             if let Err(e @ Error::NotFound { .. }) = self.find_any(q) {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    fn get(&self, kind: Kind, filter: &Filter, now: Now) -> Answer {
+        self.known_keys(filter)?;
         Ok(Some(match kind {
             Kind::Sessions => Response::Sessions(views::sessions(&self.world, filter, now.wall)),
             Kind::Roles => Response::Roles(views::roles(&self.world, filter, now.wall)),
             Kind::Teams => Response::Teams(views::teams(&self.world, filter, now.wall)),
         }))
+    }
+
+    /// `get sessions` laid out into cells here: a listing of thousands
+    /// leaves as short strings instead of whole records.
+    fn session_rows(&self, filter: &Filter, wide: bool, now: Now) -> Answer {
+        self.known_keys(filter)?;
+        let sessions = views::sessions(&self.world, filter, now.wall);
+        Ok(Some(Response::Rows(crate::output::sessions_rows(
+            &sessions, now.wall, wide,
+        ))))
     }
 
     fn describe(&self, kind: Kind, key: &str, now: Now) -> Answer {

@@ -2332,6 +2332,35 @@ fn keys_of_the_wrong_kind_say_what_they_are_and_unknown_keys_get_a_suggestion() 
         panic!()
     };
     assert_eq!(v.len(), 1);
+    // A table of sessions is answered as cells, filtered alike.
+    let e = h.ask(Request::SessionRows {
+        filter: Filter {
+            keys: vec!["nope-0".into()],
+            ..Filter::default()
+        },
+        wide: false,
+    });
+    assert!(matches!(e, Response::Error(_)), "{e:?}");
+    let Response::Rows(rows) = h.ask(Request::SessionRows {
+        filter: Filter {
+            keys: vec!["shell-1".into()],
+            ..Filter::default()
+        },
+        wide: true,
+    }) else {
+        panic!()
+    };
+    assert_eq!(rows.rows.len(), 1);
+    let text = rows.render(false);
+    assert!(text.starts_with("SESSION "), "{text}");
+    assert!(text.contains(" TMUX SESSION "), "wide columns: {text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("demo/squad/shell-1 "),
+        "{text}"
+    );
 }
 
 #[test]
