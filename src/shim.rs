@@ -54,6 +54,34 @@ static HANGUP: AtomicBool = AtomicBool::new(false);
 /// again (the daemon writes a new one and sends SIGWINCH too).
 static REDRAW: AtomicBool = AtomicBool::new(false);
 
+/// A run shorter than this is a quick one: of quick runs one after
+/// another in a pane, only the first one's screen goes to the scrollback.
+const QUICK_RUN: Duration = Duration::from_secs(1);
+
+/// Whether the last screen of a run that lasted `ran` goes to the pane's
+/// scrollback when the next run starts, the run before it in the pane
+/// having lasted `before` (`None`: there was none). A crash loop of quick
+/// runs keeps its first screen, not a copy per crash: those would churn
+/// tmux's history at the loop's pace, and the tmux server's memory grew
+/// with it for good. Each run's output stays in its log all the same.
+fn keeps_screen(ran: Duration, before: Option<Duration>) -> bool {
+    ran >= QUICK_RUN || before.is_none_or(|b| b >= QUICK_RUN)
+}
+
+/// What the shim writes to the pane before the next run: marvel's line
+/// goes, the alternate screen is left, and the terminal is reset (`ESC c`),
+/// which in tmux moves the screen to the scrollback as far as it was
+/// written; a screen not to keep is cleared first (from the bottom right
+/// corner to the start, which tmux never moves to the scrollback, with
+/// origin mode off so that the corner is the screen's).
+fn fresh_screen(keep: bool) -> &'static [u8] {
+    if keep {
+        b"\x1b[999;1H\x1b[2K\x1b[?1049l\x1bc"
+    } else {
+        b"\x1b[999;1H\x1b[2K\x1b[?1049l\x1b[?6l\x1b[999;999H\x1b[1J\x1bc"
+    }
+}
+
 /// The abstract socket on which the shim of the session logging to `log`
 /// takes its pane's output from the log pipe.
 pub fn log_socket_name(log: &Path) -> String {
@@ -275,8 +303,11 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     // The first run has its environment from the pane; a later one gets
     // its own in place of the role variables the pane was given.
     let mut unset: &[String] = &[];
+    let mut before = None;
     loop {
+        let began = Instant::now();
         let (code, signal, failure) = run_program(&paths, &run, unset);
+        let ran = began.elapsed();
         let next = match finish(&paths, run.uid, code, signal, failure, log.as_ref()) {
             After::Exit(status) => return status,
             After::Run(next) => next,
@@ -287,15 +318,16 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
         // What the last program left of the terminal goes: marvel's line
         // on the bottom row, the alternate screen, the modes and settings,
         // and the screen, which goes to the scrollback as far as the
-        // program printed. Then the mark after which the log belongs to
-        // the next run.
+        // program printed (unless it is one more quick run's). Then the
+        // mark after which the log belongs to the next run.
         terminal.restore();
         let mut out = io::stdout().lock();
         let _ = out
-            .write_all(b"\x1b[999;1H\x1b[2K\x1b[?1049l\x1bc")
+            .write_all(fresh_screen(keeps_screen(ran, before)))
             .and_then(|_| out.write_all(RUN_BEGINS))
             .and_then(|_| out.flush());
         drop(out);
+        before = Some(ran);
         unset = &args.env_keys;
         run = next;
     }
@@ -1618,6 +1650,24 @@ impl vte::Perform for LineReplay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_quick_runs_one_after_another_only_the_first_screen_is_kept() {
+        let quick = Duration::from_millis(20);
+        let lasted = Duration::from_secs(5);
+        assert!(keeps_screen(quick, None), "the pane's first run");
+        assert!(!keeps_screen(quick, Some(quick)), "one more quick run");
+        assert!(keeps_screen(lasted, Some(quick)));
+        assert!(
+            keeps_screen(quick, Some(lasted)),
+            "the first quick run after"
+        );
+        // A screen not kept is cleared before the reset, which would move
+        // it to the scrollback.
+        let forget = fresh_screen(false);
+        assert!(forget.ends_with(b"\x1b[1J\x1bc"));
+        assert!(fresh_screen(true).ends_with(b"\x1b[?1049l\x1bc"));
+    }
     use std::fs;
 
     #[test]

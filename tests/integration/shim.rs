@@ -220,6 +220,54 @@ fn reply_run(conn: UnixStream, uid: u64, script: &str) {
     answer(conn, &marvel::proto::Response::Run(run));
 }
 
+/// A crash loop of quick runs keeps its first screen in the pane's
+/// scrollback, not a copy per crash (they churned tmux's history at the
+/// loop's pace and grew the tmux server's memory); a run that lasted
+/// keeps its screen there, and the last screen is the pane's.
+#[test]
+fn of_quick_runs_one_after_another_only_the_first_screen_goes_to_the_scrollback() {
+    let s = Setup::new();
+    let daemon = FakeDaemon::listen(&s.paths);
+    let spawned = s.spawn(40, &["sh", "-c", "echo run 40; exit 3"]);
+    let scripts = [
+        (41, "echo run 41; exit 3"),
+        (42, "echo run 42; exit 3"),
+        (43, "echo run 43; sleep 1.2; exit 3"),
+        (44, "echo run 44; exit 3"),
+        (45, "echo run 45; exit 3"),
+        (46, "echo run 46; sleep 60"),
+    ];
+    for (uid, script) in scripts {
+        started_pid(daemon.next());
+        let (report, conn) = daemon.next_unanswered();
+        assert!(
+            matches!(report, ShimReport::Exited { code: Some(3), .. }),
+            "{report:?}"
+        );
+        reply_run(conn, uid, script);
+    }
+    started_pid(daemon.next());
+    let runs = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("run "))
+            .map(str::to_string)
+            .collect()
+    };
+    let shown = wait_for("the last run's output", || {
+        let text = s.tmux.capture(&spawned.pane, 200).unwrap();
+        text.contains("run 46").then_some(text)
+    });
+    // 40: the pane's first run; 43 lasted; 44: the first quick run after
+    // it. 41, 42 and 45 were quick after quick ones.
+    assert_eq!(
+        runs(&shown),
+        ["run 40", "run 43", "run 44", "run 46"],
+        "{shown}"
+    );
+    let screen = s.tmux.capture(&spawned.pane, 0).unwrap();
+    assert_eq!(runs(&screen), ["run 46"], "{screen}");
+}
+
 /// The start goes to the exit record before the daemon hears of it; the
 /// end only if the daemon does not answer (it answers once its own state
 /// on disk holds the death).

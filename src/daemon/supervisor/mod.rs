@@ -887,6 +887,9 @@ impl Supervisor {
         if let Some(n) = self.notifier.next() {
             wake = wake.min(n);
         }
+        if let Some(t) = self.statuses_due(now) {
+            wake = wake.min(t);
+        }
         let mut at_wall = |t: Time| {
             let ahead = (t - now.wall).to_std().unwrap_or(Duration::ZERO);
             wake = wake.min(now.mono + ahead);

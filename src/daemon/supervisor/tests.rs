@@ -704,6 +704,68 @@ fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
     assert!(last.contains('✓'), "{statuses:?}");
 }
 
+/// A crash loop that never settles changes a window's status several
+/// times per crash (`↻`, `…`, `✓`): tmux is told at most once a second
+/// after a burst, since every call leaves the tmux server's memory
+/// a little more fragmented, and what it shows in the end is the latest.
+#[test]
+fn a_crash_loop_sets_window_statuses_at_most_once_a_second_the_latest_last() {
+    use crate::domain::spec::{Backoff, Factor, Jitter, Span};
+    let mut h = H::new();
+    let mut w = role("w", 1);
+    w.backoff = Backoff::new(
+        NonZeroSpan::from_millis(50),
+        Span::from_millis(50),
+        Factor::new(1.0).unwrap(),
+        Jitter::new(0.0).unwrap(),
+    )
+    .unwrap();
+    w.max_restarts = None;
+    h.apply(team(vec![w]));
+    let mut s = h.live().remove(0);
+    let pane = s.pane.clone().unwrap();
+    h.started(s.uid);
+    let decorations = |h: &H| {
+        h.tmux
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Decorate(_)))
+            .count()
+    };
+    let before = decorations(&h);
+    let start = h.now.mono;
+    let minute = Duration::from_secs(60);
+    let mut crashes = 0;
+    while h.now.mono < start + minute {
+        h.advance(10);
+        h.exited_as(s.uid, Some(3), None, false, true);
+        h.run_jobs();
+        // The backoff, and any status held back meanwhile.
+        while h.live().is_empty() {
+            assert!(h.wake < start + 2 * minute, "the restart is planned");
+            h.until_wake();
+            h.run_jobs();
+        }
+        s = h.live().remove(0);
+        assert_eq!(s.pane.as_deref(), Some(pane.as_str()), "the same pane");
+        h.started(s.uid);
+        crashes += 1;
+    }
+    assert!(crashes > 500, "{crashes} crashes in a minute");
+    let calls = decorations(&h) - before;
+    assert!(
+        calls <= 60 + workspace::STATUS_BURST as usize,
+        "{calls} tmux calls for the statuses of {crashes} crashes in a minute"
+    );
+    // The program stays up: its window says so once the rate allows.
+    h.advance(workspace::STATUS_EVERY.as_millis() as u64);
+    h.run_jobs();
+    assert_eq!(
+        h.tmux.pane(&pane).and_then(|p| p.status).as_deref(),
+        Some("✓")
+    );
+}
+
 #[test]
 fn a_shim_the_daemon_died_before_asking_is_asked_again_by_the_next_daemon() {
     let (mut h, s) = crashed_once(true);

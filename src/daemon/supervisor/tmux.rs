@@ -833,10 +833,10 @@ impl Supervisor {
                 });
             }
         }
-        if !self.tmux_ready(now) || self.ws.decorating {
-            // Told once tmux answers again, or with what changes while
-            // the statuses sent last are still being set: one tmux call
-            // at a time, however fast the statuses change.
+        if !self.tmux_ready(now) || self.ws.decorating || now.mono < self.ws.status_due() {
+            // Told once tmux answers again, with what changes while the
+            // statuses sent last are still being set (one tmux call at a
+            // time), or when the rate of calls allows (`statuses_due`).
             self.ws.dirty.extend(roles);
             return;
         }
@@ -851,7 +851,16 @@ impl Supervisor {
             self.ws.shown.insert(d.window.clone(), d.status.clone());
         }
         self.ws.decorating = true;
+        self.ws.status_sending(now.mono);
         self.submit(Job::Decorate(changed), Then::Decorate, now);
+    }
+
+    /// When window statuses held back by their rate (`STATUS_BURST`) are
+    /// to be sent.
+    pub(super) fn statuses_due(&self, now: Now) -> Option<Duration> {
+        let due = self.ws.status_due();
+        let held = !self.ws.dirty.is_empty() && !self.ws.decorating && self.tmux_ready(now);
+        (held && due > now.mono).then_some(due)
     }
 
     /// An exit reported before the session's spawn came back, now that it

@@ -7,11 +7,22 @@
 //! stays there. Pure bookkeeping: the tmux calls are jobs in `tmux.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::domain::key::{RoleKey, SessionKey, TeamKey};
 use crate::domain::spec::{Layout, RoleSpec};
 use crate::domain::state::{Exit, ExitDetail, Session, SessionState, Time, World};
 use crate::substrate::{Decoration, Place, WindowRef};
+
+/// Window statuses go to tmux in at most one call per [`STATUS_EVERY`],
+/// after a burst of up to [`STATUS_BURST`]: what a person does shows at
+/// once, and a stream of changes (a crash loop, several per crash) costs
+/// one tmux call a second, however fast its programs die. Every tmux
+/// client leaves the server's heap a little more fragmented between the
+/// history lines that a crash loop adds: at a few calls per crash, its
+/// memory grew for good by hundreds of KB a minute.
+pub(super) const STATUS_EVERY: Duration = Duration::from_secs(1);
+pub(super) const STATUS_BURST: u32 = 10;
 
 /// A pane whose session was stopped in this step: a replacement of the
 /// same slot in the same step takes it over, else it is removed.
@@ -49,6 +60,9 @@ pub(super) struct Workspace {
     pub dirty: BTreeSet<RoleKey>,
     /// Window statuses are being set: changes meanwhile wait for it.
     pub decorating: bool,
+    /// Until when the window status calls sent so far are paid for at
+    /// one per [`STATUS_EVERY`] (monotonic).
+    pub status_paced: Duration,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
     /// New windows asked for and not made yet, by uid: their slot and
@@ -89,6 +103,18 @@ impl Workspace {
             .map(|i| format!("{base}-{i}"))
             .find(|n| !used(n))
             .expect("some number is free")
+    }
+
+    /// When window statuses may be sent next: while the calls sent are
+    /// paid for no further ahead than a burst.
+    pub fn status_due(&self) -> Duration {
+        self.status_paced
+            .saturating_sub(STATUS_EVERY * (STATUS_BURST - 1))
+    }
+
+    /// Window statuses are sent at `now`.
+    pub fn status_sending(&mut self, now: Duration) {
+        self.status_paced = self.status_paced.max(now) + STATUS_EVERY;
     }
 }
 
