@@ -900,6 +900,9 @@ impl Supervisor {
         if let Some(t) = self.next_idle() {
             at_wall(t);
         }
+        if let Some(t) = self.ws.settling.values().min() {
+            at_wall(*t);
+        }
         if !self.tmux.probing
             && let Some(t) = self.tmux.health.next_retry_at
         {

@@ -690,6 +690,10 @@ fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
     assert_eq!(decorating(&h), 1, "the restart's status waits");
     let next = h.live().remove(0);
     h.started(next.uid);
+    // Up long enough, the restart counts as running.
+    h.advance(workspace::SETTLE.as_millis() as u64);
+    assert_eq!(decorating(&h), 1);
+    h.run_jobs();
     assert_eq!(decorating(&h), 0, "the first ran, and the next one too");
     let statuses: Vec<String> = h
         .tmux
@@ -704,14 +708,11 @@ fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
     assert!(last.contains('✓'), "{statuses:?}");
 }
 
-/// A crash loop that never settles changes a window's status several
-/// times per crash (`↻`, `…`, `✓`): tmux is told at most once a second
-/// after a burst, since every call leaves the tmux server's memory
-/// a little more fragmented, and what it shows in the end is the latest.
-#[test]
-fn a_crash_loop_sets_window_statuses_at_most_once_a_second_the_latest_last() {
+/// Runs a crash loop of one slot for a minute, each run lasting `run_ms`
+/// and the backoff 50 ms: the number of crashes, and the window statuses
+/// tmux was asked to set meanwhile. Then the program stays up: its pane.
+fn crash_loop_for_a_minute(h: &mut H, run_ms: u64) -> (u32, Vec<String>, String) {
     use crate::domain::spec::{Backoff, Factor, Jitter, Span};
-    let mut h = H::new();
     let mut w = role("w", 1);
     w.backoff = Backoff::new(
         NonZeroSpan::from_millis(50),
@@ -725,19 +726,18 @@ fn a_crash_loop_sets_window_statuses_at_most_once_a_second_the_latest_last() {
     let mut s = h.live().remove(0);
     let pane = s.pane.clone().unwrap();
     h.started(s.uid);
-    let decorations = |h: &H| {
-        h.tmux
-            .calls()
-            .iter()
-            .filter(|c| matches!(c, Call::Decorate(_)))
-            .count()
-    };
-    let before = decorations(&h);
+    let before = h.tmux.calls().len();
     let start = h.now.mono;
     let minute = Duration::from_secs(60);
     let mut crashes = 0;
     while h.now.mono < start + minute {
-        h.advance(10);
+        // The run, and whatever is due meanwhile.
+        let end = h.now.mono + Duration::from_millis(run_ms);
+        while h.wake < end {
+            h.until_wake();
+            h.run_jobs();
+        }
+        h.advance((end - h.now.mono).as_millis() as u64);
         h.exited_as(s.uid, Some(3), None, false, true);
         h.run_jobs();
         // The backoff, and any status held back meanwhile.
@@ -751,13 +751,55 @@ fn a_crash_loop_sets_window_statuses_at_most_once_a_second_the_latest_last() {
         h.started(s.uid);
         crashes += 1;
     }
+    let statuses = h.tmux.calls()[before..]
+        .iter()
+        .filter_map(|c| match c {
+            Call::Decorate(d) => Some(d[0].status.clone()),
+            _ => None,
+        })
+        .collect();
+    (crashes, statuses, pane)
+}
+
+/// A crash loop of quick runs keeps its window at `↻` throughout: a
+/// restarted program counts as running once it has stayed up a second.
+/// No status is set per crash (each tmux call left the tmux server's
+/// memory a little more fragmented); the window says `✓` once the
+/// program stays up.
+#[test]
+fn a_crash_loop_of_quick_runs_keeps_its_window_restarting_without_a_tmux_call_per_crash() {
+    let mut h = H::new();
+    let (crashes, statuses, pane) = crash_loop_for_a_minute(&mut h, 10);
     assert!(crashes > 500, "{crashes} crashes in a minute");
-    let calls = decorations(&h) - before;
-    assert!(
-        calls <= 60 + workspace::STATUS_BURST as usize,
-        "{calls} tmux calls for the statuses of {crashes} crashes in a minute"
+    assert_eq!(
+        statuses.len(),
+        1,
+        "{} statuses set for {crashes} crashes, the first {:?}",
+        statuses.len(),
+        &statuses[..statuses.len().min(6)]
     );
-    // The program stays up: its window says so once the rate allows.
+    assert_eq!(statuses[0], "↻");
+    h.advance(workspace::SETTLE.as_millis() as u64);
+    h.run_jobs();
+    assert_eq!(
+        h.tmux.pane(&pane).and_then(|p| p.status).as_deref(),
+        Some("✓")
+    );
+}
+
+/// A crash loop of runs that last a little longer flips its window
+/// between `✓` and `↻` twice per crash: tmux is told at most once a
+/// second after a burst, and what it shows in the end is the latest.
+#[test]
+fn a_crash_loop_sets_window_statuses_at_most_once_a_second_the_latest_last() {
+    let mut h = H::new();
+    let (crashes, statuses, pane) = crash_loop_for_a_minute(&mut h, 1100);
+    assert!(crashes > 40, "{crashes} crashes in a minute");
+    assert!(
+        statuses.len() <= 60 + workspace::STATUS_BURST as usize,
+        "{} tmux calls for the statuses of {crashes} crashes in a minute",
+        statuses.len()
+    );
     h.advance(workspace::STATUS_EVERY.as_millis() as u64);
     h.run_jobs();
     assert_eq!(
@@ -2539,11 +2581,15 @@ fn windows_and_kept_panes_say_what_happened_and_what_comes_next() {
     );
     assert_eq!(status(&h).as_deref(), Some("↻"));
 
-    // The backoff ends: the same pane runs again.
+    // The backoff ends: the same pane runs again, restarting until it
+    // has stayed up a second.
     h.until_wake();
     h.run_jobs();
     let second = h.start_all().remove(0);
     assert_eq!(second.pane.as_deref(), Some(pane.as_str()));
+    assert_eq!(status(&h).as_deref(), Some("↻"));
+    h.advance(1000);
+    h.run_jobs();
     assert_eq!(status(&h).as_deref(), Some("✓"));
 
     // A second crash within the window freezes the role: the kept pane

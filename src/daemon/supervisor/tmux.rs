@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::domain::Rng;
 use crate::domain::event::{Event, EventKind};
-use crate::domain::key::SessionKey;
+use crate::domain::key::{RoleKey, SessionKey};
 use crate::domain::policy;
 use crate::domain::policy::Curve;
 use crate::domain::spec::RoleSpec;
@@ -805,10 +805,27 @@ impl Supervisor {
     /// What the panes of changed roles show: window statuses, sent to
     /// tmux in one call, and the lines of kept panes, told to their shims.
     pub(super) fn redecorate(&mut self, now: Now) {
+        let settled: Vec<RoleKey> = self
+            .ws
+            .settling
+            .iter()
+            .filter(|(_, at)| **at <= now.wall)
+            .map(|(role, _)| role.clone())
+            .collect();
+        for role in settled {
+            self.ws.settling.remove(&role);
+            self.ws.dirty.insert(role);
+        }
         if self.ws.dirty.is_empty() {
             return;
         }
         let roles = std::mem::take(&mut self.ws.dirty);
+        for role in &roles {
+            match workspace::settles_at(&self.world, role, now.wall) {
+                Some(at) => self.ws.settling.insert(role.clone(), at),
+                None => self.ws.settling.remove(role),
+            };
+        }
         let kept: HashSet<u64> = self.world.kept.values().map(|k| k.uid).collect();
         self.ws.lines.retain(|uid, _| kept.contains(uid));
         let (windows, lines) =

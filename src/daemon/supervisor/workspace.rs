@@ -24,6 +24,11 @@ use crate::substrate::{Decoration, Place, WindowRef};
 pub(super) const STATUS_EVERY: Duration = Duration::from_secs(1);
 pub(super) const STATUS_BURST: u32 = 10;
 
+/// A restarted program's window says `↻` until the program has stayed up
+/// this long: a crash loop of quick runs keeps one status throughout
+/// instead of three per crash (`↻`, `…`, `✓`).
+pub(super) const SETTLE: Duration = Duration::from_secs(1);
+
 /// A pane whose session was stopped in this step: a replacement of the
 /// same slot in the same step takes it over, else it is removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,9 @@ pub(super) struct Workspace {
     /// Until when the window status calls sent so far are paid for at
     /// one per [`STATUS_EVERY`] (monotonic).
     pub status_paced: Duration,
+    /// Roles whose statuses change by themselves, and when: a restarted
+    /// program has stayed up for [`SETTLE`].
+    pub settling: BTreeMap<RoleKey, Time>,
     /// The tmux server's pid, from the last listing.
     pub server_pid: Option<u32>,
     /// New windows asked for and not made yet, by uid: their slot and
@@ -280,13 +288,33 @@ fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef
         .map(|(_, w)| w)
 }
 
-/// What the window of a session says next to its name.
-fn live_status(s: &Session, unhealthy: bool) -> &'static str {
+/// What the window of a session says next to its name at `now`.
+fn live_status(s: &Session, unhealthy: bool, now: Time) -> &'static str {
+    let restarting = s.restart.is_some() && settled_at(s).is_none_or(|t| now < t);
     match (s.state, unhealthy) {
+        (SessionState::Pending, _) if restarting => "↻",
         (SessionState::Pending, _) => "…",
         (_, true) => "!",
+        _ if restarting => "↻",
         _ => "✓",
     }
+}
+
+/// When a session's program will have stayed up for [`SETTLE`].
+fn settled_at(s: &Session) -> Option<Time> {
+    s.started_at.map(|t| crate::domain::state::after(t, SETTLE))
+}
+
+/// When the status of a window of `role` changes by itself next, after
+/// `now`: a restarted program will have stayed up long enough.
+pub(super) fn settles_at(world: &World, role: &RoleKey, now: Time) -> Option<Time> {
+    world
+        .sessions
+        .values()
+        .filter(|s| s.key.is_of(role) && s.state.is_live() && s.restart.is_some())
+        .filter_map(settled_at)
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// How much a window status says something is wrong, to show the worst
@@ -387,7 +415,7 @@ pub(super) fn decorations(
             if s.state.is_live() {
                 let unhealthy = crate::domain::health::check(s, spec, world.watching_since, now)
                     .is_some_and(|c| c.state == crate::domain::health::HealthState::Unhealthy);
-                status(window, live_status(s, unhealthy).into());
+                status(window, live_status(s, unhealthy, now).into());
             }
         }
         for (key, k) in world.kept.iter().filter(|(k, _)| k.is_of(role)) {
