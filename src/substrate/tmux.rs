@@ -1693,23 +1693,16 @@ pub(crate) mod tests {
                 status: "↻ 12:00:01 #1".into(),
             }])
             .unwrap();
-        let status = Command::new("tmux")
-            .args([
-                "-L",
-                &srv.name,
-                "show-options",
-                "-w",
-                "-v",
-                "-t",
-                &b.window,
-                "@marvel-status",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&status.stdout).trim(),
-            "↻ 12:00:01 #1"
-        );
+        let shown = |args: &[&str]| {
+            let out = Command::new("tmux")
+                .args(["-L", &srv.name])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let status = || shown(&["show-options", "-wv", "-t", &b.window, "@marvel-status"]);
+        assert_eq!(status(), "↻ 12:00:01 #1");
         // The windows of a big role are more than tmux takes in one
         // command message: they are set all the same.
         let many: Vec<Decoration> = (0..1000)
@@ -1719,20 +1712,7 @@ pub(crate) mod tests {
             })
             .collect();
         srv.tmux.decorate(&many).unwrap();
-        let status = Command::new("tmux")
-            .args([
-                "-L",
-                &srv.name,
-                "show-options",
-                "-w",
-                "-v",
-                "-t",
-                &b.window,
-                "@marvel-status",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "✓ 999");
+        assert_eq!(status(), "✓ 999");
         // A restart in the same pane keeps its id, with a new process.
         let mut again = placed(
             Place::Respawn {
@@ -1772,14 +1752,6 @@ pub(crate) mod tests {
             (&before.owner, &before.key)
         );
         assert!(!respawned.owner.is_empty() && respawned.key.is_some());
-        let shown = |args: &[&str]| {
-            let out = Command::new("tmux")
-                .args(["-L", &srv.name])
-                .args(args)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
         assert_eq!(
             shown(&["show-options", "-pv", "-t", &c.pane, "remain-on-exit"]),
             "on"
