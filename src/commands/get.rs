@@ -329,6 +329,14 @@ mod tests {
             render(Response::Teams(vec![]), ListFormat::Json, now, false).unwrap(),
             Frame::Data("[]".into())
         );
+        let no_rows = output::Rows {
+            header: vec!["SESSION".into()],
+            rows: Vec::new(),
+        };
+        assert_eq!(
+            render(Response::Rows(no_rows), ListFormat::Wide, now, false).unwrap(),
+            Frame::Empty("No sessions found.".into())
+        );
     }
 
     #[test]
