@@ -27,17 +27,23 @@ use super::hooks;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{
-    Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Signal, Supervisor,
+    Durability, Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Signal,
+    Supervisor,
 };
 use super::worker::{self, Worker};
 
 /// At most this many waiting messages are taken in one go.
 const BATCH: usize = 256;
 
-/// How long a write that must reach the disk may wait for more changes to
-/// take along (more messages already queued, a restart due after a short
-/// backoff): one fsync for them all, and for a crash and its restart.
+/// How long a write may wait for more changes to take along (more
+/// messages already queued, a restart due after a short backoff): one
+/// write for them all, and for a crash and its restart.
 const GROUP_COMMIT: Duration = Duration::from_millis(2);
+
+/// What supervising decided ([`Durability::Soon`]) is on disk this long
+/// after it was written at the latest: one fsync for every death, restart
+/// and placement of that second.
+const SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// Everything the loop receives.
 pub enum Msg {
@@ -187,10 +193,12 @@ pub struct MainLoop {
     base: Instant,
     wake: Instant,
     rng: fastrand::Rng,
-    /// The supervisor asked for the state to be written, and whether the
-    /// write must wait for the disk.
+    /// The supervisor asked for the state to be written, and how soon it
+    /// must reach the disk.
     unsaved: bool,
-    durable: bool,
+    durability: Durability,
+    /// When what was written must be on disk, if some of it is not yet.
+    sync_by: Option<Instant>,
     /// How the last write went, when that is news to the supervisor.
     persist_news: Option<Input>,
     /// What waits for the state to be written: an exit record goes only
@@ -246,7 +254,8 @@ impl MainLoop {
             wake: base,
             rng: fastrand::Rng::new(),
             unsaved: false,
-            durable: false,
+            durability: Durability::Later,
+            sync_by: None,
             persist_news: None,
             after_save: Vec::new(),
             persisted: true,
@@ -325,10 +334,16 @@ impl MainLoop {
                 None => {
                     // About to wait: what a burst left free goes back.
                     self.trim.idle(Instant::now());
-                    let timeout = self.wake.saturating_duration_since(Instant::now());
+                    let until = self.sync_by.map_or(self.wake, |t| t.min(self.wake));
+                    let timeout = until.saturating_duration_since(Instant::now());
                     self.rx.recv_timeout(timeout)
                 }
             };
+            self.sync_if_due();
+            if matches!(msg, Err(RecvTimeoutError::Timeout)) && Instant::now() < self.wake {
+                // Woken for the sync alone.
+                continue;
+            }
             let input = match msg {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
@@ -362,6 +377,11 @@ impl MainLoop {
             && let Err(e) = self.store.fold(self.sup.world_mut())
         {
             log(&format!("cannot write the state file at exit: {e}"));
+        }
+        if let Err(e) = self.store.sync() {
+            log(&format!(
+                "cannot get the state journal to the disk at exit: {e}"
+            ));
         }
         // The last answers (the one to `stop` among them) reach their
         // clients before the process goes.
@@ -466,15 +486,42 @@ impl MainLoop {
         if !std::mem::take(&mut self.unsaved) {
             return;
         }
-        let durable = std::mem::take(&mut self.durable);
+        let durability = std::mem::take(&mut self.durability);
         let result = self
             .store
-            .save(self.sup.world_mut(), durable)
+            .save(self.sup.world_mut(), durability == Durability::Now)
             .map(|_| ())
             .map_err(|e| e.to_string());
+        if !self.store.unsynced() {
+            self.sync_by = None;
+        } else if durability == Durability::Soon {
+            self.sync_by.get_or_insert(Instant::now() + SYNC_WITHIN);
+        }
+        self.news(result);
+    }
+
+    /// How a write went is news to the supervisor only when it changed (or
+    /// keeps failing).
+    fn news(&mut self, result: std::result::Result<(), String>) {
         if result.is_ok() != self.persisted || result.is_err() {
             self.persisted = result.is_ok();
             self.persist_news = Some(Input::Persisted(result));
+        }
+    }
+
+    /// Gets what was written to the disk once it is due there. A failure
+    /// is the supervisor's news like a failed write: the next write is a
+    /// whole snapshot.
+    fn sync_if_due(&mut self) {
+        if self.sync_by.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.sync_by = None;
+        if let Err(e) = self.store.sync() {
+            self.news(Err(e.to_string()));
+            if let Some(news) = self.persist_news.take() {
+                self.feed(news);
+            }
         }
     }
 
@@ -528,9 +575,9 @@ impl MainLoop {
             }
             // Written once the inputs it came with are all stepped (or
             // before a spawn or a rerun): one write for many changes.
-            Output::Persist { durable } => {
+            Output::Persist(durability) => {
                 self.unsaved = true;
-                self.durable |= durable;
+                self.durability = self.durability.max(durability);
             }
             Output::ReadExitRecords(uids) => {
                 let records = uids
@@ -838,8 +885,47 @@ mod tests {
                 Ok(Msg::Watch(notice)) => Input::Watch(notice),
                 Err(_) => Input::Tick,
             };
+            m.sync_if_due();
             m.feed(input);
         }
+    }
+
+    /// What supervising decided is written at once (a daemon that crashes
+    /// loses none of it) and on disk within a second, in one fsync for
+    /// every change of that second; what a user asked for is on disk
+    /// before the next step.
+    #[test]
+    fn a_death_is_on_disk_within_a_second_and_a_users_change_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), role("w", 2));
+        until(&mut m, "the bring-up on disk", |m| !m.store.unsynced());
+        for &uid in &uids {
+            assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        }
+        assert!(ask(&mut m, Request::Shim(ended(uids[0], false))).is_some());
+        assert!(
+            !on_disk(&m).sessions.contains_key(&uids[0]),
+            "written before the answer"
+        );
+        assert!(m.store.unsynced(), "the death waited for the disk");
+        let due = m.sync_by.expect("a sync is due");
+        assert!(due <= Instant::now() + SYNC_WITHIN);
+        // A second death in that second goes with the same fsync.
+        assert!(ask(&mut m, Request::Shim(ended(uids[1], false))).is_some());
+        assert_eq!(m.sync_by, Some(due), "one fsync for both");
+        until(&mut m, "the deaths on disk", |m| !m.store.unsynced());
+        assert_eq!(m.sync_by, None);
+        assert!(Instant::now() >= due, "synced before it was due");
+        // A user's change: on disk when the step is over.
+        send(
+            &mut m,
+            Request::StopRoles {
+                key: "demo/squad/w".into(),
+            },
+        );
+        until(&mut m, "the stop written", |m| !m.unsaved);
+        assert!(!m.store.unsynced(), "a user's change waited for the timer");
+        assert_eq!(m.sync_by, None);
     }
 
     /// The death a shim reports is removed from `exits/` only once the
@@ -882,7 +968,7 @@ mod tests {
         // A placement the supervisor asked to have written, not written
         // yet when the ask is carried out.
         m.sup.world_mut().sessions.get_mut(&uid).unwrap().rerun_of = Some(uid);
-        m.carry_out(Output::Persist { durable: true });
+        m.carry_out(Output::Persist(Durability::Soon));
         // The shim to ask: a child of this process, as a shim is the tmux
         // server's.
         let mut shim = std::process::Command::new("sleep")

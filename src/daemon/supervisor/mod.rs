@@ -127,12 +127,9 @@ pub enum Output {
     Follow { id: RequestId, filter: EventFilter },
     /// Append this event to the log file and pass it to the followers.
     Event(EventView),
-    /// Write what changed in the state now; the result comes back as
-    /// `Persisted`. A `durable` write waits for the disk (what cannot be
-    /// learnt again after a crash: a death, a decision, a uid handed out);
-    /// any other is handed to the system, and made durable by the next
-    /// durable one.
-    Persist { durable: bool },
+    /// Write what changed in the state now, and get it to the disk as
+    /// soon as it says; the result comes back as `Persisted`.
+    Persist(Durability),
     /// Read what the shims of these sessions recorded; comes back as
     /// `ExitRecords`.
     ReadExitRecords(Vec<u64>),
@@ -274,6 +271,27 @@ struct EarlyExit {
     reply: RequestId,
 }
 
+/// How soon a write of the state must reach the disk. Once written, a
+/// change survives a crash of the daemon (the system holds it); the disk
+/// only matters when the machine goes down, and with it every program the
+/// change was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Durability {
+    /// Left to the system: what it holds is learnt again (a start, a
+    /// session's activity, a marker's last lines).
+    #[default]
+    Later,
+    /// On disk within a second ([`crate::daemon::main_loop`]'s sync): what
+    /// supervising decided (a death, a restart, a pane placed). A machine
+    /// that goes down loses at most that second, along with the programs.
+    Soon,
+    /// On disk before anything else happens: what a user asked for, and
+    /// uids handed out (a uid must never be handed out twice, even after
+    /// the machine went down: the files of its run may have reached the
+    /// disk).
+    Now,
+}
+
 /// Whether the state file could be written last time.
 #[derive(Debug, Clone, Default)]
 struct PersistHealth {
@@ -346,6 +364,9 @@ pub struct Supervisor {
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
+    /// A user's request changed the world this step: what it changed is on
+    /// disk before the next step.
+    urgent: bool,
     /// Why the event log cannot be written, and since when.
     event_log_failure: Option<(String, Time)>,
     /// Lines of the event log an earlier daemon left that could not be read.
@@ -392,6 +413,7 @@ impl Supervisor {
             lazy_until: None,
             activity_changed: false,
             persist: PersistHealth::default(),
+            urgent: false,
             uids_written: 0,
             event_log_failure: None,
             skipped_events,
@@ -861,12 +883,17 @@ impl Supervisor {
         if std::mem::take(&mut self.activity_changed) {
             self.persist_lazily(now);
         }
+        let urgent = std::mem::take(&mut self.urgent);
         if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
             // What was only waiting to be written lazily can be learnt
             // again after a crash: the disk need not be waited for.
-            let durable = std::mem::take(&mut self.dirty);
+            let durability = match (std::mem::take(&mut self.dirty), urgent) {
+                (true, true) => Durability::Now,
+                (true, false) => Durability::Soon,
+                (false, _) => Durability::Later,
+            };
             self.lazy_until = None;
-            self.out.push(Output::Persist { durable });
+            self.out.push(Output::Persist(durability));
         }
         let mut wake = self.sweep_due();
         if let Some(t) = self.watch_retry_at() {
@@ -971,6 +998,9 @@ impl Supervisor {
         self.keep_pane(&s, &exit, now);
         self.unsettled.remove(&uid);
         let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());
+        // A role frozen stays frozen whatever happens to the machine, as a
+        // user's change does: it waits for a user.
+        self.urgent |= evs.iter().any(|e| e.kind == EventKind::Frozen);
         self.emit_all(evs);
         self.out.push(Output::RemoveExitRecord(uid));
         self.dirty = true;

@@ -38,6 +38,12 @@ impl Supervisor {
             let e = Error::daemon("the daemon is shutting down");
             return self.reply(id, Response::Error(e));
         }
+        // What a user asks for is on disk before the next step; what the
+        // programs and their shims say is the supervisor's own news.
+        let from_user = !matches!(
+            req,
+            Request::Shim(_) | Request::Output { .. } | Request::Heartbeat { .. }
+        );
         let answer: Answer = match req {
             Request::Ping => Ok(Some(Response::Pong {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -121,6 +127,7 @@ impl Supervisor {
             ),
             Request::AbortShift { team } => self.abort_shift(&team, now),
         };
+        self.urgent |= from_user && self.dirty;
         match answer {
             Ok(Some(response)) => self.reply(id, response),
             Ok(None) => {}

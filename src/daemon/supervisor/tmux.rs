@@ -22,7 +22,7 @@ use crate::substrate::{Decoration, Notice, Observation, PaneInfo, Place, Spawned
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
-use super::{EarlyExit, Now, Output, RequestId, Supervisor, workspace};
+use super::{Durability, EarlyExit, Now, Output, RequestId, Supervisor, workspace};
 
 /// What to do with a job's outcome.
 #[derive(Debug, Clone)]
@@ -548,7 +548,7 @@ impl Supervisor {
         if self.world.uid_reserved != self.uids_written {
             self.uids_written = self.world.uid_reserved;
             self.dirty = false;
-            self.out.push(Output::Persist { durable: true });
+            self.out.push(Output::Persist(Durability::Now));
         }
         let places = reqs.iter().map(|r| r.place.clone()).collect();
         let uids = placed.into_iter().map(|(uid, _)| uid).collect();
@@ -600,9 +600,16 @@ impl Supervisor {
             self.placed(uid, &key, sp, now);
             asks.push(ask);
         }
+        // A uid reserved since the last write is on disk before any shim
+        // carries it; a placement alone needs only be written.
+        let reserved = self.world.uid_reserved != self.uids_written;
         self.uids_written = self.world.uid_reserved;
         self.dirty = false;
-        self.out.push(Output::Persist { durable: true });
+        self.out.push(Output::Persist(if reserved {
+            Durability::Now
+        } else {
+            Durability::Soon
+        }));
         self.out.extend(asks);
     }
 
