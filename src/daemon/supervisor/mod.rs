@@ -89,6 +89,10 @@ pub enum Input {
     LogTail { uid: u64, lines: Vec<String> },
     /// How writing the state file went (after `Persist`).
     Persisted(Result<(), String>),
+    /// The shim of spawn `of` waited for its next run in the answer to
+    /// request `id` (see `Output::AwaitRun`) and it did not come in time:
+    /// it is answered what its pane shows now.
+    RunNotDue { id: RequestId, of: u64 },
     /// The event log cannot be written (why, since when), or can again.
     EventLog(Option<(String, Time)>),
     /// A notification command ran (answering `Notify`): how, if it failed.
@@ -166,6 +170,11 @@ pub enum Output {
         parent: u32,
         line: String,
     },
+    /// The shim of spawn `of`, answered `Linger`, is to get the slot's
+    /// next run in that answer instead: its restart is due before `by`
+    /// (monotonic). Past `by` it is answered what its pane shows then
+    /// ([`Supervisor::answer_to_exit`]).
+    AwaitRun { of: u64, by: Duration },
     /// Have the shim `pid` (a child of the tmux server `parent`) that stays
     /// in the kept pane of spawn `of` run `next` there; answered by
     /// `Input::Reran`.
@@ -301,6 +310,14 @@ struct PersistHealth {
     /// changes.
     retry_at: Option<Duration>,
 }
+
+/// A shim whose slot's restart is due within this gets the next run in
+/// the answer to its program's end: no file, no signal, one connection.
+/// (A shim waits 3 s for that answer.)
+pub const HOLD_FOR_RUN: Duration = Duration::from_millis(500);
+
+/// How long after its restart was due a held answer still waits for it.
+const RUN_SLACK: Duration = Duration::from_millis(100);
 
 /// How often a failing state file is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
@@ -468,6 +485,10 @@ impl Supervisor {
                 }
             }
             Input::Persisted(result) => self.persisted(result, now),
+            Input::RunNotDue { id, of } => {
+                let answer = self.answer_to_exit(of, "recorded");
+                self.reply(id, answer);
+            }
             Input::EventLog(failure) => {
                 let msg = match &failure {
                     Some((e, _)) => {

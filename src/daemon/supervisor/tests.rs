@@ -225,7 +225,7 @@ impl H {
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
                     }
-                    Output::Prune { .. } | Output::Log(_) => {}
+                    Output::Prune { .. } | Output::Log(_) | Output::AwaitRun { .. } => {}
                     Output::Signal {
                         pid,
                         parent,
