@@ -189,8 +189,8 @@ pub enum Output {
     Notify(Hook),
     /// Start watching the tmux server `server_pid`: its hooks wake the
     /// daemon, each wake-up comes back as `Input::Watch`, and so does the
-    /// watch's end. `kick` paces the nudge that makes tmux reap a pane's
-    /// process whose end it missed.
+    /// watch's end. `kick` paces the watch's look for new pane processes
+    /// (whose ends it watches, to nudge tmux into reaping one it missed).
     Watch { server_pid: u32, kick: Duration },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
@@ -1033,6 +1033,14 @@ impl Supervisor {
     fn keep_pane(&mut self, s: &Session, exit: &Exit, now: Now) {
         let rerun = self.ws.rerunnable.remove(&s.uid);
         if !workspace::keeps_pane(s, exit) {
+            // A pane that is not kept goes: one whose shim was killed stays
+            // in its window, dead (marvel's panes remain on exit), and the
+            // slot's next window would have a name that two windows bear.
+            if let Some(pane) = s.pane.clone()
+                && exit.detail != ExitDetail::TmuxLost
+            {
+                self.kill_pane(pane, s.key.to_string(), now);
+            }
             return;
         }
         let kept = KeptPane {

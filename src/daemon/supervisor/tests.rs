@@ -3341,6 +3341,14 @@ mod watch {
         assert_eq!(hist.restarts, 1, "recorded without waiting for another");
         assert_eq!(hist.marker.as_ref().unwrap().uid, victim.uid);
         assert_eq!(h.marker_detail(), ExitDetail::PaneVanished);
+        // Its dead pane goes, and its window with it: the slot's next
+        // window takes the name alone.
+        let pane = victim.pane.clone().unwrap();
+        assert!(
+            h.tmux.calls().contains(&Call::Kill(pane)),
+            "{:?}",
+            h.tmux.calls()
+        );
     }
 
     #[test]
