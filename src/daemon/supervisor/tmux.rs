@@ -114,8 +114,9 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long a death found by a listing waits for its shim's word before
 /// the next listing settles it, while tmux wakes the daemon.
 const SETTLE: Duration = Duration::from_secs(1);
-/// At most this long between two nudges that make tmux reap a pane's
-/// process whose end it missed.
+/// At most this long between two looks of the watch for new pane processes
+/// to watch (from `/proc`, without waking tmux); tmux is nudged this often
+/// only when some cannot be watched.
 const KICK_MAX: Duration = Duration::from_secs(5);
 
 impl Tmux {
