@@ -27,17 +27,23 @@ use super::hooks;
 use super::server::{self, Incoming};
 use super::store::{self, Store};
 use super::supervisor::{
-    Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Signal, Supervisor,
+    Durability, Input, LogRead, MARKER_LINES, Now, Output, Replay, RequestId, Setup, Signal,
+    Supervisor,
 };
 use super::worker::{self, Worker};
 
 /// At most this many waiting messages are taken in one go.
 const BATCH: usize = 256;
 
-/// How long a write that must reach the disk may wait for more changes to
-/// take along (more messages already queued, a restart due after a short
-/// backoff): one fsync for them all, and for a crash and its restart.
+/// How long a write may wait for more changes to take along (more
+/// messages already queued, a restart due after a short backoff): one
+/// write for them all, and for a crash and its restart.
 const GROUP_COMMIT: Duration = Duration::from_millis(2);
+
+/// What supervising decided ([`Durability::Soon`]) is on disk this long
+/// after it was written at the latest: one fsync for every death, restart
+/// and placement of that second.
+const SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// Everything the loop receives.
 pub enum Msg {
@@ -142,6 +148,20 @@ pub fn run_foreground(t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// At most this many shims wait for their next run in the answer to their
+/// program's end at once (see `Output::AwaitRun`); any more get theirs
+/// the other way (a file and a signal), so they never crowd the socket.
+const AWAIT_MAX: usize = 16;
+
+/// A shim's answer that waits for the slot's next run (`Output::AwaitRun`).
+struct Parked {
+    id: RequestId,
+    /// The run that ended.
+    of: u64,
+    /// When it is answered without the run.
+    by: Instant,
+}
+
 /// An answer held until the state is written (see `durable_answers`).
 struct Held {
     id: RequestId,
@@ -173,6 +193,11 @@ pub struct MainLoop {
     durable_answers: HashMap<RequestId, Option<u64>>,
     /// Those answers, until the state is written.
     held: Vec<Held>,
+    /// Runs that ended whose shims are to wait for the next run in their
+    /// answer, until when (`Output::AwaitRun`), while that answer is held.
+    awaiting: HashMap<u64, Instant>,
+    /// Those answers, written, until the next run or their time comes.
+    parked: Vec<Parked>,
     /// More messages wait to be stepped right after this one.
     more: bool,
     /// The latest a write put off for more changes is carried out.
@@ -187,10 +212,12 @@ pub struct MainLoop {
     base: Instant,
     wake: Instant,
     rng: fastrand::Rng,
-    /// The supervisor asked for the state to be written, and whether the
-    /// write must wait for the disk.
+    /// The supervisor asked for the state to be written, and how soon it
+    /// must reach the disk.
     unsaved: bool,
-    durable: bool,
+    durability: Durability,
+    /// When what was written must be on disk, if some of it is not yet.
+    sync_by: Option<Instant>,
     /// How the last write went, when that is news to the supervisor.
     persist_news: Option<Input>,
     /// What waits for the state to be written: an exit record goes only
@@ -237,6 +264,8 @@ impl MainLoop {
             waiting: HashMap::new(),
             durable_answers: HashMap::new(),
             held: Vec::new(),
+            awaiting: HashMap::new(),
+            parked: Vec::new(),
             more: false,
             save_by: None,
             to_follow: HashMap::new(),
@@ -246,7 +275,8 @@ impl MainLoop {
             wake: base,
             rng: fastrand::Rng::new(),
             unsaved: false,
-            durable: false,
+            durability: Durability::Later,
+            sync_by: None,
             persist_news: None,
             after_save: Vec::new(),
             persisted: true,
@@ -325,10 +355,20 @@ impl MainLoop {
                 None => {
                     // About to wait: what a burst left free goes back.
                     self.trim.idle(Instant::now());
-                    let timeout = self.wake.saturating_duration_since(Instant::now());
+                    let until = [self.sync_by, self.parked.iter().map(|p| p.by).min()]
+                        .into_iter()
+                        .flatten()
+                        .fold(self.wake, Instant::min);
+                    let timeout = until.saturating_duration_since(Instant::now());
                     self.rx.recv_timeout(timeout)
                 }
             };
+            self.sync_if_due();
+            self.unpark(false);
+            if matches!(msg, Err(RecvTimeoutError::Timeout)) && Instant::now() < self.wake {
+                // Woken for the sync or a parked answer alone.
+                continue;
+            }
             let input = match msg {
                 Ok(Msg::Request(inc)) => self.admit(inc),
                 Ok(Msg::Done(done)) => Input::Done(done),
@@ -356,12 +396,18 @@ impl MainLoop {
                 self.feed(Input::Tick);
             }
         }
+        self.unpark(true);
         // The next daemon starts from one snapshot; an older marvel, which
         // reads no journal, finds everything in it too.
         if self.persisted
             && let Err(e) = self.store.fold(self.sup.world_mut())
         {
             log(&format!("cannot write the state file at exit: {e}"));
+        }
+        if let Err(e) = self.store.sync() {
+            log(&format!(
+                "cannot get the state journal to the disk at exit: {e}"
+            ));
         }
         // The last answers (the one to `stop` among them) reach their
         // clients before the process goes.
@@ -417,13 +463,23 @@ impl MainLoop {
         if self.unsaved {
             return;
         }
-        // A death is answered once it is on disk; while the state cannot be
-        // written, not at all: the shim then records the death itself.
+        // A death is answered once it is written; while the state cannot be
+        // written, not at all: the shim then records the death itself. A
+        // shim whose next run is due soon waits for it in the answer.
         for held in std::mem::take(&mut self.held) {
-            if self.persisted {
-                self.reply(held.id, held.response);
-            } else {
+            let awaits = held.ended.and_then(|of| self.awaiting.remove(&of));
+            if !self.persisted {
                 self.waiting.remove(&held.id);
+            } else if let (Some(by), Response::Linger(_), Some(of)) =
+                (awaits, &held.response, held.ended)
+            {
+                self.parked.push(Parked {
+                    id: held.id,
+                    of,
+                    by,
+                });
+            } else {
+                self.reply(held.id, held.response);
             }
         }
         if self.persisted {
@@ -466,15 +522,55 @@ impl MainLoop {
         if !std::mem::take(&mut self.unsaved) {
             return;
         }
-        let durable = std::mem::take(&mut self.durable);
+        let durability = std::mem::take(&mut self.durability);
         let result = self
             .store
-            .save(self.sup.world_mut(), durable)
+            .save(self.sup.world_mut(), durability == Durability::Now)
             .map(|_| ())
             .map_err(|e| e.to_string());
+        if !self.store.unsynced() {
+            self.sync_by = None;
+        } else if durability == Durability::Soon {
+            self.sync_by.get_or_insert(Instant::now() + SYNC_WITHIN);
+        }
+        self.news(result);
+    }
+
+    /// How a write went is news to the supervisor only when it changed (or
+    /// keeps failing).
+    fn news(&mut self, result: std::result::Result<(), String>) {
         if result.is_ok() != self.persisted || result.is_err() {
             self.persisted = result.is_ok();
             self.persist_news = Some(Input::Persisted(result));
+        }
+    }
+
+    /// Answers the shims whose next run did not come in time (`all`: every
+    /// one, at exit) with what their panes show now.
+    fn unpark(&mut self, all: bool) {
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| all || p.by <= now);
+        self.parked = later;
+        for p in due {
+            self.feed(Input::RunNotDue { id: p.id, of: p.of });
+        }
+    }
+
+    /// Gets what was written to the disk once it is due there. A failure
+    /// is the supervisor's news like a failed write: the next write is a
+    /// whole snapshot.
+    fn sync_if_due(&mut self) {
+        if self.sync_by.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.sync_by = None;
+        if let Err(e) = self.store.sync() {
+            self.news(Err(e.to_string()));
+            if let Some(news) = self.persist_news.take() {
+                self.feed(news);
+            }
         }
     }
 
@@ -528,9 +624,9 @@ impl MainLoop {
             }
             // Written once the inputs it came with are all stepped (or
             // before a spawn or a rerun): one write for many changes.
-            Output::Persist { durable } => {
+            Output::Persist(durability) => {
                 self.unsaved = true;
-                self.durable |= durable;
+                self.durability = self.durability.max(durability);
             }
             Output::ReadExitRecords(uids) => {
                 let records = uids
@@ -594,6 +690,11 @@ impl MainLoop {
                     held.response = Response::Run(next);
                     return Some(Input::Reran { uid, asked: true });
                 }
+                if let Some(i) = self.parked.iter().position(|p| p.of == of) {
+                    let parked = self.parked.swap_remove(i);
+                    self.reply(parked.id, Response::Run(next));
+                    return Some(Input::Reran { uid, asked: true });
+                }
                 // One that lingers takes it when told the window changed.
                 let path = self.paths.next_run(of);
                 let written = serde_json::to_vec(&next)
@@ -615,6 +716,11 @@ impl MainLoop {
                 let started = self.watcher.watch(&owner, server_pid, kick, notify);
                 if let Err(e) = started {
                     return Some(Input::Watch(Notice::Ended(e)));
+                }
+            }
+            Output::AwaitRun { of, by } => {
+                if self.awaiting.len() + self.parked.len() < AWAIT_MAX {
+                    self.awaiting.insert(of, self.base + by);
                 }
             }
             Output::WakeAt(mono) => self.wake = self.base + mono,
@@ -838,8 +944,48 @@ mod tests {
                 Ok(Msg::Watch(notice)) => Input::Watch(notice),
                 Err(_) => Input::Tick,
             };
+            m.sync_if_due();
+            m.unpark(false);
             m.feed(input);
         }
+    }
+
+    /// What supervising decided is written at once (a daemon that crashes
+    /// loses none of it) and on disk within a second, in one fsync for
+    /// every change of that second; what a user asked for is on disk
+    /// before the next step.
+    #[test]
+    fn a_death_is_on_disk_within_a_second_and_a_users_change_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), role("w", 2));
+        until(&mut m, "the bring-up on disk", |m| !m.store.unsynced());
+        for &uid in &uids {
+            assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        }
+        assert!(ask(&mut m, Request::Shim(ended(uids[0], false))).is_some());
+        assert!(
+            !on_disk(&m).sessions.contains_key(&uids[0]),
+            "written before the answer"
+        );
+        assert!(m.store.unsynced(), "the death waited for the disk");
+        let due = m.sync_by.expect("a sync is due");
+        assert!(due <= Instant::now() + SYNC_WITHIN);
+        // A second death in that second goes with the same fsync.
+        assert!(ask(&mut m, Request::Shim(ended(uids[1], false))).is_some());
+        assert_eq!(m.sync_by, Some(due), "one fsync for both");
+        until(&mut m, "the deaths on disk", |m| !m.store.unsynced());
+        assert_eq!(m.sync_by, None);
+        assert!(Instant::now() >= due, "synced before it was due");
+        // A user's change: on disk when the step is over.
+        send(
+            &mut m,
+            Request::StopRoles {
+                key: "demo/squad/w".into(),
+            },
+        );
+        until(&mut m, "the stop written", |m| !m.unsaved);
+        assert!(!m.store.unsynced(), "a user's change waited for the timer");
+        assert_eq!(m.sync_by, None);
     }
 
     /// The death a shim reports is removed from `exits/` only once the
@@ -882,7 +1028,7 @@ mod tests {
         // A placement the supervisor asked to have written, not written
         // yet when the ask is carried out.
         m.sup.world_mut().sessions.get_mut(&uid).unwrap().rerun_of = Some(uid);
-        m.carry_out(Output::Persist { durable: true });
+        m.carry_out(Output::Persist(Durability::Soon));
         // The shim to ask: a child of this process, as a shim is the tmux
         // server's.
         let mut shim = std::process::Command::new("sleep")
@@ -982,6 +1128,96 @@ mod tests {
         let world = on_disk(&m);
         assert!(!world.sessions.contains_key(&uid));
         assert_eq!(world.sessions[&next.uid].rerun_of, Some(uid));
+    }
+
+    /// A role of `n` slots whose restarts wait `ms` (no growth, no jitter).
+    fn backing_off(n: u32, ms: u64) -> crate::domain::spec::RoleSpec {
+        use crate::domain::spec::{Backoff, Factor, Jitter, NonZeroSpan, Span};
+        let mut w = role("w", n);
+        w.backoff = Backoff::new(
+            NonZeroSpan::from_millis(ms),
+            Span::from_millis(ms),
+            Factor::new(1.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap();
+        w
+    }
+
+    /// A shim whose slot restarts within half a second waits for the next
+    /// run in the answer to its program's end (no file, no signal); one
+    /// whose restart is further off is told at once to stay and wait.
+    #[test]
+    fn a_shim_whose_restart_is_due_soon_gets_the_run_in_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 100));
+        let uid = uids[0];
+        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        let (input, answer) = admit(&mut m, Request::Shim(ended(uid, true)));
+        m.feed(input);
+        until(&mut m, "the death written", |m| !m.unsaved);
+        assert!(answer.try_recv().is_err(), "answered before the restart");
+        assert_eq!(m.parked.len(), 1);
+        until(&mut m, "the restart", |m| m.parked.is_empty());
+        let next = m
+            .sup
+            .world()
+            .sessions
+            .values()
+            .find(|s| s.uid != uid)
+            .expect("the restart placed")
+            .clone();
+        match answer.try_recv() {
+            Ok(Response::Run(run)) => assert_eq!(run.uid, next.uid),
+            other => panic!("not the next run: {other:?}"),
+        }
+        assert_eq!(next.rerun_of, Some(uid));
+        assert!(!m.paths.next_run(uid).exists(), "no next-run file");
+        assert_eq!(on_disk(&m).sessions[&next.uid].rerun_of, Some(uid));
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 2_000));
+        assert!(ask(&mut m, Request::Shim(started(uids[0]))).is_some());
+        match ask(&mut m, Request::Shim(ended(uids[0], true))) {
+            Some(Response::Linger(_)) => {}
+            other => panic!("not told to stay: {other:?}"),
+        }
+        assert!(m.parked.is_empty());
+    }
+
+    /// A shim waiting for a run that does not come (its role was stopped
+    /// meanwhile) is answered by the time the run was due, with what its
+    /// pane is to do now.
+    #[test]
+    fn a_shim_waiting_for_a_run_that_does_not_come_is_answered_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 300));
+        let uid = uids[0];
+        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        let (input, answer) = admit(&mut m, Request::Shim(ended(uid, true)));
+        m.feed(input);
+        until(&mut m, "the death written", |m| !m.unsaved);
+        assert_eq!(m.parked.len(), 1);
+        send(
+            &mut m,
+            Request::StopRoles {
+                key: "demo/squad/w".into(),
+            },
+        );
+        until(&mut m, "the answer", |m| m.parked.is_empty());
+        match answer.try_recv() {
+            Ok(Response::Run(run)) => panic!("a stopped role ran {run:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("not answered: {e}"),
+        }
+        assert!(
+            m.sup
+                .world()
+                .sessions
+                .values()
+                .all(|s| s.uid == uid || !s.state.is_live()),
+            "nothing restarted"
+        );
     }
 
     /// Deaths reported in a burst (more messages already queued behind

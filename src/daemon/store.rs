@@ -1,7 +1,8 @@
 //! What the daemon keeps on disk: its world, as a snapshot (`state.json`,
 //! written atomically: write, fsync, rename) followed by a journal of what
 //! changed since (`state.journal`, one checksummed line per change,
-//! appended and fsynced), so that a change costs what it changed, not the
+//! appended, and fsynced at once or later as the change needs: see
+//! [`Store::save`]), so that a change costs what it changed, not the
 //! whole world. The journal is folded into a new snapshot when it grows
 //! past twice the snapshot's size (so a change costs at most half again
 //! its own line, amortized), at start and at a graceful stop. A snapshot
@@ -71,6 +72,8 @@ pub struct Store {
     snapshot: u64,
     /// The next save writes a whole snapshot (at start, after a failure).
     whole: bool,
+    /// Lines were written to the journal since its last fsync.
+    unsynced: bool,
 }
 
 /// What loading found.
@@ -113,6 +116,7 @@ impl Store {
             len: 0,
             snapshot: 0,
             whole: true,
+            unsynced: false,
         }
     }
 
@@ -205,16 +209,20 @@ impl Store {
     }
 
     /// Writes what changed in `world` since the last save: one journal
-    /// line, or a whole snapshot when one is due. A `durable` line is
-    /// fsynced; any other is left to the system (what it holds can be
-    /// learnt again after a crash) and made durable by the next fsync. A
-    /// failed write leaves the files as they were (a line half written is
-    /// cut back), and the next save writes a whole snapshot.
+    /// line, or a whole snapshot when one is due (always fsynced). With
+    /// `durable`, everything written is on disk when it returns; any other
+    /// line is left to the system until the next fsync ([`Store::sync`] or
+    /// a durable save). A failed write leaves the files as they were (a
+    /// line half written is cut back), and the next save writes a whole
+    /// snapshot.
     pub fn save(&mut self, world: &mut World, durable: bool) -> crate::error::Result<Saved> {
         if self.whole || self.len > (2 * self.snapshot).max(FOLD_MIN) {
             return self.fold(world);
         }
         let Some(record) = self.journal.record(world) else {
+            if durable {
+                self.sync()?;
+            }
             return Ok(Saved::Nothing);
         };
         let line = encode(&record)?;
@@ -234,6 +242,29 @@ impl Store {
             .ok();
     }
 
+    /// Whether lines were written since the journal's last fsync.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Gets every line written so far to the disk. One that cannot be
+    /// has the next save write a whole snapshot.
+    pub fn sync(&mut self) -> crate::error::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let synced = match &self.file {
+            Some(file) => file.sync_data(),
+            None => Err(std::io::Error::other("the journal is not open")),
+        };
+        synced.map_err(|e| {
+            self.whole = true;
+            Error::io(&self.journal_path, &e)
+        })?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     fn append(&mut self, line: &[u8], durable: bool) -> std::io::Result<()> {
         let file = self
             .file
@@ -245,6 +276,7 @@ impl Store {
         match written {
             Ok(()) => {
                 self.len += line.len() as u64;
+                self.unsynced = !durable;
                 Ok(())
             }
             Err(e) => {
@@ -282,6 +314,7 @@ impl Store {
         self.len = header.len() as u64;
         self.snapshot = snapshot.len() as u64;
         self.whole = false;
+        self.unsynced = false;
         Ok(Saved::Whole(snapshot.len()))
     }
 }
@@ -464,6 +497,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().join(crate::paths::STATE));
         (dir, store)
+    }
+
+    /// A line that need not wait for the disk is left unsynced until a
+    /// sync, or a durable save (with or without a line of its own), gets
+    /// everything written so far there.
+    #[test]
+    fn lines_left_to_the_system_are_synced_by_the_next_sync_or_durable_save() {
+        let (_dir, mut store) = store();
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3)]));
+        sim.settle();
+        assert!(matches!(
+            store.save(&mut sim.world, false),
+            Ok(Saved::Whole(_))
+        ));
+        assert!(!store.unsynced(), "a snapshot is always on disk");
+        sim.die("w", 0, 3);
+        assert!(matches!(
+            store.save(&mut sim.world, false),
+            Ok(Saved::Line(_))
+        ));
+        assert!(store.unsynced());
+        store.sync().unwrap();
+        assert!(!store.unsynced());
+        sim.die("w", 1, 3);
+        store.save(&mut sim.world, false).unwrap();
+        assert!(store.unsynced());
+        assert_eq!(store.save(&mut sim.world, true).unwrap(), Saved::Nothing);
+        assert!(!store.unsynced(), "a durable save with nothing new syncs");
+        sim.die("w", 2, 3);
+        store.save(&mut sim.world, true).unwrap();
+        assert!(!store.unsynced());
+        // A journal that cannot be synced has the next save write it all.
+        sim.at(1000);
+        sim.settle();
+        store.save(&mut sim.world, false).unwrap();
+        store.file = None;
+        assert!(store.sync().is_err());
+        assert!(matches!(
+            store.save(&mut sim.world, false),
+            Ok(Saved::Whole(_))
+        ));
+        let (world, _) = restored(&mut Store::new(store.path.clone()));
+        assert_eq!(world, sim.world);
     }
 
     #[test]

@@ -217,9 +217,10 @@ pub trait Substrate: Send {
     /// Starts watching server `server_pid` on a thread of its own: the
     /// hooks on `owner`'s panes and team sessions wake it, and `notify`
     /// hears of each wake-up, until the watch ends (it says so, and does
-    /// not start again by itself). `kick` paces a nudge that makes the
-    /// server reap a pane's process whose end it missed. A substrate that
-    /// cannot be watched says so here.
+    /// not start again by itself). `kick` paces the look for new pane
+    /// processes, whose ends are watched so that the server is nudged to
+    /// reap one whose end it missed. A substrate that cannot be watched
+    /// says so here.
     fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {
         let _ = (owner, server_pid, kick, notify);
         Err(SubstrateError::Refused(

@@ -2,15 +2,20 @@
 //! signal a `wait-for` channel, and one `tmux wait-for` client, blocked on
 //! that channel, wakes the daemon. Nothing runs while nothing happens. A
 //! signal with no client waiting is latched by tmux, so no wake-up is lost
-//! between two clients (several may fold into one).
+//! between two clients (several may fold into one). The server's children
+//! (the panes' processes) are watched through pidfds too: tmux 3.3a can
+//! miss a child's end, and the end of one makes the watch nudge tmux into
+//! reaping it, so that the hooks run; the server is never woken otherwise.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ExitStatus};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
+use rustix::event::{Timespec, epoll};
+use rustix::process::{Pid, PidfdFlags, Resource, getrlimit, pidfd_open, setrlimit};
 
 use super::tmux::{RawOutput, Tmux, classify_failure};
 use super::{Notice, Notify, SubstrateError};
@@ -37,6 +42,15 @@ pub fn hook_command(owner: &str) -> String {
 pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mut notify: Notify) {
     let channel = channel(&owner);
     let mut first = true;
+    let mut panes = match Panes::new(server_pid) {
+        Ok(p) => p,
+        Err(e) => {
+            notify(Notice::Ended(SubstrateError::Unreachable(format!(
+                "cannot watch the tmux server's panes: {e}"
+            ))));
+            return;
+        }
+    };
     loop {
         let mut cmd = tmux.wait_for_command(&channel);
         // SAFETY: prctl and getppid are async-signal-safe. The client goes
@@ -65,7 +79,7 @@ pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mu
         if std::mem::take(&mut first) {
             notify(Notice::Watching);
         }
-        let status = match wait_kicking(&mut child, server_pid, kick) {
+        let status = match wait_kicking(&mut child, &mut panes, kick) {
             Ok(s) => s,
             Err(e) => {
                 let _ = child.kill();
@@ -94,30 +108,247 @@ pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mu
     }
 }
 
-/// Waits for the client to end. Every `kick` meanwhile the server gets
+/// However the panes are watched, tmux is nudged this often all the same.
+const NUDGE_ANYWAY: Duration = Duration::from_secs(60);
+
+/// File descriptors the process keeps for everything but pidfds.
+const FD_RESERVE: u64 = 512;
+
+/// How long tmux has to reap a child that ended before it is nudged.
+const REAP_GRACE: Duration = Duration::from_millis(50);
+
+/// Waits for the client to end. Meanwhile, a pane's process that ended
+/// and is still not reaped after [`REAP_GRACE`] makes the server get
 /// SIGCHLD: tmux 3.3a built with libutempter can miss the end of a pane's
 /// process, and with it the `pane-died` hook, until another child event;
-/// the signal makes it reap what it missed (a no-op otherwise).
-fn wait_kicking(child: &mut Child, server_pid: u32, kick: Duration) -> std::io::Result<ExitStatus> {
+/// the signal makes it reap what it missed. Every `kick` the server's
+/// children are listed again (from `/proc`, without waking the server),
+/// and tmux is nudged then only if some could not be watched, or once in
+/// [`NUDGE_ANYWAY`].
+fn wait_kicking(
+    child: &mut Child,
+    panes: &mut Panes,
+    kick: Duration,
+) -> std::io::Result<ExitStatus> {
     let pidfd =
         Pid::from_raw(child.id() as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
     let Some(pidfd) = pidfd else {
         // No pidfd (a kernel before 5.3): wait without kicking.
         return child.wait();
     };
-    let timeout = Timespec {
-        tv_sec: kick.as_secs() as i64,
-        tv_nsec: i64::from(kick.subsec_nanos()),
-    };
+    panes.set_client(pidfd)?;
+    // When to see whether tmux reaped the children that ended.
+    let mut check: Option<Instant> = None;
     loop {
-        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => kick_server(server_pid),
-            Ok(_) => return child.wait(),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+        panes.refresh();
+        if check.is_some_and(|t| Instant::now() >= t) {
+            check = None;
+            if panes.unreaped() {
+                panes.nudge();
+            }
+        }
+        let timeout = check.map_or(kick, |t| {
+            t.saturating_duration_since(Instant::now()).min(kick)
+        });
+        match panes.wait(timeout)? {
+            Woke::Client => return child.wait(),
+            Woke::Ended(_) => {
+                check.get_or_insert(Instant::now() + REAP_GRACE);
+            }
+            Woke::Timeout if !panes.complete || panes.nudged.elapsed() >= NUDGE_ANYWAY => {
+                panes.nudge()
+            }
+            Woke::Timeout => {}
         }
     }
+}
+
+/// What a wait on the panes saw.
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    /// The watch's tmux client ended.
+    Client,
+    /// These processes of the server ended.
+    Ended(Vec<u32>),
+    Timeout,
+}
+
+/// The data of the client's pidfd in the epoll set; a pane's is its pid.
+const CLIENT: u64 = u64::MAX;
+
+/// The tmux server's child processes, each watched through a pidfd in one
+/// epoll set with the watch's client.
+struct Panes {
+    server: u32,
+    epoll: OwnedFd,
+    watched: HashMap<u32, OwnedFd>,
+    /// Seen ended (and the server nudged) while the server still lists
+    /// them, not reaped yet: not watched again.
+    ended: HashSet<u32>,
+    /// Ended since the last [`Panes::unreaped`].
+    fresh: Vec<u32>,
+    /// Every child the server had at the last listing is watched.
+    complete: bool,
+    /// When the server was last nudged.
+    nudged: Instant,
+    /// The pidfd of the watch's client, the current one.
+    client: Option<OwnedFd>,
+}
+
+impl Panes {
+    fn new(server: u32) -> std::io::Result<Panes> {
+        Ok(Panes {
+            server,
+            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            watched: HashMap::new(),
+            ended: HashSet::new(),
+            fresh: Vec::new(),
+            complete: false,
+            nudged: Instant::now(),
+            client: None,
+        })
+    }
+
+    /// Watches `pidfd`, the watch's new client, instead of the last one.
+    fn set_client(&mut self, pidfd: OwnedFd) -> std::io::Result<()> {
+        if let Some(old) = self.client.take() {
+            let _ = epoll::delete(&self.epoll, &old);
+        }
+        epoll::add(
+            &self.epoll,
+            &pidfd,
+            epoll::EventData::new_u64(CLIENT),
+            epoll::EventFlags::IN,
+        )?;
+        self.client = Some(pidfd);
+        Ok(())
+    }
+
+    /// Watches the server's children that are not watched yet, and forgets
+    /// those it no longer has.
+    fn refresh(&mut self) {
+        let Some(listed) = children(self.server) else {
+            self.complete = false;
+            return;
+        };
+        self.watched.retain(|pid, _| listed.contains(pid));
+        self.ended.retain(|pid| listed.contains(pid));
+        let new: Vec<u32> = listed
+            .iter()
+            .copied()
+            .filter(|pid| !self.watched.contains_key(pid) && !self.ended.contains(pid))
+            .collect();
+        let room = fd_room(self.watched.len() + new.len());
+        self.complete = true;
+        for pid in new {
+            if self.watched.len() >= room {
+                self.complete = false;
+                break;
+            }
+            let Some(fd) =
+                Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+            else {
+                // Gone, and reaped, since the listing.
+                continue;
+            };
+            let data = epoll::EventData::new_u64(u64::from(pid));
+            if epoll::add(&self.epoll, &fd, data, epoll::EventFlags::IN).is_err() {
+                self.complete = false;
+                continue;
+            }
+            self.watched.insert(pid, fd);
+        }
+    }
+
+    /// Waits up to `timeout` for the client or a child to end.
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<Woke> {
+        let timeout = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut events = Vec::with_capacity(64);
+        loop {
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&timeout),
+            ) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if events.is_empty() {
+            return Ok(Woke::Timeout);
+        }
+        let mut ended = Vec::new();
+        for e in &events {
+            match e.data.u64() {
+                CLIENT => return Ok(Woke::Client),
+                pid => {
+                    let pid = pid as u32;
+                    // Closing the pidfd takes it out of the set.
+                    self.watched.remove(&pid);
+                    self.ended.insert(pid);
+                    self.fresh.push(pid);
+                    ended.push(pid);
+                }
+            }
+        }
+        Ok(Woke::Ended(ended))
+    }
+
+    /// Whether a child that ended since the last call was still the
+    /// server's at the last listing: tmux has not reaped it.
+    fn unreaped(&mut self) -> bool {
+        let fresh = std::mem::take(&mut self.fresh);
+        fresh.iter().any(|pid| self.ended.contains(pid))
+    }
+
+    fn nudge(&mut self) {
+        self.nudged = Instant::now();
+        kick_server(self.server);
+    }
+}
+
+/// The child processes of `pid`, from `/proc` (every thread's).
+fn children(pid: u32) -> Option<HashSet<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut all = HashSet::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        all.extend(
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    Some(all)
+}
+
+/// How many pidfds the process can hold with `wanted` of them: the soft
+/// limit on open files is raised towards the hard one when that helps.
+fn fd_room(wanted: usize) -> usize {
+    let need = wanted as u64 + FD_RESERVE;
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft < need {
+        let raised = limit
+            .maximum
+            .map_or(need, |hard| hard.min(need.max(soft * 2)));
+        if raised > soft
+            && setrlimit(
+                Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(raised),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok()
+        {
+            return raised.saturating_sub(FD_RESERVE) as usize;
+        }
+    }
+    soft.saturating_sub(FD_RESERVE).min(usize::MAX as u64) as usize
 }
 
 /// SIGCHLD to the tmux server, if `pid` still is one.
@@ -134,6 +365,84 @@ fn kick_server(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits on `panes` until `done` says what woke it is awaited; other
+    /// tests' children of this process may end meanwhile.
+    fn wait_until(panes: &mut Panes, mut done: impl FnMut(&Woke) -> bool) -> Woke {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let woke = panes.wait(Duration::from_millis(100)).unwrap();
+            if done(&woke) {
+                return woke;
+            }
+            assert!(Instant::now() < deadline, "not woken as awaited");
+        }
+    }
+
+    /// The end of a child of the watched process wakes the wait at once,
+    /// once; it is not watched again while it waits to be reaped, and is
+    /// forgotten once it is.
+    #[test]
+    fn the_end_of_a_child_wakes_the_wait_once_until_it_is_reaped() {
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (spawn(), spawn());
+        let mut panes = Panes::new(std::process::id()).unwrap();
+        panes.refresh();
+        assert!(panes.watched.contains_key(&a.id()) && panes.watched.contains_key(&b.id()));
+        // Killed, not reaped: a zombie, as a pane's process tmux missed.
+        a.kill().unwrap();
+        wait_until(
+            &mut panes,
+            |w| matches!(w, Woke::Ended(p) if p.contains(&a.id())),
+        );
+        panes.refresh();
+        assert!(
+            !panes.watched.contains_key(&a.id()),
+            "a zombie is watched again"
+        );
+        assert!(panes.unreaped(), "a zombie is not seen as one");
+        // Once: the next end seen is b's, not a's again.
+        b.kill().unwrap();
+        let woke = wait_until(
+            &mut panes,
+            |w| matches!(w, Woke::Ended(p) if p.contains(&b.id())),
+        );
+        assert!(!matches!(woke, Woke::Ended(p) if p.contains(&a.id())));
+        // b reaped, as tmux does: nothing to nudge for.
+        b.wait().unwrap();
+        panes.refresh();
+        assert!(!panes.unreaped(), "a reaped child is seen as unreaped");
+        a.wait().unwrap();
+        panes.refresh();
+        assert!(
+            !panes.ended.contains(&a.id()),
+            "a reaped child is remembered"
+        );
+        assert!(
+            !panes.ended.contains(&b.id()),
+            "a reaped child is remembered"
+        );
+    }
+
+    /// The watch's client ending wakes the wait as the client.
+    #[test]
+    fn the_clients_end_wakes_the_wait() {
+        let mut panes = Panes::new(std::process::id()).unwrap();
+        let mut client = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = pidfd_open(
+            Pid::from_raw(client.id() as i32).unwrap(),
+            PidfdFlags::empty(),
+        )
+        .unwrap();
+        panes.set_client(pidfd).unwrap();
+        wait_until(&mut panes, |w| *w == Woke::Client);
+        client.wait().unwrap();
+    }
 
     #[test]
     fn the_channel_is_stable_and_differs_by_state_directory() {

@@ -485,7 +485,7 @@ fn activity_changes_are_written_lazily() {
     let durable = |h: &H, from: usize| {
         h.trace[from..]
             .iter()
-            .filter(|o| matches!(o, Output::Persist { durable: true }))
+            .filter(|o| matches!(o, Output::Persist(Durability::Soon | Durability::Now)))
             .count()
     };
     let from = h.trace.len();
@@ -502,7 +502,7 @@ fn activity_changes_are_written_lazily() {
     assert!(
         h.trace[from..]
             .iter()
-            .any(|o| matches!(o, Output::Persist { durable: false })),
+            .any(|o| matches!(o, Output::Persist(Durability::Later))),
         "{:?}",
         &h.trace[from..]
     );

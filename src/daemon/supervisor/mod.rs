@@ -89,6 +89,10 @@ pub enum Input {
     LogTail { uid: u64, lines: Vec<String> },
     /// How writing the state file went (after `Persist`).
     Persisted(Result<(), String>),
+    /// The shim of spawn `of` waited for its next run in the answer to
+    /// request `id` (see `Output::AwaitRun`) and it did not come in time:
+    /// it is answered what its pane shows now.
+    RunNotDue { id: RequestId, of: u64 },
     /// The event log cannot be written (why, since when), or can again.
     EventLog(Option<(String, Time)>),
     /// A notification command ran (answering `Notify`): how, if it failed.
@@ -127,12 +131,9 @@ pub enum Output {
     Follow { id: RequestId, filter: EventFilter },
     /// Append this event to the log file and pass it to the followers.
     Event(EventView),
-    /// Write what changed in the state now; the result comes back as
-    /// `Persisted`. A `durable` write waits for the disk (what cannot be
-    /// learnt again after a crash: a death, a decision, a uid handed out);
-    /// any other is handed to the system, and made durable by the next
-    /// durable one.
-    Persist { durable: bool },
+    /// Write what changed in the state now, and get it to the disk as
+    /// soon as it says; the result comes back as `Persisted`.
+    Persist(Durability),
     /// Read what the shims of these sessions recorded; comes back as
     /// `ExitRecords`.
     ReadExitRecords(Vec<u64>),
@@ -169,6 +170,11 @@ pub enum Output {
         parent: u32,
         line: String,
     },
+    /// The shim of spawn `of`, answered `Linger`, is to get the slot's
+    /// next run in that answer instead: its restart is due before `by`
+    /// (monotonic). Past `by` it is answered what its pane shows then
+    /// ([`Supervisor::answer_to_exit`]).
+    AwaitRun { of: u64, by: Duration },
     /// Have the shim `pid` (a child of the tmux server `parent`) that stays
     /// in the kept pane of spawn `of` run `next` there; answered by
     /// `Input::Reran`.
@@ -183,8 +189,8 @@ pub enum Output {
     Notify(Hook),
     /// Start watching the tmux server `server_pid`: its hooks wake the
     /// daemon, each wake-up comes back as `Input::Watch`, and so does the
-    /// watch's end. `kick` paces the nudge that makes tmux reap a pane's
-    /// process whose end it missed.
+    /// watch's end. `kick` paces the watch's look for new pane processes
+    /// (whose ends it watches, to nudge tmux into reaping one it missed).
     Watch { server_pid: u32, kick: Duration },
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
@@ -274,6 +280,27 @@ struct EarlyExit {
     reply: RequestId,
 }
 
+/// How soon a write of the state must reach the disk. Once written, a
+/// change survives a crash of the daemon (the system holds it); the disk
+/// only matters when the machine goes down, and with it every program the
+/// change was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Durability {
+    /// Left to the system: what it holds is learnt again (a start, a
+    /// session's activity, a marker's last lines).
+    #[default]
+    Later,
+    /// On disk within a second ([`crate::daemon::main_loop`]'s sync): what
+    /// supervising decided (a death, a restart, a pane placed). A machine
+    /// that goes down loses at most that second, along with the programs.
+    Soon,
+    /// On disk before anything else happens: what a user asked for, and
+    /// uids handed out (a uid must never be handed out twice, even after
+    /// the machine went down: the files of its run may have reached the
+    /// disk).
+    Now,
+}
+
 /// Whether the state file could be written last time.
 #[derive(Debug, Clone, Default)]
 struct PersistHealth {
@@ -283,6 +310,14 @@ struct PersistHealth {
     /// changes.
     retry_at: Option<Duration>,
 }
+
+/// A shim whose slot's restart is due within this gets the next run in
+/// the answer to its program's end: no file, no signal, one connection.
+/// (A shim waits 3 s for that answer.)
+pub const HOLD_FOR_RUN: Duration = Duration::from_millis(500);
+
+/// How long after its restart was due a held answer still waits for it.
+const RUN_SLACK: Duration = Duration::from_millis(100);
 
 /// How often a failing state file is tried again.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
@@ -346,6 +381,9 @@ pub struct Supervisor {
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
+    /// A user's request changed the world this step: what it changed is on
+    /// disk before the next step.
+    urgent: bool,
     /// Why the event log cannot be written, and since when.
     event_log_failure: Option<(String, Time)>,
     /// Lines of the event log an earlier daemon left that could not be read.
@@ -392,6 +430,7 @@ impl Supervisor {
             lazy_until: None,
             activity_changed: false,
             persist: PersistHealth::default(),
+            urgent: false,
             uids_written: 0,
             event_log_failure: None,
             skipped_events,
@@ -446,6 +485,10 @@ impl Supervisor {
                 }
             }
             Input::Persisted(result) => self.persisted(result, now),
+            Input::RunNotDue { id, of } => {
+                let answer = self.answer_to_exit(of, "recorded");
+                self.reply(id, answer);
+            }
             Input::EventLog(failure) => {
                 let msg = match &failure {
                     Some((e, _)) => {
@@ -861,12 +904,17 @@ impl Supervisor {
         if std::mem::take(&mut self.activity_changed) {
             self.persist_lazily(now);
         }
+        let urgent = std::mem::take(&mut self.urgent);
         if self.dirty || self.lazy_until.is_some_and(|t| now.mono >= t) {
             // What was only waiting to be written lazily can be learnt
             // again after a crash: the disk need not be waited for.
-            let durable = std::mem::take(&mut self.dirty);
+            let durability = match (std::mem::take(&mut self.dirty), urgent) {
+                (true, true) => Durability::Now,
+                (true, false) => Durability::Soon,
+                (false, _) => Durability::Later,
+            };
             self.lazy_until = None;
-            self.out.push(Output::Persist { durable });
+            self.out.push(Output::Persist(durability));
         }
         let mut wake = self.sweep_due();
         if let Some(t) = self.watch_retry_at() {
@@ -971,6 +1019,9 @@ impl Supervisor {
         self.keep_pane(&s, &exit, now);
         self.unsettled.remove(&uid);
         let evs = self.world.on_exit(uid, exit, now.wall, rng.jitter());
+        // A role frozen stays frozen whatever happens to the machine, as a
+        // user's change does: it waits for a user.
+        self.urgent |= evs.iter().any(|e| e.kind == EventKind::Frozen);
         self.emit_all(evs);
         self.out.push(Output::RemoveExitRecord(uid));
         self.dirty = true;
@@ -982,6 +1033,14 @@ impl Supervisor {
     fn keep_pane(&mut self, s: &Session, exit: &Exit, now: Now) {
         let rerun = self.ws.rerunnable.remove(&s.uid);
         if !workspace::keeps_pane(s, exit) {
+            // A pane that is not kept goes: one whose shim was killed stays
+            // in its window, dead (marvel's panes remain on exit), and the
+            // slot's next window would have a name that two windows bear.
+            if let Some(pane) = s.pane.clone()
+                && exit.detail != ExitDetail::TmuxLost
+            {
+                self.kill_pane(pane, s.key.to_string(), now);
+            }
             return;
         }
         let kept = KeptPane {

@@ -38,6 +38,12 @@ impl Supervisor {
             let e = Error::daemon("the daemon is shutting down");
             return self.reply(id, Response::Error(e));
         }
+        // What a user asks for is on disk before the next step; what the
+        // programs and their shims say is the supervisor's own news.
+        let from_user = !matches!(
+            req,
+            Request::Shim(_) | Request::Output { .. } | Request::Heartbeat { .. }
+        );
         let answer: Answer = match req {
             Request::Ping => Ok(Some(Response::Pong {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -121,6 +127,7 @@ impl Supervisor {
             ),
             Request::AbortShift { team } => self.abort_shift(&team, now),
         };
+        self.urgent |= from_user && self.dirty;
         match answer {
             Ok(Some(response)) => self.reply(id, response),
             Ok(None) => {}
@@ -140,7 +147,7 @@ impl Supervisor {
         rng: &mut impl Rng,
     ) -> Answer {
         let done = || Ok(Some(Response::Done("recorded".into())));
-        let uid = match report {
+        let (uid, run_in_answer) = match report {
             ShimReport::Started { uid, pid, at } => {
                 if let Some(ev) = self.world.started(uid, pid, at) {
                     self.emit(ev);
@@ -150,7 +157,9 @@ impl Supervisor {
                 self.persist_lazily(now);
                 return done();
             }
-            ShimReport::Exited { uid, .. } => uid,
+            ShimReport::Exited {
+                uid, run_in_answer, ..
+            } => (uid, run_in_answer),
         };
         self.may_rerun(&report);
         // A program told to end has: no SIGKILL for it.
@@ -177,12 +186,45 @@ impl Supervisor {
             return Ok(None);
         }
         self.exit_reported(uid, exit, hangup, now, rng);
-        Ok(Some(self.answer_to_exit(uid, "recorded")))
+        let answer = self.answer_to_exit(uid, "recorded");
+        if run_in_answer && matches!(answer, Response::Linger(_)) {
+            self.await_run(uid, now);
+        }
+        Ok(Some(answer))
+    }
+
+    /// The slot of spawn `uid` runs next in its kept pane soon: its shim
+    /// is to wait for that run in its answer (see [`Output::AwaitRun`]).
+    fn await_run(&mut self, uid: u64, now: Now) {
+        let Some((key, _)) = self
+            .world
+            .kept
+            .iter()
+            .find(|(_, k)| k.uid == uid && k.rerun)
+        else {
+            return;
+        };
+        let Some(history) = self.world.roles.get(&key.role()) else {
+            return;
+        };
+        if history.frozen.is_some() {
+            return;
+        }
+        let wait = history
+            .next_restart_at
+            .and_then(|t| (t - now.wall).to_std().ok())
+            .unwrap_or(Duration::ZERO);
+        if wait + super::RUN_SLACK <= super::HOLD_FOR_RUN {
+            self.out.push(Output::AwaitRun {
+                of: uid,
+                by: now.mono + wait + super::RUN_SLACK,
+            });
+        }
     }
 
     /// What a shim is told once its program's end is known: to stay in its
     /// kept pane, showing a line, or that it is done.
-    pub(super) fn answer_to_exit(&mut self, uid: u64, done: &str) -> Response {
+    pub fn answer_to_exit(&mut self, uid: u64, done: &str) -> Response {
         match self.kept_line_of(uid) {
             Some(line) => Response::Linger(line),
             None => Response::Done(done.into()),

@@ -225,7 +225,7 @@ impl H {
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
                     }
-                    Output::Prune { .. } | Output::Log(_) => {}
+                    Output::Prune { .. } | Output::Log(_) | Output::AwaitRun { .. } => {}
                     Output::Signal {
                         pid,
                         parent,
@@ -3341,6 +3341,14 @@ mod watch {
         assert_eq!(hist.restarts, 1, "recorded without waiting for another");
         assert_eq!(hist.marker.as_ref().unwrap().uid, victim.uid);
         assert_eq!(h.marker_detail(), ExitDetail::PaneVanished);
+        // Its dead pane goes, and its window with it: the slot's next
+        // window takes the name alone.
+        let pane = victim.pane.clone().unwrap();
+        assert!(
+            h.tmux.calls().contains(&Call::Kill(pane)),
+            "{:?}",
+            h.tmux.calls()
+        );
     }
 
     #[test]
@@ -3495,21 +3503,67 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
     );
 }
 
-/// A death is written at once, durably; the marker's last lines, read from
-/// the log just after, ride along with the next write (within a second)
-/// instead of costing a write of their own, and that write does not wait
-/// for the disk (the lines are in the log still).
+/// What a user asks for, and a role frozen for exhausting its restarts
+/// (which waits for a user too), are on disk before the next step; a
+/// death that is followed by a restart within a second.
+#[test]
+fn a_users_change_and_a_freeze_are_written_now_an_ordinary_death_soon() {
+    let mut h = H::new();
+    let mut f = role("f", 1);
+    f.max_restarts = Some(0);
+    let writes = |h: &H, from: usize| -> Vec<Durability> {
+        h.trace[from..]
+            .iter()
+            .filter_map(|o| match o {
+                Output::Persist(d) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    };
+    let from = h.trace.len();
+    h.apply(team(vec![role("w", 1), f]));
+    assert_eq!(
+        writes(&h, from).first(),
+        Some(&Durability::Now),
+        "the apply"
+    );
+    let started = h.start_all();
+    let of = |r: &str| {
+        started
+            .iter()
+            .find(|s| s.key.role().to_string().ends_with(r))
+            .unwrap()
+            .uid
+    };
+    let from = h.trace.len();
+    h.exited(of("/w"), Some(1), None, false);
+    assert_eq!(writes(&h, from), [Durability::Soon], "a death restarted");
+    let from = h.trace.len();
+    h.exited(of("/f"), Some(1), None, false);
+    assert!(
+        h.status()
+            .problems
+            .iter()
+            .any(|p| p.kind == crate::view::ProblemKind::Frozen)
+    );
+    assert_eq!(writes(&h, from), [Durability::Now], "the freeze");
+}
+
+/// A death is written at once, to be on disk within a second; the
+/// marker's last lines, read from the log just after, ride along with the
+/// next write (within a second) instead of costing a write of their own,
+/// and that write is left to the system (the lines are in the log still).
 #[test]
 fn a_markers_last_lines_are_written_lazily_after_the_death() {
     let mut h = H::new();
     h.apply(team(vec![role("w", 1)]));
     let s = h.start_all().remove(0);
     h.logs.insert(s.uid, vec!["last words".into()]);
-    let writes = |h: &H| -> Vec<bool> {
+    let writes = |h: &H| -> Vec<Durability> {
         h.trace
             .iter()
             .filter_map(|o| match o {
-                Output::Persist { durable } => Some(*durable),
+                Output::Persist(d) => Some(*d),
                 _ => None,
             })
             .collect()
@@ -3518,8 +3572,8 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     h.exited(s.uid, Some(3), None, false);
     assert_eq!(
         writes(&h)[before..],
-        [true],
-        "one durable write for the death"
+        [Durability::Soon],
+        "one write for the death, on disk within a second"
     );
     let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
     let marker = saved.marker.expect("the death is written");
@@ -3533,7 +3587,7 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     assert_eq!(saved.marker.as_ref().unwrap().last_output, ["last words"]);
     let lazy = &writes(&h)[before + 1..];
     assert!(
-        !lazy.is_empty() && lazy.iter().all(|d| !d),
+        !lazy.is_empty() && lazy.iter().all(|d| *d == Durability::Later),
         "the later writes are lazy: {lazy:?}"
     );
 }

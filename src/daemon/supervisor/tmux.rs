@@ -22,7 +22,7 @@ use crate::substrate::{Decoration, Notice, Observation, PaneInfo, Place, Spawned
 use crate::view::{self, TmuxView};
 
 use super::super::worker::{Done, Job, JobId, Outcome, SLOW};
-use super::{EarlyExit, Now, Output, RequestId, Supervisor, workspace};
+use super::{Durability, EarlyExit, Now, Output, RequestId, Supervisor, workspace};
 
 /// What to do with a job's outcome.
 #[derive(Debug, Clone)]
@@ -114,8 +114,9 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long a death found by a listing waits for its shim's word before
 /// the next listing settles it, while tmux wakes the daemon.
 const SETTLE: Duration = Duration::from_secs(1);
-/// At most this long between two nudges that make tmux reap a pane's
-/// process whose end it missed.
+/// At most this long between two looks of the watch for new pane processes
+/// to watch (from `/proc`, without waking tmux); tmux is nudged this often
+/// only when some cannot be watched.
 const KICK_MAX: Duration = Duration::from_secs(5);
 
 impl Tmux {
@@ -548,7 +549,7 @@ impl Supervisor {
         if self.world.uid_reserved != self.uids_written {
             self.uids_written = self.world.uid_reserved;
             self.dirty = false;
-            self.out.push(Output::Persist { durable: true });
+            self.out.push(Output::Persist(Durability::Now));
         }
         let places = reqs.iter().map(|r| r.place.clone()).collect();
         let uids = placed.into_iter().map(|(uid, _)| uid).collect();
@@ -600,9 +601,16 @@ impl Supervisor {
             self.placed(uid, &key, sp, now);
             asks.push(ask);
         }
+        // A uid reserved since the last write is on disk before any shim
+        // carries it; a placement alone needs only be written.
+        let reserved = self.world.uid_reserved != self.uids_written;
         self.uids_written = self.world.uid_reserved;
         self.dirty = false;
-        self.out.push(Output::Persist { durable: true });
+        self.out.push(Output::Persist(if reserved {
+            Durability::Now
+        } else {
+            Durability::Soon
+        }));
         self.out.extend(asks);
     }
 
