@@ -17,10 +17,13 @@ static HEAVY: Mutex<()> = Mutex::new(());
 /// How long a whole stress run may take before the test fails.
 const STRESS_DEADLINE: Duration = Duration::from_secs(150);
 
-/// Open descriptors, threads and resident memory (KiB) of a process.
+/// Open descriptors (pidfds apart), threads and resident memory (KiB) of
+/// a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Footprint {
     fds: usize,
+    /// The watch holds one for each of the tmux server's processes.
+    pidfds: usize,
     threads: usize,
     rss_kib: u64,
 }
@@ -31,6 +34,13 @@ fn footprint(pid: u32) -> Footprint {
             .unwrap()
             .count()
     };
+    let pidfds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("pidfd"))
+        })
+        .count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss_kib = status
         .lines()
@@ -38,7 +48,8 @@ fn footprint(pid: u32) -> Footprint {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
     Footprint {
-        fds: count("fd"),
+        fds: count("fd") - pidfds,
+        pidfds,
         threads: count("task"),
         rss_kib,
     }
@@ -177,6 +188,7 @@ fn a_crash_storm_stays_contained_and_spawns_only_what_the_policy_allows() {
         let f = footprint(daemon);
         peak = Footprint {
             fds: peak.fds.max(f.fds),
+            pidfds: peak.pidfds.max(f.pidfds),
             threads: peak.threads.max(f.threads),
             rss_kib: peak.rss_kib.max(f.rss_kib),
         };
@@ -307,14 +319,19 @@ fn a_crash_storm_stays_contained_and_spawns_only_what_the_policy_allows() {
 /// (a leak makes this wait fail), else once two samples agree.
 fn settled(env: &Env, pid: u32, idle: Option<Footprint>) -> Footprint {
     let mut last = footprint(pid);
-    env.wait("the daemon's threads and descriptors to settle", |_| {
+    env.wait("the daemon's threads and descriptors to settle", |e| {
         std::thread::sleep(Duration::from_millis(50));
         let now = footprint(pid);
+        // The watch's pidfds: one for each of the tmux server's processes
+        // (at most one per pane) and one for its waiting client.
+        let pidfds_bound = e.panes().len() + 1;
         let done = match idle {
             // Plus the watch on the tmux server, started once the team's
-            // server runs: its thread, the waiting client's pidfd and pipes.
-            // A leak over hundreds of deaths would go far past that.
-            Some(i) => now.fds <= i.fds + 3 && now.threads <= i.threads + 1,
+            // server runs: its thread, its epoll set and pipes. A leak over
+            // hundreds of deaths would go far past that.
+            Some(i) => {
+                now.fds <= i.fds + 3 && now.threads <= i.threads + 1 && now.pidfds <= pidfds_bound
+            }
             None => (now.fds, now.threads) == (last.fds, last.threads),
         };
         last = now;
