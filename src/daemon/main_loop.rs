@@ -723,6 +723,7 @@ impl MainLoop {
                     self.awaiting.insert(of, self.base + by);
                 }
             }
+            Output::PanesChanged => self.watcher.panes_changed(),
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }

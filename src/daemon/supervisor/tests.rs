@@ -225,7 +225,10 @@ impl H {
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
                     }
-                    Output::Prune { .. } | Output::Log(_) | Output::AwaitRun { .. } => {}
+                    Output::Prune { .. }
+                    | Output::Log(_)
+                    | Output::AwaitRun { .. }
+                    | Output::PanesChanged => {}
                     Output::Signal {
                         pid,
                         parent,
@@ -3500,6 +3503,39 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
             .sessions
             .values()
             .all(|s| s.state == SessionState::Running)
+    );
+}
+
+/// A shim that reported its program's end before the log had taken all
+/// of it says when the log is complete: the marker's last lines are read
+/// again, and the complete ones replace what was read at the death.
+#[test]
+fn a_log_complete_after_the_death_gives_the_marker_the_last_lines() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    h.logs.insert(s.uid, vec!["first".into()]);
+    h.exited(s.uid, Some(3), None, false);
+    let last = |h: &H| {
+        h.role_history()
+            .marker
+            .as_ref()
+            .unwrap()
+            .last_output
+            .clone()
+    };
+    assert_eq!(last(&h), ["first"]);
+    h.logs
+        .insert(s.uid, vec!["first".into(), "last words".into()]);
+    let r = h.ask(Request::Shim(ShimReport::LogComplete { uid: s.uid }));
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    assert_eq!(last(&h), ["first", "last words"]);
+    // Written with the next write, lazily.
+    h.advance(1000);
+    let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
+    assert_eq!(
+        saved.marker.as_ref().unwrap().last_output,
+        ["first", "last words"]
     );
 }
 
