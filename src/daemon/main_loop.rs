@@ -41,9 +41,11 @@ const BATCH: usize = 256;
 const GROUP_COMMIT: Duration = Duration::from_millis(2);
 
 /// What supervising decided ([`Durability::Soon`]) is on disk this long
-/// after it was written at the latest: one fsync for every death, restart
-/// and placement of that second.
-const SYNC_WITHIN: Duration = Duration::from_secs(1);
+/// after it was written at the latest (the interval at which ext4 commits
+/// its own journal by default): one fsync for every death, restart and
+/// placement of those seconds, and one page of the journal made dirty
+/// again, not one per death.
+const SYNC_WITHIN: Duration = Duration::from_secs(5);
 
 /// Everything the loop receives.
 pub enum Msg {
@@ -990,11 +992,11 @@ mod tests {
     }
 
     /// What supervising decided is written at once (a daemon that crashes
-    /// loses none of it) and on disk within a second, in one fsync for
-    /// every change of that second; what a user asked for is on disk
+    /// loses none of it) and on disk within seconds, in one fsync for
+    /// every change of those seconds; what a user asked for is on disk
     /// before the next step.
     #[test]
-    fn a_death_is_on_disk_within_a_second_and_a_users_change_at_once() {
+    fn a_death_is_on_disk_within_seconds_and_a_users_change_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let (mut m, uids) = with_panes(dir.path(), role("w", 2));
         until(&mut m, "the bring-up on disk", |m| !m.store.unsynced());
@@ -1009,7 +1011,7 @@ mod tests {
         assert!(m.store.unsynced(), "the death waited for the disk");
         let due = m.sync_by.expect("a sync is due");
         assert!(due <= Instant::now() + SYNC_WITHIN);
-        // A second death in that second goes with the same fsync.
+        // A second death meanwhile goes with the same fsync.
         assert!(ask(&mut m, Request::Shim(ended(uids[1], false))).is_some());
         assert_eq!(m.sync_by, Some(due), "one fsync for both");
         until(&mut m, "the deaths on disk", |m| !m.store.unsynced());

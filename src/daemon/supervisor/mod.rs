@@ -292,9 +292,10 @@ pub enum Durability {
     /// session's activity, a marker's last lines).
     #[default]
     Later,
-    /// On disk within a second ([`crate::daemon::main_loop`]'s sync): what
-    /// supervising decided (a death, a restart, a pane placed). A machine
-    /// that goes down loses at most that second, along with the programs.
+    /// On disk within five seconds ([`crate::daemon::main_loop`]'s sync):
+    /// what supervising decided (a death, a restart, a pane placed). A
+    /// machine that goes down loses at most those seconds, along with the
+    /// programs they were about.
     Soon,
     /// On disk before anything else happens: what a user asked for, and
     /// uids handed out (a uid must never be handed out twice, even after

@@ -3541,7 +3541,7 @@ fn a_log_complete_after_the_death_gives_the_marker_the_last_lines() {
 
 /// What a user asks for, and a role frozen for exhausting its restarts
 /// (which waits for a user too), are on disk before the next step; a
-/// death that is followed by a restart within a second.
+/// death the role comes back from, within seconds.
 #[test]
 fn a_users_change_and_a_freeze_are_written_now_an_ordinary_death_soon() {
     let mut h = H::new();
@@ -3585,7 +3585,7 @@ fn a_users_change_and_a_freeze_are_written_now_an_ordinary_death_soon() {
     assert_eq!(writes(&h, from), [Durability::Now], "the freeze");
 }
 
-/// A death is written at once, to be on disk within a second; the
+/// A death is written at once, to be on disk within seconds; the
 /// marker's last lines, read from the log just after, ride along with the
 /// next write (within a second) instead of costing a write of their own,
 /// and that write is left to the system (the lines are in the log still).
@@ -3609,7 +3609,7 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     assert_eq!(
         writes(&h)[before..],
         [Durability::Soon],
-        "one write for the death, on disk within a second"
+        "one write for the death, on disk within seconds"
     );
     let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
     let marker = saved.marker.expect("the death is written");
