@@ -95,6 +95,9 @@ pub enum ShimReport {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         run_in_answer: bool,
     },
+    /// The output log of run `uid`, whose end was reported before the log
+    /// had taken it all, now holds everything the run printed.
+    LogComplete { uid: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

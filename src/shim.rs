@@ -458,11 +458,19 @@ fn finish(
 ) -> After {
     let at = Utc::now();
     // The log holds the whole run before the daemon, which reads its tail
-    // for the marker, hears of the end.
+    // for the marker, hears of the end; or, when the log takes longer than
+    // a moment (the mark comes back through tmux, slow with many panes),
+    // the end is reported at once and the log thread tells the daemon
+    // when the log is complete, for the marker to be read again.
+    let mut log_pending = false;
     if let Some(log) = log
         && (HANGUP.load(Ordering::SeqCst) || mark_run_ended().is_ok())
     {
-        log.drain();
+        if HANGUP.load(Ordering::SeqCst) || !log.owns() {
+            log.drain();
+        } else {
+            log_pending = !log.drain_or_tell(uid);
+        }
     }
     let exited = ShimReport::Exited {
         uid,
@@ -486,7 +494,13 @@ fn finish(
     // With its terminal gone there is nothing to show; a daemon that said
     // the pane is not kept has it removed. Either way the log gets what
     // the program printed before the shim goes.
+    let settle = || {
+        if let Some(log) = log.filter(|_| log_pending) {
+            log.settle();
+        }
+    };
     if HANGUP.load(Ordering::SeqCst) {
+        settle();
         return After::Exit(status);
     }
     let next = match answer {
@@ -511,7 +525,23 @@ fn finish(
             )
         }
     };
+    if next.is_none() {
+        settle();
+    }
     next.map_or(After::Exit(status), After::Run)
+}
+
+/// Tells the daemon that the log of run `uid`, whose end it heard of
+/// before, now holds all the run printed.
+fn log_complete(state_dir: &Path, uid: u64) {
+    let paths = Paths {
+        root: state_dir.to_path_buf(),
+    };
+    let _ = ask(
+        &paths.socket(),
+        Request::Shim(ShimReport::LogComplete { uid }),
+        STARTED_REPLY,
+    );
 }
 
 /// Stays in the pane of a program that ended, drawing marvel's `line` on
@@ -829,14 +859,15 @@ pub fn read_exit_record(paths: &Paths, uid: u64) -> io::Result<Option<ShimReport
 /// beside the shim for it. When anything in this fails, the log pipe keeps
 /// its input and writes the log itself.
 mod log {
+    use std::cell::Cell;
     use std::io::{self, IoSlice, IoSliceMut, Read, Write};
     use std::mem::MaybeUninit;
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
     use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc::{self, Receiver};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc::{self, Receiver, Sender};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
@@ -851,6 +882,9 @@ mod log {
     /// How long a shim that goes waits for the log to take the program's
     /// last output.
     const DRAIN: Duration = Duration::from_secs(1);
+    /// How long a shim waits for it before it reports the end all the
+    /// same (the log thread then says when the log is complete).
+    const DRAIN_FIRST: Duration = Duration::from_millis(2);
     /// The log thread's stack: it reads into a heap buffer.
     const STACK: usize = 64 << 10;
 
@@ -867,7 +901,12 @@ mod log {
     /// is complete, whether it took the pane's output, and which run comes
     /// next.
     pub struct Owner {
-        done: Receiver<()>,
+        /// How many runs' ends the log took, each time one more is taken.
+        done: Receiver<u64>,
+        /// The most the shim heard of on `done`.
+        taken: Cell<u64>,
+        /// How many runs' ends the shim marked (or hung up on).
+        marked: Cell<u64>,
         shared: Arc<Shared>,
     }
 
@@ -878,13 +917,56 @@ mod log {
         owns: AtomicBool,
         /// The uid and quiet spell of the next run, once the shim knows it.
         next: Mutex<Option<(u64, u64)>>,
+        /// The uid of the run whose end the shim reported before the log
+        /// took it (0: none): the log thread tells the daemon once it has.
+        tell: AtomicU64,
     }
 
     impl Owner {
         /// Waits a little for the log to be complete: the end-of-run mark
         /// written to the pane, or the pane gone.
         pub fn drain(&self) {
-            let _ = self.done.recv_timeout(DRAIN);
+            let n = self.mark();
+            self.taken_by(n, DRAIN);
+        }
+
+        /// The end of run `uid` was marked on the pane: whether the log
+        /// took it within a moment. If not, the log thread tells the
+        /// daemon once it has ([`super::log_complete`]).
+        pub fn drain_or_tell(&self, uid: u64) -> bool {
+            let n = self.mark();
+            if self.taken_by(n, DRAIN_FIRST) {
+                return true;
+            }
+            self.shared.tell.store(uid, Ordering::SeqCst);
+            // Taken in between: complete, unless the log thread had
+            // already seen `tell`, and tells.
+            self.taken_by(n, Duration::ZERO) && self.shared.tell.swap(0, Ordering::SeqCst) == uid
+        }
+
+        /// Waits a little for the log to take the last end marked, before
+        /// the shim goes.
+        pub fn settle(&self) {
+            self.taken_by(self.marked.get(), DRAIN);
+        }
+
+        /// Counts one more end of a run marked; its number.
+        fn mark(&self) -> u64 {
+            self.marked.set(self.marked.get() + 1);
+            self.marked.get()
+        }
+
+        /// Whether the log takes the end of the `n`th run within `within`.
+        fn taken_by(&self, n: u64, within: Duration) -> bool {
+            let deadline = Instant::now() + within;
+            while self.taken.get() < n {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.done.recv_timeout(left) {
+                    Ok(count) => self.taken.set(count.max(self.taken.get())),
+                    Err(_) => return false,
+                }
+            }
+            true
         }
 
         /// Whether this shim writes the pane's log (and so could log a
@@ -896,7 +978,6 @@ mod log {
         /// The output after the next [`super::RUN_BEGINS`] is run `uid`'s,
         /// reported after quiet spells of `quiet_ms`.
         pub fn next_run(&self, uid: u64, quiet_ms: u64) {
-            while self.done.try_recv().is_ok() {}
             *self.shared.next.lock().unwrap_or_else(|e| e.into_inner()) = Some((uid, quiet_ms));
         }
     }
@@ -915,6 +996,8 @@ mod log {
         let state_dir = state_dir.to_path_buf();
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
+        let told = Arc::clone(&shared);
+        let tell_dir = state_dir.clone();
         // Every signal stays with the main thread, which waits for them.
         // SAFETY: plain signal-mask calls on sets they fill.
         let old = unsafe {
@@ -927,13 +1010,34 @@ mod log {
         let spawned = std::thread::Builder::new()
             .stack_size(STACK)
             .spawn(move || {
+                let mut taken = 0;
                 write_from_handover(listener, &log, uid, state_dir, &theirs, move || {
-                    let _ = tx.send(());
+                    taken += 1;
+                    took(&tx, taken, &told.tell, |uid| {
+                        super::log_complete(&tell_dir, uid)
+                    });
                 })
             });
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        spawned.ok().map(|_| Owner { done, shared })
+        spawned.ok().map(|_| Owner {
+            done,
+            taken: Cell::new(0),
+            marked: Cell::new(0),
+            shared,
+        })
+    }
+
+    /// The log took the end of its `taken`th run: the daemon hears of it if
+    /// the shim reported that end before (`tell`), then the shim, which
+    /// so never goes before the daemon was told. (An end taken just before
+    /// the shim set `tell` is in the log when the shim reports it.)
+    fn took(tx: &Sender<u64>, taken: u64, tell: &AtomicU64, told: impl FnOnce(u64)) {
+        let uid = tell.swap(0, Ordering::SeqCst);
+        if uid != 0 {
+            told(uid);
+        }
+        let _ = tx.send(taken);
     }
 
     /// Takes the first hand-over from a process of our own user and writes
@@ -1070,6 +1174,45 @@ mod log {
         let mut ack = [0u8; 1];
         (&conn).read_exact(&mut ack)?;
         Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A shim's side of the log, fed by hand instead of a log thread.
+        fn owner() -> (Owner, Sender<u64>) {
+            let (tx, done) = mpsc::channel();
+            let owner = Owner {
+                done,
+                taken: Cell::new(0),
+                marked: Cell::new(0),
+                shared: Arc::new(Shared::default()),
+            };
+            (owner, tx)
+        }
+
+        /// An end the log took in time is reported as complete, and the
+        /// daemon hears nothing more; one it had not is reported at once,
+        /// and the daemon hears when the log took it, once.
+        #[test]
+        fn an_end_the_log_takes_late_is_told_to_the_daemon_once_taken() {
+            let (log, tx) = owner();
+            let mut told = Vec::new();
+            took(&tx, 1, &log.shared.tell, |u| told.push(u));
+            assert!(log.drain_or_tell(7), "taken in time");
+            assert_eq!(log.shared.tell.load(Ordering::SeqCst), 0);
+            // The next run's end is not taken in time.
+            assert!(!log.drain_or_tell(8));
+            assert_eq!(log.shared.tell.load(Ordering::SeqCst), 8);
+            took(&tx, 2, &log.shared.tell, |u| told.push(u));
+            assert_eq!(told, [8], "told when taken");
+            took(&tx, 3, &log.shared.tell, |u| told.push(u));
+            assert_eq!(told, [8], "told once");
+            // The shim about to go waits for the last end, now taken.
+            log.settle();
+            assert!(log.taken.get() >= log.marked.get());
+        }
     }
 }
 

@@ -72,8 +72,37 @@ pub struct Store {
     snapshot: u64,
     /// The next save writes a whole snapshot (at start, after a failure).
     whole: bool,
-    /// Lines were written to the journal since its last fsync.
-    unsynced: bool,
+    /// Lines written to the current journal, and how many of them are
+    /// known to be on disk.
+    written: u64,
+    synced: u64,
+    /// Which journal it is: a fold starts another.
+    epoch: u64,
+}
+
+/// What a sync off the daemon's loop needs: the journal, and how far it
+/// was written when the sync was asked for.
+pub struct SyncJob {
+    pub file: std::fs::File,
+    epoch: u64,
+    written: u64,
+}
+
+/// What such a sync got to the disk (with [`Store::synced`]).
+pub struct SyncDone {
+    epoch: u64,
+    written: u64,
+}
+
+impl SyncJob {
+    /// Gets the journal to the disk (on any thread).
+    pub fn run(self) -> std::io::Result<SyncDone> {
+        self.file.sync_data()?;
+        Ok(SyncDone {
+            epoch: self.epoch,
+            written: self.written,
+        })
+    }
 }
 
 /// What loading found.
@@ -116,7 +145,9 @@ impl Store {
             len: 0,
             snapshot: 0,
             whole: true,
-            unsynced: false,
+            written: 0,
+            synced: 0,
+            epoch: 0,
         }
     }
 
@@ -244,13 +275,13 @@ impl Store {
 
     /// Whether lines were written since the journal's last fsync.
     pub fn unsynced(&self) -> bool {
-        self.unsynced
+        self.written > self.synced
     }
 
     /// Gets every line written so far to the disk. One that cannot be
     /// has the next save write a whole snapshot.
     pub fn sync(&mut self) -> crate::error::Result<()> {
-        if !self.unsynced {
+        if !self.unsynced() {
             return Ok(());
         }
         let synced = match &self.file {
@@ -261,8 +292,37 @@ impl Store {
             self.whole = true;
             Error::io(&self.journal_path, &e)
         })?;
-        self.unsynced = false;
+        self.synced = self.written;
         Ok(())
+    }
+
+    /// A sync of what was written so far, to run off the daemon's loop;
+    /// none when everything is on disk.
+    pub fn sync_job(&self) -> Option<SyncJob> {
+        let file = self.file.as_ref().filter(|_| self.unsynced())?;
+        Some(SyncJob {
+            file: file.try_clone().ok()?,
+            epoch: self.epoch,
+            written: self.written,
+        })
+    }
+
+    /// How such a sync went: what it covered is on disk, unless a fold
+    /// replaced the journal meanwhile (its snapshot is on disk anyway). A
+    /// failure has the next save write a whole snapshot.
+    pub fn synced(&mut self, done: std::io::Result<SyncDone>) -> crate::error::Result<()> {
+        match done {
+            Ok(d) => {
+                if d.epoch == self.epoch {
+                    self.synced = self.synced.max(d.written);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.whole = true;
+                Err(Error::io(&self.journal_path, &e))
+            }
+        }
     }
 
     fn append(&mut self, line: &[u8], durable: bool) -> std::io::Result<()> {
@@ -276,7 +336,10 @@ impl Store {
         match written {
             Ok(()) => {
                 self.len += line.len() as u64;
-                self.unsynced = !durable;
+                self.written += 1;
+                if durable {
+                    self.synced = self.written;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -314,7 +377,9 @@ impl Store {
         self.len = header.len() as u64;
         self.snapshot = snapshot.len() as u64;
         self.whole = false;
-        self.unsynced = false;
+        self.epoch += 1;
+        self.written = 0;
+        self.synced = 0;
         Ok(Saved::Whole(snapshot.len()))
     }
 }
@@ -541,6 +606,42 @@ mod tests {
         ));
         let (world, _) = restored(&mut Store::new(store.path.clone()));
         assert_eq!(world, sim.world);
+    }
+
+    /// A sync run off the loop covers what was written when it was asked
+    /// for, not lines written since, nor the journal a fold started since.
+    #[test]
+    fn a_sync_off_the_loop_covers_what_was_written_when_asked() {
+        let (_dir, mut store) = store();
+        let mut sim = Sim::new();
+        sim.apply(team(vec![role("w", 3)]));
+        sim.settle();
+        store.save(&mut sim.world, false).unwrap();
+        assert!(store.sync_job().is_none(), "nothing to sync");
+        sim.die("w", 0, 3);
+        store.save(&mut sim.world, false).unwrap();
+        let job = store.sync_job().expect("a line to sync");
+        sim.die("w", 1, 3);
+        store.save(&mut sim.world, false).unwrap();
+        let done = std::thread::spawn(move || job.run()).join().unwrap();
+        store.synced(done).unwrap();
+        assert!(store.unsynced(), "the later line counted as synced");
+        let job = store.sync_job().unwrap();
+        store.synced(job.run()).unwrap();
+        assert!(!store.unsynced());
+        // A fold in between: the old journal's sync says nothing of the new.
+        sim.die("w", 2, 3);
+        store.save(&mut sim.world, false).unwrap();
+        let job = store.sync_job().unwrap();
+        store.fold(&mut sim.world).unwrap();
+        sim.at(1000);
+        sim.settle();
+        store.save(&mut sim.world, false).unwrap();
+        store.synced(job.run()).unwrap();
+        assert!(
+            store.unsynced(),
+            "a line of the new journal counted as synced"
+        );
     }
 
     #[test]

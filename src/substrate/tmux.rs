@@ -62,6 +62,8 @@ pub struct Tmux {
     /// The marvel binary that `pipe-pane` runs as the log writer.
     marvel_bin: Option<PathBuf>,
     timeout: Duration,
+    /// How to tell the running watch that the server has new panes.
+    pub(super) poke: watch::Poke,
 }
 
 impl Tmux {
@@ -74,6 +76,7 @@ impl Tmux {
             config: None,
             marvel_bin: None,
             timeout,
+            poke: watch::Poke::default(),
         }
     }
 
@@ -753,6 +756,10 @@ impl Substrate for Tmux {
             cmd = cmd.key(k.clone());
         }
         self.run(&[cmd.build()], self.timeout).map(|_| ())
+    }
+
+    fn panes_changed(&self) {
+        self.poke.poke();
     }
 
     fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {

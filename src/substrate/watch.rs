@@ -12,6 +12,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::event::{Timespec, epoll};
@@ -38,12 +39,33 @@ pub fn hook_command(owner: &str) -> String {
     format!("wait-for -S {}", channel(owner))
 }
 
+/// How a [`super::Tmux`] tells its running watch that the server has new
+/// panes: an eventfd in the watch's epoll set, once the watch made one.
+#[derive(Debug, Clone, Default)]
+pub struct Poke(Arc<Mutex<Option<Arc<OwnedFd>>>>);
+
+impl Poke {
+    pub fn poke(&self) {
+        let fd = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(fd) = fd {
+            let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    fn set(&self, fd: Arc<OwnedFd>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+    }
+}
+
 /// Runs the watch until it ends; called on its own thread.
 pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mut notify: Notify) {
     let channel = channel(&owner);
     let mut first = true;
     let mut panes = match Panes::new(server_pid) {
-        Ok(p) => p,
+        Ok(p) => {
+            tmux.poke.set(Arc::clone(&p.poke));
+            p
+        }
         Err(e) => {
             notify(Notice::Ended(SubstrateError::Unreachable(format!(
                 "cannot watch the tmux server's panes: {e}"
@@ -108,7 +130,8 @@ pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mu
     }
 }
 
-/// However the panes are watched, tmux is nudged this often all the same.
+/// However the panes are watched, tmux is nudged this often all the same,
+/// and the server's children are listed again.
 const NUDGE_ANYWAY: Duration = Duration::from_secs(60);
 
 /// File descriptors the process keeps for everything but pidfds.
@@ -121,10 +144,11 @@ const REAP_GRACE: Duration = Duration::from_millis(50);
 /// and is still not reaped after [`REAP_GRACE`] makes the server get
 /// SIGCHLD: tmux 3.3a built with libutempter can miss the end of a pane's
 /// process, and with it the `pane-died` hook, until another child event;
-/// the signal makes it reap what it missed. Every `kick` the server's
-/// children are listed again (from `/proc`, without waking the server),
-/// and tmux is nudged then only if some could not be watched, or once in
-/// [`NUDGE_ANYWAY`].
+/// the signal makes it reap what it missed. The server's children are
+/// listed (from `/proc`, without waking the server) when the daemon says
+/// it made panes ([`Poke`]), after an end, and once in [`NUDGE_ANYWAY`],
+/// when tmux is nudged all the same; while some cannot be watched, every
+/// `kick`, and tmux is nudged then.
 fn wait_kicking(
     child: &mut Child,
     panes: &mut Panes,
@@ -147,11 +171,13 @@ fn wait_kicking(
                 panes.nudge();
             }
         }
-        let timeout = check.map_or(kick, |t| {
-            t.saturating_duration_since(Instant::now()).min(kick)
+        let every = if panes.complete { NUDGE_ANYWAY } else { kick };
+        let timeout = check.map_or(every, |t| {
+            t.saturating_duration_since(Instant::now()).min(every)
         });
         match panes.wait(timeout)? {
             Woke::Client => return child.wait(),
+            Woke::Poked => {}
             Woke::Ended(_) => {
                 check.get_or_insert(Instant::now() + REAP_GRACE);
             }
@@ -170,11 +196,15 @@ enum Woke {
     Client,
     /// These processes of the server ended.
     Ended(Vec<u32>),
+    /// The daemon made panes.
+    Poked,
     Timeout,
 }
 
 /// The data of the client's pidfd in the epoll set; a pane's is its pid.
 const CLIENT: u64 = u64::MAX;
+/// The data of the poke's eventfd.
+const POKE: u64 = u64::MAX - 1;
 
 /// The tmux server's child processes, each watched through a pidfd in one
 /// epoll set with the watch's client.
@@ -193,13 +223,27 @@ struct Panes {
     nudged: Instant,
     /// The pidfd of the watch's client, the current one.
     client: Option<OwnedFd>,
+    /// Written to when the daemon made panes.
+    poke: Arc<OwnedFd>,
 }
 
 impl Panes {
     fn new(server: u32) -> std::io::Result<Panes> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let poke = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        epoll::add(
+            &epoll,
+            &poke,
+            epoll::EventData::new_u64(POKE),
+            epoll::EventFlags::IN,
+        )?;
         Ok(Panes {
             server,
-            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            epoll,
+            poke: Arc::new(poke),
             watched: HashMap::new(),
             ended: HashSet::new(),
             fresh: Vec::new(),
@@ -282,9 +326,15 @@ impl Panes {
             return Ok(Woke::Timeout);
         }
         let mut ended = Vec::new();
+        let mut poked = false;
         for e in &events {
             match e.data.u64() {
                 CLIENT => return Ok(Woke::Client),
+                POKE => {
+                    let mut count = [0u8; 8];
+                    let _ = rustix::io::read(&*self.poke, &mut count);
+                    poked = true;
+                }
                 pid => {
                     let pid = pid as u32;
                     // Closing the pidfd takes it out of the set.
@@ -295,7 +345,11 @@ impl Panes {
                 }
             }
         }
-        Ok(Woke::Ended(ended))
+        Ok(if ended.is_empty() && poked {
+            Woke::Poked
+        } else {
+            Woke::Ended(ended)
+        })
     }
 
     /// Whether a child that ended since the last call was still the
@@ -426,6 +480,22 @@ mod tests {
         assert!(
             !panes.ended.contains(&b.id()),
             "a reaped child is remembered"
+        );
+    }
+
+    /// A poke (the daemon made panes) wakes the wait, once per poke.
+    #[test]
+    fn a_poke_wakes_the_wait() {
+        let mut panes = Panes::new(std::process::id()).unwrap();
+        let poke = Poke::default();
+        poke.poke();
+        poke.set(Arc::clone(&panes.poke));
+        poke.poke();
+        wait_until(&mut panes, |w| *w == Woke::Poked);
+        let mut count = [0u8; 8];
+        assert!(
+            rustix::io::read(&*panes.poke, &mut count).is_err(),
+            "the poke was read"
         );
     }
 

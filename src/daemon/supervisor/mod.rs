@@ -27,7 +27,7 @@ pub(crate) fn tests_cfg() -> Config {
     tests::cfg()
 }
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -192,6 +192,8 @@ pub enum Output {
     /// watch's end. `kick` paces the watch's look for new pane processes
     /// (whose ends it watches, to nudge tmux into reaping one it missed).
     Watch { server_pid: u32, kick: Duration },
+    /// The tmux server has new pane processes: the watch is to watch them.
+    PanesChanged,
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.
@@ -290,9 +292,10 @@ pub enum Durability {
     /// session's activity, a marker's last lines).
     #[default]
     Later,
-    /// On disk within a second ([`crate::daemon::main_loop`]'s sync): what
-    /// supervising decided (a death, a restart, a pane placed). A machine
-    /// that goes down loses at most that second, along with the programs.
+    /// On disk within five seconds ([`crate::daemon::main_loop`]'s sync):
+    /// what supervising decided (a death, a restart, a pane placed). A
+    /// machine that goes down loses at most those seconds, along with the
+    /// programs they were about.
     Soon,
     /// On disk before anything else happens: what a user asked for, and
     /// uids handed out (a uid must never be handed out twice, even after
@@ -384,6 +387,8 @@ pub struct Supervisor {
     /// A user's request changed the world this step: what it changed is on
     /// disk before the next step.
     urgent: bool,
+    /// Runs whose logs are being read again, complete (`LogComplete`).
+    relog: HashSet<u64>,
     /// Why the event log cannot be written, and since when.
     event_log_failure: Option<(String, Time)>,
     /// Lines of the event log an earlier daemon left that could not be read.
@@ -431,6 +436,7 @@ impl Supervisor {
             activity_changed: false,
             persist: PersistHealth::default(),
             urgent: false,
+            relog: HashSet::new(),
             uids_written: 0,
             event_log_failure: None,
             skipped_events,
@@ -479,8 +485,17 @@ impl Supervisor {
             Input::ExitRecords(records) => self.exit_records(records, now, rng),
             Input::LogTail { uid, lines } => {
                 // Written lazily: the death it tells of is written already,
-                // and what a crash could lose is a marker's last lines.
-                if !lines.is_empty() && self.world.set_last_output_if_empty(uid, lines) {
+                // and what a crash could lose is a marker's last lines. A
+                // log read again once complete has the last word.
+                let complete = self.relog.remove(&uid);
+                let set = !lines.is_empty()
+                    && if complete {
+                        self.world.set_last_output(uid, lines);
+                        true
+                    } else {
+                        self.world.set_last_output_if_empty(uid, lines)
+                    };
+                if set {
                     self.persist_lazily(now);
                 }
             }
@@ -657,6 +672,8 @@ impl Supervisor {
                     let ev = self.world.started(uid, pid, at);
                     self.emit_all(ev);
                 }
+                // Never recorded: a shim only sends it.
+                Replay::Report(ShimReport::LogComplete { .. }) => {}
                 Replay::Failed(moved_to) => {
                     let key = self.world.sessions[&uid].key.clone();
                     let msg = format!(

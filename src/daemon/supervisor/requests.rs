@@ -160,6 +160,13 @@ impl Supervisor {
             ShimReport::Exited {
                 uid, run_in_answer, ..
             } => (uid, run_in_answer),
+            ShimReport::LogComplete { uid } => {
+                // The end was reported before the log had it all: its last
+                // lines are read again.
+                self.relog.insert(uid);
+                self.out.push(Output::ReadLogTail { uid });
+                return done();
+            }
         };
         self.may_rerun(&report);
         // A program told to end has: no SIGKILL for it.

@@ -225,7 +225,10 @@ impl H {
                     Output::RemoveExitRecord(uid) => {
                         self.records.remove(&uid);
                     }
-                    Output::Prune { .. } | Output::Log(_) | Output::AwaitRun { .. } => {}
+                    Output::Prune { .. }
+                    | Output::Log(_)
+                    | Output::AwaitRun { .. }
+                    | Output::PanesChanged => {}
                     Output::Signal {
                         pid,
                         parent,
@@ -3503,9 +3506,42 @@ fn steps_that_change_nothing_do_not_plan_and_a_held_burst_of_starts_plans_once()
     );
 }
 
+/// A shim that reported its program's end before the log had taken all
+/// of it says when the log is complete: the marker's last lines are read
+/// again, and the complete ones replace what was read at the death.
+#[test]
+fn a_log_complete_after_the_death_gives_the_marker_the_last_lines() {
+    let mut h = H::new();
+    h.apply(team(vec![role("w", 1)]));
+    let s = h.start_all().remove(0);
+    h.logs.insert(s.uid, vec!["first".into()]);
+    h.exited(s.uid, Some(3), None, false);
+    let last = |h: &H| {
+        h.role_history()
+            .marker
+            .as_ref()
+            .unwrap()
+            .last_output
+            .clone()
+    };
+    assert_eq!(last(&h), ["first"]);
+    h.logs
+        .insert(s.uid, vec!["first".into(), "last words".into()]);
+    let r = h.ask(Request::Shim(ShimReport::LogComplete { uid: s.uid }));
+    assert!(matches!(r, Response::Done(_)), "{r:?}");
+    assert_eq!(last(&h), ["first", "last words"]);
+    // Written with the next write, lazily.
+    h.advance(1000);
+    let saved = &h.saved.as_ref().unwrap().roles[&s.key.role()];
+    assert_eq!(
+        saved.marker.as_ref().unwrap().last_output,
+        ["first", "last words"]
+    );
+}
+
 /// What a user asks for, and a role frozen for exhausting its restarts
 /// (which waits for a user too), are on disk before the next step; a
-/// death that is followed by a restart within a second.
+/// death the role comes back from, within seconds.
 #[test]
 fn a_users_change_and_a_freeze_are_written_now_an_ordinary_death_soon() {
     let mut h = H::new();
@@ -3549,7 +3585,7 @@ fn a_users_change_and_a_freeze_are_written_now_an_ordinary_death_soon() {
     assert_eq!(writes(&h, from), [Durability::Now], "the freeze");
 }
 
-/// A death is written at once, to be on disk within a second; the
+/// A death is written at once, to be on disk within seconds; the
 /// marker's last lines, read from the log just after, ride along with the
 /// next write (within a second) instead of costing a write of their own,
 /// and that write is left to the system (the lines are in the log still).
@@ -3573,7 +3609,7 @@ fn a_markers_last_lines_are_written_lazily_after_the_death() {
     assert_eq!(
         writes(&h)[before..],
         [Durability::Soon],
-        "one write for the death, on disk within a second"
+        "one write for the death, on disk within seconds"
     );
     let saved = h.saved.as_ref().unwrap().roles[&s.key.role()].clone();
     let marker = saved.marker.expect("the death is written");

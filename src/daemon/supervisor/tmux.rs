@@ -310,6 +310,9 @@ impl Supervisor {
                 }
             }
             (Then::Spawn(uids, places), Outcome::Spawned(results)) => {
+                if results.iter().any(Result::is_ok) {
+                    self.out.push(Output::PanesChanged);
+                }
                 for ((uid, place), result) in uids.into_iter().zip(places).zip(results) {
                     self.spawned(uid, place, result, now, rng);
                 }
