@@ -327,10 +327,11 @@ fn settled(env: &Env, pid: u32, idle: Option<Footprint>) -> Footprint {
         let pidfds_bound = e.panes().len() + 1;
         let done = match idle {
             // Plus the watch on the tmux server, started once the team's
-            // server runs: its thread, its epoll set and pipes. A leak over
-            // hundreds of deaths would go far past that.
+            // server runs: its thread, its epoll set, its eventfd and the
+            // waiting client's pipes. A leak over hundreds of deaths would
+            // go far past that.
             Some(i) => {
-                now.fds <= i.fds + 3 && now.threads <= i.threads + 1 && now.pidfds <= pidfds_bound
+                now.fds <= i.fds + 4 && now.threads <= i.threads + 1 && now.pidfds <= pidfds_bound
             }
             None => (now.fds, now.threads) == (last.fds, last.threads),
         };
