@@ -313,6 +313,13 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
             After::Run(next) => next,
         };
         if let Some(log) = &log {
+            // A quick run (a crash loop, most likely) waits for tmux to have
+            // taken its output before the next begins, as the report did
+            // before it stopped waiting: runs that outpace tmux pile their
+            // output up in it.
+            if ran < QUICK_RUN {
+                log.settle();
+            }
             log.next_run(next.uid, next.quiet_ms);
         }
         // What the last program left of the terminal goes: marvel's line

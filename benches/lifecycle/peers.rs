@@ -81,7 +81,14 @@ fn supervisor_bins(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     let bins = |d: &Path| (d.join("supervisord"), d.join("supervisorctl"));
     let (d, c) = bins(&venv.join("bin"));
     if d.is_file() && c.is_file() {
-        return Ok((d, c));
+        // A venv moved from elsewhere names an interpreter that is gone.
+        let mut version = Command::new(&d);
+        version.arg("--version");
+        if succeeded(version, Duration::from_secs(30)) {
+            return Ok((d, c));
+        }
+        println!("  the venv at {} does not run; making it again", venv.display());
+        let _ = std::fs::remove_dir_all(&venv);
     }
     println!("  installing supervisor (PyPI) into {}", venv.display());
     let python = on_path("python3").ok_or("python3 not found")?;
