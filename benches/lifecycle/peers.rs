@@ -87,7 +87,10 @@ fn supervisor_bins(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         if succeeded(version, Duration::from_secs(30)) {
             return Ok((d, c));
         }
-        println!("  the venv at {} does not run; making it again", venv.display());
+        println!(
+            "  the venv at {} does not run; making it again",
+            venv.display()
+        );
         let _ = std::fs::remove_dir_all(&venv);
     }
     println!("  installing supervisor (PyPI) into {}", venv.display());
