@@ -172,6 +172,9 @@ struct Held {
     /// The run that ended, when its shim takes its next run in the answer.
     ended: Option<u64>,
     response: Response,
+    /// Until when, once written, it waits for that next run
+    /// (`Output::AwaitRun`).
+    awaits: Option<Instant>,
 }
 
 pub struct MainLoop {
@@ -197,10 +200,8 @@ pub struct MainLoop {
     durable_answers: HashMap<RequestId, Option<u64>>,
     /// Those answers, until the state is written.
     held: Vec<Held>,
-    /// Runs that ended whose shims are to wait for the next run in their
-    /// answer, until when (`Output::AwaitRun`), while that answer is held.
-    awaiting: HashMap<u64, Instant>,
-    /// Those answers, written, until the next run or their time comes.
+    /// Those that wait for the next run, written, until it or their time
+    /// comes.
     parked: Vec<Parked>,
     /// More messages wait to be stepped right after this one.
     more: bool,
@@ -285,7 +286,6 @@ impl MainLoop {
             waiting: HashMap::new(),
             durable_answers: HashMap::new(),
             held: Vec::new(),
-            awaiting: HashMap::new(),
             parked: Vec::new(),
             more: false,
             save_by: None,
@@ -495,11 +495,10 @@ impl MainLoop {
         // written, not at all: the shim then records the death itself. A
         // shim whose next run is due soon waits for it in the answer.
         for held in std::mem::take(&mut self.held) {
-            let awaits = held.ended.and_then(|of| self.awaiting.remove(&of));
             if !self.persisted {
                 self.waiting.remove(&held.id);
             } else if let (Some(by), Response::Linger(_), Some(of)) =
-                (awaits, &held.response, held.ended)
+                (held.awaits, &held.response, held.ended)
             {
                 self.parked.push(Parked {
                     id: held.id,
@@ -641,6 +640,7 @@ impl MainLoop {
                     id,
                     ended,
                     response,
+                    awaits: None,
                 }),
                 None => self.reply(id, response),
             },
@@ -755,8 +755,11 @@ impl MainLoop {
                 }
             }
             Output::AwaitRun { of, by } => {
-                if self.awaiting.len() + self.parked.len() < AWAIT_MAX {
-                    self.awaiting.insert(of, self.base + by);
+                let awaiting = self.held.iter().filter(|h| h.awaits.is_some()).count();
+                if awaiting + self.parked.len() < AWAIT_MAX
+                    && let Some(held) = self.held.iter_mut().find(|h| h.ended == Some(of))
+                {
+                    held.awaits = Some(self.base + by);
                 }
             }
             Output::PanesChanged => self.watcher.panes_changed(),
@@ -844,7 +847,7 @@ pub fn log(msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::world::sim::{role, team};
+    use crate::domain::world::sim::{role, steady, team};
     use crate::proto::{Request, ShimReport};
     use crate::substrate::fake::FakeSubstrate;
 
@@ -1131,15 +1134,7 @@ mod tests {
     #[test]
     fn a_crash_and_its_quick_restart_are_one_write_and_the_shim_gets_the_run_in_its_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = role("w", 1);
-        w.backoff = crate::domain::spec::Backoff::new(
-            crate::domain::spec::NonZeroSpan::from_millis(1),
-            crate::domain::spec::Span::from_millis(1),
-            crate::domain::spec::Factor::new(1.0).unwrap(),
-            crate::domain::spec::Jitter::new(0.0).unwrap(),
-        )
-        .unwrap();
-        let (mut m, uids) = with_panes(dir.path(), w);
+        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 1));
         let uid = uids[0];
         assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
         let before = journal_lines(dir.path());
@@ -1173,16 +1168,24 @@ mod tests {
 
     /// A role of `n` slots whose restarts wait `ms` (no growth, no jitter).
     fn backing_off(n: u32, ms: u64) -> crate::domain::spec::RoleSpec {
-        use crate::domain::spec::{Backoff, Factor, Jitter, NonZeroSpan, Span};
         let mut w = role("w", n);
-        w.backoff = Backoff::new(
-            NonZeroSpan::from_millis(ms),
-            Span::from_millis(ms),
-            Factor::new(1.0).unwrap(),
-            Jitter::new(0.0).unwrap(),
-        )
-        .unwrap();
+        w.backoff = steady(ms);
         w
+    }
+
+    /// A main loop in `root` whose one slot restarts after `ms`, and whose
+    /// shim's word of its program's end is written and its answer parked
+    /// for the restart: the run that ended, and where the answer comes.
+    fn parked_death(root: &std::path::Path, ms: u64) -> (MainLoop, u64, Receiver<Response>) {
+        let (mut m, uids) = with_panes(root, backing_off(1, ms));
+        let uid = uids[0];
+        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
+        let (input, answer) = admit(&mut m, Request::Shim(ended(uid, true)));
+        m.feed(input);
+        until(&mut m, "the death written", |m| !m.unsaved);
+        assert!(answer.try_recv().is_err(), "answered before the restart");
+        assert_eq!(m.parked.len(), 1);
+        (m, uid, answer)
     }
 
     /// A shim whose slot restarts within half a second waits for the next
@@ -1191,14 +1194,7 @@ mod tests {
     #[test]
     fn a_shim_whose_restart_is_due_soon_gets_the_run_in_its_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 100));
-        let uid = uids[0];
-        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
-        let (input, answer) = admit(&mut m, Request::Shim(ended(uid, true)));
-        m.feed(input);
-        until(&mut m, "the death written", |m| !m.unsaved);
-        assert!(answer.try_recv().is_err(), "answered before the restart");
-        assert_eq!(m.parked.len(), 1);
+        let (mut m, uid, answer) = parked_death(dir.path(), 100);
         until(&mut m, "the restart", |m| m.parked.is_empty());
         let next = m
             .sup
@@ -1232,13 +1228,7 @@ mod tests {
     #[test]
     fn a_shim_waiting_for_a_run_that_does_not_come_is_answered_all_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut m, uids) = with_panes(dir.path(), backing_off(1, 300));
-        let uid = uids[0];
-        assert!(ask(&mut m, Request::Shim(started(uid))).is_some());
-        let (input, answer) = admit(&mut m, Request::Shim(ended(uid, true)));
-        m.feed(input);
-        until(&mut m, "the death written", |m| !m.unsaved);
-        assert_eq!(m.parked.len(), 1);
+        let (mut m, uid, answer) = parked_death(dir.path(), 300);
         send(
             &mut m,
             Request::StopRoles {

@@ -635,6 +635,17 @@ pub(crate) mod sim {
         "2026-01-01T00:00:00Z".parse::<Time>().unwrap() + chrono::Duration::milliseconds(ms)
     }
 
+    /// A backoff of `ms` every time: no growth, no jitter.
+    pub fn steady(ms: u64) -> Backoff {
+        Backoff::new(
+            NonZeroSpan::from_millis(ms),
+            Span::from_millis(ms),
+            Factor::new(1.0).unwrap(),
+            Jitter::new(0.0).unwrap(),
+        )
+        .unwrap()
+    }
+
     pub fn role(name: &str, replicas: u32) -> RoleSpec {
         let mut r = RoleSpec::with_defaults(name, replicas, &["sh"]);
         r.backoff = Backoff::new(

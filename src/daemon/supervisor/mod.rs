@@ -170,9 +170,9 @@ pub enum Output {
         parent: u32,
         line: String,
     },
-    /// The shim of spawn `of`, answered `Linger`, is to get the slot's
-    /// next run in that answer instead: its restart is due before `by`
-    /// (monotonic). Past `by` it is answered what its pane shows then
+    /// The shim of spawn `of`, just answered `Linger`, is to get the
+    /// slot's next run in that answer instead: its restart is due before
+    /// `by` (monotonic). Past `by` it is answered what its pane shows then
     /// ([`Supervisor::answer_to_exit`]).
     AwaitRun { of: u64, by: Duration },
     /// Have the shim `pid` (a child of the tmux server `parent`) that stays

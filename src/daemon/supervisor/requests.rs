@@ -194,10 +194,13 @@ impl Supervisor {
         }
         self.exit_reported(uid, exit, hangup, now, rng);
         let answer = self.answer_to_exit(uid, "recorded");
-        if run_in_answer && matches!(answer, Response::Linger(_)) {
+        let linger = matches!(answer, Response::Linger(_));
+        self.reply(id, answer);
+        // After the answer it is about.
+        if run_in_answer && linger {
             self.await_run(uid, now);
         }
-        Ok(Some(answer))
+        Ok(None)
     }
 
     /// The slot of spawn `uid` runs next in its kept pane soon: its shim

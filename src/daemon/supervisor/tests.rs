@@ -715,15 +715,8 @@ fn window_statuses_are_set_one_tmux_call_at_a_time_the_latest_last() {
 /// and the backoff 50 ms: the number of crashes, and the window statuses
 /// tmux was asked to set meanwhile. Then the program stays up: its pane.
 fn crash_loop_for_a_minute(h: &mut H, run_ms: u64) -> (u32, Vec<String>, String) {
-    use crate::domain::spec::{Backoff, Factor, Jitter, Span};
     let mut w = role("w", 1);
-    w.backoff = Backoff::new(
-        NonZeroSpan::from_millis(50),
-        Span::from_millis(50),
-        Factor::new(1.0).unwrap(),
-        Jitter::new(0.0).unwrap(),
-    )
-    .unwrap();
+    w.backoff = crate::domain::world::sim::steady(50);
     w.max_restarts = None;
     h.apply(team(vec![w]));
     let mut s = h.live().remove(0);
