@@ -129,11 +129,16 @@ impl Supervisor {
 
     /// When the next busy session turns idle, if none prints meanwhile.
     pub(super) fn next_idle(&self) -> Option<Time> {
+        let specs = self.world.specs_by_name();
         self.world
             .sessions
             .values()
             .filter(|s| !self.screens.contains_key(&s.uid))
-            .filter_map(|s| activity::idle_due(s, self.world.role_spec(&s.key.role())?))
+            .filter_map(|s| {
+                let k = &s.key;
+                let spec = specs.get(&(k.workspace.as_str(), k.team.as_str(), k.role.as_str()))?;
+                activity::idle_due(s, spec)
+            })
             .min()
     }
 
