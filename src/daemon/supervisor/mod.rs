@@ -330,6 +330,11 @@ const PERSIST_RETRY: Duration = Duration::from_secs(1);
 /// sooner takes it along, so a death costs one write.
 const LAZY_PERSIST: Duration = Duration::from_secs(1);
 
+/// A program's start is planned at most this long after its report: the
+/// starts of a bring-up, which come one report at a time, are planned
+/// together instead of each against every session.
+const PLAN_STARTS_WITHIN: Duration = Duration::from_millis(5);
+
 pub struct Supervisor {
     world: World,
     events: EventRing,
@@ -370,6 +375,8 @@ pub struct Supervisor {
     /// Planning waits for the end of a batch of inputs (see
     /// [`Supervisor::hold_plan`]).
     hold: bool,
+    /// When the starts reported since the last plan are to be planned.
+    plan_starts_by: Option<Duration>,
     /// How many times the world was planned (for tests and figures).
     pub plans: u64,
     /// What changed must be written before the step ends.
@@ -430,6 +437,7 @@ impl Supervisor {
             wake_at: None,
             planned: None,
             hold: false,
+            plan_starts_by: None,
             plans: 0,
             dirty: false,
             lazy_until: None,
@@ -477,6 +485,34 @@ impl Supervisor {
                         ..
                     }
             );
+        // A start waits a moment for the starts that follow it, and so
+        // does what only reports meanwhile (a tmux job done, a state
+        // written): a death does not.
+        let start = matches!(
+            input,
+            Input::Request {
+                request: Request::Shim(ShimReport::Started { .. }),
+                ..
+            }
+        );
+        let reports = start
+            || matches!(
+                input,
+                Input::Done(_)
+                    | Input::Persisted(_)
+                    | Input::Request {
+                        request: Request::Shim(ShimReport::LogComplete { .. }),
+                        ..
+                    }
+            );
+        let starts_wait = self.plan_starts_by.is_none_or(|by| now.mono < by);
+        let held = held
+            || (start && starts_wait)
+            || (reports && self.plan_starts_by.is_some() && starts_wait);
+        if start && held {
+            self.plan_starts_by
+                .get_or_insert(now.mono + PLAN_STARTS_WITHIN);
+        }
         match input {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
@@ -523,8 +559,13 @@ impl Supervisor {
             Input::Reran { uid, asked } => self.reran(uid, asked, now, rng),
             Input::Tick => self.tick(now),
         }
-        if self.stopping.is_none() && !held {
-            self.reconcile(tick, now, rng);
+        if self.stopping.is_none() {
+            if held {
+                // What waits for tmux need not wait for the plan.
+                self.spawn_queued_if_ready(now);
+            } else {
+                self.reconcile(tick, now, rng);
+            }
         }
         if self.stopping.is_none() {
             self.activity_timers(now);
@@ -783,12 +824,17 @@ impl Supervisor {
     fn reconcile(&mut self, tick: bool, now: Now, rng: &mut impl Rng) {
         let due = tick
             || self.planned != Some(self.world.plan_inputs())
-            || self.wake_at.is_some_and(|t| now.wall >= t);
+            || self.wake_at.is_some_and(|t| now.wall >= t)
+            || self.plan_starts_by.is_some_and(|by| now.mono >= by);
         if due {
             self.plan_and_act(now, rng);
         }
-        // Without tmux the spawns wait, visible as pending: its answer or
-        // its retry timer wakes the loop.
+        self.spawn_queued_if_ready(now);
+    }
+
+    /// Without tmux the spawns wait, visible as pending: its answer or its
+    /// retry timer wakes the loop.
+    fn spawn_queued_if_ready(&mut self, now: Now) {
         if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
             self.spawn_queued(now);
         }
@@ -796,6 +842,7 @@ impl Supervisor {
 
     fn plan_and_act(&mut self, now: Now, rng: &mut impl Rng) {
         self.plans += 1;
+        self.plan_starts_by = None;
         let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
         self.wake_at = plan.wake_at;
         // A spawn alone is written lazily: a crashed daemon's successor
@@ -945,6 +992,9 @@ impl Supervisor {
         }
         if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
             wake = wake.min(e);
+        }
+        if let Some(by) = self.plan_starts_by {
+            wake = wake.min(by);
         }
         if let Some(p) = self.next_parked() {
             wake = wake.min(p);
