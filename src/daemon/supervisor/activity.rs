@@ -61,6 +61,13 @@ impl Supervisor {
     /// turn idle; with a `waiting` pattern, their screen is read first
     /// (one capture each, only now).
     pub(super) fn activity_timers(&mut self, now: Now) {
+        // Nothing a step changes makes a session idle sooner than it was
+        // due before the step (its output only puts it off, a new session
+        // starts busy); a spec changed to a shorter `idle_after` is seen
+        // when the step ends, which wakes the loop at once.
+        if self.idle_at.is_none_or(|t| t > now.wall) {
+            return;
+        }
         let due: Vec<(u64, Time, Option<String>)> = self
             .idle_dues()
             .filter(|(_, _, at)| *at <= now.wall)
@@ -134,13 +141,25 @@ impl Supervisor {
     /// session's spec is found by name, with no key built per session.
     fn idle_dues(&self) -> impl Iterator<Item = (&Session, &RoleSpec, Time)> {
         let specs = self.world.specs_by_name();
+        // Sessions come by uid, so mostly a role's together: the last
+        // role's spec is compared before the map is asked.
+        let mut last: Option<(&SessionKey, Option<&RoleSpec>)> = None;
         self.world
             .sessions
             .values()
             .filter(|s| !self.screens.contains_key(&s.uid))
             .filter_map(move |s| {
                 let k = &s.key;
-                let spec = *specs.get(&(k.workspace.as_str(), k.team.as_str(), k.role.as_str()))?;
+                let spec = match last {
+                    Some((l, spec)) if l.is_same_role(k) => spec,
+                    _ => {
+                        let spec = specs
+                            .get(&(k.workspace.as_str(), k.team.as_str(), k.role.as_str()))
+                            .copied();
+                        last = Some((k, spec));
+                        spec
+                    }
+                }?;
                 Some((s, spec, activity::idle_due(s, spec)?))
             })
     }

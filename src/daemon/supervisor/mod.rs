@@ -388,6 +388,9 @@ pub struct Supervisor {
     /// A session's activity changed this step: written lazily, as the next
     /// output, silence or heartbeat tells it again after a crash.
     activity_changed: bool,
+    /// When the next busy session turns idle, as the last step ended: the
+    /// idle timers look at each session only once it has come.
+    idle_at: Option<Time>,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -442,6 +445,7 @@ impl Supervisor {
             dirty: false,
             lazy_until: None,
             activity_changed: false,
+            idle_at: None,
             persist: PersistHealth::default(),
             urgent: false,
             relog: HashSet::new(),
@@ -1012,7 +1016,8 @@ impl Supervisor {
         if let Some(t) = self.wake_at {
             at_wall(t);
         }
-        if let Some(t) = self.next_idle() {
+        self.idle_at = self.next_idle();
+        if let Some(t) = self.idle_at {
             at_wall(t);
         }
         if let Some(t) = self.ws.settling.values().min() {
