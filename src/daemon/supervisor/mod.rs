@@ -331,9 +331,11 @@ const PERSIST_RETRY: Duration = Duration::from_secs(1);
 const LAZY_PERSIST: Duration = Duration::from_secs(1);
 
 /// A program's start is planned at most this long after its report: the
-/// starts of a bring-up, which come one report at a time, are planned
-/// together instead of each against every session.
-const PLAN_STARTS_WITHIN: Duration = Duration::from_millis(5);
+/// starts of a bring-up, which come one report at a time as tmux makes
+/// the panes (about one every 15 ms at 1 000), are planned a few at a time
+/// instead of each against every session. Nothing waits on that plan: a
+/// start's event and answer go out at once, and readiness is timed.
+const PLAN_STARTS_WITHIN: Duration = Duration::from_millis(50);
 
 pub struct Supervisor {
     world: World,
