@@ -87,6 +87,11 @@ impl SessionKey {
     pub fn is_of(&self, role: &RoleKey) -> bool {
         self.role == role.role && self.team == role.team && self.workspace == role.workspace
     }
+
+    /// Whether `other` is a session of the same role.
+    pub fn is_same_role(&self, other: &SessionKey) -> bool {
+        self.role == other.role && self.team == other.team && self.workspace == other.workspace
+    }
 }
 
 impl fmt::Display for TeamKey {

@@ -8,6 +8,7 @@ use crate::domain::key::{RoleKey, TeamKey};
 use crate::domain::policy::{self, Verdict};
 use crate::domain::reconcile::{self, RoleChange};
 use crate::domain::spec::{Replicas, RoleSpec, TeamSpec};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::domain::health;
@@ -19,6 +20,25 @@ impl World {
     /// The declared spec of a role, if its team declares it.
     pub fn role_spec(&self, key: &RoleKey) -> Option<&RoleSpec> {
         self.teams.get(&key.team())?.spec.role(&key.role)
+    }
+
+    /// Every declared role's spec by its workspace, team and role names: a
+    /// pass over thousands of sessions finds each one's spec without
+    /// building a key per session.
+    pub fn specs_by_name(&self) -> HashMap<(&str, &str, &str), &RoleSpec> {
+        self.teams
+            .values()
+            .flat_map(|t| {
+                t.spec.roles.iter().map(move |r| {
+                    let names = (
+                        t.spec.workspace.as_str(),
+                        t.spec.name.as_str(),
+                        r.name.as_str(),
+                    );
+                    (names, r)
+                })
+            })
+            .collect()
     }
 
     /// Every declared role key, in team then manifest order.

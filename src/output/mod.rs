@@ -388,11 +388,9 @@ pub fn role_reason(r: &RoleView) -> String {
 }
 
 /// One cell of a [`table`]: one line of text, in a colour or not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
-    #[serde(rename = "t")]
     text: String,
-    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     tint: Option<Tint>,
 }
 
@@ -406,25 +404,84 @@ impl Cell {
         }
         Cell { text, tint: None }
     }
-
-    /// The same cell, in `tint` on a terminal that shows colours.
-    pub fn fg(self, tint: Tint) -> Cell {
-        Cell {
-            tint: Some(tint),
-            ..self
-        }
-    }
 }
 
 /// A table's cells before they are laid out. The daemon sends `get
 /// sessions` this way (worked out where the sessions are, as kubectl's
-/// server-side printing does): thousands of sessions travel as short
-/// strings rather than as records the client decodes and formats one by
-/// one.
+/// server-side printing does): thousands of sessions travel as one short
+/// string a row rather than as records the client decodes and formats one
+/// by one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rows {
     pub header: Vec<String>,
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: Vec<Row>,
+}
+
+/// One row of [`Rows`]: its cells joined by tabs (a cell never holds one:
+/// it is escaped, and [`escape_line`] shows a tab as `\t`), and which
+/// cells are tinted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    #[serde(rename = "t")]
+    text: String,
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
+    tints: Vec<(usize, Tint)>,
+}
+
+/// Builds a [`Row`] a cell at a time.
+struct RowBuilder {
+    row: Row,
+    cells: usize,
+}
+
+impl RowBuilder {
+    fn new() -> RowBuilder {
+        RowBuilder {
+            row: Row {
+                text: String::with_capacity(160),
+                tints: Vec::new(),
+            },
+            cells: 0,
+        }
+    }
+
+    /// Adds a cell showing `text`, escaped for one line.
+    fn cell(&mut self, text: impl std::fmt::Display) -> &mut RowBuilder {
+        self.tinted(text, None)
+    }
+
+    /// Adds a cell showing `text` in `tint`, if any.
+    fn tinted(&mut self, text: impl std::fmt::Display, tint: Option<Tint>) -> &mut RowBuilder {
+        let text_of = &mut self.row.text;
+        if self.cells > 0 {
+            text_of.push('\t');
+        }
+        let start = text_of.len();
+        let _ = write!(text_of, "{text}");
+        if let std::borrow::Cow::Owned(escaped) = escape_line(&text_of[start..]) {
+            text_of.truncate(start);
+            text_of.push_str(&escaped);
+        }
+        if let Some(t) = tint {
+            self.row.tints.push((self.cells, t));
+        }
+        self.cells += 1;
+        self
+    }
+
+    fn finish(self) -> Row {
+        self.row
+    }
+}
+
+impl Row {
+    /// The cells, as sent: whoever lays them out escapes them again.
+    fn cells(&self) -> impl Iterator<Item = (&str, Option<Tint>)> {
+        self.text.split('\t').enumerate().map(|(i, text)| {
+            let tint = self.tints.iter().find(|(at, _)| *at == i).map(|(_, t)| *t);
+            (text, tint)
+        })
+    }
 }
 
 impl Rows {
@@ -435,21 +492,18 @@ impl Rows {
     /// Laid out as a [`table`]. Cells that came from elsewhere (another
     /// host's daemon) are escaped once more: no control character reaches
     /// the terminal from them either.
-    pub fn render(self, colour: bool) -> String {
+    pub fn render(&self, colour: bool) -> String {
         let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
-        let rows = self
+        let rows: Vec<Vec<(std::borrow::Cow<'_, str>, Option<Tint>)>> = self
             .rows
-            .into_iter()
+            .iter()
             .map(|row| {
-                row.into_iter()
-                    .map(|c| match escape_line(&c.text) {
-                        std::borrow::Cow::Borrowed(_) => c,
-                        std::borrow::Cow::Owned(text) => Cell { text, ..c },
-                    })
+                row.cells()
+                    .map(|(t, tint)| (escape_line(t), tint))
                     .collect()
             })
             .collect();
-        table(&header, rows, colour)
+        lay_out(&header, &rows, colour)
     }
 }
 
@@ -459,22 +513,40 @@ impl Rows {
 /// that pad them are not). Laid out in one pass over the cells: a listing
 /// of thousands of sessions costs microseconds per row.
 pub fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
+    let rows: Vec<Vec<(&str, Option<Tint>)>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| (c.text.as_str(), c.tint)).collect())
+        .collect();
+    lay_out(header, &rows, colour)
+}
+
+/// How many terminal columns `text` takes: its length, when it is all
+/// printable ASCII (as almost every cell is).
+fn cell_width(text: &str) -> usize {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        text.len()
+    } else {
+        text.width()
+    }
+}
+
+/// [`table`] of cells given as their text and tint.
+fn lay_out<T: AsRef<str>>(
+    header: &[&str],
+    rows: &[Vec<(T, Option<Tint>)>],
+    colour: bool,
+) -> String {
     let columns = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
-    let rows: Vec<Vec<(Cell, usize)>> = rows
-        .into_iter()
-        .map(|row| {
-            row.into_iter()
-                .take(columns)
-                .enumerate()
-                .map(|(i, cell)| {
-                    let w = cell.text.width();
-                    widths[i] = widths[i].max(w);
-                    (cell, w)
-                })
-                .collect()
-        })
-        .collect();
+    // Each cell's width, row after row.
+    let mut cell_widths = Vec::with_capacity(rows.len() * columns);
+    for row in rows {
+        for (i, (text, _)) in row.iter().take(columns).enumerate() {
+            let w = cell_width(text.as_ref());
+            widths[i] = widths[i].max(w);
+            cell_widths.push(w);
+        }
+    }
     let mut text =
         String::with_capacity((widths.iter().sum::<usize>() + 3 * columns + 1) * (rows.len() + 1));
     let mut line = |cells: &mut dyn Iterator<Item = (&str, usize, Option<Tint>)>| {
@@ -496,8 +568,14 @@ pub fn table(header: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
         text.push('\n');
     };
     line(&mut header.iter().map(|h| (*h, h.width(), None)));
-    for row in &rows {
-        line(&mut row.iter().map(|(c, w)| (c.text.as_str(), *w, c.tint)));
+    let mut w = cell_widths.iter();
+    for row in rows {
+        line(
+            &mut row
+                .iter()
+                .take(columns)
+                .map(|(c, t)| (c.as_ref(), *w.next().unwrap_or(&0), *t)),
+        );
     }
     text
 }
@@ -510,11 +588,10 @@ fn state_cell(state: impl Tinted) -> Cell {
 }
 
 /// Waiting is what a person is wanted for: yellow on a terminal.
-fn activity_cell(s: &SessionView, now: DateTime<Utc>) -> Cell {
-    let cell = Cell::new(activity(s, now));
+fn activity_tint(s: &SessionView) -> Option<Tint> {
     match s.activity {
-        Some(ActivityState::Waiting) => cell.fg(Tint::Yellow),
-        _ => cell,
+        Some(ActivityState::Waiting) => Some(Tint::Yellow),
+        _ => None,
     }
 }
 
@@ -553,37 +630,33 @@ pub fn sessions_rows(sessions: &[SessionView], now: DateTime<Utc>, wide: bool) -
     let rows = sessions
         .iter()
         .map(|s| {
-            let mut row = vec![
-                Cell::new(&s.key),
-                state_cell(s.state),
-                Cell::new(health(s, now)),
-                activity_cell(s, now),
-            ];
+            let mut row = RowBuilder::new();
+            row.cell(&s.key)
+                .tinted(title(s.state.name()), s.state.tint())
+                .cell(health(s, now))
+                .tinted(activity(s, now), activity_tint(s));
             if ctx {
-                row.push(Cell::new(or_dash(s.context_pct.map(|p| format!("{p}%")))));
+                match s.context_pct {
+                    Some(p) => row.cell(format_args!("{p}%")),
+                    None => row.cell("-"),
+                };
             }
-            row.extend([
-                Cell::new(restarts(s.restarts, s.last_restart_at, now)),
-                Cell::new(age(s.created_at, now)),
-                Cell::new(or_dash(s.pane.as_ref())),
-                Cell::new(or_dash(s.pid)),
-                Cell::new(exit_text(s.exit.as_ref())),
-            ]);
+            row.cell(restarts(s.restarts, s.last_restart_at, now))
+                .cell(age(s.created_at, now))
+                .cell(or_dash(s.pane.as_ref()))
+                .cell(or_dash(s.pid))
+                .cell(exit_text(s.exit.as_ref()));
             if wide {
-                row.extend([
-                    Cell::new(format!("{}/{}/{}", s.workspace, s.team, s.role)),
-                    Cell::new(or_dash(s.tmux_session.as_ref())),
-                    Cell::new(or_dash(s.started_at.map(|at| age(at, now) + " ago"))),
-                ]);
+                row.cell(format_args!("{}/{}/{}", s.workspace, s.team, s.role))
+                    .cell(or_dash(s.tmux_session.as_ref()))
+                    .cell(or_dash(s.started_at.map(|at| age(at, now) + " ago")));
             }
             if trees {
-                row.extend([
-                    Cell::new(or_dash(s.worktree.as_deref().map(escape_line))),
-                    Cell::new(or_dash(s.branch.as_deref().map(escape_line))),
-                ]);
+                row.cell(or_dash(s.worktree.as_deref()))
+                    .cell(or_dash(s.branch.as_deref()));
             }
-            row.push(Cell::new(session_next(s, now)));
-            row
+            row.cell(session_next(s, now));
+            row.finish()
         })
         .collect();
     Rows {
@@ -977,7 +1050,10 @@ mod tests {
             vec![
                 vec![
                     Cell::new("漢字"),
-                    Cell::new("ok").fg(Tint::Green),
+                    Cell {
+                        tint: Some(Tint::Green),
+                        ..Cell::new("ok")
+                    },
                     Cell::new(""),
                 ],
                 vec![Cell::new("ab"), Cell::new("two\nlines"), Cell::new("x")],
@@ -1053,15 +1129,29 @@ demo/squad/worker-1   Crashed   -                  -             0            3m
         )
         .unwrap();
         assert!(coloured.render(true).contains("\x1b[33mwaiting 20s\x1b[0m"));
+        // A row travels as one string, its cells apart by tabs: a tab of
+        // the session's own is escaped and splits nothing.
+        let mut c = session("demo/squad/worker-2", SessionState::Running);
+        c.worktree = Some("/src/wt".into());
+        c.branch = Some("a\tb".into());
+        let rows = sessions_rows(&[c], now, true);
+        assert_eq!(rows.rows[0].cells().count(), rows.header.len());
+        let wire = serde_json::to_value(&rows).unwrap();
+        assert!(
+            wire["rows"][0]["t"].as_str().unwrap().contains("a\\tb"),
+            "{wire}"
+        );
+        let branch = rows.header.iter().position(|h| h == "BRANCH").unwrap();
+        assert_eq!(rows.rows[0].cells().nth(branch).unwrap().0, "a\\tb");
     }
 
     /// Cells from another host's daemon are text from elsewhere: a control
     /// character in one is shown escaped, never sent to the terminal.
     #[test]
     fn cells_from_a_daemon_cannot_reach_the_terminal_raw() {
-        let wire = r#"{"header":["SESSION","STATE"],"rows":[[{"t":"a\u001b]0;pwned\u0007"},{"t":"Running","c":"green"}]]}"#;
+        let wire = r#"{"header":["SESSION","STATE"],"rows":[{"t":"a\u001b]0;pwned\u0007\tRunning","c":[[1,"green"]]}]}"#;
         let rows: Rows = serde_json::from_str(wire).unwrap();
-        let text = rows.clone().render(false);
+        let text = rows.render(false);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         assert!(text.contains("a\\e]0;pwned^G"), "{text:?}");
         assert!(rows.render(true).contains("\x1b[32mRunning\x1b[0m"));

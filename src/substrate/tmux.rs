@@ -367,7 +367,9 @@ impl Tmux {
                 pane_option("remain-on-exit", "on".into()),
                 window_option("window-status-format", WINDOW_STATUS.into()),
                 window_option("window-status-current-format", WINDOW_STATUS.into()),
-                window_option("automatic-rename", "off".into()),
+                // A window made with a name (`-n`) has `automatic-rename`
+                // off already; each option set costs the tmux server a
+                // pass over every window, so it is not set again.
                 window_option("allow-rename", "off".into()),
             ]);
         }

@@ -185,6 +185,65 @@ fn a_team_is_one_tmux_session_with_a_window_per_session_and_a_tiled_role_shares_
     );
 }
 
+/// A window's name is its session's: neither the program it runs nor a
+/// title it prints renames it. A plain window beside it, with tmux's own
+/// renaming on, running the same program, shows that tmux would.
+#[test]
+fn a_program_cannot_rename_its_window() {
+    let env = Env::new();
+    // An escape sequence that names the window, then another program.
+    let program = r#"printf '\033kpwned\033\\'; exec sleep 600"#;
+    let r = role("worker", 1, &format!("[\"sh\", \"-c\", {program:?}]"), "");
+    let file = env.manifest("team.ron", &team("squad", &r));
+    env.ok(&["run", &file, "--wait"]);
+    let made = env.tmux(&[
+        "new-window",
+        "-d",
+        "-t",
+        "=t-squad",
+        "--",
+        "sh",
+        "-c",
+        program,
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let plain = env.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_id}"]);
+    let plain = String::from_utf8_lossy(&plain.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let on = env.tmux(&["set-option", "-w", "-t", &plain, "allow-rename", "on"]);
+    assert!(on.status.success(), "{on:?}");
+    let names = |e: &Env| {
+        let out = e.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_name}"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The plain window is renamed, by its program (`sleep`) or by the
+    // escape sequence its program printed (`pwned`)...
+    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+    loop {
+        let now = names(&env);
+        let plain_name = now.lines().last().unwrap_or_default();
+        if plain_name == "sleep" || plain_name == "pwned" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "windows: {now}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // ...marvel's is not.
+    assert_eq!(
+        names(&env).lines().next(),
+        Some("worker-0"),
+        "{}",
+        env.dump()
+    );
+    let options = env.tmux(&["show-options", "-w", "-t", "=t-squad:=worker-0"]);
+    let options = String::from_utf8_lossy(&options.stdout);
+    assert!(options.contains("automatic-rename off"), "{options}");
+    assert!(options.contains("allow-rename off"), "{options}");
+}
+
 #[test]
 fn a_tmux_session_name_someone_else_has_is_left_alone_and_another_is_used() {
     let env = Env::new();

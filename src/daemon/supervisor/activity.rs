@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::domain::activity::{self, ActivityState, Why};
 use crate::domain::key::SessionKey;
-use crate::domain::state::{SessionState, Time};
+use crate::domain::spec::RoleSpec;
+use crate::domain::state::{Session, SessionState, Time};
 use crate::error::{Error, Result};
 use crate::proto::Response;
 use crate::substrate::SubstrateError;
@@ -60,16 +61,19 @@ impl Supervisor {
     /// turn idle; with a `waiting` pattern, their screen is read first
     /// (one capture each, only now).
     pub(super) fn activity_timers(&mut self, now: Now) {
+        // Nothing a step changes makes a session idle sooner than it was
+        // due before the step (its output only puts it off, a new session
+        // starts busy); a spec changed to a shorter `idle_after` is seen
+        // when the step ends, which wakes the loop at once.
+        if self.idle_at.is_none_or(|t| t > now.wall) {
+            return;
+        }
         let due: Vec<(u64, Time, Option<String>)> = self
-            .world
-            .sessions
-            .values()
-            .filter(|s| !self.screens.contains_key(&s.uid))
-            .filter_map(|s| {
-                let role = self.world.role_spec(&s.key.role())?;
-                let at = activity::idle_due(s, role)?;
+            .idle_dues()
+            .filter(|(_, _, at)| *at <= now.wall)
+            .map(|(s, role, at)| {
                 let pane = s.pane.clone().filter(|_| role.waiting.is_some());
-                (at <= now.wall).then_some((s.uid, at, pane))
+                (s.uid, at, pane)
             })
             .collect();
         for (uid, at, pane) in due {
@@ -129,12 +133,35 @@ impl Supervisor {
 
     /// When the next busy session turns idle, if none prints meanwhile.
     pub(super) fn next_idle(&self) -> Option<Time> {
+        self.idle_dues().map(|(_, _, at)| at).min()
+    }
+
+    /// Each busy session whose screen is not being read, its role, and
+    /// when it turns idle if it prints nothing more. Run on every step: a
+    /// session's spec is found by name, with no key built per session.
+    fn idle_dues(&self) -> impl Iterator<Item = (&Session, &RoleSpec, Time)> {
+        let specs = self.world.specs_by_name();
+        // Sessions come by uid, so mostly a role's together: the last
+        // role's spec is compared before the map is asked.
+        let mut last: Option<(&SessionKey, Option<&RoleSpec>)> = None;
         self.world
             .sessions
             .values()
             .filter(|s| !self.screens.contains_key(&s.uid))
-            .filter_map(|s| activity::idle_due(s, self.world.role_spec(&s.key.role())?))
-            .min()
+            .filter_map(move |s| {
+                let k = &s.key;
+                let spec = match last {
+                    Some((l, spec)) if l.is_same_role(k) => spec,
+                    _ => {
+                        let spec = specs
+                            .get(&(k.workspace.as_str(), k.team.as_str(), k.role.as_str()))
+                            .copied();
+                        last = Some((k, spec));
+                        spec
+                    }
+                }?;
+                Some((s, spec, activity::idle_due(s, spec)?))
+            })
     }
 
     /// Parks an `inject --when-idle` for at most `wait`.

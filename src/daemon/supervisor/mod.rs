@@ -330,6 +330,13 @@ const PERSIST_RETRY: Duration = Duration::from_secs(1);
 /// sooner takes it along, so a death costs one write.
 const LAZY_PERSIST: Duration = Duration::from_secs(1);
 
+/// A program's start is planned at most this long after its report: the
+/// starts of a bring-up, which come one report at a time as tmux makes
+/// the panes (about one every 15 ms at 1 000), are planned a few at a time
+/// instead of each against every session. Nothing waits on that plan: a
+/// start's event and answer go out at once, and readiness is timed.
+const PLAN_STARTS_WITHIN: Duration = Duration::from_millis(50);
+
 pub struct Supervisor {
     world: World,
     events: EventRing,
@@ -370,6 +377,8 @@ pub struct Supervisor {
     /// Planning waits for the end of a batch of inputs (see
     /// [`Supervisor::hold_plan`]).
     hold: bool,
+    /// When the starts reported since the last plan are to be planned.
+    plan_starts_by: Option<Duration>,
     /// How many times the world was planned (for tests and figures).
     pub plans: u64,
     /// What changed must be written before the step ends.
@@ -381,6 +390,9 @@ pub struct Supervisor {
     /// A session's activity changed this step: written lazily, as the next
     /// output, silence or heartbeat tells it again after a crash.
     activity_changed: bool,
+    /// When the next busy session turns idle, as the last step ended: the
+    /// idle timers look at each session only once it has come.
+    idle_at: Option<Time>,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -430,10 +442,12 @@ impl Supervisor {
             wake_at: None,
             planned: None,
             hold: false,
+            plan_starts_by: None,
             plans: 0,
             dirty: false,
             lazy_until: None,
             activity_changed: false,
+            idle_at: None,
             persist: PersistHealth::default(),
             urgent: false,
             relog: HashSet::new(),
@@ -477,6 +491,34 @@ impl Supervisor {
                         ..
                     }
             );
+        // A start waits a moment for the starts that follow it, and so
+        // does what only reports meanwhile (a tmux job done, a state
+        // written): a death does not.
+        let start = matches!(
+            input,
+            Input::Request {
+                request: Request::Shim(ShimReport::Started { .. }),
+                ..
+            }
+        );
+        let reports = start
+            || matches!(
+                input,
+                Input::Done(_)
+                    | Input::Persisted(_)
+                    | Input::Request {
+                        request: Request::Shim(ShimReport::LogComplete { .. }),
+                        ..
+                    }
+            );
+        let starts_wait = self.plan_starts_by.is_none_or(|by| now.mono < by);
+        let held = held
+            || (start && starts_wait)
+            || (reports && self.plan_starts_by.is_some() && starts_wait);
+        if start && held {
+            self.plan_starts_by
+                .get_or_insert(now.mono + PLAN_STARTS_WITHIN);
+        }
         match input {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
@@ -523,8 +565,13 @@ impl Supervisor {
             Input::Reran { uid, asked } => self.reran(uid, asked, now, rng),
             Input::Tick => self.tick(now),
         }
-        if self.stopping.is_none() && !held {
-            self.reconcile(tick, now, rng);
+        if self.stopping.is_none() {
+            if held {
+                // What waits for tmux need not wait for the plan.
+                self.spawn_queued_if_ready(now);
+            } else {
+                self.reconcile(tick, now, rng);
+            }
         }
         if self.stopping.is_none() {
             self.activity_timers(now);
@@ -783,12 +830,17 @@ impl Supervisor {
     fn reconcile(&mut self, tick: bool, now: Now, rng: &mut impl Rng) {
         let due = tick
             || self.planned != Some(self.world.plan_inputs())
-            || self.wake_at.is_some_and(|t| now.wall >= t);
+            || self.wake_at.is_some_and(|t| now.wall >= t)
+            || self.plan_starts_by.is_some_and(|by| now.mono >= by);
         if due {
             self.plan_and_act(now, rng);
         }
-        // Without tmux the spawns wait, visible as pending: its answer or
-        // its retry timer wakes the loop.
+        self.spawn_queued_if_ready(now);
+    }
+
+    /// Without tmux the spawns wait, visible as pending: its answer or its
+    /// retry timer wakes the loop.
+    fn spawn_queued_if_ready(&mut self, now: Now) {
         if !self.tmux.queue.is_empty() && self.tmux_ready(now) {
             self.spawn_queued(now);
         }
@@ -796,6 +848,7 @@ impl Supervisor {
 
     fn plan_and_act(&mut self, now: Now, rng: &mut impl Rng) {
         self.plans += 1;
+        self.plan_starts_by = None;
         let plan = reconcile::reconcile(&mut self.world, now.wall, rng);
         self.wake_at = plan.wake_at;
         // A spawn alone is written lazily: a crashed daemon's successor
@@ -946,6 +999,9 @@ impl Supervisor {
         if let Some(e) = self.escalations.iter().map(|e| e.at).min() {
             wake = wake.min(e);
         }
+        if let Some(by) = self.plan_starts_by {
+            wake = wake.min(by);
+        }
         if let Some(p) = self.next_parked() {
             wake = wake.min(p);
         }
@@ -962,7 +1018,8 @@ impl Supervisor {
         if let Some(t) = self.wake_at {
             at_wall(t);
         }
-        if let Some(t) = self.next_idle() {
+        self.idle_at = self.next_idle();
+        if let Some(t) = self.idle_at {
             at_wall(t);
         }
         if let Some(t) = self.ws.settling.values().min() {
