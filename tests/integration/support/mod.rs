@@ -324,15 +324,22 @@ impl Drop for Env {
 }
 
 /// Whether `pid` is a running process (a zombie is not: nobody may reap
-/// the daemons these tests kill).
+/// the daemons these tests kill). The first thread of a killed daemon is a
+/// zombie while its other threads still exit, and they hold the process's
+/// files, its socket among them, until the last is gone: a client that
+/// connects then is answered by a reset, not by a new daemon.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+    match zombie {
+        None => false,
+        Some(false) => true,
+        Some(true) => std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() > 1),
+    }
 }
 
 /// The seed of a randomized test: `MARVEL_TEST_SEED` to replay a failure
