@@ -352,17 +352,27 @@ impl Panes {
         })
     }
 
-    /// Whether a child that ended since the last call was still the
-    /// server's at the last listing: tmux has not reaped it.
+    /// Whether a child that ended since the last call is still the
+    /// server's: tmux has not reaped it. Asked of the process itself, not
+    /// of the server's list of children, which the kernel does not promise
+    /// to be whole while children come and go.
     fn unreaped(&mut self) -> bool {
         let fresh = std::mem::take(&mut self.fresh);
-        fresh.iter().any(|pid| self.ended.contains(pid))
+        fresh.iter().any(|pid| parent_of(*pid) == Some(self.server))
     }
 
     fn nudge(&mut self) {
         self.nudged = Instant::now();
         kick_server(self.server);
     }
+}
+
+/// The parent of process `pid`, while it exists (a zombie does).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command, which may hold anything: state, ppid.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// The child processes of `pid`, from `/proc` (every thread's).
@@ -460,6 +470,10 @@ mod tests {
             "a zombie is watched again"
         );
         assert!(panes.unreaped(), "a zombie is not seen as one");
+        // Seen as one even when the server's list of children left it out.
+        panes.fresh.push(a.id());
+        panes.ended.remove(&a.id());
+        assert!(panes.unreaped(), "a zombie the listing missed is not seen");
         // Once: the next end seen is b's, not a's again.
         b.kill().unwrap();
         let woke = wait_until(
