@@ -762,7 +762,7 @@ impl MainLoop {
                     held.awaits = Some(self.base + by);
                 }
             }
-            Output::PanesChanged => self.watcher.panes_changed(),
+            Output::PanesChanged(pids) => self.watcher.panes_changed(&pids),
             Output::WakeAt(mono) => self.wake = self.base + mono,
             Output::Exit => self.exit = true,
         }

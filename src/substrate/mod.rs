@@ -221,9 +221,12 @@ pub trait Substrate: Send {
     /// processes, whose ends are watched so that the server is nudged to
     /// reap one whose end it missed. A substrate that cannot be watched
     /// says so here.
-    /// The server has new panes (a spawn): a watch that watches the
-    /// panes' processes looks for them now.
-    fn panes_changed(&self) {}
+    /// The server has new panes (a spawn), whose first processes are
+    /// `pids`: a watch that watches the panes' processes watches these, and
+    /// looks for others now.
+    fn panes_changed(&self, pids: &[u32]) {
+        let _ = pids;
+    }
 
     fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {
         let _ = (owner, server_pid, kick, notify);

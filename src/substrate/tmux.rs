@@ -760,8 +760,8 @@ impl Substrate for Tmux {
         self.run(&[cmd.build()], self.timeout).map(|_| ())
     }
 
-    fn panes_changed(&self) {
-        self.poke.poke();
+    fn panes_changed(&self, pids: &[u32]) {
+        self.poke.poke(pids);
     }
 
     fn watch(&self, owner: &str, server_pid: u32, kick: Duration, notify: Notify) -> SubResult<()> {

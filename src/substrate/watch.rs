@@ -40,20 +40,34 @@ pub fn hook_command(owner: &str) -> String {
 }
 
 /// How a [`super::Tmux`] tells its running watch that the server has new
-/// panes: an eventfd in the watch's epoll set, once the watch made one.
+/// panes, and their first processes: an eventfd in the watch's epoll set,
+/// once the watch made one.
 #[derive(Debug, Clone, Default)]
-pub struct Poke(Arc<Mutex<Option<Arc<OwnedFd>>>>);
+pub struct Poke(Arc<Mutex<Poked>>);
+
+#[derive(Debug, Default)]
+struct Poked {
+    fd: Option<Arc<OwnedFd>>,
+    /// First processes of new panes, not watched yet.
+    pids: Vec<u32>,
+}
 
 impl Poke {
-    pub fn poke(&self) {
-        let fd = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(fd) = fd {
-            let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
-        }
+    pub fn poke(&self, pids: &[u32]) {
+        let mut poked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Before the watch runs, its first listing finds them.
+        let Some(fd) = poked.fd.clone() else { return };
+        poked.pids.extend_from_slice(pids);
+        drop(poked);
+        let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
     }
 
     fn set(&self, fd: Arc<OwnedFd>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).fd = Some(fd);
+    }
+
+    fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).pids)
     }
 }
 
@@ -101,7 +115,7 @@ pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mu
         if std::mem::take(&mut first) {
             notify(Notice::Watching);
         }
-        let status = match wait_kicking(&mut child, &mut panes, kick) {
+        let status = match wait_kicking(&mut child, &mut panes, &tmux.poke, kick) {
             Ok(s) => s,
             Err(e) => {
                 let _ = child.kill();
@@ -152,6 +166,7 @@ const REAP_GRACE: Duration = Duration::from_millis(50);
 fn wait_kicking(
     child: &mut Child,
     panes: &mut Panes,
+    poke: &Poke,
     kick: Duration,
 ) -> std::io::Result<ExitStatus> {
     let pidfd =
@@ -165,6 +180,7 @@ fn wait_kicking(
     let mut check: Option<Instant> = None;
     loop {
         panes.refresh();
+        panes.watch_made(poke.take());
         if check.is_some_and(|t| Instant::now() >= t) {
             check = None;
             if panes.unreaped() {
@@ -275,19 +291,38 @@ impl Panes {
             self.complete = false;
             return;
         };
-        self.watched.retain(|pid, _| listed.contains(pid));
+        // A watched process leaves through its pidfd, not by missing from a
+        // listing, which the kernel does not promise to be whole while
+        // children come and go.
         self.ended.retain(|pid| listed.contains(pid));
-        let new: Vec<u32> = listed
-            .iter()
-            .copied()
+        self.complete = self.watch(listed.into_iter().collect());
+    }
+
+    /// Watches the first processes of panes the daemon made: the server's
+    /// children that a listing may have missed.
+    fn watch_made(&mut self, pids: Vec<u32>) {
+        let server = self.server;
+        let children = pids
+            .into_iter()
+            .filter(|pid| parent_of(*pid) == Some(server))
+            .collect();
+        if !self.watch(children) {
+            self.complete = false;
+        }
+    }
+
+    /// Watches those of `pids` not watched yet; false when some could not
+    /// be.
+    fn watch(&mut self, pids: Vec<u32>) -> bool {
+        let new: Vec<u32> = pids
+            .into_iter()
             .filter(|pid| !self.watched.contains_key(pid) && !self.ended.contains(pid))
             .collect();
         let room = fd_room(self.watched.len() + new.len());
-        self.complete = true;
+        let mut all = true;
         for pid in new {
             if self.watched.len() >= room {
-                self.complete = false;
-                break;
+                return false;
             }
             let Some(fd) =
                 Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
@@ -297,11 +332,12 @@ impl Panes {
             };
             let data = epoll::EventData::new_u64(u64::from(pid));
             if epoll::add(&self.epoll, &fd, data, epoll::EventFlags::IN).is_err() {
-                self.complete = false;
+                all = false;
                 continue;
             }
             self.watched.insert(pid, fd);
         }
+        all
     }
 
     /// Waits up to `timeout` for the client or a child to end.
@@ -502,15 +538,40 @@ mod tests {
     fn a_poke_wakes_the_wait() {
         let mut panes = Panes::new(std::process::id()).unwrap();
         let poke = Poke::default();
-        poke.poke();
+        poke.poke(&[1]);
         poke.set(Arc::clone(&panes.poke));
-        poke.poke();
+        poke.poke(&[2, 3]);
         wait_until(&mut panes, |w| *w == Woke::Poked);
         let mut count = [0u8; 8];
         assert!(
             rustix::io::read(&*panes.poke, &mut count).is_err(),
             "the poke was read"
         );
+        // What came before the watch ran is for its first listing.
+        assert_eq!(poke.take(), [2, 3]);
+        assert!(poke.take().is_empty());
+    }
+
+    /// The first processes of panes the daemon made are watched as they
+    /// are handed over, with no listing of the server's children (which
+    /// may miss one); a process that is not the server's is not.
+    #[test]
+    fn panes_the_daemon_made_are_watched_without_a_listing() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut panes = Panes::new(std::process::id()).unwrap();
+        panes.watch_made(vec![child.id(), 1]);
+        assert!(panes.watched.contains_key(&child.id()));
+        assert!(!panes.watched.contains_key(&1), "init is not the server's");
+        child.kill().unwrap();
+        wait_until(
+            &mut panes,
+            |w| matches!(w, Woke::Ended(p) if p.contains(&child.id())),
+        );
+        assert!(panes.unreaped());
+        child.wait().unwrap();
     }
 
     /// The watch's client ending wakes the wait as the client.

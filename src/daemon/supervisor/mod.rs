@@ -192,8 +192,9 @@ pub enum Output {
     /// watch's end. `kick` paces the watch's look for new pane processes
     /// (whose ends it watches, to nudge tmux into reaping one it missed).
     Watch { server_pid: u32, kick: Duration },
-    /// The tmux server has new pane processes: the watch is to watch them.
-    PanesChanged,
+    /// The tmux server has new pane processes, these first ones among them:
+    /// the watch is to watch them.
+    PanesChanged(Vec<u32>),
     /// Step again (with `Tick`) at this monotonic instant at the latest.
     WakeAt(Duration),
     /// The daemon has stopped: nothing is under way any more.

@@ -233,7 +233,7 @@ impl H {
                     Output::Prune { .. }
                     | Output::Log(_)
                     | Output::AwaitRun { .. }
-                    | Output::PanesChanged => {}
+                    | Output::PanesChanged(_) => {}
                     Output::Signal {
                         pid,
                         parent,

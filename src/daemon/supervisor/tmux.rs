@@ -310,8 +310,12 @@ impl Supervisor {
                 }
             }
             (Then::Spawn(uids, places), Outcome::Spawned(results)) => {
-                if results.iter().any(Result::is_ok) {
-                    self.out.push(Output::PanesChanged);
+                let made: Vec<u32> = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().map(|s| s.pane_pid))
+                    .collect();
+                if !made.is_empty() {
+                    self.out.push(Output::PanesChanged(made));
                 }
                 for ((uid, place), result) in uids.into_iter().zip(places).zip(results) {
                     self.spawned(uid, place, result, now, rng);
