@@ -538,13 +538,9 @@ fn lay_out<T: AsRef<str>>(
 ) -> String {
     let columns = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
-    // Each cell's width, row after row.
-    let mut cell_widths = Vec::with_capacity(rows.len() * columns);
     for row in rows {
         for (i, (text, _)) in row.iter().take(columns).enumerate() {
-            let w = cell_width(text.as_ref());
-            widths[i] = widths[i].max(w);
-            cell_widths.push(w);
+            widths[i] = widths[i].max(cell_width(text.as_ref()));
         }
     }
     let mut text =
@@ -568,13 +564,12 @@ fn lay_out<T: AsRef<str>>(
         text.push('\n');
     };
     line(&mut header.iter().map(|h| (*h, h.width(), None)));
-    let mut w = cell_widths.iter();
     for row in rows {
         line(
             &mut row
                 .iter()
                 .take(columns)
-                .map(|(c, t)| (c.as_ref(), *w.next().unwrap_or(&0), *t)),
+                .map(|(c, t)| (c.as_ref(), cell_width(c.as_ref()), *t)),
         );
     }
     text

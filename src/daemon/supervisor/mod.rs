@@ -512,14 +512,11 @@ impl Supervisor {
                         ..
                     }
             );
-        let starts_wait = self.plan_starts_by.is_none_or(|by| now.mono < by);
-        let held = held
-            || (start && starts_wait)
-            || (reports && self.plan_starts_by.is_some() && starts_wait);
-        if start && held {
+        if start {
             self.plan_starts_by
                 .get_or_insert(now.mono + PLAN_STARTS_WITHIN);
         }
+        let held = held || (reports && self.plan_starts_by.is_some_and(|by| now.mono < by));
         match input {
             Input::Restore { loaded, records } => self.restore(loaded, records, now, rng),
             Input::Request { id, request } => self.request(id, request, now, rng),
