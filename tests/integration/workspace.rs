@@ -221,16 +221,9 @@ fn a_program_cannot_rename_its_window() {
     };
     // The plain window is renamed, by its program (`sleep`) or by the
     // escape sequence its program printed (`pwned`)...
-    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
-    loop {
-        let now = names(&env);
-        let plain_name = now.lines().last().unwrap_or_default();
-        if plain_name == "sleep" || plain_name == "pwned" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "windows: {now}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    env.wait("tmux to rename the plain window", |e| {
+        matches!(names(e).lines().last(), Some("sleep" | "pwned")).then_some(())
+    });
     // ...marvel's is not.
     assert_eq!(
         names(&env).lines().next(),
