@@ -383,30 +383,28 @@ fn dead_decoration(
     (line, "↻".into())
 }
 
-/// What the panes of `roles` show now: each window's status (by window
-/// id), and the line of each kept pane (by the uid of its shim).
-pub(super) fn decorations(
+/// What the windows of `roles` show now, by window id: each window the
+/// status of its worst pane (a tiled role's window has several), live or
+/// kept.
+pub(super) fn window_statuses(
     world: &World,
     roles: &BTreeSet<RoleKey>,
     offset: chrono::FixedOffset,
     now: Time,
-) -> (BTreeMap<String, Decoration>, BTreeMap<u64, String>) {
+) -> BTreeMap<String, Decoration> {
     let mut windows = BTreeMap::new();
-    let mut lines = BTreeMap::new();
+    let mut status = |window: &String, text: String| {
+        let d = windows.entry(window.clone()).or_insert_with(|| Decoration {
+            window: window.clone(),
+            status: String::new(),
+        });
+        if d.status.is_empty() || rank(&text) > rank(&d.status) {
+            d.status = text;
+        }
+    };
     for role in roles {
         let Some(spec) = world.role_spec(role) else {
             continue;
-        };
-        // A window shows the status of its worst pane (a tiled role's
-        // window has several).
-        let mut status = |window: &String, text: String| {
-            let d = windows.entry(window.clone()).or_insert_with(|| Decoration {
-                window: window.clone(),
-                status: String::new(),
-            });
-            if d.status.is_empty() || rank(&text) > rank(&d.status) {
-                d.status = text;
-            }
         };
         for s in world.sessions.values().filter(|s| s.key.is_of(role)) {
             let Some(window) = &s.window else {
@@ -419,12 +417,28 @@ pub(super) fn decorations(
             }
         }
         for (key, k) in world.kept.iter().filter(|(k, _)| k.is_of(role)) {
-            let (line, text) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
+            let (_, text) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
             status(&k.window, text);
+        }
+    }
+    windows
+}
+
+/// The line each kept pane of `roles` shows now, by the uid of its shim.
+/// Cheap: it looks at kept panes only, never at every session.
+pub(super) fn kept_lines(
+    world: &World,
+    roles: &BTreeSet<RoleKey>,
+    offset: chrono::FixedOffset,
+) -> BTreeMap<u64, String> {
+    let mut lines = BTreeMap::new();
+    for role in roles.iter().filter(|r| world.role_spec(r).is_some()) {
+        for (key, k) in world.kept.iter().filter(|(k, _)| k.is_of(role)) {
+            let (line, _) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
             lines.insert(k.uid, line);
         }
     }
-    (windows, lines)
+    lines
 }
 
 /// The line a kept pane of `key` shows now.
