@@ -509,13 +509,21 @@ impl Supervisor {
                 ..
             }
         );
+        // A listing is answered from the world as it is, planned or not:
+        // a bring-up watched by a client polling `get` is planned as
+        // often as one nobody watches.
         let reports = start
             || matches!(
                 input,
                 Input::Done(_)
                     | Input::Persisted(_)
                     | Input::Request {
-                        request: Request::Shim(ShimReport::LogComplete { .. }),
+                        request: Request::Shim(ShimReport::LogComplete { .. })
+                            | Request::Ping
+                            | Request::Status
+                            | Request::Get { .. }
+                            | Request::SessionRows { .. }
+                            | Request::Describe { .. },
                         ..
                     }
             );
