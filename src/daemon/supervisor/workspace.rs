@@ -253,10 +253,10 @@ pub(super) fn place(
 
 /// The window that a new window for `s` goes after, so that windows stay
 /// in role and slot order: the window of the nearest earlier slot, made or
-/// asked for.
+/// asked for. Run for every spawn of a bring-up over every session of the
+/// team, so it allocates nothing per session looked at.
 fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef> {
-    let team = s.key.team();
-    let record = world.teams.get(&team)?;
+    let record = world.teams.get(&s.key.team())?;
     let order = |k: &SessionKey| {
         let role = record
             .spec
@@ -269,23 +269,26 @@ fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef
     let live = world
         .sessions
         .values()
-        .filter(|o| o.state.is_live() && o.key.team() == team && o.uid != s.uid)
-        .filter_map(|o| Some((order(&o.key), WindowRef::Id(o.window.clone()?))));
+        .filter(|o| o.state.is_live() && o.key.is_same_team(&s.key) && o.uid != s.uid)
+        .filter_map(|o| Some((order(&o.key), false, o.window.as_ref()?)));
     let kept = world
         .kept
         .iter()
-        .filter(|(k, _)| k.team() == team)
-        .map(|(k, p)| (order(k), WindowRef::Id(p.window.clone())));
+        .filter(|(k, _)| k.is_same_team(&s.key))
+        .map(|(k, p)| (order(k), false, &p.window));
     let placing = ws
         .placing
         .iter()
-        .filter(|(uid, (k, _))| **uid != s.uid && k.team() == team)
-        .map(|(_, (k, name))| (order(k), WindowRef::Name(name.clone())));
+        .filter(|(uid, (k, _))| **uid != s.uid && k.is_same_team(&s.key))
+        .map(|(_, (k, name))| (order(k), true, name));
     live.chain(kept)
         .chain(placing)
-        .filter(|(o, _)| *o < me)
-        .max_by_key(|(o, _)| *o)
-        .map(|(_, w)| w)
+        .filter(|(o, _, _)| *o < me)
+        .max_by_key(|(o, _, _)| *o)
+        .map(|(_, named, w)| match named {
+            true => WindowRef::Name(w.clone()),
+            false => WindowRef::Id(w.clone()),
+        })
 }
 
 /// What the window of a session says next to its name at `now`.
