@@ -9,9 +9,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -117,11 +117,12 @@ pub fn serve<M: From<Incoming> + Send + 'static>(
         Limits::default(),
         accept,
         active,
+        Arc::default(),
     );
 }
 
 /// [`serve`] with explicit limits, accept function (tests inject failures
-/// through it) and count of connections served. Returns once the daemon
+/// through it), count of connections served and connection threads. Returns once the daemon
 /// loop is gone and the socket path no longer leads here.
 fn run_server<M, A>(
     listener: UnixListener,
@@ -130,6 +131,7 @@ fn run_server<M, A>(
     limits: Limits,
     accept: A,
     active: Arc<AtomicUsize>,
+    workers: Arc<Workers<M>>,
 ) where
     M: From<Incoming> + Send + 'static,
     A: FnMut(&UnixListener) -> io::Result<UnixStream>,
@@ -145,6 +147,7 @@ fn run_server<M, A>(
         active,
         own: rustix::process::geteuid().as_raw(),
         turned_away: VecDeque::new(),
+        workers,
         backoff: AcceptBackoff::default(),
         rebind_failing: false,
     }
@@ -173,6 +176,8 @@ struct Server<M, A> {
     active: Arc<AtomicUsize>,
     own: u32,
     turned_away: VecDeque<(Instant, UnixStream)>,
+    /// Connection threads waiting for their next connection.
+    workers: Arc<Workers<M>>,
     backoff: AcceptBackoff,
     rebind_failing: bool,
 }
@@ -248,21 +253,29 @@ where
             self.turn_away(stream, n);
             return;
         }
-        let slot = Slot::take(&self.active);
-        let shims_only = (n >= self.limits.connections).then_some(n);
-        let to_loop = self.to_loop.clone();
-        let limits = self.limits.clone();
-        let own = self.own;
+        let conn = Conn {
+            stream,
+            slot: Slot::take(&self.active),
+            shims_only: (n >= self.limits.connections).then_some(n),
+            to_loop: self.to_loop.clone(),
+            limits: self.limits.clone(),
+            own: self.own,
+        };
+        let conn = match self.workers.take() {
+            Some(worker) => match worker.send(conn) {
+                Ok(()) => return,
+                Err(mpsc::SendError(conn)) => conn,
+            },
+            None => conn,
+        };
+        let workers = Arc::clone(&self.workers);
         // Decoding a request compiles the `waiting` patterns of a team it
         // carries, which takes more stack than the rest (untouched stack
         // costs no memory).
         let _ = std::thread::Builder::new()
             .name("marvel-conn".into())
             .stack_size(1024 * 1024)
-            .spawn(move || {
-                let _slot = slot;
-                handle(stream, own, to_loop, &limits, shims_only);
-            });
+            .spawn(move || work(conn, &workers));
     }
 
     /// Answers "busy" without a thread: the answer fits in the fresh
@@ -324,6 +337,87 @@ where
 }
 
 /// Holds one of the counted connection places until dropped.
+/// A connection to serve, and what serving it takes.
+struct Conn<M> {
+    stream: UnixStream,
+    slot: Slot,
+    /// Past the cap: only shim reports are served.
+    shims_only: Option<usize>,
+    to_loop: Sender<M>,
+    limits: Limits,
+    own: u32,
+}
+
+/// How long a connection thread waits for another connection before it
+/// ends: a bring-up's thousand shim reports, or a client polling, are
+/// served by a few threads instead of a thread each.
+const WORKER_LINGER: Duration = Duration::from_secs(5);
+
+/// The connection threads waiting for a connection, each by the sending
+/// end of its own queue (and an id, to take itself off the list).
+struct Workers<M> {
+    waiting: Mutex<Vec<(u64, mpsc::SyncSender<Conn<M>>)>>,
+    /// Threads started so far.
+    ids: AtomicU64,
+}
+
+impl<M> Default for Workers<M> {
+    fn default() -> Self {
+        Workers {
+            waiting: Mutex::new(Vec::new()),
+            ids: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<M> Workers<M> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::SyncSender<Conn<M>>)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A waiting thread, taken off the list: it will take what is sent.
+    fn take(&self) -> Option<mpsc::SyncSender<Conn<M>>> {
+        self.lock().pop().map(|(_, tx)| tx)
+    }
+}
+
+/// A connection thread: serves `conn`, then each connection handed to it
+/// while it waits, until none comes for [`WORKER_LINGER`].
+fn work<M: From<Incoming>>(mut conn: Conn<M>, workers: &Workers<M>) {
+    let id = workers.ids.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::sync_channel::<Conn<M>>(1);
+    loop {
+        let Conn {
+            stream,
+            slot,
+            shims_only,
+            to_loop,
+            limits,
+            own,
+        } = conn;
+        handle(stream, own, to_loop, &limits, shims_only);
+        drop(slot);
+        workers.lock().push((id, tx.clone()));
+        conn = match rx.recv_timeout(WORKER_LINGER) {
+            Ok(next) => next,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut waiting = workers.lock();
+                if let Some(i) = waiting.iter().position(|(w, _)| *w == id) {
+                    waiting.swap_remove(i);
+                    return;
+                }
+                drop(waiting);
+                // Taken off the list meanwhile: a connection is on its way.
+                match rx.recv() {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+    }
+}
+
 struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
@@ -712,6 +806,7 @@ mod tests {
         _dir: tempfile::TempDir,
         path: PathBuf,
         active: Arc<AtomicUsize>,
+        workers: Arc<Workers<Incoming>>,
         stop: Arc<AtomicBool>,
         server: Option<JoinHandle<()>>,
     }
@@ -754,12 +849,16 @@ mod tests {
         let active = Arc::new(AtomicUsize::new(0));
         let counted = active.clone();
         let at = Some(path.clone());
-        let server =
-            std::thread::spawn(move || run_server(listener, at, tx, limits, accept, counted));
+        let workers: Arc<Workers<Incoming>> = Arc::default();
+        let threads = Arc::clone(&workers);
+        let server = std::thread::spawn(move || {
+            run_server(listener, at, tx, limits, accept, counted, threads)
+        });
         Fake {
             _dir: dir,
             path,
             active,
+            workers,
             stop,
             server: Some(server),
         }
@@ -940,6 +1039,44 @@ mod tests {
             ask(&fake.path, Request::Ping),
             Response::Pong { .. }
         ));
+    }
+
+    /// Connections that come one after another are served by the thread
+    /// that served the first, and connections at once by a thread each.
+    #[test]
+    fn a_thread_that_served_a_connection_serves_the_next() {
+        let fake = start(limits());
+        for _ in 0..20 {
+            assert!(matches!(ask(&fake.path, shim_report()), Response::Done(_)));
+            // The thread is back on the list once the answer is out.
+            assert!(wait_for(|| !fake.workers.lock().is_empty()));
+        }
+        assert_eq!(
+            fake.workers.ids.load(Ordering::SeqCst),
+            1,
+            "threads started"
+        );
+        // Two held open at once: one more thread.
+        let held: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(&fake.path).unwrap())
+            .collect();
+        fake.wait_active(2);
+        assert_eq!(
+            fake.workers.ids.load(Ordering::SeqCst),
+            2,
+            "threads started"
+        );
+        drop(held);
+        fake.wait_active(0);
+        assert!(matches!(
+            ask(&fake.path, Request::Ping),
+            Response::Pong { .. }
+        ));
+        assert_eq!(
+            fake.workers.ids.load(Ordering::SeqCst),
+            2,
+            "threads started"
+        );
     }
 
     #[test]

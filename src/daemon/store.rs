@@ -4,11 +4,12 @@
 //! appended, and fsynced at once or later as the change needs: see
 //! [`Store::save`]), so that a change costs what it changed, not the
 //! whole world. The journal is folded into a new snapshot when it grows
-//! past twice the snapshot's size (so a change costs at most half again
-//! its own line, amortized), at start and at a graceful stop. A snapshot
-//! that cannot be read is moved aside, never silently overwritten; a
-//! journal's unreadable tail is cut off with a warning. Also the files the
-//! panes write for the daemon: exit records and output logs.
+//! past four times the snapshot's size (so a change costs at most a
+//! quarter again its own line, amortized), at start and at a graceful
+//! stop. A snapshot that cannot be read is moved aside, never silently
+//! overwritten; a journal's unreadable tail is cut off with a warning.
+//! Also the files the panes write for the daemon: exit records and output
+//! logs.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -59,6 +60,11 @@ struct Header {
 /// world would be rewritten all the time.
 const FOLD_MIN: u64 = 1 << 20;
 
+/// The journal is folded once it is this many times the snapshot's size:
+/// each byte of it then costs a quarter of a byte of snapshot, and a
+/// start reads at most five times the snapshot.
+const FOLD_RATIO: u64 = 4;
+
 pub struct Store {
     path: PathBuf,
     journal_path: PathBuf,
@@ -68,7 +74,8 @@ pub struct Store {
     file: Option<std::fs::File>,
     /// Bytes of the journal known good: a failed append is cut back to it.
     len: u64,
-    /// Bytes of the last snapshot: the journal is folded past twice that.
+    /// Bytes of the last snapshot: the journal is folded past
+    /// [`FOLD_RATIO`] times that.
     snapshot: u64,
     /// The next save writes a whole snapshot (at start, after a failure).
     whole: bool,
@@ -247,7 +254,7 @@ impl Store {
     /// line half written is cut back), and the next save writes a whole
     /// snapshot.
     pub fn save(&mut self, world: &mut World, durable: bool) -> crate::error::Result<Saved> {
-        if self.whole || self.len > (2 * self.snapshot).max(FOLD_MIN) {
+        if self.whole || self.len > (FOLD_RATIO * self.snapshot).max(FOLD_MIN) {
             return self.fold(world);
         }
         let Some(record) = self.journal.record(world) else {
@@ -877,14 +884,14 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_grown_past_twice_its_snapshot_is_folded_into_a_new_one() {
+    fn a_journal_grown_past_its_fold_ratio_is_folded_into_a_new_one() {
         let (dir, mut store) = store();
         let worlds = history(&mut store, 3);
         let path = dir.path().join(crate::paths::JOURNAL);
         let mut world = worlds[3].clone();
         assert_eq!(store.save(&mut world, true).unwrap(), Saved::Nothing);
         // As if the lines had added up to more than the threshold.
-        store.len = (2 * store.snapshot).max(FOLD_MIN) + 1;
+        store.len = (FOLD_RATIO * store.snapshot).max(FOLD_MIN) + 1;
         assert!(matches!(
             store.save(&mut world, true).unwrap(),
             Saved::Whole(_)

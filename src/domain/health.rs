@@ -100,6 +100,12 @@ pub enum HealthState {
 }
 
 impl HealthState {
+    pub fn is_unknown(&self) -> bool {
+        *self == HealthState::Unknown
+    }
+}
+
+impl HealthState {
     pub fn as_str(self) -> &'static str {
         match self {
             HealthState::Unknown => "unknown",

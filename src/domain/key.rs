@@ -88,6 +88,11 @@ impl SessionKey {
         self.role == role.role && self.team == role.team && self.workspace == role.workspace
     }
 
+    /// Whether `other` is a session of the same team.
+    pub fn is_same_team(&self, other: &SessionKey) -> bool {
+        self.team == other.team && self.workspace == other.workspace
+    }
+
     /// Whether `other` is a session of the same role.
     pub fn is_same_role(&self, other: &SessionKey) -> bool {
         self.role == other.role && self.team == other.team && self.workspace == other.workspace

@@ -185,7 +185,9 @@ pub fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// One spawn of one replica slot.
+/// One spawn of one replica slot. Written to the state file at every
+/// change of it, so what is empty or unset is left out (and reads back as
+/// such): a session's line in the journal says what it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Unique for the life of the state directory; never reused.
@@ -195,35 +197,43 @@ pub struct Session {
     pub generation: u64,
     pub state: SessionState,
     /// tmux pane id (`%12`) once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pane: Option<String>,
     /// pid of the pane's first process (marvel's shim), to recognise the
     /// pane again after a daemon restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pane_pid: Option<u32>,
     /// pid of the role's program itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// The tmux session the pane is in (its team's).
     pub tmux_session: String,
     /// tmux window id (`@3`) of the pane, once created. Sessions made by
     /// versions that gave each spawn a tmux session of its own have none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
     pub created_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// Crashes of this replica slot before this session (since the last reset).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,
     /// Last lines printed, kept for a crashed marker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_output: Vec<String>,
     /// When the program last ran `marvel heartbeat`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_at: Option<Time>,
     /// What the last heartbeat reported besides being alive.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Heartbeat::is_empty")]
     pub heartbeat: Heartbeat,
     /// The health last announced by an event. Only used to tell a
     /// transition; health itself is evaluated afresh every time.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "HealthState::is_unknown")]
     pub health: HealthState,
     /// How this start follows the slot's previous run; `None` for a fresh
     /// start (the slot's first, or after a reset or a changed command).
@@ -282,6 +292,16 @@ pub struct Heartbeat {
     pub context_pct: Option<u8>,
     /// A short free-form status line.
     pub note: Option<String>,
+}
+
+impl Heartbeat {
+    pub fn is_empty(&self) -> bool {
+        self.context_pct.is_none() && self.note.is_none()
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a role is frozen.
@@ -562,5 +582,64 @@ mod tests {
         assert!(Exit::code(0, t0()).is_success());
         assert!(!Exit::code(1, t0()).is_success());
         assert!(!Exit::signal(15, t0()).is_success());
+    }
+
+    /// A session's line in the journal holds what it has: a fresh one
+    /// writes no unset field, and reads back the same; one with everything
+    /// set writes and reads back all of it.
+    #[test]
+    fn a_session_writes_only_what_is_set_and_reads_back_whole() {
+        let key: SessionKey = "w/t/r-0".parse().unwrap();
+        let fresh = Session {
+            uid: 7,
+            key,
+            generation: 1,
+            state: SessionState::Pending,
+            pane: None,
+            pane_pid: None,
+            pid: None,
+            tmux_session: "t".into(),
+            window: None,
+            created_at: t0(),
+            started_at: None,
+            restarts: 0,
+            last_restart_at: None,
+            exit: None,
+            last_output: Vec::new(),
+            last_heartbeat_at: None,
+            heartbeat: Heartbeat::default(),
+            health: HealthState::Unknown,
+            restart: None,
+            worktree: None,
+            activity: Default::default(),
+            rerun_of: None,
+        };
+        let text = serde_json::to_string(&fresh).unwrap();
+        assert_eq!(
+            text,
+            r#"{"uid":7,"key":"w/t/r-0","generation":1,"state":"Pending","tmux_session":"t","created_at":"2026-01-01T00:00:00Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<Session>(&text).unwrap(), fresh);
+        let full = Session {
+            state: SessionState::Crashed,
+            pane: Some("%1".into()),
+            pane_pid: Some(10),
+            pid: Some(11),
+            window: Some("@1".into()),
+            started_at: Some(t0()),
+            restarts: 3,
+            last_restart_at: Some(t0()),
+            exit: Some(Exit::signal(9, t0())),
+            last_output: vec!["bye".into()],
+            last_heartbeat_at: Some(t0()),
+            heartbeat: Heartbeat {
+                context_pct: Some(40),
+                note: Some("n".into()),
+            },
+            health: HealthState::Unhealthy,
+            ..fresh
+        };
+        let back: Session = serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+        assert_eq!(back, full);
     }
 }

@@ -118,6 +118,12 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         self.edits
     }
 
+    /// The keys changed since [`Tracked::take_changed`] was last called,
+    /// without forgetting them.
+    pub fn changed(&self) -> &BTreeSet<K> {
+        &self.changed
+    }
+
     /// Whether any key changed since [`Tracked::take_changed`].
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty()

@@ -144,25 +144,29 @@ pub(super) fn run(tmux: Tmux, owner: String, server_pid: u32, kick: Duration, mu
     }
 }
 
-/// However the panes are watched, tmux is nudged this often all the same,
-/// and the server's children are listed again.
-const NUDGE_ANYWAY: Duration = Duration::from_secs(60);
+/// While every child of the server is watched, they are listed again this
+/// often (from `/proc`, without waking the server).
+const RELIST_EVERY: Duration = Duration::from_secs(60);
 
 /// File descriptors the process keeps for everything but pidfds.
 const FD_RESERVE: u64 = 512;
 
-/// How long tmux has to reap a child that ended before it is nudged.
+/// How long tmux has to reap a child that ended before it is nudged; after
+/// a nudge it missed, twice as long each time, up to [`REAP_GRACE_MAX`].
 const REAP_GRACE: Duration = Duration::from_millis(50);
+const REAP_GRACE_MAX: Duration = Duration::from_secs(5);
 
 /// Waits for the client to end. Meanwhile, a pane's process that ended
 /// and is still not reaped after [`REAP_GRACE`] makes the server get
 /// SIGCHLD: tmux 3.3a built with libutempter can miss the end of a pane's
 /// process, and with it the `pane-died` hook, until another child event;
-/// the signal makes it reap what it missed. The server's children are
-/// listed (from `/proc`, without waking the server) when the daemon says
-/// it made panes ([`Poke`]), after an end, and once in [`NUDGE_ANYWAY`],
-/// when tmux is nudged all the same; while some cannot be watched, every
-/// `kick`, and tmux is nudged then.
+/// the signal makes it reap what it missed, and it is sent again, less and
+/// less often, for as long as tmux leaves the process unreaped. The
+/// server's children are listed (from `/proc`, without waking the server)
+/// when the daemon says it made panes ([`Poke`]), after an end, and once
+/// in [`RELIST_EVERY`]; while some cannot be watched, every `kick`, and
+/// tmux is nudged then, since their ends go unseen. A server whose
+/// children are all watched is never woken by the watch for nothing.
 fn wait_kicking(
     child: &mut Child,
     panes: &mut Panes,
@@ -176,8 +180,10 @@ fn wait_kicking(
         return child.wait();
     };
     panes.set_client(pidfd)?;
-    // When to see whether tmux reaped the children that ended.
+    // When to see whether tmux reaped the children that ended, and how
+    // long it was given.
     let mut check: Option<Instant> = None;
+    let mut grace = REAP_GRACE;
     loop {
         panes.refresh();
         panes.watch_made(poke.take());
@@ -185,9 +191,13 @@ fn wait_kicking(
             check = None;
             if panes.unreaped() {
                 panes.nudge();
+                grace = (grace * 2).min(REAP_GRACE_MAX);
+                check = Some(Instant::now() + grace);
+            } else {
+                grace = REAP_GRACE;
             }
         }
-        let every = if panes.complete { NUDGE_ANYWAY } else { kick };
+        let every = if panes.complete { RELIST_EVERY } else { kick };
         let timeout = check.map_or(every, |t| {
             t.saturating_duration_since(Instant::now()).min(every)
         });
@@ -195,11 +205,10 @@ fn wait_kicking(
             Woke::Client => return child.wait(),
             Woke::Poked => {}
             Woke::Ended(_) => {
-                check.get_or_insert(Instant::now() + REAP_GRACE);
+                let soon = Instant::now() + REAP_GRACE;
+                check = Some(check.map_or(soon, |t| t.min(soon)));
             }
-            Woke::Timeout if !panes.complete || panes.nudged.elapsed() >= NUDGE_ANYWAY => {
-                panes.nudge()
-            }
+            Woke::Timeout if !panes.complete => panes.nudge(),
             Woke::Timeout => {}
         }
     }
@@ -235,8 +244,6 @@ struct Panes {
     fresh: Vec<u32>,
     /// Every child the server had at the last listing is watched.
     complete: bool,
-    /// When the server was last nudged.
-    nudged: Instant,
     /// The pidfd of the watch's client, the current one.
     client: Option<OwnedFd>,
     /// Written to when the daemon made panes.
@@ -264,7 +271,6 @@ impl Panes {
             ended: HashSet::new(),
             fresh: Vec::new(),
             complete: false,
-            nudged: Instant::now(),
             client: None,
         })
     }
@@ -388,27 +394,38 @@ impl Panes {
         })
     }
 
-    /// Whether a child that ended since the last call is still the
-    /// server's: tmux has not reaped it. Asked of the process itself, not
+    /// Whether a child seen ended is still the server's, unreaped: a
+    /// zombie whose parent is the server. Asked of the process itself, not
     /// of the server's list of children, which the kernel does not promise
-    /// to be whole while children come and go.
+    /// to be whole while children come and go. Those that are stay for the
+    /// next call; those reaped (or whose pid now names a live process) go.
     fn unreaped(&mut self) -> bool {
-        let fresh = std::mem::take(&mut self.fresh);
-        fresh.iter().any(|pid| parent_of(*pid) == Some(self.server))
+        let server = self.server;
+        self.fresh.retain(|pid| {
+            stat_of(*pid).is_some_and(|(state, parent)| state == 'Z' && parent == server)
+        });
+        !self.fresh.is_empty()
     }
 
     fn nudge(&mut self) {
-        self.nudged = Instant::now();
         kick_server(self.server);
     }
 }
 
 /// The parent of process `pid`, while it exists (a zombie does).
 fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, parent)| parent)
+}
+
+/// The state (`Z` for a zombie) and the parent of process `pid`, while it
+/// exists.
+fn stat_of(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command, which may hold anything: state, ppid.
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 /// The child processes of `pid`, from `/proc` (every thread's).
@@ -506,7 +523,10 @@ mod tests {
             "a zombie is watched again"
         );
         assert!(panes.unreaped(), "a zombie is not seen as one");
+        // Still one at the next check: tmux is nudged again.
+        assert!(panes.unreaped(), "a zombie left unreaped is forgotten");
         // Seen as one even when the server's list of children left it out.
+        panes.fresh.clear();
         panes.fresh.push(a.id());
         panes.ended.remove(&a.id());
         assert!(panes.unreaped(), "a zombie the listing missed is not seen");
@@ -517,11 +537,11 @@ mod tests {
             |w| matches!(w, Woke::Ended(p) if p.contains(&b.id())),
         );
         assert!(!matches!(woke, Woke::Ended(p) if p.contains(&a.id())));
-        // b reaped, as tmux does: nothing to nudge for.
+        // Both reaped, as tmux does: nothing to nudge for.
         b.wait().unwrap();
-        panes.refresh();
-        assert!(!panes.unreaped(), "a reaped child is seen as unreaped");
         a.wait().unwrap();
+        assert!(!panes.unreaped(), "a reaped child is seen as unreaped");
+        assert!(panes.fresh.is_empty(), "a reaped child is remembered");
         panes.refresh();
         assert!(
             !panes.ended.contains(&a.id()),

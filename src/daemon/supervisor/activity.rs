@@ -45,8 +45,8 @@ impl Supervisor {
             self.world.output_stopped(uid, at)
         };
         // A screen read under way is for a silence that just ended.
-        if flowing {
-            self.screens.remove(&uid);
+        if flowing && self.screens.remove(&uid).is_some() {
+            self.idle_anew = true;
         }
         if !known {
             return Err(Error::refused(
@@ -68,6 +68,7 @@ impl Supervisor {
         if self.idle_at.is_none_or(|t| t > now.wall) {
             return;
         }
+        self.idle_anew = true;
         let due: Vec<(u64, Time, Option<String>)> = self
             .idle_dues()
             .filter(|(_, _, at)| *at <= now.wall)
@@ -101,6 +102,7 @@ impl Supervisor {
             return;
         }
         self.screens.remove(&uid);
+        self.idle_anew = true;
         let still = self.world.sessions.get(&uid).and_then(|s| {
             let role = self.world.role_spec(&s.key.role())?;
             (activity::idle_due(s, role) == Some(at)).then(|| role.waiting.clone())
@@ -131,9 +133,39 @@ impl Supervisor {
         }
     }
 
-    /// When the next busy session turns idle, if none prints meanwhile.
-    pub(super) fn next_idle(&self) -> Option<Time> {
-        self.idle_dues().map(|(_, _, at)| at).min()
+    /// When the next busy session turns idle if none prints meanwhile, or
+    /// sooner: what the idle timers wait for. Found from every session
+    /// only when it must be; otherwise from the sessions changed since the
+    /// world was last written (every step's changes are written after the
+    /// step, so they hold at least this step's). That is enough because
+    /// what a step does to a session it leaves unchanged never brings the
+    /// session's idle sooner: only a change to the session, a spec
+    /// changed, or a screen read ended (each of which is looked at) can.
+    /// A session whose idle a change put off leaves `idle_at` early: the
+    /// timers then find nothing due, and the next step looks at every
+    /// session again.
+    pub(super) fn next_idle(&mut self) -> Option<Time> {
+        let specs = self.world.teams.edits();
+        let changed = self.world.sessions.changed();
+        let anew = std::mem::take(&mut self.idle_anew)
+            || specs != self.idle_specs
+            || changed.len() > self.world.sessions.len() / 4;
+        if anew {
+            self.idle_specs = specs;
+            return self.idle_dues().map(|(_, _, at)| at).min();
+        }
+        let soonest = changed
+            .iter()
+            .filter(|uid| !self.screens.contains_key(uid))
+            .filter_map(|uid| {
+                let s = self.world.sessions.get(uid)?;
+                activity::idle_due(s, self.world.role_spec(&s.key.role())?)
+            })
+            .min();
+        match (self.idle_at, soonest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Each busy session whose screen is not being read, its role, and

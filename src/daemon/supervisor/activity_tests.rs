@@ -91,6 +91,55 @@ fn silence_turns_a_session_idle_by_a_timer_and_output_makes_it_busy_again() {
     assert_eq!(v[0].activity_since, Some(h.now.wall));
 }
 
+/// The idle timer looks at every session only when it must; in between,
+/// at what changed. A session that changes into the soonest idle is still
+/// found, and a change that puts the soonest off leaves only an early wake
+/// that turns nobody idle.
+#[test]
+fn the_idle_timer_follows_changed_sessions_without_missing_or_anticipating_one() {
+    let mut slow = role("slow", 40);
+    slow.idle_after = NonZeroSpan::from_secs(60);
+    let mut fast = role("fast", 1);
+    fast.idle_after = NonZeroSpan::from_secs(1);
+    let mut h = H::new();
+    h.apply(team(vec![slow, fast]));
+    let (fast, slow): (Vec<Session>, Vec<Session>) =
+        h.live().into_iter().partition(|s| s.key.role == "fast");
+    let busy = |h: &H| {
+        slow.iter()
+            .filter(|s| activity(h, s.uid) == ActivityState::Busy)
+            .count()
+    };
+    // One slow session starts at 0 s, the others at 10 s.
+    h.started(slow[0].uid);
+    // A session that starts later but turns idle first: one change among
+    // many sessions.
+    h.advance(5000);
+    h.started(fast[0].uid);
+    h.advance(999);
+    assert_eq!(activity(&h, fast[0].uid), ActivityState::Busy);
+    h.advance(1);
+    assert_eq!(activity(&h, fast[0].uid), ActivityState::Idle, "missed");
+    h.advance(4000);
+    for s in &slow[1..] {
+        h.started(s.uid);
+    }
+    // The first prints at 30 s: the soonest idle moves from 60 s to 70 s,
+    // unseen by a step that looks at that one session. The timer wakes at
+    // 60 s, turns nobody idle, and waits for 70 s.
+    h.advance(20_000);
+    output(&mut h, slow[0].uid, false);
+    h.advance(30_000);
+    assert_eq!(busy(&h), 40, "idle before its time");
+    assert!(h.wake > h.now.mono, "woken again at once");
+    h.advance(9_999);
+    assert_eq!(busy(&h), 40, "idle before its time");
+    h.advance(1);
+    assert_eq!(busy(&h), 1);
+    h.advance(20_000);
+    assert_eq!(busy(&h), 0);
+}
+
 #[test]
 fn the_screen_is_read_once_when_a_session_with_a_pattern_turns_idle() {
     let (mut h, uid) = running(agent(Some(r"(?m)^Allow .*\(y/n\)$")));

@@ -391,9 +391,14 @@ pub struct Supervisor {
     /// A session's activity changed this step: written lazily, as the next
     /// output, silence or heartbeat tells it again after a crash.
     activity_changed: bool,
-    /// When the next busy session turns idle, as the last step ended: the
-    /// idle timers look at each session only once it has come.
+    /// When the next busy session turns idle, as the last step ended, or
+    /// sooner: the idle timers look at each session only once it has come.
     idle_at: Option<Time>,
+    /// `idle_at` is to be found again from every session, not only from
+    /// those changed since the last write (see `next_idle`).
+    idle_anew: bool,
+    /// The edits of the team specs when `idle_at` was last found anew.
+    idle_specs: u64,
     persist: PersistHealth,
     /// The uid reservation last handed to `Persist` (see `spawn_queued`).
     uids_written: u64,
@@ -449,6 +454,8 @@ impl Supervisor {
             lazy_until: None,
             activity_changed: false,
             idle_at: None,
+            idle_anew: true,
+            idle_specs: 0,
             persist: PersistHealth::default(),
             urgent: false,
             relog: HashSet::new(),
@@ -502,13 +509,21 @@ impl Supervisor {
                 ..
             }
         );
+        // A listing is answered from the world as it is, planned or not:
+        // a bring-up watched by a client polling `get` is planned as
+        // often as one nobody watches.
         let reports = start
             || matches!(
                 input,
                 Input::Done(_)
                     | Input::Persisted(_)
                     | Input::Request {
-                        request: Request::Shim(ShimReport::LogComplete { .. }),
+                        request: Request::Shim(ShimReport::LogComplete { .. })
+                            | Request::Ping
+                            | Request::Status
+                            | Request::Get { .. }
+                            | Request::SessionRows { .. }
+                            | Request::Describe { .. },
                         ..
                     }
             );

@@ -3469,7 +3469,8 @@ mod watch {
 /// reads (a `get`, a finished decoration) does not plan again; a burst of
 /// starts held for the end of a batch is planned once, and starts that
 /// come one at a time within a few milliseconds are planned together when
-/// the first is that old, to the same world either way.
+/// the first is that old, to the same world either way. A listing asked
+/// for meanwhile sees every start and plans none.
 #[test]
 fn steps_that_change_nothing_do_not_plan_and_a_burst_of_starts_plans_once() {
     let run = |hold: bool| {
@@ -3489,6 +3490,21 @@ fn steps_that_change_nothing_do_not_plan_and_a_burst_of_starts_plans_once() {
         h.sup.hold_plan(hold);
         for s in &pending[..39] {
             h.started(s.uid);
+            // A client polling meanwhile sees each start, and plans none.
+            let r = h.ask(Request::Get {
+                kind: Kind::Roles,
+                filter: Filter::default(),
+            });
+            let Response::Roles(roles) = r else {
+                panic!("{r:?}")
+            };
+            let running = h
+                .world()
+                .sessions
+                .values()
+                .filter(|s| s.state == SessionState::Running)
+                .count();
+            assert_eq!(roles[0].running as usize, running);
         }
         h.sup.hold_plan(false);
         h.started(pending[39].uid);

@@ -835,16 +835,9 @@ impl Supervisor {
             return;
         }
         let roles = std::mem::take(&mut self.ws.dirty);
-        for role in &roles {
-            match workspace::settles_at(&self.world, role, now.wall) {
-                Some(at) => self.ws.settling.insert(role.clone(), at),
-                None => self.ws.settling.remove(role),
-            };
-        }
         let kept: HashSet<u64> = self.world.kept.values().map(|k| k.uid).collect();
         self.ws.lines.retain(|uid, _| kept.contains(uid));
-        let (windows, lines) =
-            workspace::decorations(&self.world, &roles, self.setup.utc_offset, now.wall);
+        let lines = workspace::kept_lines(&self.world, &roles, self.setup.utc_offset);
         for (uid, line) in lines {
             if self.ws.lines.get(&uid) == Some(&line) {
                 continue;
@@ -869,9 +862,19 @@ impl Supervisor {
             // Told once tmux answers again, with what changes while the
             // statuses sent last are still being set (one tmux call at a
             // time), or when the rate of calls allows (`statuses_due`).
+            // Nothing that looks at every session of a role is done
+            // before then: in a bring-up, most steps land here.
             self.ws.dirty.extend(roles);
             return;
         }
+        for role in &roles {
+            match workspace::settles_at(&self.world, role, now.wall) {
+                Some(at) => self.ws.settling.insert(role.clone(), at),
+                None => self.ws.settling.remove(role),
+            };
+        }
+        let windows =
+            workspace::window_statuses(&self.world, &roles, self.setup.utc_offset, now.wall);
         let changed: Vec<Decoration> = windows
             .into_values()
             .filter(|d| self.ws.shown.get(&d.window) != Some(&d.status))

@@ -253,10 +253,10 @@ pub(super) fn place(
 
 /// The window that a new window for `s` goes after, so that windows stay
 /// in role and slot order: the window of the nearest earlier slot, made or
-/// asked for.
+/// asked for. Run for every spawn of a bring-up over every session of the
+/// team, so it allocates nothing per session looked at.
 fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef> {
-    let team = s.key.team();
-    let record = world.teams.get(&team)?;
+    let record = world.teams.get(&s.key.team())?;
     let order = |k: &SessionKey| {
         let role = record
             .spec
@@ -269,23 +269,26 @@ fn window_before(world: &World, ws: &Workspace, s: &Session) -> Option<WindowRef
     let live = world
         .sessions
         .values()
-        .filter(|o| o.state.is_live() && o.key.team() == team && o.uid != s.uid)
-        .filter_map(|o| Some((order(&o.key), WindowRef::Id(o.window.clone()?))));
+        .filter(|o| o.state.is_live() && o.key.is_same_team(&s.key) && o.uid != s.uid)
+        .filter_map(|o| Some((order(&o.key), false, o.window.as_ref()?)));
     let kept = world
         .kept
         .iter()
-        .filter(|(k, _)| k.team() == team)
-        .map(|(k, p)| (order(k), WindowRef::Id(p.window.clone())));
+        .filter(|(k, _)| k.is_same_team(&s.key))
+        .map(|(k, p)| (order(k), false, &p.window));
     let placing = ws
         .placing
         .iter()
-        .filter(|(uid, (k, _))| **uid != s.uid && k.team() == team)
-        .map(|(_, (k, name))| (order(k), WindowRef::Name(name.clone())));
+        .filter(|(uid, (k, _))| **uid != s.uid && k.is_same_team(&s.key))
+        .map(|(_, (k, name))| (order(k), true, name));
     live.chain(kept)
         .chain(placing)
-        .filter(|(o, _)| *o < me)
-        .max_by_key(|(o, _)| *o)
-        .map(|(_, w)| w)
+        .filter(|(o, _, _)| *o < me)
+        .max_by_key(|(o, _, _)| *o)
+        .map(|(_, named, w)| match named {
+            true => WindowRef::Name(w.clone()),
+            false => WindowRef::Id(w.clone()),
+        })
 }
 
 /// What the window of a session says next to its name at `now`.
@@ -383,30 +386,28 @@ fn dead_decoration(
     (line, "↻".into())
 }
 
-/// What the panes of `roles` show now: each window's status (by window
-/// id), and the line of each kept pane (by the uid of its shim).
-pub(super) fn decorations(
+/// What the windows of `roles` show now, by window id: each window the
+/// status of its worst pane (a tiled role's window has several), live or
+/// kept.
+pub(super) fn window_statuses(
     world: &World,
     roles: &BTreeSet<RoleKey>,
     offset: chrono::FixedOffset,
     now: Time,
-) -> (BTreeMap<String, Decoration>, BTreeMap<u64, String>) {
+) -> BTreeMap<String, Decoration> {
     let mut windows = BTreeMap::new();
-    let mut lines = BTreeMap::new();
+    let mut status = |window: &String, text: String| {
+        let d = windows.entry(window.clone()).or_insert_with(|| Decoration {
+            window: window.clone(),
+            status: String::new(),
+        });
+        if d.status.is_empty() || rank(&text) > rank(&d.status) {
+            d.status = text;
+        }
+    };
     for role in roles {
         let Some(spec) = world.role_spec(role) else {
             continue;
-        };
-        // A window shows the status of its worst pane (a tiled role's
-        // window has several).
-        let mut status = |window: &String, text: String| {
-            let d = windows.entry(window.clone()).or_insert_with(|| Decoration {
-                window: window.clone(),
-                status: String::new(),
-            });
-            if d.status.is_empty() || rank(&text) > rank(&d.status) {
-                d.status = text;
-            }
         };
         for s in world.sessions.values().filter(|s| s.key.is_of(role)) {
             let Some(window) = &s.window else {
@@ -419,12 +420,28 @@ pub(super) fn decorations(
             }
         }
         for (key, k) in world.kept.iter().filter(|(k, _)| k.is_of(role)) {
-            let (line, text) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
+            let (_, text) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
             status(&k.window, text);
+        }
+    }
+    windows
+}
+
+/// The line each kept pane of `roles` shows now, by the uid of its shim.
+/// Cheap: it looks at kept panes only, never at every session.
+pub(super) fn kept_lines(
+    world: &World,
+    roles: &BTreeSet<RoleKey>,
+    offset: chrono::FixedOffset,
+) -> BTreeMap<u64, String> {
+    let mut lines = BTreeMap::new();
+    for role in roles.iter().filter(|r| world.role_spec(r).is_some()) {
+        for (key, k) in world.kept.iter().filter(|(k, _)| k.is_of(role)) {
+            let (line, _) = dead_decoration(world, key, k.exit.as_ref(), k.started_at, offset);
             lines.insert(k.uid, line);
         }
     }
-    (windows, lines)
+    lines
 }
 
 /// The line a kept pane of `key` shows now.
