@@ -36,6 +36,13 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// lose precision past 2^53.
 const SEQ_MAX: u64 = 1 << 53;
 
+/// Event numbers are reserved in `events.seq` this many at a time: the mark
+/// is written once a block instead of once an event (each write made its
+/// page dirty again, a page to the disk per death), and a daemon that
+/// starts again skips what its predecessor left of the block (numbers may
+/// skip, never repeat).
+const SEQ_BLOCK: u64 = 1_000;
+
 /// Why the log is not being written, and since when. Cleared by the next
 /// successful write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +107,13 @@ impl EventRing {
 pub struct EventFile {
     path: PathBuf,
     file: Option<File>,
-    /// `events.seq`: the last number handed out, so that a log that is
-    /// truncated or lost does not bring old numbers back.
+    /// `events.seq`: the highest number handed out or reserved, so that a
+    /// log that is truncated or lost does not bring old numbers back.
     mark: Option<File>,
+    /// What the mark holds: numbers up to it go out without writing it.
+    reserved: u64,
+    /// The last number handed out.
+    handed: u64,
     /// Bytes in the current file; rotation happens past `file_max`.
     written: u64,
     file_max: u64,
@@ -118,6 +129,17 @@ pub struct EventFile {
     /// Whether the last write of the log, and of the mark, failed.
     log_failed: bool,
     mark_failed: bool,
+}
+
+/// A log closed in order gives back the numbers it reserved and did not
+/// hand out: the next daemon goes on from the last one. (One that crashed
+/// leaves the block reserved, and the next skips it.)
+impl Drop for EventFile {
+    fn drop(&mut self) {
+        if self.handed > 0 && self.reserved > self.handed && !self.mark_failed {
+            self.write_mark(self.handed);
+        }
+    }
 }
 
 impl EventFile {
@@ -136,6 +158,8 @@ impl EventFile {
             path,
             file: None,
             mark: None,
+            reserved: 0,
+            handed: 0,
             written: 0,
             file_max: FILE_MAX,
             torn: false,
@@ -161,11 +185,14 @@ impl EventFile {
         )
     }
 
-    /// Appends an event. Its number is marked as handed out first. It
+    /// Appends an event. Its number is reserved in the mark first. It
     /// never blocks and never fails: a write that fails keeps the event,
     /// is retried with a later one, and shows in [`EventFile::write_failure`].
     pub fn append(&mut self, view: &EventView) {
-        self.write_mark(view.seq);
+        if view.seq > self.reserved || self.mark_failed {
+            self.write_mark(view.seq.saturating_add(SEQ_BLOCK - 1).min(SEQ_MAX - 1));
+        }
+        self.handed = self.handed.max(view.seq);
         self.unwritten.push_back(view.clone());
         // Events that wait longer than the ring keeps them are gone.
         if self.unwritten.len() > RING {
@@ -252,8 +279,8 @@ impl EventFile {
         Ok(())
     }
 
-    /// Records `seq` as handed out, before anyone sees it. A fixed-width
-    /// write in place: one small write per event, no rename.
+    /// Records numbers up to `seq` as handed out, before anyone sees one. A
+    /// fixed-width write in place: one small write per block, no rename.
     fn write_mark(&mut self, seq: u64) {
         let text = format!("{seq:020}\n");
         let result = match self.mark.take() {
@@ -264,6 +291,7 @@ impl EventFile {
         match result {
             Ok(f) => {
                 self.mark = Some(f);
+                self.reserved = seq;
                 self.mark_failed = false;
             }
             Err(e) => {
@@ -757,6 +785,37 @@ pub(crate) mod tests {
         let mut log = EventLog::open(path.clone());
         log.push(ev(EventKind::Started, "a/b/c-0"));
         assert_eq!(*seqs(&log).last().unwrap(), 31);
+    }
+
+    /// The mark reserves a block of numbers: written once for it, not once
+    /// an event. A log closed in order gives the rest back; one that was
+    /// not (a crash) leaves it, and the next numbers skip it.
+    #[test]
+    fn numbers_are_reserved_a_block_at_a_time_and_a_crash_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mark = || std::fs::read_to_string(seq_file(&path)).unwrap();
+        let mut log = EventLog::open(path.clone());
+        for _ in 0..5 {
+            log.push(ev(EventKind::Created, "a/b/c-0"));
+        }
+        assert_eq!(mark().trim().parse::<u64>().unwrap(), SEQ_BLOCK);
+        // Written again only past the block.
+        std::fs::write(seq_file(&path), "garbage").unwrap();
+        log.push(ev(EventKind::Created, "a/b/c-0"));
+        assert_eq!(mark(), "garbage");
+        std::fs::write(seq_file(&path), format!("{SEQ_BLOCK:020}\n")).unwrap();
+        drop(log);
+        assert_eq!(mark().trim().parse::<u64>().unwrap(), 6, "given back");
+        // A daemon killed: no drop, the block stays reserved.
+        let mut log = EventLog::open(path.clone());
+        log.push(ev(EventKind::Started, "a/b/c-0"));
+        assert_eq!(*seqs(&log).last().unwrap(), 7);
+        std::mem::forget(log);
+        std::fs::write(&path, "").unwrap();
+        let mut log = EventLog::open(path.clone());
+        log.push(ev(EventKind::Started, "a/b/c-0"));
+        assert_eq!(*seqs(&log).last().unwrap(), 7 + SEQ_BLOCK);
     }
 
     #[test]

@@ -1227,8 +1227,11 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(read_answer(&s), Response::Events(e) if e.is_empty()));
-        // The client reads nothing while the daemon records 20 000 events.
-        push(20_000);
+        // The client reads nothing while the daemon records 5 000 events:
+        // more than its queue and the socket's buffer hold (about 2 500),
+        // and few enough to be recorded well within the time a follower
+        // has to take a line before it is cut off, on a loaded machine too.
+        push(5_000);
         let (tx, lines) = mpsc::channel();
         let reader = s.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -1253,7 +1256,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert!(dropped > 10_000, "{dropped} dropped after event {last}");
+        assert!(dropped > 1_000, "{dropped} dropped after event {last}");
         // More may be lost while the reader catches up: each notice says how
         // many, and together they account for every gap.
         let mut dropped = dropped;
