@@ -542,6 +542,12 @@ mod tests {
         a.wait().unwrap();
         assert!(!panes.unreaped(), "a reaped child is seen as unreaped");
         assert!(panes.fresh.is_empty(), "a reaped child is remembered");
+        // A pid that names a live child now (reused) is not a zombie.
+        let mut c = spawn();
+        panes.fresh.push(c.id());
+        assert!(!panes.unreaped(), "a live child is seen as unreaped");
+        c.kill().unwrap();
+        c.wait().unwrap();
         panes.refresh();
         assert!(
             !panes.ended.contains(&a.id()),
