@@ -187,7 +187,8 @@ pub fn signal_name(sig: i32) -> &'static str {
 
 /// One spawn of one replica slot. Written to the state file at every
 /// change of it, so what is empty or unset is left out (and reads back as
-/// such): a session's line in the journal says what it has.
+/// such), but for what earlier versions require: a session's line in the
+/// journal says what it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Unique for the life of the state directory; never reused.
@@ -216,14 +217,17 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// Crashes of this replica slot before this session (since the last reset).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Always written: earlier versions of marvel require it, and read the
+    /// snapshot a newer one leaves at its stop.
+    #[serde(default)]
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,
-    /// Last lines printed, kept for a crashed marker.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Last lines printed, kept for a crashed marker. Always written, as
+    /// `restarts` is.
+    #[serde(default)]
     pub last_output: Vec<String>,
     /// When the program last ran `marvel heartbeat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,10 +302,6 @@ impl Heartbeat {
     pub fn is_empty(&self) -> bool {
         self.context_pct.is_none() && self.note.is_none()
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// Why a role is frozen.
@@ -585,8 +585,9 @@ mod tests {
     }
 
     /// A session's line in the journal holds what it has: a fresh one
-    /// writes no unset field, and reads back the same; one with everything
-    /// set writes and reads back all of it.
+    /// writes no unset field but the two that earlier versions require,
+    /// and reads back the same; one with everything set writes and reads
+    /// back all of it.
     #[test]
     fn a_session_writes_only_what_is_set_and_reads_back_whole() {
         let key: SessionKey = "w/t/r-0".parse().unwrap();
@@ -617,7 +618,7 @@ mod tests {
         let text = serde_json::to_string(&fresh).unwrap();
         assert_eq!(
             text,
-            r#"{"uid":7,"key":"w/t/r-0","generation":1,"state":"Pending","tmux_session":"t","created_at":"2026-01-01T00:00:00Z"}"#
+            r#"{"uid":7,"key":"w/t/r-0","generation":1,"state":"Pending","tmux_session":"t","created_at":"2026-01-01T00:00:00Z","restarts":0,"last_output":[]}"#
         );
         assert_eq!(serde_json::from_str::<Session>(&text).unwrap(), fresh);
         let full = Session {

@@ -181,8 +181,9 @@ fn wait_kicking(
     };
     panes.set_client(pidfd)?;
     // When to see whether tmux reaped the children that ended, and how
-    // long it was given.
-    let mut check: Option<Instant> = None;
+    // long it was given. Those seen ended under an earlier client, and not
+    // reaped then, are looked at again at once.
+    let mut check: Option<Instant> = (!panes.fresh.is_empty()).then(Instant::now);
     let mut grace = REAP_GRACE;
     loop {
         panes.refresh();
@@ -248,6 +249,8 @@ struct Panes {
     client: Option<OwnedFd>,
     /// Written to when the daemon made panes.
     poke: Arc<OwnedFd>,
+    /// Nudges sent so far.
+    nudges: u64,
 }
 
 impl Panes {
@@ -272,6 +275,7 @@ impl Panes {
             fresh: Vec::new(),
             complete: false,
             client: None,
+            nudges: 0,
         })
     }
 
@@ -408,6 +412,7 @@ impl Panes {
     }
 
     fn nudge(&mut self) {
+        self.nudges += 1;
         kick_server(self.server);
     }
 }
@@ -557,6 +562,36 @@ mod tests {
             !panes.ended.contains(&b.id()),
             "a reaped child is remembered"
         );
+    }
+
+    /// A child that ended unreaped under one client of the watch is looked
+    /// at again under the next (a hook that fired ends a client): tmux is
+    /// nudged for it without waiting for another end.
+    #[test]
+    fn an_unreaped_child_seen_under_one_client_is_nudged_for_under_the_next() {
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let mut panes = Panes::new(std::process::id()).unwrap();
+        panes.refresh();
+        wait_until(
+            &mut panes,
+            |w| matches!(w, Woke::Ended(p) if p.contains(&zombie.id())),
+        );
+        assert!(panes.unreaped());
+        // The next client: it ends by itself a moment later.
+        let mut client = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let nudged = panes.nudges;
+        let status = wait_kicking(
+            &mut client,
+            &mut panes,
+            &Poke::default(),
+            Duration::from_secs(3600),
+        );
+        assert!(status.unwrap().success());
+        assert!(panes.nudges > nudged, "not nudged for the unreaped child");
+        zombie.wait().unwrap();
     }
 
     /// A poke (the daemon made panes) wakes the wait, once per poke.

@@ -679,6 +679,8 @@ impl Supervisor {
                 cut,
             } => {
                 self.world = *world;
+                // A world read back: its idle instants are found anew.
+                self.idle_anew = true;
                 self.world.resume_uids();
                 self.uids_written = self.world.uid_reserved;
                 if let Some(msg) = cut {
