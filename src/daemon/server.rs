@@ -269,13 +269,14 @@ where
             None => conn,
         };
         let workers = Arc::clone(&self.workers);
+        let id = workers.ids.fetch_add(1, Ordering::Relaxed);
         // Decoding a request compiles the `waiting` patterns of a team it
         // carries, which takes more stack than the rest (untouched stack
         // costs no memory).
         let _ = std::thread::Builder::new()
             .name("marvel-conn".into())
             .stack_size(1024 * 1024)
-            .spawn(move || work(conn, &workers));
+            .spawn(move || work(id, conn, &workers));
     }
 
     /// Answers "busy" without a thread: the answer fits in the fresh
@@ -383,8 +384,7 @@ impl<M> Workers<M> {
 
 /// A connection thread: serves `conn`, then each connection handed to it
 /// while it waits, until none comes for [`WORKER_LINGER`].
-fn work<M: From<Incoming>>(mut conn: Conn<M>, workers: &Workers<M>) {
-    let id = workers.ids.fetch_add(1, Ordering::Relaxed);
+fn work<M: From<Incoming>>(id: u64, mut conn: Conn<M>, workers: &Workers<M>) {
     let (tx, rx) = mpsc::sync_channel::<Conn<M>>(1);
     loop {
         let Conn {
@@ -1067,7 +1067,8 @@ mod tests {
             "threads started"
         );
         drop(held);
-        fake.wait_active(0);
+        // Both back on the list once their connections are over.
+        assert!(wait_for(|| fake.workers.lock().len() == 2));
         assert!(matches!(
             ask(&fake.path, Request::Ping),
             Response::Pong { .. }
