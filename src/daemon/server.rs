@@ -122,8 +122,9 @@ pub fn serve<M: From<Incoming> + Send + 'static>(
 }
 
 /// [`serve`] with explicit limits, accept function (tests inject failures
-/// through it), count of connections served and connection threads. Returns once the daemon
-/// loop is gone and the socket path no longer leads here.
+/// through it), count of connections served and connection threads.
+/// Returns once the daemon loop is gone and the socket path no longer
+/// leads here.
 fn run_server<M, A>(
     listener: UnixListener,
     path: Option<PathBuf>,
@@ -131,7 +132,7 @@ fn run_server<M, A>(
     limits: Limits,
     accept: A,
     active: Arc<AtomicUsize>,
-    workers: Arc<Workers<M>>,
+    workers: Arc<Workers>,
 ) where
     M: From<Incoming> + Send + 'static,
     A: FnMut(&UnixListener) -> io::Result<UnixStream>,
@@ -177,7 +178,7 @@ struct Server<M, A> {
     own: u32,
     turned_away: VecDeque<(Instant, UnixStream)>,
     /// Connection threads waiting for their next connection.
-    workers: Arc<Workers<M>>,
+    workers: Arc<Workers>,
     backoff: AcceptBackoff,
     rebind_failing: bool,
 }
@@ -257,9 +258,6 @@ where
             stream,
             slot: Slot::take(&self.active),
             shims_only: (n >= self.limits.connections).then_some(n),
-            to_loop: self.to_loop.clone(),
-            limits: self.limits.clone(),
-            own: self.own,
         };
         let conn = match self.workers.take() {
             Some(worker) => match worker.send(conn) {
@@ -270,13 +268,26 @@ where
         };
         let workers = Arc::clone(&self.workers);
         let id = workers.ids.fetch_add(1, Ordering::Relaxed);
+        let to_loop = self.to_loop.clone();
+        let limits = self.limits.clone();
+        let own = self.own;
         // Decoding a request compiles the `waiting` patterns of a team it
         // carries, which takes more stack than the rest (untouched stack
         // costs no memory).
         let _ = std::thread::Builder::new()
             .name("marvel-conn".into())
             .stack_size(1024 * 1024)
-            .spawn(move || work(id, conn, &workers));
+            .spawn(move || {
+                work(id, conn, &workers, |c| {
+                    let Conn {
+                        stream,
+                        slot,
+                        shims_only,
+                    } = c;
+                    handle(stream, own, to_loop.clone(), &limits, shims_only);
+                    drop(slot);
+                })
+            });
     }
 
     /// Answers "busy" without a thread: the answer fits in the fresh
@@ -337,16 +348,12 @@ where
     }
 }
 
-/// Holds one of the counted connection places until dropped.
-/// A connection to serve, and what serving it takes.
-struct Conn<M> {
+/// A connection to serve.
+struct Conn {
     stream: UnixStream,
     slot: Slot,
     /// Past the cap: only shim reports are served.
     shims_only: Option<usize>,
-    to_loop: Sender<M>,
-    limits: Limits,
-    own: u32,
 }
 
 /// How long a connection thread waits for another connection before it
@@ -356,13 +363,13 @@ const WORKER_LINGER: Duration = Duration::from_secs(5);
 
 /// The connection threads waiting for a connection, each by the sending
 /// end of its own queue (and an id, to take itself off the list).
-struct Workers<M> {
-    waiting: Mutex<Vec<(u64, mpsc::SyncSender<Conn<M>>)>>,
+struct Workers {
+    waiting: Mutex<Vec<(u64, mpsc::SyncSender<Conn>)>>,
     /// Threads started so far.
     ids: AtomicU64,
 }
 
-impl<M> Default for Workers<M> {
+impl Default for Workers {
     fn default() -> Self {
         Workers {
             waiting: Mutex::new(Vec::new()),
@@ -371,32 +378,23 @@ impl<M> Default for Workers<M> {
     }
 }
 
-impl<M> Workers<M> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::SyncSender<Conn<M>>)>> {
+impl Workers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::SyncSender<Conn>)>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A waiting thread, taken off the list: it will take what is sent.
-    fn take(&self) -> Option<mpsc::SyncSender<Conn<M>>> {
+    fn take(&self) -> Option<mpsc::SyncSender<Conn>> {
         self.lock().pop().map(|(_, tx)| tx)
     }
 }
 
 /// A connection thread: serves `conn`, then each connection handed to it
 /// while it waits, until none comes for [`WORKER_LINGER`].
-fn work<M: From<Incoming>>(id: u64, mut conn: Conn<M>, workers: &Workers<M>) {
-    let (tx, rx) = mpsc::sync_channel::<Conn<M>>(1);
+fn work(id: u64, mut conn: Conn, workers: &Workers, serve: impl Fn(Conn)) {
+    let (tx, rx) = mpsc::sync_channel::<Conn>(1);
     loop {
-        let Conn {
-            stream,
-            slot,
-            shims_only,
-            to_loop,
-            limits,
-            own,
-        } = conn;
-        handle(stream, own, to_loop, &limits, shims_only);
-        drop(slot);
+        serve(conn);
         workers.lock().push((id, tx.clone()));
         conn = match rx.recv_timeout(WORKER_LINGER) {
             Ok(next) => next,
@@ -418,6 +416,7 @@ fn work<M: From<Incoming>>(id: u64, mut conn: Conn<M>, workers: &Workers<M>) {
     }
 }
 
+/// Holds one of the counted connection places until dropped.
 struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
@@ -806,7 +805,7 @@ mod tests {
         _dir: tempfile::TempDir,
         path: PathBuf,
         active: Arc<AtomicUsize>,
-        workers: Arc<Workers<Incoming>>,
+        workers: Arc<Workers>,
         stop: Arc<AtomicBool>,
         server: Option<JoinHandle<()>>,
     }
@@ -849,7 +848,7 @@ mod tests {
         let active = Arc::new(AtomicUsize::new(0));
         let counted = active.clone();
         let at = Some(path.clone());
-        let workers: Arc<Workers<Incoming>> = Arc::default();
+        let workers: Arc<Workers> = Arc::default();
         let threads = Arc::clone(&workers);
         let server = std::thread::spawn(move || {
             run_server(listener, at, tx, limits, accept, counted, threads)

@@ -103,9 +103,7 @@ impl HealthState {
     pub fn is_unknown(&self) -> bool {
         *self == HealthState::Unknown
     }
-}
 
-impl HealthState {
     pub fn as_str(self) -> &'static str {
         match self {
             HealthState::Unknown => "unknown",

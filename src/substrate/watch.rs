@@ -180,35 +180,17 @@ fn wait_kicking(
         return child.wait();
     };
     panes.set_client(pidfd)?;
-    // When to see whether tmux reaped the children that ended, and how
-    // long it was given. Those seen ended under an earlier client, and not
-    // reaped then, are looked at again at once.
-    let mut check: Option<Instant> = (!panes.fresh.is_empty()).then(Instant::now);
-    let mut grace = REAP_GRACE;
     loop {
         panes.refresh();
         panes.watch_made(poke.take());
-        if check.is_some_and(|t| Instant::now() >= t) {
-            check = None;
-            if panes.unreaped() {
-                panes.nudge();
-                grace = (grace * 2).min(REAP_GRACE_MAX);
-                check = Some(Instant::now() + grace);
-            } else {
-                grace = REAP_GRACE;
-            }
-        }
+        panes.nudge_if_unreaped();
         let every = if panes.complete { RELIST_EVERY } else { kick };
-        let timeout = check.map_or(every, |t| {
+        let timeout = panes.check.map_or(every, |t| {
             t.saturating_duration_since(Instant::now()).min(every)
         });
         match panes.wait(timeout)? {
             Woke::Client => return child.wait(),
-            Woke::Poked => {}
-            Woke::Ended(_) => {
-                let soon = Instant::now() + REAP_GRACE;
-                check = Some(check.map_or(soon, |t| t.min(soon)));
-            }
+            Woke::Poked | Woke::Ended(_) => {}
             Woke::Timeout if !panes.complete => panes.nudge(),
             Woke::Timeout => {}
         }
@@ -241,8 +223,14 @@ struct Panes {
     /// Seen ended (and the server nudged) while the server still lists
     /// them, not reaped yet: not watched again.
     ended: HashSet<u32>,
-    /// Ended since the last [`Panes::unreaped`].
+    /// Seen ended and not seen reaped since: looked at by
+    /// [`Panes::unreaped`].
     fresh: Vec<u32>,
+    /// When to see whether tmux reaped those, and how long it was given
+    /// last: kept from one client of the watch to the next (a hook that
+    /// fired ends a client).
+    check: Option<Instant>,
+    grace: Duration,
     /// Every child the server had at the last listing is watched.
     complete: bool,
     /// The pidfd of the watch's client, the current one.
@@ -273,6 +261,8 @@ impl Panes {
             watched: HashMap::new(),
             ended: HashSet::new(),
             fresh: Vec::new(),
+            check: None,
+            grace: REAP_GRACE,
             complete: false,
             client: None,
             nudges: 0,
@@ -387,6 +377,8 @@ impl Panes {
                     self.watched.remove(&pid);
                     self.ended.insert(pid);
                     self.fresh.push(pid);
+                    let soon = Instant::now() + REAP_GRACE;
+                    self.check = Some(self.check.map_or(soon, |t| t.min(soon)));
                     ended.push(pid);
                 }
             }
@@ -409,6 +401,23 @@ impl Panes {
             stat_of(*pid).is_some_and(|(state, parent)| state == 'Z' && parent == server)
         });
         !self.fresh.is_empty()
+    }
+
+    /// Once the time to check has come, nudges the server if it left a
+    /// child unreaped, and checks again twice as late each time (up to
+    /// [`REAP_GRACE_MAX`]) while it does.
+    fn nudge_if_unreaped(&mut self) {
+        if self.check.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.check = None;
+        if self.unreaped() {
+            self.nudge();
+            self.grace = (self.grace * 2).min(REAP_GRACE_MAX);
+            self.check = Some(Instant::now() + self.grace);
+        } else {
+            self.grace = REAP_GRACE;
+        }
     }
 
     fn nudge(&mut self) {

@@ -169,8 +169,8 @@ impl Supervisor {
     }
 
     /// Each busy session whose screen is not being read, its role, and
-    /// when it turns idle if it prints nothing more. Run on every step: a
-    /// session's spec is found by name, with no key built per session.
+    /// when it turns idle if it prints nothing more. A pass over every
+    /// session: each one's spec is found by name, with no key built.
     fn idle_dues(&self) -> impl Iterator<Item = (&Session, &RoleSpec, Time)> {
         let specs = self.world.specs_by_name();
         // Sessions come by uid, so mostly a role's together: the last
