@@ -24,6 +24,10 @@ struct Step {
     detect: Samples,
     detect_daemon: Samples,
     bytes_per_death: f64,
+    /// Whether the journal was folded into a new snapshot during the deaths.
+    folded: bool,
+    /// What the journal grew by per death (NaN when it was folded).
+    journal_per_death: f64,
     state_kb: f64,
 }
 
@@ -92,6 +96,8 @@ pub fn scale(plan: &Plan, rep: &mut Report) {
                 "detect_daemon_p50_ms": step.detect_daemon.pct(50.0),
                 "deaths": step.detect.len(),
                 "persist_bytes_per_death": step.bytes_per_death,
+                "persist_folded_during_deaths": step.folded,
+                "journal_bytes_per_death": step.journal_per_death,
                 "state_file_kb": step.state_kb,
             }),
         );
@@ -145,6 +151,14 @@ pub fn scale(plan: &Plan, rep: &mut Report) {
                 "B",
                 8192.0,
             );
+            rep.set(
+                &format!("persist_folded_during_deaths_{n}"),
+                if step.folded { 1.0 } else { 0.0 },
+            );
+            rep.set(
+                &format!("journal_bytes_per_death_{n}"),
+                step.journal_per_death,
+            );
             rep.set(&format!("state_file_kb_{n}"), step.state_kb);
         }
     }
@@ -158,33 +172,65 @@ fn measure(inst: &Instance, plan: &Plan, n: usize) -> Step {
     let idle = marvel_idle(inst, plan, n, &mut scratch);
     let get = time_get(inst, &["get", "sessions"], plan.get_runs);
     let get_json = time_get(inst, &["get", "sessions", "-o", "json"], plan.get_runs);
-    let (detect, detect_daemon, bytes_per_death) = deaths(inst, n, plan.scale_deaths.min(n));
+    let deaths = deaths(inst, n, plan.scale_deaths.min(n));
     let state_kb = std::fs::metadata(inst.state_dir().join("state.json"))
         .map_or(f64::NAN, |m| m.len() as f64 / 1024.0);
     println!(
-        "  at {n}: get {} ms, death → crashed event p50 {} / p99 {} ms, {} bytes written per death (state file {} KB)",
+        "  at {n}: get {} ms, death → crashed event p50 {} / p99 {} ms, {} bytes written per death{} (state file {} KB)",
         fmt_num(get.median()),
-        fmt_num(detect.pct(50.0)),
-        fmt_num(detect.pct(99.0)),
-        fmt_num(bytes_per_death),
+        fmt_num(deaths.detect.pct(50.0)),
+        fmt_num(deaths.detect.pct(99.0)),
+        fmt_num(deaths.bytes_per_death),
+        if deaths.folded {
+            ", the journal folded meanwhile".to_string()
+        } else {
+            format!(", {} of journal", fmt_num(deaths.journal_per_death))
+        },
         fmt_num(state_kb)
     );
     Step {
         idle,
         get_ms: get.median(),
         get_json_ms: get_json.median(),
-        detect,
-        detect_daemon,
-        bytes_per_death,
+        detect: deaths.detect,
+        detect_daemon: deaths.detect_daemon,
+        bytes_per_death: deaths.bytes_per_death,
+        folded: deaths.folded,
+        journal_per_death: deaths.journal_per_death,
         state_kb,
     }
+}
+
+/// What [`deaths`] measured.
+struct Deaths {
+    detect: Samples,
+    detect_daemon: Samples,
+    bytes_per_death: f64,
+    folded: bool,
+    journal_per_death: f64,
+}
+
+/// The state snapshot's inode (a fold writes a new file in its place) and
+/// the journal's length.
+fn store_files(inst: &Instance) -> (Option<u64>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = inst.state_dir();
+    (
+        std::fs::metadata(dir.join("state.json"))
+            .ok()
+            .map(|m| m.ino()),
+        std::fs::metadata(dir.join("state.journal"))
+            .ok()
+            .map(|m| m.len()),
+    )
 }
 
 /// Kills `count` programs one at a time, each in its own slot, with only
 /// an `events --follow` reader attached: the time from the kill to the
 /// `crashed` event, and the bytes the daemon wrote to storage over the
-/// whole of each death (the crash, the restart, the new program running).
-fn deaths(inst: &Instance, n: usize, count: usize) -> (Samples, Samples, f64) {
+/// whole of each death (the crash, the restart, the new program running),
+/// and whether that included a fold of the journal into a new snapshot.
+fn deaths(inst: &Instance, n: usize, count: usize) -> Deaths {
     let daemon = inst.daemon_pid();
     let rows = inst.sessions();
     let follower = Follower::start(inst, &["crashed", "started"]);
@@ -194,6 +240,7 @@ fn deaths(inst: &Instance, n: usize, count: usize) -> (Samples, Samples, f64) {
     nap(Duration::from_millis(200));
     follower.drain();
     let bytes0 = write_bytes(daemon).unwrap_or(0);
+    let (snapshot0, journal0) = store_files(inst);
     for i in 0..count {
         check_interrupt();
         // 7 is prime to every size used, so the slots are all different.
@@ -229,10 +276,24 @@ fn deaths(inst: &Instance, n: usize, count: usize) -> (Samples, Samples, f64) {
     // What the last replacement's start made the daemon write.
     nap(Duration::from_millis(300));
     let bytes = write_bytes(daemon).unwrap_or(0).saturating_sub(bytes0);
-    let per_death = if count == 0 {
-        f64::NAN
-    } else {
-        bytes as f64 / count as f64
+    let (snapshot1, journal1) = store_files(inst);
+    let folded = snapshot0 != snapshot1;
+    let per = |total: f64| {
+        if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        }
     };
-    (detect, detect_daemon, per_death)
+    let journal_per_death = match (journal0, journal1) {
+        (Some(a), Some(b)) if !folded && b >= a => per((b - a) as f64),
+        _ => f64::NAN,
+    };
+    Deaths {
+        detect,
+        detect_daemon,
+        bytes_per_death: per(bytes as f64),
+        folded,
+        journal_per_death,
+    }
 }

@@ -368,9 +368,15 @@ impl Tmux {
                 window_option("window-status-format", WINDOW_STATUS.into()),
                 window_option("window-status-current-format", WINDOW_STATUS.into()),
                 // A window made with a name (`-n`) has `automatic-rename`
-                // off already; each option set costs the tmux server a
-                // pass over every window, so it is not set again.
-                window_option("allow-rename", "off".into()),
+                // off already, and `allow-rename` is off unless a
+                // configuration turned it on: each option set costs the
+                // tmux server a pass over every window, so neither is set
+                // where it already holds.
+                only_if(
+                    "#{allow-rename}",
+                    &format!("set-option -w -t {} allow-rename off", tmux_quote(&target)),
+                    &target,
+                ),
             ]);
         }
         // What wakes the daemon's watch: the window's panes ending (set on
@@ -1058,6 +1064,37 @@ fn escape_separators(mut cmd: TmuxCommand<'_>) -> TmuxCommand<'_> {
 /// Doubles `#` for arguments that tmux expands as formats.
 fn escape_format(s: &str) -> String {
     s.replace('#', "##")
+}
+
+/// `if-shell -F`: runs `command` (in tmux's command language) only when
+/// `condition`, a format expanded for `target`, is true. No shell runs.
+fn only_if(condition: &str, command: &str, target: &str) -> TmuxCommand<'static> {
+    let mut c = TmuxCommand::new();
+    c.name("if-shell");
+    c.push_flag("-F");
+    c.push_option("-t", target.to_string());
+    c.push_param(condition.to_string());
+    c.push_param(command.to_string());
+    c
+}
+
+/// Quotes `s` as one word of tmux's command language: in single quotes,
+/// where nothing is special, unless it holds one; then in double quotes,
+/// with what is special there (`\`, `"`, `$`) escaped.
+fn tmux_quote(s: &str) -> String {
+    if !s.contains('\'') {
+        return format!("'{s}'");
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '$') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
 }
 
 /// Quotes `s` as one POSIX shell word. Text with a NUL byte cannot be one
@@ -1766,8 +1803,8 @@ pub(crate) mod tests {
             "on"
         );
         assert_eq!(
-            shown(&["show-options", "-wv", "-t", &c.pane, "allow-rename"]),
-            "off"
+            shown(&["display-message", "-p", "-t", &c.pane, "#{allow-rename}"]),
+            "0"
         );
         srv.tmux.kill(&d.pane).unwrap();
         srv.tmux.kill(&c.pane).unwrap();
@@ -1806,9 +1843,79 @@ pub(crate) mod tests {
             session: "s".into(),
             after: None,
         });
-        for name in ["@marvel", "@marvel-key", "remain-on-exit", "allow-rename"] {
+        for name in ["@marvel", "@marvel-key", "remain-on-exit"] {
             assert!(made.iter().any(|o| o == name), "{name}: {made:?}");
         }
+        // Only where a configuration turned it on.
+        assert!(!made.iter().any(|o| o == "allow-rename"), "{made:?}");
+        let conditional: Vec<Vec<String>> = t
+            .spawn_commands(&placed(
+                Place::NewWindow {
+                    session: "s".into(),
+                    after: None,
+                },
+                &["a"],
+            ))
+            .unwrap()
+            .iter()
+            .map(|c| c.to_vec().iter().map(|a| a.to_string()).collect())
+            .filter(|c: &Vec<String>| c[0] == "if-shell")
+            .collect();
+        assert_eq!(
+            conditional,
+            [[
+                "if-shell",
+                "-F",
+                "-t",
+                "=s:=w-0",
+                "#{allow-rename}",
+                "set-option -w -t '=s:=w-0' allow-rename off"
+            ]]
+        );
+    }
+
+    #[test]
+    fn tmux_quote_makes_one_word_of_anything() {
+        assert_eq!(tmux_quote("=s:=w"), "'=s:=w'");
+        assert_eq!(tmux_quote("a $b ~c #d;"), "'a $b ~c #d;'");
+        assert_eq!(tmux_quote(r#"it's "$x" \"#), r#""it's \"\$x\" \\""#);
+    }
+
+    /// `allow-rename` is set off on a new window only where it is on, and
+    /// the command reaches the right window with quotes in the session's
+    /// name.
+    #[test]
+    fn allow_rename_is_turned_off_where_a_configuration_turned_it_on() {
+        let srv = TestServer::new();
+        let name = "it's \"x\" y";
+        let mut first = req(name, &["sleep", "30"]);
+        first.window_name = "one".into();
+        let a = srv.tmux.spawn(&first).unwrap();
+        let tmux = |args: &[&str]| {
+            let out = Command::new("tmux")
+                .args(["-L", &srv.name])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let local = |window: &str| tmux(&["show-options", "-wqv", "-t", window, "allow-rename"]);
+        // Off by default: nothing to set.
+        assert_eq!(local(&a.window), "");
+        tmux(&["set-option", "-gw", "allow-rename", "on"]);
+        let mut second = placed(
+            Place::NewWindow {
+                session: name.into(),
+                after: None,
+            },
+            &["sleep", "30"],
+        );
+        second.window_name = "two x".into();
+        let b = srv.tmux.spawn(&second).unwrap();
+        assert_ne!(a.window, b.window);
+        assert_eq!(local(&b.window), "off");
+        assert_eq!(local(&a.window), "");
     }
 
     #[test]

@@ -186,11 +186,28 @@ fn a_team_is_one_tmux_session_with_a_window_per_session_and_a_tiled_role_shares_
 }
 
 /// A window's name is its session's: neither the program it runs nor a
-/// title it prints renames it. A plain window beside it, with tmux's own
-/// renaming on, running the same program, shows that tmux would.
+/// title it prints renames it, also on a server configured to let programs
+/// rename windows. A plain window beside it, with tmux's own renaming on,
+/// running the same program, shows that tmux would.
 #[test]
 fn a_program_cannot_rename_its_window() {
     let env = Env::new();
+    // A configuration that lets programs rename their windows.
+    let configured = env.tmux(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "mine",
+        "sleep 600",
+        ";",
+        "set-option",
+        "-gw",
+        "allow-rename",
+        "on",
+    ]);
+    assert!(configured.status.success(), "{configured:?}");
     // An escape sequence that names the window, then another program.
     let program = r#"printf '\033kpwned\033\\'; exec sleep 600"#;
     let r = role("worker", 1, &format!("[\"sh\", \"-c\", {program:?}]"), "");
@@ -207,14 +224,6 @@ fn a_program_cannot_rename_its_window() {
         program,
     ]);
     assert!(made.status.success(), "{made:?}");
-    let plain = env.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_id}"]);
-    let plain = String::from_utf8_lossy(&plain.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let on = env.tmux(&["set-option", "-w", "-t", &plain, "allow-rename", "on"]);
-    assert!(on.status.success(), "{on:?}");
     let names = |e: &Env| {
         let out = e.tmux(&["list-windows", "-t", "=t-squad", "-F", "#{window_name}"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
