@@ -100,6 +100,17 @@ pub enum ShimReport {
     LogComplete { uid: u64 },
 }
 
+impl ShimReport {
+    /// The spawn the report is about.
+    pub fn uid(&self) -> u64 {
+        match self {
+            ShimReport::Started { uid, .. }
+            | ShimReport::Exited { uid, .. }
+            | ShimReport::LogComplete { uid } => *uid,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Is the daemon there, and which version is it?

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rustix::process::{Pid, Signal};
 
-use crate::paths::{EXITS, Paths, write_atomic};
+use crate::paths::{EXITS, Paths, exit_record_name};
 use crate::proto::{Envelope, PROTOCOL_VERSION, Request, Response, ShimReport};
 use crate::statedir::{self, Dir};
 
@@ -304,9 +304,12 @@ pub fn run_shim(args: &ShimArgs) -> i32 {
     // its own in place of the role variables the pane was given.
     let mut unset: &[String] = &[];
     let mut before = None;
+    // The run before, whose exit record this one's takes over.
+    let mut previous = None;
     loop {
         let began = Instant::now();
-        let (code, signal, failure) = run_program(&paths, &run, unset);
+        let (code, signal, failure) = run_program(&paths, &run, unset, previous);
+        previous = Some(run.uid);
         let ran = began.elapsed();
         let next = match finish(&paths, run.uid, code, signal, failure, log.as_ref()) {
             After::Exit(status) => return status,
@@ -346,6 +349,7 @@ fn run_program(
     paths: &Paths,
     run: &NextRun,
     unset: &[String],
+    previous: Option<u64>,
 ) -> (Option<i32>, Option<i32>, Option<String>) {
     let uid = run.uid;
     let Some(program) = run.argv.first() else {
@@ -416,6 +420,7 @@ fn run_program(
             at: Utc::now(),
         },
         STARTED_REPLY,
+        previous,
     );
     let (code, signal) = wait_child(pid);
     (code, signal, None)
@@ -492,7 +497,7 @@ fn finish(
         rerun: log.is_some_and(log::Owner::owns),
         run_in_answer: log.is_some_and(log::Owner::owns),
     };
-    let answer = report(paths, uid, &exited, EXITED_REPLY);
+    let answer = report(paths, uid, &exited, EXITED_REPLY, None);
     let status = match (code, signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
@@ -665,37 +670,60 @@ fn draw(line: &str) -> io::Result<()> {
 }
 
 /// Offers the report to the daemon and returns its answer if one came,
-/// keeping the report in the exit record (durably, for a daemon that is
-/// down) as well: a start before it is offered, an end only if the daemon
-/// did not answer, since the daemon answers an end once its own state on
-/// disk holds it. Failures are silent: the pane's terminal belongs to the
-/// program.
-fn report(paths: &Paths, uid: u64, report: &ShimReport, reply: Duration) -> Option<Response> {
+/// keeping the report in the exit record (for a daemon that is down, or
+/// that crashes before its state holds the report) as well: a start
+/// before it is offered, an end only if the daemon did not answer, since
+/// the daemon answers an end once its own state holds it. Failures are
+/// silent: the pane's terminal belongs to the program.
+fn report(
+    paths: &Paths,
+    uid: u64,
+    report: &ShimReport,
+    reply: Duration,
+    reuse: Option<u64>,
+) -> Option<Response> {
     let ended = matches!(report, ShimReport::Exited { .. });
     if !ended {
-        record(paths, uid, report);
+        record(paths, uid, report, reuse);
     }
     let answer = ask(&paths.socket(), Request::Shim(report.clone()), reply)
         .ok()
         .flatten();
     if ended && answer.is_none() {
-        record(paths, uid, report);
+        record(paths, uid, report, reuse);
     }
     answer
 }
 
-/// Writes `report` to the exit record of spawn `uid`.
-fn record(paths: &Paths, uid: u64, report: &ShimReport) {
+/// Writes `report` to the exit record of spawn `uid`. The record of the
+/// shim's run before (`reuse`), which the daemon leaves to it, is renamed
+/// for this one and written over in place: a restart in the same pane
+/// makes and removes no file (each costs the file system's metadata more
+/// than the record's bytes). Only a new record is made whole, by rename.
+/// Nothing is fsynced: a record means nothing once the machine restarted,
+/// since every program died with it.
+fn record(paths: &Paths, uid: u64, report: &ShimReport, reuse: Option<u64>) {
     let Ok(json) = serde_json::to_vec(report) else {
         return;
     };
-    let record = paths.exit_record(uid);
-    if write_atomic(&record, &json).is_err() {
+    let name = exit_record_name(uid);
+    let write = |dir: &Dir| -> io::Result<()> {
+        if let Some(previous) = reuse.filter(|p| *p != uid) {
+            let _ = dir.rename_new(&exit_record_name(previous), &name);
+        }
+        match dir.overwrite(&name, &json) {
+            Err(e) if e.kind() == ErrorKind::NotFound => dir.replace(&name, &json),
+            written => written,
+        }
+    };
+    let written = Dir::open(&paths.exits_dir())
+        .map_err(io::Error::other)
+        .and_then(|dir| write(&dir));
+    if written.is_err() {
         // `exits/` may have been removed: make it again, inside a state
         // directory that passes the checks, and retry once.
-        let made = Dir::open_root(&paths.root).and_then(|root| root.ensure_sub(EXITS));
-        if made.is_ok() {
-            let _ = write_atomic(&record, &json);
+        if let Ok(dir) = Dir::open_root(&paths.root).and_then(|root| root.ensure_sub(EXITS)) {
+            let _ = write(&dir);
         }
     }
 }
@@ -848,16 +876,34 @@ fn reset_signals() {
 }
 
 /// Reads what was recorded for spawn `uid`: the newest report the shim
-/// wrote, or `None` if there is no record (yet).
+/// wrote, or `None` if there is no record (yet). A record is written over
+/// in place, so it is read until two reads agree, and one that still holds
+/// the report of the run before (renamed, not yet written) is none.
 pub fn read_exit_record(paths: &Paths, uid: u64) -> io::Result<Option<ShimReport>> {
-    match statedir::read(&paths.exit_record(uid)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e)),
+    let path = paths.exit_record(uid);
+    let read = || match statedir::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    };
+    let mut bytes = read()?;
+    for _ in 0..RECORD_READS {
+        let again = read()?;
+        if again == bytes {
+            break;
+        }
+        bytes = again;
     }
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let report: ShimReport =
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+    Ok((report.uid() == uid).then_some(report))
 }
+
+/// Reads of a record, at most, until two in a row agree.
+const RECORD_READS: usize = 5;
 
 /// The pane's output log written by the shim itself: the log pipe that
 /// `pipe-pane` starts hands its input (the pane's output) over an abstract
@@ -1819,6 +1865,64 @@ mod tests {
         assert!(fresh_screen(true).ends_with(b"\x1b[?1049l\x1bc"));
     }
     use std::fs;
+
+    /// A shim's next run takes its last run's record over: the same file,
+    /// renamed and written over in place, and read back whole whether the
+    /// report is shorter or longer than what the file held.
+    #[test]
+    fn a_next_run_writes_its_record_over_the_last_one_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::resolve(Some(&tmp.path().join("home"))).unwrap();
+        paths.ensure().unwrap();
+        let at = Utc::now();
+        let started = |uid, pid| ShimReport::Started { uid, pid, at };
+        let ended = |uid, failure: Option<&str>| ShimReport::Exited {
+            uid,
+            code: Some(3),
+            signal: None,
+            at,
+            hangup: false,
+            failure: failure.map(String::from),
+            rerun: true,
+            run_in_answer: false,
+        };
+        let read = |uid| read_exit_record(&paths, uid).unwrap();
+        let inode = |uid| fs::metadata(paths.exit_record(uid)).unwrap().ino();
+        let long = "cannot run /a/program/with/a/long/path: No such file or directory";
+        record(&paths, 5, &started(5, 1000), None);
+        record(&paths, 5, &ended(5, Some(long)), None);
+        assert!(matches!(read(5), Some(ShimReport::Exited { uid: 5, .. })));
+        let first = inode(5);
+        record(&paths, 6, &started(6, 77), Some(5));
+        assert!(!paths.exit_record(5).exists());
+        assert_eq!(inode(6), first, "the same file");
+        // Shorter than what the file held: the rest is blanked.
+        assert!(matches!(
+            read(6),
+            Some(ShimReport::Started {
+                uid: 6,
+                pid: 77,
+                ..
+            })
+        ));
+        record(&paths, 6, &ended(6, None), None);
+        assert!(matches!(read(6), Some(ShimReport::Exited { uid: 6, .. })));
+        assert_eq!(inode(6), first);
+        // No record of the run before: a new one.
+        record(&paths, 8, &started(8, 9), Some(7));
+        assert!(matches!(read(8), Some(ShimReport::Started { uid: 8, .. })));
+        // A record renamed for a run but not yet written holds the run
+        // before's report: it is none of the new run's.
+        fs::rename(paths.exit_record(8), paths.exit_record(9)).unwrap();
+        assert!(read(9).is_none());
+        // Another run's record already under the name is written over,
+        // the one to take over stays for the pruning.
+        record(&paths, 10, &started(10, 1), None);
+        record(&paths, 10, &started(10, 2), Some(6));
+        assert!(matches!(read(10), Some(ShimReport::Started { pid: 2, .. })));
+        assert_eq!(inode(6), first);
+    }
 
     #[test]
     fn logpipe_rotates_and_bounds_the_log() {

@@ -413,6 +413,33 @@ impl Dir {
         Ok(bytes)
     }
 
+    /// Writes `bytes` over the start of the existing file `name`, in one
+    /// write, padded with spaces to the file's length so that nothing of
+    /// what it held before is left after them: the same file, no entry made
+    /// or removed. Not atomic for a reader that reads meanwhile, nor
+    /// durable. `NotFound` when there is no such file.
+    pub fn overwrite(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = self.open_file(name, OFlags::WRONLY)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        let mut padded = bytes.to_vec();
+        if len > padded.len() {
+            padded.resize(len, b' ');
+        }
+        file.write_all_at(&padded, 0)
+    }
+
+    /// Renames `from` to `to` unless `to` exists.
+    pub fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        Ok(rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?)
+    }
+
     /// Writes `name` atomically: a new temporary file (created exclusively,
     /// so never an existing file or link), fsync, rename over `name`, fsync
     /// of the directory. A failed write leaves no temporary file behind.

@@ -429,7 +429,8 @@ pub fn replaying(paths: &Paths, uid: u64) -> PathBuf {
     paths.exits_dir().join(format!("{uid}.json.replaying"))
 }
 
-/// Removes exit records of sessions that are not live, and logs of
+/// Removes exit records of sessions that are neither live nor in a kept
+/// pane (whose shim writes its next run's record over it), and logs of
 /// sessions that are not shown (as a marker or a succeeded session), so
 /// neither directory grows without bound under a crash loop. Only files
 /// marvel made are removed: regular files of ours, under the exact names
@@ -460,8 +461,9 @@ pub fn prune(paths: &Paths, live: &BTreeSet<u64>, kept: &BTreeSet<u64>, shown: &
             }
         }
     };
+    // A kept pane's shim writes its next run's record over its last one.
     prune(&paths.exits_dir(), &[".json"], &|uid, _| {
-        live.contains(&uid)
+        live.contains(&uid) || kept.contains(&uid)
     });
     prune(&paths.exits_dir(), &[".line"], &|uid, _| {
         kept.contains(&uid)
@@ -923,6 +925,7 @@ mod tests {
         std::fs::write(exits.join("9.json"), b"{}").unwrap();
         std::fs::write(exits.join("9.line"), b"crashed").unwrap();
         std::fs::write(exits.join("4.line"), b"frozen").unwrap();
+        std::fs::write(exits.join("4.json"), b"{}").unwrap();
         // Next runs: one just left for a shim, one its shim never took.
         std::fs::write(exits.join("7.next"), b"{}").unwrap();
         let old = std::fs::File::create(exits.join("8.next")).unwrap();
@@ -954,8 +957,8 @@ mod tests {
         );
 
         assert!(
-            exits.join("4.line").exists(),
-            "the line of a kept pane stays"
+            exits.join("4.line").exists() && exits.join("4.json").exists(),
+            "the line of a kept pane stays, and the record its next run takes over"
         );
         assert!(
             exits.join("7.next").exists(),

@@ -55,6 +55,83 @@ fn inject_exit_into_a_shell_crashes_it_and_the_replacement_waits_for_backoff() {
     });
 }
 
+/// A restart in the kept pane makes and removes no file: the new run's
+/// exit record is the one before, renamed and written over, and it is the
+/// only one of the slot. A daemon started again finds the run by it.
+#[test]
+fn a_restart_in_the_same_pane_takes_its_exit_record_over() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let file = env.manifest(
+        "team.ron",
+        &team("squad", &role("worker", 1, SLEEP, "max_restarts: None,")),
+    );
+    env.ok(&["run", &file]);
+    let exits = env.state_dir().join("exits");
+    // A file is told by its inode and its birth time: a file made after
+    // one was removed can have its inode, not its birth time.
+    type Record = (String, (u64, Option<std::time::SystemTime>));
+    let records = || -> Vec<Record> {
+        let mut r: Vec<Record> = std::fs::read_dir(&exits)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let m = e.metadata().unwrap();
+                (name, (m.ino(), m.created().ok()))
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let mut run = env.wait_running("t/squad/worker", 1).remove(0);
+    let first = env.wait("the first run's record", |_| {
+        let r = records();
+        (r.len() == 1).then(|| r[0].clone())
+    });
+    assert_eq!(first.0, format!("{}.json", run["uid"]));
+    for _ in 0..3 {
+        unsafe { libc::kill(run["pid"].as_u64().unwrap() as i32, libc::SIGKILL) };
+        let next = env.wait("the restart", |e| {
+            e.in_state("t/squad/worker", "running")
+                .into_iter()
+                .find(|s| s["uid"] != run["uid"])
+        });
+        assert_eq!(next["pane"], run["pane"], "restarted in the same pane");
+        let name = format!("{}.json", next["uid"]);
+        let now = env.wait("the record taken over", |_| {
+            let r = records();
+            (r.len() == 1 && r[0].0 == name).then(|| r[0].clone())
+        });
+        assert_eq!(now.1, first.1, "the same file: {}", env.dump());
+        run = next;
+    }
+    // With the daemon away, the program's end goes into that record too,
+    // in place, and the next daemon records the death.
+    let daemon = env.daemon_pid();
+    signal(daemon, libc::SIGKILL);
+    env.wait("the daemon to go", |_| (!alive(daemon)).then_some(()));
+    let pid = run["pid"].as_u64().unwrap() as u32;
+    signal(pid, libc::SIGKILL);
+    env.wait("the program to go", |_| (!alive(pid)).then_some(()));
+    let record = exits.join(format!("{}.json", run["uid"]));
+    env.wait("the end in the record", |_| {
+        let text = std::fs::read_to_string(&record).ok()?;
+        text.contains("Exited").then_some(())
+    });
+    let m = std::fs::metadata(&record).unwrap();
+    assert_eq!((m.ino(), m.created().ok()), first.1);
+    let crashed = env.wait("the death recorded by the next daemon", |e| {
+        let mut all = e.events("crashed");
+        (all.len() == 4).then(|| all.remove(3))
+    });
+    assert!(
+        crashed["message"].as_str().unwrap().starts_with("signal 9"),
+        "{crashed}"
+    );
+}
+
 #[test]
 fn exit_codes_signals_and_killed_panes_are_recorded() {
     let env = Env::new();

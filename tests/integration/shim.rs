@@ -3,6 +3,7 @@
 //! for the daemon.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -451,6 +452,7 @@ fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal()
         &[("ROLE_VAR", "given")],
     );
     started_pid(daemon.next());
+    let record = std::fs::metadata(s.paths.exit_record(20)).unwrap().ino();
     let (report, conn) = daemon.next_unanswered();
     assert!(
         matches!(
@@ -492,6 +494,16 @@ fn a_lingering_shim_runs_the_next_spawn_in_the_same_pane_with_a_fresh_terminal()
         matches!(report, ShimReport::Started { uid: 21, .. }),
         "the later run starts, not the stale one: {report:?}"
     );
+    // Its record is the first run's file, renamed and written over.
+    assert!(!s.paths.exit_record(20).exists());
+    assert_eq!(
+        std::fs::metadata(s.paths.exit_record(21)).unwrap().ino(),
+        record
+    );
+    assert!(matches!(
+        marvel::shim::read_exit_record(&s.paths, 21).unwrap(),
+        Some(ShimReport::Started { uid: 21, .. })
+    ));
     // The same pane and shim; the program's own environment (the role's
     // variable of the first run is gone); a terminal as a new pane's.
     assert_eq!(

@@ -891,11 +891,11 @@ impl Supervisor {
                     // SIGKILL if it does not go), and its pane, kept, shows
                     // its last screen.
                     self.unsettled.remove(&session.uid);
-                    self.out.push(Output::RemoveExitRecord(session.uid));
                     self.out.push(Output::ReadLogTail { uid: session.uid });
                     if let Some(exit) = &session.exit {
                         self.keep_pane(&session, exit, now);
                     }
+                    self.remove_exit_record(&session);
                     let kept =
                         self.world.kept.get(&session.key).map(|k| k.uid) == Some(session.uid);
                     match (&session.pane, session.pid, session.pane_pid) {
@@ -1112,8 +1112,22 @@ impl Supervisor {
         // user's change does: it waits for a user.
         self.urgent |= evs.iter().any(|e| e.kind == EventKind::Frozen);
         self.emit_all(evs);
-        self.out.push(Output::RemoveExitRecord(uid));
+        self.remove_exit_record(&s);
         self.dirty = true;
+    }
+
+    /// The exit record of a session that ended is no longer needed, unless
+    /// its shim stays in the kept pane to run the slot's next program: that
+    /// run's record takes it over (the pruning spares it meanwhile).
+    fn remove_exit_record(&mut self, s: &Session) {
+        let reused = self
+            .world
+            .kept
+            .get(&s.key)
+            .is_some_and(|k| k.uid == s.uid && k.rerun);
+        if !reused {
+            self.out.push(Output::RemoveExitRecord(s.uid));
+        }
     }
 
     /// The pane of an ended program stays for its slot, showing its last

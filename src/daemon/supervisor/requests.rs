@@ -178,7 +178,9 @@ impl Supervisor {
             // Ended already (killed for its heartbeats, say): its shim still
             // learns what its pane shows.
             self.ws.rerunnable.remove(&uid);
-            self.out.push(Output::RemoveExitRecord(uid));
+            if !self.world.kept.values().any(|k| k.uid == uid && k.rerun) {
+                self.out.push(Output::RemoveExitRecord(uid));
+            }
             return Ok(Some(self.answer_to_exit(uid, "unknown session")));
         };
         if s.pane.is_none() && self.tmux.spawning(uid) {

@@ -631,6 +631,10 @@ fn the_shim_of_a_kept_pane_runs_the_next_spawn_itself_without_tmux() {
     h.exited_as(s.uid, Some(3), None, false, true);
     h.run_jobs();
     assert!(h.world().kept[&s.key].rerun);
+    assert!(
+        h.records.contains_key(&s.uid),
+        "the record is left for the next run to take over"
+    );
     let calls = h.tmux.calls().len();
     h.until_wake();
     h.run_jobs();
@@ -669,6 +673,7 @@ fn the_pane_of_a_shim_that_cannot_run_the_next_spawn_is_respawned() {
     let (mut h, s) = crashed_once(false);
     let pane = s.pane.clone().unwrap();
     assert!(!h.world().kept[&s.key].rerun);
+    assert!(!h.records.contains_key(&s.uid), "the record is done with");
     h.until_wake();
     h.run_jobs();
     assert!(h.reruns.is_empty());
