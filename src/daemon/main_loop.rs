@@ -47,6 +47,10 @@ const GROUP_COMMIT: Duration = Duration::from_millis(2);
 /// again, not one per death.
 const SYNC_WITHIN: Duration = Duration::from_secs(5);
 
+/// A fold of the journal that is due waits until nothing has been written
+/// for this long (see [`Store::fold_due`]).
+const FOLD_QUIET: Duration = Duration::from_secs(1);
+
 /// Everything the loop receives.
 pub enum Msg {
     /// A client's or a shim's request.
@@ -223,6 +227,9 @@ pub struct MainLoop {
     durability: Durability,
     /// When what was written must be on disk, if some of it is not yet.
     sync_by: Option<Instant>,
+    /// When the journal is folded, if a fold is due: once nothing has been
+    /// written for [`FOLD_QUIET`].
+    fold_by: Option<Instant>,
     /// Where syncs go, to run off the loop: the loop never waits for the
     /// disk but for what must be on it at once.
     syncer: Sender<store::SyncJob>,
@@ -298,6 +305,7 @@ impl MainLoop {
             unsaved: false,
             durability: Durability::Later,
             sync_by: None,
+            fold_by: None,
             syncer,
             syncing: false,
             persist_news: None,
@@ -379,15 +387,20 @@ impl MainLoop {
                     // About to wait: what a burst left free goes back.
                     self.trim.idle(Instant::now());
                     let sync_by = self.sync_by.filter(|_| !self.syncing);
-                    let until = [sync_by, self.parked.iter().map(|p| p.by).min()]
-                        .into_iter()
-                        .flatten()
-                        .fold(self.wake, Instant::min);
+                    let until = [
+                        sync_by,
+                        self.fold_by,
+                        self.parked.iter().map(|p| p.by).min(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .fold(self.wake, Instant::min);
                     let timeout = until.saturating_duration_since(Instant::now());
                     self.rx.recv_timeout(timeout)
                 }
             };
             self.sync_if_due();
+            self.fold_if_quiet();
             self.unpark(false);
             if matches!(msg, Err(RecvTimeoutError::Timeout)) && Instant::now() < self.wake {
                 // Woken for the sync or a parked answer alone.
@@ -560,7 +573,33 @@ impl MainLoop {
         } else if durability == Durability::Soon {
             self.sync_by.get_or_insert(Instant::now() + SYNC_WITHIN);
         }
+        // Put off by every write.
+        self.fold_by = self.store.fold_due().then(|| Instant::now() + FOLD_QUIET);
         self.news(result);
+    }
+
+    /// Folds the journal into a new snapshot once one is due and nothing
+    /// has been written for [`FOLD_QUIET`].
+    fn fold_if_quiet(&mut self) {
+        if self.unsaved || self.fold_by.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.fold_by = None;
+        if !self.store.fold_due() {
+            return;
+        }
+        let result = self
+            .store
+            .fold(self.sup.world_mut())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if !self.store.unsynced() {
+            self.sync_by = None;
+        }
+        self.news(result);
+        if let Some(news) = self.persist_news.take() {
+            self.feed(news);
+        }
     }
 
     /// How a write went is news to the supervisor only when it changed (or
@@ -989,6 +1028,7 @@ mod tests {
                 Err(_) => Input::Tick,
             };
             m.sync_if_due();
+            m.fold_if_quiet();
             m.unpark(false);
             m.feed(input);
         }
@@ -1030,6 +1070,36 @@ mod tests {
         until(&mut m, "the stop written", |m| !m.unsaved);
         assert!(!m.store.unsynced(), "a user's change waited for the timer");
         assert_eq!(m.sync_by, None);
+    }
+
+    /// A fold of the journal that is due waits until nothing has been
+    /// written for a moment: not in the middle of a burst of deaths, each
+    /// of which would wait for the whole world to be written.
+    #[test]
+    fn a_due_fold_waits_for_a_quiet_moment() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, uids) = with_panes(dir.path(), role("w", 2));
+        until(&mut m, "the bring-up on disk", |m| !m.store.unsynced());
+        let snapshot = |m: &MainLoop| std::fs::metadata(m.paths.state()).unwrap().ino();
+        let before = snapshot(&m);
+        m.store.pretend_fold_due();
+        assert!(ask(&mut m, Request::Shim(ended(uids[0], false))).is_some());
+        let first = m.fold_by.expect("a fold waits");
+        assert!(ask(&mut m, Request::Shim(ended(uids[1], false))).is_some());
+        let second = m.fold_by.expect("a fold waits");
+        assert!(second >= first, "put off by the second death");
+        assert!(m.store.fold_due());
+        assert_eq!(snapshot(&m), before, "not folded among the deaths");
+        until(&mut m, "the fold", |m| !m.store.fold_due());
+        assert!(Instant::now() >= second, "folded before a quiet moment");
+        assert_ne!(snapshot(&m), before);
+        assert_eq!(m.fold_by, None);
+        assert_eq!(journal_lines(dir.path()), 1, "a new journal: its header");
+        let disk = on_disk(&m);
+        for uid in uids {
+            assert!(!disk.sessions.contains_key(&uid), "{uid} died");
+        }
     }
 
     /// The death a shim reports is removed from `exits/` only once the

@@ -61,8 +61,10 @@ struct Header {
 const FOLD_MIN: u64 = 1 << 20;
 
 /// The journal is folded once it is this many times the snapshot's size:
-/// each byte of it then costs a quarter of a byte of snapshot, and a
-/// start reads at most five times the snapshot.
+/// each byte of it then costs a quarter of a byte of snapshot. The fold
+/// waits for a quiet moment (see [`Store::fold_due`]) while the journal
+/// grows by one more snapshot at most, so a start reads at most six times
+/// the snapshot.
 const FOLD_RATIO: u64 = 4;
 
 pub struct Store {
@@ -254,7 +256,7 @@ impl Store {
     /// line half written is cut back), and the next save writes a whole
     /// snapshot.
     pub fn save(&mut self, world: &mut World, durable: bool) -> crate::error::Result<Saved> {
-        if self.whole || self.len > (FOLD_RATIO * self.snapshot).max(FOLD_MIN) {
+        if self.whole || self.len > self.fold_at() + self.snapshot.max(FOLD_MIN / FOLD_RATIO) {
             return self.fold(world);
         }
         let Some(record) = self.journal.record(world) else {
@@ -269,6 +271,26 @@ impl Store {
             Error::io(&self.journal_path, &e)
         })?;
         Ok(Saved::Line(line.len()))
+    }
+
+    /// The journal length past which a fold is due.
+    fn fold_at(&self) -> u64 {
+        (FOLD_RATIO * self.snapshot).max(FOLD_MIN)
+    }
+
+    /// A fold is due: the journal grew past [`FOLD_RATIO`] times the
+    /// snapshot. Writing the whole world takes a while, so the daemon does
+    /// it once nothing has been written for a moment, rather than in the
+    /// middle of a burst of deaths or starts; [`Store::save`] folds anyway
+    /// once the journal has grown by one more snapshot.
+    pub fn fold_due(&self) -> bool {
+        !self.whole && self.len > self.fold_at()
+    }
+
+    /// The journal is just past its fold, as though lines had been written.
+    #[cfg(test)]
+    pub fn pretend_fold_due(&mut self) {
+        self.len = self.fold_at() + 1;
     }
 
     /// The next journal line fails to be written, as on a full disk.
@@ -892,15 +914,28 @@ mod tests {
         let path = dir.path().join(crate::paths::JOURNAL);
         let mut world = worlds[3].clone();
         assert_eq!(store.save(&mut world, true).unwrap(), Saved::Nothing);
-        // As if the lines had added up to more than the threshold.
+        assert!(!store.fold_due());
+        // As if the lines had added up to more than the threshold: a fold
+        // is due, and waits for the daemon to find a quiet moment...
         store.len = (FOLD_RATIO * store.snapshot).max(FOLD_MIN) + 1;
+        assert!(store.fold_due());
+        world.next_shift += 1;
+        assert!(matches!(
+            store.save(&mut world, true).unwrap(),
+            Saved::Line(_)
+        ));
+        assert!(store.fold_due());
+        // ...while the journal grows by one more snapshot at most.
+        store.len += store.snapshot.max(FOLD_MIN / FOLD_RATIO);
+        world.next_shift += 1;
         assert!(matches!(
             store.save(&mut world, true).unwrap(),
             Saved::Whole(_)
         ));
+        assert!(!store.fold_due());
         let journal = std::fs::read(&path).unwrap();
         assert_eq!(line_ends(&journal).len(), 1, "only the new header");
-        assert_eq!(restored(&mut store), (worlds[3].clone(), None));
+        assert_eq!(restored(&mut store), (world.clone(), None));
         // And the next change goes to the new journal.
         let (mut world, _) = restored(&mut store);
         store.save(&mut world, true).unwrap();
