@@ -1245,6 +1245,16 @@ pub(crate) mod tests {
             let tmux = Tmux::new(Some(name.clone()), timeout).with_config("/dev/null");
             TestServer { tmux, name }
         }
+
+        /// What a tmux command on this server printed, trimmed.
+        pub fn output(&self, args: &[&str]) -> String {
+            let out = Command::new("tmux")
+                .args(["-L", &self.name])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
     }
 
     impl Drop for TestServer {
@@ -1739,14 +1749,7 @@ pub(crate) mod tests {
                 status: "↻ 12:00:01 #1".into(),
             }])
             .unwrap();
-        let shown = |args: &[&str]| {
-            let out = Command::new("tmux")
-                .args(["-L", &srv.name])
-                .args(args)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let shown = |args: &[&str]| srv.output(args);
         let status = || shown(&["show-options", "-wv", "-t", &b.window, "@marvel-status"]);
         assert_eq!(status(), "↻ 12:00:01 #1");
         // The windows of a big role are more than tmux takes in one
@@ -1891,19 +1894,11 @@ pub(crate) mod tests {
         let mut first = req(name, &["sleep", "30"]);
         first.window_name = "one".into();
         let a = srv.tmux.spawn(&first).unwrap();
-        let tmux = |args: &[&str]| {
-            let out = Command::new("tmux")
-                .args(["-L", &srv.name])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{args:?}: {out:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        let local = |window: &str| tmux(&["show-options", "-wqv", "-t", window, "allow-rename"]);
+        let local =
+            |window: &str| srv.output(&["show-options", "-wqv", "-t", window, "allow-rename"]);
         // Off by default: nothing to set.
         assert_eq!(local(&a.window), "");
-        tmux(&["set-option", "-gw", "allow-rename", "on"]);
+        srv.output(&["set-option", "-gw", "allow-rename", "on"]);
         let mut second = placed(
             Place::NewWindow {
                 session: name.into(),
