@@ -895,7 +895,7 @@ impl Supervisor {
                     if let Some(exit) = &session.exit {
                         self.keep_pane(&session, exit, now);
                     }
-                    self.remove_exit_record(&session);
+                    self.remove_exit_record(session.uid);
                     let kept =
                         self.world.kept.get(&session.key).map(|k| k.uid) == Some(session.uid);
                     match (&session.pane, session.pid, session.pane_pid) {
@@ -1112,21 +1112,18 @@ impl Supervisor {
         // user's change does: it waits for a user.
         self.urgent |= evs.iter().any(|e| e.kind == EventKind::Frozen);
         self.emit_all(evs);
-        self.remove_exit_record(&s);
+        self.remove_exit_record(uid);
         self.dirty = true;
     }
 
-    /// The exit record of a session that ended is no longer needed, unless
-    /// its shim stays in the kept pane to run the slot's next program: that
-    /// run's record takes it over (the pruning spares it meanwhile).
-    fn remove_exit_record(&mut self, s: &Session) {
-        let reused = self
-            .world
-            .kept
-            .get(&s.key)
-            .is_some_and(|k| k.uid == s.uid && k.rerun);
+    /// The exit record of run `uid`, which ended, is no longer needed,
+    /// unless its shim stays in the kept pane to run the slot's next
+    /// program: that run's record takes it over (the pruning spares it
+    /// meanwhile).
+    pub(super) fn remove_exit_record(&mut self, uid: u64) {
+        let reused = self.world.kept.values().any(|k| k.uid == uid && k.rerun);
         if !reused {
-            self.out.push(Output::RemoveExitRecord(s.uid));
+            self.out.push(Output::RemoveExitRecord(uid));
         }
     }
 

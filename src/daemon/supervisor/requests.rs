@@ -178,9 +178,7 @@ impl Supervisor {
             // Ended already (killed for its heartbeats, say): its shim still
             // learns what its pane shows.
             self.ws.rerunnable.remove(&uid);
-            if !self.world.kept.values().any(|k| k.uid == uid && k.rerun) {
-                self.out.push(Output::RemoveExitRecord(uid));
-            }
+            self.remove_exit_record(uid);
             return Ok(Some(self.answer_to_exit(uid, "unknown session")));
         };
         if s.pane.is_none() && self.tmux.spawning(uid) {
